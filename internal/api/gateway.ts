@@ -1,0 +1,187 @@
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { fromJson, getOption, hasOption, toJson, ScalarType, type DescMethodUnary, type DescService, type JsonValue } from "@bufbuild/protobuf";
+import { Code, ConnectError, type Transport } from "@connectrpc/connect";
+import { http as httpRule } from "../../pkg/google/api/annotations_pb.js";
+
+/**
+ * REST gateway: transcodes the `google.api.http` annotations of the services'
+ * methods into routes, like grpc-gateway does for the original service. Each
+ * call goes through `transport` (an in-memory router with the same
+ * interceptors), so REST gets the same validation, error mapping, logging and
+ * idempotency as gRPC.
+ */
+export interface GatewayOptions {
+  services: readonly DescService[];
+  transport: Transport;
+  maxRequestBytes: number;
+}
+
+interface Route {
+  verb: string;
+  pattern: RegExp;
+  pathParams: string[];
+  body: string;
+  method: DescMethodUnary;
+}
+
+// Request headers passed on as metadata; grpc-gateway also forwards any
+// `Grpc-Metadata-*` header, which we keep for clients written against it.
+const forwardedHeaders = ["x-request-id", "traceparent", "tracestate", "log_level"];
+const metadataPrefix = "grpc-metadata-";
+
+// HTTP status per gRPC code, as grpc-gateway maps them.
+const httpStatus: Record<Code, number> = {
+  [Code.Canceled]: 499,
+  [Code.Unknown]: 500,
+  [Code.InvalidArgument]: 400,
+  [Code.DeadlineExceeded]: 504,
+  [Code.NotFound]: 404,
+  [Code.AlreadyExists]: 409,
+  [Code.PermissionDenied]: 403,
+  [Code.ResourceExhausted]: 429,
+  [Code.FailedPrecondition]: 400,
+  [Code.Aborted]: 409,
+  [Code.OutOfRange]: 400,
+  [Code.Unimplemented]: 501,
+  [Code.Internal]: 500,
+  [Code.Unavailable]: 503,
+  [Code.DataLoss]: 500,
+  [Code.Unauthenticated]: 401,
+};
+
+export function createGatewayHandler(options: GatewayOptions): (req: IncomingMessage, res: ServerResponse) => void {
+  const routes = options.services.flatMap(routesOf);
+  return (req, res) => {
+    handle(req, res, routes, options).catch((err: unknown) => {
+      sendError(res, err instanceof ConnectError ? err : new ConnectError("internal error", Code.Internal));
+    });
+  };
+}
+
+function routesOf(service: DescService): Route[] {
+  const routes: Route[] = [];
+  for (const method of service.methods) {
+    if (method.methodKind !== "unary" || !hasOption(method, httpRule)) continue;
+    const rule = getOption(method, httpRule);
+    const { case: verb, value } = rule.pattern;
+    if (verb === undefined || verb === "custom") continue;
+    const pathParams: string[] = [];
+    const source = value
+      .split("/")
+      .map((segment) => {
+        const param = /^\{([A-Za-z_][A-Za-z0-9_.]*)\}$/.exec(segment);
+        if (param) {
+          pathParams.push(param[1]!);
+          return "([^/]+)";
+        }
+        return segment.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+      })
+      .join("/");
+    routes.push({
+      verb: verb.toUpperCase(),
+      pattern: new RegExp(`^${source}/?$`),
+      pathParams,
+      body: rule.body,
+      method: method as DescMethodUnary,
+    });
+  }
+  return routes;
+}
+
+async function handle(req: IncomingMessage, res: ServerResponse, routes: Route[], options: GatewayOptions) {
+  const url = new URL(req.url ?? "/", "http://gateway");
+  const matching = routes.filter((r) => r.pattern.test(url.pathname));
+  if (matching.length === 0) return sendError(res, new ConnectError("Not Found", Code.NotFound));
+  const route = matching.find((r) => r.verb === req.method);
+  if (route === undefined) {
+    res.setHeader("allow", matching.map((r) => r.verb).join(", "));
+    return sendJson(res, 405, { code: Code.Unimplemented, message: "Method Not Allowed", details: [] });
+  }
+
+  const fields: Record<string, JsonValue> = {};
+  if (route.body === "*") {
+    const body = await readBody(req, options.maxRequestBytes);
+    if (body.length > 0) {
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(body.toString("utf8"));
+      } catch (err) {
+        throw new ConnectError(`invalid JSON body: ${(err as Error).message}`, Code.InvalidArgument);
+      }
+      if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
+        throw new ConnectError("invalid JSON body: expected an object", Code.InvalidArgument);
+      }
+      Object.assign(fields, parsed);
+    }
+  } else {
+    for (const [name, value] of url.searchParams) fields[name] = queryValue(route.method, name, value);
+  }
+  const match = route.pattern.exec(url.pathname)!;
+  route.pathParams.forEach((name, i) => {
+    fields[name] = decodeURIComponent(match[i + 1]!);
+  });
+
+  let input;
+  try {
+    input = fromJson(route.method.input, fields);
+  } catch (err) {
+    throw new ConnectError(`invalid request: ${(err as Error).message}`, Code.InvalidArgument);
+  }
+
+  const header = new Headers();
+  for (const [name, value] of Object.entries(req.headers)) {
+    if (typeof value !== "string") continue;
+    if (forwardedHeaders.includes(name)) header.set(name, value);
+    else if (name.startsWith(metadataPrefix)) header.set(name.slice(metadataPrefix.length), value);
+  }
+  const abort = new AbortController();
+  res.once("close", () => abort.abort());
+  const response = await options.transport.unary(route.method, abort.signal, undefined, header, input);
+  // grpc-gateway v2 emits unpopulated fields; clients of the original rely on
+  // seeing `"Reusable": false` and `"Packages": []`.
+  sendJson(res, 200, toJson(route.method.output, response.message, { alwaysEmitImplicit: true }));
+}
+
+/** Query values arrive as strings; proto JSON wants booleans and numbers typed. */
+function queryValue(method: DescMethodUnary, name: string, value: string): JsonValue {
+  const field = method.input.fields.find((f) => f.name === name || f.jsonName === name);
+  if (field?.fieldKind === "scalar" && field.scalar === ScalarType.BOOL) {
+    if (value === "true") return true;
+    if (value === "false") return false;
+  }
+  return value;
+}
+
+function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on("data", (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) {
+        // Drain the rest instead of cutting the socket, so the 429 can be sent.
+        req.removeAllListeners("data");
+        req.resume();
+        reject(new ConnectError(`request body larger than ${limit} bytes`, Code.ResourceExhausted));
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on("end", () => resolve(Buffer.concat(chunks)));
+    req.on("error", reject);
+  });
+}
+
+function sendError(res: ServerResponse, err: ConnectError) {
+  sendJson(res, httpStatus[err.code] ?? 500, { code: err.code, message: err.rawMessage, details: [] });
+}
+
+function sendJson(res: ServerResponse, status: number, body: unknown) {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  const text = JSON.stringify(body);
+  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
+  res.end(text);
+}

@@ -1,0 +1,87 @@
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import {
+  Health,
+  HealthCheckResponse_ServingStatus as ServingStatus,
+  HealthCheckResponseSchema,
+  type HealthCheckResponse,
+} from "../../pkg/grpc/health/v1/health_pb.js";
+
+export interface HealthOptions {
+  /** Fully qualified names of the services this server answers for. */
+  services: readonly string[];
+  /** Resolves when the server can do its work (the database answers). */
+  probe: () => Promise<void>;
+  /** How often Watch re-probes; a change is sent at once. */
+  watchIntervalMs: number;
+}
+
+/**
+ * grpc.health.v1 so that standard tools (grpc_health_probe, Kubernetes gRPC
+ * probes, grpcurl) work. Every service shares one status: serving while the
+ * database answers, because no RPC can succeed without it.
+ */
+export function healthHandlers(options: HealthOptions): ServiceImpl<typeof Health> {
+  const known = new Set(["", ...options.services]);
+  const status = async (): Promise<ServingStatus> => {
+    try {
+      await options.probe();
+      return ServingStatus.SERVING;
+    } catch {
+      return ServingStatus.NOT_SERVING;
+    }
+  };
+  const checkKnown = (service: string) => {
+    if (!known.has(service)) throw new ConnectError(`unknown service ${service}`, Code.NotFound);
+  };
+  const response = (s: ServingStatus): HealthCheckResponse => create(HealthCheckResponseSchema, { status: s });
+
+  return {
+    async check(req) {
+      checkKnown(req.service);
+      return response(await status());
+    },
+    async *watch(req, ctx) {
+      // The spec asks Watch to report an unknown service rather than fail.
+      if (!known.has(req.service)) {
+        yield response(ServingStatus.SERVICE_UNKNOWN);
+        await untilAborted(ctx.signal);
+        return;
+      }
+      let last: ServingStatus | undefined;
+      while (!ctx.signal.aborted) {
+        const current = await status();
+        if (current !== last) {
+          yield response(current);
+          last = current;
+        }
+        await delay(options.watchIntervalMs, ctx.signal);
+      }
+    },
+    async list() {
+      const current = await status();
+      const statuses: Record<string, HealthCheckResponse> = {};
+      for (const service of known) statuses[service] = response(current);
+      return { statuses };
+    },
+  };
+}
+
+function delay(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(finish, ms);
+    signal.addEventListener("abort", finish, { once: true });
+    function finish() {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", finish);
+      resolve();
+    }
+  });
+}
+
+function untilAborted(signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    signal.addEventListener("abort", () => resolve(), { once: true });
+  });
+}

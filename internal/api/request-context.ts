@@ -1,0 +1,7 @@
+import { createContextKey } from "@connectrpc/connect";
+import type { Logger } from "../logger/logger.js";
+import type { RequestTrace } from "../tracer/trace-context.js";
+
+/** Per-request values set by the interceptor and read by handlers. */
+export const requestLoggerKey = createContextKey<Logger | undefined>(undefined, { description: "request logger" });
+export const requestTraceKey = createContextKey<RequestTrace | undefined>(undefined, { description: "request trace" });

@@ -1,0 +1,91 @@
+import { InvalidArgumentError } from "../domain/errors.js";
+import type { NewPackage, PackageChanges } from "../domain/package.js";
+import type {
+  CreatePackageV1Request,
+  ListPackagesV1Request,
+  UpdatePackageV1Request,
+} from "../../pkg/hablof/logistic_package_api/v1/logistic_package_api_pb.js";
+
+// Request validation (DESIGN.md §1). Each message names the field and the rule,
+// because that is what a client developer needs to fix the call.
+
+const maxTextLength = 32;
+// Ids are bigint in Postgres: a larger uint64 can name no package.
+const maxId = 2n ** 63n - 1n;
+
+export interface ListLimits {
+  defaultLimit: number;
+  maxLimit: number;
+}
+
+export function validateCreate(req: CreatePackageV1Request): NewPackage {
+  checkText("Title", req.Title, 1);
+  checkText("Material", req.Material, 1);
+  if (!Number.isFinite(req.MaximumVolume) || req.MaximumVolume <= 0) {
+    throw new InvalidArgumentError("MaximumVolume", "MaximumVolume must be a finite number greater than 0");
+  }
+  return { title: req.Title, material: req.Material, maximumVolume: req.MaximumVolume, reusable: req.Reusable };
+}
+
+export function validateUpdate(req: UpdatePackageV1Request): { id: bigint; changes: PackageChanges } {
+  const id = validatePackageId(req.PackageID);
+  checkText("Title", req.Title, 0);
+  checkText("Material", req.Material, 0);
+  if (!Number.isFinite(req.MaximumVolume) || req.MaximumVolume < 0) {
+    throw new InvalidArgumentError("MaximumVolume", "MaximumVolume must be a finite number of at least 0 (0 = unchanged)");
+  }
+  // Zero values mean "unchanged" in the v1 contract; Reusable uses a wrapper
+  // so that `false` can be set.
+  const changes: PackageChanges = {};
+  if (req.Title !== "") changes.title = req.Title;
+  if (req.Material !== "") changes.material = req.Material;
+  if (req.MaximumVolume !== 0) changes.maximumVolume = req.MaximumVolume;
+  if (req.Reusable !== undefined) changes.reusable = req.Reusable.Reusable;
+  if (Object.keys(changes).length === 0) {
+    throw new InvalidArgumentError("PackageID", "no changes specified");
+  }
+  return { id, changes };
+}
+
+export function validatePackageId(id: bigint): bigint {
+  if (id <= 0n || id > maxId) {
+    throw new InvalidArgumentError("PackageID", `PackageID must be between 1 and ${maxId}`);
+  }
+  return id;
+}
+
+export function validateList(req: ListPackagesV1Request, limits: ListLimits): { offset: bigint; limit: number } {
+  if (req.Limit > BigInt(limits.maxLimit)) {
+    throw new InvalidArgumentError("Limit", `Limit must be at most ${limits.maxLimit} (0 means ${limits.defaultLimit})`);
+  }
+  if (req.Offset > maxId) {
+    throw new InvalidArgumentError("Offset", `Offset must be at most ${maxId}`);
+  }
+  const limit = req.Limit === 0n ? limits.defaultLimit : Number(req.Limit);
+  return { offset: req.Offset, limit };
+}
+
+const maxRequestIdLength = 255;
+
+/** The idempotency key of a create, from `x-request-id` metadata or header. */
+export function validateRequestId(value: string | null): string | undefined {
+  if (value === null) return undefined;
+  const length = [...value].length;
+  if (length === 0 || length > maxRequestIdLength) {
+    throw new InvalidArgumentError("x-request-id", `x-request-id must be 1 to ${maxRequestIdLength} characters`);
+  }
+  return value;
+}
+
+function checkText(field: string, value: string, min: number): void {
+  // Code points, not UTF-16 units: "📦" is one character to the user.
+  const length = [...value].length;
+  if (length < min || length > maxTextLength) {
+    const range = min === 0 ? `at most ${maxTextLength}` : `${min} to ${maxTextLength}`;
+    throw new InvalidArgumentError(field, `${field} must be ${range} characters long (got ${length})`);
+  }
+  // Postgres text cannot hold NUL; rejecting it here keeps it a client error.
+  if (value.includes("\u0000")) {
+    throw new InvalidArgumentError(field, `${field} must not contain NUL characters`);
+  }
+}

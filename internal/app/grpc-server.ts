@@ -1,0 +1,144 @@
+import http from "node:http";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { createRouterTransport, type ConnectRouter } from "@connectrpc/connect";
+import { collectDefaultMetrics, Registry } from "prom-client";
+import { LogisticPackageApiService } from "../../pkg/hablof/logistic_package_api/v1/logistic_package_api_pb.js";
+import { Health } from "../../pkg/grpc/health/v1/health_pb.js";
+import { ServerReflection } from "../../pkg/grpc/reflection/v1/reflection_pb.js";
+import { createGatewayHandler } from "../api/gateway.js";
+import { packageApiHandlers } from "../api/handlers.js";
+import { healthHandlers } from "../api/health.js";
+import { requestInterceptor } from "../api/interceptors.js";
+import { reflectionHandlers } from "../api/reflection.js";
+import type { Config } from "../config/config.js";
+import { createDatabase, migrateLatest, ping } from "../database/database.js";
+import type { Logger } from "../logger/logger.js";
+import { createMetricsServer } from "../metrics/metrics-server.js";
+import { PgPackageRepository } from "../repo/package-repo.js";
+import { runKeySweeper } from "../service/key-sweeper.js";
+import { PackageService } from "../service/package-service.js";
+import { DualProtocolServer } from "../server/dual-protocol-server.js";
+import { closeServer, listen } from "../server/listen.js";
+import { createStatusServer } from "../server/status-server.js";
+import { versionInfo } from "./version.js";
+
+export interface GrpcServerApp {
+  ports: { grpc: number; gateway: number; status: number; metrics: number };
+  /** Graceful stop: drain requests within grpc.shutdownTimeoutMs, then release everything. */
+  stop(): Promise<void>;
+}
+
+/** Wires the grpc-server binary: the one place that builds and owns every part. */
+export async function startGrpcServer(config: Readonly<Config>, logger: Logger): Promise<GrpcServerApp> {
+  const db = createDatabase({
+    url: config.database.url,
+    maxConnections: config.database.maxConnections,
+    statementTimeoutMs: config.database.statementTimeoutMs,
+    acquireTimeoutMs: config.database.acquireTimeoutMs,
+    applicationName: "logistic-package-api/grpc-server",
+  });
+  const owned = new AbortController();
+  const servers: { name: string; close: () => Promise<void> }[] = [];
+  let sweeper: Promise<void> = Promise.resolve();
+  let stopping = false;
+
+  const stop = async () => {
+    stopping = true;
+    owned.abort();
+    // Reverse order: stop taking requests first, the database last.
+    for (const server of servers.reverse()) {
+      await server.close().catch((err: unknown) => logger.warn({ err, server: server.name }, "close failed"));
+    }
+    await sweeper;
+    await db.destroy();
+  };
+
+  try {
+    if (config.database.migrateOnStart) {
+      const applied = await migrateLatest(db);
+      if (applied.length > 0) logger.info({ applied }, "migrations applied");
+    }
+
+    const repo = new PgPackageRepository(db);
+    const service = new PackageService(repo, { idempotencyRetentionSeconds: config.idempotency.retentionSeconds });
+    const ready = async () => {
+      if (stopping) throw new Error("shutting down");
+      await ping(db, config.status.readinessTimeoutMs);
+    };
+    const interceptors = [requestInterceptor({ logger, allowRiseToDebug: config.project.allowRiseToDebug })];
+    const routes = (router: ConnectRouter) => {
+      router.service(
+        LogisticPackageApiService,
+        packageApiHandlers(service, { defaultLimit: config.api.defaultListLimit, maxLimit: config.api.maxListLimit }),
+      );
+      router.service(
+        Health,
+        healthHandlers({
+          services: [LogisticPackageApiService.typeName, Health.typeName, ServerReflection.typeName],
+          probe: ready,
+          watchIntervalMs: 1000,
+        }),
+      );
+      router.service(ServerReflection, reflectionHandlers([LogisticPackageApiService, Health, ServerReflection]));
+    };
+
+    const grpc = new DualProtocolServer(
+      connectNodeAdapter({
+        routes,
+        interceptors,
+        readMaxBytes: config.grpc.maxRequestBytes,
+        shutdownSignal: owned.signal,
+      }),
+    );
+    const grpcPort = await listen(grpc.listener, config.grpc.port, config.grpc.host);
+    servers.push({ name: "grpc", close: () => grpc.close(config.grpc.shutdownTimeoutMs) });
+
+    let gatewayPort = 0;
+    if (config.gateway.enabled) {
+      const gateway = http.createServer(
+        createGatewayHandler({
+          services: [LogisticPackageApiService],
+          transport: createRouterTransport(routes, { router: { interceptors, readMaxBytes: config.grpc.maxRequestBytes } }),
+          maxRequestBytes: config.grpc.maxRequestBytes,
+        }),
+      );
+      gatewayPort = await listen(gateway, config.gateway.port, config.grpc.host);
+      servers.push({ name: "gateway", close: () => closeHttp(gateway, config.grpc.shutdownTimeoutMs) });
+    }
+
+    const status = createStatusServer({ ready, version: versionInfo() });
+    const statusPort = await listen(status, config.status.port, config.grpc.host);
+    servers.push({ name: "status", close: () => closeHttp(status, 1000) });
+
+    const registry = new Registry();
+    collectDefaultMetrics({ register: registry });
+    const metrics = createMetricsServer(registry);
+    const metricsPort = await listen(metrics, config.metrics.port, config.grpc.host);
+    servers.push({ name: "metrics", close: () => closeHttp(metrics, 1000) });
+
+    sweeper = runKeySweeper(
+      repo,
+      {
+        retentionSeconds: config.idempotency.retentionSeconds,
+        intervalMs: config.idempotency.cleanupIntervalSeconds * 1000,
+        batchSize: config.idempotency.cleanupBatchSize,
+      },
+      logger,
+      owned.signal,
+    );
+
+    const ports = { grpc: grpcPort, gateway: gatewayPort, status: statusPort, metrics: metricsPort };
+    logger.info({ ports }, "grpc-server started");
+    return { ports, stop };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
+
+async function closeHttp(server: http.Server, deadlineMs: number): Promise<void> {
+  server.closeIdleConnections();
+  const timer = setTimeout(() => server.closeAllConnections(), deadlineMs);
+  await closeServer(server);
+  clearTimeout(timer);
+}

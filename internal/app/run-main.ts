@@ -1,0 +1,63 @@
+import { ConfigError, loadConfig, type Config } from "../config/config.js";
+import { createLogger, type Logger } from "../logger/logger.js";
+
+interface Stoppable {
+  stop(): Promise<void>;
+}
+
+/**
+ * Entry shared by the binaries: load config (a bad key stops start-up with its
+ * name), start, and stop gracefully on the first SIGTERM/SIGINT; a second
+ * signal forces exit.
+ */
+export async function runMain(
+  name: string,
+  start: (config: Readonly<Config>, logger: Logger) => Promise<Stoppable>,
+): Promise<void> {
+  let config: Readonly<Config>;
+  try {
+    config = loadConfig();
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${name}: invalid configuration: ${err.message}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+  const logger = createLogger({ name: `${config.project.name}/${name}`, level: config.log.level });
+
+  let app: Stoppable;
+  try {
+    app = await start(config, logger);
+  } catch (err) {
+    logger.fatal({ err }, `${name} failed to start`);
+    logger.flush();
+    process.exitCode = 1;
+    return;
+  }
+
+  let signals = 0;
+  const onSignal = (signal: NodeJS.Signals) => {
+    signals += 1;
+    if (signals > 1) {
+      logger.warn({ signal }, "second signal: exiting now");
+      logger.flush();
+      process.exit(130);
+    }
+    logger.info({ signal }, "shutting down");
+    app.stop().then(
+      () => {
+        logger.info("stopped");
+        logger.flush();
+        process.exitCode = 0;
+      },
+      (err: unknown) => {
+        logger.error({ err }, "shutdown failed");
+        logger.flush();
+        process.exitCode = 1;
+      },
+    );
+  };
+  process.on("SIGTERM", onSignal);
+  process.on("SIGINT", onSignal);
+}

@@ -1,0 +1,178 @@
+import { readFileSync } from "node:fs";
+import { parse as parseYaml } from "yaml";
+import { z } from "zod";
+
+// Booleans from YAML arrive as booleans, from the environment as strings;
+// z.coerce.boolean() would turn "false" into true, so accept both spellings.
+const bool = z.preprocess((v) => {
+  if (typeof v !== "string") return v;
+  const s = v.trim().toLowerCase();
+  if (["true", "1", "yes", "on"].includes(s)) return true;
+  if (["false", "0", "no", "off"].includes(s)) return false;
+  return v;
+}, z.boolean());
+
+const int = (min: number, max: number) =>
+  z.preprocess((v) => (typeof v === "string" && v.trim() !== "" ? Number(v) : v), z.number().int().min(min).max(max));
+const port = int(0, 65535);
+const nonEmpty = z.string().trim().min(1);
+const logLevel = z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]);
+
+const schema = z
+  .object({
+    project: z
+      .object({
+        name: nonEmpty.default("logistic-package-api"),
+        environment: nonEmpty.default("development"),
+        // Lets a client raise one request's log level with `log_level: debug` metadata.
+        allowRiseToDebug: bool.default(true),
+      })
+      .strict()
+      .prefault({}),
+    log: z
+      .object({
+        level: logLevel.default("info"),
+      })
+      .strict()
+      .prefault({}),
+    database: z
+      .object({
+        url: nonEmpty.default("postgres://postgres:postgres@127.0.0.1:5432/logistic_package_api"),
+        // Pool size per process: 2 cores here, so 10 keeps Postgres busy without queueing in it.
+        maxConnections: int(1, 1000).default(10),
+        // Bounds every statement so that a stuck query cannot hold a request forever.
+        statementTimeoutMs: int(0, 3_600_000).default(5000),
+        // How long a request waits for a free pooled connection before failing.
+        acquireTimeoutMs: int(100, 600_000).default(5000),
+        migrateOnStart: bool.default(true),
+      })
+      .strict()
+      .prefault({}),
+    grpc: z
+      .object({
+        host: nonEmpty.default("0.0.0.0"),
+        port: port.default(8082),
+        // Requests larger than this are rejected before they are parsed.
+        maxRequestBytes: int(1024, 64 * 1024 * 1024).default(4 * 1024 * 1024),
+        // On SIGTERM: time given to in-flight requests before connections are cut.
+        shutdownTimeoutMs: int(0, 600_000).default(10_000),
+      })
+      .strict()
+      .prefault({}),
+    gateway: z
+      .object({
+        enabled: bool.default(true),
+        port: port.default(8080),
+      })
+      .strict()
+      .prefault({}),
+    status: z
+      .object({
+        port: port.default(8000),
+        // /ready fails when the database does not answer `select 1` within this time.
+        readinessTimeoutMs: int(50, 60_000).default(1000),
+      })
+      .strict()
+      .prefault({}),
+    metrics: z
+      .object({
+        port: port.default(9100),
+      })
+      .strict()
+      .prefault({}),
+    api: z
+      .object({
+        defaultListLimit: int(1, 500).default(50),
+        maxListLimit: int(1, 10_000).default(500),
+      })
+      .strict()
+      .prefault({}),
+    idempotency: z
+      .object({
+        // How long an x-request-id is remembered (DESIGN.md §1: 24 h by default).
+        retentionSeconds: int(1, 365 * 24 * 3600).default(24 * 3600),
+        // Expired keys are deleted in batches of this size at this interval.
+        cleanupIntervalSeconds: int(1, 86_400).default(60),
+        cleanupBatchSize: int(1, 100_000).default(1000),
+      })
+      .strict()
+      .prefault({}),
+  })
+  .strict();
+
+export type Config = z.infer<typeof schema>;
+
+/** Environment variables that override a config key (DESIGN.md §5). */
+export const envOverrides: Readonly<Record<string, string>> = {
+  DATABASE_URL: "database.url",
+  GRPC_PORT: "grpc.port",
+  GATEWAY_PORT: "gateway.port",
+  STATUS_PORT: "status.port",
+  METRICS_PORT: "metrics.port",
+  LOG_LEVEL: "log.level",
+};
+
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+export interface LoadConfigOptions {
+  /** YAML file; defaults to $CONFIG_PATH or ./config.yml. A missing default file means "all defaults". */
+  path?: string;
+  env?: NodeJS.ProcessEnv;
+}
+
+export function loadConfig(options: LoadConfigOptions = {}): Readonly<Config> {
+  const env = options.env ?? process.env;
+  const explicitPath = options.path ?? env["CONFIG_PATH"];
+  const path = explicitPath ?? "config.yml";
+  let raw: unknown = {};
+  try {
+    raw = parseYaml(readFileSync(path, "utf8")) ?? {};
+  } catch (err) {
+    const missing = (err as NodeJS.ErrnoException).code === "ENOENT";
+    if (!missing || explicitPath !== undefined) {
+      throw new ConfigError(`config file ${path}: ${(err as Error).message}`);
+    }
+  }
+  if (typeof raw !== "object" || Array.isArray(raw)) {
+    throw new ConfigError(`config file ${path}: expected a mapping at the top level`);
+  }
+  const fromEnv = new Map<string, string>();
+  for (const [name, key] of Object.entries(envOverrides)) {
+    const value = env[name];
+    if (value !== undefined) {
+      setPath(raw as Record<string, unknown>, key, value);
+      fromEnv.set(key, name);
+    }
+  }
+  const result = schema.safeParse(raw);
+  if (!result.success) {
+    const problems = result.error.issues.map((issue) => {
+      const key = issue.path.join(".");
+      const source = fromEnv.has(key) ? ` (from ${fromEnv.get(key)})` : "";
+      return `config key "${key}"${source}: ${issue.message}`;
+    });
+    throw new ConfigError(problems.join("; "));
+  }
+  return deepFreeze(result.data);
+}
+
+function setPath(target: Record<string, unknown>, key: string, value: unknown): void {
+  const parts = key.split(".");
+  let node = target;
+  for (const part of parts.slice(0, -1)) {
+    const next = node[part];
+    if (typeof next !== "object" || next === null) node[part] = {};
+    node = node[part] as Record<string, unknown>;
+  }
+  node[parts[parts.length - 1]!] = value;
+}
+
+function deepFreeze<T>(value: T): Readonly<T> {
+  if (typeof value === "object" && value !== null) {
+    for (const child of Object.values(value)) deepFreeze(child);
+    Object.freeze(value);
+  }
+  return value;
+}

@@ -1,0 +1,64 @@
+import { fileURLToPath } from "node:url";
+import knexFactory, { type Knex } from "knex";
+import pg from "pg";
+
+export type Database = Knex;
+
+export interface DatabaseOptions {
+  url: string;
+  maxConnections: number;
+  statementTimeoutMs: number;
+  acquireTimeoutMs: number;
+  /** Shown in pg_stat_activity, so an operator can tell the binaries apart. */
+  applicationName: string;
+}
+
+// int8 arrives as a string by default; ids are uint64 on the wire, which
+// protobuf-es represents as bigint, so parse them straight into bigint. Passed
+// per connection rather than set globally on pg.types.
+const types = {
+  getTypeParser(oid: number, format?: "text" | "binary") {
+    if (oid === pg.types.builtins.INT8) return (value: string) => BigInt(value);
+    return format === undefined ? pg.types.getTypeParser(oid) : pg.types.getTypeParser(oid, format);
+  },
+};
+
+export function createDatabase(options: DatabaseOptions): Database {
+  return knexFactory({
+    client: "pg",
+    connection: {
+      connectionString: options.url,
+      application_name: options.applicationName,
+      statement_timeout: options.statementTimeoutMs,
+      // A dead server must not hang a request until the OS gives up on TCP.
+      connectionTimeoutMillis: options.acquireTimeoutMs,
+      keepAlive: true,
+      types,
+    } as Knex.PgConnectionConfig,
+    pool: { min: 0, max: options.maxConnections },
+    acquireConnectionTimeout: options.acquireTimeoutMs,
+  });
+}
+
+export const migrationsDirectory = fileURLToPath(new URL("../../db/migrations", import.meta.url));
+
+export async function migrateLatest(db: Database): Promise<string[]> {
+  const [, applied] = (await db.migrate.latest({
+    directory: migrationsDirectory,
+    loadExtensions: [".ts"],
+  })) as [number, string[]];
+  return applied;
+}
+
+/** `select 1` within a deadline: the readiness probe. */
+export async function ping(db: Database, timeoutMs: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`database did not answer within ${timeoutMs} ms`)), timeoutMs);
+  });
+  try {
+    await Promise.race([db.raw("select 1"), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -1,0 +1,206 @@
+import type { Database } from "../database/database.js";
+import { classifyDatabaseError } from "../database/pg-errors.js";
+import { AlreadyExistsError, packageNotFound } from "../domain/errors.js";
+import type { NewPackage, PackageChanges, PackageRecord, TraceContext } from "../domain/package.js";
+
+/**
+ * Every change is one SQL statement that writes the package and its event
+ * together: a data-modifying CTE changes the row (taking its row lock), and the
+ * event insert reads from that CTE, so the event id is drawn only after the
+ * lock is held. Per package, event id order therefore equals commit order
+ * (DESIGN.md §3.2), and one statement is one round trip and one transaction.
+ */
+export interface PackageRepository {
+  create(input: NewPackage, trace: TraceContext | undefined): Promise<bigint>;
+  /** Idempotent create: the first request with `key` creates; repeats get the same id back. */
+  createOnce(input: NewPackage, trace: TraceContext | undefined, key: IdempotencyKey): Promise<CreateOnceResult>;
+  describe(id: bigint): Promise<PackageRecord>;
+  list(offset: bigint, limit: number): Promise<PackageRecord[]>;
+  update(id: bigint, changes: PackageChanges, trace: TraceContext | undefined): Promise<void>;
+  remove(id: bigint, trace: TraceContext | undefined): Promise<void>;
+  /** Deletes up to `batchSize` expired idempotency keys; returns how many. */
+  deleteExpiredKeys(retentionSeconds: number, batchSize: number): Promise<number>;
+}
+
+export interface IdempotencyKey {
+  key: string;
+  /** Digest of the request body: a repeat must match it. */
+  requestHash: Buffer;
+  retentionSeconds: number;
+}
+
+export interface CreateOnceResult {
+  id: bigint;
+  /** True when an earlier request with the same key created the package. */
+  replayed: boolean;
+}
+
+const columns = "id, title, material, maximum_volume, reusable, created, updated";
+
+// Shared tail of every change: write the event from the row the CTE `p` returned.
+const insertEventFrom = (type: string) => `
+  e AS (
+    INSERT INTO package_event (package_id, type, payload, traceparent, tracestate)
+    SELECT p.id, '${type}', package_event_payload(ROW(p.*)::package), ?, ? FROM p
+  )`;
+
+interface PackageRow {
+  id: bigint;
+  title: string;
+  material: string;
+  maximum_volume: number;
+  reusable: boolean;
+  created: Date;
+  updated: Date | null;
+}
+
+export class PgPackageRepository implements PackageRepository {
+  constructor(private readonly db: Database) {}
+
+  async create(input: NewPackage, trace: TraceContext | undefined): Promise<bigint> {
+    const rows = await this.query<{ id: bigint }>(
+      `WITH p AS (
+         INSERT INTO package (title, material, maximum_volume, reusable)
+         VALUES (?, ?, ?, ?) RETURNING *
+       ), ${insertEventFrom("Created")}
+       SELECT id FROM p`,
+      [input.title, input.material, input.maximumVolume, input.reusable, ...traceBindings(trace)],
+    );
+    return rows[0]!.id;
+  }
+
+  async createOnce(input: NewPackage, trace: TraceContext | undefined, key: IdempotencyKey): Promise<CreateOnceResult> {
+    // The id is drawn first so that the key row can name its package in the same
+    // statement. A concurrent request with the same key waits on the key's
+    // unique index until the first commits, then finds the conflict and creates
+    // nothing; an expired key is taken over (the WHERE on DO UPDATE).
+    const rows = await this.query<{ id: bigint }>(
+      `WITH new_id AS (
+         SELECT nextval(pg_get_serial_sequence('package', 'id')) AS id
+       ), k AS (
+         INSERT INTO idempotency_key (key, request_hash, package_id)
+         SELECT ?, ?, id FROM new_id
+         ON CONFLICT (key) DO UPDATE
+           SET request_hash = excluded.request_hash, package_id = excluded.package_id, created = now()
+           WHERE idempotency_key.created < now() - make_interval(secs => ?)
+         RETURNING package_id
+       ), p AS (
+         INSERT INTO package (id, title, material, maximum_volume, reusable)
+         SELECT k.package_id, ?, ?, ?, ? FROM k RETURNING *
+       ), ${insertEventFrom("Created")}
+       SELECT id FROM p`,
+      [
+        key.key,
+        key.requestHash,
+        key.retentionSeconds,
+        input.title,
+        input.material,
+        input.maximumVolume,
+        input.reusable,
+        ...traceBindings(trace),
+      ],
+    );
+    if (rows.length > 0) return { id: rows[0]!.id, replayed: false };
+
+    const existing = await this.query<{ request_hash: Buffer; package_id: bigint }>(
+      `SELECT request_hash, package_id FROM idempotency_key WHERE key = ?`,
+      [key.key],
+    );
+    const first = existing[0];
+    if (first === undefined) {
+      // Expired and swept between the two statements: the key is free again.
+      return this.createOnce(input, trace, key);
+    }
+    if (!first.request_hash.equals(key.requestHash)) {
+      throw new AlreadyExistsError("x-request-id was already used with a different request");
+    }
+    return { id: first.package_id, replayed: true };
+  }
+
+  async describe(id: bigint): Promise<PackageRecord> {
+    const rows = await this.query<PackageRow>(`SELECT ${columns} FROM package WHERE id = ? AND NOT removed`, [id]);
+    if (rows.length === 0) throw packageNotFound();
+    return toRecord(rows[0]!);
+  }
+
+  async list(offset: bigint, limit: number): Promise<PackageRecord[]> {
+    const rows = await this.query<PackageRow>(
+      `SELECT ${columns} FROM package WHERE NOT removed ORDER BY id LIMIT ? OFFSET ?`,
+      [limit, offset],
+    );
+    return rows.map(toRecord);
+  }
+
+  async update(id: bigint, changes: PackageChanges, trace: TraceContext | undefined): Promise<void> {
+    const rows = await this.query<{ id: bigint }>(
+      `WITH p AS (
+         UPDATE package SET
+           title          = coalesce(?::text, title),
+           material       = coalesce(?::text, material),
+           maximum_volume = coalesce(?::real, maximum_volume),
+           reusable       = coalesce(?::boolean, reusable),
+           updated        = now()
+         WHERE id = ? AND NOT removed
+         RETURNING *
+       ), ${insertEventFrom("Updated")}
+       SELECT id FROM p`,
+      [
+        changes.title ?? null,
+        changes.material ?? null,
+        changes.maximumVolume ?? null,
+        changes.reusable ?? null,
+        id,
+        ...traceBindings(trace),
+      ],
+    );
+    if (rows.length === 0) throw packageNotFound();
+  }
+
+  async remove(id: bigint, trace: TraceContext | undefined): Promise<void> {
+    const rows = await this.query<{ id: bigint }>(
+      `WITH p AS (
+         UPDATE package SET removed = true WHERE id = ? AND NOT removed RETURNING *
+       ), ${insertEventFrom("Removed")}
+       SELECT id FROM p`,
+      [id, ...traceBindings(trace)],
+    );
+    if (rows.length === 0) throw packageNotFound();
+  }
+
+  async deleteExpiredKeys(retentionSeconds: number, batchSize: number): Promise<number> {
+    const rows = await this.query<{ key: string }>(
+      `DELETE FROM idempotency_key WHERE key IN (
+         SELECT key FROM idempotency_key
+         WHERE created < now() - make_interval(secs => ?)
+         ORDER BY created LIMIT ?
+       ) RETURNING key`,
+      [retentionSeconds, batchSize],
+    );
+    return rows.length;
+  }
+
+  private async query<Row>(sql: string, bindings: readonly unknown[]): Promise<Row[]> {
+    try {
+      const result = await this.db.raw(sql, bindings as Parameters<Database["raw"]>[1]);
+      return (result as { rows: Row[] }).rows;
+    } catch (err) {
+      throw classifyDatabaseError(err);
+    }
+  }
+}
+
+function traceBindings(trace: TraceContext | undefined): [string | null, string | null] {
+  return [trace?.traceparent ?? null, trace?.tracestate ?? null];
+}
+
+function toRecord(row: PackageRow): PackageRecord {
+  return {
+    id: row.id,
+    title: row.title,
+    material: row.material,
+    maximumVolume: row.maximum_volume,
+    reusable: row.reusable,
+    created: row.created,
+    updated: row.updated,
+  };
+}

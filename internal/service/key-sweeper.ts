@@ -1,0 +1,51 @@
+import type { Logger } from "../logger/logger.js";
+import type { PackageRepository } from "../repo/package-repo.js";
+
+export interface KeySweeperOptions {
+  retentionSeconds: number;
+  intervalMs: number;
+  batchSize: number;
+  /** Upper bound of batches per tick, so one tick cannot run unbounded. */
+  maxBatchesPerTick?: number;
+}
+
+/**
+ * Deletes expired idempotency keys in batches until `signal` aborts. Expired
+ * keys are already ignored by createOnce, so the sweep only keeps the table
+ * small; a failure is logged and retried on the next tick.
+ */
+export async function runKeySweeper(
+  repo: PackageRepository,
+  options: KeySweeperOptions,
+  logger: Logger,
+  signal: AbortSignal,
+): Promise<void> {
+  const maxBatches = options.maxBatchesPerTick ?? 100;
+  while (!signal.aborted) {
+    try {
+      let deleted = 0;
+      for (let i = 0; i < maxBatches && !signal.aborted; i++) {
+        const n = await repo.deleteExpiredKeys(options.retentionSeconds, options.batchSize);
+        deleted += n;
+        if (n < options.batchSize) break;
+      }
+      if (deleted > 0) logger.info({ deleted }, "expired idempotency keys deleted");
+    } catch (err) {
+      logger.warn({ err }, "idempotency key sweep failed; retrying next interval");
+    }
+    await sleep(options.intervalMs, signal);
+  }
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    }
+    signal.addEventListener("abort", done, { once: true });
+  });
+}
