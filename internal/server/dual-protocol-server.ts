@@ -27,11 +27,16 @@ export class DualProtocolServer {
       this.sockets.add(socket);
       socket.once("close", () => this.sockets.delete(socket));
       socket.once("data", (chunk: Buffer) => {
+        // Put the bytes back and let the chosen server read them. http2 reads
+        // the buffered bytes itself when the session starts (resuming would then
+        // flow the socket away from the session: GOAWAY); http only adds a
+        // 'data' listener, so a paused socket must be resumed or it never sees
+        // the request (curl and fetch would hang).
         socket.pause();
         socket.unshift(chunk);
         const isHttp2 = chunk.subarray(0, 3).toString("latin1") === "PRI";
         (isHttp2 ? this.h2 : this.h1).emit("connection", socket);
-        socket.resume();
+        if (!isHttp2) socket.resume();
       });
     });
   }

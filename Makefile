@@ -1,0 +1,29 @@
+# Routine commands; README.md explains each. Every target installs what it needs.
+.PHONY: run test generate lint build migrate check-generated
+
+# Run the system locally: dependencies, PostgreSQL, migrations, binaries.
+run:
+	bash scripts/run.sh
+
+# The whole test suite (what CI runs).
+test:
+	bash scripts/test.sh
+
+# Regenerate pkg/ from the protos (the result is committed).
+generate:
+	bash scripts/ensure-deps.sh
+	npx buf generate
+
+# buf lint on the protos and a strict TypeScript type-check.
+lint:
+	bash scripts/ensure-deps.sh
+	npx buf lint
+	npx tsc --noEmit
+
+# There is no JS build step (tsx runs TypeScript directly); `build` type-checks.
+build: lint
+
+# Apply pending migrations to DATABASE_URL (or database.url in config.yml).
+migrate:
+	bash scripts/ensure-deps.sh
+	npm run --silent migrate

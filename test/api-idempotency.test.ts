@@ -1,0 +1,230 @@
+// Idempotent create (DESIGN.md §1): a client that retries a Create with the
+// same `x-request-id` gets the first result back and causes no second package
+// or event; the same id with a different body is AlreadyExists; keys expire
+// after the configured retention and are swept from the table.
+import { test, before, after, describe } from "node:test";
+import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
+import { count, createTestDatabase, events, type TestDatabase } from "./helpers/database.js";
+import { startTestServer, type TestServer } from "./helpers/server.js";
+import { grpc, packageApiClient, rpcError, type PackageApiClient } from "./helpers/grpc-client.js";
+
+let db: TestDatabase;
+let server: TestServer;
+let client: PackageApiClient;
+
+before(async () => {
+  db = await createTestDatabase();
+  server = await startTestServer(db.url);
+  client = packageApiClient(server.grpcAddress);
+});
+
+after(async () => {
+  client?.close();
+  await server?.stop();
+  await db?.drop();
+});
+
+const body = { Title: "box", Material: "cardboard", MaximumVolume: 2.5, Reusable: true };
+
+interface Counts {
+  packages: number;
+  events: number;
+  keys: number;
+}
+
+async function counts(): Promise<Counts> {
+  return {
+    packages: await count(db.db, "package"),
+    events: await count(db.db, "package_event"),
+    keys: await count(db.db, "idempotency_key"),
+  };
+}
+
+function plus(c: Counts, packages: number, eventsAdded: number, keys: number): Counts {
+  return { packages: c.packages + packages, events: c.events + eventsAdded, keys: c.keys + keys };
+}
+
+async function keyRow(key: string): Promise<{ package_id: string } | undefined> {
+  const result = await db.db.raw(`SELECT package_id::text AS package_id FROM idempotency_key WHERE key = ?`, [key]);
+  return (result as { rows: { package_id: string }[] }).rows[0];
+}
+
+async function backdate(key: string): Promise<void> {
+  const result = await db.db.raw(`UPDATE idempotency_key SET created = now() - interval '2 days' WHERE key = ?`, [key]);
+  assert.equal((result as { rowCount: number }).rowCount, 1, `key ${key} exists to backdate`);
+}
+
+async function restCreate(payload: unknown, requestId?: string): Promise<{ status: number; body: Record<string, unknown> }> {
+  const headers: Record<string, string> = { "content-type": "application/json" };
+  if (requestId !== undefined) headers["x-request-id"] = requestId;
+  const res = await fetch(`${server.gatewayUrl}/v1/packages`, { method: "POST", headers, body: JSON.stringify(payload) });
+  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+}
+
+describe("gRPC x-request-id", () => {
+  test("the same key and body twice → the same ID, one package, one Created event", async () => {
+    const key = randomUUID();
+    const start = await counts();
+    const first = await client.createPackageV1(body, { "x-request-id": key });
+    const second = await client.createPackageV1(body, { "x-request-id": key });
+    assert.equal(second.ID, first.ID);
+    assert.deepEqual(await counts(), plus(start, 1, 1, 1));
+
+    const rows = await events(db.db, BigInt(first.ID));
+    assert.deepEqual(
+      rows.map((r) => r.type),
+      ["Created"],
+    );
+    assert.equal((await keyRow(key))?.package_id, first.ID, "the key names its package");
+    const pkg = (await client.describePackageV1({ PackageID: first.ID })).Value;
+    assert.equal(pkg.Title, body.Title);
+  });
+
+  test("10 concurrent creates with one new key → one ID, one package, one event", async () => {
+    const key = randomUUID();
+    const start = await counts();
+    const results = await Promise.all(
+      Array.from({ length: 10 }, () => client.createPackageV1(body, { "x-request-id": key })),
+    );
+    const ids = new Set(results.map((r) => r.ID as string));
+    assert.equal(ids.size, 1, `all ten got the same ID (got ${[...ids].join(", ")})`);
+    assert.deepEqual(await counts(), plus(start, 1, 1, 1));
+    assert.equal((await events(db.db, BigInt([...ids][0]!))).length, 1);
+  });
+
+  test("the same key with a different body → ALREADY_EXISTS naming x-request-id, nothing written", async () => {
+    const key = randomUUID();
+    const first = await client.createPackageV1(body, { "x-request-id": key });
+    const start = await counts();
+    for (const different of [
+      { ...body, Title: "other" },
+      { ...body, Material: "steel" },
+      { ...body, MaximumVolume: 3 },
+      { ...body, Reusable: false },
+    ]) {
+      const err = await rpcError(client.createPackageV1(different, { "x-request-id": key }), grpc.status.ALREADY_EXISTS);
+      assert.match(err.details, /x-request-id/);
+    }
+    assert.deepEqual(await counts(), start);
+    assert.equal((await keyRow(key))?.package_id, first.ID, "the key still names the first package");
+    // The original request still replays.
+    assert.equal((await client.createPackageV1(body, { "x-request-id": key })).ID, first.ID);
+  });
+
+  test("different keys → different packages", async () => {
+    const start = await counts();
+    const a = await client.createPackageV1(body, { "x-request-id": randomUUID() });
+    const b = await client.createPackageV1(body, { "x-request-id": randomUUID() });
+    assert.notEqual(a.ID, b.ID);
+    assert.deepEqual(await counts(), plus(start, 2, 2, 2));
+  });
+
+  test("creates without a key are not deduplicated", async () => {
+    const start = await counts();
+    const a = await client.createPackageV1(body);
+    const b = await client.createPackageV1(body);
+    assert.notEqual(a.ID, b.ID);
+    assert.deepEqual(await counts(), plus(start, 2, 2, 0));
+  });
+
+  test("an expired key creates a new package, and then replays that one", async () => {
+    const key = randomUUID();
+    const first = await client.createPackageV1(body, { "x-request-id": key });
+    await backdate(key);
+
+    const start = await counts();
+    const second = await client.createPackageV1(body, { "x-request-id": key });
+    assert.notEqual(second.ID, first.ID, "an expired key is forgotten");
+    assert.deepEqual(await counts(), plus(start, 1, 1, 0), "one new package and event; the key row is reused");
+    assert.equal((await keyRow(key))?.package_id, second.ID);
+    assert.equal((await client.createPackageV1(body, { "x-request-id": key })).ID, second.ID);
+
+    // Expired with a different body: not AlreadyExists, a new package.
+    await backdate(key);
+    const third = await client.createPackageV1({ ...body, Title: "new body" }, { "x-request-id": key });
+    assert.notEqual(third.ID, second.ID);
+    assert.equal((await client.describePackageV1({ PackageID: third.ID })).Value.Title, "new body");
+  });
+});
+
+describe("REST gateway x-request-id header", () => {
+  test("POST /v1/packages twice with the same header → the same ID, one package", async () => {
+    const key = randomUUID();
+    const start = await counts();
+    const first = await restCreate(body, key);
+    assert.equal(first.status, 200, JSON.stringify(first.body));
+    assert.match(String(first.body["ID"]), /^[1-9][0-9]*$/);
+    const second = await restCreate(body, key);
+    assert.equal(second.status, 200);
+    assert.equal(second.body["ID"], first.body["ID"]);
+    assert.deepEqual(await counts(), plus(start, 1, 1, 1));
+
+    const conflict = await restCreate({ ...body, Title: "other" }, key);
+    assert.equal(conflict.status, 409);
+    assert.match(String(conflict.body["message"]), /x-request-id/);
+    assert.deepEqual(await counts(), plus(start, 1, 1, 1));
+  });
+
+  test("a key first used over gRPC replays over REST (the same request, another protocol)", async () => {
+    const key = randomUUID();
+    const viaGrpc = await client.createPackageV1(body, { "x-request-id": key });
+    const viaRest = await restCreate(body, key);
+    assert.equal(viaRest.status, 200);
+    assert.equal(viaRest.body["ID"], viaGrpc.ID);
+  });
+
+  test("POST without the header is not deduplicated", async () => {
+    const a = await restCreate(body);
+    const b = await restCreate(body);
+    assert.equal(a.status, 200);
+    assert.equal(b.status, 200);
+    assert.notEqual(a.body["ID"], b.body["ID"]);
+  });
+});
+
+describe("expiry sweeper", () => {
+  test("expired keys are deleted by the sweeper; live keys stay", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "lpa-idempotency-"));
+    const configPath = join(dir, "config.yml");
+    const config = parseYaml(readFileSync("config.yml", "utf8")) as { idempotency: Record<string, unknown> };
+    config.idempotency["cleanupIntervalSeconds"] = 1;
+    writeFileSync(configPath, stringifyYaml(config));
+
+    const sweeping = await startTestServer(db.url, { CONFIG_PATH: configPath });
+    try {
+      assert.equal(sweeping.config.idempotency.cleanupIntervalSeconds, 1, "CONFIG_PATH was honoured");
+      const expired = randomUUID();
+      const live = randomUUID();
+      const sweepingClient = packageApiClient(sweeping.grpcAddress);
+      try {
+        await sweepingClient.createPackageV1(body, { "x-request-id": expired });
+        await sweepingClient.createPackageV1(body, { "x-request-id": live });
+      } finally {
+        sweepingClient.close();
+      }
+      await backdate(expired);
+
+      const deadline = Date.now() + 15_000;
+      while ((await keyRow(expired)) !== undefined && Date.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+      assert.equal(await keyRow(expired), undefined, "the expired key was swept within 15 s");
+      assert.ok((await keyRow(live)) !== undefined, "a live key is kept");
+      // (The first server sweeps too, but only once a minute: normally this one logs it.)
+      assert.ok(
+        [...sweeping.logs.lines, ...server.logs.lines].some(
+          (l) => l["msg"] === "expired idempotency keys deleted" && typeof l["deleted"] === "number" && l["deleted"] >= 1,
+        ),
+        "the sweep is logged",
+      );
+    } finally {
+      await sweeping.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -1,0 +1,95 @@
+import assert from "node:assert/strict";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { test } from "node:test";
+import { ConfigError, loadConfig } from "../internal/config/config.js";
+
+const tempConfig = (yaml: string) => {
+  const dir = mkdtempSync(join(tmpdir(), "lpa-config-"));
+  const path = join(dir, "config.yml");
+  writeFileSync(path, yaml);
+  return path;
+};
+
+test("the committed config.yml documents exactly the defaults of the code", () => {
+  // If someone changes a default in one place only, operators read a lie.
+  const fromFile = loadConfig({ path: "config.yml", env: {} });
+  const defaults = loadConfig({ path: tempConfig("{}\n"), env: {} });
+  assert.deepEqual(fromFile, defaults);
+});
+
+test("a missing default config file means all defaults; an explicit missing file is an error", () => {
+  const config = loadConfig({ env: { CONFIG_PATH: undefined }, path: undefined });
+  assert.equal(config.grpc.port, 8082);
+  assert.throws(() => loadConfig({ path: "/nonexistent/config.yml", env: {} }), ConfigError);
+});
+
+test("documented defaults: ports and idempotency retention", () => {
+  const config = loadConfig({ path: "config.yml", env: {} });
+  assert.equal(config.grpc.port, 8082);
+  assert.equal(config.gateway.port, 8080);
+  assert.equal(config.status.port, 8000);
+  assert.equal(config.metrics.port, 9100);
+  assert.equal(config.idempotency.retentionSeconds, 24 * 3600);
+  assert.equal(config.api.defaultListLimit, 50);
+  assert.equal(config.api.maxListLimit, 500);
+});
+
+test("environment variables override their keys", () => {
+  const config = loadConfig({
+    path: "config.yml",
+    env: {
+      DATABASE_URL: "postgres://u:p@db.example:6543/x",
+      GRPC_PORT: "9000",
+      GATEWAY_PORT: "9001",
+      STATUS_PORT: "9002",
+      METRICS_PORT: "9003",
+      LOG_LEVEL: "debug",
+    },
+  });
+  assert.equal(config.database.url, "postgres://u:p@db.example:6543/x");
+  assert.deepEqual(
+    [config.grpc.port, config.gateway.port, config.status.port, config.metrics.port],
+    [9000, 9001, 9002, 9003],
+  );
+  assert.equal(config.log.level, "debug");
+});
+
+test("a bad value stops start-up with a message naming the key and its source", () => {
+  assert.throws(
+    () => loadConfig({ path: "config.yml", env: { GRPC_PORT: "abc" } }),
+    (err: unknown) => err instanceof ConfigError && /grpc\.port/.test(err.message) && /GRPC_PORT/.test(err.message),
+  );
+  assert.throws(
+    () => loadConfig({ path: "config.yml", env: { STATUS_PORT: "70000" } }),
+    (err: unknown) => err instanceof ConfigError && /status\.port/.test(err.message),
+  );
+  assert.throws(
+    () => loadConfig({ path: tempConfig("database:\n  maxConnections: 0\n"), env: {} }),
+    (err: unknown) => err instanceof ConfigError && /database\.maxConnections/.test(err.message),
+  );
+  assert.throws(
+    () => loadConfig({ path: tempConfig("project:\n  allowRiseToDebug: maybe\n"), env: {} }),
+    (err: unknown) => err instanceof ConfigError && /project\.allowRiseToDebug/.test(err.message),
+  );
+});
+
+test("an unknown key is rejected rather than silently ignored (typos)", () => {
+  assert.throws(
+    () => loadConfig({ path: tempConfig("grpc:\n  prot: 1\n"), env: {} }),
+    (err: unknown) => err instanceof ConfigError && /grpc/.test(err.message) && /prot/.test(err.message),
+  );
+});
+
+test("booleans accept YAML and environment spellings; 'false' stays false", () => {
+  const config = loadConfig({ path: tempConfig("project:\n  allowRiseToDebug: 'false'\n"), env: {} });
+  assert.equal(config.project.allowRiseToDebug, false);
+});
+
+test("the loaded config is frozen", () => {
+  const config = loadConfig({ path: "config.yml", env: {} });
+  assert.throws(() => {
+    (config.grpc as { port: number }).port = 1;
+  }, TypeError);
+});
