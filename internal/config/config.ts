@@ -97,6 +97,60 @@ const schema = z
       })
       .strict()
       .prefault({}),
+    kafka: z
+      .object({
+        // Comma-separated host:port list (env KAFKA_BROKERS) or a YAML list.
+        brokers: z
+          .preprocess(
+            (v) => (typeof v === "string" ? v.split(",").map((b) => b.trim()).filter((b) => b !== "") : v),
+            z.array(z.string().regex(/^[^\s:]+:\d{1,5}$/, "expected host:port")).min(1),
+          )
+          .default(["127.0.0.1:9092"]),
+        topic: nonEmpty.default("omp-package-events"),
+        clientId: nonEmpty.default("logistic-package-api"),
+        // Used when the retranslator creates the topic at start (where the cluster allows it).
+        partitions: int(1, 10_000).default(12),
+        replicationFactor: int(1, 10).default(1),
+        // One broker request; a send that exceeds it fails and is retried with backoff.
+        requestTimeoutMs: int(100, 600_000).default(10_000),
+        // kafkajs' own quick retries of retriable errors inside one send, before ours.
+        sendRetries: int(0, 20).default(2),
+        // The idempotent producer removes broker-side duplicates of kafkajs retries;
+        // needs a real cluster (the test broker cannot do it).
+        idempotent: bool.default(false),
+      })
+      .strict()
+      .prefault({}),
+    retranslator: z
+      .object({
+        // Events per claim; a full batch is followed by the next claim at once.
+        batchSize: int(1, 10_000).default(500),
+        // Claimed batches being published at once (the producer pool). Bounded so
+        // that a slow broker cannot make the relay claim without limit.
+        maxInFlightBatches: int(1, 64).default(4),
+        // How long a claim is ours. Must exceed the longest send (requestTimeoutMs ×
+        // (sendRetries + 1)); a crashed relay's events are taken over after it.
+        leaseSeconds: int(1, 3600).default(60),
+        // Poll interval when idle; LISTEN/NOTIFY wakes the relay sooner.
+        pollIntervalMs: int(10, 600_000).default(1000),
+        listenNotify: bool.default(true),
+        // After this many attempts an event moves to the dead-letter table.
+        maxAttempts: int(1, 1000).default(10),
+        retryBackoffMinMs: int(1, 3_600_000).default(500),
+        retryBackoffMaxMs: int(1, 86_400_000).default(60_000),
+        // Published events are deleted in sets: when this many are waiting, or
+        // after this long (a package's next event waits for its predecessor's delete).
+        cleanerBatchSize: int(1, 100_000).default(1000),
+        cleanerFlushIntervalMs: int(1, 60_000).default(20),
+        // SIGTERM: time to finish in-flight sends before releasing what is left.
+        shutdownTimeoutMs: int(0, 600_000).default(10_000),
+        // How often expired leases of crashed relays are freed, and metrics refreshed.
+        maintenanceIntervalMs: int(100, 600_000).default(5000),
+        // /metrics, /live, /ready of the retranslator. env: RETRANSLATOR_METRICS_PORT
+        metricsPort: port.default(9101),
+      })
+      .strict()
+      .prefault({}),
   })
   .strict();
 
@@ -110,6 +164,9 @@ export const envOverrides: Readonly<Record<string, string>> = {
   STATUS_PORT: "status.port",
   METRICS_PORT: "metrics.port",
   LOG_LEVEL: "log.level",
+  KAFKA_BROKERS: "kafka.brokers",
+  KAFKA_TOPIC: "kafka.topic",
+  RETRANSLATOR_METRICS_PORT: "retranslator.metricsPort",
 };
 
 export class ConfigError extends Error {

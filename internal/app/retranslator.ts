@@ -1,0 +1,107 @@
+import { randomBytes } from "node:crypto";
+import { hostname } from "node:os";
+import { collectDefaultMetrics, Registry } from "prom-client";
+import type { Config } from "../config/config.js";
+import { createDatabase, migrateLatest, ping } from "../database/database.js";
+import type { Logger } from "../logger/logger.js";
+import { createMetricsServer } from "../metrics/metrics-server.js";
+import { RetranslatorMetrics } from "../retranslator/metrics.js";
+import { startRetranslator } from "../retranslator/retranslator.js";
+import { KafkaSender } from "../retranslator/sender/kafka-sender.js";
+import { closeServer, listen } from "../server/listen.js";
+import { createStatusServer } from "../server/status-server.js";
+import { versionInfo } from "./version.js";
+
+export interface RetranslatorApp {
+  owner: string;
+  ports: { metrics: number };
+  stop(): Promise<void>;
+}
+
+/** Wires the retranslator binary. */
+export async function startRetranslatorApp(config: Readonly<Config>, logger: Logger): Promise<RetranslatorApp> {
+  const owner = `${hostname()}:${process.pid}:${randomBytes(3).toString("hex")}`;
+  const db = createDatabase({
+    url: config.database.url,
+    // Claim, cleaner, maintenance, and a spare; LISTEN has its own connection.
+    maxConnections: Math.min(config.database.maxConnections, 4),
+    statementTimeoutMs: config.database.statementTimeoutMs,
+    acquireTimeoutMs: config.database.acquireTimeoutMs,
+    applicationName: "logistic-package-api/retranslator",
+  });
+  try {
+    if (config.database.migrateOnStart) {
+      const applied = await migrateLatest(db);
+      if (applied.length > 0) logger.info({ applied }, "migrations applied");
+    }
+  } catch (err) {
+    await db.destroy();
+    throw err;
+  }
+
+  const sender = new KafkaSender(
+    {
+      brokers: config.kafka.brokers,
+      clientId: config.kafka.clientId,
+      topic: config.kafka.topic,
+      partitions: config.kafka.partitions,
+      replicationFactor: config.kafka.replicationFactor,
+      requestTimeoutMs: config.kafka.requestTimeoutMs,
+      sendRetries: config.kafka.sendRetries,
+      idempotent: config.kafka.idempotent,
+    },
+    logger,
+  );
+  await sender.ensureTopic();
+
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  const metrics = new RetranslatorMetrics(registry);
+  const r = config.retranslator;
+  const running = startRetranslator(
+    db,
+    sender,
+    {
+      owner,
+      databaseUrl: config.database.url,
+      batchSize: r.batchSize,
+      maxInFlightBatches: r.maxInFlightBatches,
+      leaseSeconds: r.leaseSeconds,
+      pollIntervalMs: r.pollIntervalMs,
+      listenNotify: r.listenNotify,
+      maxAttempts: r.maxAttempts,
+      retryBackoffMinMs: r.retryBackoffMinMs,
+      retryBackoffMaxMs: r.retryBackoffMaxMs,
+      cleanerBatchSize: r.cleanerBatchSize,
+      cleanerFlushIntervalMs: r.cleanerFlushIntervalMs,
+      shutdownTimeoutMs: r.shutdownTimeoutMs,
+      maintenanceIntervalMs: r.maintenanceIntervalMs,
+    },
+    metrics,
+    logger,
+  );
+
+  let stopping = false;
+  const status = createStatusServer({
+    ready: async () => {
+      if (stopping) throw new Error("shutting down");
+      await ping(db, config.status.readinessTimeoutMs);
+    },
+    version: versionInfo(),
+  });
+  // /metrics, /live, /ready and /version on one port (DESIGN.md §5: 9101).
+  const server = createMetricsServer(registry, (req, res) => status.emit("request", req, res));
+  const metricsPort = await listen(server, r.metricsPort, config.grpc.host);
+
+  return {
+    owner,
+    ports: { metrics: metricsPort },
+    async stop() {
+      stopping = true;
+      await running.stop();
+      server.closeIdleConnections();
+      await closeServer(server);
+      await db.destroy();
+    },
+  };
+}

@@ -1,0 +1,19 @@
+import type { Database } from "../../database/database.js";
+
+export interface Backlog {
+  events: number;
+  /** Seconds since the oldest unpublished event was written (0 when empty). */
+  oldestAgeSeconds: number;
+  deadLetters: number;
+}
+
+/** Outbox size for the metrics; the outbox stays small, so count(*) is cheap. */
+export async function readBacklog(db: Database): Promise<Backlog> {
+  const result = await db.raw(
+    `SELECT (SELECT count(*)::int FROM package_event) AS events,
+            coalesce(extract(epoch FROM now() - (SELECT min(created) FROM package_event)), 0)::float8 AS age,
+            (SELECT count(*)::int FROM package_event_dead_letter) AS dead`,
+  );
+  const row = (result as { rows: { events: number; age: number; dead: number }[] }).rows[0]!;
+  return { events: row.events, oldestAgeSeconds: Math.max(0, row.age), deadLetters: row.dead };
+}

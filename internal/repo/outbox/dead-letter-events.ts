@@ -1,0 +1,25 @@
+import type { Database } from "../../database/database.js";
+import { failuresJson, type EventFailure } from "./types.js";
+
+/**
+ * Moves events that ran out of attempts to the dead-letter table, with their
+ * last error, in one statement. From then on the claim parks every later
+ * event of their packages until an operator requeues or discards them.
+ */
+export async function deadLetterEvents(db: Database, owner: string, failures: readonly EventFailure[]): Promise<number> {
+  if (failures.length === 0) return 0;
+  const result = await db.raw(
+    `WITH failed AS (
+       SELECT * FROM jsonb_to_recordset(?::jsonb) AS f(id bigint, error text)
+     ), moved AS (
+       DELETE FROM package_event e USING failed
+       WHERE e.id = failed.id AND e.locked_by = ?
+       RETURNING e.*, failed.error
+     )
+     INSERT INTO package_event_dead_letter
+       (id, package_id, type, payload, created, traceparent, tracestate, attempts, last_error)
+     SELECT id, package_id, type, payload, created, traceparent, tracestate, attempts, error FROM moved`,
+    [failuresJson(failures), owner],
+  );
+  return (result as { rowCount: number }).rowCount;
+}

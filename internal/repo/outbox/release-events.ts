@@ -1,0 +1,73 @@
+import type { Database } from "../../database/database.js";
+import { failuresJson, idArray, type EventFailure } from "./types.js";
+
+export interface BackoffPolicy {
+  minMs: number;
+  maxMs: number;
+}
+
+/**
+ * Gives failed events back with a jittered exponential backoff (written in
+ * SQL, from the attempts counted at claim): min·2^(attempts−1), capped at max,
+ * times a random factor in [0.5, 1) so that relays do not retry in lockstep.
+ * Only rows still leased to `owner` are touched: a lease that expired and was
+ * taken over belongs to the new owner.
+ */
+export async function releaseFailedEvents(
+  db: Database,
+  owner: string,
+  failures: readonly EventFailure[],
+  backoff: BackoffPolicy,
+): Promise<number> {
+  if (failures.length === 0) return 0;
+  const result = await db.raw(
+    `UPDATE package_event e
+     SET locked_by = NULL, locked_until = NULL, last_error = f.error,
+         available_at = now() + make_interval(secs =>
+           least(?::float8, ?::float8 * power(2, greatest(e.attempts - 1, 0))) * (0.5 + random() / 2) / 1000)
+     FROM jsonb_to_recordset(?::jsonb) AS f(id bigint, error text)
+     WHERE e.id = f.id AND e.locked_by = ?`,
+    [
+      backoff.maxMs,
+      backoff.minMs,
+      failuresJson(failures),
+      owner,
+    ],
+  );
+  return (result as { rowCount: number }).rowCount;
+}
+
+/**
+ * Gives back events that were claimed but never sent (shutdown, or a package
+ * whose earlier event failed in the same batch): available at once, and the
+ * attempt counted at claim is taken back, since none was made.
+ */
+export async function releaseUnsentEvents(db: Database, owner: string, ids: readonly bigint[]): Promise<number> {
+  if (ids.length === 0) return 0;
+  const result = await db.raw(
+    `UPDATE package_event
+     SET locked_by = NULL, locked_until = NULL, attempts = greatest(attempts - 1, 0)
+     WHERE id = ANY(?::bigint[]) AND locked_by = ?`,
+    [idArray(ids), owner],
+  );
+  return (result as { rowCount: number }).rowCount;
+}
+
+/** Shutdown's last word: nothing stays leased to `owner`. */
+export async function releaseAllLeases(db: Database, owner: string): Promise<number> {
+  const result = await db.raw(
+    `UPDATE package_event SET locked_by = NULL, locked_until = NULL, attempts = greatest(attempts - 1, 0)
+     WHERE locked_by = ?`,
+    [owner],
+  );
+  return (result as { rowCount: number }).rowCount;
+}
+
+/** Frees leases whose owner died (their time ran out), so no row stays stuck. */
+export async function reapExpiredLeases(db: Database): Promise<number> {
+  const result = await db.raw(
+    `UPDATE package_event SET locked_by = NULL, locked_until = NULL, last_error = coalesce(last_error, 'lease expired')
+     WHERE locked_by IS NOT NULL AND locked_until < now()`,
+  );
+  return (result as { rowCount: number }).rowCount;
+}

@@ -1,0 +1,146 @@
+import type { Database } from "../../database/database.js";
+import type { Logger } from "../../logger/logger.js";
+import { deadLetterEvents } from "../../repo/outbox/dead-letter-events.js";
+import { deleteEvents } from "../../repo/outbox/delete-events.js";
+import { releaseFailedEvents, releaseUnsentEvents, type BackoffPolicy } from "../../repo/outbox/release-events.js";
+import type { EventFailure } from "../../repo/outbox/types.js";
+
+export interface CleanerOptions {
+  owner: string;
+  batchSize: number;
+  flushIntervalMs: number;
+  maxAttempts: number;
+  backoff: BackoffPolicy;
+}
+
+export interface CleanerHooks {
+  /** Rows left the outbox or were given back: later events may now be claimable. */
+  onProgress(): void;
+  onDeadLettered(count: number): void;
+  onRetryScheduled(count: number): void;
+}
+
+/**
+ * Acknowledges outcomes in sets: published ids are deleted with one statement
+ * per flush (on size, or after flushIntervalMs), failures are released with
+ * backoff or moved to the dead-letter table. A database error keeps the work
+ * queued and retries it; nothing is dropped. The only loop is `run`, owned by
+ * the retranslator, which awaits it on stop.
+ */
+export class Cleaner {
+  private published: bigint[] = [];
+  private failures: EventFailure[] = [];
+  private failureAttempts = new Map<bigint, number>();
+  private unsent: bigint[] = [];
+  private wake: (() => void) | undefined;
+  private flushing = false;
+
+  constructor(
+    private readonly db: Database,
+    private readonly options: CleanerOptions,
+    private readonly hooks: CleanerHooks,
+    private readonly logger: Logger,
+  ) {}
+
+  addPublished(ids: readonly bigint[]): void {
+    this.published.push(...ids);
+    if (this.published.length >= this.options.batchSize) this.wake?.();
+  }
+
+  addFailed(failures: readonly { id: bigint; attempts: number; error: string }[]): void {
+    for (const f of failures) {
+      this.failures.push({ id: f.id, error: f.error });
+      this.failureAttempts.set(f.id, f.attempts);
+    }
+    if (failures.length > 0) this.wake?.();
+  }
+
+  addUnsent(ids: readonly bigint[]): void {
+    this.unsent.push(...ids);
+    if (ids.length > 0) this.wake?.();
+  }
+
+  get pending(): number {
+    return this.published.length + this.failures.length + this.unsent.length;
+  }
+
+  /** Flushes until `signal` aborts, then once more until everything is written or `drainUntil` passes. */
+  async run(signal: AbortSignal, drainDeadline: () => number): Promise<void> {
+    let failuresInARow = 0;
+    while (!signal.aborted) {
+      await this.sleep(failuresInARow === 0 ? this.options.flushIntervalMs : backoffMs(failuresInARow), signal);
+      failuresInARow = (await this.flush()) ? 0 : failuresInARow + 1;
+    }
+    failuresInARow = 0;
+    while (this.pending > 0 && Date.now() < drainDeadline()) {
+      if (await this.flush()) continue;
+      failuresInARow += 1;
+      await new Promise((r) => setTimeout(r, Math.min(backoffMs(failuresInARow), Math.max(0, drainDeadline() - Date.now()))));
+    }
+  }
+
+  /** Writes everything queued; false when the database failed (the work stays queued). */
+  async flush(): Promise<boolean> {
+    if (this.flushing) return true;
+    this.flushing = true;
+    try {
+      let progressed = false;
+      if (this.published.length > 0) {
+        const ids = this.published.slice(0, this.options.batchSize);
+        await deleteEvents(this.db, ids);
+        this.published.splice(0, ids.length);
+        progressed = true;
+      }
+      if (this.failures.length > 0) {
+        const batch = this.failures.slice();
+        const dead = batch.filter((f) => (this.failureAttempts.get(f.id) ?? 0) >= this.options.maxAttempts);
+        const retry = batch.filter((f) => (this.failureAttempts.get(f.id) ?? 0) < this.options.maxAttempts);
+        const deadCount = await deadLetterEvents(this.db, this.options.owner, dead);
+        const retryCount = await releaseFailedEvents(this.db, this.options.owner, retry, this.options.backoff);
+        this.failures.splice(0, batch.length);
+        for (const f of batch) this.failureAttempts.delete(f.id);
+        if (deadCount > 0) {
+          this.logger.warn({ events: dead.map((f) => ({ id: f.id.toString(), error: f.error })) }, "events moved to the dead-letter table");
+          this.hooks.onDeadLettered(deadCount);
+        }
+        this.hooks.onRetryScheduled(retryCount);
+        progressed = true;
+      }
+      if (this.unsent.length > 0) {
+        const ids = this.unsent.slice();
+        await releaseUnsentEvents(this.db, this.options.owner, ids);
+        this.unsent.splice(0, ids.length);
+        progressed = true;
+      }
+      if (progressed) this.hooks.onProgress();
+      // More than one batch of deletes waiting: go again without sleeping.
+      if (this.published.length >= this.options.batchSize) this.wake?.();
+      return true;
+    } catch (err) {
+      this.logger.warn({ err, pending: this.pending }, "outbox acknowledgement failed; retrying");
+      return false;
+    } finally {
+      this.flushing = false;
+    }
+  }
+
+  private sleep(ms: number, signal: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        signal.removeEventListener("abort", done);
+        this.wake = undefined;
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      signal.addEventListener("abort", done, { once: true });
+      this.wake = done;
+      if (this.published.length >= this.options.batchSize) done();
+    });
+  }
+}
+
+// Database down: 100 ms, 200 ms, … capped at 5 s, so the cleaner never spins.
+function backoffMs(failuresInARow: number): number {
+  return Math.min(5000, 100 * 2 ** Math.min(failuresInARow - 1, 6));
+}

@@ -1,0 +1,87 @@
+import { Counter, Gauge, Histogram, type Registry } from "prom-client";
+import type { OutboxEvent } from "../repo/outbox/types.js";
+import type { SendOutcome, Sender } from "./sender/sender.js";
+
+/** The retranslator's metrics (DESIGN.md §5); the first name is the original service's. */
+export class RetranslatorMetrics {
+  readonly processing: Gauge;
+  readonly published: Counter;
+  readonly failed: Counter;
+  readonly retried: Counter;
+  readonly deadLettered: Counter;
+  readonly claimErrors: Counter;
+  readonly backlog: Gauge;
+  readonly oldestAge: Gauge;
+  readonly deadLetters: Gauge;
+  readonly publishLatency: Histogram;
+
+  constructor(registry: Registry) {
+    const registers = [registry];
+    this.processing = new Gauge({
+      name: "logistic_package_api_retranslator_events_processing",
+      help: "Events claimed by this retranslator and not yet acknowledged or released",
+      registers,
+    });
+    this.published = new Counter({
+      name: "logistic_package_api_retranslator_events_published_total",
+      help: "Events acknowledged by Kafka (acks=all)",
+      registers,
+    });
+    this.failed = new Counter({
+      name: "logistic_package_api_retranslator_events_failed_total",
+      help: "Publish attempts that failed",
+      registers,
+    });
+    this.retried = new Counter({
+      name: "logistic_package_api_retranslator_events_retried_total",
+      help: "Failed events given back with backoff for another attempt",
+      registers,
+    });
+    this.deadLettered = new Counter({
+      name: "logistic_package_api_retranslator_events_dead_lettered_total",
+      help: "Events moved to the dead-letter table after their last attempt",
+      registers,
+    });
+    this.claimErrors = new Counter({
+      name: "logistic_package_api_retranslator_claim_errors_total",
+      help: "Claims that failed (database unavailable or erroring)",
+      registers,
+    });
+    this.backlog = new Gauge({
+      name: "logistic_package_api_retranslator_outbox_backlog_events",
+      help: "Events in the outbox (not yet published), all instances together",
+      registers,
+    });
+    this.oldestAge = new Gauge({
+      name: "logistic_package_api_retranslator_outbox_oldest_event_age_seconds",
+      help: "Age of the oldest unpublished event",
+      registers,
+    });
+    this.deadLetters = new Gauge({
+      name: "logistic_package_api_retranslator_dead_letters",
+      help: "Events in the dead-letter table, waiting for an operator",
+      registers,
+    });
+    this.publishLatency = new Histogram({
+      name: "logistic_package_api_retranslator_publish_latency_seconds",
+      help: "From the event's commit to the broker's acknowledgement",
+      buckets: [0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+      registers,
+    });
+  }
+
+  /** Wraps a sender so that publishing is measured without touching its code. */
+  instrument(sender: Sender): Sender {
+    return {
+      send: async (events: readonly OutboxEvent[]): Promise<SendOutcome> => {
+        const outcome = await sender.send(events);
+        const now = Date.now();
+        for (const event of outcome.published) this.publishLatency.observe(Math.max(0, now - event.created.getTime()) / 1000);
+        this.published.inc(outcome.published.length);
+        this.failed.inc(outcome.failed.length);
+        return outcome;
+      },
+      close: () => sender.close(),
+    };
+  }
+}

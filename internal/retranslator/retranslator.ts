@@ -1,0 +1,147 @@
+import type { Database } from "../database/database.js";
+import type { Logger } from "../logger/logger.js";
+import { readBacklog } from "../repo/outbox/backlog.js";
+import { reapExpiredLeases, releaseAllLeases } from "../repo/outbox/release-events.js";
+import { Cleaner } from "./cleaner/cleaner.js";
+import { runConsumer } from "./consumer/consumer.js";
+import { runNotifyListener } from "./consumer/notify-listener.js";
+import { Wakeup } from "./consumer/wakeup.js";
+import type { RetranslatorMetrics } from "./metrics.js";
+import { Producer } from "./producer/producer.js";
+import type { Sender } from "./sender/sender.js";
+
+export interface RetranslatorOptions {
+  /** Unique per process: leases name their owner. */
+  owner: string;
+  databaseUrl: string;
+  batchSize: number;
+  maxInFlightBatches: number;
+  leaseSeconds: number;
+  pollIntervalMs: number;
+  listenNotify: boolean;
+  maxAttempts: number;
+  retryBackoffMinMs: number;
+  retryBackoffMaxMs: number;
+  cleanerBatchSize: number;
+  cleanerFlushIntervalMs: number;
+  shutdownTimeoutMs: number;
+  maintenanceIntervalMs: number;
+}
+
+export interface RunningRetranslator {
+  /**
+   * Stops claiming, lets in-flight sends finish within shutdownTimeoutMs,
+   * writes their outcomes, then releases every lease still held.
+   */
+  stop(): Promise<void>;
+}
+
+/** consumer → producer → sender → cleaner, with one owner for every loop. */
+export function startRetranslator(
+  db: Database,
+  sender: Sender,
+  options: RetranslatorOptions,
+  metrics: RetranslatorMetrics,
+  logger: Logger,
+): RunningRetranslator {
+  const claiming = new AbortController();
+  const cleaning = new AbortController();
+  const wakeup = new Wakeup();
+  let drainDeadline = Number.POSITIVE_INFINITY;
+
+  const cleaner = new Cleaner(
+    db,
+    {
+      owner: options.owner,
+      batchSize: options.cleanerBatchSize,
+      flushIntervalMs: options.cleanerFlushIntervalMs,
+      maxAttempts: options.maxAttempts,
+      backoff: { minMs: options.retryBackoffMinMs, maxMs: options.retryBackoffMaxMs },
+    },
+    {
+      onProgress: () => wakeup.notify(),
+      onDeadLettered: (n) => metrics.deadLettered.inc(n),
+      onRetryScheduled: (n) => metrics.retried.inc(n),
+    },
+    logger,
+  );
+  const producer = new Producer(metrics.instrument(sender), cleaner, options.maxInFlightBatches, logger, (delta) =>
+    metrics.processing.inc(delta),
+  );
+
+  const loops: Promise<void>[] = [];
+  loops.push(
+    runConsumer(
+      db,
+      producer,
+      wakeup,
+      {
+        owner: options.owner,
+        batchSize: options.batchSize,
+        leaseSeconds: options.leaseSeconds,
+        pollIntervalMs: options.pollIntervalMs,
+      },
+      logger,
+      claiming.signal,
+      () => metrics.claimErrors.inc(),
+    ),
+  );
+  if (options.listenNotify) {
+    loops.push(runNotifyListener(options.databaseUrl, () => wakeup.notify(), logger, claiming.signal));
+  }
+  loops.push(runMaintenance(db, options.maintenanceIntervalMs, metrics, logger, claiming.signal));
+  const cleanerLoop = cleaner.run(cleaning.signal, () => drainDeadline);
+
+  logger.info({ owner: options.owner }, "retranslator started");
+  return {
+    async stop() {
+      drainDeadline = Date.now() + options.shutdownTimeoutMs;
+      claiming.abort();
+      await Promise.all(loops);
+      const drained = await producer.drain(drainDeadline);
+      if (!drained) logger.warn({ batches: producer.size }, "in-flight sends did not finish before the deadline");
+      // The cleaner always gets a moment to write the outcomes of finished sends:
+      // a published event whose delete is lost would be published again.
+      drainDeadline = Math.max(drainDeadline, Date.now() + 2000);
+      cleaning.abort();
+      await cleanerLoop;
+      // Whatever is still ours (sends cut off, outcomes not written) goes back now.
+      const released = await releaseAllLeases(db, options.owner).catch((err: unknown) => {
+        logger.error({ err }, "could not release leases; they expire after leaseSeconds");
+        return 0;
+      });
+      await sender.close().catch((err: unknown) => logger.warn({ err }, "closing the Kafka producer failed"));
+      logger.info({ released, unacknowledged: cleaner.pending }, "retranslator stopped");
+    },
+  };
+}
+
+async function runMaintenance(
+  db: Database,
+  intervalMs: number,
+  metrics: RetranslatorMetrics,
+  logger: Logger,
+  signal: AbortSignal,
+): Promise<void> {
+  while (!signal.aborted) {
+    try {
+      const reaped = await reapExpiredLeases(db);
+      if (reaped > 0) logger.warn({ events: reaped }, "expired leases freed (a retranslator died or stalled)");
+      const backlog = await readBacklog(db);
+      metrics.backlog.set(backlog.events);
+      metrics.oldestAge.set(backlog.oldestAgeSeconds);
+      metrics.deadLetters.set(backlog.deadLetters);
+    } catch (err) {
+      logger.warn({ err }, "outbox maintenance failed; retrying next interval");
+    }
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        signal.removeEventListener("abort", done);
+        resolve();
+      };
+      const timer = setTimeout(done, intervalMs);
+      signal.addEventListener("abort", done, { once: true });
+    });
+  }
+}

@@ -1,0 +1,40 @@
+import { create, toBinary } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { EventType, PackageEventSchema } from "../../../pkg/hablof/logistic_package_api/v1/kafka_proto_pb.js";
+import type { OutboxEvent } from "../../repo/outbox/types.js";
+
+export interface EventMessage {
+  key: string;
+  value: Buffer;
+  headers: Record<string, string>;
+}
+
+const eventTypes = { Created: EventType.Created, Updated: EventType.Updated, Removed: EventType.Removed } as const;
+
+/**
+ * The Kafka message of an outbox event (DESIGN.md §2): key = package id, so a
+ * package's events share a partition; value = hablof.proto.v1.PackageEvent;
+ * headers let consumers route and deduplicate without decoding the value, and
+ * carry the trace of the request that caused the change.
+ */
+export function toEventMessage(event: OutboxEvent): EventMessage {
+  const value = toBinary(
+    PackageEventSchema,
+    create(PackageEventSchema, {
+      ID: event.id,
+      PackageID: event.packageId,
+      Type: eventTypes[event.type],
+      Created: timestampFromDate(event.created),
+      Payload: Buffer.from(event.payload, "utf8"),
+    }),
+  );
+  const headers: Record<string, string> = {
+    "event-id": event.id.toString(),
+    "event-type": event.type,
+    "package-id": event.packageId.toString(),
+    "content-type": "application/x-protobuf",
+  };
+  if (event.traceparent !== null) headers["traceparent"] = event.traceparent;
+  if (event.tracestate !== null) headers["tracestate"] = event.tracestate;
+  return { key: event.packageId.toString(), value: Buffer.from(value), headers };
+}

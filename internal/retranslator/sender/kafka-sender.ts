@@ -1,0 +1,177 @@
+import { Kafka, Partitioners, logLevel, type Admin, type Producer, type PartitionMetadata } from "kafkajs";
+import type { Logger } from "../../logger/logger.js";
+import type { OutboxEvent } from "../../repo/outbox/types.js";
+import { toEventMessage } from "./event-message.js";
+import type { SendOutcome, Sender } from "./sender.js";
+
+export interface KafkaSenderOptions {
+  brokers: readonly string[];
+  clientId: string;
+  topic: string;
+  partitions: number;
+  replicationFactor: number;
+  requestTimeoutMs: number;
+  sendRetries: number;
+  idempotent: boolean;
+}
+
+/**
+ * kafkajs producer with acks=all and one in-flight request per connection, so
+ * kafkajs' own retries cannot reorder a partition. A batch is split by
+ * partition and each partition goes out as one request: a failure is then
+ * known per partition, and only that partition's events are retried.
+ */
+export class KafkaSender implements Sender {
+  private readonly kafka: Kafka;
+  private readonly producer: Producer;
+  private readonly partitioner: ReturnType<typeof Partitioners.DefaultPartitioner>;
+  private connected: Promise<void> | undefined;
+  private partitionMetadata: PartitionMetadata[] | undefined;
+
+  constructor(
+    private readonly options: KafkaSenderOptions,
+    private readonly logger: Logger,
+  ) {
+    this.kafka = new Kafka({
+      clientId: options.clientId,
+      brokers: [...options.brokers],
+      requestTimeout: options.requestTimeoutMs,
+      connectionTimeout: Math.min(options.requestTimeoutMs, 3000),
+      retry: { retries: options.sendRetries, initialRetryTime: 100, maxRetryTime: 2000 },
+      logLevel: logLevel.WARN,
+      logCreator: () => (entry) => {
+        const { message, ...extra } = entry.log;
+        this.logger.warn({ kafka: extra, namespace: entry.namespace }, `kafkajs: ${message}`);
+      },
+    });
+    this.partitioner = Partitioners.DefaultPartitioner();
+    this.producer = this.kafka.producer({
+      maxInFlightRequests: 1,
+      idempotent: options.idempotent,
+      allowAutoTopicCreation: true,
+      createPartitioner: Partitioners.DefaultPartitioner,
+    });
+  }
+
+  /**
+   * Creates the topic where the cluster allows it; an existing topic, or a
+   * cluster that refuses (no rights, or a test broker without a controller),
+   * is logged and left to auto-creation or the operator.
+   */
+  async ensureTopic(): Promise<void> {
+    const admin: Admin = this.kafka.admin();
+    try {
+      await admin.connect();
+      const created = await admin.createTopics({
+        topics: [
+          {
+            topic: this.options.topic,
+            numPartitions: this.options.partitions,
+            replicationFactor: this.options.replicationFactor,
+          },
+        ],
+        waitForLeaders: true,
+        timeout: this.options.requestTimeoutMs,
+      });
+      this.logger.info({ topic: this.options.topic, created }, "topic ensured");
+    } catch (err) {
+      this.logger.warn({ err, topic: this.options.topic }, "could not create the topic; relying on an existing or auto-created one");
+    } finally {
+      await admin.disconnect().catch(() => undefined);
+    }
+  }
+
+  async send(events: readonly OutboxEvent[]): Promise<SendOutcome> {
+    const outcome: SendOutcome = { published: [], failed: [], unsent: [] };
+    let groups: Map<number, OutboxEvent[]>;
+    try {
+      await this.connect();
+      groups = await this.byPartition(events);
+    } catch (err) {
+      return failAll(events, err);
+    }
+    await Promise.all(
+      [...groups].map(async ([partition, group]) => {
+        try {
+          await this.producer.send({
+            topic: this.options.topic,
+            acks: -1,
+            timeout: this.options.requestTimeoutMs,
+            messages: group.map((event) => ({ ...toEventMessage(event), partition })),
+          });
+          outcome.published.push(...group);
+        } catch (err) {
+          // Metadata may be stale (partitions added, leader moved): refresh next time.
+          this.partitionMetadata = undefined;
+          const failed = failAll(group, err);
+          outcome.failed.push(...failed.failed);
+          outcome.unsent.push(...failed.unsent);
+        }
+      }),
+    );
+    return outcome;
+  }
+
+  async close(): Promise<void> {
+    await this.producer.disconnect();
+  }
+
+  private connect(): Promise<void> {
+    this.connected ??= this.producer.connect().catch((err: unknown) => {
+      this.connected = undefined;
+      throw err;
+    });
+    return this.connected;
+  }
+
+  private async byPartition(events: readonly OutboxEvent[]): Promise<Map<number, OutboxEvent[]>> {
+    if (this.partitionMetadata === undefined) {
+      const admin = this.kafka.admin();
+      try {
+        await admin.connect();
+        const metadata = await admin.fetchTopicMetadata({ topics: [this.options.topic] });
+        this.partitionMetadata = metadata.topics[0]!.partitions;
+      } finally {
+        await admin.disconnect().catch(() => undefined);
+      }
+    }
+    const groups = new Map<number, OutboxEvent[]>();
+    for (const event of events) {
+      const partition = this.partitioner({
+        topic: this.options.topic,
+        partitionMetadata: this.partitionMetadata,
+        message: { key: event.packageId.toString(), value: null },
+      });
+      const group = groups.get(partition) ?? [];
+      group.push(event);
+      groups.set(partition, group);
+    }
+    return groups;
+  }
+}
+
+/**
+ * A failed request: the first event of each package counts as attempted; its
+ * later events in the request are "unsent" so they do not burn attempts while
+ * they wait behind it.
+ */
+function failAll(events: readonly OutboxEvent[], err: unknown): Pick<SendOutcome, "failed" | "unsent"> & SendOutcome {
+  const error = describeError(err);
+  const seen = new Set<bigint>();
+  const outcome: SendOutcome = { published: [], failed: [], unsent: [] };
+  for (const event of events) {
+    if (seen.has(event.packageId)) outcome.unsent.push(event);
+    else {
+      seen.add(event.packageId);
+      outcome.failed.push({ event, error });
+    }
+  }
+  return outcome;
+}
+
+function describeError(err: unknown): string {
+  if (!(err instanceof Error)) return String(err);
+  const nested = (err as { errors?: unknown[] }).errors;
+  const inner = Array.isArray(nested) && nested.length > 0 && nested[0] instanceof Error ? `: ${nested[0].message}` : "";
+  return `${err.name}: ${err.message}${inner}`.slice(0, 2000);
+}

@@ -1,0 +1,153 @@
+import { fromBinary } from "@bufbuild/protobuf";
+import { Kafka, logLevel } from "kafkajs";
+import type { Database } from "../../internal/database/database.js";
+import { PackageEventSchema, type PackageEvent } from "../../pkg/hablof/logistic_package_api/v1/kafka_proto_pb.js";
+
+/**
+ * The delivery checker every retranslator test uses: what was committed
+ * (recorded by a trigger in the test database) against what a Kafka consumer
+ * reads from the topic, per package.
+ */
+
+/** Records every committed event (id, package) in `test_event_log`, which outlives the outbox rows. */
+export async function installEventLog(db: Database): Promise<void> {
+  await db.raw(`
+    CREATE TABLE IF NOT EXISTS test_event_log (id bigint PRIMARY KEY, package_id bigint NOT NULL);
+    CREATE OR REPLACE FUNCTION test_event_log() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+      INSERT INTO test_event_log (id, package_id) VALUES (NEW.id, NEW.package_id) ON CONFLICT DO NOTHING;
+      RETURN NULL;
+    END $$;
+    DROP TRIGGER IF EXISTS test_event_log ON package_event;
+    CREATE TRIGGER test_event_log AFTER INSERT ON package_event FOR EACH ROW EXECUTE FUNCTION test_event_log();
+  `);
+}
+
+export async function committedEvents(db: Database): Promise<Map<string, string[]>> {
+  const result = await db.raw(`SELECT id::text AS id, package_id::text AS package_id FROM test_event_log ORDER BY id`);
+  const byPackage = new Map<string, string[]>();
+  for (const row of (result as { rows: { id: string; package_id: string }[] }).rows) {
+    const list = byPackage.get(row.package_id) ?? [];
+    list.push(row.id);
+    byPackage.set(row.package_id, list);
+  }
+  return byPackage;
+}
+
+export interface TopicMessage {
+  partition: number;
+  offset: string;
+  key: string;
+  headers: Record<string, string>;
+  event: PackageEvent;
+}
+
+/**
+ * Reads the topic from the beginning with a fresh consumer group until
+ * `until(messages)` holds (then a short settle, to catch trailing
+ * duplicates) or `timeoutMs` passes; returns every message in partition order.
+ */
+export async function readTopic(
+  brokers: string[],
+  topic: string,
+  until: (messages: TopicMessage[]) => boolean,
+  timeoutMs = 60_000,
+): Promise<TopicMessage[]> {
+  const kafka = new Kafka({ clientId: "topic-checker", brokers, logLevel: logLevel.NOTHING });
+  const consumer = kafka.consumer({ groupId: `checker-${Date.now()}-${Math.random().toString(16).slice(2)}` });
+  const messages: TopicMessage[] = [];
+  await consumer.connect();
+  try {
+    await consumer.subscribe({ topic, fromBeginning: true });
+    let satisfied: () => void = () => undefined;
+    const done = new Promise<void>((resolve) => {
+      satisfied = resolve;
+    });
+    await consumer.run({
+      eachMessage: async ({ partition, message }) => {
+        const headers: Record<string, string> = {};
+        for (const [k, v] of Object.entries(message.headers ?? {})) headers[k] = String(v);
+        messages.push({
+          partition,
+          offset: message.offset,
+          key: message.key?.toString() ?? "",
+          headers,
+          event: fromBinary(PackageEventSchema, message.value ?? new Uint8Array()),
+        });
+        if (until(messages)) satisfied();
+      },
+    });
+    if (until(messages)) satisfied();
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      done,
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, timeoutMs);
+      }),
+    ]);
+    clearTimeout(timer);
+    await new Promise((r) => setTimeout(r, 300));
+  } finally {
+    await consumer.disconnect();
+  }
+  return messages;
+}
+
+export interface DeliveryReport {
+  /** Committed event ids that never reached the topic. */
+  lost: string[];
+  /** Event ids seen more than once (allowed only after a crash or lease expiry). */
+  duplicated: string[];
+  /** Packages whose first deliveries are not in commit (event id) order. */
+  reordered: { packageId: string; delivered: string[] }[];
+  /** Messages whose key or headers disagree with the event they carry. */
+  malformed: string[];
+  /** Event ids on the topic that were never committed. */
+  unexpected: string[];
+}
+
+export function checkDelivery(committed: Map<string, string[]>, messages: TopicMessage[]): DeliveryReport {
+  const report: DeliveryReport = { lost: [], duplicated: [], reordered: [], malformed: [], unexpected: [] };
+  const committedIds = new Set([...committed.values()].flat());
+  const seen = new Set<string>();
+  const deliveredByPackage = new Map<string, string[]>();
+  // Messages of one package share a partition, so partition order is delivery order.
+  const ordered = [...messages].sort((a, b) => a.partition - b.partition || Number(BigInt(a.offset) - BigInt(b.offset)));
+  for (const m of ordered) {
+    const id = m.event.ID.toString();
+    const packageId = m.event.PackageID.toString();
+    if (m.key !== packageId || m.headers["event-id"] !== id || m.headers["package-id"] !== packageId) {
+      report.malformed.push(id);
+    }
+    if (!committedIds.has(id)) report.unexpected.push(id);
+    if (seen.has(id)) {
+      report.duplicated.push(id);
+      continue;
+    }
+    seen.add(id);
+    const list = deliveredByPackage.get(packageId) ?? [];
+    list.push(id);
+    deliveredByPackage.set(packageId, list);
+  }
+  for (const [packageId, ids] of committed) {
+    for (const id of ids) if (!seen.has(id)) report.lost.push(id);
+    const delivered = deliveredByPackage.get(packageId) ?? [];
+    for (let i = 1; i < delivered.length; i++) {
+      if (BigInt(delivered[i]!) < BigInt(delivered[i - 1]!)) {
+        report.reordered.push({ packageId, delivered });
+        break;
+      }
+    }
+  }
+  return report;
+}
+
+/** Every committed id is on the topic (first copies counted). */
+export function allDelivered(committed: Map<string, string[]>): (messages: TopicMessage[]) => boolean {
+  const expected = new Set([...committed.values()].flat());
+  return (messages) => {
+    const got = new Set(messages.map((m) => m.event.ID.toString()));
+    for (const id of expected) if (!got.has(id)) return false;
+    return true;
+  };
+}
