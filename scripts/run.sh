@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make run`: everything needed to run the system locally on a fresh machine,
-# then the binaries in the foreground (Ctrl-C stops them gracefully).
+# then the grpc-server and the retranslator in the foreground (Ctrl-C stops
+# them gracefully), with a local Kafka-protocol broker unless KAFKA_BROKERS is set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,4 +17,6 @@ if [[ -z $(psql "$admin_url" -qtAc "SELECT 1 FROM pg_database WHERE datname = '$
 fi
 npm run --silent migrate
 
-exec npm run --silent grpc-server
+# The local Kafka-protocol broker is needed only when no real cluster is given.
+if [[ -z ${KAFKA_BROKERS:-} ]]; then bash scripts/build-kafka-mock.sh; fi
+exec node --import tsx scripts/run-local.ts
