@@ -13,6 +13,7 @@ import { reflectionHandlers } from "../api/reflection.js";
 import type { Config } from "../config/config.js";
 import { createDatabase, migrateLatest, ping } from "../database/database.js";
 import type { Logger } from "../logger/logger.js";
+import { ApiMetrics } from "../metrics/api-metrics.js";
 import { createMetricsServer } from "../metrics/metrics-server.js";
 import { PgPackageRepository } from "../repo/package-repo.js";
 import { runKeySweeper } from "../service/key-sweeper.js";
@@ -59,13 +60,22 @@ export async function startGrpcServer(config: Readonly<Config>, logger: Logger):
       if (applied.length > 0) logger.info({ applied }, "migrations applied");
     }
 
-    const repo = new PgPackageRepository(db);
+    const registry = new Registry();
+    collectDefaultMetrics({ register: registry });
+    const metrics = new ApiMetrics(registry);
+    const repo = metrics.instrument(new PgPackageRepository(db));
     const service = new PackageService(repo, { idempotencyRetentionSeconds: config.idempotency.retentionSeconds });
     const ready = async () => {
       if (stopping) throw new Error("shutting down");
       await ping(db, config.status.readinessTimeoutMs);
     };
-    const interceptors = [requestInterceptor({ logger, allowRiseToDebug: config.project.allowRiseToDebug })];
+    // The first interceptor is the outermost: metrics wrap the request
+    // interceptor, which maps errors to codes, so they count exactly the code
+    // that the client sees.
+    const interceptors = [
+      metrics.interceptor(),
+      requestInterceptor({ logger, allowRiseToDebug: config.project.allowRiseToDebug }),
+    ];
     const routes = (router: ConnectRouter) => {
       router.service(
         LogisticPackageApiService,
@@ -110,11 +120,9 @@ export async function startGrpcServer(config: Readonly<Config>, logger: Logger):
     const statusPort = await listen(status, config.status.port, config.grpc.host);
     servers.push({ name: "status", close: () => closeHttp(status, 1000) });
 
-    const registry = new Registry();
-    collectDefaultMetrics({ register: registry });
-    const metrics = createMetricsServer(registry);
-    const metricsPort = await listen(metrics, config.metrics.port, config.grpc.host);
-    servers.push({ name: "metrics", close: () => closeHttp(metrics, 1000) });
+    const metricsServer = createMetricsServer(registry);
+    const metricsPort = await listen(metricsServer, config.metrics.port, config.grpc.host);
+    servers.push({ name: "metrics", close: () => closeHttp(metricsServer, 1000) });
 
     sweeper = runKeySweeper(
       repo,

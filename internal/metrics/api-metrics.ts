@@ -1,0 +1,114 @@
+import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import { Counter, Histogram, type Registry } from "prom-client";
+import type { NewPackage, PackageChanges, PackageRecord, TraceContext } from "../domain/package.js";
+import type { CreateOnceResult, IdempotencyKey, PackageRepository } from "../repo/package-repo.js";
+
+/** The grpc-server's metrics (DESIGN.md §5); the first two names are the original service's. */
+export class ApiMetrics {
+  readonly notFound: Counter<"method">;
+  readonly cudEvents: Counter<"type">;
+  readonly requests: Counter<"method" | "code">;
+  readonly duration: Histogram<"method" | "code">;
+
+  constructor(registry: Registry) {
+    const registers = [registry];
+    this.notFound = new Counter({
+      name: "logistic_package_api_not_found_total",
+      help: "Requests answered NotFound (unknown or removed package)",
+      labelNames: ["method"],
+      registers,
+    });
+    this.cudEvents = new Counter({
+      name: "logistic_package_api_cud_event_total",
+      help: "Outbox events written by Create, Update and Remove",
+      labelNames: ["type"],
+      registers,
+    });
+    this.requests = new Counter({
+      name: "logistic_package_api_grpc_requests_total",
+      help: "Requests by method and gRPC code, over every protocol (gRPC, gRPC-Web, Connect, REST)",
+      labelNames: ["method", "code"],
+      registers,
+    });
+    this.duration = new Histogram({
+      name: "logistic_package_api_grpc_request_duration_seconds",
+      help: "Request latency by method and gRPC code",
+      labelNames: ["method", "code"],
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers,
+    });
+    // Every method shows up with 0 from the start, so rate() works at once.
+    for (const type of ["Created", "Updated", "Removed"]) this.cudEvents.inc({ type }, 0);
+  }
+
+  /**
+   * Counts and times each request by its final code. Runs inside the request
+   * interceptor, so it sees the code that the client sees.
+   */
+  interceptor(): Interceptor {
+    return (next) => async (req) => {
+      const started = performance.now();
+      const observe = (code: string) => {
+        const labels = { method: req.method.name, code };
+        this.requests.inc(labels);
+        this.duration.observe(labels, (performance.now() - started) / 1000);
+        if (code === "NotFound") this.notFound.inc({ method: req.method.name });
+      };
+      try {
+        const res = await next(req);
+        if (!res.stream) {
+          observe("OK");
+          return res;
+        }
+        const messages = res.message;
+        return {
+          ...res,
+          message: (async function* () {
+            try {
+              yield* messages;
+              observe("OK");
+            } catch (err) {
+              observe(codeOf(err));
+              throw err;
+            }
+          })(),
+        };
+      } catch (err) {
+        observe(codeOf(err));
+        throw err;
+      }
+    };
+  }
+
+  /** Counts the outbox events a repository writes, without touching its code. */
+  instrument(repo: PackageRepository): PackageRepository {
+    const events = this.cudEvents;
+    return {
+      async create(input: NewPackage, trace: TraceContext | undefined) {
+        const id = await repo.create(input, trace);
+        events.inc({ type: "Created" });
+        return id;
+      },
+      async createOnce(input: NewPackage, trace: TraceContext | undefined, key: IdempotencyKey): Promise<CreateOnceResult> {
+        const result = await repo.createOnce(input, trace, key);
+        if (!result.replayed) events.inc({ type: "Created" });
+        return result;
+      },
+      describe: (id: bigint): Promise<PackageRecord> => repo.describe(id),
+      list: (offset: bigint, limit: number) => repo.list(offset, limit),
+      async update(id: bigint, changes: PackageChanges, trace: TraceContext | undefined) {
+        await repo.update(id, changes, trace);
+        events.inc({ type: "Updated" });
+      },
+      async remove(id: bigint, trace: TraceContext | undefined) {
+        await repo.remove(id, trace);
+        events.inc({ type: "Removed" });
+      },
+      deleteExpiredKeys: (retentionSeconds: number, batchSize: number) => repo.deleteExpiredKeys(retentionSeconds, batchSize),
+    };
+  }
+}
+
+function codeOf(err: unknown): string {
+  return err instanceof ConnectError ? Code[err.code] : "Internal";
+}
