@@ -16,6 +16,7 @@ import type { Logger } from "../logger/logger.js";
 import { ApiMetrics } from "../metrics/api-metrics.js";
 import { createMetricsServer } from "../metrics/metrics-server.js";
 import { PgPackageRepository } from "../repo/package-repo.js";
+import { traceMethods } from "../tracer/trace-repository.js";
 import { runKeySweeper } from "../service/key-sweeper.js";
 import { PackageService } from "../service/package-service.js";
 import { DualProtocolServer } from "../server/dual-protocol-server.js";
@@ -63,7 +64,7 @@ export async function startGrpcServer(config: Readonly<Config>, logger: Logger):
     const registry = new Registry();
     collectDefaultMetrics({ register: registry });
     const metrics = new ApiMetrics(registry);
-    const repo = metrics.instrument(new PgPackageRepository(db));
+    const repo = metrics.instrument(traceMethods("PackageRepository", new PgPackageRepository(db)));
     const service = new PackageService(repo, { idempotencyRetentionSeconds: config.idempotency.retentionSeconds });
     const ready = async () => {
       if (stopping) throw new Error("shutting down");

@@ -8,6 +8,7 @@ import { createMetricsServer } from "../metrics/metrics-server.js";
 import { RetranslatorMetrics } from "../retranslator/metrics.js";
 import { startRetranslator } from "../retranslator/retranslator.js";
 import { KafkaSender } from "../retranslator/sender/kafka-sender.js";
+import { traceSender } from "../retranslator/sender/traced-sender.js";
 import { closeServer, listen } from "../server/listen.js";
 import { createStatusServer } from "../server/status-server.js";
 import { versionInfo } from "./version.js";
@@ -39,7 +40,7 @@ export async function startRetranslatorApp(config: Readonly<Config>, logger: Log
     throw err;
   }
 
-  const sender = new KafkaSender(
+  const kafkaSender = new KafkaSender(
     {
       brokers: config.kafka.brokers,
       clientId: config.kafka.clientId,
@@ -52,7 +53,8 @@ export async function startRetranslatorApp(config: Readonly<Config>, logger: Log
     },
     logger,
   );
-  await sender.ensureTopic();
+  await kafkaSender.ensureTopic();
+  const sender = traceSender(kafkaSender, config.kafka.topic);
 
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });

@@ -1,5 +1,7 @@
 import { ConfigError, loadConfig, type Config } from "../config/config.js";
 import { createLogger, type Logger } from "../logger/logger.js";
+import { startTelemetry } from "../tracer/telemetry.js";
+import { versionInfo } from "./version.js";
 
 interface Stoppable {
   stop(): Promise<void>;
@@ -25,6 +27,13 @@ export async function runMain(
     throw err;
   }
   const logger = createLogger({ name: `${config.project.name}/${name}`, level: config.log.level });
+  // Before anything opens a database connection: the pg instrumentation patches the driver.
+  const telemetry = startTelemetry({
+    serviceName: `${config.project.name}/${name}`,
+    serviceVersion: versionInfo().version,
+    otlpEndpoint: config.tracing.otlpEndpoint,
+  });
+  if (telemetry.enabled) logger.info({ endpoint: config.tracing.otlpEndpoint }, "tracing on");
 
   let app: Stoppable;
   try {
@@ -32,6 +41,7 @@ export async function runMain(
   } catch (err) {
     logger.fatal({ err }, `${name} failed to start`);
     logger.flush();
+    await telemetry.shutdown();
     process.exitCode = 1;
     return;
   }
@@ -45,7 +55,10 @@ export async function runMain(
       process.exit(130);
     }
     logger.info({ signal }, "shutting down");
-    app.stop().then(
+    app
+      .stop()
+      .then(() => telemetry.shutdown())
+      .then(
       () => {
         logger.info("stopped");
         logger.flush();

@@ -97,6 +97,14 @@ const schema = z
       })
       .strict()
       .prefault({}),
+    tracing: z
+      .object({
+        // OTLP/HTTP endpoint of the trace collector (Jaeger: http://jaeger:4318).
+        // Empty = tracing off. env: OTEL_EXPORTER_OTLP_ENDPOINT
+        otlpEndpoint: z.string().trim().default(""),
+      })
+      .strict()
+      .prefault({}),
     kafka: z
       .object({
         // Comma-separated host:port list (env KAFKA_BROKERS) or a YAML list.
@@ -164,6 +172,7 @@ export const envOverrides: Readonly<Record<string, string>> = {
   STATUS_PORT: "status.port",
   METRICS_PORT: "metrics.port",
   LOG_LEVEL: "log.level",
+  OTEL_EXPORTER_OTLP_ENDPOINT: "tracing.otlpEndpoint",
   KAFKA_BROKERS: "kafka.brokers",
   KAFKA_TOPIC: "kafka.topic",
   RETRANSLATOR_METRICS_PORT: "retranslator.metricsPort",

@@ -1,0 +1,46 @@
+import { KnexInstrumentation } from "@opentelemetry/instrumentation-knex";
+import { PgInstrumentation } from "@opentelemetry/instrumentation-pg";
+import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http";
+import { resourceFromAttributes } from "@opentelemetry/resources";
+import { NodeSDK } from "@opentelemetry/sdk-node";
+import { BatchSpanProcessor, SimpleSpanProcessor, type SpanExporter } from "@opentelemetry/sdk-trace-base";
+
+export interface TelemetryOptions {
+  serviceName: string;
+  serviceVersion: string;
+  /** OTLP/HTTP endpoint (e.g. http://jaeger:4318); empty = tracing off. */
+  otlpEndpoint: string;
+  /** Tests pass an in-memory exporter (spans are exported one by one, synchronously). */
+  exporter?: SpanExporter;
+}
+
+export interface Telemetry {
+  enabled: boolean;
+  shutdown(): Promise<void>;
+}
+
+/**
+ * OpenTelemetry tracing: a span per RPC (api/interceptors.ts), per repository
+ * method (trace-repository.ts), per SQL query (pg and knex instrumentations)
+ * and per published event (retranslator). Must start before the database
+ * client is created: the pg instrumentation patches the driver when knex
+ * loads it. Off unless an endpoint (or exporter) is given; the API then
+ * hands out no-op spans at next to no cost.
+ */
+export function startTelemetry(options: TelemetryOptions): Telemetry {
+  const exporter =
+    options.exporter ??
+    (options.otlpEndpoint === "" ? undefined : new OTLPTraceExporter({ url: `${options.otlpEndpoint.replace(/\/$/, "")}/v1/traces` }));
+  if (exporter === undefined) return { enabled: false, shutdown: async () => undefined };
+  // Metrics are Prometheus' job (prom-client) and logs go to stdout: without
+  // these the SDK would start OTLP exporters of its own for both.
+  process.env["OTEL_METRICS_EXPORTER"] ??= "none";
+  process.env["OTEL_LOGS_EXPORTER"] ??= "none";
+  const sdk = new NodeSDK({
+    resource: resourceFromAttributes({ "service.name": options.serviceName, "service.version": options.serviceVersion }),
+    spanProcessors: [options.exporter ? new SimpleSpanProcessor(exporter) : new BatchSpanProcessor(exporter)],
+    instrumentations: [new PgInstrumentation({ requireParentSpan: true }), new KnexInstrumentation({ requireParentSpan: true })],
+  });
+  sdk.start();
+  return { enabled: true, shutdown: () => sdk.shutdown() };
+}
