@@ -142,7 +142,8 @@ const schema = z
         // Poll interval when idle; LISTEN/NOTIFY wakes the relay sooner.
         pollIntervalMs: int(10, 600_000).default(1000),
         listenNotify: bool.default(true),
-        // After this many attempts an event moves to the dead-letter table.
+        // After this many attempts an event moves to the dead-letter table. Only
+        // non-retriable failures and crashes count; outages retry indefinitely.
         maxAttempts: int(1, 1000).default(10),
         retryBackoffMinMs: int(1, 3_600_000).default(500),
         retryBackoffMaxMs: int(1, 86_400_000).default(60_000),

@@ -65,8 +65,13 @@ export function startRetranslator(
     },
     logger,
   );
-  const producer = new Producer(metrics.instrument(sender), cleaner, options.maxInFlightBatches, logger, (delta) =>
-    metrics.processing.inc(delta),
+  const producer = new Producer(
+    metrics.instrument(sender),
+    cleaner,
+    options.maxInFlightBatches,
+    options.maxAttempts,
+    logger,
+    (delta) => metrics.processing.inc(delta),
   );
 
   const loops: Promise<void>[] = [];

@@ -8,10 +8,11 @@ export interface BackoffPolicy {
 
 /**
  * Gives failed events back with a jittered exponential backoff (written in
- * SQL, from the attempts counted at claim): min·2^(attempts−1), capped at max,
- * times a random factor in [0.5, 1) so that relays do not retry in lockstep.
- * Only rows still leased to `owner` are touched: a lease that expired and was
- * taken over belongs to the new owner.
+ * SQL): min·2^retries, capped at max, times a random factor in [0.5, 1) so
+ * that relays do not retry in lockstep. A retriable failure (broker down,
+ * timeout) gives back the attempt counted at claim: only bad events and
+ * crashes spend the dead-letter budget. Only rows still leased to `owner` are
+ * touched: a lease that expired and was taken over belongs to the new owner.
  */
 export async function releaseFailedEvents(
   db: Database,
@@ -23,9 +24,11 @@ export async function releaseFailedEvents(
   const result = await db.raw(
     `UPDATE package_event e
      SET locked_by = NULL, locked_until = NULL, last_error = f.error,
+         attempts = CASE WHEN f.retriable THEN greatest(e.attempts - 1, 0) ELSE e.attempts END,
+         retries = e.retries + 1,
          available_at = now() + make_interval(secs =>
-           least(?::float8, ?::float8 * power(2, greatest(e.attempts - 1, 0))) * (0.5 + random() / 2) / 1000)
-     FROM jsonb_to_recordset(?::jsonb) AS f(id bigint, error text)
+           least(?::float8, ?::float8 * power(2, least(e.retries, 30))) * (0.5 + random() / 2) / 1000)
+     FROM jsonb_to_recordset(?::jsonb) AS f(id bigint, error text, retriable boolean)
      WHERE e.id = f.id AND e.locked_by = ?`,
     [
       backoff.maxMs,

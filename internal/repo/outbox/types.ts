@@ -17,6 +17,8 @@ export interface OutboxEvent {
 export interface EventFailure {
   id: bigint;
   error: string;
+  /** A broker outage or timeout (retried without spending the dead-letter budget), not a bad event. */
+  retriable: boolean;
 }
 
 export interface OutboxRow {
@@ -47,5 +49,5 @@ export function toOutboxEvent(row: OutboxRow): OutboxEvent {
 // knex expands JS arrays in raw bindings into lists, so sets travel as one
 // literal: a Postgres array for ids, JSON for (id, error) pairs.
 export const failuresJson = (failures: readonly EventFailure[]) =>
-  JSON.stringify(failures.map((f) => ({ id: f.id.toString(), error: f.error })));
+  JSON.stringify(failures.map((f) => ({ id: f.id.toString(), error: f.error, retriable: f.retriable })));
 export const idArray = (ids: readonly bigint[]) => `{${ids.join(",")}}`;

@@ -47,9 +47,9 @@ export class Cleaner {
     if (this.published.length >= this.options.batchSize) this.wake?.();
   }
 
-  addFailed(failures: readonly { id: bigint; attempts: number; error: string }[]): void {
+  addFailed(failures: readonly { id: bigint; attempts: number; error: string; retriable: boolean }[]): void {
     for (const f of failures) {
-      this.failures.push({ id: f.id, error: f.error });
+      this.failures.push({ id: f.id, error: f.error, retriable: f.retriable });
       this.failureAttempts.set(f.id, f.attempts);
     }
     if (failures.length > 0) this.wake?.();
@@ -93,8 +93,10 @@ export class Cleaner {
       }
       if (this.failures.length > 0) {
         const batch = this.failures.slice();
-        const dead = batch.filter((f) => (this.failureAttempts.get(f.id) ?? 0) >= this.options.maxAttempts);
-        const retry = batch.filter((f) => (this.failureAttempts.get(f.id) ?? 0) < this.options.maxAttempts);
+        const exhausted = (f: EventFailure) =>
+          !f.retriable && (this.failureAttempts.get(f.id) ?? 0) >= this.options.maxAttempts;
+        const dead = batch.filter(exhausted);
+        const retry = batch.filter((f) => !exhausted(f));
         const deadCount = await deadLetterEvents(this.db, this.options.owner, dead);
         const retryCount = await releaseFailedEvents(this.db, this.options.owner, retry, this.options.backoff);
         this.failures.splice(0, batch.length);

@@ -16,6 +16,8 @@ export class Producer {
     private readonly sender: Sender,
     private readonly cleaner: Cleaner,
     private readonly maxInFlight: number,
+    /** Claims without an outcome beyond this (crash loops) dead-letter without another send. */
+    private readonly maxAttempts: number,
     private readonly logger: Logger,
     private readonly onProcessing: (delta: number) => void,
   ) {}
@@ -66,11 +68,15 @@ export class Producer {
     return this.inFlight.size;
   }
 
-  private async publish(batch: readonly OutboxEvent[]): Promise<void> {
+  private async publish(claimed: readonly OutboxEvent[]): Promise<void> {
+    const batch = this.withoutExhausted(claimed);
+    if (batch.length === 0) return;
     try {
       const outcome = await this.sender.send(batch);
       this.cleaner.addPublished(outcome.published.map((e) => e.id));
-      this.cleaner.addFailed(outcome.failed.map((f) => ({ id: f.event.id, attempts: f.event.attempts, error: f.error })));
+      this.cleaner.addFailed(
+        outcome.failed.map((f) => ({ id: f.event.id, attempts: f.event.attempts, error: f.error, retriable: f.retriable })),
+      );
       this.cleaner.addUnsent(outcome.unsent.map((e) => e.id));
       if (outcome.failed.length > 0) {
         this.logger.warn(
@@ -84,5 +90,35 @@ export class Producer {
       this.logger.error({ err }, "sender threw; releasing the batch");
       this.cleaner.addUnsent(batch.map((e) => e.id));
     }
+  }
+
+  /**
+   * An event claimed more often than maxAttempts without a recorded outcome
+   * has taken its relay down (or stalled it past the lease) that many times:
+   * it goes to the dead-letter table instead of being sent again, and its
+   * package's later events in this batch wait behind it.
+   */
+  private withoutExhausted(batch: readonly OutboxEvent[]): OutboxEvent[] {
+    const blocked = new Set<bigint>();
+    const dead: { id: bigint; attempts: number; error: string; retriable: boolean }[] = [];
+    const unsent: bigint[] = [];
+    const rest: OutboxEvent[] = [];
+    for (const event of batch) {
+      if (blocked.has(event.packageId)) unsent.push(event.id);
+      else if (event.attempts > this.maxAttempts) {
+        blocked.add(event.packageId);
+        dead.push({
+          id: event.id,
+          attempts: event.attempts,
+          error: `claimed ${event.attempts - 1} times without an outcome: a retranslator crashed or stalled past its lease while publishing it`,
+          retriable: false,
+        });
+      } else rest.push(event);
+    }
+    if (dead.length > 0) {
+      this.cleaner.addFailed(dead);
+      this.cleaner.addUnsent(unsent);
+    }
+    return dead.length > 0 ? rest : [...batch];
   }
 }

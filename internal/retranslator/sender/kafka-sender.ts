@@ -157,16 +157,42 @@ export class KafkaSender implements Sender {
  */
 function failAll(events: readonly OutboxEvent[], err: unknown): Pick<SendOutcome, "failed" | "unsent"> & SendOutcome {
   const error = describeError(err);
+  const retriable = isRetriable(err);
   const seen = new Set<bigint>();
   const outcome: SendOutcome = { published: [], failed: [], unsent: [] };
   for (const event of events) {
     if (seen.has(event.packageId)) outcome.unsent.push(event);
     else {
       seen.add(event.packageId);
-      outcome.failed.push({ event, error });
+      outcome.failed.push({ event, error, retriable });
     }
   }
   return outcome;
+}
+
+// Errors of the connection or the cluster's state, not of the event: kafkajs
+// marks protocol errors retriable (NOT_LEADER, UNKNOWN_TOPIC_OR_PARTITION,
+// REQUEST_TIMED_OUT, …) and wraps the last one when its own retries run out.
+const retriableNames = new Set([
+  "KafkaJSConnectionError",
+  "KafkaJSConnectionClosedError",
+  "KafkaJSRequestTimeoutError",
+  "KafkaJSBrokerNotFound",
+  "KafkaJSMetadataNotLoaded",
+  "KafkaJSTopicMetadataNotLoaded",
+  "KafkaJSStaleTopicMetadataAssignment",
+  "KafkaJSLockTimeout",
+  "KafkaJSTimeout",
+]);
+
+export function isRetriable(err: unknown): boolean {
+  let current: unknown = err;
+  for (let depth = 0; depth < 5 && current instanceof Error; depth++) {
+    const e = current as Error & { retriable?: boolean; originalError?: unknown; errors?: unknown[] };
+    if (retriableNames.has(e.name) || e.retriable === true) return true;
+    current = e.originalError ?? e.cause ?? (Array.isArray(e.errors) ? e.errors[0] : undefined);
+  }
+  return false;
 }
 
 function describeError(err: unknown): string {

@@ -4,8 +4,8 @@ import type { OutboxEvent } from "../../repo/outbox/types.js";
 export interface SendOutcome {
   /** Acknowledged by the broker (acks=all). */
   published: OutboxEvent[];
-  /** Sent and failed, with the error: counts as an attempt. */
-  failed: { event: OutboxEvent; error: string }[];
+  /** Sent and failed, with the error; `retriable` failures (outage, timeout) never dead-letter. */
+  failed: { event: OutboxEvent; error: string; retriable: boolean }[];
   /** Not sent because an earlier event of its package failed: no attempt made. */
   unsent: OutboxEvent[];
 }

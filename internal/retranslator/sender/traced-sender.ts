@@ -52,7 +52,7 @@ export function traceSender(sender: Sender, topic: string): Sender {
         const original = new Map(events.map((e) => [e.id, e]));
         return {
           published: outcome.published.map((e) => original.get(e.id) ?? e),
-          failed: outcome.failed.map((f) => ({ event: original.get(f.event.id) ?? f.event, error: f.error })),
+          failed: outcome.failed.map((f) => ({ ...f, event: original.get(f.event.id) ?? f.event })),
           unsent: outcome.unsent.map((e) => original.get(e.id) ?? e),
         };
       } finally {
