@@ -1,5 +1,5 @@
 # Routine commands; README.md explains each. Every target installs what it needs.
-.PHONY: run test generate lint build migrate check-generated
+.PHONY: run test generate lint build migrate check-generated docker-build compose-up
 
 # Run the system locally: dependencies, PostgreSQL, migrations, binaries.
 run:
@@ -27,3 +27,11 @@ build: lint
 migrate:
 	bash scripts/ensure-deps.sh
 	npm run --silent migrate
+
+# The image of both binaries (deploy/Dockerfile), tagged with the commit for /version.
+docker-build:
+	docker build -f deploy/Dockerfile --build-arg COMMIT_HASH=$$(git rev-parse HEAD) -t logistic-package-api:latest .
+
+# The whole stack: PostgreSQL, Kafka (KRaft), Jaeger, Prometheus, Grafana and both binaries.
+compose-up:
+	docker compose -f deploy/docker-compose.yml up --build

@@ -1,0 +1,485 @@
+// The deployment files (deploy/) checked as files: nothing here runs Docker.
+// They must agree with the code they deploy: config.yml's ports, the environment
+// names config.ts reads, package.json's scripts and dependencies, the metrics.
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import http from "node:http";
+import { builtinModules } from "node:module";
+import type { AddressInfo } from "node:net";
+import { dirname, join, relative, resolve } from "node:path";
+import { test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { parse as parseYaml } from "yaml";
+import { envOverrides, loadConfig } from "../internal/config/config.js";
+
+const root = fileURLToPath(new URL("..", import.meta.url));
+const deploy = join(root, "deploy");
+const read = (path: string) => readFileSync(join(root, path), "utf8");
+const yamlFile = (path: string) => parseYaml(read(path)) as any;
+
+const config = loadConfig({ path: join(root, "config.yml"), env: {} });
+const compose = yamlFile("deploy/docker-compose.yml");
+const services = compose.services as Record<string, any>;
+const pkg = JSON.parse(read("package.json")) as {
+  scripts: Record<string, string>;
+  dependencies: Record<string, string>;
+  devDependencies?: Record<string, string>;
+};
+
+// --- small parsers -------------------------------------------------------------
+
+/** A compose `environment` (mapping or list of K=V) as a record of strings. */
+function envOf(service: any): Record<string, string> {
+  const env = service.environment ?? {};
+  if (Array.isArray(env)) {
+    return Object.fromEntries(
+      env.map((entry: string) => {
+        const i = entry.indexOf("=");
+        return i < 0 ? [entry, ""] : [entry.slice(0, i), entry.slice(i + 1)];
+      }),
+    );
+  }
+  return Object.fromEntries(Object.entries(env).map(([k, v]) => [k, v === null ? "" : String(v)]));
+}
+
+interface PortMapping {
+  published: number;
+  target: number;
+}
+
+/** Compose `ports` in short ("[ip:]host:container[/proto]") or long syntax. */
+function portsOf(service: any): PortMapping[] {
+  return (service.ports ?? []).map((p: unknown) => {
+    if (typeof p === "object" && p !== null) {
+      const long = p as { published: unknown; target: unknown };
+      return { published: Number(long.published), target: Number(long.target) };
+    }
+    const parts = String(p).replace(/\/(tcp|udp)$/, "").split(":");
+    assert.ok(parts.length >= 2, `port ${String(p)} publishes to a fixed host port`);
+    return { published: Number(parts[parts.length - 2]), target: Number(parts[parts.length - 1]) };
+  });
+}
+
+/** depends_on as service -> condition (the list form means service_started). */
+function dependsOn(service: any): Record<string, string> {
+  const d = service.depends_on ?? {};
+  if (Array.isArray(d)) return Object.fromEntries(d.map((name: string) => [name, "service_started"]));
+  return Object.fromEntries(Object.entries(d).map(([name, v]) => [name, (v as { condition?: string }).condition ?? "service_started"]));
+}
+
+/** A healthcheck `test` as one string (CMD / CMD-SHELL forms). */
+function healthcheckText(service: any): string {
+  const t = service.healthcheck?.test;
+  if (t === undefined) return "";
+  return Array.isArray(t) ? t.slice(1).join(" ") : String(t);
+}
+
+interface Instruction {
+  keyword: string;
+  args: string;
+  stage: number;
+}
+
+/** Dockerfile instructions (continuations joined, comments dropped), each with its stage index. */
+function parseDockerfile(text: string): Instruction[] {
+  const logical: string[] = [];
+  let current = "";
+  for (const raw of text.split("\n")) {
+    const line = raw.trimEnd();
+    if (current === "" && /^\s*#/.test(line)) continue;
+    if (current !== "" && /^\s*#/.test(line)) continue; // comment lines inside a continuation
+    if (line.endsWith("\\")) {
+      current += line.slice(0, -1) + " ";
+      continue;
+    }
+    current += line;
+    if (current.trim() !== "") logical.push(current.trim());
+    current = "";
+  }
+  let stage = -1;
+  return logical.map((l) => {
+    const m = /^(\S+)\s*(.*)$/.exec(l)!;
+    const keyword = m[1]!.toUpperCase();
+    if (keyword === "FROM") stage += 1;
+    return { keyword, args: m[2]!, stage };
+  });
+}
+
+/** The JSON array of an exec-form instruction (CMD ["a", "b"], HEALTHCHECK ... CMD [...]). */
+function execForm(args: string): string[] {
+  const start = args.indexOf("[");
+  assert.ok(start >= 0, `exec form expected: ${args}`);
+  return JSON.parse(args.slice(start)) as string[];
+}
+
+/** Runs a `node -e SCRIPT` healthcheck with `env`; resolves with its exit code. */
+function runHealthcheck(command: string[], env: Record<string, string>): Promise<number | null> {
+  assert.equal(command[0], "node", "the healthcheck runs node (the slim image has no curl or wget)");
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(process.execPath, command.slice(1), { env: { PATH: process.env["PATH"] ?? "", ...env }, stdio: "ignore" });
+    const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
+    child.once("error", reject);
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      resolvePromise(code);
+    });
+  });
+}
+
+const dockerfile = parseDockerfile(read("deploy/Dockerfile"));
+const runtimeStage = Math.max(...dockerfile.map((i) => i.stage));
+const runtime = dockerfile.filter((i) => i.stage === runtimeStage);
+const healthcheck = runtime.find((i) => i.keyword === "HEALTHCHECK");
+
+// --- docker-compose.yml ---------------------------------------------------------
+
+test("docker-compose.yml has every service of the stack, Kafka in KRaft mode and no ZooKeeper", () => {
+  for (const name of ["postgres", "kafka", "jaeger", "prometheus", "grafana", "grpc-server", "retranslator"]) {
+    assert.ok(services[name], `service ${name} is defined`);
+  }
+  for (const [name, service] of Object.entries(services)) {
+    assert.doesNotMatch(`${name} ${String(service.image ?? "")}`, /zookeeper/i, "no ZooKeeper: Kafka runs in KRaft mode");
+  }
+  const kafka = envOf(services["kafka"]);
+  assert.match(String(services["kafka"].image), /^apache\/kafka:3\.\d+\.\d+$/);
+  const roles = kafka["KAFKA_PROCESS_ROLES"]!.split(",").map((r) => r.trim());
+  assert.deepEqual(roles.sort(), ["broker", "controller"]);
+  assert.ok(!Object.keys(kafka).some((k) => /ZOOKEEPER/.test(k)), "no zookeeper.connect");
+  // The single voter is this node, on the CONTROLLER listener.
+  const controllerPort = /CONTROLLER:\/\/[^:]*:(\d+)/.exec(kafka["KAFKA_LISTENERS"]!)?.[1];
+  assert.equal(kafka["KAFKA_CONTROLLER_QUORUM_VOTERS"], `${kafka["KAFKA_NODE_ID"]}@kafka:${controllerPort}`);
+  assert.equal(kafka["KAFKA_CONTROLLER_LISTENER_NAMES"], "CONTROLLER");
+  assert.equal(kafka["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"], "1");
+  assert.equal(kafka["KAFKA_AUTO_CREATE_TOPICS_ENABLE"], "false");
+  // The retranslator reaches the broker at the address the broker advertises.
+  assert.equal(kafka["KAFKA_ADVERTISED_LISTENERS"], `PLAINTEXT://${envOf(services["retranslator"])["KAFKA_BROKERS"]}`);
+  // The retranslator creates its topic itself, within what a one-broker cluster allows.
+  assert.equal(config.kafka.replicationFactor, 1);
+});
+
+test("the binaries' published ports are config.yml's defaults, and the compose environment keeps them there", () => {
+  const expected: Record<string, number[]> = {
+    "grpc-server": [config.grpc.port, config.gateway.port, config.status.port, config.metrics.port],
+    retranslator: [config.retranslator.metricsPort],
+  };
+  assert.deepEqual(expected["grpc-server"], [8082, 8080, 8000, 9100], "DESIGN.md §5 ports");
+  assert.deepEqual(expected["retranslator"], [9101]);
+  for (const [name, ports] of Object.entries(expected)) {
+    const mappings = portsOf(services[name]);
+    assert.deepEqual(mappings.map((m) => m.target).sort(), [...ports].sort(), `${name} container ports`);
+    for (const m of mappings) assert.equal(m.published, m.target, `${name} publishes ${m.target} as itself`);
+    // What the binary will really listen on, given the service's environment.
+    const effective = loadConfig({ path: join(root, "config.yml"), env: envOf(services[name]) });
+    const listening =
+      name === "grpc-server"
+        ? [effective.grpc.port, effective.gateway.port, effective.status.port, effective.metrics.port]
+        : [effective.retranslator.metricsPort];
+    assert.deepEqual(listening, ports, `${name} listens where compose publishes`);
+    assert.equal(effective.grpc.host, "0.0.0.0", "listeners reachable from other containers");
+  }
+});
+
+test("the binaries' environment uses only names config.ts reads, and points at the compose services", () => {
+  const accepted = new Set([...Object.keys(envOverrides), "OTEL_EXPORTER_OTLP_ENDPOINT", "CONFIG_PATH", "COMMIT_HASH"]);
+  const postgres = envOf(services["postgres"]);
+  for (const name of ["grpc-server", "retranslator"]) {
+    const env = envOf(services[name]);
+    for (const key of Object.keys(env)) assert.ok(accepted.has(key), `${name}: ${key} is not read by the binaries`);
+    // Every value is valid for config.ts (a bad one would stop start-up).
+    const effective = loadConfig({ path: join(root, "config.yml"), env });
+    const db = new URL(effective.database.url);
+    assert.equal(db.hostname, "postgres", `${name} connects to the postgres service`);
+    assert.equal(db.port, "5432");
+    assert.equal(db.pathname, `/${postgres["POSTGRES_DB"]}`, "the database the postgres service creates");
+    assert.equal(db.pathname, "/logistic_package_api");
+    assert.equal(decodeURIComponent(db.username), postgres["POSTGRES_USER"] ?? "postgres");
+    assert.equal(decodeURIComponent(db.password), postgres["POSTGRES_PASSWORD"]);
+    assert.equal(effective.database.migrateOnStart, true, "the binaries create the schema themselves");
+    assert.equal(effective.tracing.otlpEndpoint, "http://jaeger:4318", `${name} exports traces to Jaeger over OTLP/HTTP`);
+  }
+  const relay = loadConfig({ path: join(root, "config.yml"), env: envOf(services["retranslator"]) });
+  assert.deepEqual(relay.kafka.brokers, ["kafka:9092"]);
+  const jaeger = envOf(services["jaeger"]);
+  assert.equal(jaeger["COLLECTOR_OTLP_ENABLED"], "true");
+  assert.ok(portsOf(services["jaeger"]).some((p) => p.target === 4318), "OTLP/HTTP published");
+  assert.ok(portsOf(services["jaeger"]).some((p) => p.target === 16686), "Jaeger UI published");
+});
+
+test("start order waits for healthy dependencies, and every awaited service has a healthcheck", () => {
+  assert.equal(dependsOn(services["grpc-server"])["postgres"], "service_healthy");
+  const relay = dependsOn(services["retranslator"]);
+  assert.equal(relay["postgres"], "service_healthy");
+  assert.equal(relay["kafka"], "service_healthy");
+  for (const [name, service] of Object.entries(services)) {
+    for (const [dep, condition] of Object.entries(dependsOn(service))) {
+      assert.ok(services[dep], `${name} depends on an existing service ${dep}`);
+      if (condition !== "service_healthy") continue;
+      const own = services[dep].healthcheck?.test !== undefined;
+      const fromImage = services[dep].build !== undefined && healthcheck !== undefined;
+      assert.ok(own || fromImage, `${name} waits for ${dep} to be healthy: ${dep} needs a healthcheck`);
+    }
+  }
+  assert.match(healthcheckText(services["postgres"]), /pg_isready/);
+  assert.match(healthcheckText(services["postgres"]), /-d logistic_package_api/);
+  assert.match(healthcheckText(services["kafka"]), /\/opt\/kafka\/bin\/kafka-broker-api-versions\.sh --bootstrap-server localhost:9092/);
+});
+
+test("healthchecks ask /ready on each binary's own port", () => {
+  assert.ok(healthcheck, "the image has a HEALTHCHECK");
+  const image = execForm(healthcheck.args.slice(healthcheck.args.indexOf("CMD")));
+  const imageScript = image.join(" ");
+  assert.match(imageScript, /\/ready/);
+  assert.ok(imageScript.includes(`process.env.STATUS_PORT||${config.status.port}`), "grpc-server: STATUS_PORT, default status.port");
+  // The grpc-server keeps the image's check (or repeats it); the retranslator has no status server and overrides it.
+  const own = healthcheckText(services["grpc-server"]);
+  if (own !== "") assert.ok(own.includes(String(config.status.port)) || own.includes("STATUS_PORT"));
+  const relay = services["retranslator"].healthcheck?.test as string[];
+  assert.ok(Array.isArray(relay) && relay[0] === "CMD", "retranslator overrides the image's healthcheck (exec form)");
+  const relayScript = relay.join(" ");
+  assert.match(relayScript, /\/ready/);
+  assert.ok(
+    relayScript.includes(`process.env.RETRANSLATOR_METRICS_PORT||${config.retranslator.metricsPort}`),
+    "retranslator: RETRANSLATOR_METRICS_PORT, default retranslator.metricsPort",
+  );
+  for (const name of ["grpc-server", "retranslator"]) {
+    assert.doesNotMatch(JSON.stringify(services[name].healthcheck ?? {}), /curl|wget/, "no curl or wget in node:20-bookworm-slim");
+  }
+  assert.doesNotMatch(healthcheck.args, /curl|wget/);
+});
+
+test("the healthcheck commands work: 0 for a 200 /ready, 1 for 503 and for a closed port", async () => {
+  const image = execForm(healthcheck!.args.slice(healthcheck!.args.indexOf("CMD")));
+  const relay = (services["retranslator"].healthcheck.test as string[]).slice(1);
+  let ready = true;
+  const paths: string[] = [];
+  const server = http.createServer((req, res) => {
+    paths.push(req.url ?? "");
+    res.writeHead(req.url === "/ready" && ready ? 200 : 503).end();
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const port = String((server.address() as AddressInfo).port);
+  try {
+    assert.equal(await runHealthcheck(image, { STATUS_PORT: port }), 0);
+    assert.equal(await runHealthcheck(relay, { RETRANSLATOR_METRICS_PORT: port }), 0);
+    ready = false;
+    assert.equal(await runHealthcheck(image, { STATUS_PORT: port }), 1);
+    assert.equal(await runHealthcheck(relay, { RETRANSLATOR_METRICS_PORT: port }), 1);
+    assert.deepEqual(paths, ["/ready", "/ready", "/ready", "/ready"]);
+  } finally {
+    await new Promise((r) => server.close(r));
+  }
+  assert.equal(await runHealthcheck(image, { STATUS_PORT: port }), 1, "nothing listening");
+});
+
+test("both binaries are built from deploy/Dockerfile and run their package.json scripts' commands", () => {
+  for (const name of ["grpc-server", "retranslator"]) {
+    const build = services[name].build;
+    assert.ok(build, `${name} is built`);
+    assert.equal(resolve(deploy, build.context), resolve(root), `${name}: the build context is the repository root`);
+    assert.equal(build.dockerfile, "deploy/Dockerfile");
+    assert.ok(existsSync(join(resolve(deploy, build.context), build.dockerfile)));
+    assert.ok(Object.keys(build.args ?? {}).includes("COMMIT_HASH"), `${name}: COMMIT_HASH build arg`);
+  }
+  // node as PID 1 (npm run does not pass SIGTERM on), with exactly the scripts' commands.
+  const cmd = runtime.find((i) => i.keyword === "CMD");
+  assert.ok(cmd, "the image has a CMD");
+  assert.deepEqual(execForm(cmd.args), pkg.scripts["grpc-server"]!.split(" "), "the image's CMD is `npm run grpc-server`'s command");
+  assert.deepEqual(services["retranslator"].command, pkg.scripts["retranslator"]!.split(" "), "`npm run retranslator`'s command");
+  assert.equal(services["grpc-server"].command, undefined, "the grpc-server uses the image's CMD");
+  // Time for the graceful shutdown (grpc.shutdownTimeoutMs, retranslator.shutdownTimeoutMs) before SIGKILL.
+  const seconds = (s: string) => Number(/^(\d+)s$/.exec(s)?.[1] ?? NaN);
+  assert.ok(seconds(services["grpc-server"].stop_grace_period) * 1000 > config.grpc.shutdownTimeoutMs);
+  assert.ok(seconds(services["retranslator"].stop_grace_period) * 1000 > config.retranslator.shutdownTimeoutMs);
+});
+
+// --- Dockerfile -----------------------------------------------------------------
+
+test("the Dockerfile: two node:20-bookworm-slim stages, cached install, non-root user, COMMIT_HASH", () => {
+  const froms = dockerfile.filter((i) => i.keyword === "FROM");
+  assert.ok(froms.length >= 2, "multi-stage");
+  for (const f of froms) assert.match(f.args, /^node:20-bookworm-slim(\s|$)/);
+  const first = dockerfile.filter((i) => i.stage === 0);
+  const install = first.findIndex((i) => i.keyword === "RUN" && /\bnpm ci\b/.test(i.args));
+  assert.ok(install >= 0, "stage 1 runs npm ci");
+  const copies = first.slice(0, install).filter((i) => i.keyword === "COPY");
+  assert.deepEqual(copies.map((c) => c.args.split(/\s+/).slice(0, -1).sort()), [["package-lock.json", "package.json"]],
+    "only the manifests are copied before npm ci (the install layer stays cached)");
+  const user = runtime.filter((i) => i.keyword === "USER").at(-1);
+  assert.ok(user, "USER set in the runtime stage");
+  assert.ok(!["root", "0", "0:0", "root:root"].includes(user.args.trim()), "runs as a non-root user");
+  assert.ok(runtime.some((i) => i.keyword === "ARG" && /^COMMIT_HASH\b/.test(i.args)));
+  assert.ok(runtime.some((i) => i.keyword === "ENV" && /\bCOMMIT_HASH=\$\{?COMMIT_HASH\}?/.test(i.args)), "/version reads ENV COMMIT_HASH");
+  // A runtime-only install must keep tsx, which runs the sources.
+  assert.ok(pkg.dependencies["tsx"], "tsx is a runtime dependency");
+  assert.ok(runtime.some((i) => i.keyword === "COPY" && /--from=\S+/.test(i.args) && /node_modules/.test(i.args)),
+    "node_modules comes from the install stage");
+});
+
+/** Runtime-stage COPY sources from the build context (not --from). */
+const copied = runtime
+  .filter((i) => i.keyword === "COPY" && !/--from=/.test(i.args))
+  .flatMap((i) => {
+    const words = i.args.split(/\s+/).filter((w) => !w.startsWith("--"));
+    return words.slice(0, -1).map((w) => w.replace(/\/$/, ""));
+  });
+
+/** Relative and bare imports of one TypeScript file (type-only imports are erased at run time). */
+function importsOf(file: string): { relative: string[]; bare: string[] } {
+  const source = readFileSync(file, "utf8");
+  const specs: string[] = [];
+  const statement = /(?:^|[;\n])\s*(import|export)\s+(type\s+)?([^"';]*?\bfrom\s+)?["']([^"']+)["']/g;
+  for (const m of source.matchAll(statement)) if (m[2] === undefined) specs.push(m[4]!);
+  for (const m of source.matchAll(/\bimport\(\s*["']([^"']+)["']\s*\)/g)) specs.push(m[1]!);
+  return {
+    relative: specs.filter((s) => s.startsWith(".")),
+    bare: specs.filter((s) => !s.startsWith(".")),
+  };
+}
+
+function walk(dir: string): string[] {
+  return readdirSync(dir).flatMap((name) => {
+    const path = join(dir, name);
+    return statSync(path).isDirectory() ? walk(path) : [path];
+  });
+}
+
+test("the image holds everything the binaries load at run time, and only runtime dependencies are needed", () => {
+  for (const needed of ["api", "cmd", "internal", "pkg", "db", "config.yml", "package.json"]) {
+    assert.ok(copied.includes(needed), `the Dockerfile copies ${needed}`);
+    assert.ok(existsSync(join(root, needed)));
+  }
+  // Every module reachable from the entry points (and every migration, which knex loads by path).
+  const entries = ["grpc-server", "retranslator", "admin", "migrate"].map((b) => join(root, "cmd", b, "main.ts"));
+  const migrations = walk(join(root, "db")).filter((f) => f.endsWith(".ts"));
+  const seen = new Set<string>();
+  const queue = [...entries.filter((e) => existsSync(e)), ...migrations];
+  const packages = new Set<string>();
+  while (queue.length > 0) {
+    const file = queue.pop()!;
+    if (seen.has(file)) continue;
+    seen.add(file);
+    const { relative: rel, bare } = importsOf(file);
+    for (const spec of rel) {
+      let target = resolve(dirname(file), spec);
+      if (!existsSync(target) && target.endsWith(".js")) target = target.replace(/\.js$/, ".ts");
+      assert.ok(existsSync(target), `${relative(root, file)} imports ${spec}, which exists`);
+      queue.push(target);
+    }
+    for (const spec of bare) {
+      if (spec.startsWith("node:") || builtinModules.includes(spec.split("/")[0]!)) continue;
+      packages.add(spec.startsWith("@") ? spec.split("/").slice(0, 2).join("/") : spec.split("/")[0]!);
+    }
+  }
+  assert.ok(seen.size > 20, `the import walk found the sources (${seen.size} files)`);
+  for (const file of seen) {
+    const top = relative(root, file).split("/")[0]!;
+    assert.ok(copied.includes(top), `${relative(root, file)} is loaded at run time: the image must copy ${top}/`);
+  }
+  // package.json and the migrations are read by path (version.ts, database.ts).
+  assert.ok(copied.includes("package.json") && copied.includes("db"));
+  for (const name of packages) {
+    assert.ok(pkg.dependencies[name], `${name} is imported at run time: it must be in dependencies (the image omits devDependencies)`);
+  }
+});
+
+test(".dockerignore keeps the build context small without dropping what the image copies", () => {
+  const patterns = read(".dockerignore")
+    .split("\n")
+    .map((l) => l.trim())
+    .filter((l) => l !== "" && !l.startsWith("#"));
+  for (const p of ["node_modules", ".git", "tools/kafka-mock/bin", "bench/results", "*.cpuprofile"]) {
+    assert.ok(patterns.includes(p), `.dockerignore has ${p}`);
+  }
+  const sources = [...copied, "package-lock.json"];
+  for (const source of sources) {
+    for (const p of patterns.filter((x) => !x.startsWith("!"))) {
+      const glob = p
+        .replace(/[.+^${}()|[\]\\]/g, "\\$&")
+        .replace(/\*\*\//g, "\u0000")
+        .replace(/\*/g, "[^/]*")
+        .replace(/\u0000/g, "(.*/)?");
+      const re = new RegExp(`^${glob}(/|$)`);
+      assert.ok(!re.test(source), `.dockerignore pattern ${p} would drop ${source}, which the Dockerfile copies`);
+    }
+  }
+});
+
+// --- Prometheus and Grafana -------------------------------------------------------
+
+test("Prometheus scrapes both binaries' metrics ports every 5 s", () => {
+  const prom = yamlFile("deploy/prometheus/prometheus.yml");
+  const jobs = new Map<string, any>((prom.scrape_configs as any[]).map((j) => [j.job_name, j]));
+  assert.deepEqual([...jobs.keys()].sort(), ["grpc-server", "retranslator"]);
+  const targets = (job: any) => (job.static_configs as any[]).flatMap((s) => s.targets as string[]);
+  assert.deepEqual(targets(jobs.get("grpc-server")), [`grpc-server:${config.metrics.port}`]);
+  assert.deepEqual(targets(jobs.get("retranslator")), [`retranslator:${config.retranslator.metricsPort}`]);
+  for (const job of jobs.values()) {
+    assert.equal(job.scrape_interval ?? prom.global?.scrape_interval, "5s");
+    assert.equal(job.metrics_path ?? "/metrics", "/metrics");
+  }
+  // compose mounts this file where the image reads it.
+  const mount = (services["prometheus"].volumes as string[]).find((v) => v.startsWith("./prometheus/prometheus.yml:"));
+  assert.ok(mount, "prometheus.yml is mounted");
+  const target = mount.split(":")[1];
+  const flag = (services["prometheus"].command as string[] | undefined)?.find((c) => c.startsWith("--config.file="));
+  assert.equal(target, flag ? flag.slice("--config.file=".length) : "/etc/prometheus/prometheus.yml");
+  assert.ok(portsOf(services["prometheus"]).some((p) => p.target === 9090));
+});
+
+test("Grafana provisioning: the Prometheus datasource and the dashboard directory that compose mounts", () => {
+  const grafana = services["grafana"];
+  const volumes = grafana.volumes as string[];
+  const mountOf = (source: string) => {
+    const v = volumes.find((x) => x.split(":")[0] === source);
+    assert.ok(v, `grafana mounts ${source}`);
+    assert.ok(existsSync(resolve(deploy, source)), `${source} exists next to docker-compose.yml`);
+    return v.split(":")[1]!;
+  };
+  assert.equal(mountOf("./grafana/provisioning"), "/etc/grafana/provisioning");
+  const dashboardsDir = mountOf("./grafana/dashboards");
+
+  const datasources = yamlFile("deploy/grafana/provisioning/datasources/prometheus.yml");
+  assert.equal(datasources.apiVersion, 1);
+  const ds = (datasources.datasources as any[]).find((d) => d.type === "prometheus");
+  assert.ok(ds, "a prometheus datasource");
+  assert.equal(ds.uid, "prometheus");
+  assert.equal(ds.isDefault, true);
+  assert.equal(ds.url, "http://prometheus:9090");
+
+  const providers = yamlFile("deploy/grafana/provisioning/dashboards/dashboards.yml");
+  assert.equal(providers.apiVersion, 1);
+  const provider = (providers.providers as any[])[0];
+  assert.equal(provider.type, "file");
+  assert.equal(provider.options.path, dashboardsDir, "the provider reads the mounted dashboards directory");
+  assert.ok(portsOf(grafana).some((p) => p.target === 3000));
+
+  const dashboard = JSON.parse(read("deploy/grafana/dashboards/logistic-package-api.json"));
+  assert.equal(dashboard.schemaVersion, 39);
+  assert.equal(typeof dashboard.uid, "string");
+  const panels = (dashboard.panels as any[]).filter((p) => p.type !== "row");
+  assert.ok(panels.length >= 12, "a panel for each metric group");
+  const ids = (dashboard.panels as any[]).map((p) => p.id);
+  assert.equal(new Set(ids).size, ids.length, "panel ids are unique");
+  for (const panel of panels) {
+    assert.ok(["timeseries", "stat"].includes(panel.type), `${panel.title}: ${panel.type}`);
+    assert.deepEqual(panel.datasource, { type: "prometheus", uid: ds.uid }, `${panel.title} uses the provisioned datasource`);
+    assert.ok(panel.targets.length > 0, `${panel.title} has queries`);
+    for (const t of panel.targets) {
+      assert.match(t.expr, /logistic_package_api_/, `${panel.title}: ${t.expr}`);
+      assert.equal(t.datasource?.uid ?? ds.uid, ds.uid);
+    }
+    for (const k of ["x", "y", "w", "h"]) assert.equal(typeof panel.gridPos[k], "number", `${panel.title} gridPos.${k}`);
+  }
+  const home = envOf(grafana)["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"];
+  if (home !== undefined) assert.equal(home, `${dashboardsDir}/logistic-package-api.json`);
+});
+
+test("Makefile targets build the image and start the compose stack from these files", () => {
+  const makefile = read("Makefile");
+  assert.match(makefile, /^\.PHONY:.*\bdocker-build\b/m);
+  assert.match(makefile, /^\.PHONY:.*\bcompose-up\b/m);
+  assert.match(makefile, /^docker-build:\n\tdocker build -f deploy\/Dockerfile --build-arg COMMIT_HASH=\$\$\(git rev-parse HEAD\) -t logistic-package-api:latest \.$/m);
+  assert.match(makefile, /^compose-up:\n\tdocker compose -f deploy\/docker-compose\.yml up --build$/m);
+  assert.equal(services["grpc-server"].image, "logistic-package-api:latest", "compose tags the image as make docker-build does");
+});
