@@ -93,3 +93,10 @@ test("the loaded config is frozen", () => {
     (config.grpc as { port: number }).port = 1;
   }, TypeError);
 });
+
+test("a bad element of a list key names the list's environment variable", () => {
+  assert.throws(
+    () => loadConfig({ path: "config.yml", env: { KAFKA_BROKERS: "good:9092,bad" } }),
+    (err: unknown) => err instanceof ConfigError && /kafka\.brokers/.test(err.message) && /KAFKA_BROKERS/.test(err.message),
+  );
+});

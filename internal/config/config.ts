@@ -160,6 +160,65 @@ const schema = z
       })
       .strict()
       .prefault({}),
+    facade: z
+      .object({
+        // The read model's own database, created at start when missing (through the
+        // server's `postgres` database). env: FACADE_DATABASE_URL
+        databaseUrl: nonEmpty.default("postgres://postgres:postgres@127.0.0.1:5432/logistic_package_api_facade"),
+        // Consumer group on kafka.topic: instances share the partitions, offsets are per group.
+        groupId: nonEmpty.default("logistic-package-api-facade"),
+        // Largest fetch per partition, hence the bound of one batch, which is one transaction.
+        maxBytesPerPartition: int(1024, 64 * 1024 * 1024).default(1024 * 1024),
+        // Partitions applied at once, each batch in its own transaction (and pooled connection).
+        partitionsConsumedConcurrently: int(1, 64).default(4),
+        // A member silent for this long leaves the group and its partitions move on; a
+        // killed facade's partitions wait this long. Must exceed heartbeatIntervalMs.
+        sessionTimeoutMs: int(1000, 3_600_000).default(30_000),
+        heartbeatIntervalMs: int(100, 600_000).default(3000),
+        // /metrics, /live, /ready of the facade. env: FACADE_METRICS_PORT
+        metricsPort: port.default(9102),
+      })
+      .strict()
+      .refine((f) => f.sessionTimeoutMs > f.heartbeatIntervalMs, {
+        message: "must exceed facade.heartbeatIntervalMs",
+        path: ["sessionTimeoutMs"],
+      })
+      .prefault({}),
+    bot: z
+      .object({
+        // Bot API token from @BotFather. Only the bot binary needs it, and it refuses
+        // to start while it is empty. env: TELEGRAM_BOT_TOKEN
+        token: z.string().trim().default(""),
+        // Chats that may use the bot (a private chat's id is the user's id; groups are
+        // negative). Empty = nobody: every chat is told it is not allowed.
+        // env: TELEGRAM_ALLOWED_CHAT_IDS (comma-separated) or a YAML list.
+        allowedChatIds: z
+          .preprocess(
+            (v) =>
+              typeof v === "string"
+                ? v
+                    .split(",")
+                    .map((s) => s.trim())
+                    .filter((s) => s !== "")
+                    .map((s) => (/^-?\d+$/.test(s) ? Number(s) : s))
+                : v,
+            z.array(z.number({ error: "expected an integer chat id" }).int()),
+          )
+          .default([]),
+        // Bot API server: Telegram's, a local Bot API server, or a test fake.
+        apiRoot: z
+          .url({ protocol: /^https?$/ })
+          .transform((u) => u.replace(/\/+$/, ""))
+          .default("https://api.telegram.org"),
+        // The grpc-server the bot calls (cleartext HTTP/2). env: BOT_GRPC_ADDRESS
+        grpcAddress: z.string().regex(/^[^\s/]+:\d{1,5}$/, "expected host:port").default("127.0.0.1:8082"),
+        // Deadline of each API call; past it the user is told to try again later.
+        requestTimeoutMs: int(100, 60_000).default(3000),
+        // Packages per /list page.
+        pageSize: int(1, 50).default(5),
+      })
+      .strict()
+      .prefault({}),
   })
   .strict();
 
@@ -177,6 +236,11 @@ export const envOverrides: Readonly<Record<string, string>> = {
   KAFKA_BROKERS: "kafka.brokers",
   KAFKA_TOPIC: "kafka.topic",
   RETRANSLATOR_METRICS_PORT: "retranslator.metricsPort",
+  FACADE_DATABASE_URL: "facade.databaseUrl",
+  FACADE_METRICS_PORT: "facade.metricsPort",
+  TELEGRAM_BOT_TOKEN: "bot.token",
+  TELEGRAM_ALLOWED_CHAT_IDS: "bot.allowedChatIds",
+  BOT_GRPC_ADDRESS: "bot.grpcAddress",
 };
 
 export class ConfigError extends Error {
@@ -217,7 +281,9 @@ export function loadConfig(options: LoadConfigOptions = {}): Readonly<Config> {
   if (!result.success) {
     const problems = result.error.issues.map((issue) => {
       const key = issue.path.join(".");
-      const source = fromEnv.has(key) ? ` (from ${fromEnv.get(key)})` : "";
+      // A list key's problem sits below it (kafka.brokers.0): name its variable too.
+      const envName = [...fromEnv].find(([k]) => key === k || key.startsWith(`${k}.`))?.[1];
+      const source = envName === undefined ? "" : ` (from ${envName})`;
       return `config key "${key}"${source}: ${issue.message}`;
     });
     throw new ConfigError(problems.join("; "));

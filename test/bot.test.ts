@@ -1,0 +1,499 @@
+// The Telegram bot end to end: the real grpc-server (in-process, own database),
+// the bot (in-process, as `npm run bot` wires it) and a local fake of the Bot API
+// (test/helpers/fake-telegram.ts). What the user sees is checked in the fake's
+// recorded calls; what changed is checked through a stock grpc-js client.
+import { spawn } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { ConfigError, loadConfig } from "../internal/config/config.js";
+import { startBotApp, type BotApp } from "../internal/bot/app.js";
+import { count, createTestDatabase, type TestDatabase } from "./helpers/database.js";
+import { FakeTelegram, type UpdateResult } from "./helpers/fake-telegram.js";
+import { grpc, packageApiClient, rpcError, type PackageApiClient } from "./helpers/grpc-client.js";
+import { captureLogs, type CapturedLogs } from "./helpers/logs.js";
+import { startTestServer, type TestServer } from "./helpers/server.js";
+
+const chat = 4242;
+const strangerChat = 999;
+const unavailable = /the package service is unavailable, try again later/i;
+
+let db: TestDatabase;
+let server: TestServer;
+let client: PackageApiClient;
+let fake: FakeTelegram;
+let bot: RunningBot;
+
+interface RunningBot {
+  app: BotApp;
+  logs: CapturedLogs;
+  pollingFailures: unknown[];
+}
+
+async function startBot(
+  telegram: FakeTelegram,
+  settings: { grpcAddress: string; requestTimeoutMs?: number; token?: string },
+): Promise<RunningBot> {
+  const base = loadConfig({
+    path: "config.yml",
+    env: {
+      TELEGRAM_BOT_TOKEN: settings.token ?? telegram.token,
+      TELEGRAM_ALLOWED_CHAT_IDS: `${chat}, -1001234567890`,
+      BOT_GRPC_ADDRESS: settings.grpcAddress,
+    },
+  });
+  const config = {
+    ...base,
+    bot: { ...base.bot, apiRoot: telegram.apiRoot, requestTimeoutMs: settings.requestTimeoutMs ?? base.bot.requestTimeoutMs },
+  };
+  const logs = captureLogs("info");
+  const pollingFailures: unknown[] = [];
+  const app = await startBotApp(config, logs.logger, { onPollingFailed: (err) => pollingFailures.push(err) });
+  return { app, logs, pollingFailures };
+}
+
+/** Requests the grpc-server has answered so far (one log line each). */
+function apiRequests(): number {
+  return server.logs.lines.filter((l) => l["msg"] === "request finished" || l["msg"] === "request failed").length;
+}
+
+function onlyReply(result: UpdateResult): string {
+  assert.equal(result.replies.length, 1, `one reply, got ${JSON.stringify(result.replies)}`);
+  const send = result.calls.find((c) => c.method === "sendMessage")!;
+  assert.equal(send.params["chat_id"], chat);
+  return result.replies[0]!;
+}
+
+async function say(text: string): Promise<string> {
+  return onlyReply(await fake.sendText(chat, text));
+}
+
+async function createPackage(fields: Record<string, unknown> = {}): Promise<string> {
+  const res = await client.createPackageV1({ Title: "box", Material: "cardboard", MaximumVolume: 2.5, Reusable: false, ...fields });
+  return res.ID as string;
+}
+
+async function describePackage(id: string): Promise<Record<string, any>> {
+  return (await client.describePackageV1({ PackageID: id })).Value as Record<string, any>;
+}
+
+before(async () => {
+  db = await createTestDatabase();
+  server = await startTestServer(db.url);
+  client = packageApiClient(server.grpcAddress);
+  fake = await FakeTelegram.start();
+  bot = await startBot(fake, { grpcAddress: server.grpcAddress });
+});
+
+after(async () => {
+  const started = Date.now();
+  await bot?.app.stop();
+  const stopMs = Date.now() - started;
+  await fake?.close();
+  client?.close();
+  await server?.stop();
+  await db?.drop();
+  assert.ok(stopMs < 3000, `the bot stops promptly (${stopMs} ms)`);
+  const errors = bot?.logs.lines.filter((l) => l["level"] === "error" || l["level"] === "fatal") ?? [];
+  assert.deepEqual(errors, [], "the bot logged no errors in the happy and user-error paths");
+});
+
+test("start-up: getMe, the command menu, deleteWebhook, then long polling", async () => {
+  for (let i = 0; i < 100 && fake.callsTo("getUpdates").length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+  const methods = fake.calls.map((c) => c.method);
+  assert.deepEqual(methods.slice(0, 4), ["getMe", "setMyCommands", "deleteWebhook", "getUpdates"]);
+  assert.deepEqual(fake.callsTo("getUpdates")[0]!.params["allowed_updates"], ["message", "callback_query"]);
+  const menu = fake.callsTo("setMyCommands")[0]!.params["commands"] as { command: string }[];
+  assert.deepEqual(menu.map((c) => c.command).sort(), ["delete", "edit", "get", "help", "list", "new"]);
+  assert.equal(bot.app.username, "package_test_bot");
+  assert.deepEqual(bot.pollingFailures, []);
+});
+
+test("/help and /start explain every command with examples", async () => {
+  for (const text of ["/help", "/start"]) {
+    const reply = await say(text);
+    for (const cmd of ["/list", "/get ID", "/new title | material | volume | reusable", "/edit ID field=value", "/delete ID"]) {
+      assert.ok(reply.includes(cmd), `${text} mentions ${cmd}`);
+    }
+    assert.match(reply, /title=&quot;Big box&quot;|title="Big box"/);
+  }
+});
+
+describe("commands change and read the real API", () => {
+  test("/new creates a package with the given fields", async () => {
+    const before = await count(db.db, "package");
+    const reply = await say("/new Big box | cardboard | 1200 | yes");
+    const id = /Created package (\d+)/.exec(reply)?.[1];
+    assert.ok(id, reply);
+    assert.match(reply, /Title: Big box\nMaterial: cardboard\nVolume: 1200 cm³\nReusable: yes/);
+    assert.equal(await count(db.db, "package"), before + 1);
+    const pkg = await describePackage(id);
+    assert.deepEqual([pkg["Title"], pkg["Material"], pkg["MaximumVolume"], pkg["Reusable"]], ["Big box", "cardboard", 1200, true]);
+
+    // reusable may be left out (= no); a decimal comma is a decimal point.
+    const second = /Created package (\d+)/.exec(await say("/new Crate | plastic | 2,5"))?.[1];
+    assert.ok(second);
+    const crate = await describePackage(second);
+    assert.deepEqual([crate["Title"], crate["MaximumVolume"], crate["Reusable"]], ["Crate", 2.5, false]);
+  });
+
+  test("/new delivered twice (Telegram redelivers after a crash) creates one package", async () => {
+    const before = await count(db.db, "package");
+    const first = await fake.sendText(chat, "/new Once | paper | 10", { messageId: 555001 });
+    const again = await fake.sendText(chat, "/new Once | paper | 10", { messageId: 555001 });
+    const id = /Created package (\d+)/.exec(onlyReply(first))?.[1];
+    assert.ok(id);
+    assert.equal(/Created package (\d+)/.exec(onlyReply(again))?.[1], id, "the same package both times");
+    assert.equal(await count(db.db, "package"), before + 1);
+  });
+
+  test("/get shows the package, with the user's text escaped for HTML", async () => {
+    const id = await createPackage({ Title: "<Tom & Jerry>", Material: "a<b>", MaximumVolume: 2.2, Reusable: false });
+    const result = await fake.sendText(chat, `/get ${id}`);
+    const reply = onlyReply(result);
+    assert.equal(result.calls.find((c) => c.method === "sendMessage")!.params["parse_mode"], "HTML");
+    assert.ok(reply.startsWith(`<b>Package ${id}</b>`), reply);
+    assert.match(reply, /Title: &lt;Tom &amp; Jerry&gt;\nMaterial: a&lt;b&gt;\n/);
+    assert.match(reply, /Volume: 2\.2 cm³/, "a float32 volume prints as typed, not 2.2000000476837");
+    assert.match(reply, /Reusable: no\nCreated: \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$/);
+
+    // Addressed to this bot by name, as in group chats.
+    assert.ok((await say(`/get@package_test_bot ${id}`)).startsWith(`<b>Package ${id}</b>`));
+  });
+
+  test("/edit changes only the named fields, quoted values keep their spaces", async () => {
+    const id = await createPackage({ Title: "old", Material: "paper", MaximumVolume: 1, Reusable: false });
+    const reply = await say(`/edit ${id} title="Big box" volume=3.5 reusable=yes`);
+    assert.ok(reply.startsWith(`<b>Updated package ${id}</b>`), reply);
+    assert.match(reply, /Title: Big box\nMaterial: paper\nVolume: 3\.5 cm³\nReusable: yes\n/);
+    assert.match(reply, /Updated: \d{4}-/);
+    let pkg = await describePackage(id);
+    assert.deepEqual([pkg["Title"], pkg["Material"], pkg["MaximumVolume"], pkg["Reusable"]], ["Big box", "paper", 3.5, true]);
+    assert.ok(pkg["Updated"]?.["Time"], "Updated is set");
+
+    // Phones type “curly” quotes; reusable=no must reach the API (a wrapper, not a zero value).
+    await say(`/edit ${id} material=“corrugated board” reusable=no`);
+    pkg = await describePackage(id);
+    assert.deepEqual([pkg["Title"], pkg["Material"], pkg["Reusable"]], ["Big box", "corrugated board", false]);
+  });
+
+  test("/delete removes the package", async () => {
+    const id = await createPackage();
+    assert.equal(await say(`/delete ${id}`), `<b>Deleted package ${id}</b>`);
+    await rpcError(client.describePackageV1({ PackageID: id }), grpc.status.NOT_FOUND);
+  });
+});
+
+test("/list pages through 12 packages with Prev/Next buttons that edit the same message", async () => {
+  // Only this test's packages: remove what earlier tests created.
+  const existing = (await client.listPackagesV1({ Offset: 0, Limit: 500 })).Packages as { ID: string }[];
+  for (const p of existing) await client.removePackageV1({ PackageID: p.ID });
+  const ids: string[] = [];
+  for (let i = 1; i <= 12; i++) ids.push(await createPackage({ Title: `p${String(i).padStart(2, "0")}` }));
+  const titlesIn = (text: string) => [...text.matchAll(/ · (p\d\d) · /g)].map((m) => m[1]);
+  const pageTitles = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => `p${String(from + i).padStart(2, "0")}`);
+
+  const first = await fake.sendText(chat, "/list");
+  onlyReply(first);
+  const messageId = fake.chats.get(chat)!.at(-1)!.message_id;
+  const message = () => fake.message(chat, messageId);
+  assert.deepEqual(titlesIn(message().text), pageTitles(1, 5));
+  assert.match(message().text, /^<b>Packages 1–5<\/b>/);
+  assert.ok(message().text.includes(`<b>${ids[0]}</b> · p01 · cardboard · 2.5 cm³`), message().text);
+  assert.deepEqual(fake.buttons(chat, messageId), [{ text: "Next ▶", data: "list:5" }], "no Prev on the first page");
+
+  const press = async (data: string) => {
+    const result = await fake.pressButton(chat, messageId, data);
+    assert.deepEqual(result.replies, [], "paging sends no new message");
+    assert.equal(result.calls.filter((c) => c.method === "answerCallbackQuery").length, 1, "the button press is answered");
+    return result;
+  };
+
+  const second = await press("list:5");
+  const edit = second.calls.find((c) => c.method === "editMessageText")!;
+  assert.equal(edit.params["message_id"], messageId, "Next edits the same message");
+  assert.deepEqual(titlesIn(message().text), pageTitles(6, 10));
+  assert.deepEqual(fake.buttons(chat, messageId), [
+    { text: "◀ Prev", data: "list:0" },
+    { text: "Next ▶", data: "list:10" },
+  ]);
+
+  await press("list:10");
+  assert.deepEqual(titlesIn(message().text), pageTitles(11, 12));
+  assert.deepEqual(fake.buttons(chat, messageId), [{ text: "◀ Prev", data: "list:5" }], "no Next on the last page");
+
+  await press("list:5");
+  assert.deepEqual(titlesIn(message().text), pageTitles(6, 10));
+
+  // A second tap on the same page: Telegram answers "message is not modified"; the bot stays quiet.
+  const again = await press("list:5");
+  assert.equal(again.calls.filter((c) => c.method === "answerCallbackQuery")[0]!.params["text"], undefined);
+  assert.ok(!bot.logs.lines.some((l) => l["msg"] === "update handling failed" || l["msg"] === "command failed"));
+
+  // Every press reads fresh: with exactly 10 packages left, page 2 is the last one.
+  await client.removePackageV1({ PackageID: ids[10] });
+  await client.removePackageV1({ PackageID: ids[11] });
+  await press("list:5");
+  assert.deepEqual(fake.buttons(chat, messageId), [{ text: "◀ Prev", data: "list:0" }]);
+
+  await press("list:0");
+  assert.deepEqual(titlesIn(message().text), pageTitles(1, 5));
+  assert.deepEqual(fake.buttons(chat, messageId), [{ text: "Next ▶", data: "list:5" }]);
+});
+
+test("malformed input is answered by the bot, before any API call", async () => {
+  const cases: [string, RegExp][] = [
+    ["/get", /Which package\? Usage: \/get ID/],
+    ["/get abc", /"abc" is not a package ID/],
+    ["/get 0", /"0" is not a package ID/],
+    ["/get 99999999999999999999", /IDs are between 1 and 9223372036854775807/],
+    ["/delete -3", /"-3" is not a package ID/],
+    ["/new only a title", /3 or 4 parts separated by "\|"/],
+    ["/new Box | wood | big | yes", /"big" is not a number/],
+    ["/new Box | wood | 0", /Volume must be greater than 0/],
+    ["/new Box | wood | 2 | maybe", /"maybe" is not yes or no/],
+    ["/edit 5 colour=red", /Unknown field "colour": the fields are title, material, volume, reusable/],
+    ["/edit 5 volume=abc", /"abc" is not a number/],
+    ["/edit 5 volume=0", /Volume must be greater than 0/],
+    ['/edit 5 title="Big box', /no closing quote/],
+    ["/edit 5", /Nothing to change/],
+    ["/edit 5 title", /Expected field=value, got "title"/],
+    ["/edit 5 title=", /Field title needs a value/],
+    ["/edit 5 title=a title=b", /Field title is given twice/],
+    ["/edit x title=a", /"x" is not a package ID/],
+  ];
+  const requestsBefore = apiRequests();
+  for (const [input, expected] of cases) {
+    const reply = await say(input);
+    assert.match(reply.replaceAll("&quot;", '"'), expected, `reply to ${input}`);
+  }
+  // User text inside an error is escaped too.
+  assert.match(await say("/get <b>"), /"&lt;b&gt;" is not a package ID/);
+  assert.equal(apiRequests(), requestsBefore, "no API call for input the bot rejects");
+});
+
+test("InvalidArgument from the API is shown with its message, which names the field", async () => {
+  const before = await count(db.db, "package");
+  const longTitle = "x".repeat(40);
+  assert.match(await say(`/new ${longTitle} | wood | 3 | no`), /Title must be 1 to 32 characters long \(got 40\)/);
+  assert.match(await say("/new Box |  | 3"), /Material must be 1 to 32 characters long \(got 0\)/);
+  assert.equal(await count(db.db, "package"), before, "nothing created");
+
+  const id = await createPackage({ Title: "keep" });
+  assert.match(await say(`/edit ${id} title=${longTitle}`), /Title must be at most 32 characters long \(got 40\)/);
+  assert.equal((await describePackage(id))["Title"], "keep");
+});
+
+test("NotFound: \"package N not found\" for get, edit and delete", async () => {
+  for (const input of ["/get 987654321", "/edit 987654321 title=ghost", "/delete 987654321"]) {
+    assert.equal(await say(input), "Package 987654321 not found.");
+  }
+  const id = await createPackage();
+  await client.removePackageV1({ PackageID: id });
+  assert.equal(await say(`/get ${id}`), `Package ${id} not found.`);
+});
+
+test("unknown commands and plain text get a pointer to /help", async () => {
+  assert.match(await say("/frobnicate"), /Unknown command\. Send \/help/);
+  assert.match(await say("hello"), /Send \/help/);
+});
+
+test("a chat that is not allowed gets \"not allowed\" and nothing else: no API call", async () => {
+  const requestsBefore = apiRequests();
+  for (const text of ["/list", "/get 1", "/new a | b | 1", "hello"]) {
+    const result = await fake.sendText(strangerChat, text);
+    assert.deepEqual(
+      result.calls.map((c) => [c.method, c.params["chat_id"]]),
+      [["sendMessage", strangerChat]],
+    );
+    assert.match(result.replies[0]!, /not allowed/);
+  }
+  // A button press from that chat (on the bot's reply there) is refused the same way.
+  const messageId = fake.chats.get(strangerChat)!.at(-1)!.message_id;
+  const press = await fake.pressButton(strangerChat, messageId, "list:5");
+  assert.deepEqual(press.calls.map((c) => c.method), ["answerCallbackQuery"]);
+  assert.match(String(press.calls[0]!.params["text"]), /not allowed/);
+  assert.equal(apiRequests(), requestsBefore, "no API call for a stranger");
+  assert.ok(bot.logs.lines.some((l) => l["msg"] === "update from a chat that is not allowed" && l["chatId"] === strangerChat));
+});
+
+describe("the package service cannot be reached", () => {
+  test("a closed port: the user is told to try again later, at once", async () => {
+    const closedPort = await freePort();
+    const telegram = await FakeTelegram.start();
+    const down = await startBot(telegram, { grpcAddress: `127.0.0.1:${closedPort}`, requestTimeoutMs: 1000 });
+    try {
+      for (const text of ["/get 1", "/list", "/new a | b | 1", "/edit 1 title=x", "/delete 1"]) {
+        const result = await telegram.sendText(chat, text);
+        assert.equal(result.replies.length, 1);
+        assert.match(result.replies[0]!, unavailable);
+        assert.doesNotMatch(result.replies[0]!, /Error|ECONNREFUSED|at .*\.ts/, "no raw error or stack trace");
+        assert.ok(result.handledInMs < 2500, `answered within the deadline (${result.handledInMs} ms)`);
+      }
+      const failures = down.logs.lines.filter((l) => l["msg"] === "package service call failed");
+      assert.ok(failures.length >= 5);
+      assert.equal(failures[0]!["code"], "Unavailable");
+      assert.equal(failures[0]!["level"], "warn");
+    } finally {
+      await down.app.stop();
+      await telegram.close();
+    }
+  });
+
+  test("a service that never answers: the deadline (requestTimeoutMs) ends the wait", async () => {
+    const sockets = new Set<net.Socket>();
+    let received = 0;
+    const blackHole = net.createServer((socket) => {
+      sockets.add(socket);
+      socket.on("data", (chunk) => (received += chunk.length));
+      socket.on("error", () => {});
+    });
+    await new Promise<void>((resolve) => blackHole.listen(0, "127.0.0.1", resolve));
+    const telegram = await FakeTelegram.start();
+    let stopped = false;
+    const slow = await startBot(telegram, {
+      grpcAddress: `127.0.0.1:${(blackHole.address() as net.AddressInfo).port}`,
+      requestTimeoutMs: 500,
+    });
+    try {
+      const result = await telegram.sendText(chat, "/get 1");
+      assert.match(onlyReplyOf(result), unavailable);
+      assert.ok(result.handledInMs >= 450 && result.handledInMs < 2500, `took ${result.handledInMs} ms`);
+      assert.ok(slow.logs.lines.some((l) => l["msg"] === "package service call failed" && l["code"] === "DeadlineExceeded"));
+
+      // Graceful stop while a command waits on the API: the command still gets its reply.
+      const bytesBefore = received;
+      const inFlight = telegram.inject(chat, "/get 2");
+      await inFlight.delivered;
+      // Taken (not only sent by the fake) once its API request reaches the black hole.
+      for (let i = 0; i < 200 && received === bytesBefore; i++) await new Promise((r) => setTimeout(r, 5));
+      assert.ok(received > bytesBefore, "the bot called the API for the command in hand");
+      const stopStarted = Date.now();
+      await slow.app.stop();
+      stopped = true;
+      const stopMs = Date.now() - stopStarted;
+      await inFlight.result;
+      const replies = telegram.callsTo("sendMessage").filter((c) => c.duringUpdate === inFlight.updateId);
+      assert.equal(replies.length, 1, "the command in hand was answered before stop() returned");
+      assert.match(String(replies[0]!.params["text"]), unavailable);
+      assert.ok(stopMs < 3000, `stop took ${stopMs} ms`);
+    } finally {
+      if (!stopped) await slow.app.stop();
+      await telegram.close();
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((resolve) => blackHole.close(() => resolve()));
+    }
+  });
+});
+
+test("a token that Telegram rejects stops start-up with a message naming bot.token", async () => {
+  await assert.rejects(
+    startBot(fake, { grpcAddress: server.grpcAddress, token: "42:wrong" }),
+    (err: unknown) => err instanceof ConfigError && /bot\.token/.test(err.message) && /TELEGRAM_BOT_TOKEN/.test(err.message),
+  );
+});
+
+test("polling that Telegram ends (409: another instance) stops the bot and reports it", async () => {
+  const telegram = await FakeTelegram.start();
+  const lone = await startBot(telegram, { grpcAddress: server.grpcAddress });
+  try {
+    telegram.getUpdatesError = { code: 409, description: "Conflict: terminated by other getUpdates request" };
+    for (let i = 0; i < 150 && lone.pollingFailures.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(lone.pollingFailures.length, 1);
+    assert.ok(lone.logs.lines.some((l) => l["level"] === "fatal" && l["msg"] === "polling failed: the bot stops"));
+  } finally {
+    await lone.app.stop();
+    await telegram.close();
+  }
+});
+
+test("the token never reaches the logs", () => {
+  assert.ok(!JSON.stringify(bot.logs.lines).includes(fake.token));
+});
+
+describe("npm run bot (the binary)", () => {
+  test("refuses to start without a token, naming the key", async () => {
+    const run = await runBinary({ TELEGRAM_BOT_TOKEN: "" });
+    assert.equal(run.code, 2, run.output);
+    assert.match(run.output, /^bot: invalid configuration: config key "bot\.token" \(env TELEGRAM_BOT_TOKEN\) is empty/m);
+  });
+
+  test("serves commands, and SIGTERM stops it gracefully (exit 0)", async () => {
+    const telegram = await FakeTelegram.start();
+    const dir = mkdtempSync(join(tmpdir(), "lpa-bot-"));
+    const configPath = join(dir, "config.yml");
+    writeFileSync(configPath, `bot:\n  apiRoot: ${telegram.apiRoot}\n`);
+    const id = await createPackage({ Title: "from the binary" });
+    try {
+      const run = runBinary(
+        {
+          CONFIG_PATH: configPath,
+          TELEGRAM_BOT_TOKEN: telegram.token,
+          TELEGRAM_ALLOWED_CHAT_IDS: String(chat),
+          BOT_GRPC_ADDRESS: server.grpcAddress,
+          LOG_LEVEL: "info",
+        },
+        { stopWhen: /"bot started"/ },
+      );
+      const started = await run.started;
+      assert.ok(started, "the binary logs \"bot started\"");
+      const result = await telegram.sendText(chat, `/get ${id}`);
+      assert.match(onlyReplyOf(result), /Title: from the binary/);
+      run.child.kill("SIGTERM");
+      const exit = await run;
+      assert.equal(exit.code, 0, exit.output);
+      assert.match(exit.output, /"shutting down"/);
+      assert.match(exit.output, /"stopped"/);
+      assert.ok(!exit.output.includes(telegram.token), "the token is not logged");
+    } finally {
+      await telegram.close();
+    }
+  });
+});
+
+function onlyReplyOf(result: UpdateResult): string {
+  assert.equal(result.replies.length, 1, JSON.stringify(result.replies));
+  return result.replies[0]!;
+}
+
+async function freePort(): Promise<number> {
+  const probe = net.createServer();
+  await new Promise<void>((resolve) => probe.listen(0, "127.0.0.1", resolve));
+  const port = (probe.address() as net.AddressInfo).port;
+  await new Promise<void>((resolve) => probe.close(() => resolve()));
+  return port;
+}
+
+type BinaryRun = Promise<{ code: number | null; output: string }> & {
+  child: ReturnType<typeof spawn>;
+  started: Promise<boolean>;
+};
+
+/** Runs cmd/bot/main.ts; `started` resolves when the output matches stopWhen (or the process ends). */
+function runBinary(env: Record<string, string>, options: { stopWhen?: RegExp } = {}): BinaryRun {
+  const child = spawn(process.execPath, ["--import", "tsx", "cmd/bot/main.ts"], {
+    env: { ...process.env, ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let output = "";
+  let markStarted: (v: boolean) => void = () => {};
+  const started = new Promise<boolean>((resolve) => (markStarted = resolve));
+  const onData = (chunk: Buffer) => {
+    output += chunk.toString("utf8");
+    if (options.stopWhen?.test(output)) markStarted(true);
+  };
+  child.stdout!.on("data", onData);
+  child.stderr!.on("data", onData);
+  const timer = setTimeout(() => child.kill("SIGKILL"), 20_000);
+  const done = new Promise<{ code: number | null; output: string }>((resolve) => {
+    child.on("close", (code) => {
+      clearTimeout(timer);
+      markStarted(false);
+      resolve({ code, output });
+    });
+  });
+  return Object.assign(done, { child, started });
+}
