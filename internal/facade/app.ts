@@ -1,0 +1,112 @@
+import { collectDefaultMetrics, Registry } from "prom-client";
+import { versionInfo } from "../app/version.js";
+import type { Config } from "../config/config.js";
+import { createDatabase, ping } from "../database/database.js";
+import type { Logger } from "../logger/logger.js";
+import { createMetricsServer } from "../metrics/metrics-server.js";
+import { closeServer, listen } from "../server/listen.js";
+import { createStatusServer } from "../server/status-server.js";
+import { PgBatchApplier } from "./applier.js";
+import { FacadeConsumer } from "./consumer.js";
+import { ensureDatabase, migrateFacade } from "./database.js";
+import { FacadeMetrics } from "./metrics.js";
+
+export interface FacadeApp {
+  ports: { metrics: number };
+  stop(): Promise<void>;
+}
+
+/**
+ * Wires the facade binary: its own database (created and migrated at start),
+ * the consumer group member that applies batches to it, and /metrics, /live,
+ * /ready on one port.
+ */
+export async function startFacadeApp(config: Readonly<Config>, logger: Logger): Promise<FacadeApp> {
+  const f = config.facade;
+  if (config.database.migrateOnStart) {
+    if (await ensureDatabase(f.databaseUrl, config.database.acquireTimeoutMs)) {
+      logger.info({ database: new URL(f.databaseUrl).pathname.slice(1) }, "facade database created");
+    }
+  }
+  const db = createDatabase({
+    url: f.databaseUrl,
+    // One transaction per partition being applied, and one for /ready.
+    maxConnections: Math.min(config.database.maxConnections, f.partitionsConsumedConcurrently + 1),
+    statementTimeoutMs: config.database.statementTimeoutMs,
+    acquireTimeoutMs: config.database.acquireTimeoutMs,
+    applicationName: "logistic-package-api/facade",
+  });
+  try {
+    if (config.database.migrateOnStart) {
+      const applied = await migrateFacade(db);
+      if (applied.length > 0) logger.info({ applied }, "facade migrations applied");
+    }
+  } catch (err) {
+    await db.destroy();
+    throw err;
+  }
+
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  const metrics = new FacadeMetrics(registry);
+  const consumer = new FacadeConsumer(
+    {
+      brokers: config.kafka.brokers,
+      clientId: config.kafka.clientId,
+      topic: config.kafka.topic,
+      groupId: f.groupId,
+      requestTimeoutMs: config.kafka.requestTimeoutMs,
+      maxBytesPerPartition: f.maxBytesPerPartition,
+      partitionsConsumedConcurrently: f.partitionsConsumedConcurrently,
+      sessionTimeoutMs: f.sessionTimeoutMs,
+      heartbeatIntervalMs: f.heartbeatIntervalMs,
+    },
+    metrics.instrument(new PgBatchApplier(db, logger)),
+    { onAssignment: (assigned) => metrics.retainPartitions(assigned) },
+    logger,
+  );
+
+  let stopping = false;
+  const status = createStatusServer({
+    ready: async () => {
+      if (stopping) throw new Error("shutting down");
+      if (consumer.failure) throw new Error(`consumer stopped: ${consumer.failure.message}`);
+      await ping(db, config.status.readinessTimeoutMs);
+    },
+    version: versionInfo(),
+  });
+  // DESIGN.md §5 style: /metrics, /live, /ready (and /version) on one port.
+  // A consumer kafkajs gave up on fails /live too: only a restart brings it back.
+  const server = createMetricsServer(registry, (req, res) => {
+    const path = new URL(req.url ?? "/", "http://facade").pathname;
+    if (path === "/live" && consumer.failure) {
+      const body = JSON.stringify({ status: "consumer stopped", reason: consumer.failure.message });
+      res.writeHead(503, { "content-type": "application/json" }).end(body);
+      return;
+    }
+    status.emit("request", req, res);
+  });
+  const metricsPort = await listen(server, f.metricsPort, config.grpc.host);
+  try {
+    await consumer.start();
+  } catch (err) {
+    await consumer.stop().catch(() => undefined);
+    await closeServer(server);
+    await db.destroy();
+    throw err;
+  }
+  logger.info({ topic: config.kafka.topic, groupId: f.groupId }, "facade started");
+
+  return {
+    ports: { metrics: metricsPort },
+    async stop() {
+      stopping = true;
+      // kafkajs lets the batch in hand finish (its transaction and offset commit), then leaves the group.
+      await consumer.stop();
+      server.closeIdleConnections();
+      await closeServer(server);
+      await db.destroy();
+      logger.info("facade stopped");
+    },
+  };
+}

@@ -1,0 +1,62 @@
+import { fileURLToPath } from "node:url";
+import pg from "pg";
+import type { Database } from "../database/database.js";
+
+export const facadeMigrationsDirectory = fileURLToPath(new URL("../../db/facade-migrations", import.meta.url));
+
+/**
+ * Applies the facade's migrations. Their own bookkeeping table keeps them apart
+ * from the API's migrations, so the facade may also share the API's database.
+ */
+export async function migrateFacade(db: Database): Promise<string[]> {
+  const [, applied] = (await db.migrate.latest({
+    directory: facadeMigrationsDirectory,
+    loadExtensions: [".ts"],
+    tableName: "facade_knex_migrations",
+  })) as [number, string[]];
+  return applied;
+}
+
+const INVALID_CATALOG_NAME = "3D000";
+const DUPLICATE_DATABASE = "42P04";
+// Two facades creating the database at once: the loser sees pg_database's unique index.
+const UNIQUE_VIOLATION = "23505";
+
+/**
+ * Creates the database of `url` when it does not exist, through the `postgres`
+ * maintenance database of the same server. Returns whether it created it.
+ * Only a missing database leads to CREATE: any other connection error (server
+ * down, bad password) is thrown as it is.
+ */
+export async function ensureDatabase(url: string, connectTimeoutMs: number): Promise<boolean> {
+  try {
+    await withClient(url, connectTimeoutMs, async () => undefined);
+    return false;
+  } catch (err) {
+    if ((err as { code?: unknown }).code !== INVALID_CATALOG_NAME) throw err;
+  }
+  const target = new URL(url);
+  const name = decodeURIComponent(target.pathname.replace(/^\//, ""));
+  const maintenance = new URL(url);
+  maintenance.pathname = "/postgres";
+  try {
+    await withClient(maintenance.toString(), connectTimeoutMs, (client) =>
+      client.query(`CREATE DATABASE ${client.escapeIdentifier(name)}`),
+    );
+    return true;
+  } catch (err) {
+    const code = (err as { code?: unknown }).code;
+    if (code === DUPLICATE_DATABASE || code === UNIQUE_VIOLATION) return false;
+    throw err;
+  }
+}
+
+async function withClient<T>(url: string, connectTimeoutMs: number, fn: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: connectTimeoutMs });
+  await client.connect();
+  try {
+    return await fn(client);
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
