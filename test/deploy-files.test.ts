@@ -135,7 +135,7 @@ const healthcheck = runtime.find((i) => i.keyword === "HEALTHCHECK");
 // --- docker-compose.yml ---------------------------------------------------------
 
 test("docker-compose.yml has every service of the stack, Kafka in KRaft mode and no ZooKeeper", () => {
-  for (const name of ["postgres", "kafka", "jaeger", "prometheus", "grafana", "grpc-server", "retranslator"]) {
+  for (const name of ["postgres", "kafka", "jaeger", "prometheus", "grafana", "grpc-server", "retranslator", "facade", "bot"]) {
     assert.ok(services[name], `service ${name} is defined`);
   }
   for (const [name, service] of Object.entries(services)) {
@@ -407,13 +407,14 @@ test(".dockerignore keeps the build context small without dropping what the imag
 
 // --- Prometheus and Grafana -------------------------------------------------------
 
-test("Prometheus scrapes both binaries' metrics ports every 5 s", () => {
+test("Prometheus scrapes every binary's metrics port every 5 s", () => {
   const prom = yamlFile("deploy/prometheus/prometheus.yml");
   const jobs = new Map<string, any>((prom.scrape_configs as any[]).map((j) => [j.job_name, j]));
-  assert.deepEqual([...jobs.keys()].sort(), ["grpc-server", "retranslator"]);
+  assert.deepEqual([...jobs.keys()].sort(), ["facade", "grpc-server", "retranslator"]);
   const targets = (job: any) => (job.static_configs as any[]).flatMap((s) => s.targets as string[]);
   assert.deepEqual(targets(jobs.get("grpc-server")), [`grpc-server:${config.metrics.port}`]);
   assert.deepEqual(targets(jobs.get("retranslator")), [`retranslator:${config.retranslator.metricsPort}`]);
+  assert.deepEqual(targets(jobs.get("facade")), [`facade:${config.facade.metricsPort}`]);
   for (const job of jobs.values()) {
     assert.equal(job.scrape_interval ?? prom.global?.scrape_interval, "5s");
     assert.equal(job.metrics_path ?? "/metrics", "/metrics");
@@ -482,4 +483,12 @@ test("Makefile targets build the image and start the compose stack from these fi
   assert.match(makefile, /^docker-build:\n\tdocker build -f deploy\/Dockerfile --build-arg COMMIT_HASH=\$\$\(git rev-parse HEAD\) -t logistic-package-api:latest \.$/m);
   assert.match(makefile, /^compose-up:\n\tdocker compose -f deploy\/docker-compose\.yml up --build$/m);
   assert.equal(services["grpc-server"].image, "logistic-package-api:latest", "compose tags the image as make docker-build does");
+});
+
+test("the bot runs only on request (compose profile) and only with a token", () => {
+  const bot = services["bot"];
+  assert.deepEqual(bot.profiles, ["bot"]);
+  assert.match(String(bot.environment.TELEGRAM_BOT_TOKEN), /^\$\{TELEGRAM_BOT_TOKEN:\?/);
+  assert.equal(bot.environment.BOT_GRPC_ADDRESS, `grpc-server:${config.grpc.port}`);
+  assert.equal(services["facade"].environment.KAFKA_BROKERS, services["retranslator"].environment.KAFKA_BROKERS);
 });
