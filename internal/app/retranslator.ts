@@ -93,7 +93,17 @@ export async function startRetranslatorApp(config: Readonly<Config>, logger: Log
   });
   // /metrics, /live, /ready and /version on one port (DESIGN.md §5: 9101).
   const server = createMetricsServer(registry, (req, res) => status.emit("request", req, res));
-  const metricsPort = await listen(server, r.metricsPort, config.grpc.host);
+  let metricsPort: number;
+  try {
+    metricsPort = await listen(server, r.metricsPort, config.grpc.host);
+  } catch (err) {
+    // The relay is already claiming: a start-up failure must not leave it
+    // running behind a "failed to start" (without signal handlers, so that a
+    // SIGTERM would kill it holding leases). Stop it, releasing its leases.
+    await running.stop();
+    await db.destroy();
+    throw err;
+  }
 
   return {
     owner,

@@ -55,6 +55,10 @@ export async function runMain(
       process.exit(130);
     }
     logger.info({ signal }, "shutting down");
+    // Once stopped, nothing is owed any more: a client library's pending
+    // requests (a Kafka request to a hung broker, until its timeout) must not
+    // keep the process alive past the shutdown deadline.
+    const exitSoon = () => setTimeout(() => process.exit(), 500).unref();
     app
       .stop()
       .then(() => telemetry.shutdown())
@@ -63,11 +67,13 @@ export async function runMain(
         logger.info("stopped");
         logger.flush();
         process.exitCode = 0;
+        exitSoon();
       },
       (err: unknown) => {
         logger.error({ err }, "shutdown failed");
         logger.flush();
         process.exitCode = 1;
+        exitSoon();
       },
     );
   };

@@ -115,10 +115,30 @@ export function startRetranslator(
         logger.error({ err }, "could not release leases; they expire after leaseSeconds");
         return 0;
       });
-      await sender.close().catch((err: unknown) => logger.warn({ err }, "closing the Kafka producer failed"));
+      // kafkajs' disconnect waits for pending requests, which a hung broker
+      // holds for up to requestTimeoutMs (and retries): the stop must not wait
+      // for them past its deadline. Their leases were released above.
+      const closed = await withinMs(
+        sender.close().catch((err: unknown) => logger.warn({ err }, "closing the Kafka producer failed")),
+        Math.max(drainDeadline - Date.now(), 1000),
+      );
+      if (!closed) logger.warn("the Kafka producer did not close before the deadline; leaving it behind");
       logger.info({ released, unacknowledged: cleaner.pending }, "retranslator stopped");
     },
   };
+}
+
+/** Waits for `promise` at most `ms`; true when it settled in time. */
+async function withinMs(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const settled = await Promise.race([
+    promise.then(() => true),
+    new Promise<boolean>((resolve) => {
+      timer = setTimeout(() => resolve(false), ms);
+    }),
+  ]);
+  clearTimeout(timer);
+  return settled;
 }
 
 async function runMaintenance(
@@ -139,6 +159,9 @@ async function runMaintenance(
     } catch (err) {
       logger.warn({ err }, "outbox maintenance failed; retrying next interval");
     }
+    // Aborted during the queries above: the abort event has fired already and
+    // would not end the sleep below, holding stop() for a whole interval.
+    if (signal.aborted) break;
     await new Promise<void>((resolve) => {
       const done = () => {
         clearTimeout(timer);

@@ -54,7 +54,11 @@ export async function readTopic(
   timeoutMs = 60_000,
 ): Promise<TopicMessage[]> {
   const kafka = new Kafka({ clientId: "topic-checker", brokers, logLevel: logLevel.NOTHING });
-  const consumer = kafka.consumer({ groupId: `checker-${Date.now()}-${Math.random().toString(16).slice(2)}` });
+  // A short fetch wait: the consumer disconnects only after its current poll returns.
+  const consumer = kafka.consumer({
+    groupId: `checker-${Date.now()}-${Math.random().toString(16).slice(2)}`,
+    maxWaitTimeInMs: 100,
+  });
   const messages: TopicMessage[] = [];
   await consumer.connect();
   try {

@@ -9,7 +9,10 @@ import { toOutboxEvent, type OutboxEvent, type OutboxRow } from "./types.js";
  * package is in this same claim. An earlier event that is leased elsewhere,
  * waiting out its backoff, or locked by a concurrent claim (SKIP LOCKED hides
  * it from `candidates`, but the NOT EXISTS still sees the row) blocks it, and
- * so does a dead letter of its package. Attempts are counted here, so an
+ * so does a dead letter of its package (whose parked events are kept out of
+ * the candidates, so that they cannot crowd out other packages). The dead
+ * letter check in `claimable` is redundant but keeps the planner on index
+ * lookups for the earlier-event check. Attempts are counted here, so an
  * event whose relay crashes mid-send still runs out of attempts.
  */
 export async function claimEvents(
@@ -22,6 +25,11 @@ export async function claimEvents(
     `WITH candidates AS (
        SELECT id, package_id FROM package_event
        WHERE locked_by IS NULL AND available_at <= now()
+         -- Parked behind a dead letter: skipped here, not merely left unclaimed
+         -- below, or more than \`limit\` parked events would fill every claim
+         -- and stall all other packages until an operator steps in.
+         AND NOT EXISTS (
+           SELECT 1 FROM package_event_dead_letter d WHERE d.package_id = package_event.package_id)
        ORDER BY id
        LIMIT ?
        FOR UPDATE SKIP LOCKED

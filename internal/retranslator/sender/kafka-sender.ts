@@ -93,23 +93,47 @@ export class KafkaSender implements Sender {
     await Promise.all(
       [...groups].map(async ([partition, group]) => {
         try {
-          await this.producer.send({
-            topic: this.options.topic,
-            acks: -1,
-            timeout: this.options.requestTimeoutMs,
-            messages: group.map((event) => ({ ...toEventMessage(event), partition })),
-          });
+          await this.produce(partition, group);
           outcome.published.push(...group);
         } catch (err) {
           // Metadata may be stale (partitions added, leader moved): refresh next time.
           this.partitionMetadata = undefined;
-          const failed = failAll(group, err);
-          outcome.failed.push(...failed.failed);
-          outcome.unsent.push(...failed.unsent);
+          const packages = byPackage(group);
+          if (packages.length === 1 || isRetriable(err)) {
+            const failed = failAll(group, err);
+            outcome.failed.push(...failed.failed);
+            outcome.unsent.push(...failed.unsent);
+            return;
+          }
+          // The broker refused the request's records (e.g. one too large): the
+          // whole request failed, but usually through one event's fault. Send
+          // each package alone so that only the culprit is charged an attempt,
+          // and the packages that shared its request are not dead-lettered with
+          // it. (A rejected request appended nothing: no duplicates.)
+          for (const events of packages) {
+            try {
+              await this.produce(partition, events);
+              outcome.published.push(...events);
+            } catch (alone) {
+              const failed = failAll(events, alone);
+              outcome.failed.push(...failed.failed);
+              outcome.unsent.push(...failed.unsent);
+            }
+          }
         }
       }),
     );
     return outcome;
+  }
+
+  /** One partition's events as one request (acks=all). */
+  private async produce(partition: number, events: readonly OutboxEvent[]): Promise<void> {
+    await this.producer.send({
+      topic: this.options.topic,
+      acks: -1,
+      timeout: this.options.requestTimeoutMs,
+      messages: events.map((event) => ({ ...toEventMessage(event), partition })),
+    });
   }
 
   async close(): Promise<void> {
@@ -148,6 +172,17 @@ export class KafkaSender implements Sender {
     }
     return groups;
   }
+}
+
+/** A partition's events split by package, each in event order, packages in order of their first event. */
+function byPackage(events: readonly OutboxEvent[]): OutboxEvent[][] {
+  const packages = new Map<bigint, OutboxEvent[]>();
+  for (const event of events) {
+    const list = packages.get(event.packageId) ?? [];
+    list.push(event);
+    packages.set(event.packageId, list);
+  }
+  return [...packages.values()];
 }
 
 /**
