@@ -35,17 +35,10 @@ export async function runMain(
   });
   if (telemetry.enabled) logger.info({ endpoint: config.tracing.otlpEndpoint }, "tracing on");
 
-  let app: Stoppable;
-  try {
-    app = await start(config, logger);
-  } catch (err) {
-    logger.fatal({ err }, `${name} failed to start`);
-    logger.flush();
-    await telemetry.shutdown();
-    process.exitCode = 1;
-    return;
-  }
-
+  // Handlers go in before start: a SIGTERM during a slow start (a consumer
+  // group join, migrations) must still lead to a graceful stop, not a kill.
+  let app: Stoppable | undefined;
+  let pendingSignal: NodeJS.Signals | undefined;
   let signals = 0;
   const onSignal = (signal: NodeJS.Signals) => {
     signals += 1;
@@ -54,29 +47,51 @@ export async function runMain(
       logger.flush();
       process.exit(130);
     }
+    if (app === undefined) {
+      logger.info({ signal }, "signal during start: stopping as soon as started");
+      pendingSignal = signal;
+      return;
+    }
+    stop(app, signal);
+  };
+  const stop = (running: Stoppable, signal: NodeJS.Signals) => {
     logger.info({ signal }, "shutting down");
     // Once stopped, nothing is owed any more: a client library's pending
     // requests (a Kafka request to a hung broker, until its timeout) must not
     // keep the process alive past the shutdown deadline.
     const exitSoon = () => setTimeout(() => process.exit(), 500).unref();
-    app
+    running
       .stop()
       .then(() => telemetry.shutdown())
       .then(
-      () => {
-        logger.info("stopped");
-        logger.flush();
-        process.exitCode = 0;
-        exitSoon();
-      },
-      (err: unknown) => {
-        logger.error({ err }, "shutdown failed");
-        logger.flush();
-        process.exitCode = 1;
-        exitSoon();
-      },
-    );
+        () => {
+          logger.info("stopped");
+          logger.flush();
+          process.exitCode = 0;
+          exitSoon();
+        },
+        (err: unknown) => {
+          logger.error({ err }, "shutdown failed");
+          logger.flush();
+          process.exitCode = 1;
+          exitSoon();
+        },
+      );
   };
   process.on("SIGTERM", onSignal);
   process.on("SIGINT", onSignal);
+
+  try {
+    app = await start(config, logger);
+  } catch (err) {
+    logger.fatal({ err }, `${name} failed to start`);
+    logger.flush();
+    await telemetry.shutdown();
+    process.exitCode = 1;
+    // The signal handlers would otherwise keep nothing alive, but say so plainly.
+    process.off("SIGTERM", onSignal);
+    process.off("SIGINT", onSignal);
+    return;
+  }
+  if (pendingSignal !== undefined) stop(app, pendingSignal);
 }
