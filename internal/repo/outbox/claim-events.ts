@@ -47,7 +47,7 @@ export async function claimEvents(
      FROM claimable
      WHERE e.id = claimable.id
      RETURNING e.id, e.package_id, e.type, e.payload::text AS payload, e.created,
-               e.traceparent, e.tracestate, e.attempts`,
+               e.traceparent, e.tracestate, e.attempts, e.locked_until::text AS lease`,
     [limit, owner, leaseSeconds],
   );
   const rows = (result as { rows: OutboxRow[] }).rows;

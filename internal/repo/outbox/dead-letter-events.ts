@@ -10,10 +10,10 @@ export async function deadLetterEvents(db: Database, owner: string, failures: re
   if (failures.length === 0) return 0;
   const result = await db.raw(
     `WITH failed AS (
-       SELECT * FROM jsonb_to_recordset(?::jsonb) AS f(id bigint, error text, retriable boolean)
+       SELECT * FROM jsonb_to_recordset(?::jsonb) AS f(id bigint, error text, retriable boolean, lease timestamptz)
      ), moved AS (
        DELETE FROM package_event e USING failed
-       WHERE e.id = failed.id AND e.locked_by = ?
+       WHERE e.id = failed.id AND e.locked_by = ? AND e.locked_until = failed.lease
        RETURNING e.*, failed.error
      )
      INSERT INTO package_event_dead_letter

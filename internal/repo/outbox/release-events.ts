@@ -1,5 +1,5 @@
 import type { Database } from "../../database/database.js";
-import { failuresJson, idArray, type EventFailure } from "./types.js";
+import { claimsJson, failuresJson, type ClaimRef, type EventFailure } from "./types.js";
 
 export interface BackoffPolicy {
   minMs: number;
@@ -28,8 +28,8 @@ export async function releaseFailedEvents(
          retries = e.retries + 1,
          available_at = now() + make_interval(secs =>
            least(?::float8, ?::float8 * power(2, least(e.retries, 30))) * (0.5 + random() / 2) / 1000)
-     FROM jsonb_to_recordset(?::jsonb) AS f(id bigint, error text, retriable boolean)
-     WHERE e.id = f.id AND e.locked_by = ?`,
+     FROM jsonb_to_recordset(?::jsonb) AS f(id bigint, error text, retriable boolean, lease timestamptz)
+     WHERE e.id = f.id AND e.locked_by = ? AND e.locked_until = f.lease`,
     [
       backoff.maxMs,
       backoff.minMs,
@@ -45,13 +45,14 @@ export async function releaseFailedEvents(
  * whose earlier event failed in the same batch): available at once, and the
  * attempt counted at claim is taken back, since none was made.
  */
-export async function releaseUnsentEvents(db: Database, owner: string, ids: readonly bigint[]): Promise<number> {
-  if (ids.length === 0) return 0;
+export async function releaseUnsentEvents(db: Database, owner: string, claims: readonly ClaimRef[]): Promise<number> {
+  if (claims.length === 0) return 0;
   const result = await db.raw(
-    `UPDATE package_event
-     SET locked_by = NULL, locked_until = NULL, attempts = greatest(attempts - 1, 0)
-     WHERE id = ANY(?::bigint[]) AND locked_by = ?`,
-    [idArray(ids), owner],
+    `UPDATE package_event e
+     SET locked_by = NULL, locked_until = NULL, attempts = greatest(e.attempts - 1, 0)
+     FROM jsonb_to_recordset(?::jsonb) AS c(id bigint, lease timestamptz)
+     WHERE e.id = c.id AND e.locked_by = ? AND e.locked_until = c.lease`,
+    [claimsJson(claims), owner],
   );
   return (result as { rowCount: number }).rowCount;
 }

@@ -12,6 +12,12 @@ export interface OutboxEvent {
   tracestate: string | null;
   /** Including the claim that returned this row. */
   attempts: number;
+  /**
+   * The claim's lease expiry as Postgres wrote it (µs): the token of this
+   * claim. Outcomes are written only while the row still carries it, so a
+   * late outcome cannot touch a newer claim of the same row.
+   */
+  lease: string;
 }
 
 export interface EventFailure {
@@ -19,6 +25,13 @@ export interface EventFailure {
   error: string;
   /** A broker outage or timeout (retried without spending the dead-letter budget), not a bad event. */
   retriable: boolean;
+  lease: string;
+}
+
+/** A claimed row named by its claim. */
+export interface ClaimRef {
+  id: bigint;
+  lease: string;
 }
 
 export interface OutboxRow {
@@ -30,6 +43,7 @@ export interface OutboxRow {
   traceparent: string | null;
   tracestate: string | null;
   attempts: number;
+  lease: string;
 }
 
 export function toOutboxEvent(row: OutboxRow): OutboxEvent {
@@ -42,6 +56,7 @@ export function toOutboxEvent(row: OutboxRow): OutboxEvent {
     traceparent: row.traceparent,
     tracestate: row.tracestate,
     attempts: row.attempts,
+    lease: row.lease,
   };
 }
 
@@ -49,5 +64,8 @@ export function toOutboxEvent(row: OutboxRow): OutboxEvent {
 // knex expands JS arrays in raw bindings into lists, so sets travel as one
 // literal: a Postgres array for ids, JSON for (id, error) pairs.
 export const failuresJson = (failures: readonly EventFailure[]) =>
-  JSON.stringify(failures.map((f) => ({ id: f.id.toString(), error: f.error, retriable: f.retriable })));
+  JSON.stringify(failures.map((f) => ({ id: f.id.toString(), error: f.error, retriable: f.retriable, lease: f.lease })));
+
+export const claimsJson = (claims: readonly ClaimRef[]) =>
+  JSON.stringify(claims.map((c) => ({ id: c.id.toString(), lease: c.lease })));
 export const idArray = (ids: readonly bigint[]) => `{${ids.join(",")}}`;

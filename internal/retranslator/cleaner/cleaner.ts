@@ -3,7 +3,7 @@ import type { Logger } from "../../logger/logger.js";
 import { deadLetterEvents } from "../../repo/outbox/dead-letter-events.js";
 import { deleteEvents } from "../../repo/outbox/delete-events.js";
 import { releaseFailedEvents, releaseUnsentEvents, type BackoffPolicy } from "../../repo/outbox/release-events.js";
-import type { EventFailure } from "../../repo/outbox/types.js";
+import type { ClaimRef, EventFailure } from "../../repo/outbox/types.js";
 
 export interface CleanerOptions {
   owner: string;
@@ -31,7 +31,7 @@ export class Cleaner {
   private published: bigint[] = [];
   private failures: EventFailure[] = [];
   private failureAttempts = new Map<bigint, number>();
-  private unsent: bigint[] = [];
+  private unsent: ClaimRef[] = [];
   private wake: (() => void) | undefined;
   private flushing = false;
 
@@ -47,17 +47,17 @@ export class Cleaner {
     if (this.published.length >= this.options.batchSize) this.wake?.();
   }
 
-  addFailed(failures: readonly { id: bigint; attempts: number; error: string; retriable: boolean }[]): void {
+  addFailed(failures: readonly (EventFailure & { attempts: number })[]): void {
     for (const f of failures) {
-      this.failures.push({ id: f.id, error: f.error, retriable: f.retriable });
+      this.failures.push({ id: f.id, error: f.error, retriable: f.retriable, lease: f.lease });
       this.failureAttempts.set(f.id, f.attempts);
     }
     if (failures.length > 0) this.wake?.();
   }
 
-  addUnsent(ids: readonly bigint[]): void {
-    this.unsent.push(...ids);
-    if (ids.length > 0) this.wake?.();
+  addUnsent(claims: readonly ClaimRef[]): void {
+    this.unsent.push(...claims);
+    if (claims.length > 0) this.wake?.();
   }
 
   get pending(): number {

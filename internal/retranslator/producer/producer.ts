@@ -1,5 +1,5 @@
 import type { Logger } from "../../logger/logger.js";
-import type { OutboxEvent } from "../../repo/outbox/types.js";
+import type { ClaimRef, EventFailure, OutboxEvent } from "../../repo/outbox/types.js";
 import type { Cleaner } from "../cleaner/cleaner.js";
 import type { Sender } from "../sender/sender.js";
 
@@ -75,9 +75,15 @@ export class Producer {
       const outcome = await this.sender.send(batch);
       this.cleaner.addPublished(outcome.published.map((e) => e.id));
       this.cleaner.addFailed(
-        outcome.failed.map((f) => ({ id: f.event.id, attempts: f.event.attempts, error: f.error, retriable: f.retriable })),
+        outcome.failed.map((f) => ({
+          id: f.event.id,
+          lease: f.event.lease,
+          attempts: f.event.attempts,
+          error: f.error,
+          retriable: f.retriable,
+        })),
       );
-      this.cleaner.addUnsent(outcome.unsent.map((e) => e.id));
+      this.cleaner.addUnsent(outcome.unsent.map(claimRef));
       if (outcome.failed.length > 0) {
         this.logger.warn(
           { failed: outcome.failed.length, unsent: outcome.unsent.length, error: outcome.failed[0]!.error },
@@ -88,7 +94,7 @@ export class Producer {
       // A sender must report failures in its outcome; if one throws anyway,
       // nothing was acknowledged: give the batch back unchanged.
       this.logger.error({ err }, "sender threw; releasing the batch");
-      this.cleaner.addUnsent(batch.map((e) => e.id));
+      this.cleaner.addUnsent(batch.map(claimRef));
     }
   }
 
@@ -100,15 +106,16 @@ export class Producer {
    */
   private withoutExhausted(batch: readonly OutboxEvent[]): OutboxEvent[] {
     const blocked = new Set<bigint>();
-    const dead: { id: bigint; attempts: number; error: string; retriable: boolean }[] = [];
-    const unsent: bigint[] = [];
+    const dead: (EventFailure & { attempts: number })[] = [];
+    const unsent: ClaimRef[] = [];
     const rest: OutboxEvent[] = [];
     for (const event of batch) {
-      if (blocked.has(event.packageId)) unsent.push(event.id);
+      if (blocked.has(event.packageId)) unsent.push(claimRef(event));
       else if (event.attempts > this.maxAttempts) {
         blocked.add(event.packageId);
         dead.push({
           id: event.id,
+          lease: event.lease,
           attempts: event.attempts,
           error: `claimed ${event.attempts - 1} times without an outcome: a retranslator crashed or stalled past its lease while publishing it`,
           retriable: false,
@@ -122,3 +129,5 @@ export class Producer {
     return dead.length > 0 ? rest : [...batch];
   }
 }
+
+const claimRef = (event: OutboxEvent): ClaimRef => ({ id: event.id, lease: event.lease });

@@ -17,7 +17,9 @@ const eventTypes = { Created: EventType.Created, Updated: EventType.Updated, Rem
  * headers let consumers route and deduplicate without decoding the value, and
  * carry the trace of the request that caused the change.
  */
-export function toEventMessage(event: OutboxEvent): EventMessage {
+export function toEventMessage(
+  event: Omit<OutboxEvent, "lease" | "attempts"> & Partial<Pick<OutboxEvent, "lease" | "attempts">>,
+): EventMessage {
   const value = toBinary(
     PackageEventSchema,
     create(PackageEventSchema, {
