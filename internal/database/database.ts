@@ -36,6 +36,9 @@ export function createDatabase(options: DatabaseOptions): Database {
       types,
     } as Knex.PgConnectionConfig,
     pool: { min: 0, max: options.maxConnections },
+    // Error messages keep the SQL with its placeholders, not the bound values:
+    // logs of internal errors must not fill with request data.
+    compileSqlOnError: false,
     acquireConnectionTimeout: options.acquireTimeoutMs,
   });
 }
