@@ -6,6 +6,7 @@ import {
   HealthCheckResponseSchema,
   type HealthCheckResponse,
 } from "../../pkg/grpc/health/v1/health_pb.js";
+import { sleep, untilAborted } from "../lifecycle/abortable.js";
 
 export interface HealthOptions {
   /** Fully qualified names of the services this server answers for. */
@@ -55,7 +56,7 @@ export function healthHandlers(options: HealthOptions): ServiceImpl<typeof Healt
           yield response(current);
           last = current;
         }
-        await delay(options.watchIntervalMs, ctx.signal);
+        await sleep(options.watchIntervalMs, ctx.signal);
       }
     },
     async list() {
@@ -65,23 +66,4 @@ export function healthHandlers(options: HealthOptions): ServiceImpl<typeof Healt
       return { statuses };
     },
   };
-}
-
-function delay(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(finish, ms);
-    signal.addEventListener("abort", finish, { once: true });
-    function finish() {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", finish);
-      resolve();
-    }
-  });
-}
-
-function untilAborted(signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    signal.addEventListener("abort", () => resolve(), { once: true });
-  });
 }

@@ -9,6 +9,7 @@ import { Wakeup } from "./consumer/wakeup.js";
 import type { RetranslatorMetrics } from "./metrics.js";
 import { Producer } from "./producer/producer.js";
 import type { Sender } from "./sender/sender.js";
+import { sleep } from "../lifecycle/abortable.js";
 
 export interface RetranslatorOptions {
   /** Unique per process: leases name their owner. */
@@ -159,17 +160,6 @@ async function runMaintenance(
     } catch (err) {
       logger.warn({ err }, "outbox maintenance failed; retrying next interval");
     }
-    // Aborted during the queries above: the abort event has fired already and
-    // would not end the sleep below, holding stop() for a whole interval.
-    if (signal.aborted) break;
-    await new Promise<void>((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        signal.removeEventListener("abort", done);
-        resolve();
-      };
-      const timer = setTimeout(done, intervalMs);
-      signal.addEventListener("abort", done, { once: true });
-    });
+    await sleep(intervalMs, signal);
   }
 }

@@ -1,5 +1,6 @@
 import type { Logger } from "../logger/logger.js";
 import type { PackageRepository } from "../repo/package-repo.js";
+import { sleep } from "../lifecycle/abortable.js";
 
 export interface KeySweeperOptions {
   retentionSeconds: number;
@@ -35,17 +36,4 @@ export async function runKeySweeper(
     }
     await sleep(options.intervalMs, signal);
   }
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const timer = setTimeout(done, ms);
-    function done() {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    }
-    signal.addEventListener("abort", done, { once: true });
-  });
 }

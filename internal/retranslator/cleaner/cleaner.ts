@@ -4,6 +4,7 @@ import { deadLetterEvents } from "../../repo/outbox/dead-letter-events.js";
 import { deleteEvents } from "../../repo/outbox/delete-events.js";
 import { releaseFailedEvents, releaseUnsentEvents, type BackoffPolicy } from "../../repo/outbox/release-events.js";
 import type { ClaimRef, EventFailure } from "../../repo/outbox/types.js";
+import { failureBackoffMs } from "../../lifecycle/abortable.js";
 
 export interface CleanerOptions {
   owner: string;
@@ -68,14 +69,14 @@ export class Cleaner {
   async run(signal: AbortSignal, drainDeadline: () => number): Promise<void> {
     let failuresInARow = 0;
     while (!signal.aborted) {
-      await this.sleep(failuresInARow === 0 ? this.options.flushIntervalMs : backoffMs(failuresInARow), signal);
+      await this.sleep(failuresInARow === 0 ? this.options.flushIntervalMs : failureBackoffMs(failuresInARow), signal);
       failuresInARow = (await this.flush()) ? 0 : failuresInARow + 1;
     }
     failuresInARow = 0;
     while (this.pending > 0 && Date.now() < drainDeadline()) {
       if (await this.flush()) continue;
       failuresInARow += 1;
-      await new Promise((r) => setTimeout(r, Math.min(backoffMs(failuresInARow), Math.max(0, drainDeadline() - Date.now()))));
+      await new Promise((r) => setTimeout(r, Math.min(failureBackoffMs(failuresInARow), Math.max(0, drainDeadline() - Date.now()))));
     }
   }
 
@@ -140,9 +141,4 @@ export class Cleaner {
       if (this.published.length >= this.options.batchSize) done();
     });
   }
-}
-
-// Database down: 100 ms, 200 ms, … capped at 5 s, so the cleaner never spins.
-function backoffMs(failuresInARow: number): number {
-  return Math.min(5000, 100 * 2 ** Math.min(failuresInARow - 1, 6));
 }

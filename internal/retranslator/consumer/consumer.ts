@@ -3,6 +3,7 @@ import type { Logger } from "../../logger/logger.js";
 import { claimEvents } from "../../repo/outbox/claim-events.js";
 import type { Producer } from "../producer/producer.js";
 import type { Wakeup } from "./wakeup.js";
+import { failureBackoffMs } from "../../lifecycle/abortable.js";
 
 export interface ConsumerOptions {
   owner: string;
@@ -46,7 +47,7 @@ export async function runConsumer(
       failures += 1;
       onClaimError();
       logger.warn({ err }, "claim failed; backing off");
-      await wakeup.wait(Math.min(5000, 100 * 2 ** Math.min(failures - 1, 6)), signal);
+      await wakeup.wait(failureBackoffMs(failures), signal);
       continue;
     }
     if (claimed < options.batchSize) await wakeup.wait(options.pollIntervalMs, signal);

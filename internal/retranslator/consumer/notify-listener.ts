@@ -1,5 +1,6 @@
 import pg from "pg";
 import type { Logger } from "../../logger/logger.js";
+import { failureBackoffMs, sleep, untilAborted } from "../../lifecycle/abortable.js";
 
 /**
  * Holds one dedicated connection with LISTEN package_event and calls
@@ -30,7 +31,7 @@ export async function runNotifyListener(
       failures = 0;
       // Anything committed while we were away is picked up by this poke.
       onNotify();
-      await Promise.race([ended, abortPromise(signal)]);
+      await Promise.race([ended, untilAborted(signal)]);
     } catch (err) {
       logger.warn({ err }, "LISTEN connection failed");
     } finally {
@@ -38,25 +39,6 @@ export async function runNotifyListener(
     }
     if (signal.aborted) break;
     failures += 1;
-    await delay(Math.min(5000, 100 * 2 ** Math.min(failures, 6)), signal);
+    await sleep(failureBackoffMs(failures), signal);
   }
-}
-
-function abortPromise(signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    signal.addEventListener("abort", () => resolve(), { once: true });
-  });
-}
-
-function delay(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
-  });
 }
