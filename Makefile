@@ -1,5 +1,5 @@
 # Routine commands; README.md explains each. Every target installs what it needs.
-.PHONY: run test generate lint build migrate check-generated docker-build compose-up
+.PHONY: run test generate lint build migrate check-generated docker-build compose-up bench
 
 # Run the system locally: dependencies, PostgreSQL, migrations, binaries.
 run:
@@ -35,3 +35,11 @@ docker-build:
 # The whole stack: PostgreSQL, Kafka (KRaft), Jaeger, Prometheus, Grafana and both binaries.
 compose-up:
 	docker compose -f deploy/docker-compose.yml up --build
+
+# Benchmarks (README.md "Performance"): relay drain, create RPC, end-to-end latency, memory,
+# scaling, each beside its raw bound; writes bench/results/latest.json. ARGS=--quick for ~2 min.
+bench:
+	bash scripts/ensure-deps.sh
+	bash scripts/ensure-postgres.sh
+	bash scripts/build-kafka-mock.sh
+	npm run --silent bench -- $(ARGS)

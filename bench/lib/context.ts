@@ -1,0 +1,38 @@
+import type { KafkaMock } from "../../test/helpers/kafka-mock.js";
+import type { Resources } from "./resources.js";
+
+export interface BenchConfig {
+  mode: "quick" | "full";
+  /** Events seeded for the relay drain, its bounds and the scale test. */
+  drainEvents: number;
+  /** Events run through each relay / bound before its clock starts (see drain.ts). */
+  warmupEvents: number;
+  /** Packages the seeded events are spread over (round robin, as interleaved traffic). */
+  packages: number;
+  /** Partitions of every bench topic: the mock keeps ~5 MiB per partition. */
+  partitions: number;
+  createConcurrency: number[];
+  createWarmupSeconds: number;
+  createSeconds: number;
+  e2eRatePerSecond: number;
+  e2eSeconds: number;
+  /** The second phase, at a rate the machine carries easily (a quarter of the measured create throughput). */
+  e2eSustainableSeconds: number;
+  /** 0 = skipped (quick mode). */
+  memoryEvents: number;
+  /** Children started with `node --cpu-prof` (profiles in bench/results/profiles). */
+  profile: boolean;
+  /** config.yml keys changed for this run (`--set key=value`): the children and the bounds use them. */
+  overrides: Record<string, unknown>;
+}
+
+export interface BenchContext {
+  config: BenchConfig;
+  resources: Resources;
+  kafka: KafkaMock;
+  /** Per-run directory of the children's logs (and the temp configs). */
+  logDir: string;
+  profileDir: string;
+  /** A progress line, prefixed with the time since the bench started. */
+  log(line: string): void;
+}

@@ -1,0 +1,169 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { closeSync, openSync, readdirSync, readFileSync } from "node:fs";
+import { createServer, type Server } from "node:net";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const root = fileURLToPath(new URL("../..", import.meta.url));
+
+/** A production binary (`cmd/<name>/main.ts`) running as a child of the bench. */
+export interface BinaryProcess {
+  name: string;
+  pid: number;
+  logPath: string;
+  /** Resolves with the exit code (or signal name) when the process is gone. */
+  exited: Promise<string>;
+  isRunning(): boolean;
+  /** SIGTERM (graceful, as in production), SIGKILL after `graceMs`. */
+  stop(graceMs?: number): Promise<string>;
+}
+
+let setprivChecked: boolean | undefined;
+function hasSetpriv(): boolean {
+  if (setprivChecked === undefined) {
+    try {
+      readFileSync("/usr/bin/setpriv");
+      setprivChecked = true;
+    } catch {
+      setprivChecked = false;
+    }
+  }
+  return setprivChecked;
+}
+
+/**
+ * Starts `node --import tsx cmd/<binary>/main.ts` with its output in a log
+ * file (so the bench's own event loop never relays log lines). Where
+ * util-linux `setpriv` exists the child gets a parent-death signal, so even a
+ * bench killed with SIGKILL leaves no relay or server behind; setpriv execs,
+ * so the pid is node's own (for /proc sampling).
+ */
+export function spawnBinary(
+  binary: "grpc-server" | "retranslator",
+  label: string,
+  env: Record<string, string>,
+  logDir: string,
+  nodeArgs: readonly string[] = [],
+): BinaryProcess {
+  const logPath = join(logDir, `${label}.log`);
+  const fd = openSync(logPath, "a");
+  const args = [...nodeArgs, "--import", "tsx", `cmd/${binary}/main.ts`];
+  let child: ChildProcess;
+  try {
+    child = hasSetpriv()
+      ? spawn("/usr/bin/setpriv", ["--pdeathsig", "TERM", "--", process.execPath, ...args], {
+          cwd: root,
+          env: { ...process.env, ...env },
+          stdio: ["ignore", fd, fd],
+        })
+      : spawn(process.execPath, args, { cwd: root, env: { ...process.env, ...env }, stdio: ["ignore", fd, fd] });
+  } finally {
+    closeSync(fd);
+  }
+  if (child.pid === undefined) throw new Error(`could not start ${binary}`);
+  let running = true;
+  const exited = new Promise<string>((resolve) => {
+    child.once("exit", (code, signal) => {
+      running = false;
+      resolve(signal ?? String(code));
+    });
+    child.once("error", (err) => {
+      running = false;
+      resolve(`spawn error: ${err.message}`);
+    });
+  });
+  return {
+    name: label,
+    pid: child.pid,
+    logPath,
+    exited,
+    isRunning: () => running,
+    async stop(graceMs = 15_000) {
+      if (!running) return exited;
+      child.kill("SIGTERM");
+      const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
+      const how = await exited;
+      clearTimeout(timer);
+      return how;
+    },
+  };
+}
+
+/** `count` distinct free loopback ports (held together, released at once: the child binds them a moment later). */
+export async function freePorts(count: number): Promise<number[]> {
+  const servers = await Promise.all(
+    Array.from(
+      { length: count },
+      () =>
+        new Promise<Server>((resolve, reject) => {
+          const server = createServer();
+          server.once("error", reject);
+          server.listen(0, "127.0.0.1", () => resolve(server));
+        }),
+    ),
+  );
+  const ports = servers.map((s) => {
+    const address = s.address();
+    return typeof address === "object" && address !== null ? address.port : 0;
+  });
+  await Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+  return ports;
+}
+
+/** Polls `url` until it answers 200; fails when the child exits or `timeoutMs` passes. */
+export async function waitReady(url: string, child: BinaryProcess, timeoutMs = 30_000): Promise<number> {
+  const started = Date.now();
+  while (Date.now() - started < timeoutMs) {
+    if (!child.isRunning()) {
+      throw new Error(`${child.name} exited (${await child.exited}) before it was ready; log: ${child.logPath}\n${tail(child.logPath)}`);
+    }
+    try {
+      const res = await fetch(url, { signal: AbortSignal.timeout(1000) });
+      await res.arrayBuffer();
+      if (res.status === 200) return Date.now() - started;
+    } catch {
+      // not listening yet
+    }
+    await sleep(100);
+  }
+  throw new Error(`${child.name} not ready within ${timeoutMs} ms; log: ${child.logPath}\n${tail(child.logPath)}`);
+}
+
+export function tail(path: string, lines = 15): string {
+  try {
+    return readFileSync(path, "utf8").trimEnd().split("\n").slice(-lines).join("\n");
+  } catch {
+    return "";
+  }
+}
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** VmHWM (peak resident set) and VmRSS of a live process, in KiB. */
+export function memoryOf(pid: number): { hwmKiB: number; rssKiB: number } | undefined {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, "utf8");
+    const field = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, "m").exec(status)?.[1] ?? NaN);
+    return { hwmKiB: field("VmHWM"), rssKiB: field("VmRSS") };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Pids of this process's direct children whose command name is `comm` (e.g. the kafka-mock). */
+export function childPids(comm: string): number[] {
+  const pids: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+      const close = stat.lastIndexOf(")");
+      const name = stat.slice(stat.indexOf("(") + 1, close);
+      const ppid = Number(stat.slice(close + 2).split(" ")[1]);
+      if (name === comm && ppid === process.pid) pids.push(Number(entry));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return pids;
+}

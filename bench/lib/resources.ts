@@ -1,0 +1,37 @@
+/**
+ * Everything the bench starts (broker, databases, child processes, temp files)
+ * is registered here as it is created and closed in reverse order at the end,
+ * on failure, or on SIGINT/SIGTERM. Each close runs at most once.
+ */
+export class Resources {
+  private readonly stack: { name: string; close: () => Promise<void> }[] = [];
+
+  /** Registers `close`; the returned function closes it early (and unregisters it). */
+  add(name: string, close: () => Promise<void>): () => Promise<void> {
+    let done: Promise<void> | undefined;
+    const entry = {
+      name,
+      close: () => {
+        done ??= close();
+        return done;
+      },
+    };
+    this.stack.push(entry);
+    return async () => {
+      const i = this.stack.indexOf(entry);
+      if (i >= 0) this.stack.splice(i, 1);
+      await entry.close();
+    };
+  }
+
+  async closeAll(log: (line: string) => void): Promise<void> {
+    while (this.stack.length > 0) {
+      const entry = this.stack.pop()!;
+      try {
+        await entry.close();
+      } catch (err) {
+        log(`cleanup of ${entry.name} failed: ${(err as Error).message}`);
+      }
+    }
+  }
+}

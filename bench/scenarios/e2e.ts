@@ -1,0 +1,217 @@
+import { packageApiClient, type PackageApiClient } from "../../test/helpers/grpc-client.js";
+import type { BenchContext } from "../lib/context.js";
+import { childPids, sleep } from "../lib/procs.js";
+import { cpuWindow, postgresBackends, round, type CpuWindow } from "../lib/cpu.js";
+import { waitForEmptyOutbox } from "../lib/outbox.js";
+import {
+  benchDatabase,
+  benchTopic,
+  startRetranslatorChild,
+  startServerChild,
+  type BenchDatabase,
+  type RunningRetranslator,
+} from "../lib/stack.js";
+import { fmtInt, fmtMs, histogramPercentile, parseHistogram, percentile, type HistogramBucket } from "../lib/stats.js";
+
+export interface EndToEndPhase {
+  listenNotify: boolean;
+  /** "target": the brief's rate; "sustainable": a rate this machine can carry (see endToEnd). */
+  phase: "target" | "sustainable";
+  targetRate: number;
+  seconds: number;
+  completed: number;
+  errors: number;
+  firstError?: string;
+  achievedRate: number;
+  /** Calls sent 10 ms or more after their time in the schedule (the API could not keep up). */
+  lateCalls: number;
+  createP50Ms: number;
+  createP99Ms: number;
+  /** Events in the publish-latency histogram for this phase (should equal `completed`). */
+  published: number;
+  /** Commit → broker ack, from the retranslator's histogram (interpolated within its bucket). */
+  latency: {
+    p50Ms: number;
+    p50BucketMs: [number, number];
+    p99Ms: number;
+    p99BucketMs: [number, number];
+    meanMs: number;
+  };
+  cpu: CpuWindow;
+}
+
+const histogram = "logistic_package_api_retranslator_publish_latency_seconds";
+// Open loop with a cap: past this many calls in flight the schedule slips
+// (the late calls are counted) instead of piling up without bound.
+const maxInFlight = 256;
+
+/**
+ * End-to-end latency: steady CreatePackageV1 traffic through the grpc-server
+ * binary while a retranslator binary relays (both child processes; one
+ * server, one retranslator per listenNotify setting, one after the other). Each phase sends `rate` calls per second for its
+ * duration, waits for the outbox to empty, and reads the retranslator's own
+ * histogram (event commit → broker ack), taking the difference to the
+ * previous phase's reading. Phase "target" runs at the brief's rate;
+ * "sustainable" at `sustainableRate`, so that the relay's latency is also
+ * seen on a machine that is not saturated by the API load.
+ */
+export async function endToEnd(ctx: BenchContext, sustainableRate: number): Promise<EndToEndPhase[]> {
+  const db = await benchDatabase(ctx);
+  const server = await startServerChild(ctx, "e2e-grpc-server", db.url);
+  const client = packageApiClient(server.grpcAddress);
+  const closeClient = ctx.resources.add("grpc client", async () => client.close());
+  try {
+    const phases: EndToEndPhase[] = [];
+    for (const listenNotify of [true, false]) {
+      phases.push(...(await withRelay(ctx, listenNotify, sustainableRate, db, client, server.proc.pid)));
+    }
+    return phases;
+  } finally {
+    await closeClient();
+    await server.stop();
+    await db.close();
+  }
+}
+
+/** One retranslator (with `listenNotify`) beside the running server, through both phases. */
+async function withRelay(
+  ctx: BenchContext,
+  listenNotify: boolean,
+  sustainableRate: number,
+  db: BenchDatabase,
+  client: PackageApiClient,
+  serverPid: number,
+): Promise<EndToEndPhase[]> {
+  const label = `e2e-notify-${listenNotify ? "on" : "off"}`;
+  const topic = await benchTopic(ctx, label);
+  const relay = await startRetranslatorChild(ctx, `${label}-retranslator`, { databaseUrl: db.url, topic, listenNotify });
+  try {
+    const phases: EndToEndPhase[] = [];
+    let before = parseHistogram("", histogram).buckets;
+    let sumBefore = 0;
+    const plan = [
+      { phase: "target" as const, rate: ctx.config.e2eRatePerSecond, seconds: ctx.config.e2eSeconds },
+      { phase: "sustainable" as const, rate: sustainableRate, seconds: ctx.config.e2eSustainableSeconds },
+    ];
+    for (const { phase, rate, seconds } of plan) {
+      const result = await runPhase(ctx, { label: `${label} ${phase}`, listenNotify, phase, rate, seconds, client, db, relay, serverPid });
+      const metrics = await (await fetch(`${relay.metricsUrl}/metrics`)).text();
+      const h = parseHistogram(metrics, histogram);
+      const delta = subtract(h.buckets, before);
+      const sum = h.sum - sumBefore;
+      before = h.buckets;
+      sumBefore = h.sum;
+      const count = delta.at(-1)?.count ?? 0;
+      const p50 = histogramPercentile(delta, 50);
+      const p99 = histogramPercentile(delta, 99);
+      const full: EndToEndPhase = {
+        ...result,
+        published: count,
+        latency: {
+          p50Ms: round(p50?.ms ?? NaN, 1),
+          p50BucketMs: p50?.bucketMs ?? [NaN, NaN],
+          p99Ms: round(p99?.ms ?? NaN, 1),
+          p99BucketMs: p99?.bucketMs ?? [NaN, NaN],
+          meanMs: round(count > 0 ? (sum / count) * 1000 : NaN, 1),
+        },
+      };
+      ctx.log(
+        `${label} ${phase}: ${fmtInt(full.achievedRate)}/s of ${fmtInt(rate)}/s; commit→ack p50 ${fmtMs(full.latency.p50Ms)} ms, p99 ${fmtMs(full.latency.p99Ms)} ms (bucket ${full.latency.p99BucketMs.join("–")} ms)`,
+      );
+      phases.push(full);
+    }
+    return phases;
+  } finally {
+    await relay.stop();
+  }
+}
+
+function subtract(after: readonly HistogramBucket[], before: readonly HistogramBucket[]): HistogramBucket[] {
+  return after.map((b) => ({ le: b.le, count: b.count - (before.find((x) => x.le === b.le)?.count ?? 0) }));
+}
+
+async function runPhase(
+  ctx: BenchContext,
+  p: {
+    label: string;
+    listenNotify: boolean;
+    phase: EndToEndPhase["phase"];
+    rate: number;
+    seconds: number;
+    client: PackageApiClient;
+    db: BenchDatabase;
+    relay: RunningRetranslator;
+    serverPid: number;
+  },
+): Promise<Omit<EndToEndPhase, "published" | "latency">> {
+  ctx.log(`${p.label}: ${fmtInt(p.rate)} creates/s for ${p.seconds} s (listenNotify ${p.listenNotify})`);
+  const latencies: number[] = [];
+  let errors = 0;
+  let firstError: string | undefined;
+  let issued = 0;
+  let inFlight = 0;
+  let late = 0;
+  const calls: Promise<void>[] = [];
+  const endCpu = cpuWindow({
+    bench: () => [process.pid],
+    "grpc-server": () => [p.serverPid],
+    retranslator: () => [p.relay.proc.pid],
+    postgres: () => postgresBackends(p.db.name),
+    "kafka-mock": () => childPids("kafka-mock"),
+  });
+  const started = performance.now();
+  const end = started + p.seconds * 1000;
+  let lastReport = started;
+  // Bounded by the clock; each pass sends what the schedule says is due.
+  while (performance.now() < end) {
+    const now = performance.now();
+    const due = Math.floor(((now - started) / 1000) * p.rate);
+    while (issued < due && inFlight < maxInFlight) {
+      if (now - (started + (issued * 1000) / p.rate) >= 10) late += 1;
+      issued += 1;
+      inFlight += 1;
+      const t = performance.now();
+      calls.push(
+        p.client
+          .createPackageV1({ Title: `e2e ${issued}`, Material: "cardboard", MaximumVolume: 1200, Reusable: false })
+          .then(
+            () => void latencies.push(performance.now() - t),
+            (err: unknown) => {
+              errors += 1;
+              firstError ??= (err as Error).message;
+            },
+          )
+          .finally(() => (inFlight -= 1)),
+      );
+    }
+    if (now - lastReport >= 5000) {
+      lastReport = now;
+      ctx.log(`${p.label}: ${fmtInt(latencies.length)} created, ${inFlight} in flight`);
+    }
+    await sleep(2);
+  }
+  await Promise.all(calls);
+  const loadSeconds = (performance.now() - started) / 1000;
+  await waitForEmptyOutbox(p.db.db, {
+    lastId: 0n,
+    timeoutMs: 60_000,
+    alive: () => (p.relay.proc.isRunning() ? undefined : `retranslator exited; log: ${p.relay.proc.logPath}`),
+  });
+  const cpu = endCpu();
+  latencies.sort((a, b) => a - b);
+  const result: Omit<EndToEndPhase, "published" | "latency"> = {
+    listenNotify: p.listenNotify,
+    phase: p.phase,
+    targetRate: p.rate,
+    seconds: p.seconds,
+    completed: latencies.length,
+    errors,
+    achievedRate: round(latencies.length / loadSeconds),
+    lateCalls: late,
+    createP50Ms: round(percentile(latencies, 50), 2),
+    createP99Ms: round(percentile(latencies, 99), 2),
+    cpu,
+  };
+  if (firstError !== undefined) result.firstError = firstError;
+  return result;
+}
