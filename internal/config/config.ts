@@ -147,10 +147,12 @@ const schema = z
         maxAttempts: int(1, 1000).default(10),
         retryBackoffMinMs: int(1, 3_600_000).default(500),
         retryBackoffMaxMs: int(1, 86_400_000).default(60_000),
-        // Published events are deleted in sets: when this many are waiting, or
-        // after this long (a package's next event waits for its predecessor's delete).
+        // Published events are deleted in sets of up to cleanerBatchSize, one set right
+        // after another while outcomes keep coming (sets grow with the load); an idle
+        // cleaner lingers cleanerFlushIntervalMs after the first outcome. Short, because
+        // a package's next event is claimable only after its predecessor's delete.
         cleanerBatchSize: int(1, 100_000).default(1000),
-        cleanerFlushIntervalMs: int(1, 60_000).default(20),
+        cleanerFlushIntervalMs: int(0, 60_000).default(2),
         // SIGTERM: time to finish in-flight sends before releasing what is left.
         shutdownTimeoutMs: int(0, 600_000).default(10_000),
         // How often expired leases of crashed relays are freed, and metrics refreshed.

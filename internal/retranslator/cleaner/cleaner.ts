@@ -23,17 +23,22 @@ export interface CleanerHooks {
 
 /**
  * Acknowledges outcomes in sets: published ids are deleted with one statement
- * per flush (on size, or after flushIntervalMs), failures are released with
- * backoff or moved to the dead-letter table. A database error keeps the work
- * queued and retries it; nothing is dropped. The only loop is `run`, owned by
- * the retranslator, which awaits it on stop.
+ * per flush, failures are released with backoff or moved to the dead-letter
+ * table. Flushes follow one another without a pause while work is queued, so
+ * sets grow with the load while each flush runs (group commit); an idle
+ * cleaner waits flushIntervalMs after the first outcome. Deleting early
+ * matters: a package's next event is claimable only once its predecessor has
+ * left the outbox. A database error keeps the work queued and retries it;
+ * nothing is dropped. The only loop is `run`, owned by the retranslator,
+ * which awaits it on stop.
  */
 export class Cleaner {
   private published: bigint[] = [];
   private failures: EventFailure[] = [];
   private failureAttempts = new Map<bigint, number>();
   private unsent: ClaimRef[] = [];
-  private wake: (() => void) | undefined;
+  /** Set while the loop sleeps: ends the sleep early once `wakeWhen` holds. */
+  private wake: { done: () => void; wakeWhen: () => boolean } | undefined;
   private flushing = false;
 
   constructor(
@@ -45,7 +50,7 @@ export class Cleaner {
 
   addPublished(ids: readonly bigint[]): void {
     this.published.push(...ids);
-    if (this.published.length >= this.options.batchSize) this.wake?.();
+    this.poke();
   }
 
   addFailed(failures: readonly (EventFailure & { attempts: number })[]): void {
@@ -53,12 +58,12 @@ export class Cleaner {
       this.failures.push({ id: f.id, error: f.error, retriable: f.retriable, lease: f.lease });
       this.failureAttempts.set(f.id, f.attempts);
     }
-    if (failures.length > 0) this.wake?.();
+    this.poke();
   }
 
   addUnsent(claims: readonly ClaimRef[]): void {
     this.unsent.push(...claims);
-    if (claims.length > 0) this.wake?.();
+    this.poke();
   }
 
   get pending(): number {
@@ -69,7 +74,14 @@ export class Cleaner {
   async run(signal: AbortSignal, drainDeadline: () => number): Promise<void> {
     let failuresInARow = 0;
     while (!signal.aborted) {
-      await this.sleep(failuresInARow === 0 ? this.options.flushIntervalMs : failureBackoffMs(failuresInARow), signal);
+      if (failuresInARow > 0) await this.sleep(failureBackoffMs(failuresInARow), signal, () => false);
+      else if (this.pending === 0) {
+        await this.sleep(undefined, signal, () => this.pending > 0);
+        // A short linger turns a trickle of single-event sends into fewer deletes.
+        if (this.options.flushIntervalMs > 0) {
+          await this.sleep(this.options.flushIntervalMs, signal, () => !this.onlyFewPublished());
+        }
+      }
       failuresInARow = (await this.flush()) ? 0 : failuresInARow + 1;
     }
     failuresInARow = 0;
@@ -116,8 +128,6 @@ export class Cleaner {
         progressed = true;
       }
       if (progressed) this.hooks.onProgress();
-      // More than one batch of deletes waiting: go again without sleeping.
-      if (this.published.length >= this.options.batchSize) this.wake?.();
       return true;
     } catch (err) {
       this.logger.warn({ err, pending: this.pending }, "outbox acknowledgement failed; retrying");
@@ -127,18 +137,27 @@ export class Cleaner {
     }
   }
 
-  private sleep(ms: number, signal: AbortSignal): Promise<void> {
+  private onlyFewPublished(): boolean {
+    return this.failures.length === 0 && this.unsent.length === 0 && this.published.length < this.options.batchSize;
+  }
+
+  private poke(): void {
+    if (this.wake?.wakeWhen()) this.wake.done();
+  }
+
+  /** Until `ms` passes (forever when undefined), `signal` aborts, or an add*() makes `wakeWhen` true. */
+  private sleep(ms: number | undefined, signal: AbortSignal, wakeWhen: () => boolean): Promise<void> {
+    if (signal.aborted || wakeWhen()) return Promise.resolve();
     return new Promise((resolve) => {
       const done = () => {
-        clearTimeout(timer);
+        if (timer !== undefined) clearTimeout(timer);
         signal.removeEventListener("abort", done);
         this.wake = undefined;
         resolve();
       };
-      const timer = setTimeout(done, ms);
+      const timer = ms === undefined ? undefined : setTimeout(done, ms);
       signal.addEventListener("abort", done, { once: true });
-      this.wake = done;
-      if (this.published.length >= this.options.batchSize) done();
+      this.wake = { done, wakeWhen };
     });
   }
 }
