@@ -21,7 +21,7 @@ let client: PackageApiClient;
 const topic = "tracing-package-events";
 
 before(async () => {
-  telemetry = startTelemetry({ serviceName: "test", serviceVersion: "0", otlpEndpoint: "", exporter });
+  telemetry = await startTelemetry({ serviceName: "test", serviceVersion: "0", otlpEndpoint: "", exporter });
   db = await createTestDatabase();
   kafka = await startKafkaMock();
   await kafka.createTopic(topic, 2);

@@ -28,7 +28,7 @@ export async function runMain(
   }
   const logger = createLogger({ name: `${config.project.name}/${name}`, level: config.log.level });
   // Before anything opens a database connection: the pg instrumentation patches the driver.
-  const telemetry = startTelemetry({
+  const telemetry = await startTelemetry({
     serviceName: `${config.project.name}/${name}`,
     serviceVersion: versionInfo().version,
     otlpEndpoint: config.tracing.otlpEndpoint,

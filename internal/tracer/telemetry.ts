@@ -1,9 +1,4 @@
-import { KnexInstrumentation } from "@opentelemetry/instrumentation-knex";
-import { PgInstrumentation } from "@opentelemetry/instrumentation-pg";
-import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http";
-import { resourceFromAttributes } from "@opentelemetry/resources";
-import { NodeSDK } from "@opentelemetry/sdk-node";
-import { BatchSpanProcessor, SimpleSpanProcessor, type SpanExporter } from "@opentelemetry/sdk-trace-base";
+import type { SpanExporter } from "@opentelemetry/sdk-trace-base";
 
 export interface TelemetryOptions {
   serviceName: string;
@@ -25,13 +20,21 @@ export interface Telemetry {
  * and per published event (retranslator). Must start before the database
  * client is created: the pg instrumentation patches the driver when knex
  * loads it. Off unless an endpoint (or exporter) is given; the API then
- * hands out no-op spans at next to no cost.
+ * hands out no-op spans at next to no cost, and the SDK is not even loaded
+ * (its modules hold ~40 MiB of a process that does not trace).
  */
-export function startTelemetry(options: TelemetryOptions): Telemetry {
-  const exporter =
-    options.exporter ??
-    (options.otlpEndpoint === "" ? undefined : new OTLPTraceExporter({ url: `${options.otlpEndpoint.replace(/\/$/, "")}/v1/traces` }));
-  if (exporter === undefined) return { enabled: false, shutdown: async () => undefined };
+export async function startTelemetry(options: TelemetryOptions): Promise<Telemetry> {
+  if (options.exporter === undefined && options.otlpEndpoint === "") return { enabled: false, shutdown: async () => undefined };
+  const [{ KnexInstrumentation }, { PgInstrumentation }, { OTLPTraceExporter }, { resourceFromAttributes }, { NodeSDK }, { BatchSpanProcessor, SimpleSpanProcessor }] =
+    await Promise.all([
+      import("@opentelemetry/instrumentation-knex"),
+      import("@opentelemetry/instrumentation-pg"),
+      import("@opentelemetry/exporter-trace-otlp-http"),
+      import("@opentelemetry/resources"),
+      import("@opentelemetry/sdk-node"),
+      import("@opentelemetry/sdk-trace-base"),
+    ]);
+  const exporter = options.exporter ?? new OTLPTraceExporter({ url: `${options.otlpEndpoint.replace(/\/$/, "")}/v1/traces` });
   // Metrics are Prometheus' job (prom-client) and logs go to stdout: without
   // these the SDK would start OTLP exporters of its own for both.
   process.env["OTEL_METRICS_EXPORTER"] ??= "none";
