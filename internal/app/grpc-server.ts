@@ -15,6 +15,7 @@ import { createDatabase, migrateLatest, ping } from "../database/database.js";
 import type { Logger } from "../logger/logger.js";
 import { ApiMetrics } from "../metrics/api-metrics.js";
 import { createMetricsServer } from "../metrics/metrics-server.js";
+import { CreateBatchingRepository } from "../repo/create-batcher.js";
 import { PgPackageRepository } from "../repo/package-repo.js";
 import { traceMethods } from "../tracer/trace-repository.js";
 import { runKeySweeper } from "../service/key-sweeper.js";
@@ -64,7 +65,12 @@ export async function startGrpcServer(config: Readonly<Config>, logger: Logger):
     const registry = new Registry();
     collectDefaultMetrics({ register: registry });
     const metrics = new ApiMetrics(registry);
-    const repo = metrics.instrument(traceMethods("PackageRepository", new PgPackageRepository(db)));
+    const pgRepo = new PgPackageRepository(db);
+    const batching = new CreateBatchingRepository(pgRepo, {
+      maxBatch: config.database.createBatchSize,
+      maxInFlight: config.database.createConcurrency,
+    });
+    const repo = metrics.instrument(traceMethods("PackageRepository", batching));
     const service = new PackageService(repo, { idempotencyRetentionSeconds: config.idempotency.retentionSeconds });
     const ready = async () => {
       if (stopping) throw new Error("shutting down");

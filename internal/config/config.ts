@@ -45,6 +45,11 @@ const schema = z
         // How long a request waits for a free pooled connection before failing.
         acquireTimeoutMs: int(100, 600_000).default(5000),
         migrateOnStart: bool.default(true),
+        // Group commit of CreatePackageV1 without x-request-id: while createConcurrency
+        // create statements run, new creates wait and then share one statement, up to
+        // createBatchSize (1 = off). Idle, a create goes at once and alone.
+        createBatchSize: int(1, 1000).default(50),
+        createConcurrency: int(1, 1000).default(2),
       })
       .strict()
       .prefault({}),

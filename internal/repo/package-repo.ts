@@ -22,6 +22,11 @@ export interface PackageRepository {
   deleteExpiredKeys(retentionSeconds: number, batchSize: number): Promise<number>;
 }
 
+export interface CreateItem {
+  input: NewPackage;
+  trace: TraceContext | undefined;
+}
+
 export interface IdempotencyKey {
   key: string;
   /** Digest of the request body: a repeat must match it. */
@@ -67,6 +72,43 @@ export class PgPackageRepository implements PackageRepository {
       [input.title, input.material, input.maximumVolume, input.reusable, ...traceBindings(trace)],
     );
     return rows[0]!.id;
+  }
+
+  /**
+   * Creates several packages, each with its event, in one statement (and so
+   * one transaction): the ids come back in the order of `items`. All or none.
+   */
+  async createMany(items: readonly CreateItem[]): Promise<bigint[]> {
+    // One JSON parameter: knex would expand JS arrays into lists of placeholders.
+    const input = JSON.stringify(
+      items.map((i, ord) => ({
+        ord,
+        title: i.input.title,
+        material: i.input.material,
+        maximum_volume: i.input.maximumVolume,
+        reusable: i.input.reusable,
+        traceparent: i.trace?.traceparent ?? null,
+        tracestate: i.trace?.tracestate ?? null,
+      })),
+    );
+    const rows = await this.query<{ id: bigint }>(
+      `WITH input AS (
+         -- Volatile (nextval): materialized once, so p, e and the result see the same ids.
+         SELECT nextval(pg_get_serial_sequence('package', 'id')) AS id, t.*
+         FROM jsonb_to_recordset(?::jsonb)
+           AS t(ord int, title text, material text, maximum_volume real, reusable boolean, traceparent text, tracestate text)
+       ), p AS (
+         INSERT INTO package (id, title, material, maximum_volume, reusable)
+         SELECT id, title, material, maximum_volume, reusable FROM input RETURNING *
+       ), e AS (
+         INSERT INTO package_event (package_id, type, payload, traceparent, tracestate)
+         SELECT p.id, 'Created', package_event_payload(ROW(p.*)::package), input.traceparent, input.tracestate
+         FROM p JOIN input ON input.id = p.id
+       )
+       SELECT id FROM input ORDER BY ord`,
+      [input],
+    );
+    return rows.map((r) => r.id);
   }
 
   async createOnce(input: NewPackage, trace: TraceContext | undefined, key: IdempotencyKey): Promise<CreateOnceResult> {

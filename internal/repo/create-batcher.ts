@@ -1,0 +1,113 @@
+import { AsyncResource } from "node:async_hooks";
+import { UnavailableError } from "../domain/errors.js";
+import type { NewPackage, PackageChanges, PackageRecord, TraceContext } from "../domain/package.js";
+import type { CreateItem, CreateOnceResult, IdempotencyKey, PackageRepository } from "./package-repo.js";
+
+export interface CreateBatchingOptions {
+  /** Most creates in one statement; 1 turns batching off. */
+  maxBatch: number;
+  /** Create statements running at once (each holds a pooled connection). */
+  maxInFlight: number;
+}
+
+/** What the batcher needs underneath: the repository plus its multi-row create. */
+export interface BatchablePackageRepository extends PackageRepository {
+  createMany(items: readonly CreateItem[]): Promise<bigint[]>;
+}
+
+interface PendingCreate {
+  item: CreateItem;
+  /** The caller's async context: the statement runs in it (trace spans, log fields). */
+  scope: AsyncResource;
+  resolve(id: bigint): void;
+  reject(err: unknown): void;
+}
+
+/**
+ * Group commit for creates without an idempotency key: while maxInFlight
+ * create statements are running, new creates wait and then go together in
+ * one statement (PgPackageRepository.createMany), so a busy server spends one
+ * round trip, one transaction and one WAL flush on many packages. A create
+ * that finds a slot free goes at once, alone: batching adds no latency when
+ * idle. Each package still gets exactly its own event in the same
+ * transaction. If a batch fails for a reason other than the database being
+ * unreachable, its creates are retried one by one so that only the request
+ * at fault fails. The queue holds only calls whose callers are waiting (one
+ * per RPC in flight); the server's stop waits for them, so nothing is dropped.
+ */
+export class CreateBatchingRepository implements PackageRepository {
+  private readonly queue: PendingCreate[] = [];
+  private inFlight = 0;
+
+  constructor(
+    private readonly inner: BatchablePackageRepository,
+    private readonly options: CreateBatchingOptions,
+  ) {}
+
+  create(input: NewPackage, trace: TraceContext | undefined): Promise<bigint> {
+    if (this.options.maxBatch <= 1) return this.inner.create(input, trace);
+    return new Promise((resolve, reject) => {
+      this.queue.push({ item: { input, trace }, scope: new AsyncResource("CreateBatch"), resolve, reject });
+      this.pump();
+    });
+  }
+
+  private pump(): void {
+    while (this.inFlight < this.options.maxInFlight && this.queue.length > 0) {
+      const batch = this.queue.splice(0, this.options.maxBatch);
+      this.inFlight += 1;
+      void this.write(batch).finally(() => {
+        this.inFlight -= 1;
+        this.pump();
+      });
+    }
+  }
+
+  private async write(batch: PendingCreate[]): Promise<void> {
+    const first = batch[0]!;
+    if (batch.length === 1) {
+      await first.scope.runInAsyncScope(() => this.inner.create(first.item.input, first.item.trace)).then(first.resolve, first.reject);
+      first.scope.emitDestroy();
+      return;
+    }
+    try {
+      const ids = await first.scope.runInAsyncScope(() => this.inner.createMany(batch.map((p) => p.item)));
+      batch.forEach((p, i) => p.resolve(ids[i]!));
+    } catch (err) {
+      if (err instanceof UnavailableError) {
+        for (const p of batch) p.reject(err);
+      } else {
+        // One request's row failed the statement for all: each alone, so only it fails.
+        await Promise.all(
+          batch.map((p) => p.scope.runInAsyncScope(() => this.inner.create(p.item.input, p.item.trace)).then(p.resolve, p.reject)),
+        );
+      }
+    } finally {
+      for (const p of batch) p.scope.emitDestroy();
+    }
+  }
+
+  createOnce(input: NewPackage, trace: TraceContext | undefined, key: IdempotencyKey): Promise<CreateOnceResult> {
+    return this.inner.createOnce(input, trace, key);
+  }
+
+  describe(id: bigint): Promise<PackageRecord> {
+    return this.inner.describe(id);
+  }
+
+  list(offset: bigint, limit: number): Promise<PackageRecord[]> {
+    return this.inner.list(offset, limit);
+  }
+
+  update(id: bigint, changes: PackageChanges, trace: TraceContext | undefined): Promise<void> {
+    return this.inner.update(id, changes, trace);
+  }
+
+  remove(id: bigint, trace: TraceContext | undefined): Promise<void> {
+    return this.inner.remove(id, trace);
+  }
+
+  deleteExpiredKeys(retentionSeconds: number, batchSize: number): Promise<number> {
+    return this.inner.deleteExpiredKeys(retentionSeconds, batchSize);
+  }
+}
