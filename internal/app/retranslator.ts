@@ -70,6 +70,7 @@ export async function startRetranslatorApp(config: Readonly<Config>, logger: Log
       maxInFlightBatches: r.maxInFlightBatches,
       leaseSeconds: r.leaseSeconds,
       pollIntervalMs: r.pollIntervalMs,
+      claimLingerMs: r.claimLingerMs,
       listenNotify: r.listenNotify,
       maxAttempts: r.maxAttempts,
       retryBackoffMinMs: r.retryBackoffMinMs,

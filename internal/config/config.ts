@@ -147,6 +147,9 @@ const schema = z
         // Poll interval when idle; LISTEN/NOTIFY wakes the relay sooner.
         pollIntervalMs: int(10, 600_000).default(1000),
         listenNotify: bool.default(true),
+        // After a claim that found only a few events, wait at least this long before the
+        // next: steady traffic is claimed several commits at a time (adds up to this latency).
+        claimLingerMs: int(0, 1000).default(5),
         // After this many attempts an event moves to the dead-letter table. Only
         // non-retriable failures and crashes count; outages retry indefinitely.
         maxAttempts: int(1, 1000).default(10),

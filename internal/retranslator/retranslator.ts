@@ -19,6 +19,7 @@ export interface RetranslatorOptions {
   maxInFlightBatches: number;
   leaseSeconds: number;
   pollIntervalMs: number;
+  claimLingerMs: number;
   listenNotify: boolean;
   maxAttempts: number;
   retryBackoffMinMs: number;
@@ -86,6 +87,7 @@ export function startRetranslator(
         batchSize: options.batchSize,
         leaseSeconds: options.leaseSeconds,
         pollIntervalMs: options.pollIntervalMs,
+        claimLingerMs: options.claimLingerMs,
       },
       logger,
       claiming.signal,
