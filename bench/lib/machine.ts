@@ -43,10 +43,11 @@ export async function machineInfo(): Promise<MachineInfo> {
   };
 }
 
+/** `dirty`: code differs from the commit (earlier results in bench/results do not count). */
 export function gitInfo(): { commit: string; dirty: boolean } {
   return {
     commit: run("git", ["rev-parse", "HEAD"]) ?? "unknown",
-    dirty: (run("git", ["status", "--porcelain"]) ?? "") !== "",
+    dirty: (run("git", ["status", "--porcelain", "--", ".", ":(exclude)bench/results"]) ?? "") !== "",
   };
 }
 
