@@ -44,7 +44,8 @@ async function transactionsOf(ids: readonly string[]): Promise<number> {
 test("concurrent creates share statements, yet each gets its own package, fields and one event with its trace", async () => {
   const n = 120;
   const requests = Array.from({ length: n }, (_, i) => ({
-    Title: `batch-${i}`,
+    // Quotes, backslashes, Cyrillic and an emoji travel through the statement's JSON parameter.
+    Title: i % 3 === 0 ? `кор"об\\'-${i}📦` : `batch-${i}`,
     Material: `material-${i % 7}`,
     MaximumVolume: i + 0.5,
     Reusable: i % 2 === 0,
