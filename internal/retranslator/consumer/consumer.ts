@@ -20,8 +20,8 @@ export interface ConsumerOptions {
  * until a NOTIFY, a cleaner flush, or the poll interval. After a claim that
  * found a few events it also lingers claimLingerMs: under a steady stream of
  * commits (one NOTIFY each) that claims several commits' events at once
- * instead of one claim, send and delete per commit, which cost the relay and
- * Postgres a third of their CPU at 150 creates/s. An empty claim (nothing
+ * instead of one claim, send and delete per commit (measured: about a tenth
+ * of the relay's CPU at 1,000 creates/s, a quarter of Postgres' at 150/s). An empty claim (nothing
  * new, or everything claimable held back behind events in flight) does not
  * linger, so a drain is not slowed. A database error backs off (never spins)
  * and is retried.
