@@ -110,3 +110,54 @@ test("a row that fails the shared statement fails only its own call", async () =
     await db.db.raw(`DROP TRIGGER refuse_title ON package; DROP FUNCTION refuse_title();`);
   }
 });
+
+test("an overloaded server answers Unavailable at once for creates beyond createMaxWaiting, and writes nothing for them", async () => {
+  const busyConfig = await writeTestConfig({ database: { createBatchSize: 10, createConcurrency: 1, createMaxWaiting: 20 } });
+  const busy = await startTestServer(db.url, { CONFIG_PATH: busyConfig.path });
+  const busyClient = packageApiClient(busy.grpcAddress);
+  // Holds the server's only create statement for a while, so that the calls below must wait.
+  await db.db.raw(`
+    CREATE FUNCTION slow_title() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN PERFORM pg_sleep(2); RETURN NEW; END $$;
+    CREATE TRIGGER slow_title BEFORE INSERT ON package FOR EACH ROW
+      WHEN (NEW.title = 'slow') EXECUTE FUNCTION slow_title();`);
+  try {
+    const slow = busyClient.createPackageV1({ Title: "slow", Material: "wood", MaximumVolume: 1, Reusable: false });
+    for (let i = 0; ; i++) {
+      const r = await db.db.raw(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event = 'PgSleep'`);
+      if ((r as { rows: { n: number }[] }).rows[0]!.n > 0) break;
+      assert.ok(i < 200, "the slow create reached the database");
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    }
+
+    const n = 100;
+    const outcomes = await Promise.allSettled(
+      Array.from({ length: n }, (_, i) =>
+        busyClient.createPackageV1({ Title: `flood-${i}`, Material: "wood", MaximumVolume: 1, Reusable: false }) as Promise<{
+          ID: string;
+        }>,
+      ),
+    );
+    await slow;
+
+    const rejected = outcomes.filter((o): o is PromiseRejectedResult => o.status === "rejected");
+    assert.equal(rejected.length, n - 20, "exactly the calls beyond the 20 waiting were turned away");
+    for (const r of rejected) {
+      const err = await rpcError(Promise.reject(r.reason), grpc.status.UNAVAILABLE);
+      assert.match(err.details, /too many creates waiting; retry/);
+    }
+    const ids = outcomes.flatMap((o) => (o.status === "fulfilled" ? [o.value.ID] : []));
+    const rows = await db.db.raw(`SELECT id::text AS id FROM package WHERE title LIKE 'flood-%' ORDER BY id`);
+    assert.deepEqual(
+      (rows as { rows: { id: string }[] }).rows.map((r) => r.id),
+      [...ids].sort((a, b) => Number(a) - Number(b)),
+      "a package for every accepted call and none for a rejected one",
+    );
+    for (const id of ids) assert.equal((await events(db.db, BigInt(id))).length, 1);
+  } finally {
+    await db.db.raw(`DROP TRIGGER slow_title ON package; DROP FUNCTION slow_title();`);
+    busyClient.close();
+    await busy.stop();
+    await busyConfig.cleanup();
+  }
+});

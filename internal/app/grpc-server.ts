@@ -69,6 +69,7 @@ export async function startGrpcServer(config: Readonly<Config>, logger: Logger):
     const batching = new CreateBatchingRepository(pgRepo, {
       maxBatch: config.database.createBatchSize,
       maxInFlight: config.database.createConcurrency,
+      maxWaiting: config.database.createMaxWaiting,
     });
     const repo = metrics.instrument(traceMethods("PackageRepository", batching));
     const service = new PackageService(repo, { idempotencyRetentionSeconds: config.idempotency.retentionSeconds });

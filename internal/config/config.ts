@@ -50,6 +50,8 @@ const schema = z
         // createBatchSize (1 = off). Idle, a create goes at once and alone.
         createBatchSize: int(1, 1000).default(50),
         createConcurrency: int(1, 1000).default(2),
+        // Creates waiting for a statement; more fail at once with Unavailable (retry).
+        createMaxWaiting: int(1, 1_000_000).default(1000),
       })
       .strict()
       .prefault({}),

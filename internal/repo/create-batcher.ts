@@ -8,6 +8,8 @@ export interface CreateBatchingOptions {
   maxBatch: number;
   /** Create statements running at once (each holds a pooled connection). */
   maxInFlight: number;
+  /** Creates waiting for a statement; beyond it a create fails at once with Unavailable. */
+  maxWaiting: number;
 }
 
 /** What the batcher needs underneath: the repository plus its multi-row create. */
@@ -32,8 +34,11 @@ interface PendingCreate {
  * idle. Each package still gets exactly its own event in the same
  * transaction. If a batch fails for a reason other than the database being
  * unreachable, its creates are retried one by one so that only the request
- * at fault fails. The queue holds only calls whose callers are waiting (one
- * per RPC in flight); the server's stop waits for them, so nothing is dropped.
+ * at fault fails. The queue holds only calls whose callers are waiting, at
+ * most maxWaiting: an overloaded server answers Unavailable (retry) at once
+ * instead of letting waits grow without bound, as the connection pool's
+ * acquire timeout does for unbatched statements. The server's stop waits for
+ * the calls in it, so nothing is dropped.
  */
 export class CreateBatchingRepository implements PackageRepository {
   private readonly queue: PendingCreate[] = [];
@@ -46,6 +51,9 @@ export class CreateBatchingRepository implements PackageRepository {
 
   create(input: NewPackage, trace: TraceContext | undefined): Promise<bigint> {
     if (this.options.maxBatch <= 1) return this.inner.create(input, trace);
+    if (this.queue.length >= this.options.maxWaiting) {
+      return Promise.reject(new UnavailableError("server busy: too many creates waiting; retry"));
+    }
     return new Promise((resolve, reject) => {
       this.queue.push({ item: { input, trace }, scope: new AsyncResource("CreateBatch"), resolve, reject });
       this.pump();
