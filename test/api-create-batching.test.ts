@@ -161,3 +161,39 @@ test("an overloaded server answers Unavailable at once for creates beyond create
     await busyConfig.cleanup();
   }
 });
+
+test("a batch that fails for the database's sake (a statement timeout) fails its calls without retrying each alone", async () => {
+  const slowConfig = await writeTestConfig({ database: { createBatchSize: 50, createConcurrency: 1, statementTimeoutMs: 300 } });
+  const slow = await startTestServer(db.url, { CONFIG_PATH: slowConfig.path });
+  const slowClient = packageApiClient(slow.grpcAddress);
+  // Every statement carrying such a row outlasts the timeout; the sequence (not
+  // rolled back with the statement) counts how many statements tried.
+  await db.db.raw(`
+    CREATE SEQUENCE slow_statements;
+    CREATE FUNCTION slow_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN PERFORM nextval('slow_statements'); PERFORM pg_sleep(2); RETURN NEW; END $$;
+    CREATE TRIGGER slow_insert BEFORE INSERT ON package FOR EACH ROW
+      WHEN (NEW.title LIKE 'timeout-%') EXECUTE FUNCTION slow_insert();`);
+  try {
+    const n = 20;
+    const outcomes = await Promise.allSettled(
+      Array.from({ length: n }, (_, i) =>
+        slowClient.createPackageV1({ Title: `timeout-${i}`, Material: "wood", MaximumVolume: 1, Reusable: false }),
+      ),
+    );
+    for (const o of outcomes) {
+      assert.equal(o.status, "rejected", "a statement that times out creates nothing");
+      await rpcError(Promise.reject((o as PromiseRejectedResult).reason), grpc.status.INTERNAL);
+    }
+    const tried = await db.db.raw(`SELECT CASE WHEN is_called THEN last_value ELSE 0 END::int AS n FROM slow_statements`);
+    const statements = (tried as { rows: { n: number }[] }).rows[0]!.n;
+    assert.ok(statements < n / 2, `${statements} statements for ${n} calls: the timed-out batch was not retried call by call`);
+    const rows = await db.db.raw(`SELECT count(*)::int AS n FROM package WHERE title LIKE 'timeout-%'`);
+    assert.equal((rows as { rows: { n: number }[] }).rows[0]!.n, 0);
+  } finally {
+    await db.db.raw(`DROP TRIGGER slow_insert ON package; DROP FUNCTION slow_insert(); DROP SEQUENCE slow_statements;`);
+    slowClient.close();
+    await slow.stop();
+    await slowConfig.cleanup();
+  }
+});

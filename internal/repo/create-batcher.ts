@@ -32,9 +32,9 @@ interface PendingCreate {
  * round trip, one transaction and one WAL flush on many packages. A create
  * that finds a slot free goes at once, alone: batching adds no latency when
  * idle. Each package still gets exactly its own event in the same
- * transaction. If a batch fails for a reason other than the database being
- * unreachable, its creates are retried one by one so that only the request
- * at fault fails. The queue holds only calls whose callers are waiting, at
+ * transaction. If a batch fails because of a row (a data or constraint error,
+ * or a trigger's exception), its creates are retried one by one so that only
+ * the request at fault fails; any other failure fails the whole batch. The queue holds only calls whose callers are waiting, at
  * most maxWaiting: an overloaded server answers Unavailable (retry) at once
  * instead of letting waits grow without bound, as the connection pool's
  * acquire timeout does for unbatched statements. The server's stop waits for
@@ -72,27 +72,28 @@ export class CreateBatchingRepository implements PackageRepository {
   }
 
   private async write(batch: PendingCreate[]): Promise<void> {
-    const first = batch[0]!;
-    if (batch.length === 1) {
-      await first.scope.runInAsyncScope(() => this.inner.create(first.item.input, first.item.trace)).then(first.resolve, first.reject);
-      first.scope.emitDestroy();
-      return;
-    }
     try {
-      const ids = await first.scope.runInAsyncScope(() => this.inner.createMany(batch.map((p) => p.item)));
-      batch.forEach((p, i) => p.resolve(ids[i]!));
-    } catch (err) {
-      if (err instanceof UnavailableError) {
-        for (const p of batch) p.reject(err);
-      } else {
-        // One request's row failed the statement for all: each alone, so only it fails.
-        await Promise.all(
-          batch.map((p) => p.scope.runInAsyncScope(() => this.inner.create(p.item.input, p.item.trace)).then(p.resolve, p.reject)),
-        );
+      if (batch.length === 1) return await this.createAlone(batch[0]!);
+      try {
+        const ids = await batch[0]!.scope.runInAsyncScope(() => this.inner.createMany(batch.map((p) => p.item)));
+        batch.forEach((p, i) => p.resolve(ids[i]!));
+      } catch (err) {
+        if (!causedByARow(err)) {
+          // The database's state (unreachable, a timeout, ...): each call alone would
+          // only meet it again, N times over, at the worst moment.
+          for (const p of batch) p.reject(err);
+          return;
+        }
+        // One call's row failed the statement for all: each alone, so that only it fails.
+        await Promise.all(batch.map((p) => this.createAlone(p)));
       }
     } finally {
       for (const p of batch) p.scope.emitDestroy();
     }
+  }
+
+  private createAlone(p: PendingCreate): Promise<void> {
+    return p.scope.runInAsyncScope(() => this.inner.create(p.item.input, p.item.trace)).then(p.resolve, p.reject);
   }
 
   createOnce(input: NewPackage, trace: TraceContext | undefined, key: IdempotencyKey): Promise<CreateOnceResult> {
@@ -118,4 +119,14 @@ export class CreateBatchingRepository implements PackageRepository {
   deleteExpiredKeys(retentionSeconds: number, batchSize: number): Promise<number> {
     return this.inner.deleteExpiredKeys(retentionSeconds, batchSize);
   }
+}
+
+/**
+ * Errors one row can cause: SQLSTATE class 22 (data exception), 23 (integrity
+ * constraint violation) and P0 (raised by a PL/pgSQL trigger or function).
+ */
+function causedByARow(err: unknown): boolean {
+  if (err instanceof UnavailableError) return false;
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === "string" && /^(22|23|P0)/.test(code);
 }
