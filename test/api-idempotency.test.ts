@@ -10,6 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
 import { count, createTestDatabase, events, type TestDatabase } from "./helpers/database.js";
+import { PgPackageRepository } from "../internal/repo/package-repo.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 import { grpc, packageApiClient, rpcError, type PackageApiClient } from "./helpers/grpc-client.js";
 
@@ -59,10 +60,16 @@ async function backdate(key: string): Promise<void> {
   assert.equal((result as { rowCount: number }).rowCount, 1, `key ${key} exists to backdate`);
 }
 
-async function restCreate(payload: unknown, requestId?: string): Promise<{ status: number; body: Record<string, unknown> }> {
-  const headers: Record<string, string> = { "content-type": "application/json" };
+async function restCreate(
+  payload: unknown,
+  requestId?: string,
+  extraHeaders: Record<string, string> = {},
+): Promise<{ status: number; body: Record<string, unknown> }> {
+  const headers: Record<string, string> = { "content-type": "application/json", ...extraHeaders };
   if (requestId !== undefined) headers["x-request-id"] = requestId;
-  const res = await fetch(`${server.gatewayUrl}/v1/packages`, { method: "POST", headers, body: JSON.stringify(payload) });
+  // The body as text, so that a test can send a number spelled exactly as a client would.
+  const text = typeof payload === "string" ? payload : JSON.stringify(payload);
+  const res = await fetch(`${server.gatewayUrl}/v1/packages`, { method: "POST", headers, body: text });
   return { status: res.status, body: (await res.json()) as Record<string, unknown> };
 }
 
@@ -226,5 +233,154 @@ describe("expiry sweeper", () => {
       await sweeping.stop();
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe("Idempotency-Key header", () => {
+  test("gRPC: a repeat with the same Idempotency-Key → the same ID, no second package, event or key", async () => {
+    const key = randomUUID();
+    const start = await counts();
+    const first = await client.createPackageV1(body, { "idempotency-key": key });
+    const second = await client.createPackageV1(body, { "idempotency-key": key });
+    assert.equal(second.ID, first.ID);
+    assert.deepEqual(await counts(), plus(start, 1, 1, 1), "one package, one package_event row, one key");
+    assert.equal((await events(db.db, BigInt(first.ID))).length, 1);
+    assert.equal((await keyRow(key))?.package_id, first.ID);
+
+    const err = await rpcError(
+      client.createPackageV1({ ...body, Title: "other" }, { "idempotency-key": key }),
+      grpc.status.ALREADY_EXISTS,
+    );
+    assert.match(err.details, /Idempotency-Key/, "the message names the header the client used");
+    assert.deepEqual(await counts(), plus(start, 1, 1, 1));
+  });
+
+  test("REST: the Idempotency-Key header is forwarded; the quoted (structured-field) form is the same key", async () => {
+    const key = randomUUID();
+    const start = await counts();
+    const first = await restCreate(body, undefined, { "Idempotency-Key": key });
+    assert.equal(first.status, 200, JSON.stringify(first.body));
+    const quoted = await restCreate(body, undefined, { "Idempotency-Key": `"${key}"` });
+    assert.equal(quoted.status, 200, JSON.stringify(quoted.body));
+    assert.equal(quoted.body["ID"], first.body["ID"]);
+    assert.deepEqual(await counts(), plus(start, 1, 1, 1));
+  });
+
+  test("a key sent as x-request-id replays when retried as Idempotency-Key (one key space)", async () => {
+    const key = randomUUID();
+    const first = await client.createPackageV1(body, { "x-request-id": key });
+    const start = await counts();
+    const second = await client.createPackageV1(body, { "idempotency-key": key });
+    assert.equal(second.ID, first.ID);
+    assert.deepEqual(await counts(), start);
+  });
+
+  test("both headers with the same key are fine; with different keys → INVALID_ARGUMENT naming both, nothing written", async () => {
+    const key = randomUUID();
+    const start = await counts();
+    const same = await client.createPackageV1(body, { "idempotency-key": key, "x-request-id": key });
+    assert.equal((await keyRow(key))?.package_id, same.ID);
+    const err = await rpcError(
+      client.createPackageV1(body, { "idempotency-key": randomUUID(), "x-request-id": randomUUID() }),
+      grpc.status.INVALID_ARGUMENT,
+    );
+    assert.match(err.details, /Idempotency-Key/);
+    assert.match(err.details, /x-request-id/);
+    assert.deepEqual(await counts(), plus(start, 1, 1, 1));
+
+    const rest = await restCreate(body, randomUUID(), { "Idempotency-Key": randomUUID() });
+    assert.equal(rest.status, 400);
+    assert.match(String(rest.body["message"]), /Idempotency-Key and x-request-id differ/);
+    assert.deepEqual(await counts(), plus(start, 1, 1, 1));
+  });
+
+  test("invalid keys → INVALID_ARGUMENT naming the header: too long, not printable ASCII", async () => {
+    const start = await counts();
+    const long = await rpcError(client.createPackageV1(body, { "idempotency-key": "k".repeat(256) }), grpc.status.INVALID_ARGUMENT);
+    assert.match(long.details, /Idempotency-Key must be 1 to 255 characters \(got 256\)/);
+    // Latin-1 reaches the gateway as such (fetch sends the byte 0xE9).
+    const accented = await restCreate(body, undefined, { "Idempotency-Key": "cl\u00e9" });
+    assert.equal(accented.status, 400, JSON.stringify(accented.body));
+    assert.match(String(accented.body["message"]), /Idempotency-Key must be printable ASCII/);
+    const requestId = await restCreate(body, "r\u00e9f");
+    assert.equal(requestId.status, 400);
+    assert.match(String(requestId.body["message"]), /x-request-id must be printable ASCII/);
+    assert.deepEqual(await counts(), start);
+    // 255 printable characters, spaces and punctuation included, are a key (HTTP
+    // trims spaces at either end of a header value, so they sit inside).
+    const edge = `~ !"#$%&'()*+,-./:;<=>?@[\\]^_\`{|}`.padEnd(255, "z");
+    const ok = await client.createPackageV1(body, { "idempotency-key": edge });
+    assert.equal((await keyRow(edge))?.package_id, ok.ID);
+  });
+});
+
+describe("the same body over another protocol", () => {
+  test("MaximumVolume 0.1 over REST, then over gRPC (float32) with the same key → the same ID", async () => {
+    const key = randomUUID();
+    const start = await counts();
+    // REST JSON parses 0.1 as a double; gRPC carries the float32 nearest to 0.1.
+    const viaRest = await restCreate(`{"Title":"tenth","Material":"foil","MaximumVolume":0.1,"Reusable":false}`, undefined, {
+      "Idempotency-Key": key,
+    });
+    assert.equal(viaRest.status, 200, JSON.stringify(viaRest.body));
+    const viaGrpc = await client.createPackageV1(
+      { Title: "tenth", Material: "foil", MaximumVolume: 0.1, Reusable: false },
+      { "idempotency-key": key },
+    );
+    assert.equal(viaGrpc.ID, viaRest.body["ID"], "a retry over gRPC replays the REST create");
+    assert.deepEqual(await counts(), plus(start, 1, 1, 1));
+
+    // And the other way round, with a value that is not a float32 either.
+    const key2 = randomUUID();
+    const grpcFirst = await client.createPackageV1(
+      { Title: "third", Material: "foil", MaximumVolume: 1 / 3, Reusable: true },
+      { "x-request-id": key2 },
+    );
+    const restSecond = await restCreate({ Title: "third", Material: "foil", MaximumVolume: 1 / 3, Reusable: true }, key2);
+    assert.equal(restSecond.status, 200, JSON.stringify(restSecond.body));
+    assert.equal(restSecond.body["ID"], grpcFirst.ID);
+    // A different float32 is a different body.
+    const conflict = await restCreate({ Title: "third", Material: "foil", MaximumVolume: 0.3334, Reusable: true }, key2);
+    assert.equal(conflict.status, 409);
+  });
+});
+
+describe("sweeper race", () => {
+  test("a key renewed while a sweep that selected it as expired waits for its row lock survives the sweep", async () => {
+    const key = randomUUID();
+    const created = await client.createPackageV1(body, { "x-request-id": key });
+    await backdate(key);
+    const repo = new PgPackageRepository(db.db);
+
+    // The renewal createOnce makes when it takes an expired key over (ON CONFLICT DO
+    // UPDATE ... created = now()), held open in a transaction so that the sweep
+    // starts while the key is still old in every snapshot and then has to wait.
+    const renewal = await db.db.transaction();
+    try {
+      await renewal.raw(`UPDATE idempotency_key SET created = now() WHERE key = ?`, [key]);
+      const sweep = repo.deleteExpiredKeys(3600, 1000);
+      // Deterministic ordering, no sleeps: wait (bounded) until the sweep is
+      // blocked on the renewal's row lock; its subquery has selected the key by then.
+      const deadline = Date.now() + 10_000;
+      for (;;) {
+        const waiting = await db.db.raw(
+          `SELECT count(*)::int AS n FROM pg_stat_activity
+           WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE 'DELETE FROM idempotency_key%'`,
+        );
+        if ((waiting as { rows: { n: number }[] }).rows[0]!.n === 1) break;
+        assert.ok(Date.now() < deadline, "the sweep blocked on the renewed key within 10 s");
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      await renewal.commit();
+      assert.equal(await sweep, 0, "the sweep deleted nothing");
+    } finally {
+      if (!renewal.isCompleted()) await renewal.rollback();
+    }
+    assert.equal((await keyRow(key))?.package_id, created.ID, "the renewed key is still there");
+
+    // Control: the same sweep without a concurrent renewal deletes an expired key.
+    await backdate(key);
+    assert.equal(await repo.deleteExpiredKeys(3600, 1000), 1);
+    assert.equal(await keyRow(key), undefined);
   });
 });

@@ -26,7 +26,7 @@ interface Route {
 
 // Request headers passed on as metadata; grpc-gateway also forwards any
 // `Grpc-Metadata-*` header, which we keep for clients written against it.
-const forwardedHeaders = ["x-request-id", "traceparent", "tracestate", "log_level"];
+const forwardedHeaders = ["x-request-id", "idempotency-key", "traceparent", "tracestate", "log_level"];
 const metadataPrefix = "grpc-metadata-";
 
 // HTTP status per gRPC code, as grpc-gateway maps them.

@@ -8,7 +8,7 @@ import {
   validateCreate,
   validateList,
   validatePackageId,
-  validateRequestId,
+  validateIdempotencyKey,
   validateUpdate,
 } from "./validate.js";
 
@@ -20,8 +20,8 @@ export function packageApiHandlers(
   return {
     async createPackageV1(req, ctx) {
       const input = validateCreate(req);
-      const requestId = validateRequestId(ctx.requestHeader.get("x-request-id"));
-      const { id } = await service.create(input, { ...changeContext(ctx), requestId });
+      const idempotencyKey = validateIdempotencyKey(ctx.requestHeader);
+      const { id } = await service.create(input, { ...changeContext(ctx), idempotencyKey });
       return { ID: id };
     },
     async describePackageV1(req) {

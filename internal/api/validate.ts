@@ -65,14 +65,52 @@ export function validateList(req: ListPackagesV1Request, limits: ListLimits): { 
   return { offset: req.Offset, limit };
 }
 
-const maxRequestIdLength = 255;
+const maxKeyLength = 255;
+// Visible ASCII and space: what gRPC metadata can carry as text, and what an
+// HTTP header holds without charset guessing (Node reads other bytes as latin1).
+const keyPattern = /^[\x20-\x7e]+$/;
+// The IETF Idempotency-Key draft sends the key as a structured-field string
+// ("..." with \" and \\ escapes); Stripe-style clients send it bare. Both work.
+const sfString = /^"((?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\["\\])*)"$/;
 
-/** The idempotency key of a create, from `x-request-id` metadata or header. */
-export function validateRequestId(value: string | null): string | undefined {
-  if (value === null) return undefined;
-  const length = [...value].length;
-  if (length === 0 || length > maxRequestIdLength) {
-    throw new InvalidArgumentError("x-request-id", `x-request-id must be 1 to ${maxRequestIdLength} characters`);
+export interface IdempotencyKeyHeader {
+  key: string;
+  /** The header the key came from, for messages: "x-request-id" or "Idempotency-Key". */
+  header: string;
+}
+
+/**
+ * The idempotency key of a create: `Idempotency-Key` or (the original
+ * clients') `x-request-id`, as gRPC metadata or HTTP header. Both may be sent
+ * when they agree; two different keys are a client bug, not a choice to make.
+ */
+export function validateIdempotencyKey(headers: Headers): IdempotencyKeyHeader | undefined {
+  const requestId = headers.get("x-request-id");
+  const rawIdempotencyKey = headers.get("idempotency-key");
+  const fromRequestId = requestId === null ? undefined : checkKey("x-request-id", requestId);
+  let fromIdempotencyKey: string | undefined;
+  if (rawIdempotencyKey !== null) {
+    const quoted = sfString.exec(rawIdempotencyKey);
+    const unquoted = quoted === null ? rawIdempotencyKey : quoted[1]!.replace(/\\(["\\])/g, "$1");
+    fromIdempotencyKey = checkKey("Idempotency-Key", unquoted);
+  }
+  if (fromRequestId !== undefined && fromIdempotencyKey !== undefined && fromRequestId !== fromIdempotencyKey) {
+    throw new InvalidArgumentError(
+      "Idempotency-Key",
+      "Idempotency-Key and x-request-id differ: send one key (or the same key in both)",
+    );
+  }
+  if (fromIdempotencyKey !== undefined) return { key: fromIdempotencyKey, header: "Idempotency-Key" };
+  if (fromRequestId !== undefined) return { key: fromRequestId, header: "x-request-id" };
+  return undefined;
+}
+
+function checkKey(header: string, value: string): string {
+  if (value.length === 0 || value.length > maxKeyLength) {
+    throw new InvalidArgumentError(header, `${header} must be 1 to ${maxKeyLength} characters (got ${value.length})`);
+  }
+  if (!keyPattern.test(value)) {
+    throw new InvalidArgumentError(header, `${header} must be printable ASCII (space to ~)`);
   }
   return value;
 }

@@ -29,6 +29,8 @@ export interface CreateItem {
 
 export interface IdempotencyKey {
   key: string;
+  /** The header the client sent the key in, named in the AlreadyExists message. */
+  header: string;
   /** Digest of the request body: a repeat must match it. */
   requestHash: Buffer;
   retentionSeconds: number;
@@ -154,7 +156,7 @@ export class PgPackageRepository implements PackageRepository {
       return this.createOnce(input, trace, key);
     }
     if (!first.request_hash.equals(key.requestHash)) {
-      throw new AlreadyExistsError("x-request-id was already used with a different request");
+      throw new AlreadyExistsError(`${key.header} was already used with a different request`);
     }
     return { id: first.package_id, replayed: true };
   }
@@ -210,13 +212,23 @@ export class PgPackageRepository implements PackageRepository {
   }
 
   async deleteExpiredKeys(retentionSeconds: number, batchSize: number): Promise<number> {
+    // The age test is repeated in the outer WHERE on purpose. The subquery
+    // picks keys by the statement's snapshot; when createOnce takes over one of
+    // them (ON CONFLICT DO UPDATE sets created = now()) and commits while this
+    // DELETE waits for the row lock, Postgres re-checks only the outer WHERE
+    // against the new row version (READ COMMITTED), not the subquery. Without
+    // the repeat the renewed key, which names a package just created, would be
+    // deleted, and a retry of that create would make a second package.
     const rows = await this.query<{ key: string }>(
-      `DELETE FROM idempotency_key WHERE key IN (
+      `DELETE FROM idempotency_key
+       WHERE key IN (
          SELECT key FROM idempotency_key
          WHERE created < now() - make_interval(secs => ?)
          ORDER BY created LIMIT ?
-       ) RETURNING key`,
-      [retentionSeconds, batchSize],
+       )
+       AND created < now() - make_interval(secs => ?)
+       RETURNING key`,
+      [retentionSeconds, batchSize, retentionSeconds],
     );
     return rows.length;
   }

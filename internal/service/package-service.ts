@@ -3,8 +3,8 @@ import type { NewPackage, PackageChanges, PackageRecord, TraceContext } from "..
 import type { PackageRepository } from "../repo/package-repo.js";
 
 export interface ChangeContext {
-  /** Client-chosen idempotency key (`x-request-id`), already validated. */
-  requestId?: string;
+  /** Client-chosen idempotency key (`Idempotency-Key` or `x-request-id`), already validated. */
+  idempotencyKey?: { key: string; header: string };
   trace?: TraceContext;
 }
 
@@ -24,11 +24,12 @@ export class PackageService {
   ) {}
 
   async create(input: NewPackage, ctx: ChangeContext = {}): Promise<CreateResult> {
-    if (ctx.requestId === undefined) {
+    if (ctx.idempotencyKey === undefined) {
       return { id: await this.repo.create(input, ctx.trace), replayed: false };
     }
     return this.repo.createOnce(input, ctx.trace, {
-      key: ctx.requestId,
+      key: ctx.idempotencyKey.key,
+      header: ctx.idempotencyKey.header,
       requestHash: requestDigest(input),
       retentionSeconds: this.options.idempotencyRetentionSeconds,
     });
@@ -51,9 +52,13 @@ export class PackageService {
   }
 }
 
-// What makes two creates "the same request": the decoded field values, in a
-// fixed order, so that field order or JSON spelling on the wire does not matter.
-function requestDigest(input: NewPackage): Buffer {
-  const canonical = JSON.stringify([input.title, input.material, input.maximumVolume, input.reusable]);
+// What makes two creates "the same request": the field values as protobuf
+// holds them, in a fixed order, so that field order, JSON spelling or protocol
+// do not matter. MaximumVolume is a float: gRPC carries 0.1 as the float32
+// 0.100000001490116…, REST JSON as the double 0.1; both are stored as the same
+// real, so the digest rounds to float32 too (Math.fround), and a retry over
+// another protocol replays instead of failing with AlreadyExists.
+export function requestDigest(input: NewPackage): Buffer {
+  const canonical = JSON.stringify([input.title, input.material, Math.fround(input.maximumVolume), input.reusable]);
   return createHash("sha256").update(canonical).digest();
 }
