@@ -315,7 +315,7 @@ describe("Idempotency-Key header", () => {
 });
 
 describe("the same body over another protocol", () => {
-  test("MaximumVolume 0.1 over REST, then over gRPC (float32) with the same key → the same ID", async () => {
+  test("MaximumVolume 0.1 over REST or Connect JSON, then over gRPC (float32) with the same key → the same ID", async () => {
     const key = randomUUID();
     const start = await counts();
     // REST JSON parses 0.1 as a double; gRPC carries the float32 nearest to 0.1.
@@ -339,6 +339,19 @@ describe("the same body over another protocol", () => {
     const restSecond = await restCreate({ Title: "third", Material: "foil", MaximumVolume: 1 / 3, Reusable: true }, key2);
     assert.equal(restSecond.status, 200, JSON.stringify(restSecond.body));
     assert.equal(restSecond.body["ID"], grpcFirst.ID);
+    // Connect JSON decodes 0.1 straight into the message (no binary round trip,
+    // unlike the gateway's in-process transport), so the value stays a double.
+    const key3 = randomUUID();
+    const connect = await fetch(`${server.grpcUrl}/hablof.logistic_package_api.v1.LogisticPackageApiService/CreatePackageV1`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "idempotency-key": key3 },
+      body: `{"Title":"tenth","Material":"foil","MaximumVolume":0.1}`,
+    });
+    assert.equal(connect.status, 200);
+    const viaConnect = (await connect.json()) as { ID: string };
+    const retried = await client.createPackageV1({ Title: "tenth", Material: "foil", MaximumVolume: 0.1 }, { "idempotency-key": key3 });
+    assert.equal(retried.ID, viaConnect.ID, "a retry over gRPC replays the Connect JSON create");
+
     // A different float32 is a different body.
     const conflict = await restCreate({ Title: "third", Material: "foil", MaximumVolume: 0.3334, Reusable: true }, key2);
     assert.equal(conflict.status, 409);
