@@ -1,18 +1,15 @@
 import { loadConfig } from "../../internal/config/config.js";
-import { createDatabase, migrateLatest } from "../../internal/database/database.js";
+import { MigrationPermissionError, migrateApiDatabase } from "../../internal/database/migrate.js";
 
-// `npm run migrate`: applies pending migrations to database.url and exits.
+// `npm run migrate`: applies pending migrations to the database of database.url,
+// connecting with database.migrationUrl (DATABASE_MIGRATION_URL) when it is set, and exits.
 const config = loadConfig();
-const db = createDatabase({
-  url: config.database.url,
-  maxConnections: 1,
-  statementTimeoutMs: 0,
-  acquireTimeoutMs: config.database.acquireTimeoutMs,
-  applicationName: "logistic-package-api/migrate",
-});
 try {
-  const applied = await migrateLatest(db);
+  const applied = await migrateApiDatabase(config, "logistic-package-api/migrate");
   console.log(applied.length > 0 ? `applied: ${applied.join(", ")}` : "already up to date");
-} finally {
-  await db.destroy();
+} catch (err) {
+  // The role mistake is the operator's to fix: its message says how; no stack needed.
+  if (!(err instanceof MigrationPermissionError)) throw err;
+  console.error(`migrate: ${err.message}`);
+  process.exitCode = 1;
 }

@@ -11,7 +11,8 @@ import { healthHandlers } from "../api/health.js";
 import { requestInterceptor } from "../api/interceptors.js";
 import { reflectionHandlers } from "../api/reflection.js";
 import type { Config } from "../config/config.js";
-import { createDatabase, migrateLatest, ping } from "../database/database.js";
+import { createDatabase, ping } from "../database/database.js";
+import { migrateApiDatabase } from "../database/migrate.js";
 import type { Logger } from "../logger/logger.js";
 import { ApiMetrics } from "../metrics/api-metrics.js";
 import { createMetricsServer } from "../metrics/metrics-server.js";
@@ -58,7 +59,8 @@ export async function startGrpcServer(config: Readonly<Config>, logger: Logger):
 
   try {
     if (config.database.migrateOnStart) {
-      const applied = await migrateLatest(db);
+      // Under database.migrationUrl when set: the serving pool's role need not own the schema.
+      const applied = await migrateApiDatabase(config, "logistic-package-api/grpc-server migrate");
       if (applied.length > 0) logger.info({ applied }, "migrations applied");
     }
 

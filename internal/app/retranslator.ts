@@ -2,7 +2,9 @@ import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import { collectDefaultMetrics, Registry } from "prom-client";
 import type { Config } from "../config/config.js";
-import { createDatabase, migrateLatest, ping } from "../database/database.js";
+import { createDatabase, ping } from "../database/database.js";
+import { migrateApiDatabase } from "../database/migrate.js";
+import { describeKafkaSecurity, kafkaClientSecurity, kafkaSecurityWarning } from "../kafka/security.js";
 import type { Logger } from "../logger/logger.js";
 import { createMetricsServer } from "../metrics/metrics-server.js";
 import { RetranslatorMetrics } from "../retranslator/metrics.js";
@@ -22,6 +24,11 @@ export interface RetranslatorApp {
 /** Wires the retranslator binary. */
 export async function startRetranslatorApp(config: Readonly<Config>, logger: Logger): Promise<RetranslatorApp> {
   const owner = `${hostname()}:${process.pid}:${randomBytes(3).toString("hex")}`;
+  // First: an unreadable CA file stops start-up before anything is opened.
+  const kafkaSecurity = kafkaClientSecurity(config.kafka);
+  logger.info({ kafka: describeKafkaSecurity(config.kafka) }, "kafka connection");
+  const kafkaWarning = kafkaSecurityWarning(config.kafka);
+  if (kafkaWarning !== undefined) logger.warn(kafkaWarning);
   const db = createDatabase({
     url: config.database.url,
     // Claim, cleaner, maintenance, and a spare; LISTEN has its own connection.
@@ -32,7 +39,8 @@ export async function startRetranslatorApp(config: Readonly<Config>, logger: Log
   });
   try {
     if (config.database.migrateOnStart) {
-      const applied = await migrateLatest(db);
+      // Under database.migrationUrl when set: the relay's role need not own the schema.
+      const applied = await migrateApiDatabase(config, "logistic-package-api/retranslator migrate");
       if (applied.length > 0) logger.info({ applied }, "migrations applied");
     }
   } catch (err) {
@@ -50,6 +58,7 @@ export async function startRetranslatorApp(config: Readonly<Config>, logger: Log
       requestTimeoutMs: config.kafka.requestTimeoutMs,
       sendRetries: config.kafka.sendRetries,
       idempotent: config.kafka.idempotent,
+      security: kafkaSecurity,
     },
     logger,
   );

@@ -45,6 +45,10 @@ const schema = z
         // How long a request waits for a free pooled connection before failing.
         acquireTimeoutMs: int(100, 600_000).default(5000),
         migrateOnStart: bool.default(true),
+        // Migrations (migrateOnStart, `npm run migrate`) connect with this URL: the schema
+        // owner's, so that url can be a role that may only read and write the tables
+        // (db/roles.sql). Empty = url. Never logged. env: DATABASE_MIGRATION_URL
+        migrationUrl: z.string().trim().default(""),
         // Group commit of CreatePackageV1 without x-request-id: while createConcurrency
         // create statements run, new creates wait and then share one statement, up to
         // createBatchSize (1 = off). Idle, a create goes at once and alone.
@@ -133,8 +137,40 @@ const schema = z
         // The idempotent producer removes broker-side duplicates of kafkajs retries;
         // needs a real cluster (the test broker cannot do it).
         idempotent: bool.default(false),
+        // TLS to the brokers (managed clusters require it). Off = plaintext, only on a
+        // private network: events and SASL credentials would travel in clear. env: KAFKA_SSL
+        ssl: bool.default(false),
+        // PEM CA bundle the brokers' certificates must chain to; empty = Node's public CAs
+        // (enough for Confluent Cloud, MSK). Read at start. env: KAFKA_SSL_CA_FILE
+        sslCaFile: z.string().trim().default(""),
+        // SASL authentication: plain | scram-sha-256 | scram-sha-512; empty = none.
+        // env: KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD
+        saslMechanism: z
+          .preprocess(
+            (v) => (typeof v === "string" ? v.trim().toLowerCase() : v),
+            z.enum(["", "plain", "scram-sha-256", "scram-sha-512"], {
+              error: "expected plain, scram-sha-256, scram-sha-512 or empty (no SASL)",
+            }),
+          )
+          .default(""),
+        saslUsername: z.string().default(""),
+        // Never logged, never part of an error message.
+        saslPassword: z.string().default(""),
       })
       .strict()
+      .superRefine((k, ctx) => {
+        // A CA without TLS would be silently ignored and the cluster reached in clear.
+        if (!k.ssl && k.sslCaFile !== "") {
+          ctx.addIssue({ code: "custom", path: ["sslCaFile"], message: "is set but kafka.ssl (KAFKA_SSL) is false" });
+        }
+        if (k.saslMechanism !== "") {
+          for (const key of ["saslUsername", "saslPassword"] as const) {
+            if (k[key] === "") {
+              ctx.addIssue({ code: "custom", path: [key], message: `is required with kafka.saslMechanism ${k.saslMechanism}` });
+            }
+          }
+        }
+      })
       .prefault({}),
     retranslator: z
       .object({
@@ -177,6 +213,10 @@ const schema = z
         // The read model's own database, created at start when missing (through the
         // server's `postgres` database). env: FACADE_DATABASE_URL
         databaseUrl: nonEmpty.default("postgres://postgres:postgres@127.0.0.1:5432/logistic_package_api_facade"),
+        // The facade's migrations (and the database's creation) connect with this URL, the
+        // owner's, as database.migrationUrl does for the API. Empty = databaseUrl.
+        // env: FACADE_DATABASE_MIGRATION_URL
+        migrationUrl: z.string().trim().default(""),
         // Consumer group on kafka.topic: instances share the partitions, offsets are per group.
         groupId: nonEmpty.default("logistic-package-api-facade"),
         // Largest fetch per partition, hence the bound of one batch, which is one transaction.
@@ -239,6 +279,7 @@ export type Config = z.infer<typeof schema>;
 /** Environment variables that override a config key (DESIGN.md §5). */
 export const envOverrides: Readonly<Record<string, string>> = {
   DATABASE_URL: "database.url",
+  DATABASE_MIGRATION_URL: "database.migrationUrl",
   GRPC_PORT: "grpc.port",
   GATEWAY_PORT: "gateway.port",
   STATUS_PORT: "status.port",
@@ -247,8 +288,14 @@ export const envOverrides: Readonly<Record<string, string>> = {
   OTEL_EXPORTER_OTLP_ENDPOINT: "tracing.otlpEndpoint",
   KAFKA_BROKERS: "kafka.brokers",
   KAFKA_TOPIC: "kafka.topic",
+  KAFKA_SSL: "kafka.ssl",
+  KAFKA_SSL_CA_FILE: "kafka.sslCaFile",
+  KAFKA_SASL_MECHANISM: "kafka.saslMechanism",
+  KAFKA_SASL_USERNAME: "kafka.saslUsername",
+  KAFKA_SASL_PASSWORD: "kafka.saslPassword",
   RETRANSLATOR_METRICS_PORT: "retranslator.metricsPort",
   FACADE_DATABASE_URL: "facade.databaseUrl",
+  FACADE_DATABASE_MIGRATION_URL: "facade.migrationUrl",
   FACADE_METRICS_PORT: "facade.metricsPort",
   TELEGRAM_BOT_TOKEN: "bot.token",
   TELEGRAM_ALLOWED_CHAT_IDS: "bot.allowedChatIds",

@@ -2,6 +2,8 @@ import { collectDefaultMetrics, Registry } from "prom-client";
 import { versionInfo } from "../app/version.js";
 import type { Config } from "../config/config.js";
 import { createDatabase, ping } from "../database/database.js";
+import { runMigrations } from "../database/migrate.js";
+import { describeKafkaSecurity, kafkaClientSecurity, kafkaSecurityWarning } from "../kafka/security.js";
 import type { Logger } from "../logger/logger.js";
 import { createMetricsServer } from "../metrics/metrics-server.js";
 import { closeServer, listen } from "../server/listen.js";
@@ -23,8 +25,15 @@ export interface FacadeApp {
  */
 export async function startFacadeApp(config: Readonly<Config>, logger: Logger): Promise<FacadeApp> {
   const f = config.facade;
+  // First: an unreadable CA file stops start-up before anything is opened.
+  const kafkaSecurity = kafkaClientSecurity(config.kafka);
+  logger.info({ kafka: describeKafkaSecurity(config.kafka) }, "kafka connection");
+  const kafkaWarning = kafkaSecurityWarning(config.kafka);
+  if (kafkaWarning !== undefined) logger.warn(kafkaWarning);
+  // The owner's URL creates and migrates; the serving pool below uses databaseUrl.
+  const migrationUrl = f.migrationUrl === "" ? f.databaseUrl : f.migrationUrl;
   if (config.database.migrateOnStart) {
-    if (await ensureDatabase(f.databaseUrl, config.database.acquireTimeoutMs)) {
+    if (await ensureDatabase(migrationUrl, config.database.acquireTimeoutMs)) {
       logger.info({ database: new URL(f.databaseUrl).pathname.slice(1) }, "facade database created");
     }
   }
@@ -38,7 +47,16 @@ export async function startFacadeApp(config: Readonly<Config>, logger: Logger): 
   });
   try {
     if (config.database.migrateOnStart) {
-      const applied = await migrateFacade(db);
+      const applied = await runMigrations(
+        {
+          url: f.databaseUrl,
+          migrationUrl: f.migrationUrl,
+          keys: { url: "facade.databaseUrl", migrationUrl: "facade.migrationUrl", migrationEnv: "FACADE_DATABASE_MIGRATION_URL" },
+          acquireTimeoutMs: config.database.acquireTimeoutMs,
+          applicationName: "logistic-package-api/facade migrate",
+        },
+        migrateFacade,
+      );
       if (applied.length > 0) logger.info({ applied }, "facade migrations applied");
     }
   } catch (err) {
@@ -60,6 +78,7 @@ export async function startFacadeApp(config: Readonly<Config>, logger: Logger): 
       partitionsConsumedConcurrently: f.partitionsConsumedConcurrently,
       sessionTimeoutMs: f.sessionTimeoutMs,
       heartbeatIntervalMs: f.heartbeatIntervalMs,
+      security: kafkaSecurity,
     },
     metrics.instrument(new PgBatchApplier(db, logger)),
     { onAssignment: (assigned) => metrics.retainPartitions(assigned) },

@@ -1,4 +1,5 @@
 import { Kafka, logLevel, type Consumer, type EachBatchPayload, type LogEntry } from "kafkajs";
+import type { KafkaClientSecurity } from "../kafka/security.js";
 import type { Logger } from "../logger/logger.js";
 import { describeDatabaseError, type BatchApplier, type BatchOutcome } from "./applier.js";
 
@@ -12,6 +13,8 @@ export interface FacadeConsumerOptions {
   partitionsConsumedConcurrently: number;
   sessionTimeoutMs: number;
   heartbeatIntervalMs: number;
+  /** TLS and SASL, from kafkaClientSecurity(config.kafka). */
+  security: KafkaClientSecurity;
 }
 
 export interface FacadeConsumerHooks {
@@ -38,6 +41,7 @@ export class FacadeConsumer {
     private readonly logger: Logger,
   ) {
     const kafka = new Kafka({
+      ...options.security,
       clientId: options.clientId,
       brokers: [...options.brokers],
       requestTimeout: options.requestTimeoutMs,

@@ -1,4 +1,5 @@
 import { Kafka, Partitioners, logLevel, type Admin, type Producer, type PartitionMetadata } from "kafkajs";
+import type { KafkaClientSecurity } from "../../kafka/security.js";
 import type { Logger } from "../../logger/logger.js";
 import type { OutboxEvent } from "../../repo/outbox/types.js";
 import { toEventMessage } from "./event-message.js";
@@ -13,6 +14,8 @@ export interface KafkaSenderOptions {
   requestTimeoutMs: number;
   sendRetries: number;
   idempotent: boolean;
+  /** TLS and SASL, from kafkaClientSecurity(config.kafka). */
+  security: KafkaClientSecurity;
 }
 
 /**
@@ -33,6 +36,7 @@ export class KafkaSender implements Sender {
     private readonly logger: Logger,
   ) {
     this.kafka = new Kafka({
+      ...options.security,
       clientId: options.clientId,
       brokers: [...options.brokers],
       requestTimeout: options.requestTimeoutMs,
