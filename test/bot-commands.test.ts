@@ -84,9 +84,16 @@ test("bot config: defaults, environment overrides, bad values name the key", () 
     token: "",
     allowedChatIds: [],
     apiRoot: "https://api.telegram.org",
+    users: [],
     grpcAddress: "127.0.0.1:8082",
+    apiToken: "",
+    apiTls: false,
+    apiCaFile: "",
+    apiCertFile: "",
+    apiKeyFile: "",
     requestTimeoutMs: 3000,
     pageSize: 5,
+    deleteConfirmTimeoutMs: 60_000,
   });
   const fromEnv = loadConfig({
     path: "config.yml",
@@ -98,4 +105,36 @@ test("bot config: defaults, environment overrides, bad values name the key", () 
   assert.deepEqual(loadConfig({ path: "config.yml", env: { TELEGRAM_ALLOWED_CHAT_IDS: "" } }).bot.allowedChatIds, []);
   assert.throws(() => loadConfig({ path: "config.yml", env: { TELEGRAM_ALLOWED_CHAT_IDS: "12,abc" } }), /bot\.allowedChatIds/);
   assert.throws(() => loadConfig({ path: "config.yml", env: { BOT_GRPC_ADDRESS: "http://x:1" } }), /bot\.grpcAddress.*BOT_GRPC_ADDRESS/);
+});
+
+test("bot users and API credentials: environment forms, bad values name the key", () => {
+  const load = (env: Record<string, string>) => loadConfig({ path: "config.yml", env }).bot;
+  const fromEnv = load({
+    TELEGRAM_USERS: " 123:reader, 456:writer ,789:admin,",
+    BOT_API_TOKEN: " s3cret ",
+    BOT_API_TLS: "true",
+    BOT_API_CA_FILE: "/etc/lpa/ca.pem",
+    BOT_API_CERT_FILE: "/etc/lpa/bot.pem",
+    BOT_API_KEY_FILE: "/etc/lpa/bot.key",
+  });
+  assert.deepEqual(fromEnv.users, [
+    { id: 123, role: "reader" },
+    { id: 456, role: "writer" },
+    { id: 789, role: "admin" },
+  ]);
+  assert.equal(fromEnv.apiToken, "s3cret");
+  assert.equal(fromEnv.apiTls, true);
+  assert.deepEqual([fromEnv.apiCaFile, fromEnv.apiCertFile, fromEnv.apiKeyFile], ["/etc/lpa/ca.pem", "/etc/lpa/bot.pem", "/etc/lpa/bot.key"]);
+  assert.deepEqual(load({ TELEGRAM_USERS: "" }).users, []);
+
+  const fails = (env: Record<string, string>, pattern: RegExp) => assert.throws(() => load(env), pattern);
+  fails({ TELEGRAM_USERS: "123:owner" }, /config key "bot\.users\.0\.role" \(from TELEGRAM_USERS\)/);
+  fails({ TELEGRAM_USERS: "123" }, /bot\.users\.0.*expected \{id, role\}, or "id:role"/);
+  fails({ TELEGRAM_USERS: "abc:reader" }, /bot\.users\.0/);
+  fails({ TELEGRAM_USERS: "-5:reader" }, /bot\.users\.0\.id/);
+  fails({ TELEGRAM_USERS: "1:reader,1:admin" }, /bot\.users.*listed twice/);
+  fails({ BOT_API_TLS: "maybe" }, /bot\.apiTls.*BOT_API_TLS/);
+  // TLS files without TLS would be ignored: refused instead.
+  fails({ BOT_API_CA_FILE: "/ca.pem" }, /config key "bot\.apiCaFile".*bot\.apiTls \(BOT_API_TLS\) is false/);
+  fails({ BOT_API_TLS: "1", BOT_API_CERT_FILE: "/bot.pem" }, /config key "bot\.apiKeyFile".*set both/);
 });

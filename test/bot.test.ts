@@ -17,8 +17,14 @@ import { grpc, packageApiClient, rpcError, type PackageApiClient } from "./helpe
 import { captureLogs, type CapturedLogs } from "./helpers/logs.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 
+// Private chats: chat id = user id. The main chat's user is an admin.
 const chat = 4242;
 const strangerChat = 999;
+const readerUser = 5001;
+const writerUser = 5002;
+const otherAdmin = 5003;
+const unlistedUser = 5004;
+const group = -1001234567890;
 const unavailable = /the package service is unavailable, try again later/i;
 
 let db: TestDatabase;
@@ -35,19 +41,32 @@ interface RunningBot {
 
 async function startBot(
   telegram: FakeTelegram,
-  settings: { grpcAddress: string; requestTimeoutMs?: number; token?: string },
+  settings: {
+    grpcAddress: string;
+    requestTimeoutMs?: number;
+    deleteConfirmTimeoutMs?: number;
+    token?: string;
+    env?: Record<string, string>;
+  },
 ): Promise<RunningBot> {
   const base = loadConfig({
     path: "config.yml",
     env: {
       TELEGRAM_BOT_TOKEN: settings.token ?? telegram.token,
-      TELEGRAM_ALLOWED_CHAT_IDS: `${chat}, -1001234567890`,
+      TELEGRAM_ALLOWED_CHAT_IDS: `${chat}, ${group}, ${readerUser}, ${writerUser}, ${otherAdmin}, ${unlistedUser}`,
+      TELEGRAM_USERS: `${chat}:admin, ${readerUser}:reader, ${writerUser}:writer, ${otherAdmin}:admin`,
       BOT_GRPC_ADDRESS: settings.grpcAddress,
+      ...settings.env,
     },
   });
   const config = {
     ...base,
-    bot: { ...base.bot, apiRoot: telegram.apiRoot, requestTimeoutMs: settings.requestTimeoutMs ?? base.bot.requestTimeoutMs },
+    bot: {
+      ...base.bot,
+      apiRoot: telegram.apiRoot,
+      requestTimeoutMs: settings.requestTimeoutMs ?? base.bot.requestTimeoutMs,
+      deleteConfirmTimeoutMs: settings.deleteConfirmTimeoutMs ?? base.bot.deleteConfirmTimeoutMs,
+    },
   };
   const logs = captureLogs("info");
   const pollingFailures: unknown[] = [];
@@ -180,10 +199,30 @@ describe("commands change and read the real API", () => {
     assert.deepEqual([pkg["Title"], pkg["Material"], pkg["Reusable"]], ["Big box", "corrugated board", false]);
   });
 
-  test("/delete removes the package", async () => {
-    const id = await createPackage();
-    assert.equal(await say(`/delete ${id}`), `<b>Deleted package ${id}</b>`);
+  test("/delete asks Yes/No first; Yes removes the package", async () => {
+    const id = await createPackage({ Title: "to go", Material: "paper", MaximumVolume: 3 });
+    const question = await fake.sendText(chat, `/delete ${id}`);
+    assert.equal(
+      onlyReply(question),
+      `<b>Delete package ${id}?</b>\nto go · paper · 3 cm³\nOnly you can answer, within 60 s.`,
+    );
+    await describePackage(id); // still there while the question is open
+    const messageId = fake.chats.get(chat)!.at(-1)!.message_id;
+    const [yes, no] = fake.buttons(chat, messageId);
+    assert.equal(yes!.text, "Yes, delete");
+    assert.equal(no!.text, "No");
+
+    const answer = await fake.pressButton(chat, messageId, yes!.data);
+    assert.deepEqual(answer.replies, [], "the question itself is edited");
+    assert.equal(fake.message(chat, messageId).text, `<b>Deleted package ${id}</b>`);
+    assert.deepEqual(fake.buttons(chat, messageId), [], "the buttons are gone");
     await rpcError(client.describePackageV1({ PackageID: id }), grpc.status.NOT_FOUND);
+
+    // One answer per question: pressing Yes again (a double tap) does nothing more.
+    const requestsBefore = apiRequests();
+    const again = await fake.pressButton(chat, messageId, yes!.data);
+    assert.match(String(again.calls.find((c) => c.method === "answerCallbackQuery")!.params["text"]), /no longer valid/);
+    assert.equal(apiRequests(), requestsBefore);
   });
 });
 
@@ -320,6 +359,132 @@ test("a chat that is not allowed gets \"not allowed\" and nothing else: no API c
   assert.ok(bot.logs.lines.some((l) => l["msg"] === "update from a chat that is not allowed" && l["chatId"] === strangerChat));
 });
 
+/** The one reply to `text` sent by `user` in their private chat. */
+async function sayAs(user: number, text: string): Promise<string> {
+  const result = await fake.sendText(user, text);
+  assert.equal(result.replies.length, 1, `one reply, got ${JSON.stringify(result.replies)}`);
+  return result.replies[0]!;
+}
+
+describe("roles: each Telegram user may do what their role allows", () => {
+  test("a reader may /list and /get, and is refused /new, /edit and /delete with nothing changed", async () => {
+    const id = await createPackage({ Title: "reader's" });
+    assert.ok((await sayAs(readerUser, `/get ${id}`)).startsWith(`<b>Package ${id}</b>`));
+    assert.match(await sayAs(readerUser, "/list"), /<b>Packages 1–/);
+    assert.match(await sayAs(readerUser, "/help"), /Your role: <b>reader<\/b>/);
+
+    const packagesBefore = await count(db.db, "package");
+    const requestsBefore = apiRequests();
+    assert.equal(await sayAs(readerUser, "/new a | b | 1"), "Sorry, /new needs the writer role; yours is reader. Ask the bot's operator.");
+    assert.equal(await sayAs(readerUser, `/edit ${id} title=x`), "Sorry, /edit needs the writer role; yours is reader. Ask the bot's operator.");
+    assert.equal(await sayAs(readerUser, `/delete ${id}`), "Sorry, /delete needs the admin role; yours is reader. Ask the bot's operator.");
+    assert.equal(apiRequests(), requestsBefore, "no API call for a refused command");
+    assert.equal(await count(db.db, "package"), packagesBefore);
+    assert.equal((await describePackage(id))["Title"], "reader's");
+    assert.ok(
+      bot.logs.lines.some((l) => l["command"] === "delete" && l["userId"] === readerUser && l["outcome"] === "forbidden"),
+      "the refusal is logged with the user",
+    );
+  });
+
+  test("a writer may /new and /edit, and is refused /delete", async () => {
+    const created = /Created package (\d+)/.exec(await sayAs(writerUser, "/new Writer box | wood | 7"))?.[1];
+    assert.ok(created, "the writer created a package");
+    assert.equal((await describePackage(created))["Title"], "Writer box");
+    assert.ok((await sayAs(writerUser, `/edit ${created} material=steel`)).startsWith(`<b>Updated package ${created}</b>`));
+    assert.equal((await describePackage(created))["Material"], "steel");
+    assert.match(await sayAs(writerUser, `/delete ${created}`), /\/delete needs the admin role; yours is writer/);
+    await describePackage(created);
+  });
+
+  test("a user not on the list, even in an allowed chat, is told their id and nothing else", async () => {
+    const requestsBefore = apiRequests();
+    const inGroup = await fake.sendText(group, "/list", { from: unlistedUser });
+    assert.deepEqual(inGroup.calls.map((c) => [c.method, c.params["chat_id"]]), [["sendMessage", group]]);
+    assert.equal(inGroup.replies[0], `Sorry, you are not allowed to use this bot (your Telegram user id is ${unlistedUser}).`);
+    assert.match(await sayAs(unlistedUser, "/get 1"), /not allowed to use this bot \(your Telegram user id is 5004\)/);
+    // A listed user in the same group is served.
+    assert.match(onlyReplyOf(await fake.sendText(group, "/list", { from: readerUser })), /Packages 1–/);
+    assert.equal(apiRequests(), requestsBefore + 1, "only the listed user's /list reached the API");
+    assert.ok(bot.logs.lines.some((l) => l["msg"] === "update from a user who is not allowed" && l["userId"] === unlistedUser));
+  });
+});
+
+describe("/delete confirmation", () => {
+  /** Admin `asker` sends /delete in `chatId`; returns the question's message id and its buttons. */
+  async function ask(chatId: number, asker: number, id: string) {
+    const result = await fake.sendText(chatId, `/delete ${id}`, { from: asker });
+    assert.match(onlyReplyOf(result), new RegExp(`^<b>Delete package ${id}\\?</b>`));
+    const messageId = fake.chats.get(chatId)!.at(-1)!.message_id;
+    const [yes, no] = fake.buttons(chatId, messageId).map((b) => b.data);
+    return { messageId, yes: yes!, no: no! };
+  }
+
+  test("No keeps the package", async () => {
+    const id = await createPackage({ Title: "keep me" });
+    const { messageId, no } = await ask(chat, chat, id);
+    const requestsBefore = apiRequests();
+    await fake.pressButton(chat, messageId, no);
+    assert.equal(fake.message(chat, messageId).text, `Kept package ${id}: nothing deleted.`);
+    assert.deepEqual(fake.buttons(chat, messageId), []);
+    assert.equal(apiRequests(), requestsBefore, "No calls nothing");
+    assert.equal((await describePackage(id))["Title"], "keep me");
+  });
+
+  test("in a group, only the admin who asked can answer; others are told so and nothing is deleted", async () => {
+    const id = await createPackage({ Title: "group's" });
+    const { messageId, yes } = await ask(group, chat, id);
+    const question = fake.message(group, messageId).text;
+
+    for (const presser of [otherAdmin, readerUser]) {
+      const press = await fake.pressButton(group, messageId, yes, { from: presser });
+      assert.deepEqual(press.calls.map((c) => c.method), ["answerCallbackQuery"], "no edit, no API call");
+      assert.equal(press.calls[0]!.params["text"], "Only the user who sent this /delete can answer it.");
+      assert.equal(press.calls[0]!.params["show_alert"], true);
+    }
+    const stranger = await fake.pressButton(group, messageId, yes, { from: unlistedUser });
+    assert.match(String(stranger.calls[0]!.params["text"]), /not allowed to use this bot/);
+    assert.equal((await describePackage(id))["Title"], "group's", "still there");
+    assert.equal(fake.message(group, messageId).text, question, "the question is unchanged");
+    assert.equal(fake.buttons(group, messageId).length, 2, "and still open for the asker");
+
+    await fake.pressButton(group, messageId, yes, { from: chat });
+    assert.equal(fake.message(group, messageId).text, `<b>Deleted package ${id}</b>`);
+    await rpcError(client.describePackageV1({ PackageID: id }), grpc.status.NOT_FOUND);
+  });
+
+  test("a forged or unknown confirmation deletes nothing", async () => {
+    const id = await createPackage();
+    const { messageId } = await ask(chat, chat, id);
+    const requestsBefore = apiRequests();
+    const press = await fake.pressButton(chat, messageId, "delete:AAAAAAAAAAAAAAAA:yes");
+    assert.match(String(press.calls[0]!.params["text"]), /no longer valid: send \/delete ID again/);
+    assert.equal(apiRequests(), requestsBefore);
+    await describePackage(id);
+  });
+
+  test("an expired confirmation deletes nothing", async () => {
+    const telegram = await FakeTelegram.start();
+    const quick = await startBot(telegram, { grpcAddress: server.grpcAddress, deleteConfirmTimeoutMs: 1000 });
+    try {
+      const id = await createPackage({ Title: "outlives it" });
+      assert.match(onlyReplyOf(await telegram.sendText(chat, `/delete ${id}`)), /within 1 s/);
+      const messageId = telegram.chats.get(chat)!.at(-1)!.message_id;
+      const yes = telegram.buttons(chat, messageId)[0]!.data;
+      await new Promise((r) => setTimeout(r, 1100));
+      await telegram.pressButton(chat, messageId, yes);
+      assert.equal(
+        telegram.message(chat, messageId).text,
+        `Package ${id} was not deleted: the confirmation expired. Send /delete ${id} again.`,
+      );
+      assert.equal((await describePackage(id))["Title"], "outlives it");
+    } finally {
+      await quick.app.stop();
+      await telegram.close();
+    }
+  });
+});
+
 describe("the package service cannot be reached", () => {
   test("a closed port: the user is told to try again later, at once", async () => {
     const closedPort = await freePort();
@@ -433,6 +598,7 @@ describe("npm run bot (the binary)", () => {
           CONFIG_PATH: configPath,
           TELEGRAM_BOT_TOKEN: telegram.token,
           TELEGRAM_ALLOWED_CHAT_IDS: String(chat),
+          TELEGRAM_USERS: `${chat}:reader`,
           BOT_GRPC_ADDRESS: server.grpcAddress,
           LOG_LEVEL: "info",
         },

@@ -1,8 +1,11 @@
+import { X509Certificate } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { createSecureContext } from "node:tls";
 import { GrammyError } from "grammy";
 import { ConfigError, type Config } from "../config/config.js";
 import type { Logger } from "../logger/logger.js";
 import { commandMenu, createPackageBot, safeTelegramError } from "./bot.js";
-import { grpcPackageApi } from "./package-api.js";
+import { grpcPackageApi, type GrpcPackageApiOptions } from "./package-api.js";
 
 export interface BotApp {
   /** The bot's @username, from getMe. */
@@ -37,14 +40,24 @@ export async function startBotApp(
   if (settings.allowedChatIds.length === 0) {
     logger.warn("bot.allowedChatIds (TELEGRAM_ALLOWED_CHAT_IDS) is empty: every chat will be told it is not allowed");
   }
+  if (settings.users.length === 0) {
+    logger.warn("bot.users (TELEGRAM_USERS) is empty: every user will be told they are not allowed");
+  }
   const onPollingFailed = options.onPollingFailed ?? (() => void (process.exitCode = 1));
 
-  const api = grpcPackageApi({ address: settings.grpcAddress, timeoutMs: settings.requestTimeoutMs });
+  const api = grpcPackageApi({
+    address: settings.grpcAddress,
+    timeoutMs: settings.requestTimeoutMs,
+    token: settings.apiToken,
+    ...(settings.apiTls && { tls: readTlsFiles(settings) }),
+  });
   const bot = createPackageBot({
     token: settings.token,
     apiRoot: settings.apiRoot,
     allowedChatIds: settings.allowedChatIds,
+    users: settings.users,
     pageSize: settings.pageSize,
+    deleteConfirmTimeoutMs: settings.deleteConfirmTimeoutMs,
     api,
     logger,
   });
@@ -78,7 +91,15 @@ export async function startBotApp(
       onStart: () => {
         started = true;
         logger.info(
-          { username: bot.botInfo.username, grpcAddress: settings.grpcAddress, allowedChats: settings.allowedChatIds.length },
+          {
+            username: bot.botInfo.username,
+            grpcAddress: settings.grpcAddress,
+            apiTls: settings.apiTls,
+            // Whether a token is sent, never the token.
+            apiToken: settings.apiToken !== "",
+            allowedChats: settings.allowedChatIds.length,
+            users: settings.users.length,
+          },
           "bot started",
         );
         markStarted();
@@ -110,6 +131,43 @@ export async function startBotApp(
       api.close();
     },
   };
+}
+
+/**
+ * Reads the PEM files at start-up, so that a wrong path or a file that is not PEM
+ * stops the bot naming the key, instead of failing on the first command.
+ */
+function readTlsFiles(settings: Config["bot"]): NonNullable<GrpcPackageApiOptions["tls"]> {
+  const read = (key: "apiCaFile" | "apiCertFile" | "apiKeyFile", env: string): Buffer | undefined => {
+    const path = settings[key];
+    if (path === "") return undefined;
+    try {
+      return readFileSync(path);
+    } catch (err) {
+      throw new ConfigError(`config key "bot.${key}" (env ${env}): cannot read ${path}: ${(err as Error).message}`);
+    }
+  };
+  const ca = read("apiCaFile", "BOT_API_CA_FILE");
+  const cert = read("apiCertFile", "BOT_API_CERT_FILE");
+  const key = read("apiKeyFile", "BOT_API_KEY_FILE");
+  const check = (what: string, build: () => unknown) => {
+    try {
+      build();
+    } catch (err) {
+      throw new ConfigError(`${what}: ${(err as Error).message}`);
+    }
+  };
+  // createSecureContext ignores a CA file without certificates; X509Certificate does not.
+  if (ca !== undefined) {
+    check(`config key "bot.apiCaFile" (env BOT_API_CA_FILE): ${settings.apiCaFile} is not a PEM certificate`, () => new X509Certificate(ca));
+  }
+  if (cert !== undefined && key !== undefined) {
+    check(
+      `config keys "bot.apiCertFile", "bot.apiKeyFile" (env BOT_API_CERT_FILE, BOT_API_KEY_FILE): not a matching PEM certificate and key`,
+      () => createSecureContext({ cert, key }),
+    );
+  }
+  return { ...(ca !== undefined && { ca }), ...(cert !== undefined && { cert }), ...(key !== undefined && { key }) };
 }
 
 function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {

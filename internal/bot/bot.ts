@@ -1,11 +1,15 @@
 import { Code, ConnectError } from "@connectrpc/connect";
+import { randomBytes } from "node:crypto";
 import { Bot, GrammyError, HttpError, InlineKeyboard, type Context } from "grammy";
 import type { Logger } from "../logger/logger.js";
-import { escapeHtml, formatCreated, formatListPage, formatPackage, helpText } from "./format.js";
+import { escapeHtml, formatCreated, formatListPage, formatPackage, formatVolume, helpText } from "./format.js";
 import type { PackageApi } from "./package-api.js";
 import { parseEdit, parseNew, parseOffset, parsePackageId, usage, UserError } from "./parse.js";
 
 export const notAllowedText = "Sorry, this chat is not allowed to use this bot.";
+/** Names the user's id: it is what the operator adds to bot.users (TELEGRAM_USERS). */
+export const userNotAllowedText = (userId: number | undefined) =>
+  `Sorry, you are not allowed to use this bot (your Telegram user id is ${userId ?? "unknown"}).`;
 export const unavailableText = "Sorry, the package service is unavailable, try again later.";
 const failedText = "Sorry, the package service could not do that. Try again later.";
 
@@ -19,46 +23,83 @@ export const commandMenu = [
   { command: "help", description: "How to use this bot" },
 ];
 
+export type Role = "reader" | "writer" | "admin";
+const roleRank: Record<Role, number> = { reader: 0, writer: 1, admin: 2 };
+/** Whether `role` may do what `needed` may (admin ⊇ writer ⊇ reader). */
+export const roleAllows = (role: Role, needed: Role) => roleRank[role] >= roleRank[needed];
+
+/** The context of an update that passed the access check: the sender's role is known. */
+export type BotContext = Context & { role: Role };
+
 export interface PackageBotOptions {
   token: string;
   /** Bot API root without a trailing slash (https://api.telegram.org, or a test fake). */
   apiRoot: string;
   /** Chats that may use the bot; every other chat is told it is not allowed. */
   allowedChatIds: readonly number[];
+  /** Users (Telegram from.id) who may use the bot, with their role; everyone else is refused. */
+  users: readonly { id: number; role: Role }[];
   pageSize: number;
+  /** How long /delete's Yes/No buttons stay valid. */
+  deleteConfirmTimeoutMs: number;
   api: PackageApi;
   logger: Logger;
+  /** Clock for the confirmations' expiry (tests). */
+  now?: () => number;
 }
 
 /**
  * The bot's behaviour: access check, commands, paging buttons. It owns no
  * connection; the caller starts and stops polling (see app.ts).
  */
-export function createPackageBot(options: PackageBotOptions): Bot {
+export function createPackageBot(options: PackageBotOptions): Bot<BotContext> {
   const { api, logger, pageSize } = options;
   const allowed = new Set(options.allowedChatIds);
+  const roles = new Map(options.users.map((u) => [u.id, u.role]));
+  const confirmations = new Confirmations(options.deleteConfirmTimeoutMs, options.now ?? Date.now);
   // Long polls last 30 s (grammY's default); every other call is short.
-  const bot = new Bot(options.token, { client: { apiRoot: options.apiRoot, timeoutSeconds: 60 } });
+  const bot = new Bot<BotContext>(options.token, { client: { apiRoot: options.apiRoot, timeoutSeconds: 60 } });
   const html = { parse_mode: "HTML" as const, link_preview_options: { is_disabled: true } };
 
-  // The access check runs first: an update from any other chat reaches no handler and no API call.
+  // The access check runs first: an update from any other chat, or from a user not in
+  // bot.users (in an allowed group, say), reaches no handler and no API call.
   bot.use(async (ctx, next) => {
     const chatId = ctx.chat?.id;
-    if (chatId !== undefined && allowed.has(chatId)) return next();
-    logger.warn({ chatId, updateId: ctx.update.update_id, userId: ctx.from?.id }, "update from a chat that is not allowed");
-    if (ctx.callbackQuery !== undefined) await ctx.answerCallbackQuery({ text: notAllowedText });
-    else if (ctx.message !== undefined && chatId !== undefined) await ctx.reply(notAllowedText);
+    const userId = ctx.from?.id;
+    const refuse = async (text: string) => {
+      if (ctx.callbackQuery !== undefined) await ctx.answerCallbackQuery({ text, show_alert: true });
+      else if (ctx.message !== undefined && chatId !== undefined) await ctx.reply(text);
+    };
+    if (chatId === undefined || !allowed.has(chatId)) {
+      logger.warn({ chatId, updateId: ctx.update.update_id, userId }, "update from a chat that is not allowed");
+      return refuse(notAllowedText);
+    }
+    const role = userId === undefined ? undefined : roles.get(userId);
+    if (role === undefined) {
+      logger.warn({ chatId, updateId: ctx.update.update_id, userId }, "update from a user who is not allowed");
+      return refuse(userNotAllowedText(userId));
+    }
+    ctx.role = role;
+    return next();
   });
 
-  /** Runs one command: a failure becomes a short reply, never a stack trace; one log line per command. */
+  /**
+   * Runs one command: the role check first, then the handler; a failure becomes a
+   * short reply, never a stack trace; one log line per command.
+   */
   const command =
-    (name: string, handler: (ctx: Context, args: string) => Promise<void>) =>
-    async (ctx: Context): Promise<void> => {
+    (name: string, needed: Role, handler: (ctx: BotContext, args: string) => Promise<void>) =>
+    async (ctx: BotContext): Promise<void> => {
       const started = performance.now();
-      const fields = { command: name, chatId: ctx.chat?.id };
+      const fields = { command: name, chatId: ctx.chat?.id, userId: ctx.from?.id, role: ctx.role };
       let outcome = "ok";
       try {
-        await handler(ctx, typeof ctx.match === "string" ? ctx.match : "");
+        if (!roleAllows(ctx.role, needed)) {
+          outcome = "forbidden";
+          await ctx.reply(`Sorry, /${name} needs the ${needed} role; yours is ${ctx.role}. Ask the bot's operator.`);
+        } else {
+          await handler(ctx, typeof ctx.match === "string" ? ctx.match : "");
+        }
       } catch (err) {
         const failure = explain(err);
         outcome = failure.outcome;
@@ -83,11 +124,14 @@ export function createPackageBot(options: PackageBotOptions): Bot {
   };
 
   const messages = bot.on("message");
-  messages.command(["help", "start"], command("help", (ctx) => ctx.reply(helpText(pageSize), html).then(() => undefined)));
+  messages.command(
+    ["help", "start"],
+    command("help", "reader", (ctx) => ctx.reply(helpText(pageSize, ctx.role), html).then(() => undefined)),
+  );
 
   messages.command(
     "list",
-    command("list", async (ctx) => {
+    command("list", "reader", async (ctx) => {
       const page = await listPage(0n);
       await ctx.reply(page.text, { ...html, ...(page.keyboard && { reply_markup: page.keyboard }) });
     }),
@@ -95,7 +139,7 @@ export function createPackageBot(options: PackageBotOptions): Bot {
 
   messages.command(
     "get",
-    command("get", async (ctx, args) => {
+    command("get", "reader", async (ctx, args) => {
       const id = parsePackageId(args, usage.get);
       const pkg = await orNotFound(id, api.describe(id));
       await ctx.reply(formatPackage(pkg, `Package ${id}`), html);
@@ -104,7 +148,7 @@ export function createPackageBot(options: PackageBotOptions): Bot {
 
   messages.command(
     "new",
-    command("new", async (ctx, args) => {
+    command("new", "writer", async (ctx, args) => {
       const input = parseNew(args);
       // Telegram delivers an update again when the bot stopped before confirming it
       // (a crash, a kill): keyed by the message, the repeat creates nothing new.
@@ -116,7 +160,7 @@ export function createPackageBot(options: PackageBotOptions): Bot {
 
   messages.command(
     "edit",
-    command("edit", async (ctx, args) => {
+    command("edit", "writer", async (ctx, args) => {
       const { id, changes } = parseEdit(args);
       await orNotFound(id, api.update(id, changes));
       // The whole package after the change, read back from the service.
@@ -127,10 +171,21 @@ export function createPackageBot(options: PackageBotOptions): Bot {
 
   messages.command(
     "delete",
-    command("delete", async (ctx, args) => {
+    command("delete", "admin", async (ctx, args) => {
       const id = parsePackageId(args, usage.delete);
-      await orNotFound(id, api.remove(id));
-      await ctx.reply(`<b>Deleted package ${id}</b>`, html);
+      // Shown in the question, so the user confirms the package they mean; an unknown ID ends here.
+      const pkg = await orNotFound(id, api.describe(id));
+      const key = confirmations.open({ packageId: id, userId: ctx.from!.id, chatId: ctx.chat!.id });
+      const seconds = Math.round(options.deleteConfirmTimeoutMs / 1000);
+      const keyboard = new InlineKeyboard().text("Yes, delete", `delete:${key}:yes`).text("No", `delete:${key}:no`);
+      await ctx.reply(
+        [
+          `<b>Delete package ${id}?</b>`,
+          `${escapeHtml(pkg.Title)} · ${escapeHtml(pkg.Material)} · ${formatVolume(pkg.MaximumVolume)} cm³`,
+          `Only you can answer, within ${seconds} s.`,
+        ].join("\n"),
+        { ...html, reply_markup: keyboard },
+      );
     }),
   );
 
@@ -164,6 +219,49 @@ export function createPackageBot(options: PackageBotOptions): Bot {
       await ctx.answerCallbackQuery({ text: failure.text });
     }
   });
+  // The /delete confirmation: one answer, from the user who asked, before it expires.
+  bot.callbackQuery(/^delete:([A-Za-z0-9_-]{1,32}):(yes|no)$/, async (ctx) => {
+    const started = performance.now();
+    const fields = { command: "delete-confirm", chatId: ctx.chat?.id, userId: ctx.from.id };
+    const found = confirmations.find(ctx.match[1]!);
+    const log = (outcome: string, extra: Record<string, unknown> = {}) =>
+      logger.info({ ...fields, ...extra, outcome, durationMs: Math.round(performance.now() - started) }, "command handled");
+    if (found === undefined || found.pending.chatId !== ctx.chat?.id) {
+      // Already answered, or asked before the bot restarted.
+      await ctx.answerCallbackQuery({ text: "This confirmation is no longer valid: send /delete ID again." });
+      return log("stale");
+    }
+    const { pending, expired } = found;
+    const id = pending.packageId;
+    if (ctx.from.id !== pending.userId) {
+      // Stays open for its owner.
+      await ctx.answerCallbackQuery({ text: "Only the user who sent this /delete can answer it.", show_alert: true });
+      return log("not_owner", { packageId: id.toString() });
+    }
+    confirmations.close(ctx.match[1]!);
+    if (expired) {
+      await ctx.editMessageText(`Package ${id} was not deleted: the confirmation expired. Send /delete ${id} again.`);
+      await ctx.answerCallbackQuery({ text: "Expired: nothing deleted." });
+      return log("expired", { packageId: id.toString() });
+    }
+    if (ctx.match[2] === "no") {
+      await ctx.editMessageText(`Kept package ${id}: nothing deleted.`);
+      await ctx.answerCallbackQuery({ text: "Nothing deleted." });
+      return log("cancelled", { packageId: id.toString() });
+    }
+    try {
+      await orNotFound(id, api.remove(id));
+      await ctx.editMessageText(`<b>Deleted package ${id}</b>`, html);
+      await ctx.answerCallbackQuery({ text: `Deleted package ${id}.` });
+      log("ok", { packageId: id.toString() });
+    } catch (err) {
+      const failure = explain(err);
+      logFailure(logger, options.token, { ...fields, packageId: id.toString() }, err, failure);
+      await ctx.editMessageText(escapeHtml(failure.text), html);
+      await ctx.answerCallbackQuery({ text: failure.text });
+      log(failure.outcome, { packageId: id.toString() });
+    }
+  });
   bot.on("callback_query", (ctx) => ctx.answerCallbackQuery({ text: "This button no longer works: send /list." }));
 
   bot.catch((err) => {
@@ -173,6 +271,52 @@ export function createPackageBot(options: PackageBotOptions): Bot {
     );
   });
   return bot;
+}
+
+interface PendingDelete {
+  packageId: bigint;
+  /** Only this user may answer. */
+  userId: number;
+  chatId: number;
+  expiresAt: number;
+}
+
+// Bounds the memory a flood of /delete commands can take; the oldest question goes first.
+const maxPendingConfirmations = 1000;
+
+/**
+ * Open /delete questions, keyed by a random key in the buttons' callback data, so
+ * that a button cannot be forged for another package or another user. In memory:
+ * a restart voids them (the user sends /delete again).
+ */
+class Confirmations {
+  private readonly pending = new Map<string, PendingDelete>();
+
+  constructor(
+    private readonly timeoutMs: number,
+    private readonly now: () => number,
+  ) {}
+
+  open(what: Omit<PendingDelete, "expiresAt">): string {
+    const now = this.now();
+    for (const [key, p] of this.pending) if (p.expiresAt <= now) this.pending.delete(key);
+    if (this.pending.size >= maxPendingConfirmations) this.pending.delete(this.pending.keys().next().value!);
+    // 96 random bits in 16 characters: callback data holds at most 64 bytes.
+    const key = randomBytes(12).toString("base64url");
+    this.pending.set(key, { ...what, expiresAt: now + this.timeoutMs });
+    return key;
+  }
+
+  /** The question behind `key`, expired or not (an expired one is still named to its user). */
+  find(key: string): { pending: PendingDelete; expired: boolean } | undefined {
+    const pending = this.pending.get(key);
+    return pending === undefined ? undefined : { pending, expired: pending.expiresAt <= this.now() };
+  }
+
+  /** One answer per question: closed before the delete runs, so a second tap deletes nothing. */
+  close(key: string): void {
+    this.pending.delete(key);
+  }
 }
 
 async function orNotFound<T>(id: bigint, call: Promise<T>): Promise<T> {
@@ -186,7 +330,7 @@ async function orNotFound<T>(id: bigint, call: Promise<T>): Promise<T> {
 
 interface Failure {
   text: string;
-  outcome: "rejected" | "invalid_argument" | "unavailable" | "failed";
+  outcome: "rejected" | "invalid_argument" | "unavailable" | "unauthorised" | "failed";
 }
 
 /** What the user is told. Only messages written for users pass through: bot input errors and the API's InvalidArgument. */
@@ -197,6 +341,11 @@ export function explain(err: unknown): Failure {
       case Code.InvalidArgument:
         // The API names the field and the rule, e.g. "Title must be 1 to 32 characters long (got 40)".
         return { text: `Not accepted: ${err.rawMessage}`, outcome: "invalid_argument" };
+      // The bot's own API token (bot.apiToken) is missing, unknown or its role too low.
+      case Code.Unauthenticated:
+        return { text: "Sorry, the package service did not accept this bot's credentials. Tell the bot's operator.", outcome: "unauthorised" };
+      case Code.PermissionDenied:
+        return { text: "Sorry, this bot's own access to the package service does not allow that. Tell the bot's operator.", outcome: "unauthorised" };
       case Code.Unavailable:
       case Code.DeadlineExceeded:
       case Code.ResourceExhausted:

@@ -59,18 +59,21 @@ export function formatListPage(packages: readonly Package[], offset: bigint): st
   return [`<b>Packages ${first}–${last}</b>`, ...lines, "", "Details: /get ID"].join("\n");
 }
 
-export function helpText(pageSize: number): string {
+export function helpText(pageSize: number, role: "reader" | "writer" | "admin"): string {
   return [
     "<b>Logistic packages bot</b>",
     "",
     `/list — all packages, ${pageSize} per page, with ◀ Prev / Next ▶ buttons`,
     "/get ID — one package, e.g. <code>/get 42</code>",
-    "/new title | material | volume | reusable — create one, e.g.",
+    "/new title | material | volume | reusable — create one (writer), e.g.",
     "<code>/new Big box | cardboard | 1200 | yes</code>",
     "(volume in cm³; reusable is yes or no, and may be left out = no)",
-    "/edit ID field=value … — change fields title, material, volume, reusable; quote values with spaces, e.g.",
+    "/edit ID field=value … — change fields title, material, volume, reusable (writer); quote values with spaces, e.g.",
     '<code>/edit 42 title="Big box" volume=2.5 reusable=no</code>',
-    "/delete ID — remove a package, e.g. <code>/delete 42</code>",
+    "/delete ID — remove a package (admin), after a Yes/No question, e.g. <code>/delete 42</code>",
     "/help — this message",
+    "",
+    "Roles: a reader may /list and /get; a writer also /new and /edit; an admin also /delete.",
+    `Your role: <b>${role}</b>.`,
   ].join("\n");
 }

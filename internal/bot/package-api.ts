@@ -1,4 +1,4 @@
-import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import {
   LogisticPackageApiService,
@@ -23,20 +23,46 @@ export interface PackageApi {
 }
 
 export interface GrpcPackageApiOptions {
-  /** host:port of the grpc-server (cleartext HTTP/2). */
+  /** host:port of the grpc-server. */
   address: string;
   /** Deadline of each call; past it the call fails with DeadlineExceeded. */
   timeoutMs: number;
+  /** Sent as `authorization: Bearer <token>` on every call; empty or absent = no header. */
+  token?: string;
+  /** HTTPS (HTTP/2 by ALPN) instead of cleartext HTTP/2. */
+  tls?: {
+    /** PEM CAs to trust instead of the system ones. */
+    ca?: string | Buffer;
+    /** Client certificate and key (PEM) for a server that asks for one (mutual TLS). */
+    cert?: string | Buffer;
+    key?: string | Buffer;
+  };
 }
 
 /** The v1 API over gRPC (connect-node's gRPC transport, HTTP/2 only). */
 export function grpcPackageApi(options: GrpcPackageApiOptions): PackageApi {
-  const baseUrl = `http://${options.address}`;
+  const baseUrl = `${options.tls === undefined ? "http" : "https"}://${options.address}`;
+  const tlsOptions =
+    options.tls === undefined
+      ? {}
+      : {
+          // node:http2 offers ALPN "h2" by itself; the server picks HTTP/2 from it.
+          ...(options.tls.ca !== undefined && { ca: options.tls.ca }),
+          ...(options.tls.cert !== undefined && { cert: options.tls.cert }),
+          ...(options.tls.key !== undefined && { key: options.tls.key }),
+        };
   // Our own session manager so that close() can end the connection on shutdown.
-  const sessions = new Http2SessionManager(baseUrl);
+  const sessions = new Http2SessionManager(baseUrl, undefined, tlsOptions);
+  const token = options.token ?? "";
+  // One interceptor sets the header on every call; the token stays out of call options,
+  // which error paths may log.
+  const bearer: Interceptor = (next) => (req) => {
+    req.header.set("authorization", `Bearer ${token}`);
+    return next(req);
+  };
   const client: Client<typeof LogisticPackageApiService> = createClient(
     LogisticPackageApiService,
-    createGrpcTransport({ baseUrl, sessionManager: sessions }),
+    createGrpcTransport({ baseUrl, sessionManager: sessions, interceptors: token === "" ? [] : [bearer] }),
   );
   const call = { timeoutMs: options.timeoutMs };
   return {

@@ -262,14 +262,74 @@ const schema = z
           .url({ protocol: /^https?$/ })
           .transform((u) => u.replace(/\/+$/, ""))
           .default("https://api.telegram.org"),
-        // The grpc-server the bot calls (cleartext HTTP/2). env: BOT_GRPC_ADDRESS
+        // Telegram users who may use the bot, each with a role: reader (/get, /list),
+        // writer (+ /new, /edit), admin (+ /delete). A message needs an allowed chat AND
+        // a listed user. Empty = nobody (fail closed). env: TELEGRAM_USERS as
+        // "123:writer,456:admin", or a YAML list of {id, role}.
+        users: z
+          .preprocess(
+            (v) =>
+              typeof v === "string"
+                ? v
+                    .split(",")
+                    .map((s) => s.trim())
+                    .filter((s) => s !== "")
+                    .map((s) => {
+                      const m = /^(-?\d+):(\w+)$/.exec(s);
+                      return m === null ? s : { id: Number(m[1]), role: m[2] };
+                    })
+                : v,
+            z
+              .array(
+                z
+                  .object(
+                    {
+                      id: z.number({ error: "expected a Telegram user id" }).int().positive(),
+                      role: z.enum(["reader", "writer", "admin"]),
+                    },
+                    { error: 'expected {id, role}, or "id:role" in TELEGRAM_USERS' },
+                  )
+                  .strict(),
+              )
+              .refine((users) => new Set(users.map((u) => u.id)).size === users.length, "a user id is listed twice"),
+          )
+          .default([]),
+        // The grpc-server the bot calls. env: BOT_GRPC_ADDRESS
         grpcAddress: z.string().regex(/^[^\s/]+:\d{1,5}$/, "expected host:port").default("127.0.0.1:8082"),
+        // The bot's own API token, sent as `authorization: Bearer …` on every call (the
+        // server's AUTH_TOKENS_FILE gives it a role; admin lets admins /delete). Empty =
+        // no header, for a server without tokens. Never logged. env: BOT_API_TOKEN
+        apiToken: z.string().trim().default(""),
+        // Call the grpc-server over TLS (HTTP/2 by ALPN). Off = cleartext HTTP/2, which
+        // only suits a private network: the token would travel in clear. env: BOT_API_TLS
+        apiTls: bool.default(false),
+        // PEM CA bundle the server's certificate must chain to; empty = the system CAs.
+        // env: BOT_API_CA_FILE
+        apiCaFile: z.string().trim().default(""),
+        // Client certificate and key (PEM) for a server with mutual TLS (TLS_CLIENT_CA_FILE).
+        // Both or neither. env: BOT_API_CERT_FILE, BOT_API_KEY_FILE
+        apiCertFile: z.string().trim().default(""),
+        apiKeyFile: z.string().trim().default(""),
         // Deadline of each API call; past it the user is told to try again later.
         requestTimeoutMs: int(100, 60_000).default(3000),
         // Packages per /list page.
         pageSize: int(1, 50).default(5),
+        // How long /delete's Yes/No buttons stay valid; a later press deletes nothing.
+        deleteConfirmTimeoutMs: int(1000, 3_600_000).default(60_000),
       })
       .strict()
+      .superRefine((b, ctx) => {
+        // A CA or client certificate without TLS would be silently ignored: say so instead.
+        for (const key of ["apiCaFile", "apiCertFile", "apiKeyFile"] as const) {
+          if (!b.apiTls && b[key] !== "") {
+            ctx.addIssue({ code: "custom", path: [key], message: "is set but bot.apiTls (BOT_API_TLS) is false" });
+          }
+        }
+        if ((b.apiCertFile === "") !== (b.apiKeyFile === "")) {
+          const missing = b.apiCertFile === "" ? "apiCertFile" : "apiKeyFile";
+          ctx.addIssue({ code: "custom", path: [missing], message: "bot.apiCertFile and bot.apiKeyFile go together: set both" });
+        }
+      })
       .prefault({}),
   })
   .strict();
@@ -300,6 +360,12 @@ export const envOverrides: Readonly<Record<string, string>> = {
   TELEGRAM_BOT_TOKEN: "bot.token",
   TELEGRAM_ALLOWED_CHAT_IDS: "bot.allowedChatIds",
   BOT_GRPC_ADDRESS: "bot.grpcAddress",
+  TELEGRAM_USERS: "bot.users",
+  BOT_API_TOKEN: "bot.apiToken",
+  BOT_API_TLS: "bot.apiTls",
+  BOT_API_CA_FILE: "bot.apiCaFile",
+  BOT_API_CERT_FILE: "bot.apiCertFile",
+  BOT_API_KEY_FILE: "bot.apiKeyFile",
 };
 
 export class ConfigError extends Error {

@@ -44,6 +44,8 @@ export interface InjectOptions {
   timeoutMs?: number;
   /** Reuse a message id: Telegram delivering the same message again (the bot stopped before confirming it). */
   messageId?: number;
+  /** The sender's user id; defaults to the chat id (a private chat). */
+  from?: number;
 }
 
 export interface InjectedUpdate {
@@ -96,32 +98,40 @@ export class FakeTelegram {
     return this.calls.filter((c) => c.method === method);
   }
 
-  /** A user writes `text` in chat `chatId` (a private chat: chat id = user id). Resolves once the bot has handled it. */
+  /**
+   * A user writes `text` in chat `chatId` (by default a private chat: chat id = user id;
+   * a negative id is a group, where `from` names the user). Resolves once the bot has handled it.
+   */
   sendText(chatId: number, text: string, options: InjectOptions = {}): Promise<UpdateResult> {
     return this.inject(chatId, text, options).result;
   }
 
   /** Like sendText, but tells apart the moment the bot takes the update (`delivered`) from its end (`result`). */
-  inject(chatId: number, text: string, { timeoutMs = 15_000, messageId }: InjectOptions = {}): InjectedUpdate {
+  inject(chatId: number, text: string, { timeoutMs = 15_000, messageId, from = chatId }: InjectOptions = {}): InjectedUpdate {
     const command = /^\/[A-Za-z0-9_]+(@[A-Za-z0-9_]+)?/.exec(text);
     const message = {
       message_id: messageId ?? this.nextMessageId++,
       date: Math.floor(Date.now() / 1000),
-      chat: { id: chatId, type: "private", first_name: "Tester" },
-      from: { id: chatId, is_bot: false, first_name: "Tester" },
+      chat: chatId < 0 ? { id: chatId, type: "supergroup", title: "Test group" } : { id: chatId, type: "private", first_name: "Tester" },
+      from: { id: from, is_bot: false, first_name: "Tester" },
       text,
       ...(command && { entities: [{ type: "bot_command", offset: 0, length: command[0].length }] }),
     };
     return this.deliver({ message }, timeoutMs);
   }
 
-  /** A user presses an inline button with `data` under the bot's message. */
-  async pressButton(chatId: number, messageId: number, data: string, timeoutMs = 15_000): Promise<UpdateResult> {
+  /** A user (`from`, by default the private chat's user) presses an inline button with `data` under the bot's message. */
+  async pressButton(
+    chatId: number,
+    messageId: number,
+    data: string,
+    { timeoutMs = 15_000, from = chatId }: { timeoutMs?: number; from?: number } = {},
+  ): Promise<UpdateResult> {
     const message = this.chats.get(chatId)?.find((m) => m.message_id === messageId);
     if (message === undefined) throw new Error(`no bot message ${messageId} in chat ${chatId}`);
     const callbackQuery = {
       id: `cb${this.nextUpdateId}`,
-      from: { id: chatId, is_bot: false, first_name: "Tester" },
+      from: { id: from, is_bot: false, first_name: "Tester" },
       message: { ...message, date: Math.floor(Date.now() / 1000), from: botUser },
       chat_instance: `ci${chatId}`,
       data,
@@ -229,7 +239,7 @@ export class FakeTelegram {
         if (typeof params["text"] !== "string" || params["text"] === "") return bad("message text is empty");
         const message: BotMessage = {
           message_id: this.nextMessageId++,
-          chat: { id: chatId, type: "private" },
+          chat: { id: chatId, type: chatId < 0 ? "supergroup" : "private" },
           text: params["text"],
           ...(params["parse_mode"] !== undefined && { parse_mode: params["parse_mode"] }),
           ...(params["reply_markup"] !== undefined && { reply_markup: params["reply_markup"] }),
