@@ -5,3 +5,5 @@ import type { RequestTrace } from "../tracer/trace-context.js";
 /** Per-request values set by the interceptor and read by handlers. */
 export const requestLoggerKey = createContextKey<Logger | undefined>(undefined, { description: "request logger" });
 export const requestTraceKey = createContextKey<RequestTrace | undefined>(undefined, { description: "request trace" });
+/** The authenticated caller's name from the tokens file (never the token); unset without auth. */
+export const requestCallerKey = createContextKey<string | undefined>(undefined, { description: "request caller" });

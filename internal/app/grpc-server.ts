@@ -8,6 +8,7 @@ import { ServerReflection } from "../../pkg/grpc/reflection/v1/reflection_pb.js"
 import { createGatewayHandler } from "../api/gateway.js";
 import { packageApiHandlers } from "../api/handlers.js";
 import { healthHandlers } from "../api/health.js";
+import { serviceWithStrictJson } from "../api/json-body.js";
 import { requestInterceptor } from "../api/interceptors.js";
 import { reflectionHandlers } from "../api/reflection.js";
 import type { Config } from "../config/config.js";
@@ -21,7 +22,9 @@ import { PgPackageRepository } from "../repo/package-repo.js";
 import { traceMethods } from "../tracer/trace-repository.js";
 import { runKeySweeper } from "../service/key-sweeper.js";
 import { PackageService } from "../service/package-service.js";
-import { DualProtocolServer } from "../server/dual-protocol-server.js";
+import { ApiListener } from "../server/api-listener.js";
+import { watchTlsFiles } from "../server/tls-files.js";
+import { ApiSecurity } from "./api-security.js";
 import { closeServer, listen } from "../server/listen.js";
 import { createStatusServer } from "../server/status-server.js";
 import { versionInfo } from "./version.js";
@@ -30,6 +33,8 @@ export interface GrpcServerApp {
   ports: { grpc: number; gateway: number; status: number; metrics: number };
   /** Graceful stop: drain requests within grpc.shutdownTimeoutMs, then release everything. */
   stop(): Promise<void>;
+  /** Re-reads TLS certificates and API tokens (SIGHUP). */
+  reload(): void;
 }
 
 /** Wires the grpc-server binary: the one place that builds and owns every part. */
@@ -64,6 +69,7 @@ export async function startGrpcServer(config: Readonly<Config>, logger: Logger):
       if (applied.length > 0) logger.info({ applied }, "migrations applied");
     }
 
+    const security = new ApiSecurity(config, logger);
     const registry = new Registry();
     collectDefaultMetrics({ register: registry });
     const metrics = new ApiMetrics(registry);
@@ -82,14 +88,24 @@ export async function startGrpcServer(config: Readonly<Config>, logger: Logger):
     // The first interceptor is the outermost: metrics wrap the request
     // interceptor, which maps errors to codes, so they count exactly the code
     // that the client sees.
+    // Auth is innermost: its Unauthenticated and PermissionDenied are logged
+    // and counted like any other code.
+    const auth = security.interceptor((caller, decision) => metrics.authDecisions.inc({ caller, decision }));
     const interceptors = [
       metrics.interceptor(),
       requestInterceptor({ logger, allowRiseToDebug: config.project.allowRiseToDebug }),
+      ...(auth === undefined ? [] : [auth]),
     ];
     const routes = (router: ConnectRouter) => {
-      router.service(
+      // Strict JSON: exact 64-bit numbers, valid UTF-8, no duplicate keys, bounded depth.
+      serviceWithStrictJson(
+        router,
         LogisticPackageApiService,
-        packageApiHandlers(service, { defaultLimit: config.api.defaultListLimit, maxLimit: config.api.maxListLimit }),
+        packageApiHandlers(service, {
+          defaultLimit: config.api.defaultListLimit,
+          maxLimit: config.api.maxListLimit,
+          maxOffset: config.api.maxListOffset,
+        }),
       );
       router.service(
         Health,
@@ -102,7 +118,19 @@ export async function startGrpcServer(config: Readonly<Config>, logger: Logger):
       router.service(ServerReflection, reflectionHandlers([LogisticPackageApiService, Health, ServerReflection]));
     };
 
-    const grpc = new DualProtocolServer(
+    const listeners: ApiListener[] = [];
+    const apiListener = (name: string, handler: ConstructorParameters<typeof ApiListener>[0]) => {
+      const listener = new ApiListener(handler, {
+        limits: config.grpc,
+        ...(security.tls === undefined ? {} : { tls: security.tls }),
+        onClose: (reason) => metrics.connectionsClosed.inc({ listener: name, reason }),
+      });
+      metrics.watchOpenConnections(name, () => listener.openConnections);
+      listeners.push(listener);
+      return listener;
+    };
+    const grpc = apiListener(
+      "grpc",
       connectNodeAdapter({
         routes,
         interceptors,
@@ -110,20 +138,21 @@ export async function startGrpcServer(config: Readonly<Config>, logger: Logger):
         shutdownSignal: owned.signal,
       }),
     );
-    const grpcPort = await listen(grpc.listener, config.grpc.port, config.grpc.host);
+    const grpcPort = await listen(grpc.server, config.grpc.port, config.grpc.host);
     servers.push({ name: "grpc", close: () => grpc.close(config.grpc.shutdownTimeoutMs) });
 
     let gatewayPort = 0;
     if (config.gateway.enabled) {
-      const gateway = http.createServer(
+      const gateway = apiListener(
+        "gateway",
         createGatewayHandler({
           services: [LogisticPackageApiService],
           transport: createRouterTransport(routes, { router: { interceptors, readMaxBytes: config.grpc.maxRequestBytes } }),
           maxRequestBytes: config.grpc.maxRequestBytes,
-        }),
+        }) as ConstructorParameters<typeof ApiListener>[0],
       );
-      gatewayPort = await listen(gateway, config.gateway.port, config.grpc.host);
-      servers.push({ name: "gateway", close: () => closeHttp(gateway, config.grpc.shutdownTimeoutMs) });
+      gatewayPort = await listen(gateway.server, config.gateway.port, config.grpc.host);
+      servers.push({ name: "gateway", close: () => gateway.close(config.grpc.shutdownTimeoutMs) });
     }
 
     const status = createStatusServer({ ready, version: versionInfo() });
@@ -145,9 +174,12 @@ export async function startGrpcServer(config: Readonly<Config>, logger: Logger):
       owned.signal,
     );
 
+    const reload = () => security.reload(listeners);
+    if (security.tls !== undefined) watchTlsFiles(config.tls, reload, owned.signal);
+
     const ports = { grpc: grpcPort, gateway: gatewayPort, status: statusPort, metrics: metricsPort };
-    logger.info({ ports }, "grpc-server started");
-    return { ports, stop };
+    logger.info({ ports, tls: security.tls !== undefined }, "grpc-server started");
+    return { ports, stop, reload };
   } catch (err) {
     await stop();
     throw err;

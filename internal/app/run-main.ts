@@ -5,6 +5,8 @@ import { versionInfo } from "./version.js";
 
 interface Stoppable {
   stop(): Promise<void>;
+  /** Re-reads what can change without a restart (certificates, tokens): SIGHUP. */
+  reload?(): void;
 }
 
 /**
@@ -80,6 +82,12 @@ export async function runMain(
   };
   process.on("SIGTERM", onSignal);
   process.on("SIGINT", onSignal);
+  // Without a handler SIGHUP would kill the process; with one, it reloads.
+  const onHangup = () => {
+    logger.info({ signal: "SIGHUP" }, "reloading");
+    app?.reload?.();
+  };
+  process.on("SIGHUP", onHangup);
 
   try {
     app = await start(config, logger);
@@ -91,6 +99,7 @@ export async function runMain(
     // The signal handlers would otherwise keep nothing alive, but say so plainly.
     process.off("SIGTERM", onSignal);
     process.off("SIGINT", onSignal);
+    process.off("SIGHUP", onHangup);
     return;
   }
   if (pendingSignal !== undefined) stop(app, pendingSignal);

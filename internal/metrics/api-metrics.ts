@@ -1,5 +1,5 @@
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
-import { Counter, Histogram, type Registry } from "prom-client";
+import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 import type { NewPackage, PackageChanges, PackageRecord, TraceContext } from "../domain/package.js";
 import type { CreateOnceResult, IdempotencyKey, PackageRepository } from "../repo/package-repo.js";
 
@@ -9,6 +9,10 @@ export class ApiMetrics {
   readonly cudEvents: Counter<"type">;
   readonly requests: Counter<"method" | "code">;
   readonly duration: Histogram<"method" | "code">;
+  readonly authDecisions: Counter<"caller" | "decision">;
+  readonly connectionsClosed: Counter<"listener" | "reason">;
+  private readonly openConnections: Gauge<"listener">;
+  private readonly openConnectionSources = new Map<string, () => number>();
 
   constructor(registry: Registry) {
     const registers = [registry];
@@ -37,8 +41,35 @@ export class ApiMetrics {
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
       registers,
     });
+    this.authDecisions = new Counter({
+      name: "logistic_package_api_auth_decisions_total",
+      help: "Authenticated calls by caller (the token's name; anonymous or unknown when none matched) and decision",
+      labelNames: ["caller", "decision"],
+      registers,
+    });
+    this.connectionsClosed = new Counter({
+      name: "logistic_package_api_connections_closed_total",
+      help: "Connections the API listeners closed or refused themselves, by reason (limits, timeouts, TLS)",
+      labelNames: ["listener", "reason"],
+      registers,
+    });
+    const sources = this.openConnectionSources;
+    this.openConnections = new Gauge({
+      name: "logistic_package_api_open_connections",
+      help: "Open connections per API listener",
+      labelNames: ["listener"],
+      registers,
+      collect() {
+        for (const [listener, count] of sources) this.set({ listener }, count());
+      },
+    });
     // Every method shows up with 0 from the start, so rate() works at once.
     for (const type of ["Created", "Updated", "Removed"]) this.cudEvents.inc({ type }, 0);
+  }
+
+  watchOpenConnections(listener: string, count: () => number): void {
+    this.openConnectionSources.set(listener, count);
+    this.openConnections.set({ listener }, 0);
   }
 
   /**

@@ -66,10 +66,11 @@ export interface PackageApiClient {
   close(): void;
 }
 
-export function packageApiClient(address: string): PackageApiClient {
+/** `credentials`: cleartext by default; `grpc.credentials.createSsl(ca, key, cert)` for TLS. */
+export function packageApiClient(address: string, credentials = grpc.credentials.createInsecure()): PackageApiClient {
   const pkg = load("hablof/logistic_package_api/v1/logistic_package_api.proto") as any;
   const Ctor = pkg.hablof.logistic_package_api.v1.LogisticPackageApiService as grpc.ServiceClientConstructor;
-  const client = new Ctor(address, grpc.credentials.createInsecure());
+  const client = new Ctor(address, credentials);
   return {
     createPackageV1: promisify(client, "CreatePackageV1"),
     describePackageV1: promisify(client, "DescribePackageV1"),
@@ -80,17 +81,20 @@ export function packageApiClient(address: string): PackageApiClient {
   };
 }
 
-export function healthClient(address: string): { check: Unary; raw: grpc.Client; close(): void } {
+export function healthClient(
+  address: string,
+  credentials = grpc.credentials.createInsecure(),
+): { check: Unary; raw: grpc.Client; close(): void } {
   const pkg = load("grpc/health/v1/health.proto") as any;
   const Ctor = pkg.grpc.health.v1.Health as grpc.ServiceClientConstructor;
-  const client = new Ctor(address, grpc.credentials.createInsecure());
+  const client = new Ctor(address, credentials);
   return { check: promisify(client, "Check"), raw: client, close: () => client.close() };
 }
 
-export function reflectionClient(address: string): grpc.Client {
+export function reflectionClient(address: string, credentials = grpc.credentials.createInsecure()): grpc.Client {
   const pkg = load("grpc/reflection/v1/reflection.proto") as any;
   const Ctor = pkg.grpc.reflection.v1.ServerReflection as grpc.ServiceClientConstructor;
-  return new Ctor(address, grpc.credentials.createInsecure());
+  return new Ctor(address, credentials);
 }
 
 /** Asserts that `promise` fails with `code`; returns the error for further checks. */
