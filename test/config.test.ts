@@ -34,6 +34,7 @@ test("documented defaults: ports and idempotency retention", () => {
   assert.equal(config.idempotency.retentionSeconds, 24 * 3600);
   assert.equal(config.api.defaultListLimit, 50);
   assert.equal(config.api.maxListLimit, 500);
+  assert.equal(config.api.maxListOffset, 100_000);
 });
 
 test("environment variables override their keys", () => {

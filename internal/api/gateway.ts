@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { fromJson, getOption, hasOption, toJson, ScalarType, type DescMethodUnary, type DescService, type JsonValue } from "@bufbuild/protobuf";
 import { Code, ConnectError, type Transport } from "@connectrpc/connect";
 import { http as httpRule } from "../../pkg/google/api/annotations_pb.js";
+import { decodeUtf8, parseJsonFor } from "./json-body.js";
 
 /**
  * REST gateway: transcodes the `google.api.http` annotations of the services'
@@ -18,6 +19,8 @@ export interface GatewayOptions {
 
 interface Route {
   verb: string;
+  /** The annotation's path template, for error messages. */
+  template: string;
   pattern: RegExp;
   pathParams: string[];
   body: string;
@@ -26,7 +29,7 @@ interface Route {
 
 // Request headers passed on as metadata; grpc-gateway also forwards any
 // `Grpc-Metadata-*` header, which we keep for clients written against it.
-const forwardedHeaders = ["x-request-id", "idempotency-key", "traceparent", "tracestate", "log_level"];
+const forwardedHeaders = ["authorization", "x-request-id", "idempotency-key", "traceparent", "tracestate", "log_level"];
 const metadataPrefix = "grpc-metadata-";
 
 // HTTP status per gRPC code, as grpc-gateway maps them.
@@ -79,6 +82,7 @@ function routesOf(service: DescService): Route[] {
       .join("/");
     routes.push({
       verb: verb.toUpperCase(),
+      template: value,
       pattern: new RegExp(`^${source}/?$`),
       pathParams,
       body: rule.body,
@@ -89,36 +93,54 @@ function routesOf(service: DescService): Route[] {
 }
 
 async function handle(req: IncomingMessage, res: ServerResponse, routes: Route[], options: GatewayOptions) {
-  const url = new URL(req.url ?? "/", "http://gateway");
+  let url: URL;
+  try {
+    url = new URL(req.url ?? "/", "http://gateway");
+  } catch {
+    throw new ConnectError("invalid request target", Code.InvalidArgument);
+  }
   const matching = routes.filter((r) => r.pattern.test(url.pathname));
-  if (matching.length === 0) return sendError(res, new ConnectError("Not Found", Code.NotFound));
+  if (matching.length === 0) {
+    const known = routes.map((r) => `${r.verb} ${r.template}`).join(", ");
+    return sendError(res, new ConnectError(`no route for this path; routes: ${known}`, Code.NotFound));
+  }
   const route = matching.find((r) => r.verb === req.method);
   if (route === undefined) {
-    res.setHeader("allow", matching.map((r) => r.verb).join(", "));
-    return sendJson(res, 405, { code: Code.Unimplemented, message: "Method Not Allowed", details: [] });
+    const allowed = matching.map((r) => r.verb).join(", ");
+    res.setHeader("allow", allowed);
+    return sendJson(res, 405, {
+      code: Code.Unimplemented,
+      message: `method not allowed on this path; allowed: ${allowed}`,
+      details: [],
+    });
   }
 
-  const fields: Record<string, JsonValue> = {};
+  // No prototype: a "__proto__" key is then an unknown field like any other,
+  // not a change of this object's prototype.
+  const fields = Object.create(null) as Record<string, JsonValue>;
   if (route.body === "*") {
     const body = await readBody(req, options.maxRequestBytes);
     if (body.length > 0) {
-      let parsed: unknown;
-      try {
-        parsed = JSON.parse(body.toString("utf8"));
-      } catch (err) {
-        throw new ConnectError(`invalid JSON body: ${(err as Error).message}`, Code.InvalidArgument);
-      }
+      // Strict: exact 64-bit numbers, valid UTF-8, no duplicate keys, bounded depth.
+      const parsed = parseJsonFor(route.method.input, decodeUtf8(body)).value;
       if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
         throw new ConnectError("invalid JSON body: expected an object", Code.InvalidArgument);
       }
       Object.assign(fields, parsed);
     }
   } else {
-    for (const [name, value] of url.searchParams) fields[name] = queryValue(route.method, name, value);
+    for (const [name, value] of url.searchParams) {
+      // No field of these requests is repeated: a second value is a client
+      // mistake, not something to pick the first or last of silently.
+      if (Object.hasOwn(fields, name)) {
+        throw new ConnectError(`query parameter ${JSON.stringify(name)} given more than once`, Code.InvalidArgument);
+      }
+      fields[name] = queryValue(route.method, name, value);
+    }
   }
   const match = route.pattern.exec(url.pathname)!;
   route.pathParams.forEach((name, i) => {
-    fields[name] = decodeURIComponent(match[i + 1]!);
+    fields[name] = pathValue(name, match[i + 1]!);
   });
 
   let input;
@@ -140,6 +162,15 @@ async function handle(req: IncomingMessage, res: ServerResponse, routes: Route[]
   // grpc-gateway v2 emits unpopulated fields; clients of the original rely on
   // seeing `"Reusable": false` and `"Packages": []`.
   sendJson(res, 200, toJson(route.method.output, response.message, { alwaysEmitImplicit: true }));
+}
+
+function pathValue(name: string, segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    // `new URL` leaves a malformed escape such as %ZZ as it is.
+    throw new ConnectError(`${name} in the path is not valid percent-encoding`, Code.InvalidArgument);
+  }
 }
 
 /** Query values arrive as strings; proto JSON wants booleans and numbers typed. */

@@ -6,7 +6,7 @@ import type {
   UpdatePackageV1Request,
 } from "../../pkg/hablof/logistic_package_api/v1/logistic_package_api_pb.js";
 
-// Request validation (DESIGN.md §1). Each message names the field and the rule,
+// Request validation. Each message names the field and the rule,
 // because that is what a client developer needs to fix the call.
 
 const maxTextLength = 32;
@@ -16,6 +16,8 @@ const maxId = 2n ** 63n - 1n;
 export interface ListLimits {
   defaultLimit: number;
   maxLimit: number;
+  /** Postgres reads and discards every skipped row, so the offset bounds a List's work. */
+  maxOffset: number;
 }
 
 export function validateCreate(req: CreatePackageV1Request): NewPackage {
@@ -58,8 +60,11 @@ export function validateList(req: ListPackagesV1Request, limits: ListLimits): { 
   if (req.Limit > BigInt(limits.maxLimit)) {
     throw new InvalidArgumentError("Limit", `Limit must be at most ${limits.maxLimit} (0 means ${limits.defaultLimit})`);
   }
-  if (req.Offset > maxId) {
-    throw new InvalidArgumentError("Offset", `Offset must be at most ${maxId}`);
+  if (req.Offset > BigInt(limits.maxOffset)) {
+    throw new InvalidArgumentError(
+      "Offset",
+      `Offset must be at most ${limits.maxOffset} (the server's api.maxListOffset)`,
+    );
   }
   const limit = req.Limit === 0n ? limits.defaultLimit : Number(req.Limit);
   return { offset: req.Offset, limit };

@@ -95,6 +95,9 @@ const schema = z
       .object({
         defaultListLimit: int(1, 500).default(50),
         maxListLimit: int(1, 10_000).default(500),
+        // A larger List Offset is rejected (InvalidArgument): Postgres reads and
+        // discards every skipped row, so without a cap one request could scan the table.
+        maxListOffset: int(0, 100_000_000).default(100_000),
       })
       .strict()
       .prefault({}),
