@@ -369,27 +369,5 @@ describe("request logs", () => {
     assert.equal(lines[0]!["method"], "CreatePackageV1");
     assert.equal(lines[0]!["code"], "ok");
   });
-
-  test("log_level: debug metadata adds debug lines for that request only", async () => {
-    const debugTrace = newTraceId();
-    const plainTrace = newTraceId();
-    await api.listPackagesV1({ Offset: "0", Limit: "1" }, { traceparent: traceparent(debugTrace), log_level: "debug" });
-    await api.listPackagesV1({ Offset: "0", Limit: "1" }, { traceparent: traceparent(plainTrace) });
-
-    const debugged = await waitForLines((l) => l["traceId"] === debugTrace && l["level"] === "info");
-    assert.equal(debugged.length, 1);
-    const debugLines = linesWhere((l) => l["traceId"] === debugTrace && l["level"] === "debug");
-    assert.ok(
-      debugLines.some((l) => l["msg"] === "request received" && l["method"] === "ListPackagesV1"),
-      JSON.stringify(debugLines),
-    );
-
-    const plain = await waitForLines((l) => l["traceId"] === plainTrace && l["level"] === "info");
-    assert.equal(plain.length, 1, "the request without log_level was logged at info");
-    assert.deepEqual(
-      linesWhere((l) => l["traceId"] === plainTrace && l["level"] === "debug"),
-      [],
-      "no debug lines for a request that did not ask for them",
-    );
-  });
+  // log_level: debug (project.allowRiseToDebug, off by default): test/api-debug-logging.test.ts.
 });

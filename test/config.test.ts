@@ -84,8 +84,11 @@ test("an unknown key is rejected rather than silently ignored (typos)", () => {
 });
 
 test("booleans accept YAML and environment spellings; 'false' stays false", () => {
-  const config = loadConfig({ path: tempConfig("project:\n  allowRiseToDebug: 'false'\n"), env: {} });
-  assert.equal(config.project.allowRiseToDebug, false);
+  // gateway.enabled defaults to true, so 'false' read as a truthy string would show.
+  const config = loadConfig({ path: tempConfig("gateway:\n  enabled: 'false'\nproject:\n  allowRiseToDebug: 'on'\n"), env: {} });
+  assert.equal(config.gateway.enabled, false);
+  assert.equal(config.project.allowRiseToDebug, true);
+  assert.equal(loadConfig({ path: tempConfig("{}\n"), env: {} }).project.allowRiseToDebug, false, "off by default");
 });
 
 test("the loaded config is frozen", () => {

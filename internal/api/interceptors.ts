@@ -1,4 +1,4 @@
-import { toJson } from "@bufbuild/protobuf";
+import { toJson, type DescMessage } from "@bufbuild/protobuf";
 import {
   context,
   isSpanContextValid,
@@ -12,7 +12,7 @@ import {
 import { Code, ConnectError, type Interceptor, type StreamResponse, type UnaryResponse } from "@connectrpc/connect";
 import { DomainError } from "../domain/errors.js";
 import type { Logger } from "../logger/logger.js";
-import { requestTrace, type RequestTrace } from "../tracer/trace-context.js";
+import { incomingTraceHeaders, requestTrace, validTracestate, type IncomingTraceHeaders, type RequestTrace } from "../tracer/trace-context.js";
 import { requestLoggerKey, requestTraceKey } from "./request-context.js";
 
 const domainCodes: Record<DomainError["kind"], Code> = {
@@ -23,9 +23,11 @@ const domainCodes: Record<DomainError["kind"], Code> = {
 };
 
 const tracer = trace.getTracer("logistic-package-api");
-const headerGetter: TextMapGetter<Headers> = {
-  keys: (headers) => [...headers.keys()],
-  get: (headers, key) => headers.get(key) ?? undefined,
+// The propagator reads only the validated trace headers: what a client sends
+// ends up in the outbox and in Kafka headers, so it is checked and capped first.
+const traceHeaderGetter: TextMapGetter<IncomingTraceHeaders> = {
+  keys: (carrier) => Object.keys(carrier),
+  get: (carrier, key) => (key === "traceparent" || key === "tracestate" ? carrier[key] : undefined),
 };
 
 export interface RequestInterceptorOptions {
@@ -44,7 +46,8 @@ export function requestInterceptor(options: RequestInterceptorOptions): Intercep
   return (next) => async (req) => {
     const started = performance.now();
     // A server span per RPC on every protocol, continuing the caller's trace.
-    const parent = propagation.extract(ROOT_CONTEXT, req.header, headerGetter);
+    const incoming = incomingTraceHeaders(req.header);
+    const parent = propagation.extract(ROOT_CONTEXT, incoming, traceHeaderGetter);
     const span = tracer.startSpan(
       `${req.service.typeName}/${req.method.name}`,
       {
@@ -54,7 +57,7 @@ export function requestInterceptor(options: RequestInterceptorOptions): Intercep
       parent,
     );
     const spanContext = trace.setSpan(parent, span);
-    const reqTrace = traceOf(spanContext, req.header);
+    const reqTrace = traceOf(spanContext, incoming);
     const debug = options.allowRiseToDebug && req.header.get("log_level")?.toLowerCase() === "debug";
     const logger = options.logger.child(
       { method: req.method.name, traceId: reqTrace.traceId },
@@ -62,13 +65,13 @@ export function requestInterceptor(options: RequestInterceptorOptions): Intercep
     );
     req.contextValues.set(requestTraceKey, reqTrace);
     req.contextValues.set(requestLoggerKey, logger);
-    if (!req.stream) {
-      logger.debug({ request: safeJson(() => toJson(req.method.input, req.message)) }, "request received");
-    }
+    // The unary response, kept for its debug line (written in finish).
+    let response: unknown;
 
     const finish = (err: unknown) => {
       const connectError = err === undefined ? undefined : toConnectError(err, reqTrace.traceId);
       const code = connectError === undefined ? "ok" : Code[connectError.code];
+      if (!req.stream) writeDebugLines(logger, req.method, req.message, response, connectError);
       span.setAttribute("rpc.grpc.status_code", connectError?.code ?? 0);
       if (connectError?.code === Code.Internal || connectError?.code === Code.Unknown) {
         span.recordException(err as Error);
@@ -78,7 +81,8 @@ export function requestInterceptor(options: RequestInterceptorOptions): Intercep
       const fields = {
         code,
         durationMs: Math.round((performance.now() - started) * 1000) / 1000,
-        requestId: req.header.get("x-request-id") ?? undefined,
+        // Raw header, logged before (or without) validation: capped like a valid key.
+        requestId: truncate(req.header.get("x-request-id") ?? req.header.get("idempotency-key") ?? undefined, 255),
       };
       if (connectError?.code === Code.Internal || connectError?.code === Code.Unknown) {
         logger.error({ ...fields, err }, "request failed");
@@ -95,7 +99,7 @@ export function requestInterceptor(options: RequestInterceptorOptions): Intercep
       throw finish(err);
     }
     if (!res.stream) {
-      logger.debug({ response: safeJson(() => toJson(req.method.output, res.message)) }, "response sent");
+      response = res.message;
       finish(undefined);
       return res;
     }
@@ -107,18 +111,19 @@ export function requestInterceptor(options: RequestInterceptorOptions): Intercep
  * The request's trace: the server span's when tracing is on (so stored events
  * point at it), else the caller's traceparent or a fresh trace id for logs.
  */
-function traceOf(ctx: ReturnType<typeof trace.setSpan>, header: Headers): RequestTrace {
+function traceOf(ctx: ReturnType<typeof trace.setSpan>, incoming: IncomingTraceHeaders): RequestTrace {
   const spanContext = trace.getSpanContext(ctx);
   if (spanContext !== undefined && isSpanContextValid(spanContext)) {
     const carrier: Record<string, string> = {};
     propagation.inject(ctx, carrier);
     if (carrier["traceparent"] !== undefined) {
       const context: RequestTrace["context"] = { traceparent: carrier["traceparent"] };
-      if (carrier["tracestate"]) context.tracestate = carrier["tracestate"];
+      const tracestate = validTracestate(carrier["tracestate"]);
+      if (tracestate !== undefined) context.tracestate = tracestate;
       return { traceId: spanContext.traceId, context };
     }
   }
-  return requestTrace(header.get("traceparent"), header.get("tracestate"));
+  return requestTrace(incoming);
 }
 
 async function* mapStreamErrors<T>(
@@ -137,6 +142,58 @@ export function toConnectError(err: unknown, traceId: string): ConnectError {
   if (err instanceof DomainError) return new ConnectError(err.message, domainCodes[err.kind], undefined, undefined, err);
   if (err instanceof ConnectError) return err;
   return new ConnectError(`internal error (trace id ${traceId})`, Code.Internal, undefined, undefined, err);
+}
+
+// Codes of requests turned away before any handler used them (no valid token,
+// no permission): a caller that may not call the API may not fill its debug log.
+const notDebugged = new Set([Code.Unauthenticated, Code.PermissionDenied]);
+/** Longest string (characters) and array (items) shown in a debug line. */
+export const debugMaxString = 64;
+export const debugMaxItems = 10;
+
+/**
+ * The debug lines of one unary call (`log_level: debug` with
+ * project.allowRiseToDebug on), written once the call has been handled, so its
+ * outcome is known: request body, then response body. Bodies only, never
+ * headers (no token, no cookie). Strings are cut at debugMaxString characters
+ * and arrays at debugMaxItems items, so a client cannot turn its 4 MiB body
+ * into a 4 MiB log line, nor a List into 500 packages' worth of one.
+ */
+function writeDebugLines(
+  logger: Logger,
+  method: { input: DescMessage; output: DescMessage },
+  request: unknown,
+  response: unknown,
+  connectError: ConnectError | undefined,
+): void {
+  if (!logger.isLevelEnabled("debug")) return;
+  if (connectError !== undefined && notDebugged.has(connectError.code)) return;
+  logger.debug({ request: safeJson(() => bounded(toJson(method.input, request as never))) }, "request received");
+  if (response !== undefined) {
+    logger.debug({ response: safeJson(() => bounded(toJson(method.output, response as never))) }, "response sent");
+  }
+}
+
+function bounded(value: unknown): unknown {
+  if (typeof value === "string") return truncate(value, debugMaxString);
+  if (Array.isArray(value)) {
+    const items = value.slice(0, debugMaxItems).map(bounded);
+    if (value.length > debugMaxItems) items.push(`…(${value.length - debugMaxItems} more)`);
+    return items;
+  }
+  if (typeof value === "object" && value !== null) {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, bounded(v)]));
+  }
+  return value;
+}
+
+function truncate(value: string, max: number): string;
+function truncate(value: string | undefined, max: number): string | undefined;
+function truncate(value: string | undefined, max: number): string | undefined {
+  if (value === undefined || value.length <= max) return value;
+  // Whole code points: a cut emoji would be an invalid surrogate in the JSON line.
+  const kept = Array.from(value.slice(0, max * 2)).slice(0, max).join("");
+  return `${kept}…(${value.length} chars)`;
 }
 
 function safeJson(fn: () => unknown): unknown {

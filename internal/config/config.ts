@@ -25,7 +25,9 @@ const schema = z
         name: nonEmpty.default("logistic-package-api"),
         environment: nonEmpty.default("development"),
         // Lets a client raise one request's log level with `log_level: debug` metadata.
-        allowRiseToDebug: bool.default(true),
+        // Off by default: it lets any caller write request bodies into the logs
+        // (bounded and without headers, but still the caller's choice, not the operator's).
+        allowRiseToDebug: bool.default(false),
       })
       .strict()
       .prefault({}),
