@@ -2,13 +2,18 @@
 // the bot (in-process, as `npm run bot` wires it) and a local fake of the Bot API
 // (test/helpers/fake-telegram.ts). What the user sees is checked in the fake's
 // recorded calls; what changed is checked through a stock grpc-js client.
-import { spawn } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { execFileSync, spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import http2 from "node:http2";
 import net from "node:net";
+import type { TLSSocket } from "node:tls";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { LogisticPackageApiService } from "../pkg/hablof/logistic_package_api/v1/logistic_package_api_pb.js";
 import { ConfigError, loadConfig } from "../internal/config/config.js";
 import { startBotApp, type BotApp } from "../internal/bot/app.js";
 import { count, createTestDatabase, type TestDatabase } from "./helpers/database.js";
@@ -554,6 +559,122 @@ describe("the package service cannot be reached", () => {
   });
 });
 
+// The bot's side of TLS and tokens, against a server this test controls: a
+// connect-node HTTP/2 TLS server asking for a client certificate, serving a stub of
+// the API that answers only the bot's token (certificates made here with openssl).
+describe("the bot's own credentials at the API: bearer token, TLS, client certificate", () => {
+  const botApiToken = "bot-token-0123456789abcdef";
+  let pki: Pki;
+  let stub: StubApi;
+
+  before(async () => {
+    pki = makePki();
+    stub = await startStubApi(pki, botApiToken);
+  });
+  after(async () => {
+    await stub?.close();
+  });
+
+  const tlsEnv = () => ({
+    BOT_API_TLS: "true",
+    BOT_API_CA_FILE: pki.caFile,
+    BOT_API_CERT_FILE: pki.clientCertFile,
+    BOT_API_KEY_FILE: pki.clientKeyFile,
+  });
+
+  async function withBot(env: Record<string, string>, run: (telegram: FakeTelegram, running: RunningBot) => Promise<void>) {
+    const telegram = await FakeTelegram.start();
+    const running = await startBot(telegram, { grpcAddress: stub.address, requestTimeoutMs: 2000, env });
+    try {
+      await run(telegram, running);
+    } finally {
+      await running.app.stop();
+      await telegram.close();
+    }
+  }
+
+  test("over TLS with a private CA and a client certificate, every call carries the bot's token", async () => {
+    await withBot({ ...tlsEnv(), BOT_API_TOKEN: botApiToken }, async (telegram, running) => {
+      const callsBefore = stub.calls.length;
+      assert.match(onlyReplyOf(await telegram.sendText(chat, "/get 7")), /^<b>Package 7<\/b>\nTitle: over TLS/);
+      assert.match(onlyReplyOf(await telegram.sendText(chat, "/list")), /<b>7<\/b> · over TLS/);
+      assert.deepEqual(
+        stub.calls.slice(callsBefore).map((c) => [c.method, c.authorization]),
+        [
+          ["DescribePackageV1", `Bearer ${botApiToken}`],
+          ["ListPackagesV1", `Bearer ${botApiToken}`],
+        ],
+      );
+      const connection = stub.connections.at(-1)!;
+      assert.deepEqual(connection, { alpn: "h2", clientCertificate: "package-bot", authorized: true });
+      assert.ok(!JSON.stringify(running.logs.lines).includes(botApiToken), "the API token is not logged");
+      assert.ok(running.logs.lines.some((l) => l["msg"] === "bot started" && l["apiTls"] === true && l["apiToken"] === true));
+    });
+  });
+
+  test("a token the API refuses (or none): the user is told, the log names the code, not the token", async () => {
+    for (const token of ["not-the-bot-token", ""]) {
+      await withBot({ ...tlsEnv(), BOT_API_TOKEN: token }, async (telegram, running) => {
+        const callsBefore = stub.calls.length;
+        const reply = onlyReplyOf(await telegram.sendText(chat, "/get 7"));
+        assert.equal(reply, "Sorry, the package service did not accept this bot's credentials. Tell the bot's operator.");
+        assert.equal(stub.calls[callsBefore]!.authorization, token === "" ? undefined : `Bearer ${token}`, "no header without a token");
+        const failure = running.logs.lines.find((l) => l["msg"] === "package service call failed")!;
+        assert.equal(failure["code"], "Unauthenticated");
+        assert.equal(failure["level"], "error");
+        if (token !== "") assert.ok(!JSON.stringify(running.logs.lines).includes(token));
+      });
+    }
+  });
+
+  test("TLS that cannot be trusted fails closed: no call reaches the API", async () => {
+    const cases: [string, Record<string, string>, RegExp][] = [
+      // The stub's certificate comes from a private CA: the system CAs do not vouch for it.
+      [
+        "system CAs only",
+        { BOT_API_TLS: "true", BOT_API_CERT_FILE: pki.clientCertFile, BOT_API_KEY_FILE: pki.clientKeyFile },
+        /self-signed certificate/,
+      ],
+      // The server wants a client certificate.
+      ["no client certificate", { BOT_API_TLS: "true", BOT_API_CA_FILE: pki.caFile }, /certificate required/],
+      // Cleartext HTTP/2 to a TLS port.
+      ["cleartext", {}, /./],
+    ];
+    for (const [name, env, logged] of cases) {
+      await withBot({ ...env, BOT_API_TOKEN: botApiToken }, async (telegram, running) => {
+        const callsBefore = stub.calls.length;
+        const reply = onlyReplyOf(await telegram.sendText(chat, "/get 7"));
+        assert.match(reply, /^Sorry, the package service (is unavailable|could not do that)/, name);
+        assert.equal(stub.calls.length, callsBefore, `${name}: no call reached the API`);
+        const failure = running.logs.lines.find((l) => l["msg"] === "package service call failed");
+        assert.match(String(failure?.["error"]), logged, `${name}: the log says why`);
+        assert.ok(!JSON.stringify(running.logs.lines).includes(botApiToken), `${name}: the token is not logged`);
+      });
+    }
+  });
+
+  test("a CA, certificate or key file that cannot be used stops start-up naming its key", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "lpa-bot-pem-"));
+    const notPem = join(dir, "not.pem");
+    writeFileSync(notPem, "hello\n");
+    const cases: [Record<string, string>, RegExp][] = [
+      [{ BOT_API_CA_FILE: join(dir, "missing.pem") }, /config key "bot\.apiCaFile" \(env BOT_API_CA_FILE\): cannot read .*missing\.pem/],
+      [{ BOT_API_CA_FILE: notPem }, /config key "bot\.apiCaFile" \(env BOT_API_CA_FILE\): .*not\.pem is not a PEM certificate/],
+      [
+        { BOT_API_CERT_FILE: pki.clientCertFile, BOT_API_KEY_FILE: pki.caKeyFile },
+        /"bot\.apiCertFile", "bot\.apiKeyFile".*not a matching PEM certificate and key/,
+      ],
+    ];
+    for (const [env, pattern] of cases) {
+      await assert.rejects(
+        startBot(fake, { grpcAddress: stub.address, env: { BOT_API_TLS: "true", ...env } }),
+        (err: unknown) => err instanceof ConfigError && pattern.test(err.message),
+        JSON.stringify(env),
+      );
+    }
+  });
+});
+
 test("a token that Telegram rejects stops start-up with a message naming bot.token", async () => {
   await assert.rejects(
     startBot(fake, { grpcAddress: server.grpcAddress, token: "42:wrong" }),
@@ -619,6 +740,106 @@ describe("npm run bot (the binary)", () => {
     }
   });
 });
+
+interface Pki {
+  caFile: string;
+  caKeyFile: string;
+  serverCertFile: string;
+  serverKeyFile: string;
+  clientCertFile: string;
+  clientKeyFile: string;
+}
+
+/** A private CA, a server certificate for 127.0.0.1 and a client certificate (CN package-bot). */
+function makePki(): Pki {
+  const dir = mkdtempSync(join(tmpdir(), "lpa-bot-pki-"));
+  const openssl = (...args: string[]) => execFileSync("openssl", args, { cwd: dir, stdio: "pipe" });
+  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+  openssl("req", "-x509", ...ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=bot test CA");
+  const leaves: [string, string, string][] = [
+    ["server", "localhost", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"],
+    ["client", "package-bot", "extendedKeyUsage=clientAuth\n"],
+  ];
+  for (const [name, cn, extensions] of leaves) {
+    writeFileSync(join(dir, `${name}.ext`), extensions);
+    openssl("req", ...ec, "-keyout", `${name}.key`, "-out", `${name}.csr`, "-subj", `/CN=${cn}`);
+    openssl("x509", "-req", "-in", `${name}.csr`, "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2", "-extfile", `${name}.ext`, "-out", `${name}.pem`);
+  }
+  const file = (name: string) => join(dir, name);
+  return {
+    caFile: file("ca.pem"),
+    caKeyFile: file("ca.key"),
+    serverCertFile: file("server.pem"),
+    serverKeyFile: file("server.key"),
+    clientCertFile: file("client.pem"),
+    clientKeyFile: file("client.key"),
+  };
+}
+
+interface StubApi {
+  address: string;
+  /** Calls that reached the service, with their authorization header. */
+  calls: { method: string; authorization: string | undefined }[];
+  /** TLS connections accepted: the ALPN chosen and the client certificate's CN. */
+  connections: { alpn: string | false | null; clientCertificate: string | undefined; authorized: boolean }[];
+  close(): Promise<void>;
+}
+
+/** An HTTP/2 TLS server (client certificate required) with a stub of the API that answers only `token`. */
+async function startStubApi(pki: Pki, token: string): Promise<StubApi> {
+  const calls: StubApi["calls"] = [];
+  const connections: StubApi["connections"] = [];
+  const check = (method: string, ctx: HandlerContext) => {
+    const authorization = ctx.requestHeader.get("authorization") ?? undefined;
+    calls.push({ method, authorization });
+    if (authorization !== `Bearer ${token}`) throw new ConnectError("missing or unknown token", Code.Unauthenticated);
+  };
+  const pkg = { ID: 7n, Title: "over TLS", Material: "steel", MaximumVolume: 2, Reusable: true };
+  const handler = connectNodeAdapter({
+    routes: (router) =>
+      router.service(LogisticPackageApiService, {
+        describePackageV1(_req, ctx) {
+          check("DescribePackageV1", ctx);
+          return { Value: pkg };
+        },
+        listPackagesV1(_req, ctx) {
+          check("ListPackagesV1", ctx);
+          return { Packages: [pkg] };
+        },
+      }),
+  });
+  const server = http2.createSecureServer(
+    {
+      cert: readFileSync(pki.serverCertFile),
+      key: readFileSync(pki.serverKeyFile),
+      ca: readFileSync(pki.caFile),
+      requestCert: true,
+      rejectUnauthorized: true,
+    },
+    handler,
+  );
+  server.on("secureConnection", (socket: TLSSocket) => {
+    const peer = socket.getPeerCertificate();
+    connections.push({ alpn: socket.alpnProtocol, clientCertificate: peer.subject?.CN?.toString(), authorized: socket.authorized });
+  });
+  // A refused handshake (the cases that must fail) is not the stub's error.
+  server.on("tlsClientError", () => {});
+  const sessions = new Set<http2.ServerHttp2Session>();
+  server.on("session", (session) => {
+    sessions.add(session);
+    session.on("close", () => sessions.delete(session));
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    address: `127.0.0.1:${(server.address() as net.AddressInfo).port}`,
+    calls,
+    connections,
+    async close() {
+      for (const session of sessions) session.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
 
 function onlyReplyOf(result: UpdateResult): string {
   assert.equal(result.replies.length, 1, JSON.stringify(result.replies));
