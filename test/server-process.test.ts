@@ -184,6 +184,41 @@ describe("grpc-server process", () => {
     assert.match(server.stdout(), /"msg":"shutting down"/);
   });
 
+  test("a port scanner's resets before the first byte and a SIGHUP leave the process serving", async () => {
+    const ports = { grpc: await freePort(), gateway: await freePort(), status: await freePort(), metrics: await freePort() };
+    const server = startServer({
+      DATABASE_URL: db.url,
+      GRPC_PORT: String(ports.grpc),
+      GATEWAY_PORT: String(ports.gateway),
+      STATUS_PORT: String(ports.status),
+      METRICS_PORT: String(ports.metrics),
+    });
+    children.push(server.child);
+    await until("/ready 200", async () => {
+      const res = await fetch(`http://127.0.0.1:${ports.status}/ready`, { signal: AbortSignal.timeout(5000) });
+      return res.status === 200 ? true : undefined;
+    });
+    // What a TCP health check or a scanner does: connect, then RST (SO_LINGER 0).
+    for (const port of [ports.grpc, ports.gateway]) {
+      for (let i = 0; i < 100; i++) {
+        const socket = await new Promise<net.Socket>((resolve, reject) => {
+          const s = net.connect(port, "127.0.0.1", () => resolve(s));
+          s.once("error", reject);
+        });
+        socket.resetAndDestroy();
+      }
+    }
+    server.child.kill("SIGHUP");
+    await until("the reload log line", async () => (server.stdout().includes('"msg":"reloading"') ? true : undefined), 10_000);
+    const api = packageApiClient(`127.0.0.1:${ports.grpc}`);
+    clients.push(api);
+    const { ID } = await api.createPackageV1({ Title: "after resets", Material: "oak", MaximumVolume: 1, Reusable: false });
+    assert.ok(Number(ID) > 0);
+    assert.equal(server.child.exitCode, null, `the process is still running\nstderr:\n${server.stderr()}`);
+    server.child.kill("SIGTERM");
+    assert.equal(await exitCode(server), 0, `stderr:\n${server.stderr()}`);
+  });
+
   test("GRPC_PORT=abc stops start-up with exit code 2, naming the key and the variable", async () => {
     const server = startServer({ DATABASE_URL: db.url, GRPC_PORT: "abc" });
     children.push(server.child);

@@ -69,6 +69,57 @@ const schema = z
         maxRequestBytes: int(1024, 64 * 1024 * 1024).default(4 * 1024 * 1024),
         // On SIGTERM: time given to in-flight requests before connections are cut.
         shutdownTimeoutMs: int(0, 600_000).default(10_000),
+        // Limits of every API listener (this port and the gateway's), so that hostile or
+        // broken clients cost a connection, never the process. Open connections per
+        // listener; more are closed at once (a few KiB of memory each while idle).
+        maxConnections: int(1, 1_000_000).default(10_000),
+        // A connection that sends no byte (or no TLS handshake) within this is closed:
+        // port scanners, half-open sockets, TCP health checks.
+        firstByteTimeoutMs: int(100, 600_000).default(10_000),
+        // A connection with no request in progress is closed after this (HTTP/2 with a
+        // GOAWAY). A connection with a silent open stream is pinged instead, and
+        // closed when the ping is not answered within firstByteTimeoutMs (half-open peers).
+        idleTimeoutMs: int(1000, 3_600_000).default(120_000),
+        // HTTP/1.1: the request headers, and the whole request, must arrive within these.
+        headersTimeoutMs: int(100, 600_000).default(10_000),
+        requestTimeoutMs: int(100, 3_600_000).default(30_000),
+        // Request headers (HTTP/1.1 bytes, HTTP/2 header list size); larger ones get 431.
+        maxHeaderBytes: int(1024, 1024 * 1024).default(16 * 1024),
+        // HTTP/2: streams (calls) one connection may have open at once.
+        maxConcurrentStreams: int(1, 10_000).default(100),
+        // HTTP/2 rapid reset (CVE-2023-44487): a connection whose client cancels more
+        // streams than this within 10 s is sent GOAWAY (ENHANCE_YOUR_CALM) and closed.
+        maxResetStreamsPer10s: int(10, 1_000_000).default(500),
+      })
+      .strict()
+      .prefault({}),
+    tls: z
+      .object({
+        // PEM certificate chain and key: when both are set, the gRPC port and the REST
+        // gateway speak only TLS (HTTP/2 and HTTP/1.1 by ALPN). Both files are re-read
+        // on SIGHUP and when they change. env: TLS_CERT_FILE, TLS_KEY_FILE
+        certFile: z.string().trim().default(""),
+        keyFile: z.string().trim().default(""),
+        // PEM CA bundle: when set, clients must present a certificate it signed (mutual
+        // TLS). env: TLS_CLIENT_CA_FILE
+        clientCaFile: z.string().trim().default(""),
+      })
+      .strict()
+      .refine((t) => (t.certFile === "") === (t.keyFile === ""), {
+        message: "tls.certFile and tls.keyFile must be set together",
+        path: ["certFile"],
+      })
+      .refine((t) => t.clientCaFile === "" || t.certFile !== "", {
+        message: "mutual TLS needs tls.certFile and tls.keyFile too",
+        path: ["clientCaFile"],
+      })
+      .prefault({}),
+    auth: z
+      .object({
+        // YAML file of API tokens with a name and a role (reader | writer | admin).
+        // Empty = no authentication (a warning at start). Re-read on SIGHUP.
+        // env: AUTH_TOKENS_FILE
+        tokensFile: z.string().trim().default(""),
       })
       .strict()
       .prefault({}),
@@ -81,14 +132,33 @@ const schema = z
       .prefault({}),
     status: z
       .object({
+        // Interface of /live, /ready, /version; empty = grpc.host. A probe port can then stay
+        // on a private interface while the API is public. env: STATUS_HOST
+        host: z.string().trim().default(""),
         port: port.default(8000),
         // /ready fails when the database does not answer `select 1` within this time.
         readinessTimeoutMs: int(50, 60_000).default(1000),
+        // /ready, gRPC health Check and every Watch share one probe, on a pool of its own
+        // (one connection): its result is reused this long, so a probe flood or many
+        // watchers cost at most one database ping per interval in total.
+        readinessCacheMs: int(100, 60_000).default(1000),
+      })
+      .strict()
+      .prefault({}),
+    health: z
+      .object({
+        // gRPC health Watch streams open at once; each holds a stream for as long as its
+        // client likes, so more are refused with ResourceExhausted.
+        maxWatchers: int(1, 100_000).default(100),
       })
       .strict()
       .prefault({}),
     metrics: z
       .object({
+        // Interface of every binary's metrics listener (grpc-server metrics.port, and the
+        // retranslator's and facade's metricsPort with their /live, /ready); empty = grpc.host.
+        // env: METRICS_HOST
+        host: z.string().trim().default(""),
         port: port.default(9100),
       })
       .strict()
@@ -228,17 +298,63 @@ const schema = z
         maxBytesPerPartition: int(1024, 64 * 1024 * 1024).default(1024 * 1024),
         // Partitions applied at once, each batch in its own transaction (and pooled connection).
         partitionsConsumedConcurrently: int(1, 64).default(4),
-        // A member silent for this long leaves the group and its partitions move on; a
-        // killed facade's partitions wait this long. Must exceed heartbeatIntervalMs.
-        sessionTimeoutMs: int(1000, 3_600_000).default(30_000),
-        heartbeatIntervalMs: int(100, 600_000).default(3000),
+        // A member silent for this long is dropped from the group and its partitions move
+        // on: a killed facade's partitions wait this long (and a restarted one about as long
+        // again to rejoin). Short enough to recover in seconds, long enough for a slow batch
+        // (the consumer heartbeats between batches); brokers refuse less than 6 s by default.
+        sessionTimeoutMs: int(1000, 3_600_000).default(10_000),
+        // At most a third of sessionTimeoutMs, so that one late heartbeat does not cost the
+        // partitions; a heartbeat is also how a member learns of a rebalance.
+        heartbeatIntervalMs: int(100, 600_000).default(1000),
+        // How long the coordinator waits for every member to rejoin in a rebalance (a
+        // member busy with a batch rejoins after it). kafkajs gives JoinGroup this + 5 s.
+        rebalanceTimeoutMs: int(1000, 3_600_000).default(30_000),
+        // Every other broker request of the facade. SyncGroup gets no more than this, and
+        // the coordinator may hold it until a dead leader's session expires: it must
+        // exceed sessionTimeoutMs by 5 s, or a restarted facade times out rejoining.
+        requestTimeoutMs: int(100, 3_600_000).default(15_000),
+        // After the consumer failed (broker gone, repeated request errors), it is restarted
+        // after a jittered backoff doubling from min to max (reset once it has rejoined).
+        restartBackoffMinMs: int(10, 3_600_000).default(1000),
+        restartBackoffMaxMs: int(10, 3_600_000).default(30_000),
+        // /ready fails once the facade has held no partition for this long: longer than a
+        // rebalance can take (a dead member's session, then every member's rejoin).
+        maxUnassignedMs: int(1000, 86_400_000).default(45_000),
+        // Inbox rows (event ids taken in) older than this are deleted. A copy older than
+        // that is still recognised by the package's last_event_id and changes nothing.
+        inboxRetentionHours: int(1, 10 * 365 * 24).default(7 * 24),
+        // Old inbox rows are deleted in batches of this size, every interval.
+        inboxCleanupIntervalMs: int(100, 86_400_000).default(60_000),
+        inboxCleanupBatchSize: int(1, 100_000).default(1000),
         // /metrics, /live, /ready of the facade. env: FACADE_METRICS_PORT
         metricsPort: port.default(9102),
       })
       .strict()
-      .refine((f) => f.sessionTimeoutMs > f.heartbeatIntervalMs, {
-        message: "must exceed facade.heartbeatIntervalMs",
-        path: ["sessionTimeoutMs"],
+      .superRefine((f, ctx) => {
+        // Checked together: each pair below, if wrong, leaves a restarted facade outside
+        // its group (a request times out while the coordinator legitimately waits).
+        const issue = (key: string, message: string) => ctx.addIssue({ code: "custom", path: [key], message });
+        if (f.heartbeatIntervalMs * 3 > f.sessionTimeoutMs) {
+          issue("heartbeatIntervalMs", `must be at most a third of facade.sessionTimeoutMs (${f.sessionTimeoutMs})`);
+        }
+        if (f.requestTimeoutMs < f.sessionTimeoutMs + 5000) {
+          issue(
+            "requestTimeoutMs",
+            `must be at least facade.sessionTimeoutMs + 5000 (${f.sessionTimeoutMs + 5000}): the coordinator may hold SyncGroup for a session`,
+          );
+        }
+        if (f.rebalanceTimeoutMs < f.sessionTimeoutMs) {
+          issue("rebalanceTimeoutMs", `must be at least facade.sessionTimeoutMs (${f.sessionTimeoutMs})`);
+        }
+        if (f.restartBackoffMaxMs < f.restartBackoffMinMs) {
+          issue("restartBackoffMaxMs", `must be at least facade.restartBackoffMinMs (${f.restartBackoffMinMs})`);
+        }
+        if (f.maxUnassignedMs < f.sessionTimeoutMs + f.rebalanceTimeoutMs) {
+          issue(
+            "maxUnassignedMs",
+            `must be at least facade.sessionTimeoutMs + facade.rebalanceTimeoutMs (${f.sessionTimeoutMs + f.rebalanceTimeoutMs}), the longest rebalance`,
+          );
+        }
       })
       .prefault({}),
     bot: z
@@ -348,7 +464,9 @@ export const envOverrides: Readonly<Record<string, string>> = {
   GRPC_PORT: "grpc.port",
   GATEWAY_PORT: "gateway.port",
   STATUS_PORT: "status.port",
+  STATUS_HOST: "status.host",
   METRICS_PORT: "metrics.port",
+  METRICS_HOST: "metrics.host",
   LOG_LEVEL: "log.level",
   OTEL_EXPORTER_OTLP_ENDPOINT: "tracing.otlpEndpoint",
   KAFKA_BROKERS: "kafka.brokers",
@@ -365,6 +483,10 @@ export const envOverrides: Readonly<Record<string, string>> = {
   TELEGRAM_BOT_TOKEN: "bot.token",
   TELEGRAM_ALLOWED_CHAT_IDS: "bot.allowedChatIds",
   BOT_GRPC_ADDRESS: "bot.grpcAddress",
+  TLS_CERT_FILE: "tls.certFile",
+  TLS_KEY_FILE: "tls.keyFile",
+  TLS_CLIENT_CA_FILE: "tls.clientCaFile",
+  AUTH_TOKENS_FILE: "auth.tokensFile",
   TELEGRAM_USERS: "bot.users",
   BOT_API_TOKEN: "bot.apiToken",
   BOT_API_TLS: "bot.apiTls",

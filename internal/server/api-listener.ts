@@ -285,9 +285,12 @@ function refuseHttp1(res: http.ServerResponse): void {
 
 function refuseHttp2(req: http2.Http2ServerRequest, res: http2.Http2ServerResponse): void {
   if (req.headers["content-type"]?.startsWith("application/grpc")) {
-    // Trailers-only gRPC response: stock clients show "UNAVAILABLE: this port requires TLS…".
-    res.writeHead(200, { "content-type": "application/grpc", "grpc-status": "14", "grpc-message": encodeURIComponent(tlsRequired) });
-    res.end();
+    // Trailers-only gRPC response (headers with END_STREAM): stock clients
+    // show "UNAVAILABLE: this port requires TLS…".
+    req.stream.respond(
+      { ":status": 200, "content-type": "application/grpc", "grpc-status": "14", "grpc-message": encodeURIComponent(tlsRequired) },
+      { endStream: true },
+    );
   } else {
     res.writeHead(400, { "content-type": "text/plain" });
     res.end(`${tlsRequired}\n`);
