@@ -12,6 +12,7 @@ import { serviceWithStrictJson } from "../api/json-body.js";
 import { requestInterceptor } from "../api/interceptors.js";
 import { reflectionHandlers } from "../api/reflection.js";
 import type { Config } from "../config/config.js";
+import { metricsHost, statusHost } from "../config/listen-hosts.js";
 import { createDatabase, ping } from "../database/database.js";
 import { migrateApiDatabase } from "../database/migrate.js";
 import type { Logger } from "../logger/logger.js";
@@ -156,11 +157,11 @@ export async function startGrpcServer(config: Readonly<Config>, logger: Logger):
     }
 
     const status = createStatusServer({ ready, version: versionInfo() });
-    const statusPort = await listen(status, config.status.port, config.grpc.host);
+    const statusPort = await listen(status, config.status.port, statusHost(config));
     servers.push({ name: "status", close: () => closeHttp(status, 1000) });
 
     const metricsServer = createMetricsServer(registry);
-    const metricsPort = await listen(metricsServer, config.metrics.port, config.grpc.host);
+    const metricsPort = await listen(metricsServer, config.metrics.port, metricsHost(config));
     servers.push({ name: "metrics", close: () => closeHttp(metricsServer, 1000) });
 
     sweeper = runKeySweeper(

@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import { collectDefaultMetrics, Registry } from "prom-client";
 import type { Config } from "../config/config.js";
+import { metricsHost } from "../config/listen-hosts.js";
 import { createDatabase, ping } from "../database/database.js";
 import { migrateApiDatabase } from "../database/migrate.js";
 import { describeKafkaSecurity, kafkaClientSecurity, kafkaSecurityWarning } from "../kafka/security.js";
@@ -105,7 +106,7 @@ export async function startRetranslatorApp(config: Readonly<Config>, logger: Log
   const server = createMetricsServer(registry, (req, res) => status.emit("request", req, res));
   let metricsPort: number;
   try {
-    metricsPort = await listen(server, r.metricsPort, config.grpc.host);
+    metricsPort = await listen(server, r.metricsPort, metricsHost(config));
   } catch (err) {
     // The relay is already claiming: a start-up failure must not leave it
     // running behind a "failed to start" (without signal handlers, so that a

@@ -1,6 +1,7 @@
 import { collectDefaultMetrics, Registry } from "prom-client";
 import { versionInfo } from "../app/version.js";
 import type { Config } from "../config/config.js";
+import { metricsHost } from "../config/listen-hosts.js";
 import { createDatabase, ping } from "../database/database.js";
 import { runMigrations } from "../database/migrate.js";
 import { describeKafkaSecurity, kafkaClientSecurity, kafkaSecurityWarning } from "../kafka/security.js";
@@ -105,7 +106,7 @@ export async function startFacadeApp(config: Readonly<Config>, logger: Logger): 
     }
     status.emit("request", req, res);
   });
-  const metricsPort = await listen(server, f.metricsPort, config.grpc.host);
+  const metricsPort = await listen(server, f.metricsPort, metricsHost(config));
   try {
     await consumer.start();
   } catch (err) {
