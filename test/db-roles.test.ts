@@ -9,6 +9,7 @@ import pg from "pg";
 import { MigrationPermissionError } from "../internal/database/migrate.js";
 import { EventType } from "../pkg/hablof/logistic_package_api/v1/kafka_proto_pb.js";
 import { createRoleDatabase, type RoleDatabase } from "./helpers/db-roles.js";
+import { facadeEnv, startTestFacade, type TestFacade } from "./helpers/facade.js";
 import { packageApiClient, type PackageApiClient } from "./helpers/grpc-client.js";
 import { startKafkaMock, type KafkaMock } from "./helpers/kafka-mock.js";
 import { fastRetranslatorEnv, runAdmin, startTestRetranslator, writeTestConfig, type TestRetranslator } from "./helpers/retranslator.js";
@@ -23,12 +24,16 @@ let server: TestServer | undefined;
 let relay: TestRetranslator | undefined;
 let client: PackageApiClient | undefined;
 let relayConfig: { path: string; cleanup(): Promise<void> } | undefined;
+let facadeRdb: RoleDatabase | undefined;
+let facade: TestFacade | undefined;
 
 before(async () => {
   rdb = await createRoleDatabase();
 });
 
 after(async () => {
+  await facade?.stop();
+  await facadeRdb?.drop();
   client?.close();
   await relay?.stop();
   await server?.stop();
@@ -174,4 +179,37 @@ test("grpc-server and retranslator under the app role: Create, Update, Remove re
     [],
   );
   assert.deepEqual(server.logs.lines.filter((l) => (l["level"] as number) >= 50), [], "no error was logged by the server");
+});
+
+test("the facade under its own app role: FACADE_DATABASE_MIGRATION_URL migrates, the read model fills, DDL is refused", async () => {
+  assert.ok(kafka !== undefined, "runs after the API test, reading the events it published");
+  facadeRdb = await createRoleDatabase();
+  const env = facadeEnv(facadeRdb.app.url, kafka.brokers, topic);
+  await assert.rejects(startTestFacade(env), (err: unknown) => {
+    assert.ok(err instanceof MigrationPermissionError, String(err));
+    assert.match(err.message, /role "lpa_app_[0-9a-f]+" of facade\.databaseUrl may not change the schema/);
+    assert.match(err.message, /set facade\.migrationUrl \(FACADE_DATABASE_MIGRATION_URL\)/);
+    return true;
+  });
+  facade = await startTestFacade({ ...env, FACADE_DATABASE_MIGRATION_URL: facadeRdb.owner.url });
+  const rows = await poll(
+    "the read model to hold the published packages",
+    async () => (await facadeRdb!.db.raw(`SELECT title, removed FROM facade_package ORDER BY id`)).rows as { title: string; removed: boolean }[],
+    (r) => r.length === 3,
+  );
+  assert.deepEqual(rows, [
+    { title: "Big crate", removed: true },
+    { title: "Box", removed: false },
+    { title: "Poison", removed: false },
+  ]);
+  const owner = await facadeRdb.db.raw(`SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'`);
+  assert.deepEqual((owner as { rows: unknown[] }).rows, [{ tableowner: facadeRdb.owner.role }]);
+  const c = new pg.Client({ connectionString: facadeRdb.app.url });
+  await c.connect();
+  try {
+    await assert.rejects(c.query(`DROP TABLE facade_inbox`), (err: { code?: string }) => err.code === "42501");
+    await assert.rejects(c.query(`SELECT * FROM facade_knex_migrations`), (err: { code?: string }) => err.code === "42501");
+  } finally {
+    await c.end();
+  }
 });
