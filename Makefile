@@ -23,7 +23,8 @@ lint:
 # There is no JS build step (tsx runs TypeScript directly); `build` type-checks.
 build: lint
 
-# Apply pending migrations to DATABASE_URL (or database.url in config.yml).
+# Apply pending migrations to DATABASE_URL (or database.url in config.yml), connecting as
+# DATABASE_MIGRATION_URL (database.migrationUrl) when it is set.
 migrate:
 	bash scripts/ensure-deps.sh
 	npm run --silent migrate
