@@ -44,6 +44,8 @@ function envOf(service: any): Record<string, string> {
 }
 
 interface PortMapping {
+  /** The host interface; undefined = every interface (compose's default). */
+  hostIp: string | undefined;
   published: number;
   target: number;
 }
@@ -52,12 +54,20 @@ interface PortMapping {
 function portsOf(service: any): PortMapping[] {
   return (service.ports ?? []).map((p: unknown) => {
     if (typeof p === "object" && p !== null) {
-      const long = p as { published: unknown; target: unknown };
-      return { published: Number(long.published), target: Number(long.target) };
+      const long = p as { published: unknown; target: unknown; host_ip?: unknown };
+      return {
+        hostIp: long.host_ip === undefined ? undefined : String(long.host_ip),
+        published: Number(long.published),
+        target: Number(long.target),
+      };
     }
     const parts = String(p).replace(/\/(tcp|udp)$/, "").split(":");
     assert.ok(parts.length >= 2, `port ${String(p)} publishes to a fixed host port`);
-    return { published: Number(parts[parts.length - 2]), target: Number(parts[parts.length - 1]) };
+    return {
+      hostIp: parts.length > 2 ? parts.slice(0, -2).join(":") : undefined,
+      published: Number(parts[parts.length - 2]),
+      target: Number(parts[parts.length - 1]),
+    };
   });
 }
 
@@ -158,26 +168,48 @@ test("docker-compose.yml has every service of the stack, Kafka in KRaft mode and
   assert.equal(config.kafka.replicationFactor, 1);
 });
 
-test("the binaries' published ports are config.yml's defaults, and the compose environment keeps them there", () => {
-  const expected: Record<string, number[]> = {
-    "grpc-server": [config.grpc.port, config.gateway.port, config.status.port, config.metrics.port],
-    retranslator: [config.retranslator.metricsPort],
-  };
-  assert.deepEqual(expected["grpc-server"], [8082, 8080, 8000, 9100], "DESIGN.md §5 ports");
-  assert.deepEqual(expected["retranslator"], [9101]);
-  for (const [name, ports] of Object.entries(expected)) {
-    const mappings = portsOf(services[name]);
-    assert.deepEqual(mappings.map((m) => m.target).sort(), [...ports].sort(), `${name} container ports`);
-    for (const m of mappings) assert.equal(m.published, m.target, `${name} publishes ${m.target} as itself`);
-    // What the binary will really listen on, given the service's environment.
+test("the binaries listen on config.yml's ports, and compose publishes only the API's, as themselves", () => {
+  const grpcServer = loadConfig({ path: join(root, "config.yml"), env: envOf(services["grpc-server"]) });
+  assert.deepEqual(
+    [grpcServer.grpc.port, grpcServer.gateway.port, grpcServer.status.port, grpcServer.metrics.port],
+    [8082, 8080, 8000, 9100],
+    "the documented ports",
+  );
+  const published = portsOf(services["grpc-server"]);
+  assert.deepEqual(published.map((m) => m.target).sort(), [grpcServer.gateway.port, grpcServer.grpc.port].sort(),
+    "gRPC/Connect and REST are published; status and metrics are not");
+  for (const m of published) assert.equal(m.published, m.target, `grpc-server publishes ${m.target} as itself`);
+  assert.deepEqual(portsOf(services["retranslator"]), [], "the retranslator's metrics port stays inside");
+  assert.deepEqual(portsOf(services["facade"]), [], "the facade's metrics port stays inside");
+  for (const name of ["grpc-server", "retranslator", "facade"]) {
+    // Prometheus and other containers reach every listener over the compose network.
     const effective = loadConfig({ path: join(root, "config.yml"), env: envOf(services[name]) });
-    const listening =
-      name === "grpc-server"
-        ? [effective.grpc.port, effective.gateway.port, effective.status.port, effective.metrics.port]
-        : [effective.retranslator.metricsPort];
-    assert.deepEqual(listening, ports, `${name} listens where compose publishes`);
-    assert.equal(effective.grpc.host, "0.0.0.0", "listeners reachable from other containers");
+    assert.equal(effective.grpc.host, "0.0.0.0", `${name}: listeners reachable from other containers`);
+    assert.equal(effective.status.host, "", `${name}: status on grpc.host`);
+    assert.equal(effective.metrics.host, "", `${name}: metrics on grpc.host`);
   }
+});
+
+test("compose publishes nothing on every interface: each published port is bound to 127.0.0.1", () => {
+  const all = Object.entries(services).flatMap(([name, service]) => portsOf(service).map((m) => ({ name, ...m })));
+  for (const m of all) assert.equal(m.hostIp, "127.0.0.1", `${m.name} publishes ${m.published} on loopback only`);
+  // What a developer opens, and nothing else: the API, the Jaeger, Prometheus and Grafana UIs.
+  assert.deepEqual(
+    all.map((m) => `${m.name}:${m.published}`).sort(),
+    ["grafana:3000", "grpc-server:8080", "grpc-server:8082", "jaeger:16686", "prometheus:9090"],
+  );
+  for (const name of ["postgres", "kafka"]) assert.equal(services[name].ports, undefined, `${name} is not published`);
+});
+
+test("Grafana: anonymous visitors are Viewers at most, the admin password comes from the environment", () => {
+  const env = envOf(services["grafana"]);
+  if (env["GF_AUTH_ANONYMOUS_ENABLED"] === "true") {
+    assert.equal(env["GF_AUTH_ANONYMOUS_ORG_ROLE"], "Viewer", "anonymous access may only view");
+  } else {
+    assert.ok(["false", undefined].includes(env["GF_AUTH_ANONYMOUS_ENABLED"]));
+  }
+  assert.match(env["GF_SECURITY_ADMIN_PASSWORD"] ?? "", /^\$\{GRAFANA_ADMIN_PASSWORD:-[^}]+\}$/);
+  assert.equal(env["GF_USERS_ALLOW_SIGN_UP"], "false");
 });
 
 test("the binaries' environment uses only names config.ts reads, and points at the compose services", () => {
@@ -202,7 +234,8 @@ test("the binaries' environment uses only names config.ts reads, and points at t
   assert.deepEqual(relay.kafka.brokers, ["kafka:9092"]);
   const jaeger = envOf(services["jaeger"]);
   assert.equal(jaeger["COLLECTOR_OTLP_ENABLED"], "true");
-  assert.ok(portsOf(services["jaeger"]).some((p) => p.target === 4318), "OTLP/HTTP published");
+  // The binaries export over the compose network; only the UI is published.
+  assert.ok(!portsOf(services["jaeger"]).some((p) => p.target === 4318), "OTLP/HTTP not published");
   assert.ok(portsOf(services["jaeger"]).some((p) => p.target === 16686), "Jaeger UI published");
 });
 
