@@ -675,6 +675,128 @@ describe("the bot's own credentials at the API: bearer token, TLS, client certif
   });
 });
 
+// The whole chain as deployed securely: the real grpc-server with TLS_CERT_FILE,
+// TLS_KEY_FILE, TLS_CLIENT_CA_FILE (mutual TLS) and AUTH_TOKENS_FILE; the bot with its
+// own token, CA and client certificate.
+describe("against the real grpc-server with TLS, mutual TLS and API tokens", () => {
+  const tokens = { admin: "bot-admin-token-0123456789", writer: "bot-writer-token-0123456789", test: "test-admin-token-0123456789" };
+  let pki: Pki;
+  let secure: TestServer;
+  let admin: PackageApiClient;
+
+  before(async () => {
+    pki = makePki();
+    const dir = mkdtempSync(join(tmpdir(), "lpa-bot-auth-"));
+    const tokensFile = join(dir, "tokens.yml");
+    writeFileSync(
+      tokensFile,
+      [
+        "tokens:",
+        `  - { name: package-bot, token: "${tokens.admin}", role: admin }`,
+        `  - { name: writer-bot, token: "${tokens.writer}", role: writer }`,
+        `  - { name: test-admin, token: "${tokens.test}", role: admin }`,
+        "",
+      ].join("\n"),
+    );
+    secure = await startTestServer(db.url, {
+      TLS_CERT_FILE: pki.serverCertFile,
+      TLS_KEY_FILE: pki.serverKeyFile,
+      TLS_CLIENT_CA_FILE: pki.caFile,
+      AUTH_TOKENS_FILE: tokensFile,
+    });
+    // The test's own view of the data, with its own admin token.
+    const bearer = grpc.credentials.createFromMetadataGenerator((_params, callback) => {
+      const metadata = new grpc.Metadata();
+      metadata.set("authorization", `Bearer ${tokens.test}`);
+      callback(null, metadata);
+    });
+    const channel = grpc.credentials.createSsl(readFileSync(pki.caFile), readFileSync(pki.clientKeyFile), readFileSync(pki.clientCertFile));
+    admin = packageApiClient(secure.grpcAddress, grpc.credentials.combineChannelCredentials(channel, bearer));
+  });
+  after(async () => {
+    admin?.close();
+    await secure?.stop();
+  });
+
+  const env = (token: string) => ({
+    BOT_API_TOKEN: token,
+    BOT_API_TLS: "true",
+    BOT_API_CA_FILE: pki.caFile,
+    BOT_API_CERT_FILE: pki.clientCertFile,
+    BOT_API_KEY_FILE: pki.clientKeyFile,
+  });
+
+  async function withBot(token: string, run: (telegram: FakeTelegram) => Promise<void>) {
+    const telegram = await FakeTelegram.start();
+    const running = await startBot(telegram, { grpcAddress: secure.grpcAddress, env: env(token) });
+    try {
+      await run(telegram);
+    } finally {
+      await running.app.stop();
+      await telegram.close();
+    }
+    // (An empty token has nothing to leak.)
+    if (token !== "") assert.ok(!JSON.stringify(running.logs.lines).includes(token), "the bot's token is not in its logs");
+  }
+
+  /** The caller the server logged for each of its requests since `from`. */
+  const callers = (from: number) =>
+    secure.logs.lines
+      .slice(from)
+      .filter((l) => l["msg"] === "request finished")
+      .map((l) => [l["method"], l["caller"], l["code"]]);
+
+  test("with an admin token: /new, then /delete and Yes, each call made as package-bot", async () => {
+    await withBot(tokens.admin, async (telegram) => {
+      const logFrom = secure.logs.lines.length;
+      const id = /Created package (\d+)/.exec(onlyReplyOf(await telegram.sendText(chat, "/new Secure box | steel | 4")))?.[1];
+      assert.ok(id, "created over TLS with the bot's token");
+      assert.equal((await admin.describePackageV1({ PackageID: id })).Value.Title, "Secure box");
+
+      assert.match(onlyReplyOf(await telegram.sendText(chat, `/delete ${id}`)), /Delete package \d+\?/);
+      const messageId = telegram.chats.get(chat)!.at(-1)!.message_id;
+      await telegram.pressButton(chat, messageId, telegram.buttons(chat, messageId)[0]!.data);
+      assert.equal(telegram.message(chat, messageId).text, `<b>Deleted package ${id}</b>`);
+      await rpcError(admin.describePackageV1({ PackageID: id }), grpc.status.NOT_FOUND);
+
+      assert.deepEqual(
+        callers(logFrom).filter(([, caller]) => caller === "package-bot"),
+        [
+          ["CreatePackageV1", "package-bot", "ok"],
+          ["DescribePackageV1", "package-bot", "ok"],
+          ["RemovePackageV1", "package-bot", "ok"],
+        ],
+      );
+      assert.ok(!JSON.stringify(secure.logs.lines).includes(tokens.admin), "the server does not log the token either");
+    });
+  });
+
+  test("with a writer token, Yes to /delete is refused by the API: the user is told, the package stays", async () => {
+    const id = (await admin.createPackageV1({ Title: "stays", Material: "wood", MaximumVolume: 1, Reusable: false })).ID as string;
+    await withBot(tokens.writer, async (telegram) => {
+      assert.match(onlyReplyOf(await telegram.sendText(chat, `/delete ${id}`)), /Delete package \d+\?/);
+      const messageId = telegram.chats.get(chat)!.at(-1)!.message_id;
+      await telegram.pressButton(chat, messageId, telegram.buttons(chat, messageId)[0]!.data);
+      assert.equal(
+        telegram.message(chat, messageId).text,
+        "Sorry, this bot's own access to the package service does not allow that. Tell the bot's operator.",
+      );
+    });
+    assert.equal((await admin.describePackageV1({ PackageID: id })).Value.Title, "stays");
+  });
+
+  test("without a token, or with an unknown one, the API refuses and the user is told", async () => {
+    for (const token of ["", "not-a-known-token-0123456789"]) {
+      await withBot(token, async (telegram) => {
+        assert.equal(
+          onlyReplyOf(await telegram.sendText(chat, "/list")),
+          "Sorry, the package service did not accept this bot's credentials. Tell the bot's operator.",
+        );
+      });
+    }
+  });
+});
+
 test("a token that Telegram rejects stops start-up with a message naming bot.token", async () => {
   await assert.rejects(
     startBot(fake, { grpcAddress: server.grpcAddress, token: "42:wrong" }),
