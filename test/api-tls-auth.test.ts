@@ -150,6 +150,25 @@ describe("roles over gRPC with TLS", () => {
   });
 });
 
+describe("npm run grpc-call with TLS and a token", () => {
+  const grpcCall = (args: string[]) =>
+    run(process.execPath, ["--import", "tsx", "scripts/grpc-call.ts", "--addr", `localhost:${server.ports.grpc}`, ...args], { env: { ...process.env, GRPC_TOKEN: "" } }).then(
+      ({ stdout }) => ({ ok: true, out: stdout }),
+      (err: { stderr: string }) => ({ ok: false, out: err.stderr }),
+    );
+
+  test("works with --cacert and --token, and says what is missing without them", async () => {
+    const created = await grpcCall(["--cacert", ca.caFile, "--token", tokens.shop, "CreatePackageV1", '{"Title":"Sack","Material":"jute","MaximumVolume":9}']);
+    assert.equal(created.ok, true, created.out);
+    assert.match(created.out, /"ID": "\d+"/);
+    const anonymous = await grpcCall(["--cacert", ca.caFile, "ListPackagesV1"]);
+    assert.deepEqual(anonymous, { ok: false, out: "ERROR UNAUTHENTICATED: missing bearer token: send the header authorization: Bearer <token>\n" });
+    const cleartext = await grpcCall(["--token", tokens.shop, "ListPackagesV1"]);
+    assert.equal(cleartext.ok, false);
+    assert.match(cleartext.out, /UNAVAILABLE: this port requires TLS/);
+  });
+});
+
 describe("REST and Connect over TLS with curl", () => {
   const gateway = () => `https://127.0.0.1:${server.ports.gateway}/v1/packages`;
 
