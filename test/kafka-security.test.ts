@@ -10,7 +10,7 @@ import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { Kafka, logLevel } from "kafkajs";
 import { ConfigError, loadConfig } from "../internal/config/config.js";
-import { kafkaClientSecurity, type KafkaSecurityConfig } from "../internal/kafka/security.js";
+import { kafkaClientSecurity, kafkaSecurityWarning, type KafkaSecurityConfig } from "../internal/kafka/security.js";
 import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
 import { createTestCa, startTlsKafkaBroker, type TestCa, type TlsKafkaBroker } from "./helpers/kafka-tls-broker.js";
 import { startTestRetranslator } from "./helpers/retranslator.js";
@@ -109,6 +109,14 @@ describe("kafkajs client options", () => {
     const garbage = join(dir, "garbage.pem");
     await writeFile(garbage, "not a certificate\n");
     assert.throws(() => kafkaClientSecurity({ ...none, ssl: true, sslCaFile: garbage }), /KAFKA_SSL_CA_FILE\): .*garbage\.pem holds no PEM certificate/);
+  });
+
+  test("SASL without TLS starts, with one warning saying what travels in clear", () => {
+    const sasl = { ...none, saslUsername: "relay", saslPassword: password };
+    assert.match(kafkaSecurityWarning({ ...sasl, saslMechanism: "plain" }) ?? "", /plain without kafka\.ssl: the SASL password travels in clear; set KAFKA_SSL=true/);
+    assert.match(kafkaSecurityWarning({ ...sasl, saslMechanism: "scram-sha-256" }) ?? "", /without kafka\.ssl: events travel in clear/);
+    assert.equal(kafkaSecurityWarning({ ...sasl, saslMechanism: "plain", ssl: true }), undefined);
+    assert.equal(kafkaSecurityWarning(none), undefined);
   });
 
   test("keys built by hand get the same checks, and the password never appears in the error", () => {
