@@ -17,6 +17,10 @@ let db: TestDatabase;
 let dir: string;
 let quiet: TestServer; // config.yml as committed: allowRiseToDebug off
 let verbose: TestServer; // allowRiseToDebug: true
+let guarded: TestServer; // allowRiseToDebug: true, with API tokens
+let guardedClient: PackageApiClient;
+const writerToken = `writer-${randomBytes(12).toString("hex")}`;
+const readerToken = `reader-${randomBytes(12).toString("hex")}`;
 let quietClient: PackageApiClient;
 let verboseClient: PackageApiClient;
 
@@ -29,8 +33,15 @@ before(async () => {
   config.project["allowRiseToDebug"] = true;
   const path = join(dir, "config.yml");
   writeFileSync(path, stringifyYaml(config));
+  const tokensFile = join(dir, "tokens.yml");
+  writeFileSync(
+    tokensFile,
+    `tokens:\n  - { name: shop, token: "${writerToken}", role: writer }\n  - { name: viewer, token: "${readerToken}", role: reader }\n`,
+  );
   quiet = await startTestServer(db.url);
   verbose = await startTestServer(db.url, { CONFIG_PATH: path });
+  guarded = await startTestServer(db.url, { CONFIG_PATH: path, AUTH_TOKENS_FILE: tokensFile });
+  guardedClient = packageApiClient(guarded.grpcAddress);
   quietClient = packageApiClient(quiet.grpcAddress);
   verboseClient = packageApiClient(verbose.grpcAddress);
 });
@@ -38,6 +49,8 @@ before(async () => {
 after(async () => {
   quietClient?.close();
   verboseClient?.close();
+  guardedClient?.close();
+  await guarded?.stop();
   await quiet?.stop();
   await verbose?.stop();
   await db?.drop();
@@ -144,5 +157,42 @@ describe("allowRiseToDebug on", () => {
     for (const server of [verbose, quiet]) {
       for (const line of server.logs.lines) assert.ok(!JSON.stringify(line).includes(secret), `token in ${JSON.stringify(line)}`);
     }
+  });
+});
+
+describe("allowRiseToDebug on, with API tokens", () => {
+  test("a caller with a token gets its debug lines, and its token is in no line", async () => {
+    const id = traceId();
+    await guardedClient.createPackageV1(
+      { Title: "authorized", Material: "paper", MaximumVolume: 1 },
+      { traceparent: traceparent(id), log_level: "debug", authorization: `Bearer ${writerToken}` },
+    );
+    const lines = await linesOf(guarded, id);
+    assert.deepEqual(debugLines(lines).map((l) => l["msg"]), ["request received", "response sent"]);
+    for (const line of guarded.logs.lines) assert.ok(!JSON.stringify(line).includes(writerToken), `token in ${JSON.stringify(line)}`);
+  });
+
+  test("a call refused for a missing token or too low a role writes no debug line and no body", async () => {
+    const unauthenticated = traceId();
+    const title = `refused-${randomBytes(4).toString("hex")}`;
+    await rpcError(
+      guardedClient.createPackageV1({ Title: title, Material: "paper", MaximumVolume: 1 }, { traceparent: traceparent(unauthenticated), log_level: "debug" }),
+      grpc.status.UNAUTHENTICATED,
+    );
+    const denied = traceId();
+    await rpcError(
+      guardedClient.createPackageV1(
+        { Title: title, Material: "paper", MaximumVolume: 1 },
+        { traceparent: traceparent(denied), log_level: "debug", authorization: `Bearer ${readerToken}` },
+      ),
+      grpc.status.PERMISSION_DENIED,
+    );
+    for (const id of [unauthenticated, denied]) {
+      const lines = await linesOf(guarded, id);
+      assert.equal(lines.filter((l) => l["msg"] === "request finished").length, 1, JSON.stringify(lines));
+      assert.deepEqual(debugLines(lines), []);
+    }
+    assert.ok(!JSON.stringify(guarded.logs.lines).includes(title), "the refused body is not logged");
+    for (const line of guarded.logs.lines) assert.ok(!JSON.stringify(line).includes(readerToken));
   });
 });
