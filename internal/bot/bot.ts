@@ -44,19 +44,18 @@ export interface PackageBotOptions {
   deleteConfirmTimeoutMs: number;
   api: PackageApi;
   logger: Logger;
-  /** Clock for the confirmations' expiry (tests). */
-  now?: () => number;
 }
 
 /**
- * The bot's behaviour: access check, commands, paging buttons. It owns no
- * connection; the caller starts and stops polling (see app.ts).
+ * The bot's behaviour: access check (chat and user), roles, commands, paging and
+ * /delete confirmation buttons. It owns no connection; the caller starts and
+ * stops polling (see app.ts).
  */
 export function createPackageBot(options: PackageBotOptions): Bot<BotContext> {
   const { api, logger, pageSize } = options;
   const allowed = new Set(options.allowedChatIds);
   const roles = new Map(options.users.map((u) => [u.id, u.role]));
-  const confirmations = new Confirmations(options.deleteConfirmTimeoutMs, options.now ?? Date.now);
+  const confirmations = new Confirmations(options.deleteConfirmTimeoutMs);
   // Long polls last 30 s (grammY's default); every other call is short.
   const bot = new Bot<BotContext>(options.token, { client: { apiRoot: options.apiRoot, timeoutSeconds: 60 } });
   const html = { parse_mode: "HTML" as const, link_preview_options: { is_disabled: true } };
@@ -292,13 +291,10 @@ const maxPendingConfirmations = 1000;
 class Confirmations {
   private readonly pending = new Map<string, PendingDelete>();
 
-  constructor(
-    private readonly timeoutMs: number,
-    private readonly now: () => number,
-  ) {}
+  constructor(private readonly timeoutMs: number) {}
 
   open(what: Omit<PendingDelete, "expiresAt">): string {
-    const now = this.now();
+    const now = Date.now();
     for (const [key, p] of this.pending) if (p.expiresAt <= now) this.pending.delete(key);
     if (this.pending.size >= maxPendingConfirmations) this.pending.delete(this.pending.keys().next().value!);
     // 96 random bits in 16 characters: callback data holds at most 64 bytes.
@@ -310,7 +306,7 @@ class Confirmations {
   /** The question behind `key`, expired or not (an expired one is still named to its user). */
   find(key: string): { pending: PendingDelete; expired: boolean } | undefined {
     const pending = this.pending.get(key);
-    return pending === undefined ? undefined : { pending, expired: pending.expiresAt <= this.now() };
+    return pending === undefined ? undefined : { pending, expired: pending.expiresAt <= Date.now() };
   }
 
   /** One answer per question: closed before the delete runs, so a second tap deletes nothing. */
