@@ -5,6 +5,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import net from "node:net";
 import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
+import { facadeEnv, migrateFacadeDatabase, startTestFacade, type TestFacade } from "./helpers/facade.js";
 import { startKafkaMock, type KafkaMock } from "./helpers/kafka-mock.js";
 import { fastRetranslatorEnv, startTestRetranslator, type TestRetranslator } from "./helpers/retranslator.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
@@ -13,6 +14,8 @@ let db: TestDatabase;
 let kafka: KafkaMock;
 let server: TestServer;
 let relay: TestRetranslator;
+let facadeDb: TestDatabase;
+let facade: TestFacade;
 
 before(async () => {
   db = await createTestDatabase();
@@ -23,9 +26,14 @@ before(async () => {
     ...fastRetranslatorEnv(db.url, kafka.brokers, "listen-hosts"),
     METRICS_HOST: "127.0.0.3",
   });
+  facadeDb = await createTestDatabase();
+  await migrateFacadeDatabase(facadeDb.url);
+  facade = await startTestFacade({ ...facadeEnv(facadeDb.url, kafka.brokers, "listen-hosts"), METRICS_HOST: "127.0.0.3" });
 });
 
 after(async () => {
+  await facade?.stop();
+  await facadeDb?.drop();
   await relay?.stop();
   await server?.stop();
   await kafka?.stop();
@@ -73,6 +81,13 @@ test("the API itself stays on grpc.host", async () => {
 test("retranslator: its metrics port (with /ready) listens on metrics.host", async () => {
   const port = relay.ports.metrics;
   const res = await fetch(`http://127.0.0.3:${port}/ready`);
+  assert.equal(res.status, 200);
+  assert.equal(await connect("127.0.0.1", port), "ECONNREFUSED");
+});
+
+test("facade: its metrics port (with /live) listens on metrics.host", async () => {
+  const port = facade.ports.metrics;
+  const res = await fetch(`http://127.0.0.3:${port}/live`);
   assert.equal(res.status, 200);
   assert.equal(await connect("127.0.0.1", port), "ECONNREFUSED");
 });
