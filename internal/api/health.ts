@@ -11,10 +11,15 @@ import { sleep, untilAborted } from "../lifecycle/abortable.js";
 export interface HealthOptions {
   /** Fully qualified names of the services this server answers for. */
   services: readonly string[];
-  /** Resolves when the server can do its work (the database answers). */
+  /**
+   * Resolves when the server can do its work (the database answers). Shared
+   * and cached (SharedProbe): Check and every Watch ask it freely.
+   */
   probe: () => Promise<void>;
   /** How often Watch re-probes; a change is sent at once. */
   watchIntervalMs: number;
+  /** Watch streams open at once; more are refused with ResourceExhausted. */
+  maxWatchers: number;
 }
 
 /**
@@ -36,6 +41,8 @@ export function healthHandlers(options: HealthOptions): ServiceImpl<typeof Healt
     if (!known.has(service)) throw new ConnectError(`unknown service ${service}`, Code.NotFound);
   };
   const response = (s: ServingStatus): HealthCheckResponse => create(HealthCheckResponseSchema, { status: s });
+  // Each Watch holds a stream and a timer for as long as the client likes.
+  let watchers = 0;
 
   return {
     async check(req) {
@@ -43,20 +50,31 @@ export function healthHandlers(options: HealthOptions): ServiceImpl<typeof Healt
       return response(await status());
     },
     async *watch(req, ctx) {
-      // The spec asks Watch to report an unknown service rather than fail.
-      if (!known.has(req.service)) {
-        yield response(ServingStatus.SERVICE_UNKNOWN);
-        await untilAborted(ctx.signal);
-        return;
+      if (watchers >= options.maxWatchers) {
+        throw new ConnectError(
+          `too many health Watch streams open (limit ${options.maxWatchers}); use Check, or retry later`,
+          Code.ResourceExhausted,
+        );
       }
-      let last: ServingStatus | undefined;
-      while (!ctx.signal.aborted) {
-        const current = await status();
-        if (current !== last) {
-          yield response(current);
-          last = current;
+      watchers++;
+      try {
+        // The spec asks Watch to report an unknown service rather than fail.
+        if (!known.has(req.service)) {
+          yield response(ServingStatus.SERVICE_UNKNOWN);
+          await untilAborted(ctx.signal);
+          return;
         }
-        await sleep(options.watchIntervalMs, ctx.signal);
+        let last: ServingStatus | undefined;
+        while (!ctx.signal.aborted) {
+          const current = await status();
+          if (current !== last) {
+            yield response(current);
+            last = current;
+          }
+          await sleep(options.watchIntervalMs, ctx.signal);
+        }
+      } finally {
+        watchers--;
       }
     },
     async list() {

@@ -27,6 +27,7 @@ import { ApiListener } from "../server/api-listener.js";
 import { watchTlsFiles } from "../server/tls-files.js";
 import { ApiSecurity } from "./api-security.js";
 import { closeServer, listen } from "../server/listen.js";
+import { SharedProbe } from "../server/shared-probe.js";
 import { createStatusServer } from "../server/status-server.js";
 import { versionInfo } from "./version.js";
 
@@ -47,6 +48,15 @@ export async function startGrpcServer(config: Readonly<Config>, logger: Logger):
     acquireTimeoutMs: config.database.acquireTimeoutMs,
     applicationName: "logistic-package-api/grpc-server",
   });
+  // Readiness has its own connection: a flood of probes (or a probe during a
+  // request storm) can neither take request connections nor wait behind them.
+  const probeDb = createDatabase({
+    url: config.database.url,
+    maxConnections: 1,
+    statementTimeoutMs: config.status.readinessTimeoutMs,
+    acquireTimeoutMs: config.status.readinessTimeoutMs,
+    applicationName: "logistic-package-api/grpc-server readiness",
+  });
   const owned = new AbortController();
   const servers: { name: string; close: () => Promise<void> }[] = [];
   let sweeper: Promise<void> = Promise.resolve();
@@ -60,6 +70,7 @@ export async function startGrpcServer(config: Readonly<Config>, logger: Logger):
       await server.close().catch((err: unknown) => logger.warn({ err, server: server.name }, "close failed"));
     }
     await sweeper;
+    await probeDb.destroy();
     await db.destroy();
   };
 
@@ -82,9 +93,14 @@ export async function startGrpcServer(config: Readonly<Config>, logger: Logger):
     });
     const repo = metrics.instrument(traceMethods("PackageRepository", batching));
     const service = new PackageService(repo, { idempotencyRetentionSeconds: config.idempotency.retentionSeconds });
+    const probe = new SharedProbe(
+      () => ping(probeDb, config.status.readinessTimeoutMs),
+      config.status.readinessCacheMs,
+      () => metrics.readinessProbes.inc(),
+    );
     const ready = async () => {
       if (stopping) throw new Error("shutting down");
-      await ping(db, config.status.readinessTimeoutMs);
+      await probe.check();
     };
     // The first interceptor is the outermost: metrics wrap the request
     // interceptor, which maps errors to codes, so they count exactly the code
@@ -113,7 +129,8 @@ export async function startGrpcServer(config: Readonly<Config>, logger: Logger):
         healthHandlers({
           services: [LogisticPackageApiService.typeName, Health.typeName, ServerReflection.typeName],
           probe: ready,
-          watchIntervalMs: 1000,
+          watchIntervalMs: config.status.readinessCacheMs,
+          maxWatchers: config.health.maxWatchers,
         }),
       );
       router.service(ServerReflection, reflectionHandlers([LogisticPackageApiService, Health, ServerReflection]));

@@ -13,6 +13,7 @@ import { startRetranslator } from "../retranslator/retranslator.js";
 import { KafkaSender } from "../retranslator/sender/kafka-sender.js";
 import { traceSender } from "../retranslator/sender/traced-sender.js";
 import { closeServer, listen } from "../server/listen.js";
+import { SharedProbe } from "../server/shared-probe.js";
 import { createStatusServer } from "../server/status-server.js";
 import { versionInfo } from "./version.js";
 
@@ -95,10 +96,20 @@ export async function startRetranslatorApp(config: Readonly<Config>, logger: Log
   );
 
   let stopping = false;
+  // /ready pings on a connection of its own, shared and cached: a probe flood
+  // can neither take the claim and cleaner connections nor queue behind them.
+  const probeDb = createDatabase({
+    url: config.database.url,
+    maxConnections: 1,
+    statementTimeoutMs: config.status.readinessTimeoutMs,
+    acquireTimeoutMs: config.status.readinessTimeoutMs,
+    applicationName: "logistic-package-api/retranslator readiness",
+  });
+  const probe = new SharedProbe(() => ping(probeDb, config.status.readinessTimeoutMs), config.status.readinessCacheMs);
   const status = createStatusServer({
     ready: async () => {
       if (stopping) throw new Error("shutting down");
-      await ping(db, config.status.readinessTimeoutMs);
+      await probe.check();
     },
     version: versionInfo(),
   });
@@ -112,6 +123,7 @@ export async function startRetranslatorApp(config: Readonly<Config>, logger: Log
     // running behind a "failed to start" (without signal handlers, so that a
     // SIGTERM would kill it holding leases). Stop it, releasing its leases.
     await running.stop();
+    await probeDb.destroy();
     await db.destroy();
     throw err;
   }
@@ -124,6 +136,7 @@ export async function startRetranslatorApp(config: Readonly<Config>, logger: Log
       await running.stop();
       server.closeIdleConnections();
       await closeServer(server);
+      await probeDb.destroy();
       await db.destroy();
     },
   };

@@ -11,6 +11,7 @@ export class ApiMetrics {
   readonly duration: Histogram<"method" | "code">;
   readonly authDecisions: Counter<"caller" | "decision">;
   readonly connectionsClosed: Counter<"listener" | "reason">;
+  readonly readinessProbes: Counter;
   private readonly openConnections: Gauge<"listener">;
   private readonly openConnectionSources = new Map<string, () => number>();
 
@@ -64,6 +65,11 @@ export class ApiMetrics {
       },
     });
     // Every method shows up with 0 from the start, so rate() works at once.
+    this.readinessProbes = new Counter({
+      name: "logistic_package_api_readiness_probes_total",
+      help: "Database pings of the shared readiness probe (/ready, gRPC health Check and Watch together)",
+      registers,
+    });
     for (const type of ["Created", "Updated", "Removed"]) this.cudEvents.inc({ type }, 0);
   }
 

@@ -1,0 +1,220 @@
+// Readiness under load: gRPC health Watch streams are capped (health.maxWatchers,
+// 100) and share one cached probe with Check and /ready, so watchers and probe
+// floods cost at most about one database ping per status.readinessCacheMs (1 s);
+// /ready pings on a connection of its own, so it answers while every request
+// connection is busy, and a /ready flood does not hold up requests.
+// Pings are counted by the metric logistic_package_api_readiness_probes_total.
+// Run: bash scripts/test.sh test/health-readiness.test.ts
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { setTimeout as delay } from "node:timers/promises";
+import pg from "pg";
+import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { Health, HealthCheckResponse_ServingStatus as ServingStatus } from "../pkg/grpc/health/v1/health_pb.js";
+import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
+import { packageApiClient, type PackageApiClient } from "./helpers/grpc-client.js";
+import { startTestServer, type TestServer } from "./helpers/server.js";
+
+const requestPoolName = "logistic-package-api/grpc-server";
+const probePoolName = "logistic-package-api/grpc-server readiness";
+
+let db: TestDatabase;
+let server: TestServer;
+let api: PackageApiClient;
+let configDir: string;
+/** Every Watch opened by a test, cancelled at the end. */
+const watchers = new AbortController();
+
+before(async () => {
+  db = await createTestDatabase();
+  configDir = mkdtempSync(join(tmpdir(), "lpa-readiness-"));
+  const configPath = join(configDir, "config.yml");
+  // A request pool of two connections, easy to saturate; statements may wait
+  // on a lock for longer than the test holds it.
+  writeFileSync(configPath, "database:\n  maxConnections: 2\n  statementTimeoutMs: 30000\n");
+  server = await startTestServer(db.url, { CONFIG_PATH: configPath });
+  assert.equal(server.config.database.maxConnections, 2, "the temp config is the one in use");
+  assert.equal(server.config.health.maxWatchers, 100, "the default cap");
+  assert.equal(server.config.status.readinessCacheMs, 1000, "the default cache");
+  api = packageApiClient(server.grpcAddress);
+});
+
+after(async () => {
+  watchers.abort();
+  api?.close();
+  await server?.stop();
+  await db?.drop();
+  if (configDir) rmSync(configDir, { recursive: true, force: true });
+});
+
+async function probes(): Promise<number> {
+  const res = await fetch(`http://127.0.0.1:${server.ports.metrics}/metrics`, { signal: AbortSignal.timeout(10_000) });
+  const line = (await res.text()).split("\n").find((l) => l.startsWith("logistic_package_api_readiness_probes_total "));
+  assert.ok(line !== undefined, "the probe counter is exported");
+  return Number(line.split(" ")[1]);
+}
+
+/** A client on a connection of its own (HTTP/2 caps streams per connection). */
+function healthOnOwnConnection(): Client<typeof Health> {
+  return createClient(Health, createGrpcTransport({ baseUrl: server.grpcUrl }));
+}
+
+interface OpenWatch {
+  /** The first status sent, or the error the stream ended with. */
+  first: Promise<ServingStatus>;
+  cancel(): void;
+}
+
+function watch(client: Client<typeof Health>): OpenWatch {
+  const own = new AbortController();
+  const signal = AbortSignal.any([own.signal, watchers.signal]);
+  let resolveFirst!: (s: ServingStatus) => void;
+  let rejectFirst!: (e: unknown) => void;
+  const first = new Promise<ServingStatus>((resolve, reject) => {
+    resolveFirst = resolve;
+    rejectFirst = reject;
+  });
+  void (async () => {
+    try {
+      for await (const res of client.watch({ service: "" }, { signal })) resolveFirst(res.status);
+      rejectFirst(new Error("watch ended without a status"));
+    } catch (err) {
+      rejectFirst(err);
+    }
+  })();
+  return { first, cancel: () => own.abort() };
+}
+
+async function ready(): Promise<number> {
+  const res = await fetch(`${server.statusUrl}/ready`, { signal: AbortSignal.timeout(10_000) });
+  await res.arrayBuffer();
+  return res.status;
+}
+
+const valid = { Title: "box", Material: "cardboard", MaximumVolume: 2.5, Reusable: false };
+
+describe("health Watch: capped, and one shared probe", () => {
+  let clientA: Client<typeof Health>;
+  let clientB: Client<typeof Health>;
+  let firstFifty: OpenWatch[] = [];
+  // Open watchers keep the shared probe fresh: close them so that the /ready
+  // tests below count their own pings.
+  after(() => watchers.abort());
+
+  test("50 watchers and 200 Checks over 3 s cost at most 4 database pings", async () => {
+    clientA = healthOnOwnConnection();
+    clientB = healthOnOwnConnection();
+    firstFifty = Array.from({ length: 50 }, () => watch(clientA));
+    for (const w of firstFifty) assert.equal(await w.first, ServingStatus.SERVING);
+
+    const before = await probes();
+    const started = performance.now();
+    const checks = Array.from({ length: 200 }, () => clientB.check({ service: "" }));
+    for (const res of await Promise.all(checks)) assert.equal(res.status, ServingStatus.SERVING);
+    await delay(3000);
+    const pings = (await probes()) - before;
+    // Probes start at least 1 s apart: in a window of T ms at most floor(T / 1000) + 1
+    // (4 in the usual 3.0x s). Without sharing: 50 watchers each second plus 200 Checks.
+    const bound = 1 + Math.floor((performance.now() - started) / 1000);
+    assert.ok(pings >= 1 && pings <= bound, `pings with 50 watchers and 200 Checks: ${pings} (at most ${bound})`);
+  });
+
+  test("the 101st watcher gets ResourceExhausted naming the limit; a closed watcher frees its place", async () => {
+    const more = Array.from({ length: 50 }, () => watch(clientB));
+    for (const w of more) assert.equal(await w.first, ServingStatus.SERVING);
+
+    const clientC = healthOnOwnConnection();
+    const refused = watch(clientC);
+    await assert.rejects(refused.first, (err: unknown) => {
+      const e = ConnectError.from(err);
+      assert.equal(e.code, Code.ResourceExhausted, e.message);
+      assert.match(e.rawMessage, /too many health Watch streams open \(limit 100\)/);
+      return true;
+    });
+    // Check is not capped.
+    assert.equal((await clientC.check({ service: "" })).status, ServingStatus.SERVING);
+
+    firstFifty[0]!.cancel();
+    // The server notices the cancel when the stream closes: retry for a bounded while.
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      const retry = watch(clientC);
+      try {
+        assert.equal(await retry.first, ServingStatus.SERVING);
+        break;
+      } catch (err) {
+        if (ConnectError.from(err).code !== Code.ResourceExhausted || Date.now() > deadline) throw err;
+        await delay(50);
+      }
+    }
+  });
+});
+
+describe("/ready has its own connection", () => {
+  test("the probe's connection is not one of the request pool's", async () => {
+    await ready();
+    const rows = await db.db.raw(
+      `SELECT application_name, count(*)::int AS n FROM pg_stat_activity WHERE datname = ? GROUP BY 1`,
+      [db.name],
+    );
+    const byName = new Map((rows as { rows: { application_name: string; n: number }[] }).rows.map((r) => [r.application_name, r.n]));
+    assert.equal(byName.get(probePoolName), 1, `one readiness connection: ${JSON.stringify([...byName])}`);
+  });
+
+  test("/ready answers 200 while every request connection waits on a lock; the Creates finish afterwards", async () => {
+    const locker = new pg.Client({ connectionString: db.url });
+    await locker.connect();
+    try {
+      await locker.query("BEGIN");
+      await locker.query("LOCK TABLE package IN ACCESS EXCLUSIVE MODE");
+      const creates = Array.from({ length: 4 }, () => api.createPackageV1(valid));
+      // Bounded wait until both request connections are stuck behind the lock.
+      const deadline = Date.now() + 10_000;
+      for (;;) {
+        // Not through the locker: inside its transaction pg_stat_activity is a snapshot.
+        const { rows } = (await db.db.raw(
+          `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = ? AND application_name = ? AND wait_event_type = 'Lock'`,
+          [db.name, requestPoolName],
+        )) as { rows: { n: number }[] };
+        if (rows[0]!.n === 2) break;
+        assert.ok(Date.now() < deadline, `request connections waiting on the lock: ${rows[0]!.n} of 2`);
+        await delay(50);
+      }
+      // Past the cache, so this /ready really pings the database.
+      await delay(1100);
+      const before = await probes();
+      const started = performance.now();
+      assert.equal(await ready(), 200, "ready while the request pool is saturated");
+      const statuses = await Promise.all(Array.from({ length: 200 }, () => ready()));
+      assert.ok(statuses.every((s) => s === 200), `200 concurrent /ready: ${[...new Set(statuses)]}`);
+      const pings = (await probes()) - before;
+      const bound = 1 + Math.floor((performance.now() - started) / 1000);
+      assert.ok(pings >= 1 && pings <= bound, `pings for 201 /ready: ${pings} (at most ${bound})`);
+
+      await locker.query("ROLLBACK");
+      for (const res of await Promise.all(creates)) assert.match(String(res.ID), /^[1-9][0-9]*$/);
+    } finally {
+      await locker.end();
+    }
+  });
+
+  test("a /ready flood beside Creates: every Create succeeds, pings stay a couple", async () => {
+    await delay(1100);
+    const before = await probes();
+    const started = performance.now();
+    const [statuses, created] = await Promise.all([
+      Promise.all(Array.from({ length: 200 }, () => ready())),
+      Promise.all(Array.from({ length: 20 }, () => api.createPackageV1(valid))),
+    ]);
+    const elapsedMs = performance.now() - started;
+    assert.ok(statuses.every((s) => s === 200));
+    assert.equal(new Set(created.map((c) => String(c.ID))).size, 20, "20 packages created");
+    const pings = (await probes()) - before;
+    const bound = 1 + Math.floor(elapsedMs / 1000);
+    assert.ok(pings >= 1 && pings <= bound, `pings: ${pings} in ${Math.round(elapsedMs)} ms (at most ${bound})`);
+  });
+});
