@@ -13,7 +13,7 @@ import { Code, ConnectError, type Interceptor, type StreamResponse, type UnaryRe
 import { DomainError } from "../domain/errors.js";
 import type { Logger } from "../logger/logger.js";
 import { incomingTraceHeaders, requestTrace, validTracestate, type IncomingTraceHeaders, type RequestTrace } from "../tracer/trace-context.js";
-import { requestLoggerKey, requestTraceKey } from "./request-context.js";
+import { requestCallerKey, requestLoggerKey, requestTraceKey } from "./request-context.js";
 
 const domainCodes: Record<DomainError["kind"], Code> = {
   not_found: Code.NotFound,
@@ -83,6 +83,7 @@ export function requestInterceptor(options: RequestInterceptorOptions): Intercep
         durationMs: Math.round((performance.now() - started) * 1000) / 1000,
         // Raw header, logged before (or without) validation: capped like a valid key.
         requestId: truncate(req.header.get("x-request-id") ?? req.header.get("idempotency-key") ?? undefined, 255),
+        caller: req.contextValues.get(requestCallerKey),
       };
       if (connectError?.code === Code.Internal || connectError?.code === Code.Unknown) {
         logger.error({ ...fields, err }, "request failed");
