@@ -2,8 +2,10 @@
 // 100) and share one cached probe with Check and /ready, so watchers and probe
 // floods cost at most about one database ping per status.readinessCacheMs (1 s);
 // /ready pings on a connection of its own, so it answers while every request
-// connection is busy, and a /ready flood does not hold up requests.
-// Pings are counted by the metric logistic_package_api_readiness_probes_total.
+// connection is busy, and a /ready flood does not hold up requests. The
+// retranslator's /ready works the same way beside a draining relay.
+// Pings are counted by the metrics logistic_package_api_readiness_probes_total
+// and logistic_package_api_retranslator_readiness_probes_total.
 // Run: bash scripts/test.sh test/health-readiness.test.ts
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
@@ -15,8 +17,10 @@ import pg from "pg";
 import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { Health, HealthCheckResponse_ServingStatus as ServingStatus } from "../pkg/grpc/health/v1/health_pb.js";
-import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
+import { count, createTestDatabase, type TestDatabase } from "./helpers/database.js";
 import { packageApiClient, type PackageApiClient } from "./helpers/grpc-client.js";
+import { startKafkaMock, type KafkaMock } from "./helpers/kafka-mock.js";
+import { fastRetranslatorEnv, startTestRetranslator, type TestRetranslator } from "./helpers/retranslator.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 
 const requestPoolName = "logistic-package-api/grpc-server";
@@ -51,11 +55,22 @@ after(async () => {
   if (configDir) rmSync(configDir, { recursive: true, force: true });
 });
 
-async function probes(): Promise<number> {
-  const res = await fetch(`http://127.0.0.1:${server.ports.metrics}/metrics`, { signal: AbortSignal.timeout(10_000) });
-  const line = (await res.text()).split("\n").find((l) => l.startsWith("logistic_package_api_readiness_probes_total "));
-  assert.ok(line !== undefined, "the probe counter is exported");
+async function probes(
+  port = server.ports.metrics,
+  name = "logistic_package_api_readiness_probes_total",
+): Promise<number> {
+  const res = await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(10_000) });
+  const line = (await res.text()).split("\n").find((l) => l.startsWith(`${name} `));
+  assert.ok(line !== undefined, `${name} is exported`);
   return Number(line.split(" ")[1]);
+}
+
+async function connectionsNamed(name: string): Promise<number> {
+  const { rows } = (await db.db.raw(
+    `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = ? AND application_name = ?`,
+    [db.name, name],
+  )) as { rows: { n: number }[] };
+  return rows[0]!.n;
 }
 
 /** A client on a connection of its own (HTTP/2 caps streams per connection). */
@@ -89,8 +104,8 @@ function watch(client: Client<typeof Health>): OpenWatch {
   return { first, cancel: () => own.abort() };
 }
 
-async function ready(): Promise<number> {
-  const res = await fetch(`${server.statusUrl}/ready`, { signal: AbortSignal.timeout(10_000) });
+async function ready(baseUrl = server.statusUrl): Promise<number> {
+  const res = await fetch(`${baseUrl}/ready`, { signal: AbortSignal.timeout(10_000) });
   await res.arrayBuffer();
   return res.status;
 }
@@ -157,12 +172,7 @@ describe("health Watch: capped, and one shared probe", () => {
 describe("/ready has its own connection", () => {
   test("the probe's connection is not one of the request pool's", async () => {
     await ready();
-    const rows = await db.db.raw(
-      `SELECT application_name, count(*)::int AS n FROM pg_stat_activity WHERE datname = ? GROUP BY 1`,
-      [db.name],
-    );
-    const byName = new Map((rows as { rows: { application_name: string; n: number }[] }).rows.map((r) => [r.application_name, r.n]));
-    assert.equal(byName.get(probePoolName), 1, `one readiness connection: ${JSON.stringify([...byName])}`);
+    assert.equal(await connectionsNamed(probePoolName), 1, "one readiness connection");
   });
 
   test("/ready answers 200 while every request connection waits on a lock; the Creates finish afterwards", async () => {
@@ -216,5 +226,46 @@ describe("/ready has its own connection", () => {
     const pings = (await probes()) - before;
     const bound = 1 + Math.floor(elapsedMs / 1000);
     assert.ok(pings >= 1 && pings <= bound, `pings: ${pings} in ${Math.round(elapsedMs)} ms (at most ${bound})`);
+  });
+});
+
+describe("the retranslator's /ready", () => {
+  const topic = "readiness-events";
+  let kafka: KafkaMock;
+  let relay: TestRetranslator;
+
+  before(async () => {
+    kafka = await startKafkaMock();
+    await kafka.createTopic(topic, 2);
+    relay = await startTestRetranslator(fastRetranslatorEnv(db.url, kafka.brokers, topic), join(configDir, "config.yml"));
+  });
+
+  after(async () => {
+    await relay?.stop();
+    await kafka?.stop();
+  });
+
+  test("a flood of 200 /ready costs a couple of pings on its own connection while the relay drains the outbox", async () => {
+    const relayUrl = `http://127.0.0.1:${relay.ports.metrics}`;
+    const relayProbes = () => probes(relay.ports.metrics, "logistic_package_api_retranslator_readiness_probes_total");
+    await delay(1100);
+    const before = await relayProbes();
+    const started = performance.now();
+    const [statuses] = await Promise.all([
+      Promise.all(Array.from({ length: 200 }, () => ready(relayUrl))),
+      Promise.all(Array.from({ length: 20 }, () => api.createPackageV1(valid))),
+    ]);
+    const elapsedMs = performance.now() - started;
+    assert.ok(statuses.every((s) => s === 200), `statuses: ${[...new Set(statuses)]}`);
+    const pings = (await relayProbes()) - before;
+    const bound = 1 + Math.floor(elapsedMs / 1000);
+    assert.ok(pings >= 1 && pings <= bound, `pings: ${pings} in ${Math.round(elapsedMs)} ms (at most ${bound})`);
+    assert.equal(await connectionsNamed("logistic-package-api/retranslator readiness"), 1);
+
+    const deadline = Date.now() + 30_000;
+    while ((await count(db.db, "package_event")) > 0) {
+      assert.ok(Date.now() < deadline, "the outbox drains");
+      await delay(100);
+    }
   });
 });

@@ -105,7 +105,11 @@ export async function startRetranslatorApp(config: Readonly<Config>, logger: Log
     acquireTimeoutMs: config.status.readinessTimeoutMs,
     applicationName: "logistic-package-api/retranslator readiness",
   });
-  const probe = new SharedProbe(() => ping(probeDb, config.status.readinessTimeoutMs), config.status.readinessCacheMs);
+  const probe = new SharedProbe(
+    () => ping(probeDb, config.status.readinessTimeoutMs),
+    config.status.readinessCacheMs,
+    () => metrics.readinessProbes.inc(),
+  );
   const status = createStatusServer({
     ready: async () => {
       if (stopping) throw new Error("shutting down");

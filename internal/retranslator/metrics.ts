@@ -14,6 +14,7 @@ export class RetranslatorMetrics {
   readonly oldestAge: Gauge;
   readonly deadLetters: Gauge;
   readonly publishLatency: Histogram;
+  readonly readinessProbes: Counter;
 
   constructor(registry: Registry) {
     const registers = [registry];
@@ -66,6 +67,11 @@ export class RetranslatorMetrics {
       name: "logistic_package_api_retranslator_publish_latency_seconds",
       help: "From the event's commit to the broker's acknowledgement",
       buckets: [0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+      registers,
+    });
+    this.readinessProbes = new Counter({
+      name: "logistic_package_api_retranslator_readiness_probes_total",
+      help: "Database pings of /ready (shared by concurrent probes, cached for status.readinessCacheMs)",
       registers,
     });
   }
