@@ -294,7 +294,10 @@ describe("gRPC server reflection v1 (stock grpc-js client)", () => {
     const res = await reflect({ list_services: "" });
     assert.equal(res.message_response, "list_services_response");
     const names = res.list_services_response.service.map((s: { name: string }) => s.name).sort();
-    assert.deepEqual(names, ["grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", serviceName].sort());
+    assert.deepEqual(
+      names,
+      ["grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection", serviceName].sort(),
+    );
   });
 
   test("file_containing_symbol returns the API file with its dependencies", async () => {
@@ -328,6 +331,83 @@ describe("gRPC server reflection v1 (stock grpc-js client)", () => {
     const res = await reflect({ file_containing_symbol: "no.such.Symbol" });
     assert.equal(res.message_response, "error_response");
     assert.equal(res.error_response.error_code, 5);
+  });
+});
+
+describe("one port, two engines: native gRPC by grpc-js, Connect and gRPC-Web by connect-node", () => {
+  // What a client sees of each engine: grpc-js announces the compressions it
+  // accepts and sends "OK" as the status message; connect-node does neither.
+  async function rawCall(contentType: string, body: Buffer, port = server.ports.grpc) {
+    const http2 = await import("node:http2");
+    const session = http2.connect(`http://127.0.0.1:${port}`);
+    try {
+      const stream = session.request({
+        ":method": "POST",
+        ":path": `/${serviceName}/ListPackagesV1`,
+        "content-type": contentType,
+        te: "trailers",
+      });
+      stream.end(body);
+      let headers: Record<string, unknown> = {};
+      let trailers: Record<string, unknown> = {};
+      stream.on("response", (h) => (headers = h));
+      stream.on("trailers", (t) => (trailers = t));
+      stream.resume();
+      await new Promise((resolve) => stream.once("close", resolve));
+      return { headers, trailers };
+    } finally {
+      session.close();
+    }
+  }
+  const emptyFrame = Buffer.from([0, 0, 0, 0, 0]);
+
+  test("application/grpc streams are answered by grpc-js", async () => {
+    const { headers, trailers } = await rawCall("application/grpc", emptyFrame);
+    assert.equal(headers["grpc-accept-encoding"], "identity,deflate,gzip");
+    assert.deepEqual({ status: trailers["grpc-status"], message: trailers["grpc-message"] }, { status: "0", message: "OK" });
+  });
+
+  test("gRPC-Web over HTTP/2 on the same port is answered by connect-node", async () => {
+    const { headers } = await rawCall("application/grpc-web+proto", emptyFrame);
+    assert.equal(headers[":status"], 200);
+    assert.equal(headers["content-type"], "application/grpc-web+proto");
+    assert.equal(headers["grpc-accept-encoding"], undefined);
+  });
+
+  test("reflection v1alpha answers like v1 (older grpcurl)", async () => {
+    const v1alpha = reflectionClient(server.grpcAddress, undefined, "v1alpha");
+    try {
+      const res = await new Promise<any>((resolve, reject) => {
+        const stream = (v1alpha as any).ServerReflectionInfo();
+        stream.on("data", resolve);
+        stream.on("error", reject);
+        stream.write({ list_services: "" });
+        stream.end();
+      });
+      const names = res.list_services_response.service.map((s: { name: string }) => s.name);
+      assert.ok(names.includes(serviceName));
+    } finally {
+      v1alpha.close();
+    }
+  });
+
+  test("with grpc.nativeGrpcJs false, connect-node serves native gRPC and stock clients still work", async () => {
+    const { mkdtempSync, writeFileSync } = await import("node:fs");
+    const { tmpdir } = await import("node:os");
+    const { join } = await import("node:path");
+    const configPath = join(mkdtempSync(join(tmpdir(), "lpa-engine-")), "config.yml");
+    writeFileSync(configPath, "grpc:\n  nativeGrpcJs: false\n");
+    const fallback = await startTestServer(db.url, { CONFIG_PATH: configPath });
+    const client = packageApiClient(fallback.grpcAddress);
+    try {
+      const { ID } = await client.createPackageV1({ Title: "fallback", Material: "tin", MaximumVolume: 2 });
+      assert.equal((await client.describePackageV1({ PackageID: ID })).Value.Title, "fallback");
+      const { headers } = await rawCall("application/grpc", emptyFrame, fallback.ports.grpc);
+      assert.equal(headers["grpc-accept-encoding"], undefined, "answered by connect-node");
+    } finally {
+      client.close();
+      await fallback.stop();
+    }
   });
 });
 

@@ -1,9 +1,15 @@
-import { create, toBinary, type DescFile, type DescService, type MessageInitShape } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary, type DescFile, type DescService, type MessageInitShape } from "@bufbuild/protobuf";
 import { nestedTypes } from "@bufbuild/protobuf/reflect";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
 import {
+  ServerReflection as ServerReflectionV1Alpha,
+  ServerReflectionRequestSchema as V1AlphaRequestSchema,
+  ServerReflectionResponseSchema as V1AlphaResponseSchema,
+} from "../../pkg/grpc/reflection/v1alpha/reflection_pb.js";
+import {
   ServerReflection,
+  ServerReflectionRequestSchema,
   ServerReflectionResponseSchema,
   type ServerReflectionRequest,
   type ServerReflectionResponse,
@@ -121,4 +127,23 @@ function withDependencies(file: DescFile): Uint8Array[] {
   };
   visit(file);
   return out;
+}
+
+/**
+ * grpc.reflection.v1alpha, which older tools (grpcurl before 1.8.8, some IDE
+ * plugins) still ask for. It is v1 under another package name, with the same
+ * fields and numbers, so each message crosses over through its wire form.
+ */
+export function reflectionV1AlphaHandlers(services: readonly DescService[]): ServiceImpl<typeof ServerReflectionV1Alpha> {
+  const v1 = reflectionHandlers(services);
+  return {
+    async *serverReflectionInfo(requests, context) {
+      async function* asV1() {
+        for await (const req of requests) yield fromBinary(ServerReflectionRequestSchema, toBinary(V1AlphaRequestSchema, req));
+      }
+      for await (const res of v1.serverReflectionInfo(asV1(), context)) {
+        yield fromBinary(V1AlphaResponseSchema, toBinary(ServerReflectionResponseSchema, create(ServerReflectionResponseSchema, res)));
+      }
+    },
+  };
 }

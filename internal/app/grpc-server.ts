@@ -5,12 +5,13 @@ import { collectDefaultMetrics, Registry } from "prom-client";
 import { LogisticPackageApiService } from "../../pkg/hablof/logistic_package_api/v1/logistic_package_api_pb.js";
 import { Health } from "../../pkg/grpc/health/v1/health_pb.js";
 import { ServerReflection } from "../../pkg/grpc/reflection/v1/reflection_pb.js";
+import { ServerReflection as ServerReflectionV1Alpha } from "../../pkg/grpc/reflection/v1alpha/reflection_pb.js";
 import { createGatewayHandler } from "../api/gateway.js";
 import { packageApiHandlers } from "../api/handlers.js";
 import { healthHandlers } from "../api/health.js";
 import { serviceWithStrictJson } from "../api/json-body.js";
 import { requestInterceptor } from "../api/interceptors.js";
-import { reflectionHandlers } from "../api/reflection.js";
+import { reflectionHandlers, reflectionV1AlphaHandlers } from "../api/reflection.js";
 import type { Config } from "../config/config.js";
 import { metricsHost, statusHost } from "../config/listen-hosts.js";
 import { createDatabase, ping } from "../database/database.js";
@@ -23,7 +24,8 @@ import { PgPackageRepository } from "../repo/package-repo.js";
 import { traceMethods } from "../tracer/trace-repository.js";
 import { runKeySweeper } from "../service/key-sweeper.js";
 import { PackageService } from "../service/package-service.js";
-import { ApiListener } from "../server/api-listener.js";
+import { ApiListener, type StreamRoute } from "../server/api-listener.js";
+import { NativeGrpcServer, serviceBinding } from "../server/native-grpc.js";
 import { watchTlsFiles } from "../server/tls-files.js";
 import { ApiSecurity } from "./api-security.js";
 import { closeServer, listen } from "../server/listen.js";
@@ -113,33 +115,46 @@ export async function startGrpcServer(config: Readonly<Config>, logger: Logger):
       requestInterceptor({ logger, allowRiseToDebug: config.project.allowRiseToDebug }),
       ...(auth === undefined ? [] : [auth]),
     ];
+    // One implementation of each service, served by connect-node (Connect,
+    // gRPC-Web, REST through the gateway) and by grpc-js (native gRPC).
+    const packageApi = packageApiHandlers(service, {
+      defaultLimit: config.api.defaultListLimit,
+      maxLimit: config.api.maxListLimit,
+      maxOffset: config.api.maxListOffset,
+    });
+    const served = [LogisticPackageApiService, Health, ServerReflection, ServerReflectionV1Alpha];
+    const health = healthHandlers({
+      services: served.map((s) => s.typeName),
+      probe: ready,
+      watchIntervalMs: config.status.readinessCacheMs,
+      maxWatchers: config.health.maxWatchers,
+    });
+    const reflection = reflectionHandlers(served);
+    const reflectionV1Alpha = reflectionV1AlphaHandlers(served);
     const routes = (router: ConnectRouter) => {
       // Strict JSON: exact 64-bit numbers, valid UTF-8, no duplicate keys, bounded depth.
-      serviceWithStrictJson(
-        router,
-        LogisticPackageApiService,
-        packageApiHandlers(service, {
-          defaultLimit: config.api.defaultListLimit,
-          maxLimit: config.api.maxListLimit,
-          maxOffset: config.api.maxListOffset,
-        }),
-      );
-      router.service(
-        Health,
-        healthHandlers({
-          services: [LogisticPackageApiService.typeName, Health.typeName, ServerReflection.typeName],
-          probe: ready,
-          watchIntervalMs: config.status.readinessCacheMs,
-          maxWatchers: config.health.maxWatchers,
-        }),
-      );
-      router.service(ServerReflection, reflectionHandlers([LogisticPackageApiService, Health, ServerReflection]));
+      serviceWithStrictJson(router, LogisticPackageApiService, packageApi);
+      router.service(Health, health);
+      router.service(ServerReflection, reflection);
+      router.service(ServerReflectionV1Alpha, reflectionV1Alpha);
     };
+    const nativeGrpc = config.grpc.nativeGrpcJs
+      ? new NativeGrpcServer(
+          [
+            serviceBinding(LogisticPackageApiService, packageApi),
+            serviceBinding(Health, health),
+            serviceBinding(ServerReflection, reflection),
+            serviceBinding(ServerReflectionV1Alpha, reflectionV1Alpha),
+          ],
+          { interceptors, maxRequestBytes: config.grpc.maxRequestBytes, shutdownSignal: owned.signal },
+        )
+      : undefined;
 
     const listeners: ApiListener[] = [];
-    const apiListener = (name: string, handler: ConstructorParameters<typeof ApiListener>[0]) => {
+    const apiListener = (name: string, handler: ConstructorParameters<typeof ApiListener>[0], streamRoute?: StreamRoute) => {
       const listener = new ApiListener(handler, {
         limits: config.grpc,
+        ...(streamRoute === undefined ? {} : { streamRoute }),
         ...(security.tls === undefined ? {} : { tls: security.tls }),
         onClose: (reason) => metrics.connectionsClosed.inc({ listener: name, reason }),
       });
@@ -155,6 +170,9 @@ export async function startGrpcServer(config: Readonly<Config>, logger: Logger):
         readMaxBytes: config.grpc.maxRequestBytes,
         shutdownSignal: owned.signal,
       }),
+      nativeGrpc === undefined
+        ? undefined
+        : { accepts: NativeGrpcServer.accepts, handleStream: (stream, headers) => nativeGrpc.handleStream(stream, headers) },
     );
     const grpcPort = await listen(grpc.server, config.grpc.port, config.grpc.host);
     servers.push({ name: "grpc", close: () => grpc.close(config.grpc.shutdownTimeoutMs) });

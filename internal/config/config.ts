@@ -69,6 +69,10 @@ const schema = z
         maxRequestBytes: int(1024, 64 * 1024 * 1024).default(4 * 1024 * 1024),
         // On SIGTERM: time given to in-flight requests before connections are cut.
         shutdownTimeoutMs: int(0, 600_000).default(10_000),
+        // Native gRPC (application/grpc) on this port is served by @grpc/grpc-js, the rest
+        // (Connect, gRPC-Web) by connect-node. false: connect-node serves native gRPC too
+        // (slower: measured ~3x the CPU per trivial call; kept for comparison and fallback).
+        nativeGrpcJs: bool.default(true),
         // Limits of every API listener (this port and the gateway's), so that hostile or
         // broken clients cost a connection, never the process. Open connections per
         // listener; more are closed at once (a few KiB of memory each while idle).

@@ -37,8 +37,16 @@ export type ConnectionCloseReason =
   | "tls_handshake_failed"
   | "plaintext_to_tls";
 
+/** Takes some HTTP/2 streams before the request handler sees them (native gRPC for grpc-js). */
+export interface StreamRoute {
+  accepts(headers: http2.IncomingHttpHeaders): boolean;
+  handleStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void;
+}
+
 export interface ApiListenerOptions {
   limits: ListenerLimits;
+  /** HTTP/2 streams that this route accepts go to it; the rest to the handler. */
+  streamRoute?: StreamRoute;
   /** Serve TLS only (HTTP/2 or HTTP/1.1 by ALPN); plaintext requests are answered with an error. */
   tls?: TlsMaterial;
   onClose?: (reason: ConnectionCloseReason) => void;
@@ -76,7 +84,10 @@ export class ApiListener {
     this.limits = options.limits;
     this.onClose = options.onClose ?? (() => {});
     this.h1 = this.createHttp1(handler as http.RequestListener);
-    this.h2 = this.createHttp2(handler as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void);
+    this.h2 = this.createHttp2(
+      handler as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void,
+      options.streamRoute,
+    );
 
     if (options.tls !== undefined) {
       this.tlsServer = tls.createServer({
@@ -178,6 +189,7 @@ export class ApiListener {
 
   private createHttp2(
     handler: (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void,
+    route?: StreamRoute,
   ): http2.Http2Server {
     const server = http2.createServer(
       {
@@ -189,6 +201,18 @@ export class ApiListener {
       },
       handler,
     );
+    if (route !== undefined) {
+      // The request handler is served by http2's compatibility layer, which is
+      // a 'stream' listener of its own; take it out and call it only for the
+      // streams that the route does not accept.
+      const compat = server.listeners("stream");
+      if (compat.length !== 1) throw new Error(`expected one compatibility 'stream' listener, found ${compat.length}`);
+      server.removeAllListeners("stream");
+      server.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, ...rest: unknown[]) => {
+        if (route.accepts(headers)) route.handleStream(stream, headers);
+        else (compat[0] as (...args: unknown[]) => void).call(server, stream, headers, ...rest);
+      });
+    }
     // A session error (a protocol violation, a reset) ends that session only.
     server.on("sessionError", () => {});
     server.on("session", (session: http2.ServerHttp2Session) => this.watchSession(session));

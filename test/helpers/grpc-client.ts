@@ -91,9 +91,13 @@ export function healthClient(
   return { check: promisify(client, "Check"), raw: client, close: () => client.close() };
 }
 
-export function reflectionClient(address: string, credentials = grpc.credentials.createInsecure()): grpc.Client {
-  const pkg = load("grpc/reflection/v1/reflection.proto") as any;
-  const Ctor = pkg.grpc.reflection.v1.ServerReflection as grpc.ServiceClientConstructor;
+export function reflectionClient(
+  address: string,
+  credentials = grpc.credentials.createInsecure(),
+  version: "v1" | "v1alpha" = "v1",
+): grpc.Client {
+  const pkg = load(`grpc/reflection/${version}/reflection.proto`) as any;
+  const Ctor = pkg.grpc.reflection[version].ServerReflection as grpc.ServiceClientConstructor;
   return new Ctor(address, credentials);
 }
 
