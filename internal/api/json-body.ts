@@ -18,7 +18,9 @@ import { Code, ConnectError, type ConnectRouter, type MethodImpl, type ServiceIm
 
 export const maxJsonDepth = 32;
 
-const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+// A leading byte order mark is dropped (RFC 8259 lets parsers ignore it), as
+// connect's own decoder does.
+const utf8 = new TextDecoder("utf-8", { fatal: true });
 
 const int64Scalars: ReadonlySet<ScalarType> = new Set([
   ScalarType.INT64,
