@@ -2,8 +2,11 @@
 // database from the events on Kafka. Checked end to end against the real
 // grpc-server and retranslator: the read model equals the API's state, copies
 // and older events change nothing, unusable messages are recorded and passed
-// over, kill -9 (also between a transaction and its offset commit) loses or
-// doubles nothing, and a group re-reading the whole topic changes nothing.
+// over, kill -9 (also between a transaction and its offset commit) with the
+// default configuration loses or doubles nothing and the restarted facade is
+// back within a session, a broker restart is survived with a bounded backoff,
+// a group re-reading the whole topic changes nothing, /ready tells an instance
+// without partitions, and old inbox rows are deleted in batches.
 //
 // One API database and one facade database for the file (the tests build on
 // each other's state, in order); one Kafka mock, one topic of 4 partitions.
@@ -13,8 +16,11 @@ import { randomBytes, randomInt } from "node:crypto";
 import { once } from "node:events";
 import { after, before, test } from "node:test";
 import { create, toBinary } from "@bufbuild/protobuf";
+import * as grpc from "@grpc/grpc-js";
 import { Kafka, logLevel, Partitioners, type Producer } from "kafkajs";
 import { PackageEventSchema, EventType } from "../pkg/hablof/logistic_package_api/v1/kafka_proto_pb.js";
+import { loadConfig } from "../internal/config/config.js";
+import { restartBackoffMs } from "../internal/facade/consumer.js";
 import { DecodeError, decodePackageEvent } from "../internal/facade/decode.js";
 import { toEventMessage } from "../internal/retranslator/sender/event-message.js";
 import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
@@ -32,7 +38,7 @@ import {
   writeFacadeConfig,
   type TestFacade,
 } from "./helpers/facade.js";
-import { packageApiClient, type PackageApiClient } from "./helpers/grpc-client.js";
+import { packageApiClient, type PackageApiClient, type RpcError } from "./helpers/grpc-client.js";
 import { startKafkaMock, type KafkaMock } from "./helpers/kafka-mock.js";
 import { fastRetranslatorEnv, startTestRetranslator, type TestRetranslator } from "./helpers/retranslator.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
@@ -303,9 +309,69 @@ function runFacade(env: Record<string, string>): FacadeProcess {
 
 const appliedLines = (p: FacadeProcess) => p.lines.filter((l) => l["msg"] === "event applied").length;
 
-test("kill -9 at random moments while changes flow: the read model ends equal to the API, each event id in the inbox once", async (t) => {
+/**
+ * The read model, package by package, as the API describes it: a live package's
+ * fields equal Describe's answer; a removed one is NotFound there and kept
+ * with its removed flag here.
+ */
+async function assertReadModelDescribesLikeApi(): Promise<void> {
+  const rows = new Map((await facadePackages(facadeDb.db)).map((r) => [r.id, r]));
+  const ids = (await apiPackages(apiDb.db)).map((p) => p.id);
+  assert.deepEqual([...rows.keys()], ids, "the read model holds every package the API ever had, and no other");
+  for (const id of ids) {
+    const row = rows.get(id)!;
+    let described: Record<string, unknown> | undefined;
+    try {
+      described = (await client.describePackageV1({ PackageID: id })).Value as Record<string, unknown>;
+    } catch (err) {
+      assert.equal((err as RpcError).code, grpc.status.NOT_FOUND, `Describe ${id}: ${(err as Error).message}`);
+    }
+    if (described === undefined) {
+      assert.equal(row.removed, true, `package ${id} is removed in the API but not in the read model`);
+      continue;
+    }
+    const created = described["Created"] as { seconds: string; nanos: number };
+    assert.deepEqual(
+      {
+        id: row.id,
+        title: row.title,
+        material: row.material,
+        volume: Math.fround(Number(row.maximum_volume)),
+        reusable: row.reusable,
+        // Describe carries milliseconds; the stored time has microseconds.
+        createdMs: Date.parse(`${row.created.slice(0, 23)}Z`),
+        removed: row.removed,
+      },
+      {
+        id: described["ID"],
+        title: described["Title"],
+        material: described["Material"],
+        volume: described["MaximumVolume"],
+        reusable: described["Reusable"],
+        createdMs: Number(created.seconds) * 1000 + Math.floor(created.nanos / 1_000_000),
+        removed: false,
+      },
+      `package ${id}`,
+    );
+  }
+}
+
+const loggedAt = (p: FacadeProcess, msg: string) => Date.parse(String(p.lines.find((l) => l["msg"] === msg)?.["time"]));
+
+test("crash test, default config: kill -9 three times during creates, updates and removes; each restart rejoins within a session, and the read model describes every package as the API does", async (t) => {
   await facade!.stop();
   facade = undefined;
+
+  // The facade's default configuration (config.yml as shipped): only its
+  // database, the brokers, the topic and the metrics port are set (facadeEnv).
+  // LOG_LEVEL=debug adds log lines only (redelivered copies are logged at debug).
+  const defaults = loadConfig({ env: {} }).facade;
+  const childEnv = { ...facadeEnv(facadeDb.url, kafka.brokers, topic), LOG_LEVEL: "debug" };
+  // A restarted facade joins once its killed predecessor's session has ended
+  // and the coordinator's join round is over (about one session on this
+  // broker), then catches up: a session plus a margin for the process's
+  // start-up (seconds, more on a busy machine) and the catch-up.
+  const recoveryMs = defaults.sessionTimeoutMs + 30_000;
 
   // Three kills, each after a random number of applied events, restarted each
   // time in the same group. Kills 1 and 3 land wherever that is (inside a
@@ -313,16 +379,19 @@ test("kill -9 at random moments while changes flow: the read model ends equal to
   // offset commit, where a random kill almost never does (the commit request
   // leaves within a millisecond of the transaction): the broker fails the next
   // offset commits, and the facade dies when it says so.
-  const runs: FacadeProcess[] = [];
-  const childEnv = { ...env, LOG_LEVEL: "debug" };
+  const runs: (FacadeProcess & { spawnedAt: number })[] = [];
+  const spawn = () => {
+    const p = { ...runFacade(childEnv), spawnedAt: Date.now() };
+    runs.push(p);
+    return p;
+  };
   const writer = startWriter();
   const t0 = Date.now();
   try {
     for (let kill = 1; kill <= 3; kill++) {
-      const p = runFacade(childEnv);
-      runs.push(p);
+      const p = spawn();
       const threshold = 1 + randomInt(25);
-      await poll(`facade #${kill} to apply ${threshold} events`, async () => appliedLines(p), (n) => n >= threshold, 60_000, 5);
+      await poll(`facade #${kill} to apply ${threshold} events`, async () => appliedLines(p), (n) => n >= threshold, recoveryMs, 5);
       if (kill === 2) {
         await kafka.pushErrors(OFFSET_COMMIT, 3, [REQUEST_TIMED_OUT]);
         await poll("an offset commit to fail", async () => p.lines.some((l) => String(l["msg"]).startsWith("offset commit failed")), Boolean, 30_000, 2);
@@ -336,16 +405,24 @@ test("kill -9 at random moments while changes flow: the read model ends equal to
   } finally {
     t.diagnostic(`writer: ${await writer.stop()} API calls`);
   }
-  const last = runFacade(childEnv);
-  runs.push(last);
-  await converged(60_000);
-  t.diagnostic(`converged at ${Date.now() - t0} ms`);
+  const last = spawn();
+  await converged(recoveryMs);
+  t.diagnostic(`last restart: read model equal to the API ${Date.now() - last.spawnedAt} ms after the start`);
+  for (const [i, p] of runs.entries()) {
+    const joined = loggedAt(p, "joined the consumer group");
+    t.diagnostic(`facade #${i + 1}: joined its group ${joined - p.spawnedAt} ms after its spawn, ${joined - loggedAt(p, "facade started")} ms after "facade started"`);
+  }
+  await assertReadModelDescribesLikeApi();
   assert.deepEqual(await inboxIds(facadeDb.db), [STALE_EVENT_ID.toString(), ...(await apiEventIds())]);
   // Events applied by a killed facade whose offsets were not committed came
   // again to its successor, which skipped them.
   const redelivered = runs.slice(1).reduce((n, p) => n + p.lines.filter((l) => l["msg"] === "duplicate skipped").length, 0);
   t.diagnostic(`applied before a kill, delivered again and skipped: ${redelivered}`);
   assert.ok(redelivered > 0);
+  // The failure of the issue: a group request timing out while the coordinator
+  // waits for the dead member, then kafkajs' own restart every 300 ms.
+  const lines = runs.flatMap((p) => p.lines);
+  assert.deepEqual(lines.filter((l) => /Request (JoinGroup|SyncGroup).*timed out|Restarting the consumer/.test(String(l["msg"]))), []);
 
   last.child.kill("SIGTERM");
   assert.deepEqual(await last.exited, { code: 0, signal: null });
@@ -412,4 +489,142 @@ test("the decoder refuses what the read model's tables could not store, and fill
   ];
   for (const [what, value] of refused) assert.throws(() => decodePackageEvent(value), DecodeError, what);
   assert.throws(() => decodePackageEvent(null), DecodeError);
+});
+
+test("restart backoff: jittered, doubling from restartBackoffMinMs, never above restartBackoffMaxMs", () => {
+  const low = () => 0;
+  const high = () => 1;
+  assert.deepEqual([1, 2, 3, 4].map((n) => restartBackoffMs(n, 1000, 30_000, high)), [1000, 2000, 4000, 8000]);
+  assert.deepEqual([1, 2, 3, 4].map((n) => restartBackoffMs(n, 1000, 30_000, low)), [500, 1000, 2000, 4000]);
+  assert.equal(restartBackoffMs(6, 1000, 30_000, high), 30_000);
+  assert.equal(restartBackoffMs(1000, 1000, 30_000, high), 30_000);
+  assert.equal(restartBackoffMs(1000, 1000, 30_000, low), 15_000);
+});
+
+test("timeouts that would let a group request time out while the coordinator waits stop start-up, naming the keys", async () => {
+  const bad = await writeFacadeConfig({ sessionTimeoutMs: 30_000, heartbeatIntervalMs: 15_000 });
+  cleanups.push(bad.cleanup);
+  assert.throws(
+    () => loadConfig({ path: bad.path, env: {} }),
+    (err: Error) => {
+      assert.equal(err.name, "ConfigError");
+      assert.match(err.message, /config key "facade\.heartbeatIntervalMs": must be at most a third of facade\.sessionTimeoutMs \(30000\)/);
+      assert.match(err.message, /config key "facade\.requestTimeoutMs": must be at least facade\.sessionTimeoutMs \+ 5000 \(35000\)/);
+      assert.match(err.message, /config key "facade\.maxUnassignedMs": must be at least facade\.sessionTimeoutMs \+ facade\.rebalanceTimeoutMs \(60000\)/);
+      return true;
+    },
+  );
+  const rebalance = await writeFacadeConfig({ rebalanceTimeoutMs: 5000, restartBackoffMinMs: 2000, restartBackoffMaxMs: 1000 });
+  cleanups.push(rebalance.cleanup);
+  assert.throws(() => loadConfig({ path: rebalance.path, env: {} }), /config key "facade\.rebalanceTimeoutMs": must be at least facade\.sessionTimeoutMs \(10000\).*config key "facade\.restartBackoffMaxMs": must be at least facade\.restartBackoffMinMs \(2000\)/);
+  // The shipped defaults pass their own checks.
+  const f = loadConfig({ env: {} }).facade;
+  assert.ok(f.requestTimeoutMs >= f.sessionTimeoutMs + 5000 && f.heartbeatIntervalMs * 3 <= f.sessionTimeoutMs);
+});
+
+test("/ready: an instance the group gives no partition turns not ready after maxUnassignedMs, with the reason; it takes over when the holder leaves", async () => {
+  // One partition, two instances: one holds it, the other is a standby.
+  const single = "facade-single-partition";
+  await kafka.createTopic(single, 1);
+  const config = await writeFacadeConfig({ sessionTimeoutMs: 6000, heartbeatIntervalMs: 500, rebalanceTimeoutMs: 6000, maxUnassignedMs: 12_000, groupId: "facade-standby" });
+  cleanups.push(config.cleanup);
+  const standbyEnv = { ...env, KAFKA_TOPIC: single, CONFIG_PATH: config.path };
+  const running = new Set<TestFacade>();
+  const start = async () => {
+    const app = await startTestFacade(standbyEnv);
+    running.add(app);
+    return app;
+  };
+  const stop = async (app: TestFacade) => {
+    running.delete(app);
+    await app.stop();
+  };
+  const m = (app: TestFacade, name: string) => readFacadeMetric(app.metricsUrl, `logistic_package_api_facade_${name}`);
+  try {
+    const first = await start();
+    await poll("the first instance to hold the partition", () => m(first, "assigned_partitions"), (n) => n === 1, 30_000);
+    const second = await start();
+    await poll("both instances to have joined the rebalance", async () => [await m(first, "rebalances_total"), await m(second, "rebalances_total")], ([a, b]) => a >= 2 && b >= 1, 30_000);
+    const [holder, standby] = (await m(first, "assigned_partitions")) === 1 ? [first, second] : [second, first];
+    assert.equal(await m(standby, "assigned_partitions"), 0);
+    assert.ok((await m(standby, "unassigned_seconds")) > 0);
+    assert.equal(await m(holder, "unassigned_seconds"), 0);
+
+    const res = await poll("the standby's /ready to fail", () => fetch(`${standby.metricsUrl}/ready`), (r) => r.status === 503, 30_000, 250);
+    const body = (await res.json()) as { status: string; reason: string };
+    assert.equal(body.status, "not ready");
+    assert.match(body.reason, /^no partition assigned for \d+ s \(facade\.maxUnassignedMs is 12000 ms\): the group assigned this instance no partition/);
+    assert.equal((await fetch(`${holder.metricsUrl}/ready`)).status, 200);
+
+    await stop(holder);
+    await poll("the standby to take the partition over and turn ready", () => fetch(`${standby.metricsUrl}/ready`).then((r) => r.status), (s) => s === 200, 30_000, 250);
+    assert.equal(await m(standby, "assigned_partitions"), 1);
+  } finally {
+    for (const app of running) await stop(app);
+  }
+});
+
+test("broker restart, default config: the consumer fails, restarts after a backoff instead of spinning, and the changes made meanwhile reach the read model", async (t) => {
+  const defaults = loadConfig({ env: {} }).facade;
+  const relayBackoffMaxMs = loadConfig({ env: {} }).retranslator.retryBackoffMaxMs;
+  await facade?.stop();
+  facade = await startTestFacade(facadeEnv(facadeDb.url, kafka.brokers, topic));
+  await poll("the facade to hold partitions", () => metric("assigned_partitions"), (n) => n > 0, defaults.sessionTimeoutMs + 20_000);
+  const rebalancesBefore = await metric("rebalances_total");
+
+  const downAt = Date.now();
+  await kafka.brokerDown(1);
+  try {
+    // Changes while the broker is away wait in the outbox.
+    for (let i = 0; i < 5; i++) await client.createPackageV1({ Title: `During outage ${i}`, Material: "steel", MaximumVolume: 3 + i });
+    await poll("the consumer to fail and be restarted", () => metric("consumer_restarts_total"), (n) => n >= 2, 120_000, 250);
+  } finally {
+    await kafka.brokerUp(1);
+  }
+  const restarts = facade.logs.lines.filter((l) => l["msg"] === "consumer failed; restarting it after a backoff");
+  t.diagnostic(`broker down ${Date.now() - downAt} ms; restarts after ${restarts.map((l) => l["restartInMs"]).join(", ")} ms`);
+  assert.ok(restarts.length >= 2);
+  for (const line of restarts) {
+    assert.ok(Number(line["restartInMs"]) >= defaults.restartBackoffMinMs / 2 && Number(line["restartInMs"]) <= defaults.restartBackoffMaxMs, `backoff ${line["restartInMs"]}`);
+  }
+  // Not kafkajs' own restart loop (300 ms, again and again).
+  assert.ok(!facade.logs.lines.some((l) => /Restarting the consumer/.test(String(l["msg"]))));
+
+  const upAt = Date.now();
+  // The relay's own retry backoff of the outage's events may still run after the broker is back.
+  await converged(relayBackoffMaxMs + defaults.restartBackoffMaxMs + defaults.sessionTimeoutMs + 20_000);
+  t.diagnostic(`read model equal to the API ${Date.now() - upAt} ms after the broker came back`);
+  assert.ok((await metric("rebalances_total")) > rebalancesBefore);
+  assert.equal((await fetch(`${facade.metricsUrl}/ready`)).status, 200);
+  await facade.stop();
+  facade = undefined;
+});
+
+test("inbox retention: rows older than inboxRetentionHours are deleted in batches by the facade's own loop; newer rows stay", async () => {
+  // Hand-made inbox rows below the API's event ids: five old enough to go,
+  // two just inside the retention.
+  const old = ["11", "12", "13", "14", "15"];
+  const recent = ["21", "22"];
+  await facadeDb.db.raw(
+    `INSERT INTO facade_inbox (event_id, package_id, type, applied_at)
+     SELECT id, 1, 'Updated', now() - make_interval(mins => CASE WHEN id < 20 THEN 121 ELSE 119 END)
+     FROM unnest(?::bigint[]) AS id`,
+    [`{${[...old, ...recent].join(",")}}`],
+  );
+  const inboxBefore = await inboxIds(facadeDb.db);
+  const config = await writeFacadeConfig({ sessionTimeoutMs: 6000, heartbeatIntervalMs: 500, inboxRetentionHours: 2, inboxCleanupIntervalMs: 200, inboxCleanupBatchSize: 2 });
+  cleanups.push(config.cleanup);
+  await facade?.stop();
+  facade = await startTestFacade({ ...env, CONFIG_PATH: config.path });
+
+  await poll("the old inbox rows to be deleted", () => metric("inbox_deleted_total"), (n) => n === old.length, 30_000);
+  assert.deepEqual(await inboxIds(facadeDb.db), inboxBefore.filter((id) => !old.includes(id)));
+  assert.ok(recent.every((id) => inboxBefore.includes(id)));
+  // 2 + 2 + 1: three statements of at most inboxCleanupBatchSize rows.
+  const sweeps = facade.logs.lines.filter((l) => l["msg"] === "old inbox rows deleted");
+  assert.deepEqual(sweeps.map((l) => [l["deleted"], l["batches"]]), [[5, 3]]);
+  await new Promise((r) => setTimeout(r, 600));
+  assert.equal(await metric("inbox_deleted_total"), old.length, "later sweeps find nothing more");
+  await facade.stop();
+  facade = undefined;
 });

@@ -12,6 +12,8 @@ import { createStatusServer } from "../server/status-server.js";
 import { PgBatchApplier } from "./applier.js";
 import { FacadeConsumer } from "./consumer.js";
 import { ensureDatabase, migrateFacade } from "./database.js";
+import { runInboxRetention } from "./inbox-retention.js";
+import { GroupMembership } from "./membership.js";
 import { FacadeMetrics } from "./metrics.js";
 
 export interface FacadeApp {
@@ -67,22 +69,38 @@ export async function startFacadeApp(config: Readonly<Config>, logger: Logger): 
 
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
-  const metrics = new FacadeMetrics(registry);
+  const membership = new GroupMembership();
+  const metrics = new FacadeMetrics(registry, membership);
   const consumer = new FacadeConsumer(
     {
       brokers: config.kafka.brokers,
       clientId: config.kafka.clientId,
       topic: config.kafka.topic,
       groupId: f.groupId,
-      requestTimeoutMs: config.kafka.requestTimeoutMs,
+      // The facade's own: kafka.requestTimeoutMs is sized for the retranslator's sends.
+      requestTimeoutMs: f.requestTimeoutMs,
       maxBytesPerPartition: f.maxBytesPerPartition,
       partitionsConsumedConcurrently: f.partitionsConsumedConcurrently,
       sessionTimeoutMs: f.sessionTimeoutMs,
       heartbeatIntervalMs: f.heartbeatIntervalMs,
+      rebalanceTimeoutMs: f.rebalanceTimeoutMs,
+      restartBackoffMinMs: f.restartBackoffMinMs,
+      restartBackoffMaxMs: f.restartBackoffMaxMs,
       security: kafkaSecurity,
     },
     metrics.instrument(new PgBatchApplier(db, logger)),
-    { onAssignment: (assigned) => metrics.retainPartitions(assigned) },
+    {
+      onAssignment: (assigned) => {
+        metrics.rebalances.inc();
+        metrics.retainPartitions(assigned);
+        membership.assigned(assigned);
+      },
+      onUnassigned: (reason) => membership.lost(reason),
+      onRestart: (error, delayMs) => {
+        metrics.restarts.inc();
+        membership.lost(`consumer failed (${error.message}); restarting in ${delayMs} ms`);
+      },
+    },
     logger,
   );
 
@@ -91,11 +109,15 @@ export async function startFacadeApp(config: Readonly<Config>, logger: Logger): 
     ready: async () => {
       if (stopping) throw new Error("shutting down");
       if (consumer.failure) throw new Error(`consumer stopped: ${consumer.failure.message}`);
+      // Without partitions the read model falls behind; a rebalance legitimately
+      // takes a while, so only a gap longer than maxUnassignedMs counts.
+      const unassigned = membership.notReadyReason(f.maxUnassignedMs);
+      if (unassigned !== undefined) throw new Error(unassigned);
       await ping(db, config.status.readinessTimeoutMs);
     },
     version: versionInfo(),
   });
-  // DESIGN.md §5 style: /metrics, /live, /ready (and /version) on one port.
+  // /metrics, /live, /ready (and /version) on one port.
   // A consumer kafkajs gave up on fails /live too: only a restart brings it back.
   const server = createMetricsServer(registry, (req, res) => {
     const path = new URL(req.url ?? "/", "http://facade").pathname;
@@ -106,15 +128,23 @@ export async function startFacadeApp(config: Readonly<Config>, logger: Logger): 
     }
     status.emit("request", req, res);
   });
-  const metricsPort = await listen(server, f.metricsPort, metricsHost(config));
+  let metricsPort: number;
   try {
-    await consumer.start();
+    metricsPort = await listen(server, f.metricsPort, metricsHost(config));
   } catch (err) {
-    await consumer.stop().catch(() => undefined);
-    await closeServer(server);
     await db.destroy();
     throw err;
   }
+  // Joining the group can take a session timeout or more; /ready tells when it did.
+  consumer.start();
+  const retention = new AbortController();
+  const retentionLoop = runInboxRetention(
+    db,
+    { retentionHours: f.inboxRetentionHours, intervalMs: f.inboxCleanupIntervalMs, batchSize: f.inboxCleanupBatchSize },
+    (rows) => metrics.inboxDeleted.inc(rows),
+    logger,
+    retention.signal,
+  );
   logger.info({ topic: config.kafka.topic, groupId: f.groupId }, "facade started");
 
   return {
@@ -123,6 +153,8 @@ export async function startFacadeApp(config: Readonly<Config>, logger: Logger): 
       stopping = true;
       // kafkajs lets the batch in hand finish (its transaction and offset commit), then leaves the group.
       await consumer.stop();
+      retention.abort();
+      await retentionLoop;
       server.closeIdleConnections();
       await closeServer(server);
       await db.destroy();

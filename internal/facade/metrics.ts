@@ -1,5 +1,6 @@
 import { Counter, Gauge, type Registry } from "prom-client";
 import type { Batch, BatchApplier, BatchOutcome } from "./applier.js";
+import type { GroupMembership } from "./membership.js";
 
 /** The facade's metrics, on its own registry and port. */
 export class FacadeMetrics {
@@ -9,9 +10,12 @@ export class FacadeMetrics {
   readonly rejected: Counter;
   readonly batchFailures: Counter;
   readonly lag: Gauge<"topic" | "partition">;
+  readonly rebalances: Counter;
+  readonly restarts: Counter;
+  readonly inboxDeleted: Counter;
   private readonly lagLabels = new Map<string, { topic: string; partition: string }>();
 
-  constructor(registry: Registry) {
+  constructor(registry: Registry, membership: GroupMembership) {
     const registers = [registry];
     this.applied = new Counter({
       name: "logistic_package_api_facade_events_applied_total",
@@ -43,6 +47,37 @@ export class FacadeMetrics {
       help: "Messages in the partition after the last one applied (high watermark - next offset), per assigned partition",
       labelNames: ["topic", "partition"],
       registers,
+    });
+    this.rebalances = new Counter({
+      name: "logistic_package_api_facade_rebalances_total",
+      help: "Group joins this instance completed (one per rebalance it took part in, the first join included)",
+      registers,
+    });
+    this.restarts = new Counter({
+      name: "logistic_package_api_facade_consumer_restarts_total",
+      help: "Times the consumer failed (retries exhausted) and was started again after a backoff",
+      registers,
+    });
+    this.inboxDeleted = new Counter({
+      name: "logistic_package_api_facade_inbox_deleted_total",
+      help: "Inbox rows deleted by the retention (older than facade.inboxRetentionHours)",
+      registers,
+    });
+    new Gauge({
+      name: "logistic_package_api_facade_unassigned_seconds",
+      help: "How long this instance has held no partition (0 while it holds some): start, rebalances, failures",
+      registers,
+      collect() {
+        this.set(membership.unassignedMs() / 1000);
+      },
+    });
+    new Gauge({
+      name: "logistic_package_api_facade_assigned_partitions",
+      help: "Partitions of the topic assigned to this instance by its last rebalance (0 while it holds none)",
+      registers,
+      collect() {
+        this.set(membership.assignedPartitions);
+      },
     });
   }
 
