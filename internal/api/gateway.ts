@@ -15,6 +15,8 @@ export interface GatewayOptions {
   services: readonly DescService[];
   transport: Transport;
   maxRequestBytes: number;
+  /** Told of a failure that is not a ConnectError (a bug): the client sees only Internal. */
+  onInternalError?: (err: unknown) => void;
 }
 
 interface Route {
@@ -56,6 +58,7 @@ export function createGatewayHandler(options: GatewayOptions): (req: IncomingMes
   const routes = options.services.flatMap(routesOf);
   return (req, res) => {
     handle(req, res, routes, options).catch((err: unknown) => {
+      if (!(err instanceof ConnectError)) options.onInternalError?.(err);
       sendError(res, err instanceof ConnectError ? err : new ConnectError("internal error", Code.Internal));
     });
   };

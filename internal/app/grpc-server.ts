@@ -185,6 +185,7 @@ export async function startGrpcServer(config: Readonly<Config>, logger: Logger):
           services: [LogisticPackageApiService],
           transport: createRouterTransport(routes, { router: { interceptors, readMaxBytes: config.grpc.maxRequestBytes } }),
           maxRequestBytes: config.grpc.maxRequestBytes,
+          onInternalError: (err) => logger.error({ err }, "REST gateway failed a request"),
         }) as ConstructorParameters<typeof ApiListener>[0],
       );
       gatewayPort = await listen(gateway.server, config.gateway.port, config.grpc.host);
