@@ -1,4 +1,4 @@
-// npm run bench [-- --quick] [--profile] [--only=drain,create,e2e,memory,scale]
+// npm run bench [-- --quick] [--profile] [--only=drain,create,framework,e2e,memory,scale]
 //                 [--set=retranslator.batchSize=2000] [--events=N] [--packages=N]
 //
 // Measures the relay, the create RPC, end-to-end latency, memory and scaling,
@@ -12,7 +12,7 @@
 import { parse as parseYaml } from "yaml";
 
 const args = process.argv.slice(2);
-const known = ["drain", "create", "e2e", "memory", "scale"] as const;
+const known = ["drain", "create", "framework", "e2e", "memory", "scale"] as const;
 let only: (typeof known)[number][] = [...known];
 const overrides: Record<string, unknown> = {};
 const sizes: { events?: number; packages?: number } = {};

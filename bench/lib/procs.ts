@@ -39,7 +39,8 @@ function hasSetpriv(): boolean {
  * so the pid is node's own (for /proc sampling).
  */
 export function spawnBinary(
-  binary: "grpc-server" | "retranslator",
+  /** A binary of cmd/, or the path of a script (bench/lib/…). */
+  binary: "grpc-server" | "retranslator" | `${string}.ts`,
   label: string,
   env: Record<string, string>,
   logDir: string,
@@ -47,7 +48,7 @@ export function spawnBinary(
 ): BinaryProcess {
   const logPath = join(logDir, `${label}.log`);
   const fd = openSync(logPath, "a");
-  const args = [...nodeArgs, "--import", "tsx", `cmd/${binary}/main.ts`];
+  const args = [...nodeArgs, "--import", "tsx", binary.endsWith(".ts") ? binary : `cmd/${binary}/main.ts`];
   let child: ChildProcess;
   try {
     child = hasSetpriv()

@@ -100,8 +100,13 @@ export interface RunningServer extends RunningBinary {
 }
 
 /** The grpc-server binary as a child process, ready when /ready answers. */
-export async function startServerChild(ctx: BenchContext, label: string, databaseUrl: string): Promise<RunningServer> {
-  const configPath = await configFile(ctx, {});
+export async function startServerChild(
+  ctx: BenchContext,
+  label: string,
+  databaseUrl: string,
+  overrides: Tree = {},
+): Promise<RunningServer> {
+  const configPath = await configFile(ctx, overrides);
   const [grpcPort, gatewayPort, statusPort, metricsPort] = await freePorts(4);
   const proc = spawnBinary(
     "grpc-server",

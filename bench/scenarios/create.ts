@@ -25,11 +25,20 @@ export interface LoadResult {
 
 export interface CreateResult {
   concurrency: number;
+  /** The server as configured by default (grpc-js for native gRPC, group commit on). */
   grpc: LoadResult;
   /** The bound: the repository's create statement straight on Postgres. */
   sql: LoadResult;
   ratio: number;
+  /** The same load against other server settings, for comparison (same run). */
+  variants: { name: string; overrides: Record<string, unknown>; grpc: LoadResult; ratio: number }[];
 }
+
+/** Server settings measured beside the default, each with its own server process. */
+const variants: { name: string; overrides: Record<string, unknown> }[] = [
+  { name: "no group commit (database.createBatchSize 1)", overrides: { database: { createBatchSize: 1 } } },
+  { name: "connect-node for native gRPC (grpc.nativeGrpcJs false)", overrides: { grpc: { nativeGrpcJs: false } } },
+];
 
 const input = { title: "bench box", material: "cardboard", maximumVolume: 1200, reusable: true };
 
@@ -62,7 +71,7 @@ async function createStatement(): Promise<{ text: string; values: unknown[] }> {
  * Throughput counts the calls completed inside the measured window; latency
  * is each of those calls' own time.
  */
-async function closedLoop(
+export async function closedLoop(
   concurrency: number,
   warmupSeconds: number,
   seconds: number,
@@ -119,60 +128,89 @@ async function closedLoop(
  * flight against the grpc-server binary (a child process, production config:
  * pool of database.maxConnections); the bound is the same statement run by
  * `concurrency` pg clients of their own. The load generator runs in this
- * process and shares the 2 cores with the server and Postgres.
+ * process and shares the 2 cores with the server and Postgres. Each variant
+ * (another server setting) gets a server of its own and the same load.
  */
 export async function createRpc(ctx: BenchContext): Promise<CreateResult[]> {
   const c = ctx.config;
   const db = await benchDatabase(ctx);
-  const server = await startServerChild(ctx, "create-grpc-server", db.url);
-  const client = packageApiClient(server.grpcAddress);
-  const closeClient = ctx.resources.add("grpc client", async () => client.close());
+  const servers = [
+    { name: "default", overrides: {}, server: await startServerChild(ctx, "create-grpc-server", db.url) },
+    ...(await Promise.all(
+      variants.map(async (v, i) => ({ ...v, server: await startServerChild(ctx, `create-grpc-server-variant-${i + 1}`, db.url, v.overrides) })),
+    )),
+  ];
+  const clients = servers.map(({ server }) => packageApiClient(server.grpcAddress));
+  const closeClients = ctx.resources.add("grpc clients", async () => clients.forEach((cl) => cl.close()));
   const statement = await createStatement();
   const results: CreateResult[] = [];
   try {
     for (const concurrency of c.createConcurrency) {
-      ctx.log(`create RPC: gRPC, ${concurrency} in flight, ${c.createWarmupSeconds}+${c.createSeconds} s`);
-      const grpc = await closedLoop(
-        concurrency,
-        c.createWarmupSeconds,
-        c.createSeconds,
-        () => client.createPackageV1({ Title: input.title, Material: input.material, MaximumVolume: input.maximumVolume, Reusable: input.reusable }),
-        {
-          bench: () => [process.pid],
-          "grpc-server": () => [server.proc.pid],
-          postgres: () => postgresBackends(db.name),
-        },
-      );
-      ctx.log(`create RPC: gRPC c=${concurrency}: ${fmtInt(grpc.rps)} rps, p50 ${fmtMs(grpc.p50Ms)} ms, p99 ${fmtMs(grpc.p99Ms)} ms`);
-
-      ctx.log(`create RPC: SQL alone, ${concurrency} pg clients`);
-      const clients: pg.Client[] = [];
-      const closeClients = ctx.resources.add("pg clients", async () => {
-        await Promise.all(clients.map((cl) => cl.end().catch(() => undefined)));
-      });
-      try {
-        for (let i = 0; i < concurrency; i++) {
-          const cl = new pg.Client({ connectionString: db.url, application_name: "lpa-bench" });
-          await cl.connect();
-          clients.push(cl);
-        }
-        const sql = await closedLoop(
+      const loads: LoadResult[] = [];
+      for (const [i, { name, server }] of servers.entries()) {
+        ctx.log(`create RPC (${name}): gRPC, ${concurrency} in flight, ${c.createWarmupSeconds}+${c.createSeconds} s`);
+        const load = await closedLoop(
           concurrency,
           c.createWarmupSeconds,
           c.createSeconds,
-          (worker) => clients[worker]!.query(statement.text, statement.values),
-          { bench: () => [process.pid], postgres: () => postgresBackends(db.name) },
+          () =>
+            clients[i]!.createPackageV1({ Title: input.title, Material: input.material, MaximumVolume: input.maximumVolume, Reusable: input.reusable }),
+          {
+            bench: () => [process.pid],
+            "grpc-server": () => [server.proc.pid],
+            postgres: () => postgresBackends(db.name),
+          },
         );
-        ctx.log(`create RPC: SQL c=${concurrency}: ${fmtInt(sql.rps)} rps, p50 ${fmtMs(sql.p50Ms)} ms, p99 ${fmtMs(sql.p99Ms)} ms`);
-        results.push({ concurrency, grpc, sql, ratio: round(grpc.rps / sql.rps, 2) });
-      } finally {
-        await closeClients();
+        ctx.log(`create RPC (${name}) c=${concurrency}: ${fmtInt(load.rps)} rps, p50 ${fmtMs(load.p50Ms)} ms, p99 ${fmtMs(load.p99Ms)} ms`);
+        loads.push(load);
       }
+      const sql = await sqlBound(ctx, db.url, db.name, statement, concurrency);
+      const [grpc, ...others] = loads;
+      results.push({
+        concurrency,
+        grpc: grpc!,
+        sql,
+        ratio: round(grpc!.rps / sql.rps, 2),
+        variants: others.map((load, i) => ({ ...variants[i]!, grpc: load, ratio: round(load.rps / sql.rps, 2) })),
+      });
     }
     return results;
   } finally {
-    await closeClient();
-    await server.stop();
+    await closeClients();
+    for (const { server } of servers) await server.stop();
     await db.close();
+  }
+}
+
+async function sqlBound(
+  ctx: BenchContext,
+  url: string,
+  databaseName: string,
+  statement: { text: string; values: unknown[] },
+  concurrency: number,
+): Promise<LoadResult> {
+  const c = ctx.config;
+  ctx.log(`create RPC: SQL alone, ${concurrency} pg clients`);
+  const clients: pg.Client[] = [];
+  const closeClients = ctx.resources.add("pg clients", async () => {
+    await Promise.all(clients.map((cl) => cl.end().catch(() => undefined)));
+  });
+  try {
+    for (let i = 0; i < concurrency; i++) {
+      const cl = new pg.Client({ connectionString: url, application_name: "lpa-bench" });
+      await cl.connect();
+      clients.push(cl);
+    }
+    const sql = await closedLoop(
+      concurrency,
+      c.createWarmupSeconds,
+      c.createSeconds,
+      (worker) => clients[worker]!.query(statement.text, statement.values),
+      { bench: () => [process.pid], postgres: () => postgresBackends(databaseName) },
+    );
+    ctx.log(`create RPC: SQL c=${concurrency}: ${fmtInt(sql.rps)} rps, p50 ${fmtMs(sql.p50Ms)} ms, p99 ${fmtMs(sql.p99Ms)} ms`);
+    return sql;
+  } finally {
+    await closeClients();
   }
 }

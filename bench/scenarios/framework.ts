@@ -1,0 +1,74 @@
+import { createClient, type Transport } from "@connectrpc/connect";
+import { createConnectTransport, createGrpcWebTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { LogisticPackageApiService } from "../../pkg/hablof/logistic_package_api/v1/logistic_package_api_pb.js";
+import { packageApiClient } from "../../test/helpers/grpc-client.js";
+import type { BenchContext } from "../lib/context.js";
+import { freePorts, spawnBinary, waitReady } from "../lib/procs.js";
+import { fmtInt, fmtMs } from "../lib/stats.js";
+import { closedLoop, type LoadResult } from "./create.js";
+
+export interface FrameworkResult {
+  protocol: string;
+  engine: "grpc-js" | "connect-node";
+  load: LoadResult;
+}
+
+const request = { Title: "t", Material: "m", MaximumVolume: 1, Reusable: false };
+
+/**
+ * The ceiling of each protocol's server stack: a trivial CreatePackageV1
+ * (returns ID 1, no database, no interceptors) behind the grpc-server's own
+ * listener, in a child process; `concurrency` calls in flight from this
+ * process. A regression in the framework path shows here first.
+ */
+export async function frameworkCeiling(ctx: BenchContext, concurrency = 16): Promise<FrameworkResult[]> {
+  const c = ctx.config;
+  const results: FrameworkResult[] = [];
+  for (const engine of ["grpc-js", "connect"] as const) {
+    const [grpcPort, statusPort] = await freePorts(2);
+    const proc = spawnBinary(
+      "bench/lib/trivial-server.ts",
+      `trivial-${engine}`,
+      { ENGINE: engine, GRPC_PORT: String(grpcPort), STATUS_PORT: String(statusPort) },
+      ctx.logDir,
+    );
+    const stop = ctx.resources.add(`trivial server ${engine}`, async () => void (await proc.stop()));
+    try {
+      await waitReady(`http://127.0.0.1:${statusPort}/ready`, proc);
+      const baseUrl = `http://127.0.0.1:${grpcPort}`;
+      const cpu = { bench: () => [process.pid], server: () => [proc.pid] };
+      const measure = async (protocol: string, call: () => Promise<unknown>, engineName: FrameworkResult["engine"]) => {
+        ctx.log(`framework ceiling: ${protocol} (${engineName}), ${concurrency} in flight`);
+        const load = await closedLoop(concurrency, c.createWarmupSeconds, c.createSeconds, call, cpu);
+        ctx.log(`framework ceiling: ${protocol} (${engineName}): ${fmtInt(load.rps)} rps, p99 ${fmtMs(load.p99Ms)} ms`);
+        results.push({ protocol, engine: engineName, load });
+      };
+
+      const grpcClient = packageApiClient(`127.0.0.1:${grpcPort}`);
+      try {
+        await measure("native gRPC (stock grpc-js client)", () => grpcClient.createPackageV1(request), engine === "grpc-js" ? "grpc-js" : "connect-node");
+      } finally {
+        grpcClient.close();
+      }
+      // The web protocols are connect-node's on either engine: measure them once.
+      if (engine === "connect") continue;
+      const sessions = new Http2SessionManager(baseUrl);
+      const transports: [string, Transport][] = [
+        ["Connect JSON over HTTP/1.1", createConnectTransport({ baseUrl, httpVersion: "1.1" })],
+        ["Connect (binary) over HTTP/2", createConnectTransport({ baseUrl, httpVersion: "2", useBinaryFormat: true, sessionManager: sessions })],
+        ["gRPC-Web over HTTP/1.1", createGrpcWebTransport({ baseUrl, httpVersion: "1.1" })],
+      ];
+      try {
+        for (const [protocol, transport] of transports) {
+          const client = createClient(LogisticPackageApiService, transport);
+          await measure(protocol, () => client.createPackageV1(request), "connect-node");
+        }
+      } finally {
+        sessions.abort();
+      }
+    } finally {
+      await stop();
+    }
+  }
+  return results;
+}
