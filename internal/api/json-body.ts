@@ -144,7 +144,7 @@ function scan(text: string): { path: PathSegment[]; literal: string }[] {
       case '"': {
         const open = i++;
         let escaped = false;
-        while (text[i] !== '"') {
+        while (i < text.length && text[i] !== '"') {
           if (text[i] === "\\") {
             escaped = true;
             i++;
@@ -156,7 +156,11 @@ function scan(text: string): { path: PathSegment[]; literal: string }[] {
         if (expectKey && top?.seen) {
           // A key written with escapes ("\u0054itle") is the same key.
           const key = escaped ? (JSON.parse(text.slice(open, close + 1)) as string) : text.slice(open + 1, close);
-          if (top.seen.has(key)) throw invalid(`duplicate key "${key}"`);
+          if (top.seen.has(key)) {
+            // Quoted with escapes, and cut: the message must stay one short line.
+            const shown = key.length > 64 ? `${key.slice(0, 64)}…` : key;
+            throw invalid(`duplicate key ${JSON.stringify(shown)}`);
+          }
           top.seen.add(key);
           top.key = key;
         }
