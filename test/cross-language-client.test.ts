@@ -1,0 +1,85 @@
+// A stock client in another language: Python's grpcio (Debian's package), its
+// stubs compiled from api/ by grpc_tools in this run, against the real server
+// with TLS and API tokens. It sees the wire contract only: package, service,
+// field names and numbers. scripts/ensure-python-grpc.sh installs it.
+// Run: bash scripts/test.sh test/cross-language-client.test.ts
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { createTestCa, type TestCa } from "./helpers/certs.js";
+import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
+import { startTestServer, type TestServer } from "./helpers/server.js";
+
+const run = promisify(execFile);
+const root = fileURLToPath(new URL("..", import.meta.url));
+const python = "/usr/bin/python3";
+const tokens = { ops: "python-ops-token-1f2e3d4c5b6a", viewer: "python-viewer-token-9a8b7c6d5e" };
+
+let db: TestDatabase;
+let ca: TestCa;
+let server: TestServer;
+let stubs: string;
+
+before(async () => {
+  db = await createTestDatabase();
+  ca = createTestCa("python");
+  const cert = ca.issue("server");
+  const tokensFile = join(ca.dir, "tokens.yml");
+  writeFileSync(
+    tokensFile,
+    `tokens:\n  - { name: ops, token: "${tokens.ops}", role: admin }\n  - { name: viewer, token: "${tokens.viewer}", role: reader }\n`,
+  );
+  server = await startTestServer(db.url, { TLS_CERT_FILE: cert.certFile, TLS_KEY_FILE: cert.keyFile, AUTH_TOKENS_FILE: tokensFile });
+  stubs = mkdtempSync(join(tmpdir(), "lpa-python-stubs-"));
+  await run(python, [
+    "-m",
+    "grpc_tools.protoc",
+    `-I${root}api`,
+    `-I${root}third_party/proto`,
+    `--python_out=${stubs}`,
+    `--grpc_python_out=${stubs}`,
+    "hablof/logistic_package_api/v1/logistic_package_api.proto",
+    "google/api/annotations.proto",
+    "google/api/http.proto",
+  ]);
+});
+
+after(async () => {
+  await server?.stop();
+  await db?.drop();
+  ca?.remove();
+  if (stubs) rmSync(stubs, { recursive: true, force: true });
+});
+
+test("a Python grpcio client creates, reads, updates, lists and removes over TLS with a token; refusals carry their codes", async () => {
+  const { stdout } = await run(python, [
+    join(root, "test/clients/python_client.py"),
+    stubs,
+    `localhost:${server.ports.grpc}`,
+    ca.caFile,
+    tokens.ops,
+    tokens.viewer,
+  ]);
+  const steps = Object.fromEntries(
+    stdout
+      .trim()
+      .split("\n")
+      .map((line) => JSON.parse(line) as { step: string })
+      .map(({ step, ...rest }) => [step, rest]),
+  );
+  assert.ok(Number(steps["create"].id) > 0);
+  assert.deepEqual(steps["describe"], { title: "Kiste", material: "Holz", volume: 12.5, reusable: true, hasUpdated: false });
+  assert.deepEqual(steps["update"], { suc: true });
+  assert.deepEqual(steps["list"], { titles: ["Große Kiste"], reusable: [false], hasUpdated: [true] });
+  assert.deepEqual(steps["remove"], { suc: true });
+  assert.equal(steps["no token"].code, "UNAUTHENTICATED");
+  assert.match(steps["no token"].details, /missing bearer token/);
+  assert.equal(steps["reader removes"].code, "PERMISSION_DENIED");
+  assert.match(steps["reader removes"].details, /"viewer" has role reader; RemovePackageV1 needs admin/);
+  assert.deepEqual(steps["describe removed"], { code: "NOT_FOUND", details: "package not found" });
+});
