@@ -1,8 +1,15 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
-import { claimEvents } from "../internal/repo/outbox/claim-events.js";
+import { readBacklog } from "../internal/repo/outbox/backlog.js";
+import { claimEvents, claimHeads } from "../internal/repo/outbox/claim-events.js";
 import { deadLetterEvents } from "../internal/repo/outbox/dead-letter-events.js";
-import { reapExpiredLeases, releaseFailedEvents, releaseUnsentEvents } from "../internal/repo/outbox/release-events.js";
+import { deleteEvents } from "../internal/repo/outbox/delete-events.js";
+import {
+  reapExpiredLeases,
+  releaseAllLeases,
+  releaseFailedEvents,
+  releaseUnsentEvents,
+} from "../internal/repo/outbox/release-events.js";
 import { PgPackageRepository } from "../internal/repo/package-repo.js";
 import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
 
@@ -52,4 +59,139 @@ test("outcomes of an expired claim do not apply to the row's newer claim by the 
   const current = { id: second.id, lease: second.lease, error: "too large", retriable: false };
   assert.equal(await deadLetterEvents(db.db, "relay-1", [current]), 1);
   assert.equal(await row(first.id), undefined);
+});
+
+// ------------------------------------------------------------ plans under stale statistics
+
+/** A plan node of EXPLAIN (FORMAT JSON). */
+interface PlanNode {
+  "Node Type": string;
+  "Relation Name"?: string;
+  "Index Name"?: string;
+  "Index Cond"?: string;
+  "Subplan Name"?: string;
+  Plans?: PlanNode[];
+  [key: string]: unknown;
+}
+
+const OUTBOX = "package_event";
+
+/** Scans of the outbox in this subtree that no Limit above them (inside the subtree) bounds. */
+function unboundedOutboxScans(node: PlanNode, underLimit = false): PlanNode[] {
+  const limited = underLimit || node["Node Type"] === "Limit";
+  const own =
+    node["Relation Name"] === OUTBOX && node["Node Type"] !== "ModifyTable" && !limited && node["Index Cond"] === undefined
+      ? [node]
+      : [];
+  return [...own, ...(node.Plans ?? []).flatMap((child) => unboundedOutboxScans(child, limited))];
+}
+
+function describe(node: PlanNode): string {
+  return `${node["Node Type"]}${node["Relation Name"] ? ` on ${node["Relation Name"]}` : ""}${node["Index Name"] ? ` using ${node["Index Name"]}` : ""}`;
+}
+
+/**
+ * What a plan must not do to the outbox, whatever the statistics say: scan it
+ * sequentially, read it whole through an index without a condition or a
+ * limit, sort it, or loop over it (a nested loop whose outer side reads the
+ * outbox unbounded). Returns the offences, empty when the plan is fine.
+ */
+function planOffences(node: PlanNode, path: string[] = []): string[] {
+  const here = [...path, describe(node)];
+  const offences: string[] = [];
+  if (node["Node Type"] === "Seq Scan" && node["Relation Name"] === OUTBOX) offences.push(`sequential scan: ${here.join(" > ")}`);
+  if (node["Node Type"] === "Sort" && node.Plans !== undefined && node.Plans.some((c) => unboundedOutboxScans(c).length > 0)) {
+    offences.push(`sort over the outbox: ${here.join(" > ")}`);
+  }
+  if (node["Node Type"] === "Nested Loop" && node.Plans?.[0] !== undefined && unboundedOutboxScans(node.Plans[0]).length > 0) {
+    offences.push(`nested loop over the outbox: ${here.join(" > ")}`);
+  }
+  if (
+    (node["Node Type"] === "Index Scan" || node["Node Type"] === "Index Only Scan") &&
+    node["Relation Name"] === OUTBOX &&
+    unboundedOutboxScans(node, path.some((p) => p.startsWith("Limit"))).length > 0
+  ) {
+    offences.push(`whole-outbox index scan: ${here.join(" > ")}`);
+  }
+  for (const child of node.Plans ?? []) offences.push(...planOffences(child, here));
+  return offences;
+}
+
+/** Every node of a plan, for "does it use an index on the outbox" checks. */
+function nodes(node: PlanNode): PlanNode[] {
+  return [node, ...(node.Plans ?? []).flatMap(nodes)];
+}
+
+/**
+ * A stand-in for the relay's database handle that EXPLAINs (FORMAT JSON,
+ * without running) each statement the repository functions send, with the
+ * bindings they send, and keeps the plans.
+ */
+function explainingDatabase(real: TestDatabase["db"]): { db: TestDatabase["db"]; plans: { sql: string; plan: PlanNode }[] } {
+  const plans: { sql: string; plan: PlanNode }[] = [];
+  const db = {
+    raw: async (sql: string, bindings?: readonly unknown[]) => {
+      const result = await real.raw(`EXPLAIN (FORMAT JSON) ${sql}`, (bindings ?? []) as never);
+      const json = (result as { rows: { "QUERY PLAN": { Plan: PlanNode }[] }[] }).rows[0]!["QUERY PLAN"];
+      plans.push({ sql, plan: json[0]!.Plan });
+      return { rows: [{}], rowCount: 0 };
+    },
+  } as unknown as TestDatabase["db"];
+  return { db, plans };
+}
+
+test("every relay statement plans index lookups on an outbox of 100,000 rows whose statistics say it is empty", async () => {
+  const stale = await createTestDatabase();
+  try {
+    const q = (sql: string, bindings: unknown[] = []) => stale.db.raw(sql, bindings as never);
+    // The state after a quiet period: the outbox was used, emptied and
+    // analyzed (autovacuum does the same), so its statistics say "no rows"
+    // over pages that still exist. Autovacuum is kept away so that it cannot
+    // refresh them during the test.
+    await q(`ALTER TABLE package_event SET (autovacuum_enabled = false)`);
+    await q(`INSERT INTO package (id, title, material, maximum_volume) OVERRIDING SYSTEM VALUE
+             SELECT g, 't', 'm', 1 FROM generate_series(1, 10000) g`);
+    const fill = `INSERT INTO package_event (package_id, type, payload)
+                  SELECT 1 + (g % 10000), 'Updated', '{"ID":"1","Title":"t"}' FROM generate_series(1, 100000) g`;
+    await q(fill);
+    await q(`DELETE FROM package_event`);
+    await q(`ANALYZE package_event`);
+    // Then the burst: 100,000 events, a few leased, one package dead-lettered.
+    await q(fill);
+    await q(`UPDATE package_event SET locked_by = 'other', locked_until = now() + interval '1 minute' WHERE id % 97 = 0`);
+    await q(`INSERT INTO package_event_dead_letter (id, package_id, type, payload, created, attempts, last_error)
+             VALUES (1, 7, 'Updated', '{}', now(), 10, 'too large')`);
+    const stats = (await q(`SELECT reltuples FROM pg_class WHERE relname = 'package_event'`)) as { rows: { reltuples: number }[] };
+    assert.equal(stats.rows[0]!.reltuples, 0, "the statistics still say the outbox is empty");
+
+    const { db, plans } = explainingDatabase(stale.db);
+    const ids = Array.from({ length: 500 }, (_, i) => BigInt(100_001 + i * 7));
+    const lease = new Date(Date.now() + 60_000).toISOString();
+    const failures = ids.slice(0, 100).map((id) => ({ id, lease, error: "x", retriable: true }));
+    await claimHeads(db, { owner: "relay-1", limit: 500, leaseSeconds: 60, cursor: 0n });
+    await claimHeads(db, { owner: "relay-1", limit: 500, leaseSeconds: 60, cursor: 5000n, skipPackages: ids.slice(0, 300) });
+    await claimHeads(db, { owner: "relay-1", limit: 500, leaseSeconds: 60 });
+    await deleteEvents(db, ids);
+    await releaseFailedEvents(db, "relay-1", failures, { minMs: 1, maxMs: 1 });
+    await releaseUnsentEvents(db, "relay-1", failures);
+    await deadLetterEvents(db, "relay-1", failures);
+    await releaseAllLeases(db, "relay-1");
+    await reapExpiredLeases(db);
+    await readBacklog(db);
+    assert.equal(plans.length, 10);
+
+    for (const { sql, plan } of plans) {
+      const statement = sql.replace(/\s+/g, " ").slice(0, 80);
+      // The backlog gauge counts the outbox by design (every maintenance
+      // interval, off the event path): the only statement allowed to read it whole.
+      const offences = planOffences(plan).filter((o) => !(/count\(\*\)/.test(sql) && /^(sequential scan|whole-outbox)/.test(o)));
+      assert.deepEqual(offences, [], `${statement}…\n${JSON.stringify(plan, null, 1).slice(0, 4000)}`);
+      assert.ok(
+        nodes(plan).some((n) => /Index/.test(n["Node Type"]) && (n["Relation Name"] === OUTBOX || /^package_event_/.test(n["Index Name"] ?? ""))),
+        `${statement}… uses an index of the outbox`,
+      );
+    }
+  } finally {
+    await stale.drop();
+  }
 });

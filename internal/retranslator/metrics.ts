@@ -14,6 +14,10 @@ export class RetranslatorMetrics {
   readonly oldestAge: Gauge;
   readonly deadLetters: Gauge;
   readonly publishLatency: Histogram;
+  readonly claims: Counter;
+  readonly claimedEvents: Counter;
+  readonly emptyClaims: Counter;
+  readonly partitionBackoff: Gauge<"partition">;
   readonly readinessProbes: Counter;
 
   constructor(registry: Registry) {
@@ -74,11 +78,35 @@ export class RetranslatorMetrics {
       help: "Database pings of /ready (shared by concurrent probes, cached for status.readinessCacheMs)",
       registers,
     });
+    // Claim efficiency: events per claim = claimed_events_total / claims_total;
+    // a high share of empty claims means the relay polls a blocked or idle outbox.
+    this.claims = new Counter({
+      name: "logistic_package_api_retranslator_claims_total",
+      help: "Claims made (statements that leased events, or found none)",
+      registers,
+    });
+    this.claimedEvents = new Counter({
+      name: "logistic_package_api_retranslator_claimed_events_total",
+      help: "Events leased by claims",
+      registers,
+    });
+    this.emptyClaims = new Counter({
+      name: "logistic_package_api_retranslator_empty_claims_total",
+      help: "Claims that leased nothing (idle outbox, or every package blocked)",
+      registers,
+    });
+    this.partitionBackoff = new Gauge({
+      name: "logistic_package_api_retranslator_partition_backoff_seconds",
+      help: "Backoff a Kafka partition started after a retriable failure (0 = sending normally)",
+      labelNames: ["partition"],
+      registers,
+    });
   }
 
   /** Wraps a sender so that publishing is measured without touching its code. */
   instrument(sender: Sender): Sender {
     return {
+      route: (events) => sender.route(events),
       send: async (events: readonly OutboxEvent[]): Promise<SendOutcome> => {
         const outcome = await sender.send(events);
         const now = Date.now();

@@ -7,7 +7,7 @@ import { runConsumer } from "./consumer/consumer.js";
 import { runNotifyListener } from "./consumer/notify-listener.js";
 import { Wakeup } from "./consumer/wakeup.js";
 import type { RetranslatorMetrics } from "./metrics.js";
-import { Producer } from "./producer/producer.js";
+import { InFlightPool } from "./producer/producer.js";
 import type { Sender } from "./sender/sender.js";
 import { sleep } from "../lifecycle/abortable.js";
 
@@ -38,7 +38,7 @@ export interface RunningRetranslator {
   stop(): Promise<void>;
 }
 
-/** consumer → producer → sender → cleaner, with one owner for every loop. */
+/** claim loop → in-flight pool (a lane per partition) → sender → cleaner (the acknowledger), with one owner for every loop. */
 export function startRetranslator(
   db: Database,
   sender: Sender,
@@ -67,13 +67,22 @@ export function startRetranslator(
     },
     logger,
   );
-  const producer = new Producer(
+  const producer = new InFlightPool(
     metrics.instrument(sender),
     cleaner,
-    options.maxInFlightBatches,
-    options.maxAttempts,
+    {
+      maxEvents: options.maxInFlightBatches * options.batchSize,
+      maxPartitionEvents: options.batchSize,
+      maxAttempts: options.maxAttempts,
+      backoffMinMs: options.retryBackoffMinMs,
+      backoffMaxMs: options.retryBackoffMaxMs,
+    },
     logger,
-    (delta) => metrics.processing.inc(delta),
+    {
+      onProcessing: (delta) => metrics.processing.inc(delta),
+      onFailed: (n) => metrics.failed.inc(n),
+      onPartitionBackoff: (partition, ms) => metrics.partitionBackoff.set({ partition: String(partition) }, ms / 1000),
+    },
   );
 
   const loops: Promise<void>[] = [];
@@ -92,6 +101,11 @@ export function startRetranslator(
       logger,
       claiming.signal,
       () => metrics.claimErrors.inc(),
+      (events) => {
+        metrics.claims.inc();
+        metrics.claimedEvents.inc(events);
+        if (events === 0) metrics.emptyClaims.inc();
+      },
     ),
   );
   if (options.listenNotify) {
@@ -107,7 +121,7 @@ export function startRetranslator(
       claiming.abort();
       await Promise.all(loops);
       const drained = await producer.drain(drainDeadline);
-      if (!drained) logger.warn({ batches: producer.size }, "in-flight sends did not finish before the deadline");
+      if (!drained) logger.warn({ events: producer.size }, "in-flight sends did not finish before the deadline");
       // The cleaner always gets a moment to write the outcomes of finished sends:
       // a published event whose delete is lost would be published again.
       drainDeadline = Math.max(drainDeadline, Date.now() + 2000);

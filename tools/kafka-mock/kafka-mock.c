@@ -11,6 +11,8 @@
  *   broker-down ID | broker-up ID
  *   push-errors APIKEY COUNT ERRCODE [ERRCODE...]
  *   rtt ID MS
+ *   partition-leader TOPIC PARTITION ID    (ID -1: leader-less, as while a
+ *                                           broker restarts)
  *   ping
  *   quit                                   (EOF on stdin also quits)
  *
@@ -111,6 +113,14 @@ static int handle(rd_kafka_mock_cluster_t *mc, int nbrokers, char *line) {
                 else
                         reply_rkerr(
                             rd_kafka_mock_broker_set_rtt(mc, (int32_t)a, (int)b));
+        } else if (!strcmp(argv[0], "partition-leader") && argc == 4) {
+                if (parse_int(argv[2], 0, 100000, &a) ||
+                    parse_int(argv[3], -1, nbrokers, &b) || b == 0)
+                        reply_err("%s", "usage: partition-leader TOPIC PARTITION "
+                                        "ID (1..brokers, or -1 for none)");
+                else
+                        reply_rkerr(rd_kafka_mock_partition_set_leader(
+                            mc, argv[1], (int32_t)a, (int32_t)b));
         } else if (!strcmp(argv[0], "push-errors") && argc >= 4) {
                 rd_kafka_resp_err_t errs[MAX_ARGS];
                 int ncodes = argc - 3, i;

@@ -20,6 +20,8 @@ export interface KafkaMock {
   /** The next `count` requests with this API key (0 = Produce) fail with these codes (one code is repeated). */
   pushErrors(apiKey: number, count: number, errorCodes: number[]): Promise<void>;
   setRtt(id: number, ms: number): Promise<void>;
+  /** Moves a partition's leadership to broker `id`, or with -1 leaves it without a leader (a broker restarting). */
+  setPartitionLeader(topic: string, partition: number, id: number): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -193,6 +195,10 @@ export async function startKafkaMock(opts: { brokers?: number } = {}): Promise<K
       return command(`push-errors ${apiKey} ${count} ${errorCodes.join(' ')}`);
     },
     setRtt: async (id, ms) => command(`rtt ${checkId(id)} ${ms}`),
+    setPartitionLeader: async (topic, partition, id) => {
+      if (!/^[A-Za-z0-9._-]+$/.test(topic)) throw new Error(`kafka-mock: invalid topic name ${JSON.stringify(topic)}`);
+      return command(`partition-leader ${topic} ${partition} ${id === -1 ? -1 : checkId(id)}`);
+    },
     stop: async () => {
       if (stopped) return exitPromise;
       // Let queued commands finish, then ask the process to quit.

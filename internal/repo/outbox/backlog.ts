@@ -11,7 +11,8 @@ export interface Backlog {
 export async function readBacklog(db: Database): Promise<Backlog> {
   const result = await db.raw(
     `SELECT (SELECT count(*)::int FROM package_event) AS events,
-            coalesce(extract(epoch FROM now() - (SELECT min(created) FROM package_event)), 0)::float8 AS age,
+            -- The oldest by id (the primary key), not min(created), which would read every row.
+            coalesce(extract(epoch FROM now() - (SELECT created FROM package_event ORDER BY id LIMIT 1)), 0)::float8 AS age,
             (SELECT count(*)::int FROM package_event_dead_letter) AS dead`,
   );
   const row = (result as { rows: { events: number; age: number; dead: number }[] }).rows[0]!;

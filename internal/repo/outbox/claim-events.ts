@@ -1,55 +1,126 @@
 import type { Database } from "../../database/database.js";
-import { toOutboxEvent, type OutboxEvent, type OutboxRow } from "./types.js";
+import { idArray, toOutboxEvent, type OutboxEvent, type OutboxRow } from "./types.js";
+
+export interface ClaimRequest {
+  owner: string;
+  /** Most events in one claim. */
+  limit: number;
+  leaseSeconds: number;
+  /**
+   * Where the walk over packages resumes: the last package the previous
+   * claim visited (undefined on the first claim: a random start, so that
+   * instances do not walk in step and collide on the same heads).
+   */
+  cursor?: bigint | undefined;
+  /** Packages not to claim now (their Kafka partition is backing off): skipped, not taken. */
+  skipPackages?: readonly bigint[];
+  /** Most packages visited in one claim, claimable or not: bounds a claim when most are blocked. */
+  maxVisits?: number;
+}
+
+export interface Claim {
+  events: OutboxEvent[];
+  /** Pass to the next claim. */
+  cursor: bigint;
+  /** Packages the walk looked at (claimed or skipped as blocked). */
+  visited: number;
+}
 
 /**
- * Claims up to `limit` events in one statement and leases them to `owner`
- * (committed at once: no transaction stays open across the Kafka send).
+ * Claims whole package heads: walks the packages that have events in
+ * package_id order, starting after `cursor` and wrapping around once, and
+ * from each package whose head (earliest event) is claimable takes the head
+ * and the events right after it, until `limit` events are taken. Leased in one
+ * statement, committed at once: no transaction stays open across a send.
  *
- * Per-package order: an event is claimed only if every earlier event of its
- * package is in this same claim. An earlier event that is leased elsewhere,
- * waiting out its backoff, or locked by a concurrent claim (SKIP LOCKED hides
- * it from `candidates`, but the NOT EXISTS still sees the row) blocks it, and
- * so does a dead letter of its package (whose parked events are kept out of
- * the candidates, so that they cannot crowd out other packages). The dead
- * letter check in `claimable` is redundant but keeps the planner on index
- * lookups for the earlier-event check. Attempts are counted here, so an
- * event whose relay crashes mid-send still runs out of attempts.
+ * Why this shape: every step of the walk is an index probe bounded by LIMIT
+ * (the next package after the previous one, its head, its next events), so
+ * the plan is the same with fresh statistics and with "empty table" ones left
+ * by ANALYZE after a quiet period; the old "first N events by id, minus those
+ * with an earlier event elsewhere" claim turned into a nested loop over the
+ * whole outbox under such statistics (seconds per claim during a burst).
+ * And a package whose head is blocked (leased, in backoff, behind a dead
+ * letter, on a partition backing off) costs one probe and is passed over:
+ * blocked packages cannot fill a claim, whatever their backlog.
+ *
+ * Per-package order: a package is taken only from its head, only when the
+ * head itself is not leased (locked here with SKIP LOCKED, so two instances
+ * walking over the same package cannot both take it), and only as an unbroken
+ * run of unleased events after it. So a package has at most one claim
+ * anywhere, and its events leave in id order. Attempts are counted here, so
+ * an event whose relay crashes mid-send still runs out of attempts.
  */
-export async function claimEvents(
-  db: Database,
-  owner: string,
-  limit: number,
-  leaseSeconds: number,
-): Promise<OutboxEvent[]> {
+export async function claimHeads(db: Database, request: ClaimRequest): Promise<Claim> {
+  const maxVisits = request.maxVisits ?? Math.max(1000, request.limit * 4);
+  const cursor = request.cursor === undefined ? null : request.cursor.toString();
+  const skip = idArray(request.skipPackages ?? []);
   const result = await db.raw(
-    `WITH candidates AS (
-       SELECT id, package_id FROM package_event
-       WHERE locked_by IS NULL AND available_at <= now()
-         -- Parked behind a dead letter: skipped here, not merely left unclaimed
-         -- below, or more than \`limit\` parked events would fill every claim
-         -- and stall all other packages until an operator steps in.
-         AND NOT EXISTS (
-           SELECT 1 FROM package_event_dead_letter d WHERE d.package_id = package_event.package_id)
-       ORDER BY id
-       LIMIT ?
+    `WITH RECURSIVE start AS (
+       -- A random place in the package range on a first claim.
+       SELECT coalesce(?::bigint,
+                (SELECT floor(random() * (max(package_id) + 1))::bigint FROM package_event)) AS cursor
+     ), walk (package_id, head_id, take, total, visits, wrapped) AS (
+       SELECT coalesce(s.cursor, 0), NULL::bigint, 0::bigint, 0::bigint, 0, false FROM start s
+       UNION ALL
+       SELECT nx.package_id, nx.id, t.take, w.total + t.take, w.visits + 1, nx.wrapped
+       FROM walk w CROSS JOIN start s
+       CROSS JOIN LATERAL (
+         -- The next package's head; past the last package, once, back to the first.
+         (SELECT e.package_id, e.id, e.locked_by, e.available_at, w.wrapped AS wrapped FROM package_event e
+          WHERE e.package_id > w.package_id AND (NOT w.wrapped OR e.package_id <= s.cursor)
+          ORDER BY e.package_id, e.id LIMIT 1)
+         UNION ALL
+         (SELECT e.package_id, e.id, e.locked_by, e.available_at, true FROM package_event e
+          WHERE NOT w.wrapped AND e.package_id <= s.cursor
+          ORDER BY e.package_id, e.id LIMIT 1)
+         LIMIT 1
+       ) nx
+       CROSS JOIN LATERAL (
+         -- How many of its events to take: none when the head is blocked.
+         SELECT count(*) AS take FROM (
+           SELECT 1 FROM package_event c
+           WHERE c.package_id = nx.package_id
+             AND nx.locked_by IS NULL AND nx.available_at <= now()
+             AND nx.package_id <> ALL(?::bigint[])
+             AND NOT EXISTS (SELECT 1 FROM package_event_dead_letter d WHERE d.package_id = nx.package_id)
+           ORDER BY c.id LIMIT ?::bigint - w.total) n
+       ) t
+       WHERE w.total < ?::bigint AND w.visits < ?::int
+     ), heads AS (
+       SELECT package_id, head_id, take FROM walk WHERE take > 0
+     ), locked AS (
+       SELECT e.id FROM package_event e
+       WHERE e.id = ANY(ARRAY(SELECT head_id FROM heads)) AND e.locked_by IS NULL AND e.available_at <= now()
        FOR UPDATE SKIP LOCKED
-     ), claimable AS (
-       SELECT c.id FROM candidates c
-       WHERE NOT EXISTS (
-           SELECT 1 FROM package_event earlier
-           WHERE earlier.package_id = c.package_id AND earlier.id < c.id
-             AND earlier.id NOT IN (SELECT id FROM candidates))
-         AND NOT EXISTS (
-           SELECT 1 FROM package_event_dead_letter d WHERE d.package_id = c.package_id)
+     ), chosen AS (
+       SELECT x.id FROM heads h
+       CROSS JOIN LATERAL (
+         SELECT r.id, bool_and(r.locked_by IS NULL) OVER (ORDER BY r.id) AS free
+         FROM (SELECT c.id, c.locked_by FROM package_event c
+               WHERE c.package_id = h.package_id AND c.id >= h.head_id ORDER BY c.id LIMIT h.take) r
+       ) x
+       WHERE x.free AND h.head_id IN (SELECT id FROM locked)
+     ), claimed AS (
+       UPDATE package_event e
+       SET locked_by = ?, locked_until = now() + make_interval(secs => ?), attempts = e.attempts + 1
+       WHERE e.id = ANY(ARRAY(SELECT id FROM chosen)) AND e.locked_by IS NULL
+       RETURNING e.id, e.package_id, e.type, e.payload::text AS payload, e.created,
+                 e.traceparent, e.tracestate, e.attempts, e.locked_until::text AS lease
      )
-     UPDATE package_event e
-     SET locked_by = ?, locked_until = now() + make_interval(secs => ?), attempts = e.attempts + 1
-     FROM claimable
-     WHERE e.id = claimable.id
-     RETURNING e.id, e.package_id, e.type, e.payload::text AS payload, e.created,
-               e.traceparent, e.tracestate, e.attempts, e.locked_until::text AS lease`,
-    [limit, owner, leaseSeconds],
+     SELECT last.package_id AS cursor, last.visits, c.*
+     FROM (SELECT package_id, visits FROM walk ORDER BY visits DESC LIMIT 1) last
+     LEFT JOIN claimed c ON true`,
+    [cursor, skip, request.limit, request.limit, maxVisits, request.owner, request.leaseSeconds],
   );
-  const rows = (result as { rows: OutboxRow[] }).rows;
-  return rows.map(toOutboxEvent).sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  const rows = (result as { rows: (Partial<OutboxRow> & { cursor: bigint; visits: number })[] }).rows;
+  const events = rows
+    .filter((r): r is OutboxRow & { cursor: bigint; visits: number } => r.id !== null && r.id !== undefined)
+    .map(toOutboxEvent)
+    .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  return { events, cursor: BigInt(rows[0]?.cursor ?? 0), visited: rows[0]?.visits ?? 0 };
+}
+
+/** One claim from a random place (tests, bench): the events only. */
+export async function claimEvents(db: Database, owner: string, limit: number, leaseSeconds: number): Promise<OutboxEvent[]> {
+  return (await claimHeads(db, { owner, limit, leaseSeconds, cursor: 0n })).events;
 }

@@ -1,10 +1,11 @@
 import type { Database } from "../../database/database.js";
-import { failuresJson, type EventFailure } from "./types.js";
+import { failuresJson, idArray, type EventFailure } from "./types.js";
 
 /**
  * Moves events that ran out of attempts to the dead-letter table, with their
  * last error, in one statement. From then on the claim parks every later
  * event of their packages until an operator requeues or discards them.
+ * Rows are found by primary key only (see releaseFailedEvents for why).
  */
 export async function deadLetterEvents(db: Database, owner: string, failures: readonly EventFailure[]): Promise<number> {
   if (failures.length === 0) return 0;
@@ -13,13 +14,13 @@ export async function deadLetterEvents(db: Database, owner: string, failures: re
        SELECT * FROM jsonb_to_recordset(?::jsonb) AS f(id bigint, error text, retriable boolean, lease timestamptz)
      ), moved AS (
        DELETE FROM package_event e USING failed
-       WHERE e.id = failed.id AND e.locked_by = ? AND e.locked_until = failed.lease
+       WHERE e.id = ANY(?::bigint[]) AND e.id = failed.id AND coalesce(e.locked_by, '') = ? AND e.locked_until = failed.lease
        RETURNING e.*, failed.error
      )
      INSERT INTO package_event_dead_letter
        (id, package_id, type, payload, created, traceparent, tracestate, attempts, last_error)
      SELECT id, package_id, type, payload, created, traceparent, tracestate, attempts, error FROM moved`,
-    [failuresJson(failures), owner],
+    [failuresJson(failures), idArray(failures.map((f) => f.id)), owner],
   );
   return (result as { rowCount: number }).rowCount;
 }

@@ -1,5 +1,5 @@
 import type { Database } from "../../database/database.js";
-import { claimsJson, failuresJson, type ClaimRef, type EventFailure } from "./types.js";
+import { claimsJson, failuresJson, idArray, type ClaimRef, type EventFailure } from "./types.js";
 
 export interface BackoffPolicy {
   minMs: number;
@@ -13,6 +13,11 @@ export interface BackoffPolicy {
  * timeout) gives back the attempt counted at claim: only bad events and
  * crashes spend the dead-letter budget. Only rows still leased to `owner` are
  * touched: a lease that expired and was taken over belongs to the new owner.
+ * The id list beside the JSON keeps the plan on primary-key lookups whatever
+ * the outbox's statistics say; the owner is compared through coalesce so that
+ * the lease indexes (whose predicate a plain comparison would satisfy) cannot
+ * be chosen instead: under "empty" statistics they look free and are read
+ * whole, every lease of every instance.
  */
 export async function releaseFailedEvents(
   db: Database,
@@ -29,11 +34,12 @@ export async function releaseFailedEvents(
          available_at = now() + make_interval(secs =>
            least(?::float8, ?::float8 * power(2, least(e.retries, 30))) * (0.5 + random() / 2) / 1000)
      FROM jsonb_to_recordset(?::jsonb) AS f(id bigint, error text, retriable boolean, lease timestamptz)
-     WHERE e.id = f.id AND e.locked_by = ? AND e.locked_until = f.lease`,
+     WHERE e.id = ANY(?::bigint[]) AND e.id = f.id AND coalesce(e.locked_by, '') = ? AND e.locked_until = f.lease`,
     [
       backoff.maxMs,
       backoff.minMs,
       failuresJson(failures),
+      idArray(failures.map((f) => f.id)),
       owner,
     ],
   );
@@ -51,8 +57,8 @@ export async function releaseUnsentEvents(db: Database, owner: string, claims: r
     `UPDATE package_event e
      SET locked_by = NULL, locked_until = NULL, attempts = greatest(e.attempts - 1, 0)
      FROM jsonb_to_recordset(?::jsonb) AS c(id bigint, lease timestamptz)
-     WHERE e.id = c.id AND e.locked_by = ? AND e.locked_until = c.lease`,
-    [claimsJson(claims), owner],
+     WHERE e.id = ANY(?::bigint[]) AND e.id = c.id AND coalesce(e.locked_by, '') = ? AND e.locked_until = c.lease`,
+    [claimsJson(claims), idArray(claims.map((c) => c.id)), owner],
   );
   return (result as { rowCount: number }).rowCount;
 }

@@ -1,7 +1,7 @@
 import type { Database } from "../../database/database.js";
 import type { Logger } from "../../logger/logger.js";
-import { claimEvents } from "../../repo/outbox/claim-events.js";
-import type { Producer } from "../producer/producer.js";
+import { claimHeads } from "../../repo/outbox/claim-events.js";
+import type { InFlightPool } from "../producer/producer.js";
 import type { Wakeup } from "./wakeup.js";
 import { failureBackoffMs, sleep } from "../../lifecycle/abortable.js";
 
@@ -15,8 +15,10 @@ export interface ConsumerOptions {
 }
 
 /**
- * The claim loop: waits for a free producer slot, claims a batch, hands it
- * over; claims again at once while batches come back full, otherwise sleeps
+ * The claim loop: waits for a free producer slot, claims a batch (package
+ * heads, walking on from where the previous claim stopped, so every package
+ * gets its turn), hands it over; claims again at once while batches come
+ * back full, otherwise sleeps
  * until a NOTIFY, a cleaner flush, or the poll interval. After a claim that
  * found a few events it also lingers claimLingerMs: under a steady stream of
  * commits (one NOTIFY each) that claims several commits' events at once
@@ -28,21 +30,37 @@ export interface ConsumerOptions {
  */
 export async function runConsumer(
   db: Database,
-  producer: Producer,
+  producer: InFlightPool,
   wakeup: Wakeup,
   options: ConsumerOptions,
   logger: Logger,
   signal: AbortSignal,
   onClaimError: () => void,
+  onClaim: (events: number) => void = () => undefined,
 ): Promise<void> {
   let failures = 0;
+  let cursor: bigint | undefined;
+  const maxVisits = Math.max(1000, options.batchSize * 4);
   while (!signal.aborted) {
     await producer.waitForSlot(signal);
     if (signal.aborted) break;
     let claimed = 0;
+    let walkedAll = true;
     try {
-      const batch = await claimEvents(db, options.owner, options.batchSize, options.leaseSeconds);
+      const claim = await claimHeads(db, {
+        owner: options.owner,
+        limit: options.batchSize,
+        leaseSeconds: options.leaseSeconds,
+        cursor,
+        skipPackages: producer.blockedPackages(),
+        maxVisits,
+      });
+      const batch = claim.events;
+      cursor = claim.cursor;
       claimed = batch.length;
+      // A walk cut short by maxVisits (most packages blocked) has more packages to look at.
+      walkedAll = claim.visited < maxVisits;
+      onClaim(claimed);
       failures = 0;
       if (signal.aborted && batch.length > 0) {
         // Claimed while stopping: still handed over, so that the
@@ -58,7 +76,7 @@ export async function runConsumer(
       await wakeup.wait(failureBackoffMs(failures), signal);
       continue;
     }
-    if (claimed < options.batchSize) {
+    if (claimed < options.batchSize && walkedAll) {
       await wakeup.wait(options.pollIntervalMs, signal);
       if (claimed > 0 && options.claimLingerMs > 0) await sleep(options.claimLingerMs, signal);
     }

@@ -1,60 +1,103 @@
 import type { Logger } from "../../logger/logger.js";
 import type { ClaimRef, EventFailure, OutboxEvent } from "../../repo/outbox/types.js";
 import type { Cleaner } from "../cleaner/cleaner.js";
-import type { Sender } from "../sender/sender.js";
+import { failAll, type SendOutcome, type Sender } from "../sender/sender.js";
+
+export interface InFlightPoolOptions {
+  /** Events held at once (claimed, not yet acknowledged or given back): the claim loop waits above this. */
+  maxEvents: number;
+  /**
+   * Events one partition may hold (queued and in flight). A partition at this
+   * bound takes no more: its further events are given back unsent and its
+   * packages skipped by the claim until it has room, so one slow partition
+   * cannot take the whole pool.
+   */
+  maxPartitionEvents: number;
+  /** Claims without an outcome beyond this (crash loops) dead-letter without another send. */
+  maxAttempts: number;
+  /** Backoff of a partition after a retriable failure (doubling per failure in a row, jittered). */
+  backoffMinMs: number;
+  backoffMaxMs: number;
+}
+
+export interface InFlightPoolHooks {
+  /** Change in the number of events held. */
+  onProcessing(delta: number): void;
+  /** Events failed without reaching the sender (no partition metadata). */
+  onFailed(count: number): void;
+  /** A partition started (ms > 0) or ended (ms = 0) a backoff. */
+  onPartitionBackoff(partition: number, ms: number): void;
+}
+
+/** One Kafka partition's queue: at most one request in flight, the next waits for its outcome. */
+class Lane {
+  queued: OutboxEvent[] = [];
+  sending = 0;
+  failuresInARow = 0;
+  backoffUntil = 0;
+  /** Packages seen on this partition while it was blocked: the claim skips them. */
+  readonly blockedPackages = new Set<bigint>();
+
+  get held(): number {
+    return this.queued.length + this.sending;
+  }
+}
 
 /**
- * A bounded pool of batches in flight. Batches never share a package (a
- * package's later events are not claimable while an earlier one is leased),
- * so they can be sent concurrently without breaking per-package order.
+ * The in-flight pool: claimed events, routed to their Kafka partition, each
+ * partition a lane that sends its queue as one request and sends the next
+ * only after the previous one's outcome (so a partition's events leave in
+ * claim order, and kafkajs never queues requests on a partition that does
+ * not answer). Partitions are independent: a partition without a leader, or
+ * one that times out, backs off alone; while it does, its queued events go
+ * back unsent (their attempt not charged) and the claim passes over its
+ * packages (`blockedPackages`), so the rest of the topic keeps flowing.
+ *
+ * Every outcome goes to the cleaner (the acknowledger), which writes it to
+ * the outbox.
  */
-export class Producer {
-  private readonly inFlight = new Set<Promise<void>>();
-  private slotFreed: (() => void) | undefined;
+export class InFlightPool {
+  private held = 0;
+  private readonly lanes = new Map<number, Lane>();
+  private readonly tasks = new Set<Promise<void>>();
+  private capacityFreed: (() => void) | undefined;
 
   constructor(
     private readonly sender: Sender,
     private readonly cleaner: Cleaner,
-    private readonly maxInFlight: number,
-    /** Claims without an outcome beyond this (crash loops) dead-letter without another send. */
-    private readonly maxAttempts: number,
+    private readonly options: InFlightPoolOptions,
     private readonly logger: Logger,
-    private readonly onProcessing: (delta: number) => void,
+    private readonly hooks: InFlightPoolHooks,
   ) {}
 
-  /** Resolves when another batch may be submitted (or `signal` aborts). */
+  /** Resolves when more events may be claimed (or `signal` aborts). */
   async waitForSlot(signal: AbortSignal): Promise<void> {
-    while (this.inFlight.size >= this.maxInFlight && !signal.aborted) {
+    while (this.held >= this.options.maxEvents && !signal.aborted) {
       await new Promise<void>((resolve) => {
         const done = () => {
           signal.removeEventListener("abort", done);
-          this.slotFreed = undefined;
+          this.capacityFreed = undefined;
           resolve();
         };
-        this.slotFreed = done;
+        this.capacityFreed = done;
         signal.addEventListener("abort", done, { once: true });
       });
     }
   }
 
   submit(batch: readonly OutboxEvent[]): void {
-    this.onProcessing(batch.length);
-    const task = this.publish(batch).finally(() => {
-      this.inFlight.delete(task);
-      this.onProcessing(-batch.length);
-      this.slotFreed?.();
-    });
-    this.inFlight.add(task);
+    this.hold(batch.length);
+    this.track(this.route(batch));
   }
 
-  /** Waits for in-flight batches, at most until `deadline` (epoch ms). True when all finished. */
+  /** Waits for every send to finish, at most until `deadline` (epoch ms). True when all finished. */
   async drain(deadline: number): Promise<boolean> {
-    while (this.inFlight.size > 0) {
+    while (this.tasks.size > 0) {
       const left = deadline - Date.now();
       if (left <= 0) return false;
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([
-        Promise.allSettled([...this.inFlight]),
+        Promise.allSettled([...this.tasks]),
         new Promise((r) => {
           timer = setTimeout(r, left);
         }),
@@ -64,38 +107,152 @@ export class Producer {
     return true;
   }
 
+  /** Events held (claimed and not yet acknowledged or given back). */
   get size(): number {
-    return this.inFlight.size;
+    return this.held;
   }
 
-  private async publish(claimed: readonly OutboxEvent[]): Promise<void> {
+  /** Packages the claim should pass over now: those of partitions backing off or full. */
+  blockedPackages(): bigint[] {
+    const now = Date.now();
+    const blocked: bigint[] = [];
+    for (const [partition, lane] of this.lanes) {
+      if (lane.blockedPackages.size === 0) continue;
+      if (lane.backoffUntil > now || lane.held >= this.options.maxPartitionEvents) blocked.push(...lane.blockedPackages);
+      else {
+        lane.blockedPackages.clear();
+        if (lane.backoffUntil > 0) {
+          lane.backoffUntil = 0;
+          this.hooks.onPartitionBackoff(partition, 0);
+        }
+      }
+    }
+    return blocked;
+  }
+
+  private async route(claimed: readonly OutboxEvent[]): Promise<void> {
     const batch = this.withoutExhausted(claimed);
     if (batch.length === 0) return;
+    let partitions: Map<number, OutboxEvent[]>;
     try {
-      const outcome = await this.sender.send(batch);
-      this.cleaner.addPublished(outcome.published.map((e) => e.id));
-      this.cleaner.addFailed(
-        outcome.failed.map((f) => ({
-          id: f.event.id,
-          lease: f.event.lease,
-          attempts: f.event.attempts,
-          error: f.error,
-          retriable: f.retriable,
-        })),
-      );
-      this.cleaner.addUnsent(outcome.unsent.map(claimRef));
-      if (outcome.failed.length > 0) {
-        this.logger.warn(
-          { failed: outcome.failed.length, unsent: outcome.unsent.length, error: outcome.failed[0]!.error },
-          "publish failed; events will be retried",
-        );
+      partitions = await this.sender.route(batch);
+    } catch (err) {
+      // No metadata (cluster unreachable): the cluster's state, not the
+      // events' fault. Retriable, so no attempt is spent, and given back with
+      // backoff, so that an unreachable cluster is not polled in a hot loop.
+      const error = (err instanceof Error ? `${err.name}: ${err.message}` : String(err)).slice(0, 2000);
+      this.logger.warn({ err, events: batch.length }, "could not route events to partitions; retrying with backoff");
+      const outcome = failAll(batch, error, true);
+      this.hooks.onFailed(outcome.failed.length);
+      this.record(outcome);
+      this.release(batch.length);
+      return;
+    }
+    const now = Date.now();
+    for (const [partition, events] of partitions) {
+      const lane = this.lane(partition);
+      if (lane.backoffUntil > now || (lane.held > 0 && lane.held + events.length > this.options.maxPartitionEvents)) {
+        for (const event of events) lane.blockedPackages.add(event.packageId);
+        this.cleaner.addUnsent(events.map(claimRef));
+        this.release(events.length);
+        continue;
       }
+      lane.queued.push(...events);
+      this.pump(partition, lane);
+    }
+  }
+
+  private lane(partition: number): Lane {
+    let lane = this.lanes.get(partition);
+    if (lane === undefined) {
+      lane = new Lane();
+      this.lanes.set(partition, lane);
+    }
+    return lane;
+  }
+
+  private pump(partition: number, lane: Lane): void {
+    if (lane.sending > 0 || lane.queued.length === 0) return;
+    const events = lane.queued.splice(0, lane.queued.length);
+    lane.sending = events.length;
+    this.track(this.sendLane(partition, lane, events));
+  }
+
+  private async sendLane(partition: number, lane: Lane, events: OutboxEvent[]): Promise<void> {
+    let outcome: SendOutcome;
+    try {
+      outcome = await this.sender.send(events);
     } catch (err) {
       // A sender must report failures in its outcome; if one throws anyway,
-      // nothing was acknowledged: give the batch back unchanged.
-      this.logger.error({ err }, "sender threw; releasing the batch");
-      this.cleaner.addUnsent(batch.map(claimRef));
+      // nothing is known to be acknowledged: give the events back unchanged.
+      this.logger.error({ err }, "sender threw; giving the events back");
+      outcome = { published: [], failed: [], unsent: events };
     }
+    lane.sending = 0;
+    this.record(outcome);
+    if (outcome.failed.some((f) => f.retriable)) {
+      // The partition (its leader, its broker) failed, not the events: back
+      // off the partition alone. What waited behind goes back unsent.
+      lane.failuresInARow += 1;
+      const ms = Math.round(
+        Math.min(this.options.backoffMaxMs, this.options.backoffMinMs * 2 ** Math.min(lane.failuresInARow - 1, 30)) *
+          (0.5 + Math.random() / 2),
+      );
+      lane.backoffUntil = Date.now() + ms;
+      for (const event of events) lane.blockedPackages.add(event.packageId);
+      const queued = lane.queued.splice(0, lane.queued.length);
+      for (const event of queued) lane.blockedPackages.add(event.packageId);
+      this.cleaner.addUnsent(queued.map(claimRef));
+      this.release(queued.length);
+      this.hooks.onPartitionBackoff(partition, ms);
+      this.logger.warn(
+        { partition, backoffMs: ms, failuresInARow: lane.failuresInARow, error: outcome.failed.find((f) => f.retriable)!.error },
+        "partition failed; backing it off, other partitions go on",
+      );
+    } else if (outcome.published.length > 0) {
+      lane.failuresInARow = 0;
+    }
+    if (outcome.failed.some((f) => !f.retriable)) {
+      this.logger.warn(
+        { partition, failed: outcome.failed.length, unsent: outcome.unsent.length, error: outcome.failed[0]!.error },
+        "publish failed; events will be retried",
+      );
+    }
+    this.release(events.length);
+    this.pump(partition, lane);
+  }
+
+  private record(outcome: SendOutcome): void {
+    this.cleaner.addPublished(outcome.published.map((e) => e.id));
+    this.cleaner.addFailed(
+      outcome.failed.map((f) => ({
+        id: f.event.id,
+        lease: f.event.lease,
+        attempts: f.event.attempts,
+        error: f.error,
+        retriable: f.retriable,
+      })),
+    );
+    this.cleaner.addUnsent(outcome.unsent.map(claimRef));
+  }
+
+  private hold(n: number): void {
+    this.held += n;
+    this.hooks.onProcessing(n);
+  }
+
+  private release(n: number): void {
+    if (n === 0) return;
+    this.held -= n;
+    this.hooks.onProcessing(-n);
+    if (this.held < this.options.maxEvents) this.capacityFreed?.();
+  }
+
+  private track(task: Promise<void>): void {
+    const tracked: Promise<void> = task
+      .catch((err: unknown) => this.logger.error({ err }, "in-flight pool task failed"))
+      .finally(() => this.tasks.delete(tracked));
+    this.tasks.add(tracked);
   }
 
   /**
@@ -111,7 +268,7 @@ export class Producer {
     const rest: OutboxEvent[] = [];
     for (const event of batch) {
       if (blocked.has(event.packageId)) unsent.push(claimRef(event));
-      else if (event.attempts > this.maxAttempts) {
+      else if (event.attempts > this.options.maxAttempts) {
         blocked.add(event.packageId);
         dead.push({
           id: event.id,
@@ -122,11 +279,11 @@ export class Producer {
         });
       } else rest.push(event);
     }
-    if (dead.length > 0) {
-      this.cleaner.addFailed(dead);
-      this.cleaner.addUnsent(unsent);
-    }
-    return dead.length > 0 ? rest : [...batch];
+    if (dead.length === 0) return [...batch];
+    this.cleaner.addFailed(dead);
+    this.cleaner.addUnsent(unsent);
+    this.release(dead.length + unsent.length);
+    return rest;
   }
 }
 

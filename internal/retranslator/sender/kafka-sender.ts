@@ -3,7 +3,7 @@ import type { KafkaClientSecurity } from "../../kafka/security.js";
 import type { Logger } from "../../logger/logger.js";
 import type { OutboxEvent } from "../../repo/outbox/types.js";
 import { toEventMessage } from "./event-message.js";
-import type { SendOutcome, Sender } from "./sender.js";
+import { failAll as failAllWith, type SendOutcome, type Sender } from "./sender.js";
 
 export interface KafkaSenderOptions {
   brokers: readonly string[];
@@ -89,8 +89,7 @@ export class KafkaSender implements Sender {
     const outcome: SendOutcome = { published: [], failed: [], unsent: [] };
     let groups: Map<number, OutboxEvent[]>;
     try {
-      await this.connect();
-      groups = await this.byPartition(events);
+      groups = await this.route(events);
     } catch (err) {
       return failAll(events, err);
     }
@@ -152,7 +151,8 @@ export class KafkaSender implements Sender {
     return this.connected;
   }
 
-  private async byPartition(events: readonly OutboxEvent[]): Promise<Map<number, OutboxEvent[]>> {
+  async route(events: readonly OutboxEvent[]): Promise<Map<number, OutboxEvent[]>> {
+    await this.connect();
     if (this.partitionMetadata === undefined) {
       const admin = this.kafka.admin();
       try {
@@ -189,24 +189,9 @@ function byPackage(events: readonly OutboxEvent[]): OutboxEvent[][] {
   return [...packages.values()];
 }
 
-/**
- * A failed request: the first event of each package counts as attempted; its
- * later events in the request are "unsent" so they do not burn attempts while
- * they wait behind it.
- */
-function failAll(events: readonly OutboxEvent[], err: unknown): Pick<SendOutcome, "failed" | "unsent"> & SendOutcome {
-  const error = describeError(err);
-  const retriable = isRetriable(err);
-  const seen = new Set<bigint>();
-  const outcome: SendOutcome = { published: [], failed: [], unsent: [] };
-  for (const event of events) {
-    if (seen.has(event.packageId)) outcome.unsent.push(event);
-    else {
-      seen.add(event.packageId);
-      outcome.failed.push({ event, error, retriable });
-    }
-  }
-  return outcome;
+/** A failed request, described by its error (see failAll in sender.ts). */
+function failAll(events: readonly OutboxEvent[], err: unknown): SendOutcome {
+  return failAllWith(events, describeError(err), isRetriable(err));
 }
 
 // Errors of the connection or the cluster's state, not of the event: kafkajs

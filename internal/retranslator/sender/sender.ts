@@ -12,6 +12,29 @@ export interface SendOutcome {
 
 /** Publishes claimed events. Implementations keep per-package order within the batch. */
 export interface Sender {
+  /**
+   * The events grouped by the Kafka partition each will go to, each group in
+   * claim order. Throws when the partitions cannot be known (no metadata).
+   */
+  route(events: readonly OutboxEvent[]): Promise<Map<number, OutboxEvent[]>>;
   send(events: readonly OutboxEvent[]): Promise<SendOutcome>;
   close(): Promise<void>;
+}
+
+/**
+ * A failed request: the first event of each package counts as attempted; its
+ * later events in the request are "unsent" so they do not burn attempts while
+ * they wait behind it.
+ */
+export function failAll(events: readonly OutboxEvent[], error: string, retriable: boolean): SendOutcome {
+  const seen = new Set<bigint>();
+  const outcome: SendOutcome = { published: [], failed: [], unsent: [] };
+  for (const event of events) {
+    if (seen.has(event.packageId)) outcome.unsent.push(event);
+    else {
+      seen.add(event.packageId);
+      outcome.failed.push({ event, error, retriable });
+    }
+  }
+  return outcome;
 }

@@ -13,6 +13,7 @@ const tracer = trace.getTracer("logistic-package-api");
  */
 export function traceSender(sender: Sender, topic: string): Sender {
   return {
+    route: (events) => sender.route(events),
     async send(events: readonly OutboxEvent[]): Promise<SendOutcome> {
       const spans = new Map<bigint, Span>();
       const traced = events.map((event) => {
