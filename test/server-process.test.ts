@@ -110,17 +110,23 @@ after(async () => {
   if (tempDir) rmSync(tempDir, { recursive: true, force: true });
 });
 
+/** The binary against this file's database, on free loopback ports. */
+async function startOnFreePorts() {
+  const ports = { grpc: await freePort(), gateway: await freePort(), status: await freePort(), metrics: await freePort() };
+  const server = startServer({
+    DATABASE_URL: db.url,
+    GRPC_PORT: String(ports.grpc),
+    GATEWAY_PORT: String(ports.gateway),
+    STATUS_PORT: String(ports.status),
+    METRICS_PORT: String(ports.metrics),
+  });
+  children.push(server.child);
+  return { ports, server };
+}
+
 describe("grpc-server process", () => {
   test("starts, answers /ready, logs JSON lines, drains an in-flight request on SIGTERM and exits 0", async () => {
-    const ports = { grpc: await freePort(), gateway: await freePort(), status: await freePort(), metrics: await freePort() };
-    const server = startServer({
-      DATABASE_URL: db.url,
-      GRPC_PORT: String(ports.grpc),
-      GATEWAY_PORT: String(ports.gateway),
-      STATUS_PORT: String(ports.status),
-      METRICS_PORT: String(ports.metrics),
-    });
-    children.push(server.child);
+    const { ports, server } = await startOnFreePorts();
     const failedEarly = server.exited.then((code) => {
       throw new Error(`the server exited (${code}) during the test\nstderr:\n${server.stderr()}`);
     });
@@ -185,15 +191,7 @@ describe("grpc-server process", () => {
   });
 
   test("a port scanner's resets before the first byte and a SIGHUP leave the process serving", async () => {
-    const ports = { grpc: await freePort(), gateway: await freePort(), status: await freePort(), metrics: await freePort() };
-    const server = startServer({
-      DATABASE_URL: db.url,
-      GRPC_PORT: String(ports.grpc),
-      GATEWAY_PORT: String(ports.gateway),
-      STATUS_PORT: String(ports.status),
-      METRICS_PORT: String(ports.metrics),
-    });
-    children.push(server.child);
+    const { ports, server } = await startOnFreePorts();
     await until("/ready 200", async () => {
       const res = await fetch(`http://127.0.0.1:${ports.status}/ready`, { signal: AbortSignal.timeout(5000) });
       return res.status === 200 ? true : undefined;
