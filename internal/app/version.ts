@@ -1,5 +1,5 @@
 import { execFileSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 
 export interface VersionInfo {
   name: string;
@@ -12,7 +12,7 @@ export interface VersionInfo {
  * or, in a checkout, from git.
  */
 export function versionInfo(): VersionInfo {
-  const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as {
+  const pkg = JSON.parse(readFileSync(packageJson(), "utf8")) as {
     name: string;
     version: string;
   };
@@ -30,4 +30,13 @@ function gitCommit(): string {
   } catch {
     return "unknown";
   }
+}
+
+/**
+ * The repository's package.json: two levels up from the sources, three from
+ * the compiled dist/internal/app/ (the build does not copy it into dist/).
+ */
+function packageJson(): URL {
+  const source = new URL("../../package.json", import.meta.url);
+  return existsSync(source) ? source : new URL("../../../package.json", import.meta.url);
 }

@@ -1,6 +1,7 @@
 import { fileURLToPath } from "node:url";
 import knexFactory, { type Knex } from "knex";
 import pg from "pg";
+import { RecordedNameMigrationSource } from "./migration-source.js";
 
 export type Database = Knex;
 
@@ -46,9 +47,9 @@ export function createDatabase(options: DatabaseOptions): Database {
 export const migrationsDirectory = fileURLToPath(new URL("../../db/migrations", import.meta.url));
 
 export async function migrateLatest(db: Database): Promise<string[]> {
+  // Recorded as `<base>.ts` whether the sources or the compiled dist/ run (migration-source.ts).
   const [, applied] = (await db.migrate.latest({
-    directory: migrationsDirectory,
-    loadExtensions: [".ts"],
+    migrationSource: new RecordedNameMigrationSource(migrationsDirectory),
   })) as [number, string[]];
   return applied;
 }
