@@ -9,10 +9,12 @@ run:
 test:
 	bash scripts/test.sh
 
-# Regenerate pkg/ from the protos (the result is committed).
+# Regenerate pkg/ and api/openapi.json from the protos (the results are committed).
+# Two templates: buf.gen.yaml cleans pkg/, the OpenAPI one writes into api/ beside the protos.
 generate:
 	bash scripts/ensure-deps.sh
 	npx buf generate
+	npx buf generate --template buf.gen.openapi.yaml
 
 # buf lint on the protos and a strict TypeScript type-check.
 lint:

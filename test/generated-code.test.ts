@@ -36,6 +36,18 @@ test("the committed pkg/ is exactly what `make generate` produces from the proto
   }
 });
 
+test("the committed api/openapi.json is exactly what `make generate` produces from the protos", () => {
+  // Its own template (buf.gen.openapi.yaml): our protoc-gen-openapi plugin, run by buf as in `make generate`.
+  const out = mkdtempSync(join(tmpdir(), "lpa-gen-openapi-"));
+  execFileSync(buf, ["generate", "--template", "buf.gen.openapi.yaml", "-o", out], { cwd: root, stdio: "pipe", env });
+  assert.deepEqual([...files(join(out, "api")).keys()], ["openapi.json"], "the plugin writes one file");
+  assert.equal(
+    readFileSync(join(root, "api/openapi.json"), "utf8"),
+    readFileSync(join(out, "api/openapi.json"), "utf8"),
+    "api/openapi.json drifted from the protos (or the gateway's status table or roles): run `make generate`",
+  );
+});
+
 test("buf lint passes on the protos", () => {
   // execFileSync throws with buf's findings on a non-zero exit.
   execFileSync(buf, ["lint"], { cwd: root, stdio: "pipe", env });

@@ -3,6 +3,7 @@ import { fromJson, getOption, hasOption, toJson, ScalarType, type DescMethodUnar
 import { Code, ConnectError, type Transport } from "@connectrpc/connect";
 import { http as httpRule } from "../../pkg/google/api/annotations_pb.js";
 import { decodeUtf8, parseJsonFor } from "./json-body.js";
+import type { ApiDocs } from "./api-docs.js";
 
 /**
  * REST gateway: transcodes the `google.api.http` annotations of the services'
@@ -17,6 +18,8 @@ export interface GatewayOptions {
   maxRequestBytes: number;
   /** Told of a failure that is not a ConnectError (a bug): the client sees only Internal. */
   onInternalError?: (err: unknown) => void;
+  /** GET /openapi.json and /docs, answered before the API routes (and without a token). */
+  docs?: ApiDocs;
 }
 
 interface Route {
@@ -34,8 +37,9 @@ interface Route {
 const forwardedHeaders = ["authorization", "x-request-id", "idempotency-key", "traceparent", "tracestate", "log_level"];
 const metadataPrefix = "grpc-metadata-";
 
-// HTTP status per gRPC code, as grpc-gateway maps them.
-const httpStatus: Record<Code, number> = {
+// HTTP status per gRPC code, as grpc-gateway maps them. Exported for the
+// OpenAPI generator (tools/protoc-gen-openapi), which documents the same table.
+export const httpStatus: Record<Code, number> = {
   [Code.Canceled]: 499,
   [Code.Unknown]: 500,
   [Code.InvalidArgument]: 400,
@@ -57,6 +61,7 @@ const httpStatus: Record<Code, number> = {
 export function createGatewayHandler(options: GatewayOptions): (req: IncomingMessage, res: ServerResponse) => void {
   const routes = options.services.flatMap(routesOf);
   return (req, res) => {
+    if (options.docs?.handle(req, res) === true) return;
     handle(req, res, routes, options).catch((err: unknown) => {
       if (!(err instanceof ConnectError)) options.onInternalError?.(err);
       sendError(res, err instanceof ConnectError ? err : new ConnectError("internal error", Code.Internal));

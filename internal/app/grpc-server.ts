@@ -6,6 +6,7 @@ import { LogisticPackageApiService } from "../../pkg/hablof/logistic_package_api
 import { Health } from "../../pkg/grpc/health/v1/health_pb.js";
 import { ServerReflection } from "../../pkg/grpc/reflection/v1/reflection_pb.js";
 import { ServerReflection as ServerReflectionV1Alpha } from "../../pkg/grpc/reflection/v1alpha/reflection_pb.js";
+import { loadApiDocs } from "../api/api-docs.js";
 import { createGatewayHandler } from "../api/gateway.js";
 import { packageApiHandlers } from "../api/handlers.js";
 import { healthHandlers } from "../api/health.js";
@@ -186,6 +187,8 @@ export async function startGrpcServer(config: Readonly<Config>, logger: Logger):
           transport: createRouterTransport(routes, { router: { interceptors, readMaxBytes: config.grpc.maxRequestBytes } }),
           maxRequestBytes: config.grpc.maxRequestBytes,
           onInternalError: (err) => logger.error({ err }, "REST gateway failed a request"),
+          // The API's own description: GET /openapi.json and a Swagger UI page at /docs.
+          docs: loadApiDocs(),
         }) as ConstructorParameters<typeof ApiListener>[0],
       );
       gatewayPort = await listen(gateway.server, config.gateway.port, config.grpc.host);
