@@ -105,7 +105,7 @@ export async function claimHeads(db: Database, request: ClaimRequest): Promise<C
        SET locked_by = ?, locked_until = now() + make_interval(secs => ?), attempts = e.attempts + 1
        WHERE e.id = ANY(ARRAY(SELECT id FROM chosen)) AND e.locked_by IS NULL
        RETURNING e.id, e.package_id, e.type, e.payload::text AS payload, e.created,
-                 e.traceparent, e.tracestate, e.attempts, e.locked_until::text AS lease
+                 e.traceparent, e.tracestate, e.reason, e.attempts, e.locked_until::text AS lease
      )
      SELECT last.package_id AS cursor, last.visits, c.*
      FROM (SELECT package_id, visits FROM walk ORDER BY visits DESC LIMIT 1) last

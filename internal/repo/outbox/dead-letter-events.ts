@@ -18,8 +18,8 @@ export async function deadLetterEvents(db: Database, owner: string, failures: re
        RETURNING e.*, failed.error
      )
      INSERT INTO package_event_dead_letter
-       (id, package_id, type, payload, created, traceparent, tracestate, attempts, last_error)
-     SELECT id, package_id, type, payload, created, traceparent, tracestate, attempts, error FROM moved`,
+       (id, package_id, type, payload, created, traceparent, tracestate, reason, attempts, last_error)
+     SELECT id, package_id, type, payload, created, traceparent, tracestate, reason, attempts, error FROM moved`,
     [failuresJson(failures), idArray(failures.map((f) => f.id)), owner],
   );
   return (result as { rowCount: number }).rowCount;

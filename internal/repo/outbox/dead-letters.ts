@@ -52,9 +52,9 @@ export async function listDeadLetters(db: Database, limit: number): Promise<Dead
 export async function requeueDeadLetter(db: Database, id: bigint): Promise<void> {
   const result = await db.raw(
     `WITH moved AS (DELETE FROM package_event_dead_letter WHERE id = ? RETURNING *)
-     INSERT INTO package_event (id, package_id, type, payload, created, traceparent, tracestate, last_error)
+     INSERT INTO package_event (id, package_id, type, payload, created, traceparent, tracestate, reason, last_error)
      OVERRIDING SYSTEM VALUE
-     SELECT id, package_id, type, payload, created, traceparent, tracestate, last_error FROM moved`,
+     SELECT id, package_id, type, payload, created, traceparent, tracestate, reason, last_error FROM moved`,
     [id.toString()],
   );
   if ((result as { rowCount: number }).rowCount === 0) throw new NotFoundError(`dead letter ${id} not found`);

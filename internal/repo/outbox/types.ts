@@ -10,6 +10,8 @@ export interface OutboxEvent {
   created: Date;
   traceparent: string | null;
   tracestate: string | null;
+  /** Why the event was written when it is no change: 'republish' (npm run admin -- republish), else null. */
+  reason?: string | null;
   /** Including the claim that returned this row. */
   attempts: number;
   /**
@@ -42,6 +44,7 @@ export interface OutboxRow {
   created: Date;
   traceparent: string | null;
   tracestate: string | null;
+  reason?: string | null;
   attempts: number;
   lease: string;
 }
@@ -55,6 +58,7 @@ export function toOutboxEvent(row: OutboxRow): OutboxEvent {
     created: row.created,
     traceparent: row.traceparent,
     tracestate: row.tracestate,
+    reason: row.reason ?? null,
     attempts: row.attempts,
     lease: row.lease,
   };
