@@ -330,6 +330,11 @@ const schema = z
         // Old inbox rows are deleted in batches of this size, every interval.
         inboxCleanupIntervalMs: int(100, 86_400_000).default(60_000),
         inboxCleanupBatchSize: int(1, 100_000).default(1000),
+        // SIGTERM: time for the batch in hand (transaction, offset commit) and leaving the
+        // group; a join the coordinator holds would otherwise delay the stop by up to
+        // rebalanceTimeoutMs + 5 s. Past it the facade closes anyway (an unfinished batch is
+        // delivered again and skipped as copies).
+        shutdownTimeoutMs: int(0, 600_000).default(10_000),
         // /metrics, /live, /ready of the facade. env: FACADE_METRICS_PORT
         metricsPort: port.default(9102),
       })

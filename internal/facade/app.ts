@@ -86,6 +86,7 @@ export async function startFacadeApp(config: Readonly<Config>, logger: Logger): 
       rebalanceTimeoutMs: f.rebalanceTimeoutMs,
       restartBackoffMinMs: f.restartBackoffMinMs,
       restartBackoffMaxMs: f.restartBackoffMaxMs,
+      shutdownTimeoutMs: f.shutdownTimeoutMs,
       security: kafkaSecurity,
     },
     metrics.instrument(new PgBatchApplier(db, logger)),

@@ -27,6 +27,8 @@ export interface FacadeConsumerOptions {
   rebalanceTimeoutMs: number;
   restartBackoffMinMs: number;
   restartBackoffMaxMs: number;
+  /** How long stop() waits for the batch in hand and for leaving the group. */
+  shutdownTimeoutMs: number;
   /** TLS and SASL, from kafkaClientSecurity(config.kafka). */
   security: KafkaClientSecurity;
 }
@@ -142,13 +144,32 @@ export class FacadeConsumer {
     this.loop = this.supervise(this.controller.signal);
   }
 
-  /** Leaves the group; kafkajs waits for the batch being applied, then commits nothing more. */
+  /**
+   * Leaves the group; kafkajs waits for the batch being applied, then commits
+   * nothing more. Bounded by shutdownTimeoutMs: kafkajs also waits for its
+   * requests in flight, and a join the coordinator holds could take up to
+   * rebalanceTimeoutMs + 5 s. Past the bound the caller closes anyway.
+   */
   async stop(): Promise<void> {
     this.controller.abort();
-    // Also ends a run still joining; kafkajs first waits for its requests in
-    // flight, so a join the coordinator holds delays the stop by up to that hold.
-    await this.current?.consumer.disconnect().catch((err: unknown) => this.logger.warn({ err }, "consumer disconnect failed"));
     await this.loop;
+    const current = this.current;
+    if (current === undefined) return;
+    const deadline = new AbortController();
+    const left = await Promise.race([
+      current.consumer.disconnect().then(
+        () => true,
+        (err: unknown) => {
+          this.logger.warn({ err }, "consumer disconnect failed");
+          return true;
+        },
+      ),
+      sleep(this.options.shutdownTimeoutMs, deadline.signal).then(() => false),
+    ]);
+    deadline.abort();
+    if (!left) {
+      this.logger.warn({ shutdownTimeoutMs: this.options.shutdownTimeoutMs }, "consumer still busy (a batch, or a join the coordinator holds) after facade.shutdownTimeoutMs; closing anyway");
+    }
   }
 
   private async supervise(signal: AbortSignal): Promise<void> {
@@ -160,10 +181,14 @@ export class FacadeConsumer {
       // rebalance timeout, and a stop must not wait for it (stop() disconnects).
       void this.begin(run, signal).catch((err: unknown) => run.end({ error: err as Error, retriable: isRetriable(err) }));
       const outcome = await untilEndedOrAborted(run.ended, signal);
-      this.hooks.onUnassigned(signal.aborted ? "stopping" : `consumer failed: ${outcome?.error.message}`);
+      if (signal.aborted || outcome === undefined) {
+        // stop() disconnects this run, within its bound.
+        this.hooks.onUnassigned("stopping");
+        return;
+      }
+      this.hooks.onUnassigned(`consumer failed: ${outcome.error.message}`);
       // After a crash kafkajs has disconnected already; again is harmless, and needed after a throw.
       await run.consumer.disconnect().catch((err: unknown) => this.logger.warn({ err }, "consumer disconnect failed"));
-      if (signal.aborted || outcome === undefined) return;
       if (!outcome.retriable) {
         this.crash = outcome.error;
         this.logger.fatal({ err: outcome.error }, "consumer failed with a non-retriable error and will not restart");
