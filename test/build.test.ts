@@ -1,0 +1,224 @@
+// The production build (`npm run build`): tsc compiles the binaries to plain
+// JavaScript, which runs under node without tsx, loads no .ts file at run time,
+// and keeps the migration names that databases migrated from the TypeScript
+// sources have recorded.
+import assert from "node:assert/strict";
+import { spawn, type ChildProcess } from "node:child_process";
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join, relative } from "node:path";
+import { after, before, test } from "node:test";
+import { fileURLToPath } from "node:url";
+import pg from "pg";
+import { createDatabase, migrateLatest, migrationsDirectory } from "../internal/database/database.js";
+import { adminUrl, databaseUrl } from "./helpers/database.js";
+import { startKafkaMock, type KafkaMock } from "./helpers/kafka-mock.js";
+
+const root = fileURLToPath(new URL("..", import.meta.url));
+// A build of this run's own at the repository root (one level, like dist/: the
+// compiled code finds package.json and db/ relative to itself), so that a
+// dist/ in use by `make run` or the bench is never replaced under it.
+const out = join(root, `.dist-test-${process.pid}`);
+const binaries = ["grpc-server", "retranslator", "facade", "bot", "admin", "migrate"];
+
+function run(command: string, args: string[], env: Record<string, string> = {}) {
+  return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
+    const child = spawn(command, args, { cwd: root, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d) => (stdout += d));
+    child.stderr.on("data", (d) => (stderr += d));
+    const timer = setTimeout(() => child.kill("SIGKILL"), 240_000);
+    child.once("error", reject);
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+function walk(dir: string): string[] {
+  return readdirSync(dir).flatMap((name) => {
+    const path = join(dir, name);
+    return statSync(path).isDirectory() ? walk(path) : [path];
+  });
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const port = (server.address() as { port: number }).port;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+async function admin<T>(fn: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: adminUrl });
+  await client.connect();
+  try {
+    return await fn(client);
+  } finally {
+    await client.end();
+  }
+}
+
+/** An empty database, named like the helpers' (lpa_test_<pid>_…) so that an interrupted run's is swept. */
+async function emptyDatabase(suffix: string): Promise<{ url: string; drop(): Promise<void> }> {
+  const name = `lpa_test_${process.pid}_${suffix}`;
+  await admin((c) => c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`));
+  await admin((c) => c.query(`CREATE DATABASE ${name}`));
+  return { url: databaseUrl(name), drop: () => admin((c) => c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)).then(() => undefined) };
+}
+
+/** Starts a compiled binary with plain node (no --import tsx); `output()` is what it wrote so far. */
+function startCompiled(binary: string, env: Record<string, string>) {
+  const child: ChildProcess = spawn(process.execPath, [join(out, "cmd", binary, "main.js")], {
+    cwd: root,
+    // No writable temporary directory (the image's root filesystem may be read-only): tsx needed
+    // one for its cache, the compiled build must not.
+    env: { ...process.env, LOG_LEVEL: "info", TMPDIR: "/nonexistent/lpa-no-tmp", ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let output = "";
+  child.stdout!.on("data", (d) => (output += d));
+  child.stderr!.on("data", (d) => (output += d));
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  return {
+    output: () => output,
+    exited,
+    async stop(): Promise<number | null> {
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
+      const timer = setTimeout(() => child.kill("SIGKILL"), 20_000);
+      const code = await exited;
+      clearTimeout(timer);
+      return code;
+    },
+    running: () => child.exitCode === null && child.signalCode === null,
+  };
+}
+
+/** Polls `url` until it answers 200, or fails after 60 s or when the process exits. */
+async function waitReady(url: string, proc: ReturnType<typeof startCompiled>): Promise<Response> {
+  const deadline = Date.now() + 60_000;
+  let last = "";
+  while (Date.now() < deadline) {
+    if (!proc.running()) assert.fail(`exited before ${url} answered 200:\n${proc.output()}`);
+    try {
+      const res = await fetch(url);
+      if (res.status === 200) return res;
+      last = `HTTP ${res.status}`;
+    } catch (err) {
+      last = (err as Error).message;
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  assert.fail(`${url} not ready within 60 s (${last}):\n${proc.output()}`);
+}
+
+before(async () => {
+  // `npm run build` with the output moved: the script's own tsc invocation (tsconfig.build.json).
+  const build = await run("npm", ["run", "--silent", "build", "--", "--outDir", out]);
+  assert.equal(build.code, 0, `npm run build failed:\n${build.stdout}\n${build.stderr}`);
+});
+
+after(() => rmSync(out, { recursive: true, force: true }));
+
+test("npm run build compiles one main.js per binary and every migration, with no TypeScript left to load", () => {
+  for (const binary of binaries) assert.ok(existsSync(join(out, "cmd", binary, "main.js")), `cmd/${binary}/main.js`);
+  for (const dir of ["db/migrations", "db/facade-migrations"]) {
+    const sources = readdirSync(join(root, dir)).filter((f) => f.endsWith(".ts")).map((f) => f.replace(/\.ts$/, ".js"));
+    const compiled = readdirSync(join(out, dir)).filter((f) => f.endsWith(".js"));
+    assert.deepEqual(compiled.sort(), sources.sort(), `${dir}: one .js per migration`);
+  }
+  const files = walk(out);
+  assert.deepEqual(files.filter((f) => f.endsWith(".ts")), [], "no .ts in the build");
+  // No module of the build imports tsx or a TypeScript file (plain node cannot load them).
+  const specifier = /(?:\bfrom\s*|\bimport\s*\(?\s*)["']([^"']+)["']/g;
+  for (const file of files.filter((f) => f.endsWith(".js"))) {
+    for (const m of readFileSync(file, "utf8").matchAll(specifier)) {
+      const spec = m[1]!;
+      assert.ok(!/^tsx(\/|$)/.test(spec), `${relative(out, file)} imports ${spec}`);
+      assert.ok(!/\.(ts|mts|cts)$/.test(spec), `${relative(out, file)} imports ${spec}`);
+    }
+  }
+});
+
+test("the compiled grpc-server starts with plain node, without a writable TMPDIR, and reports ready", async () => {
+  const database = await emptyDatabase("build_api");
+  const [grpc, gateway, status, metrics] = [await freePort(), await freePort(), await freePort(), await freePort()];
+  const server = startCompiled("grpc-server", {
+    DATABASE_URL: database.url,
+    GRPC_PORT: String(grpc),
+    GATEWAY_PORT: String(gateway),
+    STATUS_PORT: String(status),
+    METRICS_PORT: String(metrics),
+  });
+  try {
+    await waitReady(`http://127.0.0.1:${status}/ready`, server);
+    const version = (await (await fetch(`http://127.0.0.1:${status}/version`)).json()) as { name?: string };
+    assert.equal(version.name, "logistic-package-api", "/version reads package.json from the compiled layout");
+  } finally {
+    assert.equal(await server.stop(), 0, `graceful exit:\n${server.output()}`);
+    await database.drop();
+  }
+});
+
+test("the compiled retranslator starts with plain node, without a writable TMPDIR, and reports ready against the broker", async () => {
+  const database = await emptyDatabase("build_relay");
+  const kafka: KafkaMock = await startKafkaMock();
+  const port = await freePort();
+  const relay = startCompiled("retranslator", {
+    DATABASE_URL: database.url,
+    KAFKA_BROKERS: kafka.brokers.join(","),
+    KAFKA_TOPIC: "build-test-events",
+    RETRANSLATOR_METRICS_PORT: String(port),
+  });
+  try {
+    await waitReady(`http://127.0.0.1:${port}/ready`, relay);
+  } finally {
+    assert.equal(await relay.stop(), 0, `graceful exit:\n${relay.output()}`);
+    await kafka.stop();
+    await database.drop();
+  }
+});
+
+test("upgrade: a database migrated from the .ts sources is continued by the compiled migrate, names unchanged", async () => {
+  const database = await emptyDatabase("build_upgrade");
+  const all = readdirSync(migrationsDirectory).filter((f) => f.endsWith(".ts")).sort();
+  assert.ok(all.length >= 2);
+  // The sources as the previous release had them: every migration but the newest, applied the way it
+  // applied them (knex's directory source over .ts files, which records file names).
+  const previous = mkdtempSync(join(tmpdir(), "lpa-previous-migrations-"));
+  for (const f of all.slice(0, -1)) cpSync(join(migrationsDirectory, f), join(previous, f));
+  const db = createDatabase({ url: database.url, maxConnections: 1, statementTimeoutMs: 0, acquireTimeoutMs: 10_000, applicationName: "lpa-test" });
+  const recorded = async () =>
+    ((await db.raw(`SELECT id, name, migration_time FROM knex_migrations ORDER BY id`)) as {
+      rows: { id: number; name: string; migration_time: Date }[];
+    }).rows;
+  try {
+    await db.migrate.latest({ directory: previous, loadExtensions: [".ts"] });
+    const before = await recorded();
+    assert.deepEqual(before.map((r) => r.name), all.slice(0, -1));
+
+    const first = await run(process.execPath, [join(out, "cmd", "migrate", "main.js")], { DATABASE_URL: database.url });
+    assert.equal(first.code, 0, first.stderr);
+    const afterUpgrade = await recorded();
+    assert.deepEqual(afterUpgrade.slice(0, before.length), before, "the applied migrations are neither re-run nor renamed");
+    assert.deepEqual(afterUpgrade.map((r) => r.name), all, "the new migration is applied, recorded under its .ts name");
+    assert.match(first.stdout + first.stderr, new RegExp(all.at(-1)!.replace(/\./g, "\\.")));
+
+    // Again with the compiled build, then from the sources (development): nothing left to apply.
+    const second = await run(process.execPath, [join(out, "cmd", "migrate", "main.js")], { DATABASE_URL: database.url });
+    assert.equal(second.code, 0, second.stderr);
+    assert.deepEqual(await migrateLatest(db), []);
+    assert.deepEqual(await recorded(), afterUpgrade);
+  } finally {
+    await db.destroy();
+    rmSync(previous, { recursive: true, force: true });
+    await database.drop();
+  }
+});
