@@ -10,6 +10,7 @@ bash scripts/ensure-postgres.sh
 bash scripts/ensure-redis.sh
 if [[ -f scripts/build-kafka-mock.sh ]]; then bash scripts/build-kafka-mock.sh; fi
 bash scripts/ensure-python-grpc.sh
+bash scripts/ensure-promtool.sh
 
 export TEST_DATABASE_ADMIN_URL=${TEST_DATABASE_ADMIN_URL:-postgres://postgres:postgres@127.0.0.1:5432/postgres}
 # One template per run (named after this shell's pid), so runs side by side
