@@ -11,6 +11,7 @@ bash scripts/ensure-redis.sh
 if [[ -f scripts/build-kafka-mock.sh ]]; then bash scripts/build-kafka-mock.sh; fi
 bash scripts/ensure-python-grpc.sh
 bash scripts/ensure-promtool.sh
+bash scripts/ensure-chromium.sh
 
 export TEST_DATABASE_ADMIN_URL=${TEST_DATABASE_ADMIN_URL:-postgres://postgres:postgres@127.0.0.1:5432/postgres}
 # One template per run (named after this shell's pid), so runs side by side
