@@ -61,6 +61,12 @@ after(async () => {
 function writeConfig(name: string, retranslator: Record<string, number | boolean>): string {
   const base = parseYaml(baseConfig) as Record<string, Record<string, unknown>>;
   base["retranslator"] = { ...(base["retranslator"] ?? {}), ...retranslator };
+  // A lease of a few seconds needs sends that fit into it (start-up rejects
+  // a lease shorter than one send): short Kafka request timeouts, no retries.
+  const lease = retranslator["leaseSeconds"];
+  if (typeof lease === "number" && lease < 45) {
+    base["kafka"] = { ...(base["kafka"] ?? {}), requestTimeoutMs: Math.floor((lease * 1000) / 4), sendRetries: 0 };
+  }
   const path = join(configDir, `${name}.yml`);
   writeFileSync(path, stringifyYaml(base));
   return path;
@@ -470,6 +476,101 @@ test("a running instance takes over a killed instance's leases once they expire"
       [],
       "only events leased by the dead relay may be published twice",
     );
+  });
+});
+
+test("kill -9 of one of three instances: the other two take over its events within one lease, nothing lost or reordered", async (t) => {
+  await withWorld(t, "crash-three-kill9", 6, async (world) => {
+    const { note } = world;
+    const written = await writeEvents(world.db.url, { packages: 300, updates: 5700, removes: 0, seed: 11 });
+    note(`${written} events written`);
+    const leaseSeconds = 3;
+    const maintenanceIntervalMs = 500;
+    const configPath = writeConfig("three-kill9", { leaseSeconds, maintenanceIntervalMs, batchSize: 50, maxInFlightBatches: 4, pollIntervalMs: 200 });
+    // Slow acks keep batches in flight, so the victim dies holding leases.
+    await kafka.setRtt(1, 25);
+    const victim = await spawnIn(world, "relay A (killed)", configPath);
+    const ownerA = await victim.started();
+    const b = await spawnIn(world, "relay B", configPath);
+    const c = await spawnIn(world, "relay C", configPath);
+    await b.started();
+    await c.started();
+    await poll(
+      "relay A to hold leases while all three publish",
+      async () => ({ left: await count(world.db.db, "package_event"), leased: (await leasedIds(world.db.db, ownerA)).length }),
+      (v) => v.left <= written - 300 && v.leased > 0,
+      30_000,
+      20,
+    );
+    victim.proc.kill("SIGKILL");
+    const killedAt = Date.now();
+    assert.equal((await victim.exit).signal, "SIGKILL");
+    const leasedByA = await leasedIds(world.db.db, ownerA);
+    note(`A died holding ${leasedByA.length} leases; ${await count(world.db.db, "package_event")} of ${written} left`);
+    assert.ok(leasedByA.length > 0, "A died holding leases");
+
+    // Bounded wait (not a timing assertion): the lease, the survivors' maintenance interval,
+    // and a margin for the sends on this shared machine.
+    await poll(
+      "the dead relay's events to be published by the survivors",
+      async () => {
+        const result = await world.db.db.raw(`SELECT count(*)::int AS n FROM package_event WHERE id = ANY(?::bigint[])`, [
+          `{${leasedByA.join(",")}}`,
+        ]);
+        return (result as { rows: { n: number }[] }).rows[0]!.n;
+      },
+      (n) => n === 0,
+      leaseSeconds * 1000 + maintenanceIntervalMs + 10_000,
+      50,
+    );
+    note(`A's events taken over and published ${Date.now() - killedAt} ms after the kill`);
+    await kafka.setRtt(1, 0);
+    await waitForEmptyOutbox(world);
+    assert.ok(hasLog(b.lines, EXPIRED_LEASES_MSG) || hasLog(c.lines, EXPIRED_LEASES_MSG), "a survivor freed the expired leases");
+
+    const report = await deliveryReport(world, written);
+    assertDeliveredInOrder(report);
+    const mayRepeat = new Set(leasedByA);
+    assert.deepEqual(report.duplicated.filter((id) => !mayRepeat.has(id)), [], "only the dead relay's leased events may repeat");
+    for (const r of [b, c]) {
+      r.proc.kill("SIGTERM");
+      assert.deepEqual(await exitWithin(r, 20_000), { code: 0, signal: null });
+    }
+  });
+});
+
+test("an instance that joins a running one takes a share of the backlog at once: in order, no duplicates, no lease expired", async (t) => {
+  await withWorld(t, "crash-join", 6, async (world) => {
+    const { note } = world;
+    const written = await writeEvents(world.db.url, { packages: 300, updates: 5700, removes: 0, seed: 12 });
+    const configPath = writeConfig("join", { batchSize: 50, maxInFlightBatches: 2, pollIntervalMs: 200 });
+    // Slow acks: A alone would take a while, so B joins mid-backlog.
+    await kafka.setRtt(1, 20);
+    const a = await startIn(world, "relay A", configPath);
+    await poll("relay A to publish part of the backlog", () => count(world.db.db, "package_event"), (n) => n <= written - 500, 30_000, 20);
+    const leftAtJoin = await count(world.db.db, "package_event");
+    const b = await startIn(world, "relay B (joins)", configPath);
+    // B claims from its own place in the package range: it publishes while A is still busy.
+    await poll(
+      "relay B to publish",
+      () => metric(b.ports.metrics, "logistic_package_api_retranslator_events_published_total"),
+      (n) => n > 0,
+      15_000,
+      20,
+    );
+    const leftWhenBPublished = await count(world.db.db, "package_event");
+    note(`B joined with ${leftAtJoin} left and published while ${leftWhenBPublished} were left`);
+    assert.ok(leftWhenBPublished > 0, "B took work while there was a backlog");
+    await kafka.setRtt(1, 0);
+    await waitForEmptyOutbox(world);
+    const publishedA = await metric(a.ports.metrics, "logistic_package_api_retranslator_events_published_total");
+    const publishedB = await metric(b.ports.metrics, "logistic_package_api_retranslator_events_published_total");
+    note(`published by A ${publishedA}, by B ${publishedB}`);
+    assert.equal(publishedA + publishedB, written, "each event published by exactly one instance");
+    const report = await deliveryReport(world, written);
+    assertDeliveredInOrder(report);
+    assert.deepEqual(report.duplicated, [], "no crash, no lease expiry: no duplicates");
+    for (const r of [a, b]) assert.ok(!hasLog(r.logs.lines, EXPIRED_LEASES_MSG), "no lease expired");
   });
 });
 

@@ -264,7 +264,8 @@ test("Postgres connection loss: the retranslator reconnects (claims, cleaner, LI
     const r = await relay(res, fastRetranslatorEnv(viaProxy.toString(), env.kafka.brokers, env.topic), {
       database: { acquireTimeoutMs: 1000, statementTimeoutMs: 2000 },
       retranslator: { leaseSeconds: 2, pollIntervalMs: 200, maintenanceIntervalMs: 500, retryBackoffMinMs: 50, retryBackoffMaxMs: 500 },
-      kafka: { requestTimeoutMs: 1000, sendRetries: 0 },
+      // Sends short enough for the 2 s lease (start-up rejects a lease shorter than a send).
+      kafka: { requestTimeoutMs: 500, sendRetries: 0 },
     });
     const repo = new PgPackageRepository(env.db.db);
     const writer = startWriter(

@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { test, type TestContext } from "node:test";
 import { Kafka, Partitioners, logLevel } from "kafkajs";
+import { loadConfig } from "../internal/config/config.js";
 import type { Database } from "../internal/database/database.js";
 import { count, createTestDatabase, type TestDatabase } from "./helpers/database.js";
 import { startKafkaMock, type KafkaMock } from "./helpers/kafka-mock.js";
@@ -213,6 +214,154 @@ test("a partition without a leader and a backlog larger than a claim: other part
     const messages = await readTopic(env.kafka.brokers, env.topic, allDelivered(committed), 60_000);
     const report = checkDelivery(committed, messages);
     assert.deepEqual({ lost: report.lost, reordered: report.reordered }, { lost: [], reordered: [] });
+  } finally {
+    await res.release(t);
+  }
+});
+
+test("start-up rejects a lease shorter than one send (connect + request timeout, times retries + 1, plus backoff)", async () => {
+  const short = await writeTestConfig({ retranslator: { leaseSeconds: 10 }, kafka: { requestTimeoutMs: 10_000, sendRetries: 2 } });
+  const fits = await writeTestConfig({ retranslator: { leaseSeconds: 10 }, kafka: { requestTimeoutMs: 2000, sendRetries: 1 } });
+  try {
+    assert.throws(
+      () => loadConfig({ path: short.path, env: {} }),
+      (err: Error) => /retranslator\.leaseSeconds/.test(err.message) && /43000 ms/.test(err.message),
+    );
+    // (2 s connect, capped at the request timeout, + 2 s request) × 2 attempts + 2 s backoff = 10 s: no second of slack.
+    assert.throws(() => loadConfig({ path: fits.path, env: {} }), /retranslator\.leaseSeconds/);
+    const ok = await writeTestConfig({ retranslator: { leaseSeconds: 11 }, kafka: { requestTimeoutMs: 2000, sendRetries: 1 } });
+    try {
+      assert.equal(loadConfig({ path: ok.path, env: {} }).retranslator.leaseSeconds, 11);
+    } finally {
+      await ok.cleanup();
+    }
+  } finally {
+    await short.cleanup();
+    await fits.cleanup();
+  }
+});
+
+test("fencing: events whose lease has less than a whole send left are given back, not sent; all arrive once, in order", async (t) => {
+  const res = new Resources();
+  try {
+    const env = await environment(res, "relay-v2-fencing", 1);
+    const db = env.db.db;
+    await createPackages(db, 10);
+    // A send may take (3 s + 3 s) × 1 = 6 s; the lease is 7 s: one second of slack.
+    const r = await relay(res, env, {
+      retranslator: { leaseSeconds: 7, batchSize: 20, maxInFlightBatches: 4, pollIntervalMs: 200 },
+      kafka: { requestTimeoutMs: 3000, sendRetries: 0 },
+    });
+    await burst(db, 10, 10);
+    await poll("the warm-up to drain", () => count(db, "package_event"), (n) => n === 0, 30_000);
+
+    // Acks now take 2 s: a claim queued behind a send in flight waits longer
+    // than its slack, and must not be sent with the lease it has left.
+    await env.kafka.setRtt(1, 2000);
+    await burst(db, 10, 100);
+    await poll("the events to be published", () => count(db, "package_event"), (n) => n === 0, 90_000);
+    await env.kafka.setRtt(1, 0);
+
+    const text = await (await fetch(`http://127.0.0.1:${r.ports.metrics}/metrics`)).text();
+    const fenced = Number(/^logistic_package_api_retranslator_events_fenced_total (\S+)/m.exec(text)?.[1] ?? "NaN");
+    t.diagnostic(`events given back for want of lease: ${fenced}`);
+    assert.ok(fenced > 0, "some claims waited past their slack and were given back");
+
+    const committed = await committedEvents(db);
+    const messages = await readTopic(env.kafka.brokers, env.topic, allDelivered(committed), 60_000);
+    const report = checkDelivery(committed, messages);
+    assert.deepEqual(
+      { lost: report.lost, reordered: report.reordered, duplicated: report.duplicated },
+      { lost: [], reordered: [], duplicated: [] },
+      "fenced events were never sent: no copies",
+    );
+  } finally {
+    await res.release(t);
+  }
+});
+
+/** The topic's records with the record batch (one per produce request) each came in. */
+async function readRecordBatches(env: Env, expected: number): Promise<{ eventId: string; packageId: string; batch: string; bytes: number }[]> {
+  const kafka = new Kafka({ clientId: "batch-reader", brokers: env.kafka.brokers, logLevel: logLevel.NOTHING });
+  const consumer = kafka.consumer({ groupId: `batch-reader-${Date.now()}`, maxWaitTimeInMs: 100 });
+  const records: { eventId: string; packageId: string; batch: string; bytes: number }[] = [];
+  await consumer.connect();
+  try {
+    await consumer.subscribe({ topic: env.topic, fromBeginning: true });
+    await consumer.run({
+      eachMessage: async ({ message }) => {
+        const headers = message.headers ?? {};
+        let bytes = (message.key?.length ?? 0) + (message.value?.length ?? 0);
+        for (const [k, v] of Object.entries(headers)) bytes += k.length + String(v).length;
+        records.push({
+          eventId: String(headers["event-id"]),
+          packageId: String(headers["package-id"]),
+          batch: String((message as unknown as { batchContext: { firstOffset: string } }).batchContext.firstOffset),
+          bytes,
+        });
+      },
+    });
+    await poll("the topic to be read", async () => records.length, (n) => n >= expected, 30_000);
+  } finally {
+    await consumer.disconnect();
+  }
+  return records;
+}
+
+test("a package's backlog larger than one request goes out as several requests in order; a request refused as too large is split, not charged; only an event too large alone is dead-lettered", async (t) => {
+  const res = new Resources();
+  try {
+    const env = await environment(res, "relay-v2-request-size", 1);
+    const db = env.db.db;
+    await createPackages(db, 3);
+    const maxRequestBytes = 4096;
+    const r = await relay(res, env, { retranslator: { batchSize: 500, pollIntervalMs: 200 }, kafka: { maxRequestBytes } });
+    await burst(db, 3, 3);
+    await poll("the warm-up to drain", () => count(db, "package_event"), (n) => n === 0, 30_000);
+
+    // The broker refuses the next Produce request as too large.
+    await env.kafka.pushErrors(0, 1, [10]);
+    // Package 1: 60 events of ~400 bytes (about 6 requests' worth); package 2: 10 small
+    // ones; package 3: one event larger than any request may be, then one behind it.
+    await q(
+      db,
+      `INSERT INTO package_event (package_id, type, payload)
+       SELECT 1, 'Updated', jsonb_build_object('ID', '1', 'n', n, 'Title', repeat('x', 300)) FROM generate_series(1, 60) n
+       UNION ALL SELECT 2, 'Updated', jsonb_build_object('ID', '2', 'n', n) FROM generate_series(1, 10) n`,
+    );
+    await q(db, `INSERT INTO package_event (package_id, type, payload) VALUES (3, 'Updated', jsonb_build_object('ID', '3', 'Title', repeat('y', 5000)))`);
+    await q(db, `INSERT INTO package_event (package_id, type, payload) VALUES (3, 'Updated', jsonb_build_object('ID', '3', 'n', 2))`);
+
+    const dead = await poll(
+      "the oversized event to be dead-lettered and the rest published",
+      async () => ({
+        left: ((await q(db, `SELECT count(*)::int AS n FROM package_event WHERE package_id <> 3`)) as { rows: { n: number }[] }).rows[0]!.n,
+        dead: ((await q(db, `SELECT package_id::int AS p, last_error FROM package_event_dead_letter`)) as { rows: { p: number; last_error: string }[] }).rows,
+      }),
+      (v) => v.left === 0 && v.dead.length === 1,
+      30_000,
+    );
+    assert.equal(dead.dead[0]!.p, 3);
+    assert.match(dead.dead[0]!.last_error, /larger than kafka\.maxRequestBytes/);
+    const parked = ((await q(db, `SELECT count(*)::int AS n FROM package_event WHERE package_id = 3`)) as { rows: { n: number }[] }).rows[0]!.n;
+    assert.equal(parked, 1, "the event behind the dead letter waits, unpublished");
+
+    const text = await (await fetch(`http://127.0.0.1:${r.ports.metrics}/metrics`)).text();
+    const failed = Number(/^logistic_package_api_retranslator_events_failed_total (\S+)/m.exec(text)?.[1] ?? "NaN");
+    assert.equal(failed, 1, "only the oversized event failed: the request refused as too large was split, not charged");
+
+    const records = (await readRecordBatches(env, 3 + 70)).slice(3);
+    const batches = new Map<string, number>();
+    for (const rec of records) batches.set(rec.batch, (batches.get(rec.batch) ?? 0) + rec.bytes);
+    t.diagnostic(`70 events in ${batches.size} requests of ${[...batches.values()].join(", ")} bytes`);
+    assert.ok(batches.size >= 6, `package 1's 24 KB went out in several requests (${batches.size})`);
+    for (const bytes of batches.values()) assert.ok(bytes <= maxRequestBytes, `a request of ${bytes} bytes fits ${maxRequestBytes}`);
+    for (const pkg of ["1", "2"]) {
+      const ids = records.filter((rec) => rec.packageId === pkg).map((rec) => BigInt(rec.eventId));
+      assert.equal(ids.length, pkg === "1" ? 60 : 10, `package ${pkg} delivered once each`);
+      assert.deepEqual(ids, [...ids].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)), `package ${pkg} in order`);
+    }
+    assert.ok(records.every((rec) => rec.packageId !== "3"), "nothing of the dead-lettered package was published");
   } finally {
     await res.release(t);
   }

@@ -11,6 +11,7 @@ import { createMetricsServer } from "../metrics/metrics-server.js";
 import { RetranslatorMetrics } from "../retranslator/metrics.js";
 import { startRetranslator } from "../retranslator/retranslator.js";
 import { KafkaSender } from "../retranslator/sender/kafka-sender.js";
+import { sendBudgetMs } from "../retranslator/sender/send-budget.js";
 import { traceSender } from "../retranslator/sender/traced-sender.js";
 import { closeServer, listen } from "../server/listen.js";
 import { SharedProbe } from "../server/shared-probe.js";
@@ -59,6 +60,7 @@ export async function startRetranslatorApp(config: Readonly<Config>, logger: Log
       replicationFactor: config.kafka.replicationFactor,
       requestTimeoutMs: config.kafka.requestTimeoutMs,
       sendRetries: config.kafka.sendRetries,
+      maxRequestBytes: config.kafka.maxRequestBytes,
       idempotent: config.kafka.idempotent,
       security: kafkaSecurity,
     },
@@ -80,6 +82,7 @@ export async function startRetranslatorApp(config: Readonly<Config>, logger: Log
       batchSize: r.batchSize,
       maxInFlightBatches: r.maxInFlightBatches,
       leaseSeconds: r.leaseSeconds,
+      sendBudgetMs: sendBudgetMs(config.kafka),
       pollIntervalMs: r.pollIntervalMs,
       claimLingerMs: r.claimLingerMs,
       listenNotify: r.listenNotify,

@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
+import { sendBudgetMs } from "../retranslator/sender/send-budget.js";
 
 // Booleans from YAML arrive as booleans, from the environment as strings;
 // z.coerce.boolean() would turn "false" into true, so accept both spellings.
@@ -213,6 +214,11 @@ const schema = z
         requestTimeoutMs: int(100, 600_000).default(10_000),
         // kafkajs' own quick retries of retriable errors inside one send, before ours.
         sendRetries: int(0, 20).default(2),
+        // Largest request the retranslator sends to one partition, in bytes: the broker
+        // refuses a record batch above its message.max.bytes (1 MB by default), so a
+        // package's backlog above it goes out as several requests, in order. Keep it at or
+        // below the topic's max.message.bytes. An event larger than this alone is dead-lettered.
+        maxRequestBytes: int(1024, 100 * 1024 * 1024).default(1_000_000),
         // The idempotent producer removes broker-side duplicates of kafkajs retries;
         // needs a real cluster (the test broker cannot do it).
         idempotent: bool.default(false),
@@ -258,8 +264,9 @@ const schema = z
         // Claimed batches being published at once (the producer pool). Bounded so
         // that a slow broker cannot make the relay claim without limit.
         maxInFlightBatches: int(1, 64).default(4),
-        // How long a claim is ours. Must exceed the longest send (requestTimeoutMs ×
-        // (sendRetries + 1)); a crashed relay's events are taken over after it.
+        // How long a claim is ours; a crashed relay's events are taken over after it. A send
+        // starts only while a whole send's time (kafka: (connect + requestTimeoutMs) ×
+        // (sendRetries + 1) + retry backoff) is left; a shorter lease is rejected at start.
         leaseSeconds: int(1, 3600).default(60),
         // Poll interval when idle; LISTEN/NOTIFY wakes the relay sooner.
         pollIntervalMs: int(10, 600_000).default(1000),
@@ -462,7 +469,20 @@ const schema = z
       })
       .prefault({}),
   })
-  .strict();
+  .strict()
+  .superRefine((c, ctx) => {
+    // Fencing: the relay starts a send only while the events' lease has a whole
+    // send's time left. A lease shorter than one send could never be honoured.
+    // A second on top is the least slack for the claim and the wait in a partition's queue.
+    const budget = sendBudgetMs(c.kafka);
+    if (c.retranslator.leaseSeconds * 1000 < budget + 1000) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["retranslator", "leaseSeconds"],
+        message: `must exceed one send's time by a second at least: a send may take ${budget} ms (kafka.requestTimeoutMs and its connect, times kafka.sendRetries + 1, plus retry backoff)`,
+      });
+    }
+  });
 
 export type Config = z.infer<typeof schema>;
 

@@ -18,6 +18,7 @@ export class RetranslatorMetrics {
   readonly claimedEvents: Counter;
   readonly emptyClaims: Counter;
   readonly partitionBackoff: Gauge<"partition">;
+  readonly fenced: Counter;
   readonly readinessProbes: Counter;
 
   constructor(registry: Registry) {
@@ -93,6 +94,11 @@ export class RetranslatorMetrics {
     this.emptyClaims = new Counter({
       name: "logistic_package_api_retranslator_empty_claims_total",
       help: "Claims that leased nothing (idle outbox, or every package blocked)",
+      registers,
+    });
+    this.fenced = new Counter({
+      name: "logistic_package_api_retranslator_events_fenced_total",
+      help: "Events given back unsent because their lease had less than a whole send's time left",
       registers,
     });
     this.partitionBackoff = new Gauge({

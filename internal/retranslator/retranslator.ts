@@ -18,6 +18,8 @@ export interface RetranslatorOptions {
   batchSize: number;
   maxInFlightBatches: number;
   leaseSeconds: number;
+  /** The longest one send can take (sendBudgetMs of the Kafka settings); at most the lease. */
+  sendBudgetMs: number;
   pollIntervalMs: number;
   claimLingerMs: number;
   listenNotify: boolean;
@@ -72,7 +74,7 @@ export function startRetranslator(
     cleaner,
     {
       maxEvents: options.maxInFlightBatches * options.batchSize,
-      maxPartitionEvents: options.batchSize,
+      maxPartitionEvents: 2 * options.batchSize,
       maxAttempts: options.maxAttempts,
       backoffMinMs: options.retryBackoffMinMs,
       backoffMaxMs: options.retryBackoffMaxMs,
@@ -81,6 +83,7 @@ export function startRetranslator(
     {
       onProcessing: (delta) => metrics.processing.inc(delta),
       onFailed: (n) => metrics.failed.inc(n),
+      onFenced: (n) => metrics.fenced.inc(n),
       onPartitionBackoff: (partition, ms) => metrics.partitionBackoff.set({ partition: String(partition) }, ms / 1000),
     },
   );
@@ -95,6 +98,7 @@ export function startRetranslator(
         owner: options.owner,
         batchSize: options.batchSize,
         leaseSeconds: options.leaseSeconds,
+        sendBudgetMs: options.sendBudgetMs,
         pollIntervalMs: options.pollIntervalMs,
         claimLingerMs: options.claimLingerMs,
       },

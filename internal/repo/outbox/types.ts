@@ -20,6 +20,13 @@ export interface OutboxEvent {
    * late outcome cannot touch a newer claim of the same row.
    */
   lease: string;
+  /**
+   * Local time (epoch ms) after which no send of this claim may start: the
+   * lease's end, measured from before the claim, less the longest a send can
+   * take. Set by the claim loop; a send started later could still be in
+   * flight when the lease runs out and another instance takes the event.
+   */
+  sendBy?: number;
 }
 
 export interface EventFailure {
@@ -27,6 +34,8 @@ export interface EventFailure {
   error: string;
   /** A broker outage or timeout (retried without spending the dead-letter budget), not a bad event. */
   retriable: boolean;
+  /** The event can never be sent (too large for any request): dead-letter it now, whatever its attempts. */
+  deadLetter?: boolean;
   lease: string;
 }
 

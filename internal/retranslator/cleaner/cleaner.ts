@@ -55,7 +55,7 @@ export class Cleaner {
 
   addFailed(failures: readonly (EventFailure & { attempts: number })[]): void {
     for (const f of failures) {
-      this.failures.push({ id: f.id, error: f.error, retriable: f.retriable, lease: f.lease });
+      this.failures.push({ id: f.id, error: f.error, retriable: f.retriable, deadLetter: f.deadLetter, lease: f.lease });
       this.failureAttempts.set(f.id, f.attempts);
     }
     this.poke();
@@ -106,8 +106,11 @@ export class Cleaner {
       }
       if (this.failures.length > 0) {
         const batch = this.failures.slice();
+        // The dead-letter policy, in one place: an event that can never be sent
+        // goes at once; one that failed by itself, once it has used maxAttempts;
+        // an outage (retriable) never.
         const exhausted = (f: EventFailure) =>
-          !f.retriable && (this.failureAttempts.get(f.id) ?? 0) >= this.options.maxAttempts;
+          !f.retriable && (f.deadLetter === true || (this.failureAttempts.get(f.id) ?? 0) >= this.options.maxAttempts);
         const dead = batch.filter(exhausted);
         const retry = batch.filter((f) => !exhausted(f));
         const deadCount = await deadLetterEvents(this.db, this.options.owner, dead);

@@ -12,6 +12,8 @@ export interface ConsumerOptions {
   pollIntervalMs: number;
   /** After a short, non-empty claim: the least wait before the next one (like Kafka's linger.ms). */
   claimLingerMs: number;
+  /** The longest one send can take (see send-budget.ts): sends start only while this much lease is left. */
+  sendBudgetMs: number;
 }
 
 /**
@@ -47,6 +49,8 @@ export async function runConsumer(
     let claimed = 0;
     let walkedAll = true;
     try {
+      // Measured before the statement: the lease the database writes starts later, never earlier.
+      const sendBy = Date.now() + options.leaseSeconds * 1000 - options.sendBudgetMs;
       const claim = await claimHeads(db, {
         owner: options.owner,
         limit: options.batchSize,
@@ -56,6 +60,7 @@ export async function runConsumer(
         maxVisits,
       });
       const batch = claim.events;
+      for (const event of batch) event.sendBy = sendBy;
       cursor = claim.cursor;
       claimed = batch.length;
       // A walk cut short by maxVisits (most packages blocked) has more packages to look at.

@@ -23,6 +23,8 @@ export interface InFlightPoolOptions {
 export interface InFlightPoolHooks {
   /** Change in the number of events held. */
   onProcessing(delta: number): void;
+  /** Events given back unsent because their lease had less than a send's time left. */
+  onFenced(count: number): void;
   /** Events failed without reaching the sender (no partition metadata). */
   onFailed(count: number): void;
   /** A partition started (ms > 0) or ended (ms = 0) a backoff. */
@@ -173,9 +175,32 @@ export class InFlightPool {
 
   private pump(partition: number, lane: Lane): void {
     if (lane.sending > 0 || lane.queued.length === 0) return;
-    const events = lane.queued.splice(0, lane.queued.length);
+    const events = this.withinLease(lane.queued.splice(0, lane.queued.length));
+    if (events.length === 0) return;
     lane.sending = events.length;
     this.track(this.sendLane(partition, lane, events));
+  }
+
+  /**
+   * Fencing: a send starts only while every event in it has at least a whole
+   * send's time of lease left, so no send of ours can still be in flight when
+   * the lease runs out and another instance claims the events (and publishes
+   * them, then their successors). Events that waited too long in their lane
+   * go back unsent, with their whole package (not charged: nothing was sent).
+   */
+  private withinLease(events: OutboxEvent[]): OutboxEvent[] {
+    const now = Date.now();
+    const late = new Set(events.filter((e) => e.sendBy !== undefined && e.sendBy < now).map((e) => e.packageId));
+    if (late.size === 0) return events;
+    const stale = events.filter((e) => late.has(e.packageId));
+    this.logger.warn(
+      { events: stale.length, packages: late.size },
+      "lease too short for a whole send; giving the events back instead of sending them",
+    );
+    this.hooks.onFenced(stale.length);
+    this.cleaner.addUnsent(stale.map(claimRef));
+    this.release(stale.length);
+    return events.filter((e) => !late.has(e.packageId));
   }
 
   private async sendLane(partition: number, lane: Lane, events: OutboxEvent[]): Promise<void> {
@@ -231,6 +256,7 @@ export class InFlightPool {
         attempts: f.event.attempts,
         error: f.error,
         retriable: f.retriable,
+        deadLetter: f.deadLetter,
       })),
     );
     this.cleaner.addUnsent(outcome.unsent.map(claimRef));

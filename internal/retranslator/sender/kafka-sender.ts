@@ -2,7 +2,8 @@ import { Kafka, Partitioners, logLevel, type Admin, type Producer, type Partitio
 import type { KafkaClientSecurity } from "../../kafka/security.js";
 import type { Logger } from "../../logger/logger.js";
 import type { OutboxEvent } from "../../repo/outbox/types.js";
-import { toEventMessage } from "./event-message.js";
+import { toEventMessage, type EventMessage } from "./event-message.js";
+import { connectionTimeoutMs, MAX_RETRY_TIME_MS } from "./send-budget.js";
 import { failAll as failAllWith, type SendOutcome, type Sender } from "./sender.js";
 
 export interface KafkaSenderOptions {
@@ -13,6 +14,8 @@ export interface KafkaSenderOptions {
   replicationFactor: number;
   requestTimeoutMs: number;
   sendRetries: number;
+  /** Largest request to one partition (bytes): a claim's events above it go out as several requests, in order. */
+  maxRequestBytes: number;
   idempotent: boolean;
   /** TLS and SASL, from kafkaClientSecurity(config.kafka). */
   security: KafkaClientSecurity;
@@ -40,8 +43,8 @@ export class KafkaSender implements Sender {
       clientId: options.clientId,
       brokers: [...options.brokers],
       requestTimeout: options.requestTimeoutMs,
-      connectionTimeout: Math.min(options.requestTimeoutMs, 3000),
-      retry: { retries: options.sendRetries, initialRetryTime: 100, maxRetryTime: 2000 },
+      connectionTimeout: connectionTimeoutMs(options.requestTimeoutMs),
+      retry: { retries: options.sendRetries, initialRetryTime: 100, maxRetryTime: MAX_RETRY_TIME_MS },
       logLevel: logLevel.WARN,
       logCreator: () => (entry) => {
         const { message, ...extra } = entry.log;
@@ -93,49 +96,122 @@ export class KafkaSender implements Sender {
     } catch (err) {
       return failAll(events, err);
     }
-    await Promise.all(
-      [...groups].map(async ([partition, group]) => {
-        try {
-          await this.produce(partition, group);
-          outcome.published.push(...group);
-        } catch (err) {
-          // Metadata may be stale (partitions added, leader moved): refresh next time.
-          this.partitionMetadata = undefined;
-          const packages = byPackage(group);
-          if (packages.length === 1 || isRetriable(err)) {
-            const failed = failAll(group, err);
-            outcome.failed.push(...failed.failed);
-            outcome.unsent.push(...failed.unsent);
-            return;
-          }
-          // The broker refused the request's records (e.g. one too large): the
-          // whole request failed, but usually through one event's fault. Send
-          // each package alone so that only the culprit is charged an attempt,
-          // and the packages that shared its request are not dead-lettered with
-          // it. (A rejected request appended nothing: no duplicates.)
-          for (const events of packages) {
-            try {
-              await this.produce(partition, events);
-              outcome.published.push(...events);
-            } catch (alone) {
-              const failed = failAll(events, alone);
-              outcome.failed.push(...failed.failed);
-              outcome.unsent.push(...failed.unsent);
-            }
-          }
-        }
-      }),
-    );
+    await Promise.all([...groups].map(([partition, group]) => this.sendPartition(partition, group, outcome)));
     return outcome;
   }
 
-  /** One partition's events as one request (acks=all). */
-  private async produce(partition: number, events: readonly OutboxEvent[]): Promise<void> {
+  /**
+   * One partition's events as requests that fit kafka.maxRequestBytes, sent
+   * one after another in claim order, each after the previous one's ack. A
+   * retriable failure stops the partition (the rest goes back unsent); a
+   * request the broker refuses as too large is split in halves instead of
+   * charging an event; an event that alone exceeds the limit is dead-lettered
+   * at once (it can never be sent). After any failure of a package, its later
+   * events are not sent ahead of it.
+   */
+  private async sendPartition(partition: number, events: readonly OutboxEvent[], outcome: SendOutcome): Promise<void> {
+    const run: PartitionRun = { partition, outcome, blocked: new Set() };
+    const sized: Sized[] = [];
+    for (const event of events) {
+      if (run.blocked.has(event.packageId)) {
+        outcome.unsent.push(event);
+        continue;
+      }
+      const message = toEventMessage(event);
+      const bytes = messageBytes(message);
+      if (bytes > this.options.maxRequestBytes) {
+        run.blocked.add(event.packageId);
+        outcome.failed.push({
+          event,
+          error: `event of ${bytes} bytes is larger than kafka.maxRequestBytes (${this.options.maxRequestBytes}): it can never be sent`,
+          retriable: false,
+          deadLetter: true,
+        });
+        continue;
+      }
+      sized.push({ event, message, bytes });
+    }
+    const requests = splitBySize(sized, this.options.maxRequestBytes);
+    for (let i = 0; i < requests.length; i++) {
+      if (!(await this.sendRequest(run, requests[i]!))) {
+        for (const rest of requests.slice(i + 1)) outcome.unsent.push(...rest.map((s) => s.event));
+        return;
+      }
+    }
+  }
+
+  /** Sends one request; false when the partition failed (retriable) and nothing more should go to it now. */
+  private async sendRequest(run: PartitionRun, request: readonly Sized[]): Promise<boolean> {
+    const { outcome } = run;
+    const sendable = request.filter((s) => !run.blocked.has(s.event.packageId));
+    for (const s of request) if (run.blocked.has(s.event.packageId)) outcome.unsent.push(s.event);
+    if (sendable.length === 0) return true;
+    try {
+      await this.produce(run.partition, sendable);
+      outcome.published.push(...sendable.map((s) => s.event));
+      return true;
+    } catch (err) {
+      // Metadata may be stale (partitions added, leader moved): refresh next time.
+      this.partitionMetadata = undefined;
+      if (isRetriable(err)) {
+        this.fail(run, sendable, err);
+        return false;
+      }
+      if (isTooLarge(err) && sendable.length > 1) {
+        // The broker's limit is below ours (or our estimate was short): halve
+        // the request rather than blame an event. A refused request appended nothing.
+        const half = Math.ceil(sendable.length / 2);
+        if (!(await this.sendRequest(run, sendable.slice(0, half)))) {
+          outcome.unsent.push(...sendable.slice(half).map((s) => s.event));
+          return false;
+        }
+        return this.sendRequest(run, sendable.slice(half));
+      }
+      const packages = byPackage(sendable);
+      if (packages.length === 1) {
+        this.fail(run, sendable, err);
+        return true;
+      }
+      // The broker refused the request's records (e.g. one invalid): the
+      // whole request failed, but usually through one event's fault. Send
+      // each package alone so that only the culprit is charged an attempt,
+      // and the packages that shared its request are not dead-lettered with
+      // it. (A rejected request appended nothing: no duplicates.)
+      for (const alone of packages) {
+        try {
+          await this.produce(run.partition, alone);
+          outcome.published.push(...alone.map((s) => s.event));
+        } catch (aloneErr) {
+          if (isRetriable(aloneErr)) {
+            this.fail(run, alone, aloneErr);
+            for (const rest of packages.slice(packages.indexOf(alone) + 1)) outcome.unsent.push(...rest.map((s) => s.event));
+            return false;
+          }
+          this.fail(run, alone, aloneErr);
+        }
+      }
+      return true;
+    }
+  }
+
+  /** Records a failed request and blocks its packages for the rest of this send. */
+  private fail(run: PartitionRun, request: readonly Sized[], err: unknown): void {
+    const events = request.map((s) => s.event);
+    const failed = failAll(events, err);
+    // A single event the broker refuses as too large will never be accepted: dead-letter it now.
+    if (request.length === 1 && isTooLarge(err)) for (const f of failed.failed) f.deadLetter = true;
+    run.outcome.failed.push(...failed.failed);
+    run.outcome.unsent.push(...failed.unsent);
+    for (const event of events) run.blocked.add(event.packageId);
+  }
+
+  /** One request to one partition (acks=all). */
+  private async produce(partition: number, request: readonly Sized[]): Promise<void> {
     await this.producer.send({
       topic: this.options.topic,
       acks: -1,
       timeout: this.options.requestTimeoutMs,
-      messages: events.map((event) => ({ ...toEventMessage(event), partition })),
+      messages: request.map((s) => ({ ...s.message, partition })),
     });
   }
 
@@ -178,15 +254,71 @@ export class KafkaSender implements Sender {
   }
 }
 
-/** A partition's events split by package, each in event order, packages in order of their first event. */
-function byPackage(events: readonly OutboxEvent[]): OutboxEvent[][] {
-  const packages = new Map<bigint, OutboxEvent[]>();
-  for (const event of events) {
-    const list = packages.get(event.packageId) ?? [];
-    list.push(event);
-    packages.set(event.packageId, list);
+interface Sized {
+  event: OutboxEvent;
+  message: EventMessage;
+  bytes: number;
+}
+
+interface PartitionRun {
+  partition: number;
+  outcome: SendOutcome;
+  /** Packages with a failed event in this send: their later events stay unsent. */
+  blocked: Set<bigint>;
+}
+
+/**
+ * An upper estimate of a message's size in a record batch: key, value,
+ * headers, and per-record and per-header framing (varints, attributes,
+ * offset and timestamp deltas), generously.
+ */
+export function messageBytes(message: EventMessage): number {
+  let bytes = 32 + Buffer.byteLength(message.key) + message.value.length;
+  for (const [k, v] of Object.entries(message.headers)) bytes += 10 + Buffer.byteLength(k) + Buffer.byteLength(v);
+  return bytes;
+}
+
+/** Record batch header and request framing around the records. */
+const REQUEST_OVERHEAD_BYTES = 256;
+
+/** Consecutive runs of messages whose sizes add up to at most `maxBytes` (with the request's overhead). */
+function splitBySize(messages: readonly Sized[], maxBytes: number): Sized[][] {
+  const requests: Sized[][] = [];
+  let current: Sized[] = [];
+  let size = REQUEST_OVERHEAD_BYTES;
+  for (const m of messages) {
+    if (current.length > 0 && size + m.bytes > maxBytes) {
+      requests.push(current);
+      current = [];
+      size = REQUEST_OVERHEAD_BYTES;
+    }
+    current.push(m);
+    size += m.bytes;
+  }
+  if (current.length > 0) requests.push(current);
+  return requests;
+}
+
+/** A request's messages split by package, each in event order, packages in order of their first event. */
+function byPackage(messages: readonly Sized[]): Sized[][] {
+  const packages = new Map<bigint, Sized[]>();
+  for (const m of messages) {
+    const list = packages.get(m.event.packageId) ?? [];
+    list.push(m);
+    packages.set(m.event.packageId, list);
   }
   return [...packages.values()];
+}
+
+/** The broker refused a request for its size (MESSAGE_TOO_LARGE, RECORD_LIST_TOO_LARGE). */
+function isTooLarge(err: unknown): boolean {
+  let current: unknown = err;
+  for (let depth = 0; depth < 5 && current instanceof Error; depth++) {
+    const e = current as Error & { type?: string; originalError?: unknown; errors?: unknown[] };
+    if (e.type === "MESSAGE_TOO_LARGE" || e.type === "RECORD_LIST_TOO_LARGE") return true;
+    current = e.originalError ?? e.cause ?? (Array.isArray(e.errors) ? e.errors[0] : undefined);
+  }
+  return false;
 }
 
 /** A failed request, described by its error (see failAll in sender.ts). */

@@ -4,8 +4,12 @@ import type { OutboxEvent } from "../../repo/outbox/types.js";
 export interface SendOutcome {
   /** Acknowledged by the broker (acks=all). */
   published: OutboxEvent[];
-  /** Sent and failed, with the error; `retriable` failures (outage, timeout) never dead-letter. */
-  failed: { event: OutboxEvent; error: string; retriable: boolean }[];
+  /**
+   * Sent and failed, with the error; `retriable` failures (outage, timeout)
+   * never dead-letter; `deadLetter` ones (an event that can never be sent,
+   * e.g. larger than any request may be) dead-letter at once.
+   */
+  failed: { event: OutboxEvent; error: string; retriable: boolean; deadLetter?: boolean }[];
   /** Not sent because an earlier event of its package failed: no attempt made. */
   unsent: OutboxEvent[];
 }
