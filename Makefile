@@ -22,8 +22,11 @@ lint:
 	npx buf lint
 	npx tsc --noEmit
 
-# There is no JS build step (tsx runs TypeScript directly); `build` type-checks.
-build: lint
+# The production JavaScript: tsc (tsconfig.build.json) compiles the binaries to dist/cmd/<binary>/main.js,
+# which the image and `make run` start with plain node. `make lint` type-checks the whole tree.
+build:
+	bash scripts/ensure-deps.sh
+	npm run --silent build
 
 # Apply pending migrations to DATABASE_URL (or database.url in config.yml), connecting as
 # DATABASE_MIGRATION_URL (database.migrationUrl) when it is set.
@@ -45,4 +48,5 @@ bench:
 	bash scripts/ensure-deps.sh
 	bash scripts/ensure-postgres.sh
 	bash scripts/build-kafka-mock.sh
+	npm run --silent build
 	npm run --silent bench -- $(ARGS)

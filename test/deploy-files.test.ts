@@ -314,11 +314,20 @@ test("both binaries are built from deploy/Dockerfile and run their package.json 
     assert.ok(existsSync(join(resolve(deploy, build.context), build.dockerfile)));
     assert.ok(Object.keys(build.args ?? {}).includes("COMMIT_HASH"), `${name}: COMMIT_HASH build arg`);
   }
-  // node as PID 1 (npm run does not pass SIGTERM on), with exactly the scripts' commands.
+  // node as PID 1 (npm run does not pass SIGTERM on), running the build of exactly the
+  // scripts' entry points: `node --import tsx cmd/X/main.ts` in development is
+  // `node dist/cmd/X/main.js` in the image (tsconfig.build.json: outDir dist, rootDir .).
+  const compiled = (script: string) => {
+    const m = /^node --import tsx (cmd\/[a-z-]+\/main)\.ts$/.exec(script);
+    assert.ok(m, `a development script runs a cmd/ entry point through tsx: ${script}`);
+    return ["node", `dist/${m[1]}.js`];
+  };
   const cmd = runtime.find((i) => i.keyword === "CMD");
   assert.ok(cmd, "the image has a CMD");
-  assert.deepEqual(execForm(cmd.args), pkg.scripts["grpc-server"]!.split(" "), "the image's CMD is `npm run grpc-server`'s command");
-  assert.deepEqual(services["retranslator"].command, pkg.scripts["retranslator"]!.split(" "), "`npm run retranslator`'s command");
+  assert.deepEqual(execForm(cmd.args), compiled(pkg.scripts["grpc-server"]!), "the image's CMD is the compiled grpc-server");
+  for (const name of ["retranslator", "facade", "bot"]) {
+    assert.deepEqual(services[name].command, compiled(pkg.scripts[name]!), `${name}: the compiled \`npm run ${name}\``);
+  }
   assert.equal(services["grpc-server"].command, undefined, "the grpc-server uses the image's CMD");
   // Time for the graceful shutdown (grpc.shutdownTimeoutMs, retranslator.shutdownTimeoutMs) before SIGKILL.
   const seconds = (s: string) => Number(/^(\d+)s$/.exec(s)?.[1] ?? NaN);
@@ -328,25 +337,70 @@ test("both binaries are built from deploy/Dockerfile and run their package.json 
 
 // --- Dockerfile -----------------------------------------------------------------
 
-test("the Dockerfile: two node:20-bookworm-slim stages, cached install, non-root user, COMMIT_HASH", () => {
+test("the Dockerfile: Node 22 LTS stages, cached install, build, a runtime of production deps and dist/ only, non-root", () => {
   const froms = dockerfile.filter((i) => i.keyword === "FROM");
   assert.ok(froms.length >= 2, "multi-stage");
-  for (const f of froms) assert.match(f.args, /^node:20-bookworm-slim(\s|$)/);
+  // Node 22 is the LTS line in the image; development and CI may still run Node 20 (engines).
+  for (const f of froms) assert.match(f.args, /^node:22-bookworm-slim(\s|$)/);
+  assert.equal(JSON.parse(read("package.json")).engines.node, ">=20");
   const first = dockerfile.filter((i) => i.stage === 0);
   const install = first.findIndex((i) => i.keyword === "RUN" && /\bnpm ci\b/.test(i.args));
   assert.ok(install >= 0, "stage 1 runs npm ci");
+  assert.doesNotMatch(first[install]!.args, /--omit=dev/, "the build stage installs the compiler (a devDependency)");
   const copies = first.slice(0, install).filter((i) => i.keyword === "COPY");
   assert.deepEqual(copies.map((c) => c.args.split(/\s+/).slice(0, -1).sort()), [["package-lock.json", "package.json"]],
     "only the manifests are copied before npm ci (the install layer stays cached)");
+  const build = first.findIndex((i) => i.keyword === "RUN" && /\bnpm run build\b/.test(i.args));
+  assert.ok(build > install, "stage 1 compiles after installing");
+  assert.ok(first.slice(build).some((i) => i.keyword === "RUN" && /\bnpm prune --omit=dev\b/.test(i.args)),
+    "devDependencies (typescript, tsx) are pruned before the runtime stage copies node_modules");
+  const fromBuild = runtime.filter((i) => i.keyword === "COPY" && /--from=/.test(i.args));
+  assert.deepEqual(fromBuild.map((i) => i.args.split(/\s+/).filter((w) => !w.startsWith("--"))[0]).sort(), ["/app/dist", "/app/node_modules"],
+    "the runtime stage takes the compiled dist/ and the production node_modules from the build stage");
+  assert.ok(!pkg.dependencies["tsx"] && pkg.devDependencies?.["tsx"], "tsx is a devDependency: nothing runs TypeScript in production");
+  assert.ok(!pkg.dependencies["typescript"]);
   const user = runtime.filter((i) => i.keyword === "USER").at(-1);
   assert.ok(user, "USER set in the runtime stage");
   assert.ok(!["root", "0", "0:0", "root:root"].includes(user.args.trim()), "runs as a non-root user");
   assert.ok(runtime.some((i) => i.keyword === "ARG" && /^COMMIT_HASH\b/.test(i.args)));
   assert.ok(runtime.some((i) => i.keyword === "ENV" && /\bCOMMIT_HASH=\$\{?COMMIT_HASH\}?/.test(i.args)), "/version reads ENV COMMIT_HASH");
-  // A runtime-only install must keep tsx, which runs the sources.
-  assert.ok(pkg.dependencies["tsx"], "tsx is a runtime dependency");
-  assert.ok(runtime.some((i) => i.keyword === "COPY" && /--from=\S+/.test(i.args) && /node_modules/.test(i.args)),
-    "node_modules comes from the install stage");
+  // Nothing at run time writes into the image (no tsx cache in /tmp, no npm): no VOLUME, no chown'd tree.
+  assert.ok(!runtime.some((i) => i.keyword === "VOLUME"), "no writable volume is needed");
+  assert.ok(!runtime.some((i) => /--chown/.test(i.args)), "the files stay root-owned, read-only to the process");
+});
+
+test("the image: OCI labels, every listening port exposed, a heap limit", () => {
+  const labels = new Map<string, string>();
+  for (const i of runtime.filter((x) => x.keyword === "LABEL")) {
+    for (const m of i.args.matchAll(/([\w.-]+)="([^"]*)"/g)) labels.set(m[1]!, m[2]!);
+  }
+  assert.equal(labels.get("org.opencontainers.image.title"), JSON.parse(read("package.json")).name);
+  assert.ok((labels.get("org.opencontainers.image.description") ?? "").length > 20);
+  assert.equal(labels.get("org.opencontainers.image.version"), JSON.parse(read("package.json")).version, "the version of package.json");
+  assert.match(labels.get("org.opencontainers.image.revision") ?? "", /^\$\{?COMMIT_HASH\}?$/, "the commit the image is built from");
+
+  const exposed = runtime
+    .filter((i) => i.keyword === "EXPOSE")
+    .flatMap((i) => i.args.split(/\s+/))
+    .map((p) => Number(p.replace(/\/tcp$/, "")))
+    .sort();
+  const listening = [
+    config.grpc.port,
+    config.gateway.port,
+    config.status.port,
+    config.metrics.port,
+    config.retranslator.metricsPort,
+    config.facade.metricsPort,
+    config.bot.metricsPort,
+  ].sort();
+  assert.deepEqual(exposed, listening, "every port a binary of the image listens on (config.yml), and no other");
+
+  // One limit for every binary of the image, sized from the bench (the Dockerfile comment says how).
+  const env = runtime.filter((i) => i.keyword === "ENV").map((i) => i.args).join(" ");
+  const options = /NODE_OPTIONS="([^"]*)"/.exec(env)?.[1] ?? "";
+  const heap = Number(/--max-old-space-size=(\d+)/.exec(options)?.[1]);
+  assert.ok(heap >= 128 && heap <= 512, `a heap limit in MiB (${options})`);
+  assert.match(read("deploy/Dockerfile"), /^# .*measured/im, "the limit's comment gives the measured figures");
 });
 
 /** Runtime-stage COPY sources from the build context (not --from). */
@@ -377,11 +431,28 @@ function walk(dir: string): string[] {
   });
 }
 
+/** Build-stage COPY sources from the build context. */
+const copiedToBuild = dockerfile
+  .filter((i) => i.stage === 0 && i.keyword === "COPY" && !/--from=/.test(i.args))
+  .flatMap((i) => {
+    const words = i.args.split(/\s+/).filter((w) => !w.startsWith("--"));
+    return words.slice(0, -1).map((w) => w.replace(/\/$/, ""));
+  });
+
 test("the image holds everything the binaries load at run time, and only runtime dependencies are needed", () => {
-  for (const needed of ["api", "cmd", "internal", "pkg", "db", "config.yml", "package.json"]) {
-    assert.ok(copied.includes(needed), `the Dockerfile copies ${needed}`);
+  // Read at run time by path: package.json (/version), api/openapi.json (the gateway), config.yml (defaults).
+  for (const needed of ["api", "config.yml", "package.json"]) {
+    assert.ok(copied.includes(needed), `the runtime stage copies ${needed}`);
     assert.ok(existsSync(join(root, needed)));
   }
+  for (const sources of ["cmd", "internal", "pkg", "db"]) assert.ok(!copied.includes(sources), `no ${sources}/ sources at run time: dist/ has them compiled`);
+  const buildConfig = JSON.parse(read("tsconfig.build.json").replace(/^\s*\/\/.*$/gm, "")) as {
+    compilerOptions: { outDir: string; rootDir: string };
+    include: string[];
+  };
+  assert.equal(buildConfig.compilerOptions.outDir, "dist");
+  assert.equal(buildConfig.compilerOptions.rootDir, ".", "dist/ mirrors the tree: dist/cmd/<binary>/main.js");
+  for (const needed of ["tsconfig.json", "tsconfig.build.json"]) assert.ok(copiedToBuild.includes(needed), `the build stage copies ${needed}`);
   // Every module reachable from the entry points (and every migration, which knex loads by path).
   const entries = ["grpc-server", "retranslator", "admin", "migrate"].map((b) => join(root, "cmd", b, "main.ts"));
   const migrations = walk(join(root, "db")).filter((f) => f.endsWith(".ts"));
@@ -407,10 +478,9 @@ test("the image holds everything the binaries load at run time, and only runtime
   assert.ok(seen.size > 20, `the import walk found the sources (${seen.size} files)`);
   for (const file of seen) {
     const top = relative(root, file).split("/")[0]!;
-    assert.ok(copied.includes(top), `${relative(root, file)} is loaded at run time: the image must copy ${top}/`);
+    assert.ok(copiedToBuild.includes(top), `${relative(root, file)} is loaded at run time: the build stage must copy ${top}/`);
+    assert.ok(buildConfig.include.includes(top), `${relative(root, file)} is loaded at run time: tsconfig.build.json must compile ${top}/`);
   }
-  // package.json and the migrations are read by path (version.ts, database.ts).
-  assert.ok(copied.includes("package.json") && copied.includes("db"));
   for (const name of packages) {
     assert.ok(pkg.dependencies[name], `${name} is imported at run time: it must be in dependencies (the image omits devDependencies)`);
   }
