@@ -1,21 +1,27 @@
-// The Grafana dashboard may only query what the binaries really export: every
-// metric name in every expression is checked against the /metrics output of a
-// real grpc-server and a real retranslator, after traffic that fills them.
+// The Grafana dashboard and the Prometheus alert rules may only query what the
+// binaries really export: every metric name in every expression is checked against
+// the /metrics output of a real grpc-server, retranslator and facade, after traffic
+// that fills them.
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { parse as parseYaml } from "yaml";
 import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
-import { grpc, packageApiClient, rpcError, type PackageApiClient } from "./helpers/grpc-client.js";
+import { facadeEnv, readFacadeMetric, startTestFacade, type TestFacade } from "./helpers/facade.js";
 import { startKafkaMock, type KafkaMock } from "./helpers/kafka-mock.js";
-import { fastRetranslatorEnv, startTestRetranslator, type TestRetranslator } from "./helpers/retranslator.js";
+import { fastRetranslatorEnv, startTestRetranslator, writeTestConfig, type TestRetranslator } from "./helpers/retranslator.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const topic = "dashboard-metrics-events";
-const PREFIX = /logistic_package_api_[a-z0-9_]+/g;
+/** The service's metrics and Node's default process metrics (prom-client). */
+const PREFIX = /\b(?:logistic_package_api|nodejs|process)_[a-z0-9_]+/g;
+const HAS_METRIC = new RegExp(PREFIX.source); // not global: no lastIndex state between tests
 const HISTOGRAM_PART = /_(bucket|sum|count)$/;
 /** Labels Prometheus adds at scrape time (not in /metrics). */
 const TARGET_LABELS = new Set(["instance", "job"]);
@@ -29,6 +35,9 @@ const dashboard = JSON.parse(readFileSync(`${root}deploy/grafana/dashboards/logi
   panels: { title: string; type: string; targets?: { expr: string }[]; panels?: unknown[] }[];
 };
 const targets: Target[] = dashboard.panels.flatMap((p) => (p.targets ?? []).map((t) => ({ panel: p.title, expr: t.expr })));
+const alertRules = parseYaml(readFileSync(`${root}deploy/prometheus/alerts.yml`, "utf8")) as { groups: { rules: { alert?: string; record?: string; expr: string }[] }[] };
+/** The alert rules' expressions, checked like the dashboard's queries ("panel" = the alert). */
+const alertTargets: Target[] = alertRules.groups.flatMap((g) => g.rules.map((r) => ({ panel: r.alert ?? r.record ?? "?", expr: r.expr })));
 
 /** One /metrics page: family types, and the label names seen on each sample name. */
 interface Exposition {
@@ -63,8 +72,12 @@ let db: TestDatabase;
 let kafka: KafkaMock;
 let server: TestServer;
 let relay: TestRetranslator;
-let client: PackageApiClient;
+let facadeDb: TestDatabase;
+let facade: TestFacade;
 let exported: Exposition;
+let serverConfig: { path: string; cleanup(): Promise<void> };
+const tokensDir = mkdtempSync(join(tmpdir(), "lpa-dashboard-"));
+const TOKEN = "dashboard-metrics-test-token";
 
 async function scrape(port: number): Promise<string> {
   const res = await fetch(`http://127.0.0.1:${port}/metrics`);
@@ -76,14 +89,40 @@ before(async () => {
   db = await createTestDatabase();
   kafka = await startKafkaMock();
   await kafka.createTopic(topic, 2);
-  server = await startTestServer(db.url);
+  // Tokens (auth decisions) and a short first-byte timeout (a closed connection) give those
+  // labelled families samples too.
+  const tokensFile = join(tokensDir, "tokens.yml");
+  writeFileSync(tokensFile, `tokens:\n  - { name: dashboard, token: "${TOKEN}", role: admin }\n`);
+  serverConfig = await writeTestConfig({ grpc: { firstByteTimeoutMs: 200 } });
+  server = await startTestServer(db.url, { CONFIG_PATH: serverConfig.path, AUTH_TOKENS_FILE: tokensFile });
   relay = await startTestRetranslator(fastRetranslatorEnv(db.url, kafka.brokers, topic));
-  client = packageApiClient(server.grpcAddress);
+  facadeDb = await createTestDatabase();
+  facade = await startTestFacade(facadeEnv(facadeDb.url, kafka.brokers, topic));
 
-  // Traffic that gives the labelled families samples: a create (request counter and
-  // latency histogram, a CUD event, an outbox event to publish) and a NotFound.
-  await client.createPackageV1({ Title: "dashboard", Material: "cardboard", MaximumVolume: 1 });
-  await rpcError(client.describePackageV1({ PackageID: "999999999" }), grpc.status.NOT_FOUND);
+  // Traffic that gives the labelled families samples, through the REST gateway: a create
+  // (request counter and latency histogram, a CUD event, an outbox event to publish), a
+  // NotFound, a call without a token. The first Produce requests fail (retriable codes, as
+  // many as kafkajs' retries of one send): the relay backs the partition off, then publishes.
+  await kafka.pushErrors(0, relay.config.kafka.sendRetries + 1, [7]);
+  const gateway = `http://127.0.0.1:${server.ports.gateway}/v1/packages`;
+  const auth = { authorization: `Bearer ${TOKEN}` };
+  const created = await fetch(gateway, { method: "POST", headers: auth, body: JSON.stringify({ Title: "dashboard", Material: "cardboard", MaximumVolume: 1 }) });
+  assert.equal(created.status, 200, await created.text());
+  assert.equal((await fetch(`${gateway}/999999999`, { headers: auth })).status, 404);
+  assert.equal((await fetch(`${gateway}/1`)).status, 401);
+  // A connection that sends nothing is closed after grpc.firstByteTimeoutMs.
+  await new Promise<void>((resolve, reject) => {
+    const socket = net.connect(server.ports.gateway, "127.0.0.1");
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error("the silent connection was not closed within 10 s"));
+    }, 10_000);
+    socket.once("error", () => undefined);
+    socket.once("close", () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
   // Until the event is acknowledged, so that the publish-latency histogram has a sample.
   const deadline = Date.now() + 30_000;
   for (;;) {
@@ -92,25 +131,43 @@ before(async () => {
     assert.ok(Date.now() < deadline, "the retranslator published the event within 30 s");
     await new Promise((r) => setTimeout(r, 100));
   }
-  exported = merge(parseExposition(await scrape(server.ports.metrics)), parseExposition(await scrape(relay.ports.metrics)));
+  // Until the facade has applied it, so that its per-partition lag gauge has a sample.
+  for (;;) {
+    if ((await readFacadeMetric(facade.metricsUrl, "logistic_package_api_facade_events_applied_total")) >= 1) break;
+    assert.ok(Date.now() < deadline + 30_000, "the facade applied the event within 30 s");
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  exported = [
+    parseExposition(await scrape(server.ports.metrics)),
+    parseExposition(await scrape(relay.ports.metrics)),
+    parseExposition(await (await fetch(`${facade.metricsUrl}/metrics`)).text()),
+  ].reduce(merge);
 });
 
 after(async () => {
-  client?.close();
+  await facade?.stop();
   await relay?.stop();
   await server?.stop();
   await kafka?.stop();
   await db?.drop();
+  await facadeDb?.drop();
+  await serverConfig?.cleanup();
+  rmSync(tokensDir, { recursive: true, force: true });
 });
 
 test("the dashboard has queries", () => {
   assert.ok(targets.length >= 15, `${targets.length} queries`);
-  for (const t of targets) assert.match(t.expr, /logistic_package_api_/, `${t.panel}: ${t.expr}`);
+  for (const t of targets) assert.match(t.expr, HAS_METRIC, `${t.panel}: ${t.expr}`);
+  // Node's process metrics of every binary: event loop and heap.
+  for (const name of ["nodejs_eventloop_lag_seconds", "nodejs_heap_size_used_bytes"]) {
+    assert.ok(targets.some((t) => t.expr.includes(name)), `a panel plots ${name}`);
+  }
 });
 
-test("every metric name in the dashboard is exported by the running binaries, with the right kind", () => {
+/** Metric names of `list` that the binaries do not export, or not as the kind queried. */
+function unexported(list: Target[]): string[] {
   const problems: string[] = [];
-  for (const { panel, expr } of targets) {
+  for (const { panel, expr } of list) {
     for (const name of expr.match(PREFIX) ?? []) {
       const base = name.replace(HISTOGRAM_PART, "");
       if (base !== name && exported.types.get(base) === "histogram") {
@@ -124,12 +181,22 @@ test("every metric name in the dashboard is exported by the running binaries, wi
       else if (!exported.samples.has(name)) problems.push(`${panel}: ${name} has no sample line`);
     }
   }
-  assert.deepEqual(problems, []);
+  return problems;
+}
+
+test("every metric name in the dashboard is exported by the running binaries, with the right kind", () => {
+  assert.deepEqual(unexported(targets), []);
 });
 
-test("counters and histogram series are queried through rate(), gauges as they are", () => {
+test("every metric name in the alert rules is exported by the running binaries (an alert on a missing metric never fires)", () => {
+  assert.ok(alertTargets.length >= 8, `${alertTargets.length} rules`);
+  assert.ok(alertTargets.every((t) => HAS_METRIC.test(t.expr) || /\bup\b/.test(t.expr)), "every rule queries a metric");
+  assert.deepEqual(unexported(alertTargets), []);
+});
+
+test("counters and histogram series are queried through rate(), gauges as they are (dashboard and alerts)", () => {
   const problems: string[] = [];
-  for (const { panel, expr } of targets) {
+  for (const { panel, expr } of [...targets, ...alertTargets]) {
     for (const name of new Set(expr.match(PREFIX) ?? [])) {
       const base = name.replace(HISTOGRAM_PART, "");
       const type = exported.types.get(name) ?? exported.types.get(base);
@@ -142,9 +209,9 @@ test("counters and histogram series are queried through rate(), gauges as they a
   assert.deepEqual(problems, []);
 });
 
-test("the labels the dashboard groups and filters by exist on the metrics it queries", () => {
+test("the labels the dashboard and the alerts group and filter by exist on the metrics they query", () => {
   const problems: string[] = [];
-  for (const { panel, expr } of targets) {
+  for (const { panel, expr } of [...targets, ...alertTargets]) {
     const names = [...new Set(expr.match(PREFIX) ?? [])];
     const available = new Set(names.flatMap((n) => [...(exported.samples.get(n) ?? [])]));
     const used = new Set<string>();

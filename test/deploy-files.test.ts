@@ -565,13 +565,21 @@ test("Grafana provisioning: the Prometheus datasource and the dashboard director
   assert.ok(panels.length >= 12, "a panel for each metric group");
   const ids = (dashboard.panels as any[]).map((p) => p.id);
   assert.equal(new Set(ids).size, ids.length, "panel ids are unique");
+  // The datasource is a variable (another Grafana's Prometheus can be picked), defaulting to
+  // the provisioned one.
+  const variable = (dashboard.templating.list as any[]).find((v) => v.name === "datasource");
+  assert.ok(variable, "a datasource variable");
+  assert.equal(variable.type, "datasource");
+  assert.equal(variable.query, "prometheus");
+  assert.equal(variable.current.value, ds.uid, "defaulting to the provisioned datasource");
+  const dsRef = { type: "prometheus", uid: "${datasource}" };
   for (const panel of panels) {
     assert.ok(["timeseries", "stat"].includes(panel.type), `${panel.title}: ${panel.type}`);
-    assert.deepEqual(panel.datasource, { type: "prometheus", uid: ds.uid }, `${panel.title} uses the provisioned datasource`);
+    assert.deepEqual(panel.datasource, dsRef, `${panel.title} uses the datasource variable`);
     assert.ok(panel.targets.length > 0, `${panel.title} has queries`);
     for (const t of panel.targets) {
-      assert.match(t.expr, /logistic_package_api_/, `${panel.title}: ${t.expr}`);
-      assert.equal(t.datasource?.uid ?? ds.uid, ds.uid);
+      assert.match(t.expr, /logistic_package_api_|nodejs_|process_/, `${panel.title}: ${t.expr}`);
+      assert.deepEqual(t.datasource ?? dsRef, dsRef);
     }
     for (const k of ["x", "y", "w", "h"]) assert.equal(typeof panel.gridPos[k], "number", `${panel.title} gridPos.${k}`);
   }
