@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { closeSync, openSync, readdirSync, readFileSync } from "node:fs";
+import { closeSync, existsSync, openSync, readdirSync, readFileSync } from "node:fs";
 import { createServer, type Server } from "node:net";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -32,7 +32,24 @@ function hasSetpriv(): boolean {
 }
 
 /**
- * Starts `node --import tsx cmd/<binary>/main.ts` with its output in a log
+ * How the bench runs the binaries: "compiled" (the default) as production does,
+ * `node dist/cmd/<binary>/main.js` from `npm run build` (make bench builds
+ * first); "tsx" (BENCH_BINARIES=tsx) from the sources, as `npm run <binary>`
+ * does in development, for comparing the two.
+ */
+export const binaryForm: "compiled" | "tsx" = process.env["BENCH_BINARIES"] === "tsx" ? "tsx" : "compiled";
+
+function entryArgs(binary: string): string[] {
+  // Scripts of the bench itself (bench/lib/…) always run from their sources.
+  if (binary.endsWith(".ts")) return ["--import", "tsx", binary];
+  if (binaryForm === "tsx") return ["--import", "tsx", `cmd/${binary}/main.ts`];
+  const compiled = join(root, "dist", "cmd", binary, "main.js");
+  if (!existsSync(compiled)) throw new Error(`${compiled} is missing: run \`npm run build\` first (make bench does), or set BENCH_BINARIES=tsx`);
+  return [compiled];
+}
+
+/**
+ * Starts a binary (compiled or through tsx, see binaryForm) with its output in a log
  * file (so the bench's own event loop never relays log lines). Where
  * util-linux `setpriv` exists the child gets a parent-death signal, so even a
  * bench killed with SIGKILL leaves no relay or server behind; setpriv execs,
@@ -47,8 +64,8 @@ export function spawnBinary(
   nodeArgs: readonly string[] = [],
 ): BinaryProcess {
   const logPath = join(logDir, `${label}.log`);
+  const args = [...nodeArgs, ...entryArgs(binary)];
   const fd = openSync(logPath, "a");
-  const args = [...nodeArgs, "--import", "tsx", binary.endsWith(".ts") ? binary : `cmd/${binary}/main.ts`];
   let child: ChildProcess;
   try {
     child = hasSetpriv()
