@@ -149,7 +149,7 @@ test("every manifest is valid against the Kubernetes schemas of kubernetes-model
   const problems: string[] = [];
   for (const { file, doc } of manifests) {
     const key = `${doc.apiVersion} ${doc.kind}`;
-    if (doc.kind === "ServiceMonitor") continue; // a CRD: checked below
+    if (doc.apiVersion === "monitoring.coreos.com/v1") continue; // CRDs (ServiceMonitor, PrometheusRule): checked below
     const Model = models[key];
     if (Model === undefined) {
       problems.push(`${file}: ${key} is not a kind this test knows`);
@@ -199,6 +199,17 @@ test("the ServiceMonitor scrapes the metrics port of every Service, with the com
   const jobs = selected.map((s) => s.metadata.labels[sm.spec.jobLabel]).sort();
   const prom = parseYaml(readFileSync(join(root, "deploy", "prometheus", "prometheus.yml"), "utf8")) as any;
   assert.deepEqual(jobs, (prom.scrape_configs as any[]).map((j) => j.job_name).sort());
+});
+
+test("the PrometheusRule carries exactly the alert rules of deploy/prometheus/alerts.yml", () => {
+  const rules = ofKind("PrometheusRule");
+  assert.equal(rules.length, 1);
+  assert.equal(rules[0].apiVersion, "monitoring.coreos.com/v1");
+  assert.deepEqual(Object.keys(rules[0].spec), ["groups"]);
+  const alerts = parseYaml(readFileSync(join(root, "deploy", "prometheus", "alerts.yml"), "utf8")) as { groups: unknown[] };
+  assert.deepEqual(rules[0].spec.groups, alerts.groups, "the same groups, rules, labels and annotations (copy alerts.yml's groups)");
+  // Selected by the same labels as the ServiceMonitor, so one Prometheus picks up both.
+  assert.deepEqual(rules[0].metadata.labels, ofKind("ServiceMonitor")[0].metadata.labels);
 });
 
 // --- what the binaries need -------------------------------------------------------
