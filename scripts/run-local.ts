@@ -16,9 +16,10 @@ if (!env["KAFKA_BROKERS"]) {
   console.error(`run: local Kafka-protocol broker at ${env["KAFKA_BROKERS"]} (topic ${topic}); set KAFKA_BROKERS to use a real cluster`);
 }
 
+// The compiled binaries (scripts/run.sh builds dist/ first), as the image runs them.
 const children = new Map<string, ChildProcess>();
 for (const binary of ["grpc-server", "retranslator"]) {
-  const child = spawn(process.execPath, ["--import", "tsx", `cmd/${binary}/main.ts`], { env, stdio: "inherit" });
+  const child = spawn(process.execPath, [`dist/cmd/${binary}/main.js`], { env, stdio: "inherit" });
   children.set(binary, child);
 }
 

@@ -2,6 +2,8 @@
 # `make run`: everything needed to run the system locally on a fresh machine,
 # then the grpc-server and the retranslator in the foreground (Ctrl-C stops
 # them gracefully), with a local Kafka-protocol broker unless KAFKA_BROKERS is set.
+# The binaries run compiled (npm run build: dist/), as in the image; `npm run
+# <binary>` runs one from its TypeScript sources instead, for development.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,7 +18,9 @@ if [[ -z $(psql "$admin_url" -qtAc "SELECT 1 FROM pg_database WHERE datname = '$
   echo "run: creating database $db" >&2
   psql "$admin_url" -qc "CREATE DATABASE \"$db\""
 fi
-npm run --silent migrate
+echo "run: compiling (npm run build)" >&2
+npm run --silent build
+node dist/cmd/migrate/main.js
 
 # The local Kafka-protocol broker is needed only when no real cluster is given.
 if [[ -z ${KAFKA_BROKERS:-} ]]; then bash scripts/build-kafka-mock.sh; fi
