@@ -61,6 +61,9 @@ async function startBot(
       TELEGRAM_ALLOWED_CHAT_IDS: `${chat}, ${group}, ${readerUser}, ${writerUser}, ${otherAdmin}, ${unlistedUser}`,
       TELEGRAM_USERS: `${chat}:admin, ${readerUser}:reader, ${writerUser}:writer, ${otherAdmin}:admin`,
       BOT_GRPC_ADDRESS: settings.grpcAddress,
+      // This file checks the bot without Redis and Kafka (test/bot-cache.test.ts has them).
+      BOT_KAFKA_ENABLED: "false",
+      BOT_METRICS_PORT: "0",
       ...settings.env,
     },
   });
@@ -984,7 +987,7 @@ type BinaryRun = Promise<{ code: number | null; output: string }> & {
 /** Runs cmd/bot/main.ts; `started` resolves when the output matches stopWhen (or the process ends). */
 function runBinary(env: Record<string, string>, options: { stopWhen?: RegExp } = {}): BinaryRun {
   const child = spawn(process.execPath, ["--import", "tsx", "cmd/bot/main.ts"], {
-    env: { ...process.env, ...env },
+    env: { ...process.env, BOT_KAFKA_ENABLED: "false", BOT_METRICS_PORT: "0", ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
   let output = "";

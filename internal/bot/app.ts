@@ -1,15 +1,28 @@
 import { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { createSecureContext } from "node:tls";
-import { GrammyError } from "grammy";
+import { GrammyError, type Context } from "grammy";
+import { Redis } from "ioredis";
+import { collectDefaultMetrics, Registry } from "prom-client";
 import { ConfigError, type Config } from "../config/config.js";
+import { metricsHost } from "../config/listen-hosts.js";
+import { describeKafkaSecurity, kafkaClientSecurity, kafkaSecurityWarning } from "../kafka/security.js";
 import type { Logger } from "../logger/logger.js";
+import { createMetricsServer } from "../metrics/metrics-server.js";
+import { closeServer, listen } from "../server/listen.js";
 import { commandMenu, createPackageBot, safeTelegramError } from "./bot.js";
-import { grpcPackageApi, type GrpcPackageApiOptions } from "./package-api.js";
+import { cacheEventJson, cachedPackageApi, RedisHealth, type CacheEventSink } from "./cached-package-api.js";
+import { BotMetrics } from "./metrics.js";
+import { grpcPackageApi, type GrpcPackageApiOptions, type PackageApi } from "./package-api.js";
+import { PackageCache } from "./package-cache.js";
+import { PackageEventCache } from "./package-event-cache.js";
+import { TopicPublisher } from "./topic-publisher.js";
 
 export interface BotApp {
   /** The bot's @username, from getMe. */
   username: string;
+  /** Port of /metrics and /live (bot.metricsPort; 0 there picks a free one). */
+  ports: { metrics: number };
   /** Graceful stop: end the long poll, let the update in hand finish, close the gRPC connection. */
   stop(): Promise<void>;
 }
@@ -44,14 +57,31 @@ export async function startBotApp(
     logger.warn("bot.users (TELEGRAM_USERS) is empty: every user will be told they are not allowed");
   }
   const onPollingFailed = options.onPollingFailed ?? (() => void (process.exitCode = 1));
+  const tls = settings.apiTls ? readTlsFiles(settings) : undefined;
+  // An unreadable Kafka CA file stops start-up here, naming the key.
+  const kafkaSecurity = settings.kafka.enabled ? kafkaClientSecurity(config.kafka) : undefined;
 
-  const api = grpcPackageApi({
-    address: settings.grpcAddress,
-    timeoutMs: settings.requestTimeoutMs,
-    token: settings.apiToken,
-    ...(settings.apiTls && { tls: readTlsFiles(settings) }),
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  const metrics = new BotMetrics(registry);
+  const metricsServer = createMetricsServer(registry, (req, res) => {
+    const path = new URL(req.url ?? "/", "http://bot").pathname;
+    if (path === "/live") res.writeHead(200, { "content-type": "application/json" }).end('{"status":"ok"}');
+    else res.writeHead(404).end();
   });
+  const metricsPort = await listen(metricsServer, settings.metricsPort, metricsHost(config));
+  const extras = startExtras(config, logger, metrics, kafkaSecurity);
+
+  const api = extras.wrap(
+    grpcPackageApi({
+      address: settings.grpcAddress,
+      timeoutMs: settings.requestTimeoutMs,
+      token: settings.apiToken,
+      ...(tls !== undefined && { tls }),
+    }),
+  );
   const bot = createPackageBot({
+    onUpdate: extras.onUpdate,
     token: settings.token,
     apiRoot: settings.apiRoot,
     allowedChatIds: settings.allowedChatIds,
@@ -68,6 +98,8 @@ export async function startBotApp(
     await bot.init();
   } catch (err) {
     api.close();
+    await extras.stop();
+    await closeServer(metricsServer);
     if (err instanceof GrammyError && (err.error_code === 401 || err.error_code === 404)) {
       throw new ConfigError(`config key "bot.token" (env TELEGRAM_BOT_TOKEN): Telegram rejected the token (${err.description})`);
     }
@@ -108,6 +140,7 @@ export async function startBotApp(
     .catch((err: unknown) => {
       if (stopping) return;
       api.close();
+      void extras.stop();
       const safe = safeTelegramError(err, settings.token);
       if (!started) throw new Error(`starting long polling failed: ${String(safe["description"] ?? safe["message"])}`);
       logger.fatal({ err: safe }, "polling failed: the bot stops");
@@ -118,6 +151,7 @@ export async function startBotApp(
 
   return {
     username: bot.botInfo.username,
+    ports: { metrics: metricsPort },
     async stop() {
       stopping = true;
       // Aborts the long poll and confirms the updates already taken.
@@ -129,6 +163,122 @@ export async function startBotApp(
         logger.warn({ err: safeTelegramError(err, settings.token) }, "the last update did not finish in time"),
       );
       api.close();
+      // After the last update: its cache writes and messages are in the queue.
+      await extras.stop();
+      metricsServer.closeIdleConnections();
+      await closeServer(metricsServer);
+    },
+  };
+}
+
+/** The original's commands-topic record of one update. */
+export function commandJson(ctx: Context, at = new Date()): string {
+  return JSON.stringify({
+    UserId: ctx.from?.id ?? 0,
+    Username: ctx.from?.username ?? "",
+    MessageText: ctx.message?.text ?? "",
+    CallbackQueryData: ctx.callbackQuery?.data ?? "",
+    TimeStamp: at.toISOString(),
+  });
+}
+
+interface Extras {
+  /** The API as the bot uses it: through the cache when there is one. */
+  wrap(api: PackageApi): PackageApi;
+  onUpdate: ((ctx: Context) => void) | undefined;
+  /** Ends the loops (publisher, event consumer) and closes Redis; once. */
+  stop(): Promise<void>;
+}
+
+/**
+ * The Redis cache, the publisher of the bot's topics and the package-event consumer
+ * that keeps the cache coherent, each only where configured. One AbortController
+ * ends their loops; stop() awaits them.
+ */
+function startExtras(
+  config: Readonly<Config>,
+  logger: Logger,
+  metrics: BotMetrics,
+  kafkaSecurity: ReturnType<typeof kafkaClientSecurity> | undefined,
+): Extras {
+  const settings = config.bot;
+  const abort = new AbortController();
+  const loops: Promise<void>[] = [];
+  let publish: ((topic: string, key: string, value: string) => void) | undefined;
+  if (kafkaSecurity !== undefined) {
+    logger.info({ kafka: describeKafkaSecurity(config.kafka), brokers: config.kafka.brokers }, "bot kafka connection");
+    const warning = kafkaSecurityWarning(config.kafka);
+    if (warning !== undefined) logger.warn(warning);
+    const publisher = new TopicPublisher(
+      {
+        brokers: config.kafka.brokers,
+        clientId: `${config.kafka.clientId}-bot`,
+        topics: [settings.kafka.commandsTopic, settings.kafka.cacheEventsTopic],
+        partitions: config.kafka.partitions,
+        replicationFactor: config.kafka.replicationFactor,
+        requestTimeoutMs: config.kafka.requestTimeoutMs,
+        queueSize: settings.kafka.queueSize,
+        sendRetries: settings.kafka.sendRetries,
+        security: kafkaSecurity,
+      },
+      metrics,
+      logger,
+    );
+    loops.push(publisher.ensureTopics().then(() => publisher.run(abort.signal)));
+    publish = (topic, key, value) => publisher.publish(topic, key, value);
+  }
+  const emit: CacheEventSink = (id, type, success) =>
+    publish?.(settings.kafka.cacheEventsTopic, id.toString(), cacheEventJson(id, type, success));
+
+  let redis: Redis | undefined;
+  let wrap = (api: PackageApi) => api;
+  if (settings.cache.redisUrl !== "") {
+    const health = new RedisHealth(metrics, logger);
+    redis = new Redis(settings.cache.redisUrl, {
+      // Fail fast while Redis is away (the command goes to the API) instead of queueing.
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 0,
+      commandTimeout: settings.cache.timeoutMs,
+      connectTimeout: Math.max(1000, settings.cache.timeoutMs),
+      // Reconnects for as long as the bot runs, backing off to 2 s.
+      retryStrategy: (times) => Math.min(times * 100, 2000),
+    });
+    redis.on("error", (err: Error) => health.failed("connection", err));
+    redis.on("ready", () => health.ok());
+    const cache = new PackageCache(redis, settings.cache);
+    wrap = (api) => cachedPackageApi(api, cache, health, metrics, emit);
+    const target = new URL(settings.cache.redisUrl);
+    logger.info({ redis: `${target.hostname}:${target.port || 6379}`, keyPrefix: settings.cache.keyPrefix, ttlSeconds: settings.cache.ttlSeconds }, "bot cache in redis");
+    if (kafkaSecurity !== undefined) {
+      const events = new PackageEventCache(
+        { brokers: config.kafka.brokers, clientId: config.kafka.clientId, topic: config.kafka.topic, groupId: settings.kafka.groupId, security: kafkaSecurity },
+        cache,
+        health,
+        metrics,
+        emit,
+        logger,
+      );
+      loops.push(events.run(abort.signal));
+    } else {
+      logger.warn(
+        { ttlSeconds: settings.cache.ttlSeconds },
+        "bot.kafka.enabled is off: the cache does not see other clients' changes; a cached package may be stale up to bot.cache.ttlSeconds",
+      );
+    }
+  }
+  let stopped: Promise<void> | undefined;
+  return {
+    wrap,
+    onUpdate: publish === undefined ? undefined : (ctx) => publish(settings.kafka.commandsTopic, String(ctx.from?.id ?? 0), commandJson(ctx)),
+    stop() {
+      stopped ??= (async () => {
+        abort.abort();
+        for (const result of await Promise.allSettled(loops)) {
+          if (result.status === "rejected") logger.warn({ err: result.reason }, "a bot background loop ended with an error");
+        }
+        if (redis !== undefined) await redis.quit().catch(() => redis!.disconnect());
+      })();
+      return stopped;
     },
   };
 }

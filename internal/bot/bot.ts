@@ -44,6 +44,8 @@ export interface PackageBotOptions {
   deleteConfirmTimeoutMs: number;
   api: PackageApi;
   logger: Logger;
+  /** Sees every update first, before the access check (the bot publishes it to its commands topic). Must not throw or wait. */
+  onUpdate?: (ctx: Context) => void;
 }
 
 /**
@@ -59,6 +61,14 @@ export function createPackageBot(options: PackageBotOptions): Bot<BotContext> {
   // Long polls last 30 s (grammY's default); every other call is short.
   const bot = new Bot<BotContext>(options.token, { client: { apiRoot: options.apiRoot, timeoutSeconds: 60 } });
   const html = { parse_mode: "HTML" as const, link_preview_options: { is_disabled: true } };
+
+  if (options.onUpdate !== undefined) {
+    const onUpdate = options.onUpdate;
+    bot.use((ctx, next) => {
+      onUpdate(ctx);
+      return next();
+    });
+  }
 
   // The access check runs first: an update from any other chat, or from a user not in
   // bot.users (in an allowed group, say), reaches no handler and no API call.

@@ -453,6 +453,53 @@ const schema = z
         pageSize: int(1, 50).default(5),
         // How long /delete's Yes/No buttons stay valid; a later press deletes nothing.
         deleteConfirmTimeoutMs: int(1000, 3_600_000).default(60_000),
+        // The bot's /metrics (cache, Kafka publishing) with /live. env: BOT_METRICS_PORT
+        metricsPort: port.default(9103),
+        cache: z
+          .object({
+            // Redis holding the Describe cache (/get, /edit, /delete), e.g.
+            // redis://127.0.0.1:6379/0. Empty = no cache: every command calls the API.
+            // env: REDIS_URL
+            redisUrl: z
+              .string()
+              .trim()
+              .refine((u) => u === "" || /^rediss?:\/\/[^\s]+$/.test(u), "expected redis://host:port[/db] or rediss://…, or empty")
+              .default(""),
+            // Every key starts with this, so several deployments can share one Redis.
+            keyPrefix: nonEmpty.default("logistic-package-api:bot:"),
+            // Lifetime of a cached package: the bound on staleness if the package events
+            // stop arriving (bot.kafka.enabled off, the consumer down).
+            ttlSeconds: int(1, 30 * 86_400).default(300),
+            // How long each package's newest event id is remembered, so that a late copy of
+            // an older event cannot put an older state back. Keep it above the topic's retention.
+            versionTtlSeconds: int(60, 365 * 86_400).default(7 * 86_400),
+            // Deadline of one Redis command; past it (or with Redis down) the command is
+            // answered from the API and counted as a cache error.
+            timeoutMs: int(10, 10_000).default(200),
+          })
+          .strict()
+          .prefault({}),
+        kafka: z
+          .object({
+            // Publish every update and cache operation, and consume kafka.topic (package
+            // events) to keep the cache coherent. Uses kafka.brokers and the kafka.ssl*,
+            // kafka.sasl* keys. env: BOT_KAFKA_ENABLED
+            enabled: bool.default(true),
+            // Every Telegram update as JSON (UserId, Username, MessageText, CallbackQueryData, TimeStamp).
+            commandsTopic: nonEmpty.default("omp-tgbot-commands"),
+            // Every cache operation as JSON (id, cacheEventType, success, timestamp).
+            cacheEventsTopic: nonEmpty.default("omp-tgbot-cache-events"),
+            // Consumer group on kafka.topic that applies package events to the cache: one per
+            // Redis (instances sharing a Redis share the group).
+            groupId: nonEmpty.default("logistic-package-api-bot-cache"),
+            // Messages waiting to be published; when full the oldest is dropped (and counted),
+            // so a broker outage never holds a command or grows memory.
+            queueSize: int(1, 1_000_000).default(1000),
+            // Attempts after the first for one message, with backoff, before it is dropped.
+            sendRetries: int(0, 20).default(3),
+          })
+          .strict()
+          .prefault({}),
       })
       .strict()
       .superRefine((b, ctx) => {
@@ -522,6 +569,9 @@ export const envOverrides: Readonly<Record<string, string>> = {
   BOT_API_CA_FILE: "bot.apiCaFile",
   BOT_API_CERT_FILE: "bot.apiCertFile",
   BOT_API_KEY_FILE: "bot.apiKeyFile",
+  BOT_METRICS_PORT: "bot.metricsPort",
+  REDIS_URL: "bot.cache.redisUrl",
+  BOT_KAFKA_ENABLED: "bot.kafka.enabled",
 };
 
 export class ConfigError extends Error {

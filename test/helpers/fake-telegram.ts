@@ -46,6 +46,8 @@ export interface InjectOptions {
   messageId?: number;
   /** The sender's user id; defaults to the chat id (a private chat). */
   from?: number;
+  /** The sender's @username (without @); Telegram leaves it out for users without one. */
+  username?: string;
 }
 
 export interface InjectedUpdate {
@@ -107,13 +109,13 @@ export class FakeTelegram {
   }
 
   /** Like sendText, but tells apart the moment the bot takes the update (`delivered`) from its end (`result`). */
-  inject(chatId: number, text: string, { timeoutMs = 15_000, messageId, from = chatId }: InjectOptions = {}): InjectedUpdate {
+  inject(chatId: number, text: string, { timeoutMs = 15_000, messageId, from = chatId, username }: InjectOptions = {}): InjectedUpdate {
     const command = /^\/[A-Za-z0-9_]+(@[A-Za-z0-9_]+)?/.exec(text);
     const message = {
       message_id: messageId ?? this.nextMessageId++,
       date: Math.floor(Date.now() / 1000),
       chat: chatId < 0 ? { id: chatId, type: "supergroup", title: "Test group" } : { id: chatId, type: "private", first_name: "Tester" },
-      from: { id: from, is_bot: false, first_name: "Tester" },
+      from: { id: from, is_bot: false, first_name: "Tester", ...(username !== undefined && { username }) },
       text,
       ...(command && { entities: [{ type: "bot_command", offset: 0, length: command[0].length }] }),
     };
