@@ -195,10 +195,11 @@ test("the ServiceMonitor scrapes the metrics port of every Service, with the com
   assert.ok(quantity(endpoint.scrapeTimeout.replace(/s$/, "")) < quantity(endpoint.interval.replace(/s$/, "")));
   for (const s of selected) assert.ok((s.spec.ports as any[]).some((p) => p.name === "metrics"), `${s.metadata.name} has a metrics port`);
   // The job label comes from this Service label: the same job names as the compose Prometheus,
-  // so deploy/prometheus/alerts.yml applies to both.
+  // so deploy/prometheus/alerts.yml applies to both. Compose runs the bot only on request and
+  // does not scrape it; here it is scraped like the others.
   const jobs = selected.map((s) => s.metadata.labels[sm.spec.jobLabel]).sort();
   const prom = parseYaml(readFileSync(join(root, "deploy", "prometheus", "prometheus.yml"), "utf8")) as any;
-  assert.deepEqual(jobs, (prom.scrape_configs as any[]).map((j) => j.job_name).sort());
+  assert.deepEqual(jobs, [...(prom.scrape_configs as any[]).map((j) => j.job_name), "bot"].sort());
 });
 
 test("the PrometheusRule carries exactly the alert rules of deploy/prometheus/alerts.yml", () => {
@@ -239,37 +240,34 @@ test("every binary runs the image's command for it, and every workload uses the 
   assert.deepEqual(containers.map(({ workload, c }) => binaryOf(workload, c)).sort(), ["bot", "facade", "grpc-server", "migrate", "retranslator"]);
 });
 
-test("probes: /live and /ready on the port where each binary serves them; only the portless bot has none", () => {
-  const withoutPorts: string[] = [];
+test("probes: /live and /ready on the port where each binary serves them", () => {
   for (const { workload, c } of containers) {
     if (workload.kind === "Job") continue;
-    if ((c.ports ?? []).length === 0) {
-      withoutPorts.push(c.name);
-      assert.equal(c.livenessProbe ?? c.readinessProbe, undefined, `${c.name} serves nothing to probe`);
-      continue;
-    }
     const config = configOf(workload.pod, c);
-    const served: Record<string, number> = {
-      "grpc-server": config.status.port,
-      retranslator: config.retranslator.metricsPort,
-      facade: config.facade.metricsPort,
+    // Where each binary serves its probes (the bot has /live only, and gets no traffic).
+    const served: Record<string, { port: number; ready: boolean }> = {
+      "grpc-server": { port: config.status.port, ready: true },
+      retranslator: { port: config.retranslator.metricsPort, ready: true },
+      facade: { port: config.facade.metricsPort, ready: true },
+      bot: { port: config.bot.metricsPort, ready: false },
     };
-    const port = served[c.name];
-    assert.ok(port !== undefined, `${c.name}: a known binary`);
-    for (const [probe, path] of [
+    const serves = served[c.name];
+    assert.ok(serves !== undefined, `${c.name}: a known binary`);
+    const probes: [string, string][] = [
       ["livenessProbe", "/live"],
-      ["readinessProbe", "/ready"],
       ["startupProbe", "/live"],
-    ] as const) {
+    ];
+    if (serves.ready) probes.push(["readinessProbe", "/ready"]);
+    else assert.equal(c.readinessProbe, undefined, `${c.name} serves no /ready`);
+    for (const [probe, path] of probes) {
       const get = c[probe]?.httpGet;
       assert.ok(get, `${c.name} has a ${probe}`);
       assert.equal(get.path, path, `${c.name} ${probe}`);
-      assert.equal(containerPort(c, get.port), port, `${c.name} ${probe} asks port ${get.port}, which must be the exposed ${port}`);
+      assert.equal(containerPort(c, get.port), serves.port, `${c.name} ${probe} asks port ${get.port}, which must be the exposed ${serves.port}`);
     }
     // Liveness must not depend on the database (a database outage would restart every pod).
-    assert.notEqual(c.livenessProbe.httpGet.path, "/ready");
+    assert.equal(c.livenessProbe.httpGet.path, "/live");
   }
-  assert.deepEqual(withoutPorts, ["bot"]);
   // The grpc-server exposes every listener it opens, under config.yml's ports.
   const api = deployment("grpc-server");
   const c = api.spec.template.spec.containers[0];
