@@ -51,6 +51,13 @@ export function startRetranslator(
   const claiming = new AbortController();
   const cleaning = new AbortController();
   const wakeup = new Wakeup();
+  // Claimed events of packages that have more events than their claim took
+  // (the last package of a full claim). After a claim that found little, the
+  // claim loop sleeps until new events are committed (NOTIFY), events are
+  // given back, or one of these is acknowledged: other acknowledgements free
+  // packages with nothing left to claim, and waking for them only makes
+  // empty claims (each walking every leased head).
+  const awaited = new Set<bigint>();
   let drainDeadline = Number.POSITIVE_INFINITY;
 
   const cleaner = new Cleaner(
@@ -63,7 +70,13 @@ export function startRetranslator(
       backoff: { minMs: options.retryBackoffMinMs, maxMs: options.retryBackoffMaxMs },
     },
     {
-      onProgress: () => wakeup.notify(),
+      onProgress: (deleted, released) => {
+        let wake = released;
+        if (awaited.size > 0) {
+          for (const id of deleted) if (awaited.delete(id)) wake = true;
+        }
+        if (wake) wakeup.notify();
+      },
       onDeadLettered: (n) => metrics.deadLettered.inc(n),
       onRetryScheduled: (n) => metrics.retried.inc(n),
     },
@@ -105,7 +118,11 @@ export function startRetranslator(
       logger,
       claiming.signal,
       () => metrics.claimErrors.inc(),
-      (events) => {
+      (events, more) => {
+        // Bounded: ids of events given back rather than acknowledged are never
+        // deleted; past the bound the set starts over (one extra wake-up).
+        if (awaited.size > 100_000) awaited.clear();
+        for (const event of more) awaited.add(event.id);
         metrics.claims.inc();
         metrics.claimedEvents.inc(events);
         if (events === 0) metrics.emptyClaims.inc();
@@ -126,6 +143,7 @@ export function startRetranslator(
       await Promise.all(loops);
       const drained = await producer.drain(drainDeadline);
       if (!drained) logger.warn({ events: producer.size }, "in-flight sends did not finish before the deadline");
+      producer.stopSending();
       // The cleaner always gets a moment to write the outcomes of finished sends:
       // a published event whose delete is lost would be published again.
       drainDeadline = Math.max(drainDeadline, Date.now() + 2000);

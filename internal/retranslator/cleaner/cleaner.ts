@@ -15,8 +15,11 @@ export interface CleanerOptions {
 }
 
 export interface CleanerHooks {
-  /** Rows left the outbox or were given back: later events may now be claimable. */
-  onProgress(): void;
+  /**
+   * Rows left the outbox (`deleted`, their ids) or were given back
+   * (`released`): later events of their packages may now be claimable.
+   */
+  onProgress(deleted: readonly bigint[], released: boolean): void;
   onDeadLettered(count: number): void;
   onRetryScheduled(count: number): void;
 }
@@ -98,10 +101,13 @@ export class Cleaner {
     this.flushing = true;
     try {
       let progressed = false;
+      let released = false;
+      let deleted: bigint[] = [];
       if (this.published.length > 0) {
         const ids = this.published.slice(0, this.options.batchSize);
         await deleteEvents(this.db, ids);
         this.published.splice(0, ids.length);
+        deleted = ids;
         progressed = true;
       }
       if (this.failures.length > 0) {
@@ -123,14 +129,16 @@ export class Cleaner {
         }
         this.hooks.onRetryScheduled(retryCount);
         progressed = true;
+        released = true;
       }
       if (this.unsent.length > 0) {
         const ids = this.unsent.slice();
         await releaseUnsentEvents(this.db, this.options.owner, ids);
         this.unsent.splice(0, ids.length);
         progressed = true;
+        released = true;
       }
-      if (progressed) this.hooks.onProgress();
+      if (progressed) this.hooks.onProgress(deleted, released);
       return true;
     } catch (err) {
       this.logger.warn({ err, pending: this.pending }, "outbox acknowledgement failed; retrying");

@@ -1,6 +1,7 @@
 import type { Database } from "../../database/database.js";
 import type { Logger } from "../../logger/logger.js";
 import { claimHeads } from "../../repo/outbox/claim-events.js";
+import type { OutboxEvent } from "../../repo/outbox/types.js";
 import type { InFlightPool } from "../producer/producer.js";
 import type { Wakeup } from "./wakeup.js";
 import { failureBackoffMs, sleep } from "../../lifecycle/abortable.js";
@@ -38,7 +39,8 @@ export async function runConsumer(
   logger: Logger,
   signal: AbortSignal,
   onClaimError: () => void,
-  onClaim: (events: number) => void = () => undefined,
+  /** After each claim: how many events it took, and those of a package it may have cut short. */
+  onClaim: (events: number, cutShort: readonly OutboxEvent[]) => void = () => undefined,
 ): Promise<void> {
   let failures = 0;
   let cursor: bigint | undefined;
@@ -65,7 +67,9 @@ export async function runConsumer(
       claimed = batch.length;
       // A walk cut short by maxVisits (most packages blocked) has more packages to look at.
       walkedAll = claim.visited < maxVisits;
-      onClaim(claimed);
+      // A full claim may have stopped inside its last package (the cursor): that
+      // package's next events become claimable once these are acknowledged.
+      onClaim(claimed, claimed >= options.batchSize ? batch.filter((e) => e.packageId === claim.cursor) : []);
       failures = 0;
       if (signal.aborted && batch.length > 0) {
         // Claimed while stopping: still handed over, so that the

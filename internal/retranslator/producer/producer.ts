@@ -37,6 +37,8 @@ class Lane {
   sending = 0;
   failuresInARow = 0;
   backoffUntil = 0;
+  /** Set when the lane turned events away for want of room; cleared once it has drained to half. */
+  refusing = false;
   /** Packages seen on this partition while it was blocked: the claim skips them. */
   readonly blockedPackages = new Set<bigint>();
 
@@ -63,6 +65,7 @@ export class InFlightPool {
   private readonly lanes = new Map<number, Lane>();
   private readonly tasks = new Set<Promise<void>>();
   private capacityFreed: (() => void) | undefined;
+  private stopped = false;
 
   constructor(
     private readonly sender: Sender,
@@ -109,6 +112,16 @@ export class InFlightPool {
     return true;
   }
 
+  /**
+   * No request starts after this (shutdown, once the drain is over or cut
+   * off): what is still queued stays leased until the retranslator releases
+   * every lease it holds, and must not be sent after that release, when
+   * another instance may already have claimed it.
+   */
+  stopSending(): void {
+    this.stopped = true;
+  }
+
   /** Events held (claimed and not yet acknowledged or given back). */
   get size(): number {
     return this.held;
@@ -120,7 +133,7 @@ export class InFlightPool {
     const blocked: bigint[] = [];
     for (const [partition, lane] of this.lanes) {
       if (lane.blockedPackages.size === 0) continue;
-      if (lane.backoffUntil > now || lane.held >= this.options.maxPartitionEvents) blocked.push(...lane.blockedPackages);
+      if (lane.backoffUntil > now || lane.refusing) blocked.push(...lane.blockedPackages);
       else {
         lane.blockedPackages.clear();
         if (lane.backoffUntil > 0) {
@@ -153,7 +166,9 @@ export class InFlightPool {
     const now = Date.now();
     for (const [partition, events] of partitions) {
       const lane = this.lane(partition);
-      if (lane.backoffUntil > now || (lane.held > 0 && lane.held + events.length > this.options.maxPartitionEvents)) {
+      const full = lane.held > 0 && lane.held + events.length > this.options.maxPartitionEvents;
+      if (lane.backoffUntil > now || full) {
+        if (full) lane.refusing = true;
         for (const event of events) lane.blockedPackages.add(event.packageId);
         this.cleaner.addUnsent(events.map(claimRef));
         this.release(events.length);
@@ -174,7 +189,7 @@ export class InFlightPool {
   }
 
   private pump(partition: number, lane: Lane): void {
-    if (lane.sending > 0 || lane.queued.length === 0) return;
+    if (this.stopped || lane.sending > 0 || lane.queued.length === 0) return;
     const events = this.withinLease(lane.queued.splice(0, lane.queued.length));
     if (events.length === 0) return;
     lane.sending = events.length;
@@ -244,6 +259,7 @@ export class InFlightPool {
       );
     }
     this.release(events.length);
+    if (lane.held <= this.options.maxPartitionEvents / 2) lane.refusing = false;
     this.pump(partition, lane);
   }
 

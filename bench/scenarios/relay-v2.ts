@@ -1,0 +1,209 @@
+import type { Config } from "../../internal/config/config.js";
+import type { Database } from "../../internal/database/database.js";
+import type { BenchContext } from "../lib/context.js";
+import { childPids } from "../lib/procs.js";
+import { cpuWindow, postgresBackends, round, type CpuWindow } from "../lib/cpu.js";
+import { readOutbox, waitForEmptyOutbox } from "../lib/outbox.js";
+import { benchDatabase, benchTopic, startRetranslatorChild, type RunningRetranslator } from "../lib/stack.js";
+import { fmtInt } from "../lib/stats.js";
+import { kafkaBound, type BoundResult } from "./drain.js";
+
+// The relay's rows of issue "Relay v2": drains of a burst into an outbox whose
+// statistics say "empty" (the state after a quiet period), each beside its
+// raw bounds measured in the same run on the same burst, two instances against
+// one, and a scaling simulation with a per-send delay.
+
+export interface StaleDrain {
+  label: string;
+  events: number;
+  packages: number;
+  instances: number;
+  seconds: number;
+  eventsPerSecond: number;
+  cpu: CpuWindow;
+  cpuMicrosPerEvent: number;
+  /** From the relays' /metrics: claims, and those that leased nothing. */
+  claims: number;
+  emptyClaims: number;
+}
+
+export interface StaleRow {
+  relay: StaleDrain;
+  /** SELECT 500 … FOR UPDATE SKIP LOCKED + DELETE, one transaction per 500, one connection. */
+  sqlBound: BoundResult;
+  kafkaBound: BoundResult;
+  bound: number;
+  ratio: number;
+  /** Relay CPU per event against the two bounds' CPU per event added up. */
+  cpuRatio: number;
+}
+
+const perEvent = (cpu: CpuWindow, events: number) =>
+  round((Object.values(cpu.cpuSeconds).reduce((a, b) => a + b, 0) * 1e6) / events);
+
+/**
+ * `events` events over `packages` new packages in one statement, without
+ * ANALYZE (unlike lib/outbox.ts seedEvents, which models a live database
+ * whose autovacuum keeps statistics fresh): the burst arrives while the
+ * statistics still describe the emptied outbox.
+ */
+async function seedBurst(db: Database, events: number, packages: number): Promise<{ lastId: bigint; seconds: number }> {
+  const started = performance.now();
+  const result = await db.raw(
+    `WITH p AS (
+       INSERT INTO package (title, material, maximum_volume, reusable)
+       SELECT 'bench package ' || g, 'cardboard', 250 + g, false FROM generate_series(1, ?::int) g
+       RETURNING id, package_event_payload(package) AS payload
+     ), numbered AS (
+       SELECT id, payload, row_number() OVER (ORDER BY id) - 1 AS k FROM p
+     ), e AS (
+       INSERT INTO package_event (package_id, type, payload, traceparent)
+       SELECT n.id, CASE WHEN g < ?::int THEN 'Created' ELSE 'Updated' END, n.payload,
+              '00-' || md5(g::text) || '-' || left(md5((-g)::text), 16) || '-01'
+       FROM generate_series(0, ?::int - 1) g JOIN numbered n ON n.k = g % ?::int
+       ORDER BY g
+       RETURNING id
+     )
+     SELECT max(id) AS last FROM e`,
+    [packages, packages, events, packages],
+  );
+  return { lastId: (result as { rows: { last: bigint }[] }).rows[0]!.last, seconds: (performance.now() - started) / 1000 };
+}
+
+/** The outbox used, emptied and analyzed: "no rows" over pages that still exist. Autovacuum kept away. */
+async function makeStale(db: Database, warmEvents: number, packages: number): Promise<void> {
+  await db.raw(`ALTER TABLE package_event SET (autovacuum_enabled = false)`);
+  await seedBurst(db, warmEvents, packages);
+  await db.raw(`DELETE FROM package_event`);
+  await db.raw(`ANALYZE package_event`);
+}
+
+async function metricOf(relay: RunningRetranslator, name: string): Promise<number> {
+  const text = await (await fetch(`${relay.metricsUrl}/metrics`)).text();
+  const m = new RegExp(`^${name} (\\S+)$`, "m").exec(text);
+  return m ? Number(m[1]) : 0;
+}
+
+/** Relays started and warm, then the stale state, then the burst; the clock runs from its commit to an empty outbox. */
+export async function staleDrain(
+  ctx: BenchContext,
+  label: string,
+  events: number,
+  packages: number,
+  instances: number,
+  options: { rttMs?: number } = {},
+): Promise<StaleDrain> {
+  const db = await benchDatabase(ctx);
+  const topic = await benchTopic(ctx, label);
+  const relays: RunningRetranslator[] = [];
+  try {
+    for (let i = 0; i < instances; i++) {
+      relays.push(await startRetranslatorChild(ctx, `${label}-retranslator-${i + 1}`, { databaseUrl: db.url, topic }));
+    }
+    // Warm: the relays publish a burst first (V8 optimises kafkajs' encoder), which also leaves the pages behind.
+    const warm = await seedBurst(db.db, ctx.config.warmupEvents, Math.min(packages, ctx.config.warmupEvents));
+    await waitForEmptyOutbox(db.db, { lastId: warm.lastId, timeoutMs: 120_000 });
+    await db.db.raw(`ALTER TABLE package_event SET (autovacuum_enabled = false)`);
+    await db.db.raw(`ANALYZE package_event`);
+    const before = await Promise.all(relays.map(async (r) => [await metricOf(r, "logistic_package_api_retranslator_claims_total"), await metricOf(r, "logistic_package_api_retranslator_empty_claims_total")] as const));
+    if (options.rttMs !== undefined) await ctx.kafka.setRtt(1, options.rttMs);
+    const endCpu = cpuWindow({
+      bench: () => [process.pid],
+      retranslator: () => relays.map((r) => r.proc.pid),
+      postgres: () => postgresBackends(db.name),
+      "kafka-mock": () => childPids("kafka-mock"),
+    });
+    const seeded = await seedBurst(db.db, events, packages);
+    const committed = performance.now();
+    ctx.log(`${label}: ${fmtInt(events)} events over ${fmtInt(packages)} packages committed in ${seeded.seconds.toFixed(1)} s (stale statistics); draining`);
+    const empty = await waitForEmptyOutbox(db.db, {
+      lastId: seeded.lastId,
+      timeoutMs: Math.max(120_000, (events / 200) * 1000),
+      reportMs: 5000,
+      onProgress: (left) => ctx.log(`${label}: ~${fmtInt(left)} left`),
+      alive: () => {
+        const dead = relays.find((r) => !r.proc.isRunning());
+        return dead ? `${dead.proc.name} exited during the drain; log: ${dead.proc.logPath}` : undefined;
+      },
+    });
+    const cpu = endCpu();
+    if (options.rttMs !== undefined) await ctx.kafka.setRtt(1, 0);
+    const after = await Promise.all(relays.map(async (r) => [await metricOf(r, "logistic_package_api_retranslator_claims_total"), await metricOf(r, "logistic_package_api_retranslator_empty_claims_total")] as const));
+    const seconds = (empty - committed) / 1000;
+    return {
+      label,
+      events,
+      packages,
+      instances,
+      seconds: round(seconds, 2),
+      eventsPerSecond: round(events / seconds),
+      cpu,
+      cpuMicrosPerEvent: perEvent(cpu, events),
+      claims: after.reduce((s, a, i) => s + a[0] - before[i]![0], 0),
+      emptyClaims: after.reduce((s, a, i) => s + a[1] - before[i]![1], 0),
+    };
+  } finally {
+    await ctx.kafka.setRtt(1, 0).catch(() => undefined);
+    for (const r of relays) await r.stop();
+    await db.close();
+  }
+}
+
+/**
+ * The SQL bound of the issue: one connection, a transaction per 500 events
+ * that selects them FOR UPDATE SKIP LOCKED and deletes them (two statements,
+ * one commit), on the same stale burst. Returns the burst's rows (read before
+ * the clock) for the kafkajs bound.
+ */
+export async function staleSqlBound(ctx: BenchContext, events: number, packages: number): Promise<{ bound: BoundResult; rows: Awaited<ReturnType<typeof readOutbox>> }> {
+  const db = await benchDatabase(ctx);
+  try {
+    await makeStale(db.db, Math.min(events, ctx.config.warmupEvents), packages);
+    await seedBurst(db.db, events, packages);
+    const rows = await readOutbox(db.db);
+    const endCpu = cpuWindow({ bench: () => [process.pid], postgres: () => postgresBackends(db.name) });
+    const started = performance.now();
+    let done = 0;
+    for (let round = 0; round <= events; round++) {
+      const n = await db.db.transaction(async (trx) => {
+        const picked = await trx.raw(`SELECT id FROM package_event ORDER BY id LIMIT 500 FOR UPDATE SKIP LOCKED`);
+        const ids = (picked as { rows: { id: bigint }[] }).rows.map((r) => r.id);
+        if (ids.length > 0) await trx.raw(`DELETE FROM package_event WHERE id = ANY(?::bigint[])`, [`{${ids.join(",")}}`]);
+        return ids.length;
+      });
+      if (n === 0) break;
+      done += n;
+    }
+    const seconds = (performance.now() - started) / 1000;
+    const cpu = endCpu();
+    if (done !== events) throw new Error(`SQL bound: deleted ${done} of ${events}`);
+    return { bound: { events, seconds: round(seconds, 2), eventsPerSecond: round(events / seconds), cpu, cpuMicrosPerEvent: perEvent(cpu, events) }, rows };
+  } finally {
+    await db.close();
+  }
+}
+
+/** One row: the relay on a stale burst, the SQL bound and the kafkajs bound on the same burst. */
+export async function staleRow(
+  ctx: BenchContext,
+  config: Readonly<Config>,
+  label: string,
+  events: number,
+  packages: number,
+): Promise<StaleRow> {
+  const relay = await staleDrain(ctx, label, events, packages, 1);
+  ctx.log(`${label}: relay ${fmtInt(relay.eventsPerSecond)} ev/s, ${relay.claims} claims (${relay.emptyClaims} empty)`);
+  const { bound: sqlBound, rows } = await staleSqlBound(ctx, events, packages);
+  ctx.log(`${label}: SQL bound ${fmtInt(sqlBound.eventsPerSecond)} ev/s`);
+  const kafka = await kafkaBound(ctx, config, rows, "per-partition");
+  ctx.log(`${label}: kafkajs bound ${fmtInt(kafka.eventsPerSecond)} ev/s`);
+  const bound = Math.min(sqlBound.eventsPerSecond, kafka.eventsPerSecond);
+  return {
+    relay,
+    sqlBound,
+    kafkaBound: kafka,
+    bound,
+    ratio: round(relay.eventsPerSecond / bound, 2),
+    cpuRatio: round(relay.cpuMicrosPerEvent / (sqlBound.cpuMicrosPerEvent + kafka.cpuMicrosPerEvent), 2),
+  };
+}
