@@ -24,6 +24,8 @@ const sessionTimeoutMs = 10_000;
 const heartbeatIntervalMs = 1000;
 const rebalanceTimeoutMs = 30_000;
 const requestTimeoutMs = 15_000;
+// The bot's whole stop is meant to take seconds, not a session timeout.
+const shutdownTimeoutMs = 5000;
 
 /** The package as the event's payload describes it, in the API's shape. */
 export function packageOf(change: PackageChange): Package {
@@ -107,13 +109,15 @@ export class PackageEventCache {
             { err: { name: (err as Error).name, message: (err as Error).message }, restartInMs: delayMs },
             "package event consumer for the cache failed; starting a new one after a backoff",
           );
-          await consumer.disconnect().catch(() => undefined);
+          await boundedDisconnect(consumer, shutdownTimeoutMs);
           await sleep(delayMs, signal);
           continue;
         }
       }
       // Lets the message in hand finish, commits, leaves the group.
-      await consumer.disconnect().catch(() => undefined);
+      // Leaving the group can wait on the coordinator (a join it holds): bounded.
+      const left = await boundedDisconnect(consumer, shutdownTimeoutMs);
+      if (!left) this.logger.warn("consumer still leaving its group at shutdown; closing anyway");
     }
   }
 
@@ -156,5 +160,16 @@ export class PackageEventCache {
         }
       },
     });
+  }
+}
+
+/** consumer.disconnect() or, after `ms`, false (kafkajs waits for requests in flight, a held join included). */
+async function boundedDisconnect(consumer: Consumer, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
+  try {
+    return await Promise.race([consumer.disconnect().then(() => true, () => true), timeout]);
+  } finally {
+    clearTimeout(timer);
   }
 }

@@ -13,6 +13,7 @@ import { PgBatchApplier } from "./applier.js";
 import { FacadeConsumer } from "./consumer.js";
 import { ensureDatabase, migrateFacade } from "./database.js";
 import { runInboxRetention } from "./inbox-retention.js";
+import { TopicsLogger } from "./bot-topics-logger.js";
 import { GroupMembership } from "./membership.js";
 import { FacadeMetrics } from "./metrics.js";
 
@@ -146,16 +147,35 @@ export async function startFacadeApp(config: Readonly<Config>, logger: Logger): 
     logger,
     retention.signal,
   );
+  // One readable line per message of the package events and the bot's two topics,
+  // in a consumer group of its own beside the read model's.
+  const topicsLog = new AbortController();
+  const topicsLogLoop = new TopicsLogger(
+    {
+      brokers: config.kafka.brokers,
+      clientId: config.kafka.clientId,
+      groupId: `${f.groupId}-message-log`,
+      packageTopic: config.kafka.topic,
+      commandsTopic: config.bot.kafka.commandsTopic,
+      cacheEventsTopic: config.bot.kafka.cacheEventsTopic,
+      security: kafkaSecurity,
+      shutdownTimeoutMs: f.shutdownTimeoutMs,
+    },
+    logger,
+  ).run(topicsLog.signal);
   logger.info({ topic: config.kafka.topic, groupId: f.groupId }, "facade started");
 
   return {
     ports: { metrics: metricsPort },
     async stop() {
       stopping = true;
+      // Leaves its group while the read model's consumer leaves its own.
+      topicsLog.abort();
       // kafkajs lets the batch in hand finish (its transaction and offset commit), then leaves the group.
       await consumer.stop();
       retention.abort();
       await retentionLoop;
+      await topicsLogLoop;
       server.closeIdleConnections();
       await closeServer(server);
       await db.destroy();

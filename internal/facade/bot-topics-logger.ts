@@ -1,0 +1,197 @@
+import { Kafka, logLevel, type Consumer, type KafkaMessage } from "kafkajs";
+import { z } from "zod";
+import type { KafkaClientSecurity } from "../kafka/security.js";
+import { failureBackoffMs, sleep } from "../lifecycle/abortable.js";
+import type { Logger } from "../logger/logger.js";
+import { decodePackageEvent, DecodeError } from "./decode.js";
+
+export interface TopicsLoggerOptions {
+  brokers: readonly string[];
+  clientId: string;
+  /** Consumer group of its own, so the read model's offsets are not shared with the log. */
+  groupId: string;
+  packageTopic: string;
+  commandsTopic: string;
+  cacheEventsTopic: string;
+  security: KafkaClientSecurity;
+  /** How long stop waits for the consumer to leave its group. */
+  shutdownTimeoutMs: number;
+}
+
+// As the facade's read-model consumer: a killed instance's partitions move on after 10 s.
+const sessionTimeoutMs = 10_000;
+const heartbeatIntervalMs = 1000;
+const rebalanceTimeoutMs = 30_000;
+const requestTimeoutMs = 15_000;
+// A message we cannot read is logged with at most this much of its value.
+const maxRawChars = 200;
+
+const commandSchema = z.object({
+  UserId: z.number(),
+  Username: z.string(),
+  MessageText: z.string(),
+  CallbackQueryData: z.string(),
+  TimeStamp: z.string(),
+});
+const cacheEventSchema = z.object({
+  id: z.union([z.number(), z.string()]),
+  cacheEventType: z.string(),
+  success: z.boolean(),
+  timestamp: z.string(),
+});
+
+/** One log line's fields and message for a message of one of the three topics. */
+export interface DescribedMessage {
+  level: "info" | "warn";
+  fields: Record<string, unknown>;
+  msg: string;
+}
+
+/**
+ * The human-readable form of a message: the package event decoded (protobuf and its
+ * JSON payload), the bot's JSON records by their fields. A message that does not
+ * decode is described as such, with the reason and the start of its value.
+ */
+export function describeMessage(options: Pick<TopicsLoggerOptions, "packageTopic" | "commandsTopic" | "cacheEventsTopic">, topic: string, message: Pick<KafkaMessage, "key" | "value">): DescribedMessage {
+  const unreadable = (reason: string): DescribedMessage => ({
+    level: "warn",
+    fields: { reason, raw: message.value?.toString("utf8").slice(0, maxRawChars) ?? null },
+    msg: `unreadable message on ${topic}`,
+  });
+  if (topic === options.packageTopic) {
+    try {
+      const change = decodePackageEvent(message.value);
+      const s = change.state;
+      return {
+        level: "info",
+        fields: {
+          event: {
+            id: change.eventId.toString(),
+            type: change.type,
+            packageId: change.packageId.toString(),
+            package: { title: s.title, material: s.material, maximumVolume: s.maximumVolume, reusable: s.reusable, created: s.created, updated: s.updated, removed: s.removed },
+          },
+        },
+        msg: `package ${change.packageId} ${change.type.toLowerCase()} (event ${change.eventId}): "${s.title}", ${s.material}, ${s.maximumVolume} cm³, reusable ${s.reusable ? "yes" : "no"}`,
+      };
+    } catch (err) {
+      if (err instanceof DecodeError) return unreadable(err.message);
+      throw err;
+    }
+  }
+  const json = parseJson(message.value);
+  if (topic === options.commandsTopic) {
+    const parsed = commandSchema.safeParse(json);
+    if (!parsed.success) return unreadable(`not a bot command record: ${parsed.error.issues[0]?.message ?? "invalid"}`);
+    const c = parsed.data;
+    const who = c.Username === "" ? `user ${c.UserId}` : `@${c.Username} (${c.UserId})`;
+    const what = c.CallbackQueryData !== "" ? `pressed button "${c.CallbackQueryData}"` : `wrote "${c.MessageText}"`;
+    return { level: "info", fields: { command: c }, msg: `telegram: ${who} ${what} at ${c.TimeStamp}` };
+  }
+  if (topic === options.cacheEventsTopic) {
+    const parsed = cacheEventSchema.safeParse(json);
+    if (!parsed.success) return unreadable(`not a bot cache event: ${parsed.error.issues[0]?.message ?? "invalid"}`);
+    const e = parsed.data;
+    return { level: "info", fields: { cacheEvent: e }, msg: `bot cache: ${e.cacheEventType} of package ${e.id} ${e.success ? "succeeded" : "did not succeed"} at ${e.timestamp}` };
+  }
+  return unreadable("unexpected topic");
+}
+
+function parseJson(value: Buffer | null): unknown {
+  if (value === null) return undefined;
+  try {
+    return JSON.parse(value.toString("utf8"));
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Writes every message of the package-events topic and the bot's two topics to the
+ * log, one structured line each (`kafka message`), as the original facade did. A
+ * consumer group of its own: instances share the work, each message is logged once
+ * per group. Only logging: a failure here never touches the read model.
+ */
+export class TopicsLogger {
+  private readonly kafka: Kafka;
+
+  constructor(
+    private readonly options: TopicsLoggerOptions,
+    private readonly logger: Logger,
+  ) {
+    this.kafka = new Kafka({
+      ...options.security,
+      clientId: `${options.clientId}-facade-log`,
+      brokers: [...options.brokers],
+      requestTimeout: requestTimeoutMs,
+      logLevel: logLevel.WARN,
+      logCreator: () => (entry) => {
+        const { message, ...extra } = entry.log;
+        this.logger.warn({ kafka: extra, namespace: entry.namespace }, `kafkajs: ${message}`);
+      },
+    });
+  }
+
+  /** Consumes until `signal` aborts; a consumer that fails is replaced after a backoff. The owner awaits it. */
+  async run(signal: AbortSignal): Promise<void> {
+    const topics = [this.options.packageTopic, this.options.commandsTopic, this.options.cacheEventsTopic];
+    for (let failures = 0; !signal.aborted; ) {
+      const consumer: Consumer = this.kafka.consumer({
+        groupId: this.options.groupId,
+        sessionTimeout: sessionTimeoutMs,
+        heartbeatInterval: heartbeatIntervalMs,
+        rebalanceTimeout: rebalanceTimeoutMs,
+        retry: { restartOnFailure: async () => false },
+      });
+      let crashed: (err: Error) => void = () => {};
+      const crash = new Promise<Error>((resolve) => (crashed = resolve));
+      consumer.on(consumer.events.CRASH, (e) => crashed(e.payload.error));
+      try {
+        await consumer.connect();
+        // A new group starts at the end: the log is of what happens from now on.
+        await consumer.subscribe({ topics, fromBeginning: false });
+        await consumer.run({
+          eachMessage: async ({ topic, partition, message }) => {
+            const d = describeMessage(this.options, topic, message);
+            this.logger[d.level](
+              { topic, partition, offset: message.offset, key: message.key?.toString("utf8") ?? null, ...d.fields },
+              `kafka message: ${d.msg}`,
+            );
+          },
+        });
+        failures = 0;
+        const aborted = new Promise<undefined>((resolve) => {
+          if (signal.aborted) return resolve(undefined);
+          signal.addEventListener("abort", () => resolve(undefined), { once: true });
+        });
+        const err = await Promise.race([aborted, crash]);
+        if (err !== undefined) throw err;
+      } catch (err) {
+        if (!signal.aborted) {
+          const delayMs = failureBackoffMs(++failures);
+          this.logger.warn(
+            { err: { name: (err as Error).name, message: (err as Error).message }, topics, restartInMs: delayMs },
+            "message log consumer failed; starting a new one after a backoff",
+          );
+          await boundedDisconnect(consumer, this.options.shutdownTimeoutMs);
+          await sleep(delayMs, signal);
+          continue;
+        }
+      }
+      // Leaving the group can wait on the coordinator (a join it holds): bounded.
+      const left = await boundedDisconnect(consumer, this.options.shutdownTimeoutMs);
+      if (!left) this.logger.warn("consumer still leaving its group at shutdown; closing anyway");
+    }
+  }
+}
+
+/** consumer.disconnect() or, after `ms`, false (kafkajs waits for requests in flight, a held join included). */
+async function boundedDisconnect(consumer: Consumer, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
+  try {
+    return await Promise.race([consumer.disconnect().then(() => true, () => true), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
