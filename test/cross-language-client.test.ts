@@ -65,11 +65,11 @@ test("a Python grpcio client creates, reads, updates, lists and removes over TLS
     tokens.ops,
     tokens.viewer,
   ]);
-  const steps = Object.fromEntries(
+  const steps: Record<string, Record<string, any>> = Object.fromEntries(
     stdout
       .trim()
       .split("\n")
-      .map((line) => JSON.parse(line) as { step: string })
+      .map((line) => JSON.parse(line) as { step: string } & Record<string, unknown>)
       .map(({ step, ...rest }) => [step, rest]),
   );
   assert.ok(Number(steps["create"].id) > 0);
