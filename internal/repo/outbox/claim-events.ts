@@ -24,6 +24,8 @@ export interface Claim {
   cursor: bigint;
   /** Packages the walk looked at (claimed or skipped as blocked). */
   visited: number;
+  /** Claimable heads another claim locked or took first (another instance walking the same packages). */
+  collided: number;
 }
 
 /**
@@ -56,9 +58,11 @@ export async function claimHeads(db: Database, request: ClaimRequest): Promise<C
   const skip = idArray(request.skipPackages ?? []);
   const result = await db.raw(
     `WITH RECURSIVE start AS (
-       -- A random place in the package range on a first claim.
-       SELECT coalesce(?::bigint,
-                (SELECT floor(random() * (max(package_id) + 1))::bigint FROM package_event)) AS cursor
+       -- A random place among the packages that have events, when no cursor is given.
+       -- (Two LIMIT 1 probes of the index, not min()/max() in one aggregate, which reads it whole.)
+       SELECT coalesce(?::bigint, lo - 1 + floor(random() * (hi - lo + 1))::bigint) AS cursor
+       FROM (SELECT (SELECT package_id FROM package_event ORDER BY package_id LIMIT 1) AS lo,
+                    (SELECT package_id FROM package_event ORDER BY package_id DESC LIMIT 1) AS hi) range
      ), walk (package_id, head_id, take, total, visits, wrapped) AS (
        SELECT coalesce(s.cursor, 0), NULL::bigint, 0::bigint, 0::bigint, 0, false FROM start s
        UNION ALL
@@ -107,17 +111,18 @@ export async function claimHeads(db: Database, request: ClaimRequest): Promise<C
        RETURNING e.id, e.package_id, e.type, e.payload::text AS payload, e.created,
                  e.traceparent, e.tracestate, e.reason, e.attempts, e.locked_until::text AS lease
      )
-     SELECT last.package_id AS cursor, last.visits, c.*
+     SELECT last.package_id AS cursor, last.visits,
+            (SELECT count(*) FROM heads)::int - (SELECT count(*) FROM locked)::int AS collided, c.*
      FROM (SELECT package_id, visits FROM walk ORDER BY visits DESC LIMIT 1) last
      LEFT JOIN claimed c ON true`,
     [cursor, skip, request.limit, request.limit, maxVisits, request.owner, request.leaseSeconds],
   );
-  const rows = (result as { rows: (Partial<OutboxRow> & { cursor: bigint; visits: number })[] }).rows;
+  const rows = (result as { rows: (Partial<OutboxRow> & { cursor: bigint; visits: number; collided: number })[] }).rows;
   const events = rows
-    .filter((r): r is OutboxRow & { cursor: bigint; visits: number } => r.id !== null && r.id !== undefined)
+    .filter((r): r is OutboxRow & { cursor: bigint; visits: number; collided: number } => r.id !== null && r.id !== undefined)
     .map(toOutboxEvent)
     .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-  return { events, cursor: BigInt(rows[0]?.cursor ?? 0), visited: rows[0]?.visits ?? 0 };
+  return { events, cursor: BigInt(rows[0]?.cursor ?? 0), visited: rows[0]?.visits ?? 0, collided: rows[0]?.collided ?? 0 };
 }
 
 /** One claim from a random place (tests, bench): the events only. */

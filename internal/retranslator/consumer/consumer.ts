@@ -63,10 +63,13 @@ export async function runConsumer(
       });
       const batch = claim.events;
       for (const event of batch) event.sendBy = sendBy;
-      cursor = claim.cursor;
+      // Another instance took heads this walk wanted: the two are walking the
+      // same packages in step. Start the next walk at a random place, and at
+      // once (the walk has more to give), rather than follow it.
+      cursor = claim.collided > 0 ? undefined : claim.cursor;
       claimed = batch.length;
       // A walk cut short by maxVisits (most packages blocked) has more packages to look at.
-      walkedAll = claim.visited < maxVisits;
+      walkedAll = claim.visited < maxVisits && claim.collided === 0;
       // A full claim may have stopped inside its last package (the cursor): that
       // package's next events become claimable once these are acknowledged.
       onClaim(claimed, claimed >= options.batchSize ? batch.filter((e) => e.packageId === claim.cursor) : []);
