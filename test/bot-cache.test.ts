@@ -365,6 +365,19 @@ test("the facade logs a readable line for a message of each topic", async () => 
     assert.equal(event["level"], "info");
     assert.match(String(lines.command!["msg"]), new RegExp(`^kafka message: telegram: user ${chat} wrote "/get ${id}" at `));
     assert.match(String(lines.cache!["msg"]), new RegExp(`^kafka message: bot cache: (Read|Set) description of package ${id} (succeeded|did not succeed) at `));
+    // A message it cannot read is logged too, at warn, with the reason.
+    const producer = new Kafka({ clientId: "bot-cache-test-garbage", brokers: mock.brokers, logLevel: logLevel.NOTHING }).producer();
+    await producer.connect();
+    await producer.send({ topic: commandsTopic, messages: [{ key: "x", value: "not json {" }] });
+    await producer.disconnect();
+    const unreadable = await poll(
+      "the facade's line for an unreadable message",
+      async () => facade!.logs.lines.find((l) => l["msg"] === `kafka message: unreadable message on ${commandsTopic}`),
+      (l) => l !== undefined,
+    );
+    assert.equal(unreadable!["level"], "warn");
+    assert.equal(unreadable!["raw"], "not json {");
+    assert.match(String(unreadable!["reason"]), /not a bot command record/);
     // Its read model is kept as before.
     assert.ok((await readFacadeMetric(facade.metricsUrl, "logistic_package_api_facade_events_applied_total")) > 0);
   } finally {

@@ -148,9 +148,14 @@ export class TopicsLogger {
       consumer.on(consumer.events.CRASH, (e) => crashed(e.payload.error));
       try {
         await consumer.connect();
-        // A new group starts at the end: the log is of what happens from now on.
+        // Without committed offsets every start begins at the end: the log is of what happens from now on.
         await consumer.subscribe({ topics, fromBeginning: false });
         await consumer.run({
+          // No offset commits: a log needs none, and this consumer must not take the
+          // OffsetCommit requests (and their failures) of the read model's consumer on the
+          // same broker. So each start logs from the end of every topic: messages published
+          // while no facade ran are not logged (the read model still applies them).
+          autoCommit: false,
           eachMessage: async ({ topic, partition, message }) => {
             const d = describeMessage(this.options, topic, message);
             this.logger[d.level](
