@@ -10,7 +10,7 @@ import { startKafkaMock } from "../test/helpers/kafka-mock.js";
 import type { BenchConfig, BenchContext } from "./lib/context.js";
 import { round, type CpuWindow } from "./lib/cpu.js";
 import { gitInfo, loadAverage, machineInfo } from "./lib/machine.js";
-import { binaryForm, root } from "./lib/procs.js";
+import { binaryForm, childNodeOptions, root } from "./lib/procs.js";
 import { configFile } from "./lib/stack.js";
 import { Resources } from "./lib/resources.js";
 import { fmtInt, fmtMs } from "./lib/stats.js";
@@ -258,7 +258,7 @@ export async function runSuite(options: SuiteOptions): Promise<number> {
       config: {
         bench: config,
         processes:
-          `grpc-server and retranslator run as child processes (${binaryForm === "compiled" ? "node dist/cmd/<binary>/main.js, the build of npm run build" : "node --import tsx cmd/<binary>/main.ts"}, config.yml defaults, ` +
+          `grpc-server and retranslator run as child processes (${binaryForm === "compiled" ? "node dist/cmd/<binary>/main.js, the build of npm run build" : "node --import tsx cmd/<binary>/main.ts"}, NODE_OPTIONS="${childNodeOptions()}", config.yml defaults, ` +
           "LOG_LEVEL=info to a file, tracing off); load generators and bounds run in the bench process; all on this machine",
         broker: "librdkafka mock cluster 2.0.2 (in memory: no disk, no replication; each partition keeps ~5 MiB)",
         retranslator: appConfig.retranslator,

@@ -39,6 +39,19 @@ function hasSetpriv(): boolean {
  */
 export const binaryForm: "compiled" | "tsx" = process.env["BENCH_BINARIES"] === "tsx" ? "tsx" : "compiled";
 
+/**
+ * The NODE_OPTIONS the image gives the binaries (deploy/Dockerfile: heap limits), so that
+ * the compiled children are measured as deployed; BENCH_NODE_OPTIONS replaces them
+ * (e.g. "" for V8's defaults).
+ */
+export function childNodeOptions(): string {
+  const override = process.env["BENCH_NODE_OPTIONS"];
+  if (override !== undefined) return override;
+  if (binaryForm !== "compiled") return process.env["NODE_OPTIONS"] ?? "";
+  const dockerfile = readFileSync(join(root, "deploy/Dockerfile"), "utf8");
+  return /\bNODE_OPTIONS="([^"]*)"/.exec(dockerfile)?.[1] ?? "";
+}
+
 function entryArgs(binary: string): string[] {
   // Scripts of the bench itself (bench/lib/…) always run from their sources.
   if (binary.endsWith(".ts")) return ["--import", "tsx", binary];
@@ -65,6 +78,8 @@ export function spawnBinary(
 ): BinaryProcess {
   const logPath = join(logDir, `${label}.log`);
   const args = [...nodeArgs, ...entryArgs(binary)];
+  // Bench scripts (bench/lib/…) run with the bench's own options, binaries as deployed.
+  if (!binary.endsWith(".ts")) env = { ...env, NODE_OPTIONS: childNodeOptions() };
   const fd = openSync(logPath, "a");
   let child: ChildProcess;
   try {
