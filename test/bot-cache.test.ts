@@ -46,7 +46,11 @@ interface RunningBot {
   metricsUrl: string;
 }
 
-async function startBot(telegram: FakeTelegram, env: Record<string, string>, cache: Partial<Config["bot"]["cache"]> = {}): Promise<RunningBot> {
+async function startBot(
+  telegram: FakeTelegram,
+  env: Record<string, string>,
+  overrides: { kafka?: Partial<Config["bot"]["kafka"]> } = {},
+): Promise<RunningBot> {
   const base = loadConfig({
     path: "config.yml",
     env: {
@@ -62,7 +66,12 @@ async function startBot(telegram: FakeTelegram, env: Record<string, string>, cac
   const config = {
     ...base,
     grpc: { ...base.grpc, host: "127.0.0.1" },
-    bot: { ...base.bot, apiRoot: telegram.apiRoot, cache: { ...base.bot.cache, keyPrefix, ...cache } },
+    bot: {
+      ...base.bot,
+      apiRoot: telegram.apiRoot,
+      cache: { ...base.bot.cache, keyPrefix },
+      kafka: { ...base.bot.kafka, ...overrides.kafka },
+    },
   };
   const logs = captureLogs("info");
   const app = await startBotApp(config, logs.logger, { onPollingFailed: () => {} });
@@ -332,6 +341,42 @@ test("Redis stopped: /get still answers from the API, and the metrics and log sa
     await second.app.stop();
     await telegram.close();
     if (ownRedis.exitCode === null && ownRedis.signalCode === null) ownRedis.kill("SIGKILL");
+  }
+});
+
+test("a broker that is away never holds a command: a full queue drops its oldest message, the rest is sent once it is back", async () => {
+  // A broker of this test alone, taken down before the bot starts.
+  const own = await startKafkaMock();
+  const telegram = await FakeTelegram.start();
+  let second: RunningBot | undefined;
+  let ownWatcher: TopicWatcher | undefined;
+  try {
+    await own.createTopic(commandsTopic, 1);
+    await own.createTopic(cacheEventsTopic, 1);
+    await own.brokerDown(1);
+    second = await startBot(telegram, { KAFKA_BROKERS: own.brokers.join(",") }, { kafka: { queueSize: 2, sendRetries: 1 } });
+    const texts = ["/help 1", "/help 2", "/help 3", "/help 4", "/help 5", "/help 6"];
+    for (const text of texts) assert.match(await say(telegram, text), /\/get/, `${text} answered while the broker is away`);
+    const metrics = second.metricsUrl;
+    await poll("messages dropped from the full queue", () => metric(metrics, "logistic_package_api_bot_messages_dropped_total", `{topic="${commandsTopic}",reason="queue_full"}`), (n) => n >= 1);
+    await poll("failed attempts counted", () => metric(metrics, "logistic_package_api_bot_publish_failures_total", `{topic="${commandsTopic}"}`), (n) => n >= 1);
+    assert.ok((await metric(metrics, "logistic_package_api_bot_publish_queue_messages", `{topic="${commandsTopic}"}`)) <= 2, "the queue stays bounded");
+    await own.brokerUp(1);
+    ownWatcher = await TopicWatcher.start(own.brokers, [commandsTopic]);
+    // The newest message is kept by drop-oldest and is sent once the broker is back.
+    const sent = await poll(
+      "the last command on the topic after the broker is back",
+      async () => ownWatcher!.json(commandsTopic).map((r) => r["MessageText"]),
+      (m) => m.includes("/help 6"),
+      60_000,
+    );
+    assert.ok(sent.length < texts.length, `some were dropped (${JSON.stringify(sent)})`);
+    assert.ok((await metric(metrics, "logistic_package_api_bot_messages_published_total", `{topic="${commandsTopic}"}`)) >= 1);
+  } finally {
+    await second?.app.stop();
+    await ownWatcher?.stop();
+    await telegram.close();
+    await own.stop();
   }
 });
 
