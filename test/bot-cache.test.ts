@@ -361,6 +361,9 @@ test("a broker that is away never holds a command: a full queue drops its oldest
     await poll("messages dropped from the full queue", () => metric(metrics, "logistic_package_api_bot_messages_dropped_total", `{topic="${commandsTopic}",reason="queue_full"}`), (n) => n >= 1);
     await poll("failed attempts counted", () => metric(metrics, "logistic_package_api_bot_publish_failures_total", `{topic="${commandsTopic}"}`), (n) => n >= 1);
     assert.ok((await metric(metrics, "logistic_package_api_bot_publish_queue_messages", `{topic="${commandsTopic}"}`)) <= 2, "the queue stays bounded");
+    const warnings = () => second!.logs.lines.filter((l) => String(l["msg"]).startsWith("bot publish failed"));
+    assert.equal(warnings().length, 1, "one warning for the outage, not one per message");
+    assert.equal(warnings()[0]!["level"], "warn");
     await own.brokerUp(1);
     ownWatcher = await TopicWatcher.start(own.brokers, [commandsTopic]);
     // The newest message is kept by drop-oldest and is sent once the broker is back.
@@ -372,6 +375,7 @@ test("a broker that is away never holds a command: a full queue drops its oldest
     );
     assert.ok(sent.length < texts.length, `some were dropped (${JSON.stringify(sent)})`);
     assert.ok((await metric(metrics, "logistic_package_api_bot_messages_published_total", `{topic="${commandsTopic}"}`)) >= 1);
+    assert.ok(second.logs.lines.some((l) => l["msg"] === "bot publishing works again"));
   } finally {
     await second?.app.stop();
     await ownWatcher?.stop();

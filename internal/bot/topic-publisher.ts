@@ -41,6 +41,8 @@ export class TopicPublisher {
   private readonly queue: Pending[] = [];
   private wake: (() => void) | undefined;
   private connected = false;
+  // One warning per outage (the metrics count every attempt), not one per message.
+  private failing = false;
 
   constructor(
     private readonly options: TopicPublisherOptions,
@@ -56,11 +58,8 @@ export class TopicPublisher {
       // Our loop retries with backoff and counts each attempt; kafkajs' own retries
       // would hide the attempts and hold the loop longer.
       retry: { retries: 0 },
-      logLevel: logLevel.ERROR,
-      logCreator: () => (entry) => {
-        const { message, ...extra } = entry.log;
-        this.logger.warn({ kafka: extra, namespace: entry.namespace }, `kafkajs: ${message}`);
-      },
+      // Every failure reaches send() as an error and is logged there, once per outage.
+      logLevel: logLevel.NOTHING,
     });
     this.producer = this.kafka.producer({ allowAutoTopicCreation: true });
     for (const topic of options.topics) this.metrics.queued.set({ topic }, 0);
@@ -153,9 +152,7 @@ export class TopicPublisher {
   }
 
   private drop(batch: readonly Pending[], reason: "retries"): void {
-    if (batch.length === 0) return;
     for (const m of batch) this.metrics.dropped.inc({ topic: m.topic, reason });
-    this.logger.warn({ messages: batch.length, topics: [...new Set(batch.map((m) => m.topic))] }, "bot messages dropped: publishing kept failing");
   }
 
   private async send(batch: readonly Pending[]): Promise<boolean> {
@@ -176,10 +173,20 @@ export class TopicPublisher {
         topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })),
       });
       for (const [topic, messages] of byTopic) this.metrics.published.inc({ topic }, messages.length);
+      if (this.failing) {
+        this.failing = false;
+        this.logger.info("bot publishing works again");
+      }
       return true;
     } catch (err) {
       for (const topic of byTopic.keys()) this.metrics.publishFailures.inc({ topic });
-      this.logger.warn({ err: { name: (err as Error).name, message: (err as Error).message }, messages: batch.length }, "bot publish failed");
+      if (!this.failing) {
+        this.failing = true;
+        this.logger.warn(
+          { err: { name: (err as Error).name, message: (err as Error).message }, topics: [...byTopic.keys()], sendRetries: this.options.sendRetries },
+          "bot publish failed: messages are retried, then dropped (logistic_package_api_bot_messages_dropped_total); commands are answered meanwhile",
+        );
+      }
       if (this.connected && isConnectionError(err)) {
         this.connected = false;
         await this.producer.disconnect().catch(() => undefined);
