@@ -94,6 +94,16 @@ test("bot config: defaults, environment overrides, bad values name the key", () 
     requestTimeoutMs: 3000,
     pageSize: 5,
     deleteConfirmTimeoutMs: 60_000,
+    metricsPort: 9103,
+    cache: { redisUrl: "", keyPrefix: "logistic-package-api:bot:", ttlSeconds: 300, versionTtlSeconds: 604_800, timeoutMs: 200 },
+    kafka: {
+      enabled: true,
+      commandsTopic: "omp-tgbot-commands",
+      cacheEventsTopic: "omp-tgbot-cache-events",
+      groupId: "logistic-package-api-bot-cache",
+      queueSize: 1000,
+      sendRetries: 3,
+    },
   });
   const fromEnv = loadConfig({
     path: "config.yml",
@@ -105,6 +115,16 @@ test("bot config: defaults, environment overrides, bad values name the key", () 
   assert.deepEqual(loadConfig({ path: "config.yml", env: { TELEGRAM_ALLOWED_CHAT_IDS: "" } }).bot.allowedChatIds, []);
   assert.throws(() => loadConfig({ path: "config.yml", env: { TELEGRAM_ALLOWED_CHAT_IDS: "12,abc" } }), /bot\.allowedChatIds/);
   assert.throws(() => loadConfig({ path: "config.yml", env: { BOT_GRPC_ADDRESS: "http://x:1" } }), /bot\.grpcAddress.*BOT_GRPC_ADDRESS/);
+  // Cache, topics and metrics.
+  const cached = loadConfig({
+    path: "config.yml",
+    env: { REDIS_URL: "redis://cache:6379/2", BOT_KAFKA_ENABLED: "false", BOT_METRICS_PORT: "9200" },
+  }).bot;
+  assert.equal(cached.cache.redisUrl, "redis://cache:6379/2");
+  assert.equal(cached.kafka.enabled, false);
+  assert.equal(cached.metricsPort, 9200);
+  assert.throws(() => loadConfig({ path: "config.yml", env: { REDIS_URL: "cache:6379" } }), /config key "bot\.cache\.redisUrl" \(from REDIS_URL\)/);
+  assert.throws(() => loadConfig({ path: "config.yml", env: { BOT_KAFKA_ENABLED: "perhaps" } }), /bot\.kafka\.enabled.*BOT_KAFKA_ENABLED/);
 });
 
 test("bot users and API credentials: environment forms, bad values name the key", () => {
