@@ -8,6 +8,7 @@ import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import type { Knex } from "knex";
 import { claimEvents } from "../internal/repo/outbox/claim-events.js";
+import { deadLetterEvents } from "../internal/repo/outbox/dead-letter-events.js";
 import { PgPackageRepository } from "../internal/repo/package-repo.js";
 import { toEventMessage } from "../internal/retranslator/sender/event-message.js";
 import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
@@ -298,4 +299,23 @@ test("republish --all stops after the current batch on SIGINT, prints --after-id
   assert.equal(resumed.code, 0, resumed.stderr);
   assert.match(resumed.stdout, /republished 2100 packages/);
   assert.deepEqual((await outbox()).map((e) => e.package_id), ids, "every package exactly once, in order");
+});
+
+test("a republished event that dead-letters keeps its reason, and a requeue puts it back marked", async () => {
+  await reset();
+  const id = await repo.create({ title: "dl", material: "wood", maximumVolume: 3, reusable: false }, undefined);
+  await tdb.db.raw(`DELETE FROM package_event`);
+  const res = await runAdmin(tdb.url, ["republish", "--package", id.toString()]);
+  assert.equal(res.code, 0, res.stderr);
+  const [claimed] = await claimEvents(tdb.db, "dl-test", 10, 30);
+  assert.equal(claimed?.reason, "republish");
+  assert.equal(await deadLetterEvents(tdb.db, "dl-test", [{ id: claimed.id, error: "rejected", retriable: false, lease: claimed.lease }]), 1);
+  const parked = await tdb.db.raw(`SELECT reason FROM package_event_dead_letter WHERE id = ?`, [claimed.id.toString()]);
+  assert.deepEqual((parked as { rows: unknown[] }).rows, [{ reason: "republish" }]);
+
+  const requeued = await runAdmin(tdb.url, ["requeue", claimed.id.toString()]);
+  assert.equal(requeued.code, 0, requeued.stderr);
+  const [again] = await claimEvents(tdb.db, "dl-test-2", 10, 30);
+  assert.equal(again?.id, claimed.id);
+  assert.equal(toEventMessage(again!).headers["event-reason"], "republish");
 });
