@@ -222,3 +222,12 @@ test("upgrade: a database migrated from the .ts sources is continued by the comp
     await database.drop();
   }
 });
+
+test("the compiled admin CLI runs with plain node: --help, and exit 2 on bad arguments", async () => {
+  const help = await run(process.execPath, [join(out, "cmd", "admin", "main.js"), "--help"]);
+  assert.equal(help.code, 0, help.stderr);
+  assert.match(help.stdout, /republish --package ID/);
+  const bad = await run(process.execPath, [join(out, "cmd", "admin", "main.js"), "dead-letters", "many"]);
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /LIMIT must be an integer/);
+});
