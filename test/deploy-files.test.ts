@@ -239,6 +239,22 @@ test("the binaries' environment uses only names config.ts reads, and points at t
   assert.ok(portsOf(services["jaeger"]).some((p) => p.target === 16686), "Jaeger UI published");
 });
 
+test("the compose bot reaches its Redis cache and the broker, and is checked on /live", () => {
+  const bot = loadConfig({
+    path: join(root, "config.yml"),
+    // The keys this test is about; the others are ${…} of the operator's shell.
+    env: Object.fromEntries(
+      Object.entries(envOf(services["bot"])).filter(([k]) => ["REDIS_URL", "KAFKA_BROKERS", "BOT_METRICS_PORT"].includes(k)),
+    ),
+  });
+  assert.equal(bot.bot.cache.redisUrl, "redis://redis:6379");
+  assert.deepEqual(bot.kafka.brokers, ["kafka:9092"]);
+  assert.ok(services["redis"], "a redis service runs beside the bot");
+  assert.deepEqual(services["redis"].profiles, services["bot"].profiles, "redis starts with the bot's profile");
+  assert.equal(dependsOn(services["bot"])["redis"], "service_healthy");
+  assert.match(JSON.stringify(services["bot"].healthcheck.test), new RegExp(`:${bot.bot.metricsPort}/live`));
+});
+
 test("start order waits for healthy dependencies, and every awaited service has a healthcheck", () => {
   assert.equal(dependsOn(services["grpc-server"])["postgres"], "service_healthy");
   const relay = dependsOn(services["retranslator"]);
