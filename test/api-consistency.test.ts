@@ -1,7 +1,7 @@
 // What a client can rely on when things go wrong or happen at once:
 //  a. internal errors never show SQL; they carry a trace id that finds the cause in the log;
 //  b. a failed change leaves neither the package change nor its event (one transaction);
-//  c. per package, event id order is the commit order (DESIGN.md §3.2), so each
+//  c. per package, event id order is the commit order (docs/design.md §3.2), so each
 //     event's payload is the previous event's state plus exactly one update's changes.
 import { test, before, after, describe } from "node:test";
 import assert from "node:assert/strict";

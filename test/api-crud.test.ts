@@ -1,7 +1,7 @@
 // Every v1 RPC through a stock @grpc/grpc-js client built from the .proto files
 // (the way existing clients of the original Go service call us), plus the
 // outbox contract: each Create/Update/Remove writes exactly one package_event
-// row whose payload is the package state after the change (DESIGN.md §1, §2).
+// row whose payload is the package state after the change (docs/design.md §1.3, §2.2).
 import { test, before, after, describe } from "node:test";
 import assert from "node:assert/strict";
 import { count, createTestDatabase, events, type EventRow, type TestDatabase } from "./helpers/database.js";

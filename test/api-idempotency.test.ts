@@ -1,4 +1,4 @@
-// Idempotent create (DESIGN.md §1): a client that retries a Create with the
+// Idempotent create (docs/design.md §1.3): a client that retries a Create with the
 // same `x-request-id` gets the first result back and causes no second package
 // or event; the same id with a different body is AlreadyExists; keys expire
 // after the configured retention and are swept from the table.

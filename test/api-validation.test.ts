@@ -1,4 +1,4 @@
-// Request validation (DESIGN.md §1): every rule answers INVALID_ARGUMENT with a
+// Request validation (docs/design.md §1.2): every rule answers INVALID_ARGUMENT with a
 // message naming the field, and a rejected request writes nothing: no package,
 // no event, no idempotency key.
 import { test, before, after, describe } from "node:test";

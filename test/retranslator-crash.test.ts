@@ -1,5 +1,5 @@
 // Delivery guarantees of the retranslator under concurrency, crashes and
-// shutdown (DESIGN.md §3): two instances side by side, kill -9 mid-batch,
+// shutdown (docs/design.md §3): two instances side by side, kill -9 mid-batch,
 // lease takeover by a running instance, SIGTERM with sends in flight (slow
 // and hung broker, second signal), a crash-looping event's parked package,
 // and a start-up failure after claiming began.

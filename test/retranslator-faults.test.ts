@@ -1,4 +1,4 @@
-// Fault injection against the real retranslator wiring (DESIGN.md §3): a broker
+// Fault injection against the real retranslator wiring (docs/design.md §3): a broker
 // outage, a Postgres connection loss, non-retriable produce errors (dead
 // letters, requeue, discard) and retriable produce errors. Every test has its
 // own database, Kafka mock cluster, topic and retranslator; the delivery

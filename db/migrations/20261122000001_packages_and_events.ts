@@ -1,6 +1,6 @@
 import type { Knex } from "knex";
 
-// The storage of DESIGN.md §4: packages, their outbox of events, and the keys
+// The storage of docs/design.md §4: packages, their outbox of events, and the keys
 // of idempotent creates. Names of `package` and `package_event` come from the
 // original service.
 export async function up(knex: Knex): Promise<void> {
@@ -44,7 +44,7 @@ export async function up(knex: Knex): Promise<void> {
     -- The expiry sweep deletes the oldest keys first.
     CREATE INDEX idempotency_key_created_idx ON idempotency_key (created);
 
-    -- One payload shape for all three event types (DESIGN.md §2), built from the
+    -- One payload shape for all three event types (docs/design.md §2.2), built from the
     -- row the change just wrote so the event can never disagree with the table.
     CREATE FUNCTION package_event_payload(p package) RETURNS jsonb
     LANGUAGE sql STABLE AS $$

@@ -1,6 +1,6 @@
 import type { Knex } from "knex";
 
-// What the retranslator needs (DESIGN.md §3): leases instead of held locks,
+// What the retranslator needs (docs/design.md §3, docs/relay.md): leases instead of held locks,
 // attempts counted at claim time, backoff, a dead-letter table that parks a
 // package's later events, and a wake-up for idle relays.
 export async function up(knex: Knex): Promise<void> {

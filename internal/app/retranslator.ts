@@ -120,7 +120,7 @@ export async function startRetranslatorApp(config: Readonly<Config>, logger: Log
     },
     version: versionInfo(),
   });
-  // /metrics, /live, /ready and /version on one port (DESIGN.md §5: 9101).
+  // /metrics, /live, /ready and /version on one port (docs/design.md §5: 9101).
   const server = createMetricsServer(registry, (req, res) => status.emit("request", req, res));
   let metricsPort: number;
   try {

@@ -180,7 +180,7 @@ const schema = z
       .prefault({}),
     idempotency: z
       .object({
-        // How long an x-request-id is remembered (DESIGN.md §1: 24 h by default).
+        // How long an x-request-id is remembered (docs/design.md §1.3: 24 h by default).
         retentionSeconds: int(1, 365 * 24 * 3600).default(24 * 3600),
         // Expired keys are deleted in batches of this size at this interval.
         cleanupIntervalSeconds: int(1, 86_400).default(60),
@@ -533,7 +533,7 @@ const schema = z
 
 export type Config = z.infer<typeof schema>;
 
-/** Environment variables that override a config key (DESIGN.md §5). */
+/** Environment variables that override a config key (docs/design.md §6). */
 export const envOverrides: Readonly<Record<string, string>> = {
   DATABASE_URL: "database.url",
   DATABASE_MIGRATION_URL: "database.migrationUrl",

@@ -3,7 +3,7 @@ import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 import type { NewPackage, PackageChanges, PackageRecord, TraceContext } from "../domain/package.js";
 import type { CreateOnceResult, IdempotencyKey, PackageRepository } from "../repo/package-repo.js";
 
-/** The grpc-server's metrics (DESIGN.md §5); the first two names are the original service's. */
+/** The grpc-server's metrics (docs/design.md §5, docs/operations.md); the first two names are the original service's. */
 export class ApiMetrics {
   readonly notFound: Counter<"method">;
   readonly cudEvents: Counter<"type">;

@@ -8,7 +8,7 @@ import type { NewPackage, PackageChanges, PackageRecord, TraceContext } from "..
  * together: a data-modifying CTE changes the row (taking its row lock), and the
  * event insert reads from that CTE, so the event id is drawn only after the
  * lock is held. Per package, event id order therefore equals commit order
- * (DESIGN.md §3.2), and one statement is one round trip and one transaction.
+ * (docs/design.md §3.2), and one statement is one round trip and one transaction.
  */
 export interface PackageRepository {
   create(input: NewPackage, trace: TraceContext | undefined): Promise<bigint>;

@@ -2,7 +2,7 @@ import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 import type { OutboxEvent } from "../repo/outbox/types.js";
 import type { SendOutcome, Sender } from "./sender/sender.js";
 
-/** The retranslator's metrics (DESIGN.md §5); the first name is the original service's. */
+/** The retranslator's metrics (docs/design.md §5, docs/operations.md); the first name is the original service's. */
 export class RetranslatorMetrics {
   readonly processing: Gauge;
   readonly published: Counter;

@@ -12,7 +12,7 @@ export interface EventMessage {
 const eventTypes = { Created: EventType.Created, Updated: EventType.Updated, Removed: EventType.Removed } as const;
 
 /**
- * The Kafka message of an outbox event (DESIGN.md §2): key = package id, so a
+ * The Kafka message of an outbox event (docs/design.md §2): key = package id, so a
  * package's events share a partition; value = hablof.proto.v1.PackageEvent;
  * headers let consumers route and deduplicate without decoding the value, and
  * carry the trace of the request that caused the change.

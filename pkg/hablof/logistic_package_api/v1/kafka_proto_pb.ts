@@ -2,7 +2,7 @@
 // @generated from file hablof/logistic_package_api/v1/kafka_proto.proto (package hablof.proto.v1, syntax proto3)
 /* eslint-disable */
 
-// The value of every message on the package events topic (DESIGN.md §2).
+// The value of every message on the package events topic (docs/design.md §2).
 // The package name differs from the directory on purpose: consumers of the
 // original service decode `hablof.proto.v1.PackageEvent`.
 

@@ -4,7 +4,7 @@
 
 // The v1 wire contract of the original Go service: package, service, rpc, message
 // and field names and numbers are frozen so that existing clients keep working
-// (see shared DESIGN.md §1). Field names are PascalCase on purpose.
+// (see docs/design.md §1). Field names are PascalCase on purpose.
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
