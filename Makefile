@@ -42,7 +42,7 @@ docker-build:
 compose-up:
 	docker compose -f deploy/docker-compose.yml up --build
 
-# Benchmarks (README.md "Performance"): relay drain, create RPC, end-to-end latency, memory,
+# Benchmarks (docs/performance.md): relay drain, create RPC, end-to-end latency, memory,
 # scaling, each beside its raw bound; writes bench/results/latest.json. ARGS=--quick for ~2 min.
 bench:
 	bash scripts/ensure-deps.sh

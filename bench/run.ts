@@ -5,7 +5,7 @@
 // Measures the relay, the create RPC, end-to-end latency, memory and scaling,
 // each beside a raw bound measured in the same run, on this machine, against
 // the local PostgreSQL and the librdkafka mock broker; prints progress and a
-// table, and writes bench/results/latest.json. See README.md "Performance".
+// table, and writes bench/results/latest.json. See docs/performance.md.
 //
 // This file only sets the environment and then loads the suite: the test
 // helpers it reuses read TEST_DATABASE_TEMPLATE when they are imported.
