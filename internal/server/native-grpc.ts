@@ -99,7 +99,7 @@ export class NativeGrpcServer {
               },
               (err: unknown) => callback(toServiceError(err)),
             )
-            .finally(() => context.abort());
+            .finally(() => context.abort(callEnded));
         };
       case "server_streaming":
       case "bidi_streaming":
@@ -127,7 +127,7 @@ export class NativeGrpcServer {
               () => call.end(toMetadata(context.responseTrailer)),
               (err: unknown) => call.emit("error", toServiceError(err)),
             )
-            .finally(() => context.abort());
+            .finally(() => context.abort(callEnded));
         };
       default:
         // Client streaming: no such method in these services; grpc-js answers UNIMPLEMENTED.
@@ -142,17 +142,13 @@ export class NativeGrpcServer {
     method: DescMethod,
     call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>,
   ) {
-    const cancelled = new AbortController();
-    (call as NodeJS.EventEmitter).once("cancelled", () =>
-      cancelled.abort(new ConnectError("the client cancelled the call", Code.Canceled)),
-    );
     const deadline = call.getDeadline();
     const deadlineMs = deadline instanceof Date ? deadline.getTime() : deadline;
     const header = new Headers();
     for (const [name, value] of Object.entries(call.metadata.toHttp2Headers())) {
       for (const v of Array.isArray(value) ? value : [value]) if (v !== undefined) header.append(name, String(v));
     }
-    return createHandlerContext({
+    const context = createHandlerContext({
       service,
       method,
       protocolName: "grpc",
@@ -160,12 +156,19 @@ export class NativeGrpcServer {
       url: `/${service.typeName}/${method.name}`,
       ...(Number.isFinite(deadlineMs) ? { timeoutMs: Math.max(0, deadlineMs - Date.now()) } : {}),
       shutdownSignal: this.options.shutdownSignal,
-      requestSignal: cancelled.signal,
       requestHeader: header,
       contextValues: createContextValues(),
     });
+    (call as NodeJS.EventEmitter).once("cancelled", () => context.abort(clientCancelled));
+    return context;
   }
 }
+
+// Abort reasons made once: aborting without a reason builds a DOMException
+// (a stack trace) per call, measured at ~2% of the server's CPU per create.
+// The context is aborted when a call ends, to unhook it from the shutdown signal.
+const clientCancelled = new ConnectError("the client cancelled the call", Code.Canceled);
+const callEnded = new ConnectError("the call has ended", Code.Canceled);
 
 function methodDefinition(service: DescService, method: DescMethod): grpc.MethodDefinition<unknown, unknown> {
   return {
