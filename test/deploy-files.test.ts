@@ -19,7 +19,8 @@ const read = (path: string) => readFileSync(join(root, path), "utf8");
 const yamlFile = (path: string) => parseYaml(read(path)) as any;
 
 const config = loadConfig({ path: join(root, "config.yml"), env: {} });
-const compose = yamlFile("deploy/docker-compose.yml");
+// Compose resolves YAML merge keys (`<<: *app`): so must the test.
+const compose = parseYaml(read("deploy/docker-compose.yml"), { merge: true }) as any;
 const services = compose.services as Record<string, any>;
 const pkg = JSON.parse(read("package.json")) as {
   scripts: Record<string, string>;
@@ -152,7 +153,7 @@ test("docker-compose.yml has every service of the stack, Kafka in KRaft mode and
     assert.doesNotMatch(`${name} ${String(service.image ?? "")}`, /zookeeper/i, "no ZooKeeper: Kafka runs in KRaft mode");
   }
   const kafka = envOf(services["kafka"]);
-  assert.match(String(services["kafka"].image), /^apache\/kafka:3\.\d+\.\d+$/);
+  assert.match(String(services["kafka"].image), /^apache\/kafka:4\.\d+\.\d+$/, "Kafka 4 (KRaft only)");
   const roles = kafka["KAFKA_PROCESS_ROLES"]!.split(",").map((r) => r.trim());
   assert.deepEqual(roles.sort(), ["broker", "controller"]);
   assert.ok(!Object.keys(kafka).some((k) => /ZOOKEEPER/.test(k)), "no zookeeper.connect");
@@ -232,8 +233,8 @@ test("the binaries' environment uses only names config.ts reads, and points at t
   }
   const relay = loadConfig({ path: join(root, "config.yml"), env: envOf(services["retranslator"]) });
   assert.deepEqual(relay.kafka.brokers, ["kafka:9092"]);
-  const jaeger = envOf(services["jaeger"]);
-  assert.equal(jaeger["COLLECTOR_OTLP_ENABLED"], "true");
+  // Jaeger v2 receives OTLP in its default configuration.
+  assert.match(String(services["jaeger"].image), /^jaegertracing\/jaeger:2\.\d+\.\d+$/);
   // The binaries export over the compose network; only the UI is published.
   assert.ok(!portsOf(services["jaeger"]).some((p) => p.target === 4318), "OTLP/HTTP not published");
   assert.ok(portsOf(services["jaeger"]).some((p) => p.target === 16686), "Jaeger UI published");
@@ -321,8 +322,12 @@ test("the healthcheck commands work: 0 for a 200 /ready, 1 for 503 and for a clo
   assert.equal(await runHealthcheck(image, { STATUS_PORT: port }), 1, "nothing listening");
 });
 
-test("both binaries are built from deploy/Dockerfile and run their package.json scripts' commands", () => {
-  for (const name of ["grpc-server", "retranslator"]) {
+test("the binaries are built from deploy/Dockerfile, once, and run their package.json scripts' commands", () => {
+  assert.match(read("deploy/docker-compose.yml"), /^x-app: &app\n/m, "one build definition");
+  assert.equal((read("deploy/docker-compose.yml").match(/^\s+build:/gm) ?? []).length, 1, "written once");
+  assert.match(String(services["prometheus"].image), /^prom\/prometheus:v3\.\d+\.\d+$/);
+  for (const name of ["grpc-server", "retranslator", "facade", "bot"]) {
+    assert.equal(services[name].image, "logistic-package-api:latest");
     const build = services[name].build;
     assert.ok(build, `${name} is built`);
     assert.equal(resolve(deploy, build.context), resolve(root), `${name}: the build context is the repository root`);
