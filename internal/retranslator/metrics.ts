@@ -113,8 +113,8 @@ export class RetranslatorMetrics {
   instrument(sender: Sender): Sender {
     return {
       route: (events) => sender.route(events),
-      send: async (events: readonly OutboxEvent[]): Promise<SendOutcome> => {
-        const outcome = await sender.send(events);
+      send: async (events: readonly OutboxEvent[], partition?: number): Promise<SendOutcome> => {
+        const outcome = await sender.send(events, partition);
         const now = Date.now();
         for (const event of outcome.published) this.publishLatency.observe(Math.max(0, now - event.created.getTime()) / 1000);
         this.published.inc(outcome.published.length);

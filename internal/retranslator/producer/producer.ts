@@ -221,7 +221,7 @@ export class InFlightPool {
   private async sendLane(partition: number, lane: Lane, events: OutboxEvent[]): Promise<void> {
     let outcome: SendOutcome;
     try {
-      outcome = await this.sender.send(events);
+      outcome = await this.sender.send(events, partition);
     } catch (err) {
       // A sender must report failures in its outcome; if one throws anyway,
       // nothing is known to be acknowledged: give the events back unchanged.

@@ -88,11 +88,11 @@ export class KafkaSender implements Sender {
     }
   }
 
-  async send(events: readonly OutboxEvent[]): Promise<SendOutcome> {
+  async send(events: readonly OutboxEvent[], partition?: number): Promise<SendOutcome> {
     const outcome: SendOutcome = { published: [], failed: [], unsent: [] };
     let groups: Map<number, OutboxEvent[]>;
     try {
-      groups = await this.route(events);
+      groups = partition === undefined ? await this.route(events) : new Map([[partition, [...events]]]);
     } catch (err) {
       return failAll(events, err);
     }
@@ -146,6 +146,14 @@ export class KafkaSender implements Sender {
     const sendable = request.filter((s) => !run.blocked.has(s.event.packageId));
     for (const s of request) if (run.blocked.has(s.event.packageId)) outcome.unsent.push(s.event);
     if (sendable.length === 0) return true;
+    // Fencing, again before each request of a send that takes several: none
+    // starts once an event in it is past its sendBy (its lease could run out
+    // mid-request). It and the rest of the partition go back unsent.
+    const now = Date.now();
+    if (sendable.some((s) => s.event.sendBy !== undefined && s.event.sendBy < now)) {
+      outcome.unsent.push(...sendable.map((s) => s.event));
+      return false;
+    }
     try {
       await this.produce(run.partition, sendable);
       outcome.published.push(...sendable.map((s) => s.event));
@@ -178,6 +186,10 @@ export class KafkaSender implements Sender {
       // and the packages that shared its request are not dead-lettered with
       // it. (A rejected request appended nothing: no duplicates.)
       for (const alone of packages) {
+        if (alone.some((s) => s.event.sendBy !== undefined && s.event.sendBy < Date.now())) {
+          for (const rest of packages.slice(packages.indexOf(alone))) outcome.unsent.push(...rest.map((s) => s.event));
+          return false;
+        }
         try {
           await this.produce(run.partition, alone);
           outcome.published.push(...alone.map((s) => s.event));

@@ -21,7 +21,13 @@ export interface Sender {
    * claim order. Throws when the partitions cannot be known (no metadata).
    */
   route(events: readonly OutboxEvent[]): Promise<Map<number, OutboxEvent[]>>;
-  send(events: readonly OutboxEvent[]): Promise<SendOutcome>;
+  /**
+   * Sends the events; with `partition`, all of them to that partition as
+   * routed before (no metadata request inside the send, whose time the
+   * lease check before it could not account for). No request starts for an
+   * event past its `sendBy`: such events come back unsent.
+   */
+  send(events: readonly OutboxEvent[], partition?: number): Promise<SendOutcome>;
   close(): Promise<void>;
 }
 

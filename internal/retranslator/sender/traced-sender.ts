@@ -14,7 +14,7 @@ const tracer = trace.getTracer("logistic-package-api");
 export function traceSender(sender: Sender, topic: string): Sender {
   return {
     route: (events) => sender.route(events),
-    async send(events: readonly OutboxEvent[]): Promise<SendOutcome> {
+    async send(events: readonly OutboxEvent[], partition?: number): Promise<SendOutcome> {
       const spans = new Map<bigint, Span>();
       const traced = events.map((event) => {
         const carrierIn: Record<string, string> = {};
@@ -44,7 +44,7 @@ export function traceSender(sender: Sender, topic: string): Sender {
           : { ...event, traceparent: carrierOut["traceparent"], tracestate: carrierOut["tracestate"] ?? event.tracestate };
       });
       try {
-        const outcome = await sender.send(traced);
+        const outcome = await sender.send(traced, partition);
         for (const { event, error } of outcome.failed) {
           spans.get(event.id)?.setStatus({ code: SpanStatusCode.ERROR, message: error });
         }
