@@ -409,7 +409,7 @@ test("a slow broker with two instances: acks slower than the lease's slack, yet 
     );
     // For reading a run: what the relays warned about (fenced claims, slow partitions, freed leases).
     for (const r of [a, b]) {
-      const warnings = r.logs.lines.filter((l) => Number(l["level"]) >= 40).map((l) => String(l["msg"]));
+      const warnings = r.logs.lines.filter((l) => ["warn", "error", "fatal"].includes(String(l["level"]))).map((l) => String(l["msg"]));
       t.diagnostic(`${r.owner}: ${[...new Set(warnings)].join(" | ")}`);
     }
   } finally {
