@@ -261,8 +261,9 @@ const schema = z
       .object({
         // Events per claim; a full batch is followed by the next claim at once.
         batchSize: int(1, 10_000).default(500),
-        // Claimed batches being published at once (the producer pool). Bounded so
-        // that a slow broker cannot make the relay claim without limit.
+        // The in-flight pool holds at most maxInFlightBatches × batchSize claimed events
+        // (one partition at most 2 × batchSize): a slow broker cannot make the relay
+        // claim without limit, nor one slow partition take the whole pool.
         maxInFlightBatches: int(1, 64).default(4),
         // How long a claim is ours; a crashed relay's events are taken over after it. A send
         // starts only while a whole send's time (kafka: (connect + requestTimeoutMs) ×
