@@ -72,6 +72,7 @@ export async function startRetranslatorApp(config: Readonly<Config>, logger: Log
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   const metrics = new RetranslatorMetrics(registry);
+  metrics.setSlo(config.retranslator.sloSeconds);
   const r = config.retranslator;
   const running = startRetranslator(
     db,
@@ -117,6 +118,18 @@ export async function startRetranslatorApp(config: Readonly<Config>, logger: Log
     ready: async () => {
       if (stopping) throw new Error("shutting down");
       await probe.check();
+      // Still ready (more relays would not help a stuck partition), but say so:
+      // the oldest unpublished event is older than the objective.
+      const age = metrics.oldestAgeSeconds;
+      if (age > r.sloSeconds) {
+        return {
+          status: "degraded",
+          reason: `the oldest unpublished event is ${age.toFixed(1)} s old, above retranslator.sloSeconds (${r.sloSeconds} s)`,
+          oldestEventAgeSeconds: Math.round(age * 10) / 10,
+          sloSeconds: r.sloSeconds,
+        } as const;
+      }
+      return undefined;
     },
     version: versionInfo(),
   });

@@ -290,6 +290,10 @@ const schema = z
         shutdownTimeoutMs: int(0, 600_000).default(10_000),
         // How often expired leases of crashed relays are freed, and metrics refreshed.
         maintenanceIntervalMs: int(100, 600_000).default(5000),
+        // Objective for commit → broker ack. Exported as a gauge (alerts and the dashboard
+        // compare against it), events are counted within/over it, and /ready answers
+        // "degraded" (still 200) while the oldest unpublished event is older.
+        sloSeconds: int(1, 3600).default(5),
         // /metrics, /live, /ready of the retranslator. env: RETRANSLATOR_METRICS_PORT
         metricsPort: port.default(9101),
       })

@@ -20,6 +20,11 @@ export class RetranslatorMetrics {
   readonly partitionBackoff: Gauge<"partition">;
   readonly fenced: Counter;
   readonly readinessProbes: Counter;
+  readonly slo: Gauge;
+  readonly publishedAgainstSlo: Counter<"result">;
+  /** The last oldest-event age the maintenance loop read (all instances' outbox). */
+  oldestAgeSeconds = 0;
+  private sloSeconds = Number.POSITIVE_INFINITY;
 
   constructor(registry: Registry) {
     const registers = [registry];
@@ -68,6 +73,18 @@ export class RetranslatorMetrics {
       help: "Events in the dead-letter table, waiting for an operator",
       registers,
     });
+    this.slo = new Gauge({
+      name: "logistic_package_api_retranslator_slo_seconds",
+      help: "retranslator.sloSeconds: the commit → broker ack objective (alerts and the dashboard compare against it)",
+      registers,
+    });
+    this.publishedAgainstSlo = new Counter({
+      name: "logistic_package_api_retranslator_published_slo_total",
+      help: "Events acknowledged by the broker within (result=within) or after (result=over) the SLO since their commit",
+      labelNames: ["result"],
+      registers,
+    });
+    for (const result of ["within", "over"]) this.publishedAgainstSlo.inc({ result }, 0);
     this.publishLatency = new Histogram({
       name: "logistic_package_api_retranslator_publish_latency_seconds",
       help: "From the event's commit to the broker's acknowledgement",
@@ -109,6 +126,16 @@ export class RetranslatorMetrics {
     });
   }
 
+  setSlo(seconds: number): void {
+    this.sloSeconds = seconds;
+    this.slo.set(seconds);
+  }
+
+  recordOldestAge(seconds: number): void {
+    this.oldestAgeSeconds = seconds;
+    this.oldestAge.set(seconds);
+  }
+
   /** Wraps a sender so that publishing is measured without touching its code. */
   instrument(sender: Sender): Sender {
     return {
@@ -116,7 +143,14 @@ export class RetranslatorMetrics {
       send: async (events: readonly OutboxEvent[], partition?: number): Promise<SendOutcome> => {
         const outcome = await sender.send(events, partition);
         const now = Date.now();
-        for (const event of outcome.published) this.publishLatency.observe(Math.max(0, now - event.created.getTime()) / 1000);
+        let over = 0;
+        for (const event of outcome.published) {
+          const seconds = Math.max(0, now - event.created.getTime()) / 1000;
+          this.publishLatency.observe(seconds);
+          if (seconds > this.sloSeconds) over += 1;
+        }
+        this.publishedAgainstSlo.inc({ result: "within" }, outcome.published.length - over);
+        if (over > 0) this.publishedAgainstSlo.inc({ result: "over" }, over);
         this.published.inc(outcome.published.length);
         this.failed.inc(outcome.failed.length);
         return outcome;

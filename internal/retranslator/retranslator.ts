@@ -193,7 +193,7 @@ async function runMaintenance(
       if (reaped > 0) logger.warn({ events: reaped }, "expired leases freed (a retranslator died or stalled)");
       const backlog = await readBacklog(db);
       metrics.backlog.set(backlog.events);
-      metrics.oldestAge.set(backlog.oldestAgeSeconds);
+      metrics.recordOldestAge(backlog.oldestAgeSeconds);
       metrics.deadLetters.set(backlog.deadLetters);
     } catch (err) {
       logger.warn({ err }, "outbox maintenance failed; retrying next interval");

@@ -1,8 +1,18 @@
 import http from "node:http";
 
+/** Serving, but a service objective is missed: /ready stays 200 and says why. */
+export interface Degraded {
+  status: "degraded";
+  reason: string;
+  [detail: string]: unknown;
+}
+
 export interface StatusOptions {
-  /** Resolves while the process can serve (the database answers). */
-  ready: () => Promise<void>;
+  /**
+   * Resolves while the process can serve (the database answers), with a
+   * Degraded when it serves but misses an objective; rejects when it cannot.
+   */
+  ready: () => Promise<void | Degraded>;
   version: { name: string; version: string; commitHash: string };
 }
 
@@ -19,7 +29,7 @@ export function createStatusServer(options: StatusOptions): http.Server {
         return send(res, 200, { status: "ok" });
       case "/ready":
         options.ready().then(
-          () => send(res, 200, { status: "ready" }),
+          (degraded) => send(res, 200, degraded ?? { status: "ready" }),
           (err: unknown) => send(res, 503, { status: "not ready", reason: (err as Error).message }),
         );
         return;
