@@ -258,7 +258,7 @@ export async function runSuite(options: SuiteOptions): Promise<number> {
       config: {
         bench: config,
         processes:
-          `grpc-server and retranslator run as child processes (${binaryForm === "compiled" ? "node dist/cmd/<binary>/main.js, the build of npm run build" : "node --import tsx cmd/<binary>/main.ts"}, NODE_OPTIONS="${childNodeOptions()}", config.yml defaults, ` +
+          `grpc-server and retranslator run as child processes (${binaryForm === "compiled" ? "node dist/cmd/<binary>/main.js, the build of npm run build" : "node --import tsx cmd/<binary>/main.ts"}, NODE_OPTIONS grpc-server "${childNodeOptions("grpc-server")}", retranslator "${childNodeOptions("retranslator")}", config.yml defaults, ` +
           "LOG_LEVEL=info to a file, tracing off); load generators and bounds run in the bench process; all on this machine",
         broker: "librdkafka mock cluster 2.0.2 (in memory: no disk, no replication; each partition keeps ~5 MiB)",
         retranslator: appConfig.retranslator,

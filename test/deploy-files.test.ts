@@ -214,7 +214,8 @@ test("Grafana: anonymous visitors are Viewers at most, the admin password comes 
 });
 
 test("the binaries' environment uses only names config.ts reads, and points at the compose services", () => {
-  const accepted = new Set([...Object.keys(envOverrides), "OTEL_EXPORTER_OTLP_ENDPOINT", "CONFIG_PATH", "COMMIT_HASH"]);
+  // NODE_OPTIONS is read by node itself (the retranslator's heap settings).
+  const accepted = new Set([...Object.keys(envOverrides), "OTEL_EXPORTER_OTLP_ENDPOINT", "CONFIG_PATH", "COMMIT_HASH", "NODE_OPTIONS"]);
   const postgres = envOf(services["postgres"]);
   for (const name of ["grpc-server", "retranslator"]) {
     const env = envOf(services[name]);

@@ -3,6 +3,7 @@ import { closeSync, existsSync, openSync, readdirSync, readFileSync } from "node
 import { createServer, type Server } from "node:net";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { parse as parseYaml } from "yaml";
 
 export const root = fileURLToPath(new URL("../..", import.meta.url));
 
@@ -40,14 +41,20 @@ function hasSetpriv(): boolean {
 export const binaryForm: "compiled" | "tsx" = process.env["BENCH_BINARIES"] === "tsx" ? "tsx" : "compiled";
 
 /**
- * The NODE_OPTIONS the image gives the binaries (deploy/Dockerfile: heap limits), so that
- * the compiled children are measured as deployed; BENCH_NODE_OPTIONS replaces them
- * (e.g. "" for V8's defaults).
+ * The NODE_OPTIONS a binary runs with when deployed (the image's default from
+ * deploy/Dockerfile, or what docker-compose.yml gives that binary's service, e.g. the
+ * retranslator's small young generation), so that the compiled children are measured
+ * as deployed; BENCH_NODE_OPTIONS replaces them (e.g. "" for V8's defaults).
  */
-export function childNodeOptions(): string {
+export function childNodeOptions(binary: string): string {
   const override = process.env["BENCH_NODE_OPTIONS"];
   if (override !== undefined) return override;
   if (binaryForm !== "compiled") return process.env["NODE_OPTIONS"] ?? "";
+  const compose = parseYaml(readFileSync(join(root, "deploy/docker-compose.yml"), "utf8"), { merge: true }) as {
+    services: Record<string, { environment?: Record<string, string> }>;
+  };
+  const ofService = compose.services[binary]?.environment?.["NODE_OPTIONS"];
+  if (ofService !== undefined) return ofService;
   const dockerfile = readFileSync(join(root, "deploy/Dockerfile"), "utf8");
   return /\bNODE_OPTIONS="([^"]*)"/.exec(dockerfile)?.[1] ?? "";
 }
@@ -79,7 +86,7 @@ export function spawnBinary(
   const logPath = join(logDir, `${label}.log`);
   const args = [...nodeArgs, ...entryArgs(binary)];
   // Bench scripts (bench/lib/…) run with the bench's own options, binaries as deployed.
-  if (!binary.endsWith(".ts")) env = { ...env, NODE_OPTIONS: childNodeOptions() };
+  if (!binary.endsWith(".ts")) env = { ...env, NODE_OPTIONS: childNodeOptions(binary) };
   const fd = openSync(logPath, "a");
   let child: ChildProcess;
   try {
