@@ -157,14 +157,16 @@ test("the compiled grpc-server starts with plain node, without a writable TMPDIR
     STATUS_PORT: String(status),
     METRICS_PORT: String(metrics),
   });
+  let exitCode: number | null;
   try {
     await waitReady(`http://127.0.0.1:${status}/ready`, server);
     const version = (await (await fetch(`http://127.0.0.1:${status}/version`)).json()) as { name?: string };
     assert.equal(version.name, "logistic-package-api", "/version reads package.json from the compiled layout");
   } finally {
-    assert.equal(await server.stop(), 0, `graceful exit:\n${server.output()}`);
+    exitCode = await server.stop();
     await database.drop();
   }
+  assert.equal(exitCode, 0, `graceful exit:\n${server.output()}`);
 });
 
 test("the compiled retranslator starts with plain node, without a writable TMPDIR, and reports ready against the broker", async () => {
@@ -177,13 +179,15 @@ test("the compiled retranslator starts with plain node, without a writable TMPDI
     KAFKA_TOPIC: "build-test-events",
     RETRANSLATOR_METRICS_PORT: String(port),
   });
+  let exitCode: number | null;
   try {
     await waitReady(`http://127.0.0.1:${port}/ready`, relay);
   } finally {
-    assert.equal(await relay.stop(), 0, `graceful exit:\n${relay.output()}`);
+    exitCode = await relay.stop();
     await kafka.stop();
     await database.drop();
   }
+  assert.equal(exitCode, 0, `graceful exit:\n${relay.output()}`);
 });
 
 test("upgrade: a database migrated from the .ts sources is continued by the compiled migrate, names unchanged", async () => {
@@ -230,4 +234,45 @@ test("the compiled admin CLI runs with plain node: --help, and exit 2 on bad arg
   const bad = await run(process.execPath, [join(out, "cmd", "admin", "main.js"), "dead-letters", "many"]);
   assert.equal(bad.code, 2);
   assert.match(bad.stderr, /LIMIT must be an integer/);
+});
+
+test("the compiled facade creates and migrates its database, keeps recorded names, and reports ready", async () => {
+  const database = await emptyDatabase("build_facade");
+  const facadeDir = fileURLToPath(new URL("../db/facade-migrations", import.meta.url));
+  const all = readdirSync(facadeDir).filter((f) => f.endsWith(".ts")).sort();
+  // The previous release's facade migrations (all but the newest), applied from the .ts sources.
+  const previous = mkdtempSync(join(tmpdir(), "lpa-previous-facade-migrations-"));
+  for (const f of all.slice(0, -1)) cpSync(join(facadeDir, f), join(previous, f));
+  const db = createDatabase({ url: database.url, maxConnections: 1, statementTimeoutMs: 0, acquireTimeoutMs: 10_000, applicationName: "lpa-test" });
+  const recorded = async () =>
+    ((await db.raw(`SELECT id, name, migration_time FROM facade_knex_migrations ORDER BY id`)) as {
+      rows: { id: number; name: string; migration_time: Date }[];
+    }).rows;
+  const kafka: KafkaMock = await startKafkaMock();
+  await kafka.createTopic("build-test-facade", 1);
+  const port = await freePort();
+  let facade: ReturnType<typeof startCompiled> | undefined;
+  let exitCode: number | null | undefined;
+  try {
+    await db.migrate.latest({ directory: previous, loadExtensions: [".ts"], tableName: "facade_knex_migrations" });
+    const before = await recorded();
+    facade = startCompiled("facade", {
+      FACADE_DATABASE_URL: database.url,
+      KAFKA_BROKERS: kafka.brokers.join(","),
+      KAFKA_TOPIC: "build-test-facade",
+      FACADE_METRICS_PORT: String(port),
+    });
+    await waitReady(`http://127.0.0.1:${port}/ready`, facade);
+    const afterStart = await recorded();
+    assert.deepEqual(afterStart.slice(0, before.length), before, "applied facade migrations are neither re-run nor renamed");
+    assert.deepEqual(afterStart.map((r) => r.name), all, "the new one is applied under its .ts name");
+  } finally {
+    // Cleanup first (a failed assertion here would leave the broker running and hang the file).
+    exitCode = await facade?.stop();
+    await db.destroy();
+    rmSync(previous, { recursive: true, force: true });
+    await kafka.stop();
+    await database.drop();
+  }
+  assert.equal(exitCode, 0, `graceful exit:\n${facade?.output()}`);
 });

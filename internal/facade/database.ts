@@ -1,6 +1,7 @@
 import { fileURLToPath } from "node:url";
 import pg from "pg";
 import type { Database } from "../database/database.js";
+import { RecordedNameMigrationSource } from "../database/migration-source.js";
 
 export const facadeMigrationsDirectory = fileURLToPath(new URL("../../db/facade-migrations", import.meta.url));
 
@@ -9,9 +10,9 @@ export const facadeMigrationsDirectory = fileURLToPath(new URL("../../db/facade-
  * from the API's migrations, so the facade may also share the API's database.
  */
 export async function migrateFacade(db: Database): Promise<string[]> {
+  // Recorded as `<base>.ts` whether the sources or the compiled dist/ run (migration-source.ts).
   const [, applied] = (await db.migrate.latest({
-    directory: facadeMigrationsDirectory,
-    loadExtensions: [".ts"],
+    migrationSource: new RecordedNameMigrationSource(facadeMigrationsDirectory),
     tableName: "facade_knex_migrations",
   })) as [number, string[]];
   return applied;
