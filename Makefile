@@ -1,4 +1,4 @@
-# Routine commands; README.md explains each. Every target installs what it needs.
+# Routine commands; README.md (and docs/operations.md, docs/performance.md) explain each. Every target installs what it needs.
 .PHONY: run test generate lint build migrate check-generated docker-build compose-up bench
 
 # Run the system locally: dependencies, PostgreSQL, migrations, binaries.
