@@ -74,6 +74,12 @@ test("a bad value stops start-up with a message naming the key and its source", 
     () => loadConfig({ path: tempConfig("project:\n  allowRiseToDebug: maybe\n"), env: {} }),
     (err: unknown) => err instanceof ConfigError && /project\.allowRiseToDebug/.test(err.message),
   );
+  // Caught here rather than as Node's RangeError when the HTTP/1.1 listener is built.
+  assert.throws(
+    () => loadConfig({ path: tempConfig("grpc:\n  headersTimeoutMs: 60000\n  requestTimeoutMs: 30000\n"), env: {} }),
+    (err: unknown) =>
+      err instanceof ConfigError && /grpc\.headersTimeoutMs/.test(err.message) && /must not exceed grpc\.requestTimeoutMs/.test(err.message),
+  );
 });
 
 test("an unknown key is rejected rather than silently ignored (typos)", () => {

@@ -8,6 +8,7 @@ import type { Logger } from "../logger/logger.js";
 import type { CacheEventSink, RedisHealth } from "./cached-package-api.js";
 import type { BotMetrics } from "./metrics.js";
 import type { PackageCache } from "./package-cache.js";
+import { kafkaLogCreator } from "../kafka/log.js";
 
 export interface PackageEventCacheOptions {
   brokers: readonly string[];
@@ -65,10 +66,7 @@ export class PackageEventCache {
       brokers: [...options.brokers],
       requestTimeout: requestTimeoutMs,
       logLevel: logLevel.WARN,
-      logCreator: () => (entry) => {
-        const { message, ...extra } = entry.log;
-        this.logger.warn({ kafka: extra, namespace: entry.namespace }, `kafkajs: ${message}`);
-      },
+      logCreator: kafkaLogCreator(this.logger),
     });
   }
 

@@ -97,6 +97,11 @@ const schema = z
         maxResetStreamsPer10s: int(10, 1_000_000).default(500),
       })
       .strict()
+      // Node refuses an HTTP/1.1 server whose headers may take longer than the whole request.
+      .refine((g) => g.headersTimeoutMs <= g.requestTimeoutMs, {
+        message: "must not exceed grpc.requestTimeoutMs",
+        path: ["headersTimeoutMs"],
+      })
       .prefault({}),
     tls: z
       .object({

@@ -4,6 +4,7 @@ import type { KafkaClientSecurity } from "../kafka/security.js";
 import { failureBackoffMs, sleep } from "../lifecycle/abortable.js";
 import type { Logger } from "../logger/logger.js";
 import { decodePackageEvent, DecodeError } from "./decode.js";
+import { kafkaLogCreator } from "../kafka/log.js";
 
 export interface TopicsLoggerOptions {
   brokers: readonly string[];
@@ -125,10 +126,7 @@ export class TopicsLogger {
       brokers: [...options.brokers],
       requestTimeout: requestTimeoutMs,
       logLevel: logLevel.WARN,
-      logCreator: () => (entry) => {
-        const { message, ...extra } = entry.log;
-        this.logger.warn({ kafka: extra, namespace: entry.namespace }, `kafkajs: ${message}`);
-      },
+      logCreator: kafkaLogCreator(this.logger),
     });
   }
 

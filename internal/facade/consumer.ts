@@ -5,13 +5,13 @@ import {
   PartitionAssigners,
   type Consumer,
   type EachBatchPayload,
-  type LogEntry,
   type PartitionAssigner,
 } from "kafkajs";
 import type { KafkaClientSecurity } from "../kafka/security.js";
 import { sleep } from "../lifecycle/abortable.js";
 import type { Logger } from "../logger/logger.js";
 import { describeDatabaseError, type BatchApplier, type BatchOutcome } from "./applier.js";
+import { kafkaLogCreator } from "../kafka/log.js";
 
 export interface FacadeConsumerOptions {
   brokers: readonly string[];
@@ -121,11 +121,7 @@ export class FacadeConsumer {
       requestTimeout: options.requestTimeoutMs,
       connectionTimeout: Math.min(options.requestTimeoutMs, 3000),
       logLevel: logLevel.WARN,
-      logCreator: () => (entry: LogEntry) => {
-        const { message, ...extra } = entry.log;
-        const level = entry.level === logLevel.ERROR ? "error" : entry.level === logLevel.WARN ? "warn" : "info";
-        this.logger[level]({ kafka: extra, namespace: entry.namespace }, `kafkajs: ${message}`);
-      },
+      logCreator: kafkaLogCreator(this.logger),
     });
   }
 

@@ -5,6 +5,7 @@ import type { OutboxEvent } from "../../repo/outbox/types.js";
 import { toEventMessage, type EventMessage } from "./event-message.js";
 import { connectionTimeoutMs, MAX_RETRY_TIME_MS } from "./send-budget.js";
 import { failAll as failAllWith, type SendOutcome, type Sender } from "./sender.js";
+import { kafkaLogCreator } from "../../kafka/log.js";
 
 export interface KafkaSenderOptions {
   brokers: readonly string[];
@@ -46,10 +47,7 @@ export class KafkaSender implements Sender {
       connectionTimeout: connectionTimeoutMs(options.requestTimeoutMs),
       retry: { retries: options.sendRetries, initialRetryTime: 100, maxRetryTime: MAX_RETRY_TIME_MS },
       logLevel: logLevel.WARN,
-      logCreator: () => (entry) => {
-        const { message, ...extra } = entry.log;
-        this.logger.warn({ kafka: extra, namespace: entry.namespace }, `kafkajs: ${message}`);
-      },
+      logCreator: kafkaLogCreator(this.logger),
     });
     this.partitioner = Partitioners.DefaultPartitioner();
     this.producer = this.kafka.producer({
