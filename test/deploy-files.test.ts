@@ -606,7 +606,7 @@ test("Grafana provisioning: the Prometheus datasource and the dashboard director
     for (const k of ["x", "y", "w", "h"]) assert.equal(typeof panel.gridPos[k], "number", `${panel.title} gridPos.${k}`);
   }
   const home = envOf(grafana)["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"];
-  if (home !== undefined) assert.equal(home, `${dashboardsDir}/logistic-package-api.json`);
+  assert.equal(home, `${dashboardsDir}/logistic-package-api.json`, "Grafana opens on the service's dashboard");
 });
 
 test("Makefile targets build the image and start the compose stack from these files", () => {
