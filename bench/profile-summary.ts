@@ -26,7 +26,8 @@ if (file === undefined) {
   process.stderr.write("usage: node --import tsx bench/profile-summary.ts FILE.cpuprofile [--skip-ms=N] [--top=N]\n");
   process.exit(2);
 }
-const option = (name: string, fallback: number) => Number(args.find((a) => a.startsWith(`--${name}=`))?.split("=")[1] ?? fallback);
+const option = (name: string, fallback: number) =>
+  Number(args.find((a) => a.startsWith(`--${name}=`))?.split("=")[1] ?? fallback);
 const skipMs = option("skip-ms", 0);
 const top = option("top", 25);
 
@@ -50,7 +51,8 @@ function fileOf(url: string): string {
   const own = /\/(internal|pkg|cmd|db|bench|test)\/(.*)$/.exec(url);
   return own ? `${own[1]}/${own[2]}` : url || "(native/V8)";
 }
-const fnKey = (n: ProfileNode) => `${n.callFrame.functionName || "(anonymous)"}  ${fileOf(n.callFrame.url)}:${n.callFrame.lineNumber + 1}`;
+const fnKey = (n: ProfileNode) =>
+  `${n.callFrame.functionName || "(anonymous)"}  ${fileOf(n.callFrame.url)}:${n.callFrame.lineNumber + 1}`;
 
 const self = new Map<string, number>();
 const inclusive = new Map<string, number>();
@@ -88,7 +90,9 @@ for (let i = 0; i < profile.samples.length; i++) {
 const print = (title: string, m: Map<string, number>) => {
   process.stdout.write(`\n${title}\n`);
   for (const [k, v] of [...m].sort((a, b) => b[1] - a[1]).slice(0, top)) {
-    process.stdout.write(`${((v / total) * 100).toFixed(1).padStart(6)}%  ${(v / 1000).toFixed(0).padStart(7)} ms  ${k}\n`);
+    process.stdout.write(
+      `${((v / total) * 100).toFixed(1).padStart(6)}%  ${(v / 1000).toFixed(0).padStart(7)} ms  ${k}\n`,
+    );
   }
 };
 process.stdout.write(`${file}: ${(total / 1000).toFixed(0)} ms on CPU (idle excluded) after the first ${skipMs} ms\n`);

@@ -20,7 +20,14 @@ import { staleDrain, staleRow, type StaleDrain, type StaleRow } from "./scenario
 // (see docs/relay.md), each with its raw bounds measured in the same run.
 // Results: bench/results/relay-v2-<mode>.json.
 
-const targets = { stale1000: 0.8, stale10: 0.6, stale100k: 0.6, twoVsOne: 0.95, emptyClaimShare: 0.01, cpuRatio: 1.25 } as const;
+const targets = {
+  stale1000: 0.8,
+  stale10: 0.6,
+  stale100k: 0.6,
+  twoVsOne: 0.95,
+  emptyClaimShare: 0.01,
+  cpuRatio: 1.25,
+} as const;
 
 async function dropDatabase(name: string): Promise<void> {
   const client = new pg.Client({ connectionString: adminUrl });
@@ -34,7 +41,8 @@ async function dropDatabase(name: string): Promise<void> {
 
 export async function runRelayV2(options: { quick: boolean }): Promise<number> {
   const started = performance.now();
-  const log = (line: string) => process.stdout.write(`[${((performance.now() - started) / 1000).toFixed(1).padStart(6)}s] ${line}\n`);
+  const log = (line: string) =>
+    process.stdout.write(`[${((performance.now() - started) / 1000).toFixed(1).padStart(6)}s] ${line}\n`);
   const quick = options.quick;
   const config: BenchConfig = {
     mode: quick ? "quick" : "full",
@@ -64,7 +72,10 @@ export async function runRelayV2(options: { quick: boolean }): Promise<number> {
   try {
     const machine = await machineInfo();
     resources.add(`template ${templateName}`, () => dropDatabase(templateName));
-    await promisify(execFile)(process.execPath, ["--import", "tsx", "test/setup/prepare-template.ts"], { cwd: root, env: process.env });
+    await promisify(execFile)(process.execPath, ["--import", "tsx", "test/setup/prepare-template.ts"], {
+      cwd: root,
+      env: process.env,
+    });
     const kafka = await startKafkaMock();
     resources.add("kafka-mock", () => kafka.stop());
     const ctx: BenchContext = { config, resources, kafka, logDir, profileDir: logDir, log };
@@ -83,7 +94,9 @@ export async function runRelayV2(options: { quick: boolean }): Promise<number> {
     const two = await staleDrain(ctx, "two-instances", 20_000, 1000, 2);
     const one = rows["stale-1000"].relay;
     const twoVsOne = round(two.eventsPerSecond / one.eventsPerSecond, 2);
-    log(`two instances ${fmtInt(two.eventsPerSecond)} ev/s = ${twoVsOne}x one; ${two.emptyClaims} of ${two.claims} claims empty`);
+    log(
+      `two instances ${fmtInt(two.eventsPerSecond)} ev/s = ${twoVsOne}x one; ${two.emptyClaims} of ${two.claims} claims empty`,
+    );
 
     const rtt = 20;
     const scaling: StaleDrain[] = [];
@@ -105,11 +118,32 @@ export async function runRelayV2(options: { quick: boolean }): Promise<number> {
       rows: Object.fromEntries(
         Object.entries(rows).map(([k, r]) => [
           k,
-          { ...r, target: k === "stale-1000" ? targets.stale1000 : targets.stale10, met: r.ratio >= (k === "stale-1000" ? targets.stale1000 : targets.stale10), emptyClaimShare: emptyShare(r.relay) },
+          {
+            ...r,
+            target: k === "stale-1000" ? targets.stale1000 : targets.stale10,
+            met: r.ratio >= (k === "stale-1000" ? targets.stale1000 : targets.stale10),
+            emptyClaimShare: emptyShare(r.relay),
+          },
         ]),
       ),
-      twoInstances: { one: one.eventsPerSecond, two, factor: twoVsOne, target: targets.twoVsOne, met: twoVsOne >= targets.twoVsOne, emptyClaimShare: emptyShare(two) },
-      scaling: { rttMs: rtt, events: scaleEvents, runs: scaling.map((s) => ({ instances: s.instances, eventsPerSecond: s.eventsPerSecond, claims: s.claims, emptyClaims: s.emptyClaims })) },
+      twoInstances: {
+        one: one.eventsPerSecond,
+        two,
+        factor: twoVsOne,
+        target: targets.twoVsOne,
+        met: twoVsOne >= targets.twoVsOne,
+        emptyClaimShare: emptyShare(two),
+      },
+      scaling: {
+        rttMs: rtt,
+        events: scaleEvents,
+        runs: scaling.map((s) => ({
+          instances: s.instances,
+          eventsPerSecond: s.eventsPerSecond,
+          claims: s.claims,
+          emptyClaims: s.emptyClaims,
+        })),
+      },
     };
     const out = join(root, `bench/results/relay-v2-${config.mode}.json`);
     await writeFile(out, `${JSON.stringify(results, (_, v) => (typeof v === "bigint" ? v.toString() : v), 2)}\n`);
@@ -122,7 +156,10 @@ export async function runRelayV2(options: { quick: boolean }): Promise<number> {
           `| ${k} (${fmtInt(r.relay.events)} ev / ${fmtInt(r.relay.packages)} pkgs) | ${fmtInt(r.relay.eventsPerSecond)} | ${fmtInt(r.sqlBound.eventsPerSecond)} | ${fmtInt(r.kafkaBound.eventsPerSecond)} | ${r.ratio} | ≥ ${r.target} ${r.met ? "met" : "MISSED"} | ${r.cpuRatio} (≤ ${targets.cpuRatio}) | ${r.emptyClaimShare} |`,
       ),
       `| two instances vs one | ${fmtInt(two.eventsPerSecond)} | | | ${twoVsOne}x | ≥ ${targets.twoVsOne} ${twoVsOne >= targets.twoVsOne ? "met" : "MISSED"} | | ${emptyShare(two)} |`,
-      ...scaling.map((s) => `| scaling, ${s.instances} instance(s), RTT ${rtt} ms | ${fmtInt(s.eventsPerSecond)} | | | ${round(s.eventsPerSecond / scaling[0]!.eventsPerSecond, 2)}x of 1 | grows | | ${emptyShare(s)} |`),
+      ...scaling.map(
+        (s) =>
+          `| scaling, ${s.instances} instance(s), RTT ${rtt} ms | ${fmtInt(s.eventsPerSecond)} | | | ${round(s.eventsPerSecond / scaling[0]!.eventsPerSecond, 2)}x of 1 | grows | | ${emptyShare(s)} |`,
+      ),
     ].join("\n");
     process.stdout.write(`\n${table}\n\nwritten to ${out}\n`);
     return 0;

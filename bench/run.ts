@@ -47,7 +47,9 @@ for (const arg of args) {
     only = names as typeof only;
     continue;
   }
-  process.stderr.write(`bench: unknown argument ${arg}\nusage: npm run bench -- [--quick] [--profile] [--only=${known.join(",")}] [--set=section.key=value] [--events=N] [--packages=N]\n`);
+  process.stderr.write(
+    `bench: unknown argument ${arg}\nusage: npm run bench -- [--quick] [--profile] [--only=${known.join(",")}] [--set=section.key=value] [--events=N] [--packages=N]\n`,
+  );
   process.exit(2);
 }
 
@@ -67,5 +69,11 @@ if (relayV2) {
   process.exitCode = await runRelayV2({ quick: args.includes("--quick") });
 } else {
   const { runSuite } = await import("./suite.js");
-  process.exitCode = await runSuite({ quick: args.includes("--quick"), profile: args.includes("--profile"), only, overrides, ...sizes });
+  process.exitCode = await runSuite({
+    quick: args.includes("--quick"),
+    profile: args.includes("--profile"),
+    only,
+    overrides,
+    ...sizes,
+  });
 }

@@ -159,13 +159,19 @@ export async function runSuite(options: SuiteOptions): Promise<number> {
     if (want("drain")) {
       log(`1. relay drain of ${fmtInt(config.drainEvents)} events`);
       const relay = await relayDrain(ctx, "drain", config.drainEvents, 1);
-      log(`relay drained ${fmtInt(relay.events)} events in ${relay.seconds} s: ${fmtInt(relay.eventsPerSecond)} events/s`);
+      log(
+        `relay drained ${fmtInt(relay.events)} events in ${relay.seconds} s: ${fmtInt(relay.eventsPerSecond)} events/s`,
+      );
       const { bound: a, rows } = await claimDeleteBound(ctx, appConfig, config.drainEvents);
       log(`bound (a) claim+delete SQL alone: ${fmtInt(a.eventsPerSecond)} events/s`);
       const b = await kafkaBound(ctx, appConfig, rows, "per-partition");
-      log(`bound (b) kafkajs alone, one request per partition: ${fmtInt(b.eventsPerSecond)} events/s (${fmtInt(b.requests ?? 0)} requests)`);
+      log(
+        `bound (b) kafkajs alone, one request per partition: ${fmtInt(b.eventsPerSecond)} events/s (${fmtInt(b.requests ?? 0)} requests)`,
+      );
       const b2 = await kafkaBound(ctx, appConfig, rows, "per-batch");
-      log(`diagnostic: kafkajs alone, one request per batch: ${fmtInt(b2.eventsPerSecond)} events/s (${fmtInt(b2.requests ?? 0)} requests)`);
+      log(
+        `diagnostic: kafkajs alone, one request per batch: ${fmtInt(b2.eventsPerSecond)} events/s (${fmtInt(b2.requests ?? 0)} requests)`,
+      );
       const bound = Math.min(a.eventsPerSecond, b.eventsPerSecond);
       const ratio = round(relay.eventsPerSecond / bound, 2);
       results.relayDrain = {
@@ -199,7 +205,8 @@ export async function runSuite(options: SuiteOptions): Promise<number> {
       // relay and Postgres then use well under the 2 cores (at half, they
       // used ~1.5), so the relay's own latency shows rather than CPU queueing.
       const capacity = results.createRpc?.find((r) => r.concurrency === 64)?.grpc.rps;
-      const sustainable = capacity === undefined ? 150 : Math.max(50, Math.min(config.e2eRatePerSecond, Math.round(capacity / 40) * 10));
+      const sustainable =
+        capacity === undefined ? 150 : Math.max(50, Math.min(config.e2eRatePerSecond, Math.round(capacity / 40) * 10));
       log(`3. end-to-end latency at ${fmtInt(config.e2eRatePerSecond)} creates/s, then at ${fmtInt(sustainable)}/s`);
       results.endToEnd = (await endToEnd(ctx, sustainable)).map((r) => ({
         ...r,
@@ -214,7 +221,9 @@ export async function runSuite(options: SuiteOptions): Promise<number> {
         const goalMiB = restGoalsMiB[r.binary];
         return { ...r, goalMiB, met: r.rssMiB < goalMiB };
       });
-      log(`memory at rest: ${results.restingMemory.map((r) => `${r.binary} ${r.rssMiB} MiB`).join(", ")} (${results.restingMemory[0]?.form})`);
+      log(
+        `memory at rest: ${results.restingMemory.map((r) => `${r.binary} ${r.rssMiB} MiB`).join(", ")} (${results.restingMemory[0]?.form})`,
+      );
       if (config.memoryEvents === 0) {
         results.memory = { skipped: "quick mode: the 1,000,000-event drain runs in full mode only" };
         log("4. memory: skipped in quick mode");
@@ -263,14 +272,18 @@ export async function runSuite(options: SuiteOptions): Promise<number> {
         broker: "librdkafka mock cluster 2.0.2 (in memory: no disk, no replication; each partition keeps ~5 MiB)",
         retranslator: appConfig.retranslator,
         kafka: { ...appConfig.kafka, acks: -1, maxInFlightRequests: 1 },
-        database: { grpcServerPool: appConfig.database.maxConnections, retranslatorPool: Math.min(appConfig.database.maxConnections, 4) },
+        database: {
+          grpcServerPool: appConfig.database.maxConnections,
+          retranslatorPool: Math.min(appConfig.database.maxConnections, 4),
+        },
       },
       bounds: {
         relayDrain:
           "min of (a) claimEvents + deleteEvents in a loop on one connection, no broker, and (b) kafkajs producing the same " +
           "toEventMessage messages as the relay does (batches of retranslator.batchSize split per partition, one request per " +
           "partition, maxInFlightBatches at once, acks=all), no database",
-        createRpc: "the statement of PgPackageRepository.create (one CTE: package + event) run by the same number of pg clients",
+        createRpc:
+          "the statement of PgPackageRepository.create (one CTE: package + event) run by the same number of pg clients",
         endToEnd: "none (goal p99 < 50 ms)",
         scale: "the one-instance drain",
       },
@@ -333,7 +346,15 @@ function table(results: Results): string {
       others(d.relay.cpu, d.boundClaimDelete.cpu, d.boundKafka.cpu),
     ]);
     const sub = (name: string, r: BoundResult) =>
-      rows.push([name, `${fmtInt(r.eventsPerSecond)} ev/s, ${fmtInt(r.cpuMicrosPerEvent)} µs CPU/ev`, "", "", "", "", others(r.cpu)]);
+      rows.push([
+        name,
+        `${fmtInt(r.eventsPerSecond)} ev/s, ${fmtInt(r.cpuMicrosPerEvent)} µs CPU/ev`,
+        "",
+        "",
+        "",
+        "",
+        others(r.cpu),
+      ]);
     sub("  (a) claim + delete SQL alone", d.boundClaimDelete);
     sub("  (b) kafkajs alone, relay's requests", d.boundKafka);
     sub("  (diag.) kafkajs, 1 request per batch", d.diagnosticKafkaOneRequestPerBatch);
@@ -351,7 +372,15 @@ function table(results: Results): string {
       others(c.grpc.cpu, c.sql.cpu),
     ]);
     for (const v of c.variants) {
-      rows.push([`  same, ${v.name}`, `${fmtInt(v.grpc.rps)} rps, p99 ${fmtMs(v.grpc.p99Ms)} ms, ${serverCpu(v.grpc)}`, "", v.ratio.toFixed(2), "", "", others(v.grpc.cpu)]);
+      rows.push([
+        `  same, ${v.name}`,
+        `${fmtInt(v.grpc.rps)} rps, p99 ${fmtMs(v.grpc.p99Ms)} ms, ${serverCpu(v.grpc)}`,
+        "",
+        v.ratio.toFixed(2),
+        "",
+        "",
+        others(v.grpc.cpu),
+      ]);
     }
   }
   for (const f of results.framework ?? []) {
@@ -366,7 +395,7 @@ function table(results: Results): string {
     ]);
   }
   for (const e of results.endToEnd ?? []) {
-    const perCreateMs = (e.cpu.cpuSeconds["grpc-server"] ?? NaN) * 1000 / Math.max(1, e.completed);
+    const perCreateMs = ((e.cpu.cpuSeconds["grpc-server"] ?? NaN) * 1000) / Math.max(1, e.completed);
     rows.push([
       `server CPU per create, ${fmtInt(e.targetRate)}/s asked, notify ${e.listenNotify ? "on" : "off"}`,
       `${perCreateMs.toFixed(3)} ms at ${fmtInt(e.achievedRate)}/s`,

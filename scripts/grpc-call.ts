@@ -66,7 +66,9 @@ const definition = protoLoader.loadSync(files, {
   defaults: true,
   oneofs: true,
 });
-const Service = serviceName.split(".").reduce<any>((node, part) => node?.[part], grpc.loadPackageDefinition(definition));
+const Service = serviceName
+  .split(".")
+  .reduce<any>((node, part) => node?.[part], grpc.loadPackageDefinition(definition));
 if (typeof Service !== "function") {
   console.error(`unknown service ${serviceName}`);
   process.exit(2);
@@ -76,17 +78,22 @@ if (typeof client[methodName] !== "function") {
   console.error(`unknown method ${methodName} of ${serviceName}`);
   process.exit(2);
 }
-client[methodName]!(JSON.parse(body), metadata, { deadline: Date.now() + 10_000 }, (err: grpc.ServiceError | null, res: unknown) => {
-  client.close();
-  if (err) {
-    let message = err.details;
-    try {
-      message = decodeURIComponent(message);
-    } catch {
-      // not percent-encoded
+client[methodName]!(
+  JSON.parse(body),
+  metadata,
+  { deadline: Date.now() + 10_000 },
+  (err: grpc.ServiceError | null, res: unknown) => {
+    client.close();
+    if (err) {
+      let message = err.details;
+      try {
+        message = decodeURIComponent(message);
+      } catch {
+        // not percent-encoded
+      }
+      console.error(`ERROR ${grpc.status[err.code]}: ${message}`);
+      process.exit(1);
     }
-    console.error(`ERROR ${grpc.status[err.code]}: ${message}`);
-    process.exit(1);
-  }
-  console.log(JSON.stringify(res, null, 2));
-});
+    console.log(JSON.stringify(res, null, 2));
+  },
+);

@@ -13,7 +13,9 @@ if (!env["KAFKA_BROKERS"]) {
   const topic = env["KAFKA_TOPIC"] ?? "omp-package-events";
   await broker.createTopic(topic, 12);
   env["KAFKA_BROKERS"] = broker.brokers.join(",");
-  console.error(`run: local Kafka-protocol broker at ${env["KAFKA_BROKERS"]} (topic ${topic}); set KAFKA_BROKERS to use a real cluster`);
+  console.error(
+    `run: local Kafka-protocol broker at ${env["KAFKA_BROKERS"]} (topic ${topic}); set KAFKA_BROKERS to use a real cluster`,
+  );
 }
 
 // The compiled binaries (scripts/run.sh builds dist/ first), as the image runs them.

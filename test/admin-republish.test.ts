@@ -44,7 +44,9 @@ async function outbox(packageId?: bigint): Promise<Row[]> {
 
 /** The payload a change written now would carry: the package's current state. */
 async function currentPayload(id: bigint): Promise<Record<string, unknown>> {
-  const result = await tdb.db.raw(`SELECT package_event_payload(p) AS payload FROM package p WHERE id = ?`, [id.toString()]);
+  const result = await tdb.db.raw(`SELECT package_event_payload(p) AS payload FROM package p WHERE id = ?`, [
+    id.toString(),
+  ]);
   return (result as { rows: { payload: Record<string, unknown> }[] }).rows[0]!.payload;
 }
 
@@ -63,14 +65,25 @@ async function seed(count: number): Promise<bigint[]> {
 }
 
 async function reset(): Promise<void> {
-  await tdb.db.raw(`TRUNCATE package_event, package_event_dead_letter, idempotency_key, package RESTART IDENTITY CASCADE`);
+  await tdb.db.raw(
+    `TRUNCATE package_event, package_event_dead_letter, idempotency_key, package RESTART IDENTITY CASCADE`,
+  );
 }
 
 test("--help prints the commands and exits 0, without touching the database", async () => {
   for (const args of [["--help"], ["-h"], ["republish", "--help"]]) {
     const res = await runAdmin("postgres://nobody@127.0.0.1:1/none", args);
     assert.equal(res.code, 0, `${args.join(" ")}: ${res.stderr}`);
-    for (const word of ["dead-letters", "requeue", "discard", "republish --package ID", "republish --all", "--since", "--dry-run", "--after-id"]) {
+    for (const word of [
+      "dead-letters",
+      "requeue",
+      "discard",
+      "republish --package ID",
+      "republish --all",
+      "--since",
+      "--dry-run",
+      "--after-id",
+    ]) {
       assert.ok(res.stdout.includes(word), `help mentions ${word}`);
     }
   }
@@ -116,10 +129,19 @@ test("dead-letters takes LIMIT (positional or --limit) and lists at most that ma
     `INSERT INTO package_event_dead_letter (id, package_id, type, payload, created, attempts, last_error)
      SELECT g, g, 'Created', '{}', now(), 5, 'broken' FROM generate_series(1, 3) g`,
   );
-  for (const args of [["dead-letters", "2"], ["dead-letters", "--limit", "2"]]) {
+  for (const args of [
+    ["dead-letters", "2"],
+    ["dead-letters", "--limit", "2"],
+  ]) {
     const res = await runAdmin(tdb.url, args);
     assert.equal(res.code, 0, res.stderr);
-    assert.deepEqual(res.stdout.trim().split("\n").map((l) => (JSON.parse(l) as { id: string }).id), ["1", "2"]);
+    assert.deepEqual(
+      res.stdout
+        .trim()
+        .split("\n")
+        .map((l) => (JSON.parse(l) as { id: string }).id),
+      ["1", "2"],
+    );
   }
   const all = await runAdmin(tdb.url, ["dead-letters"]);
   assert.equal(all.stdout.trim().split("\n").length, 3);
@@ -156,7 +178,8 @@ test("republish --package writes one Updated event with the current state, after
   const headers = new Map(claimed.map((e) => [e.id, toEventMessage(e).headers]));
   assert.equal(headers.get(republished.id)?.["event-reason"], "republish");
   assert.equal(headers.get(republished.id)?.["event-type"], "Updated");
-  for (const e of before) assert.equal(headers.get(e.id)?.["event-reason"], undefined, "a change has no event-reason header");
+  for (const e of before)
+    assert.equal(headers.get(e.id)?.["event-reason"], undefined, "a change has no event-reason header");
 });
 
 test("republish --package of a removed or unknown package exits 1 and writes nothing", async () => {
@@ -203,7 +226,14 @@ test("republish --package waits for a change in flight on the package and is ord
   const res = await republishing;
   assert.equal(res.code, 0, res.stderr);
   const events = await outbox(id);
-  assert.deepEqual(events.map((e) => [e.type, e.reason]), [["Created", null], ["Updated", null], ["Updated", "republish"]]);
+  assert.deepEqual(
+    events.map((e) => [e.type, e.reason]),
+    [
+      ["Created", null],
+      ["Updated", null],
+      ["Updated", "republish"],
+    ],
+  );
   assert.equal(events[2]!.payload["Title"], "in flight", "the republished state includes the change before it");
 });
 
@@ -218,9 +248,16 @@ test("republish --all over 2,500 packages: one event per live package in batches
   assert.equal(res.code, 0, res.stderr);
   const events = await outbox();
   const live = ids.filter((id) => !removed.includes(id));
-  assert.deepEqual(events.map((e) => e.package_id), live, "one event per live package, in id order");
+  assert.deepEqual(
+    events.map((e) => e.package_id),
+    live,
+    "one event per live package, in id order",
+  );
   assert.ok(events.every((e) => e.type === "Updated" && e.reason === "republish"));
-  const progress = res.stderr.trim().split("\n").filter((l) => l.startsWith("republish: ["));
+  const progress = res.stderr
+    .trim()
+    .split("\n")
+    .filter((l) => l.startsWith("republish: ["));
   assert.equal(progress.length, 3, `one progress line per batch of 1000:\n${res.stderr}`);
   assert.match(progress.at(-1)!, /100% 2490\/2490 packages, 2490 events, last id \d+/);
   assert.match(res.stdout, /republished 2490 packages/);
@@ -233,12 +270,16 @@ test("--dry-run prints the count and writes nothing; --since filters by created 
   await reset();
   const ids = await seed(30);
   // Ten packages untouched since 2020, ten created in 2020 and updated in 2026, ten from 2026.
-  await tdb.db.raw(`UPDATE package SET created = '2020-01-01T00:00:00Z', updated = NULL WHERE id <= ?`, [ids[9]!.toString()]);
-  await tdb.db.raw(`UPDATE package SET created = '2020-01-01T00:00:00Z', updated = '2026-06-01T00:00:00Z' WHERE id > ? AND id <= ?`, [
+  await tdb.db.raw(`UPDATE package SET created = '2020-01-01T00:00:00Z', updated = NULL WHERE id <= ?`, [
     ids[9]!.toString(),
+  ]);
+  await tdb.db.raw(
+    `UPDATE package SET created = '2020-01-01T00:00:00Z', updated = '2026-06-01T00:00:00Z' WHERE id > ? AND id <= ?`,
+    [ids[9]!.toString(), ids[19]!.toString()],
+  );
+  await tdb.db.raw(`UPDATE package SET created = '2026-06-01T00:00:00Z', updated = NULL WHERE id > ?`, [
     ids[19]!.toString(),
   ]);
-  await tdb.db.raw(`UPDATE package SET created = '2026-06-01T00:00:00Z', updated = NULL WHERE id > ?`, [ids[19]!.toString()]);
 
   const dry = await runAdmin(tdb.url, ["republish", "--all", "--dry-run"]);
   assert.equal(dry.code, 0, dry.stderr);
@@ -251,7 +292,11 @@ test("--dry-run prints the count and writes nothing; --since filters by created 
 
   const res = await runAdmin(tdb.url, ["republish", "--all", "--since", "2025-01-01", "--batch-size", "7"]);
   assert.equal(res.code, 0, res.stderr);
-  assert.deepEqual((await outbox()).map((e) => e.package_id), ids.slice(10), "only packages created or updated since");
+  assert.deepEqual(
+    (await outbox()).map((e) => e.package_id),
+    ids.slice(10),
+    "only packages created or updated since",
+  );
   const old = await runAdmin(tdb.url, ["republish", "--package", ids[0]!.toString(), "--since", "2025-01-01"]);
   assert.equal(old.code, 1, "a package outside --since is not republished");
 });
@@ -263,11 +308,15 @@ test("republish --all stops after the current batch on SIGINT, prints --after-id
   // that batch when it is interrupted, whatever the machine's speed.
   const blocker = ids[350]!;
   const trx: Knex.Transaction = await tdb.db.transaction();
-  const child = spawn(process.execPath, ["--import", "tsx", "cmd/admin/main.ts", "republish", "--all", "--batch-size", "100"], {
-    cwd: root,
-    env: { ...process.env, DATABASE_URL: tdb.url },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
+  const child = spawn(
+    process.execPath,
+    ["--import", "tsx", "cmd/admin/main.ts", "republish", "--all", "--batch-size", "100"],
+    {
+      cwd: root,
+      env: { ...process.env, DATABASE_URL: tdb.url },
+      stdio: ["ignore", "pipe", "pipe"],
+    },
+  );
   let stdout = "";
   let stderr = "";
   child.stdout.setEncoding("utf8").on("data", (s: string) => (stdout += s));
@@ -293,12 +342,19 @@ test("republish --all stops after the current batch on SIGINT, prints --after-id
   const resumeAt = /resume with --after-id (\d+)/.exec(stderr)?.[1];
   assert.equal(resumeAt, ids[399]!.toString(), `the batch in flight completed, then the run stopped:\n${stderr}`);
   assert.match(stdout, /republished 400 packages \(interrupted/);
-  assert.deepEqual((await outbox()).map((e) => e.package_id), ids.slice(0, 400));
+  assert.deepEqual(
+    (await outbox()).map((e) => e.package_id),
+    ids.slice(0, 400),
+  );
 
   const resumed = await runAdmin(tdb.url, ["republish", "--all", "--after-id", resumeAt!]);
   assert.equal(resumed.code, 0, resumed.stderr);
   assert.match(resumed.stdout, /republished 2100 packages/);
-  assert.deepEqual((await outbox()).map((e) => e.package_id), ids, "every package exactly once, in order");
+  assert.deepEqual(
+    (await outbox()).map((e) => e.package_id),
+    ids,
+    "every package exactly once, in order",
+  );
 });
 
 test("a republished event that dead-letters keeps its reason, and a requeue puts it back marked", async () => {
@@ -309,7 +365,12 @@ test("a republished event that dead-letters keeps its reason, and a requeue puts
   assert.equal(res.code, 0, res.stderr);
   const [claimed] = await claimEvents(tdb.db, "dl-test", 10, 30);
   assert.equal(claimed?.reason, "republish");
-  assert.equal(await deadLetterEvents(tdb.db, "dl-test", [{ id: claimed.id, error: "rejected", retriable: false, lease: claimed.lease }]), 1);
+  assert.equal(
+    await deadLetterEvents(tdb.db, "dl-test", [
+      { id: claimed.id, error: "rejected", retriable: false, lease: claimed.lease },
+    ]),
+    1,
+  );
   const parked = await tdb.db.raw(`SELECT reason FROM package_event_dead_letter WHERE id = ?`, [claimed.id.toString()]);
   assert.deepEqual((parked as { rows: unknown[] }).rows, [{ reason: "republish" }]);
 

@@ -31,7 +31,10 @@ const leaks = ["relation", "package_event", "sql", "select", "insert", "syntax",
 
 function assertNoLeak(message: string): void {
   for (const word of leaks) {
-    assert.ok(!message.toLowerCase().includes(word), `client-visible message ${JSON.stringify(message)} leaks "${word}"`);
+    assert.ok(
+      !message.toLowerCase().includes(word),
+      `client-visible message ${JSON.stringify(message)} leaks "${word}"`,
+    );
   }
 }
 
@@ -135,7 +138,10 @@ describe("b. a failed transaction leaves neither package nor event", () => {
 
   test("an idempotent Create that fails keeps no key, so a retry with that key can succeed", async () => {
     const key = "consistency-retry-key";
-    await rpcError(client.createPackageV1({ ...valid, Title: "explode" }, { "x-request-id": key }), grpc.status.INTERNAL);
+    await rpcError(
+      client.createPackageV1({ ...valid, Title: "explode" }, { "x-request-id": key }),
+      grpc.status.INTERNAL,
+    );
     assert.equal(await count(db.db, "idempotency_key"), 0, "the key was not remembered");
     // A different body with the same key is not AlreadyExists: the failed request never happened.
     const res = await client.createPackageV1({ ...valid, Title: "retried" }, { "x-request-id": key });
@@ -170,7 +176,9 @@ describe("c. concurrent updates of one package", () => {
   }
 
   test("event id order is the commit order: each event = previous state + one update's changes", async () => {
-    const id = (await client.createPackageV1({ Title: "start", Material: "m-start", MaximumVolume: 1.5, Reusable: false })).ID;
+    const id = (
+      await client.createPackageV1({ Title: "start", Material: "m-start", MaximumVolume: 1.5, Reusable: false })
+    ).ID;
     const n = 40;
     const changes = new Map<string, Change>();
     const requests = Array.from({ length: n }, (_, i) => {
@@ -224,7 +232,12 @@ describe("c. concurrent updates of one package", () => {
     const pkg = (await client.describePackageV1({ PackageID: id })).Value;
     assert.deepEqual(
       { Title: pkg.Title, Material: pkg.Material, MaximumVolume: pkg.MaximumVolume, Reusable: pkg.Reusable },
-      { Title: last["Title"], Material: last["Material"], MaximumVolume: last["MaximumVolume"], Reusable: last["Reusable"] },
+      {
+        Title: last["Title"],
+        Material: last["Material"],
+        MaximumVolume: last["MaximumVolume"],
+        Reusable: last["Reusable"],
+      },
       "the last event is the state Describe shows",
     );
     const updated = Number(pkg.Updated.Time.seconds) * 1000 + Math.floor(pkg.Updated.Time.nanos / 1e6);

@@ -35,9 +35,10 @@ const traceparentOf = (i: number) => `00-${traceIdOf(i)}-00f067aa0ba902b7-01`;
 
 /** How many transactions wrote these packages (rows written by one transaction share xmin). */
 async function transactionsOf(ids: readonly string[]): Promise<number> {
-  const result = await db.db.raw(`SELECT count(DISTINCT xmin::text)::int AS n FROM package WHERE id = ANY(?::bigint[])`, [
-    `{${ids.join(",")}}`,
-  ]);
+  const result = await db.db.raw(
+    `SELECT count(DISTINCT xmin::text)::int AS n FROM package WHERE id = ANY(?::bigint[])`,
+    [`{${ids.join(",")}}`],
+  );
   return (result as { rows: { n: number }[] }).rows[0]!.n;
 }
 
@@ -87,11 +88,13 @@ test("a row that fails the shared statement fails only its own call", async () =
     const n = 60;
     const refused = 30;
     const outcomes = await Promise.allSettled(
-      Array.from({ length: n }, (_, i) =>
-        client.createPackageV1(
-          { Title: i === refused ? "refused" : `kept-${i}`, Material: "wood", MaximumVolume: 1, Reusable: false },
-          { traceparent: traceparentOf(1000 + i) },
-        ) as Promise<{ ID: string }>,
+      Array.from(
+        { length: n },
+        (_, i) =>
+          client.createPackageV1(
+            { Title: i === refused ? "refused" : `kept-${i}`, Material: "wood", MaximumVolume: 1, Reusable: false },
+            { traceparent: traceparentOf(1000 + i) },
+          ) as Promise<{ ID: string }>,
       ),
     );
 
@@ -112,7 +115,9 @@ test("a row that fails the shared statement fails only its own call", async () =
 });
 
 test("an overloaded server answers Unavailable at once for creates beyond createMaxWaiting, and writes nothing for them", async () => {
-  const busyConfig = await writeTestConfig({ database: { createBatchSize: 10, createConcurrency: 1, createMaxWaiting: 20 } });
+  const busyConfig = await writeTestConfig({
+    database: { createBatchSize: 10, createConcurrency: 1, createMaxWaiting: 20 },
+  });
   const busy = await startTestServer(db.url, { CONFIG_PATH: busyConfig.path });
   const busyClient = packageApiClient(busy.grpcAddress);
   // Holds the server's only create statement for a while, so that the calls below must wait.
@@ -132,10 +137,17 @@ test("an overloaded server answers Unavailable at once for creates beyond create
 
     const n = 100;
     const outcomes = await Promise.allSettled(
-      Array.from({ length: n }, (_, i) =>
-        busyClient.createPackageV1({ Title: `flood-${i}`, Material: "wood", MaximumVolume: 1, Reusable: false }) as Promise<{
-          ID: string;
-        }>,
+      Array.from(
+        { length: n },
+        (_, i) =>
+          busyClient.createPackageV1({
+            Title: `flood-${i}`,
+            Material: "wood",
+            MaximumVolume: 1,
+            Reusable: false,
+          }) as Promise<{
+            ID: string;
+          }>,
       ),
     );
     await slow;
@@ -163,7 +175,9 @@ test("an overloaded server answers Unavailable at once for creates beyond create
 });
 
 test("a batch that fails for the database's sake (a statement timeout) fails its calls without retrying each alone", async () => {
-  const slowConfig = await writeTestConfig({ database: { createBatchSize: 50, createConcurrency: 1, statementTimeoutMs: 300 } });
+  const slowConfig = await writeTestConfig({
+    database: { createBatchSize: 50, createConcurrency: 1, statementTimeoutMs: 300 },
+  });
   const slow = await startTestServer(db.url, { CONFIG_PATH: slowConfig.path });
   const slowClient = packageApiClient(slow.grpcAddress);
   // Every statement carrying such a row outlasts the timeout; the sequence (not
@@ -185,9 +199,14 @@ test("a batch that fails for the database's sake (a statement timeout) fails its
       assert.equal(o.status, "rejected", "a statement that times out creates nothing");
       await rpcError(Promise.reject((o as PromiseRejectedResult).reason), grpc.status.INTERNAL);
     }
-    const tried = await db.db.raw(`SELECT CASE WHEN is_called THEN last_value ELSE 0 END::int AS n FROM slow_statements`);
+    const tried = await db.db.raw(
+      `SELECT CASE WHEN is_called THEN last_value ELSE 0 END::int AS n FROM slow_statements`,
+    );
     const statements = (tried as { rows: { n: number }[] }).rows[0]!.n;
-    assert.ok(statements < n / 2, `${statements} statements for ${n} calls: the timed-out batch was not retried call by call`);
+    assert.ok(
+      statements < n / 2,
+      `${statements} statements for ${n} calls: the timed-out batch was not retried call by call`,
+    );
     const rows = await db.db.raw(`SELECT count(*)::int AS n FROM package WHERE title LIKE 'timeout-%'`);
     assert.equal((rows as { rows: { n: number }[] }).rows[0]!.n, 0);
   } finally {

@@ -82,7 +82,11 @@ function assertPayloadMatches(payload: Record<string, unknown>, pkg: WirePackage
     const updated = payload["Updated"] as Record<string, unknown>;
     assert.deepEqual(Object.keys(updated), ["Time"], "payload Updated is {Time}");
     assert.match(updated["Time"] as string, isoPattern);
-    assert.equal(Date.parse(updated["Time"] as string), millis(pkg.Updated.Time!), "payload Updated.Time = package Updated");
+    assert.equal(
+      Date.parse(updated["Time"] as string),
+      millis(pkg.Updated.Time!),
+      "payload Updated.Time = package Updated",
+    );
   }
 }
 
@@ -192,7 +196,11 @@ describe("UpdatePackageV1", () => {
     { name: "Title", request: { Title: "renamed" }, expect: { Title: "renamed" } },
     { name: "Material", request: { Material: "aluminium" }, expect: { Material: "aluminium" } },
     { name: "MaximumVolume", request: { MaximumVolume: 99.75 }, expect: { MaximumVolume: 99.75 } },
-    { name: "Reusable=false (via the MaybeBool wrapper)", request: { Reusable: { Reusable: false } }, expect: { Reusable: false } },
+    {
+      name: "Reusable=false (via the MaybeBool wrapper)",
+      request: { Reusable: { Reusable: false } },
+      expect: { Reusable: false },
+    },
   ];
 
   for (const c of cases) {
@@ -287,14 +295,18 @@ describe("RemovePackageV1", () => {
       const err = await rpcError(call(), grpc.status.NOT_FOUND);
       assert.equal(err.details, "package not found");
     }
-    assert.equal(await count(db.db, "package_event"), eventsBefore + 1, "failed calls on a removed package write nothing");
+    assert.equal(
+      await count(db.db, "package_event"),
+      eventsBefore + 1,
+      "failed calls on a removed package write nothing",
+    );
 
     const all = (await client.listPackagesV1({ Offset: 0, Limit: 500 })).Packages as WirePackage[];
     assert.ok(!all.some((p) => p.ID === id), "a removed package vanishes from List");
     assert.ok(all.length > 0, "other packages are still listed");
   });
 
-  test("Describe, Update and Remove of an unknown id → NOT_FOUND \"package not found\", nothing written", async () => {
+  test('Describe, Update and Remove of an unknown id → NOT_FOUND "package not found", nothing written', async () => {
     const eventsBefore = await count(db.db, "package_event");
     const packagesBefore = await count(db.db, "package");
     for (const unknown of ["987654321", "9223372036854775807"]) {
@@ -320,7 +332,13 @@ test("a package's whole life is one event per change, in order", async () => {
   await client.removePackageV1({ PackageID: id });
   const rows = await events(db.db, BigInt(id));
   assert.deepEqual(
-    rows.map((r) => [r.type, r.payload["Material"], r.payload["Reusable"], r.payload["Removed"], "Updated" in r.payload]),
+    rows.map((r) => [
+      r.type,
+      r.payload["Material"],
+      r.payload["Reusable"],
+      r.payload["Removed"],
+      "Updated" in r.payload,
+    ]),
     [
       ["Created", "jute", false, false, false],
       ["Updated", "hemp", false, false, true],

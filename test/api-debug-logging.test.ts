@@ -100,7 +100,10 @@ describe("allowRiseToDebug on", () => {
       { Title: "debugged", Material: "paper", MaximumVolume: 1 },
       { traceparent: traceparent(id), log_level: "debug" },
     );
-    await verboseClient.createPackageV1({ Title: "plain", Material: "paper", MaximumVolume: 1 }, { traceparent: traceparent(other) });
+    await verboseClient.createPackageV1(
+      { Title: "plain", Material: "paper", MaximumVolume: 1 },
+      { traceparent: traceparent(other) },
+    );
     const lines = debugLines(await linesOf(verbose, id));
     assert.deepEqual(
       lines.map((l) => l["msg"]),
@@ -116,19 +119,29 @@ describe("allowRiseToDebug on", () => {
     // An invalid request (Title > 32 characters) is logged after validation failed, cut short.
     const longTitle = "T".repeat(100_000);
     await rpcError(
-      verboseClient.createPackageV1({ Title: longTitle, Material: "paper", MaximumVolume: 1 }, { traceparent: traceparent(id), log_level: "debug" }),
+      verboseClient.createPackageV1(
+        { Title: longTitle, Material: "paper", MaximumVolume: 1 },
+        { traceparent: traceparent(id), log_level: "debug" },
+      ),
       grpc.status.INVALID_ARGUMENT,
     );
     const lines = debugLines(await linesOf(verbose, id));
-    assert.deepEqual(lines.map((l) => l["msg"]), ["request received"], "no response line for a failed call");
+    assert.deepEqual(
+      lines.map((l) => l["msg"]),
+      ["request received"],
+      "no response line for a failed call",
+    );
     const logged = (lines[0]!["request"] as { Title: string }).Title;
     assert.equal(logged, `${"T".repeat(64)}…(100000 chars)`);
     assert.ok(JSON.stringify(lines[0]).length < 1000, "the line stays small");
 
-    for (let i = 0; i < 12; i++) await verboseClient.createPackageV1({ Title: `list ${i}`, Material: "paper", MaximumVolume: 1 });
+    for (let i = 0; i < 12; i++)
+      await verboseClient.createPackageV1({ Title: `list ${i}`, Material: "paper", MaximumVolume: 1 });
     const listId = traceId();
     await verboseClient.listPackagesV1({ Limit: "12" }, { traceparent: traceparent(listId), log_level: "debug" });
-    const response = debugLines(await linesOf(verbose, listId)).find((l) => l["msg"] === "response sent")!["response"] as {
+    const response = debugLines(await linesOf(verbose, listId)).find((l) => l["msg"] === "response sent")![
+      "response"
+    ] as {
       Packages: unknown[];
     };
     assert.equal(response.Packages.length, 11, "10 packages and a marker");
@@ -142,12 +155,20 @@ describe("allowRiseToDebug on", () => {
       { traceparent: traceparent(id), log_level: "debug", authorization: token, "x-api-key": token },
     );
     await rpcError(
-      verboseClient.describePackageV1({ PackageID: "999999999" }, { traceparent: traceparent(id), log_level: "debug", authorization: token }),
+      verboseClient.describePackageV1(
+        { PackageID: "999999999" },
+        { traceparent: traceparent(id), log_level: "debug", authorization: token },
+      ),
       grpc.status.NOT_FOUND,
     );
     const rest = await fetch(`${verbose.gatewayUrl}/v1/packages`, {
       method: "POST",
-      headers: { authorization: token, log_level: "debug", traceparent: traceparent(id), "grpc-metadata-authorization": token },
+      headers: {
+        authorization: token,
+        log_level: "debug",
+        traceparent: traceparent(id),
+        "grpc-metadata-authorization": token,
+      },
       body: JSON.stringify({ Title: "rest token", Material: "paper", MaximumVolume: 1 }),
     });
     assert.equal(rest.status, 200);
@@ -155,7 +176,8 @@ describe("allowRiseToDebug on", () => {
     assert.ok(debugLines(lines).length >= 4, `the debug lines were written (${debugLines(lines).length})`);
     const secret = token.slice("Bearer ".length);
     for (const server of [verbose, quiet]) {
-      for (const line of server.logs.lines) assert.ok(!JSON.stringify(line).includes(secret), `token in ${JSON.stringify(line)}`);
+      for (const line of server.logs.lines)
+        assert.ok(!JSON.stringify(line).includes(secret), `token in ${JSON.stringify(line)}`);
     }
   });
 });
@@ -168,15 +190,22 @@ describe("allowRiseToDebug on, with API tokens", () => {
       { traceparent: traceparent(id), log_level: "debug", authorization: `Bearer ${writerToken}` },
     );
     const lines = await linesOf(guarded, id);
-    assert.deepEqual(debugLines(lines).map((l) => l["msg"]), ["request received", "response sent"]);
-    for (const line of guarded.logs.lines) assert.ok(!JSON.stringify(line).includes(writerToken), `token in ${JSON.stringify(line)}`);
+    assert.deepEqual(
+      debugLines(lines).map((l) => l["msg"]),
+      ["request received", "response sent"],
+    );
+    for (const line of guarded.logs.lines)
+      assert.ok(!JSON.stringify(line).includes(writerToken), `token in ${JSON.stringify(line)}`);
   });
 
   test("a call refused for a missing token or too low a role writes no debug line and no body", async () => {
     const unauthenticated = traceId();
     const title = `refused-${randomBytes(4).toString("hex")}`;
     await rpcError(
-      guardedClient.createPackageV1({ Title: title, Material: "paper", MaximumVolume: 1 }, { traceparent: traceparent(unauthenticated), log_level: "debug" }),
+      guardedClient.createPackageV1(
+        { Title: title, Material: "paper", MaximumVolume: 1 },
+        { traceparent: traceparent(unauthenticated), log_level: "debug" },
+      ),
       grpc.status.UNAUTHENTICATED,
     );
     const denied = traceId();

@@ -38,7 +38,11 @@ before(async () => {
   const cert = ca.issue("server");
   const tokensFile = join(ca.dir, "tokens.yml");
   writeFileSync(tokensFile, `tokens:\n  - { name: docs-reader, token: "${readerToken}", role: reader }\n`);
-  server = await startTestServer(db.url, { TLS_CERT_FILE: cert.certFile, TLS_KEY_FILE: cert.keyFile, AUTH_TOKENS_FILE: tokensFile });
+  server = await startTestServer(db.url, {
+    TLS_CERT_FILE: cert.certFile,
+    TLS_KEY_FILE: cert.keyFile,
+    AUTH_TOKENS_FILE: tokensFile,
+  });
   origin = `https://127.0.0.1:${server.ports.gateway}`;
   profile = mkdtempSync(join(tmpdir(), "lpa-chromium-"));
   browser = await chromium.launchPersistentContext(profile, {
@@ -93,7 +97,10 @@ async function openDocs(): Promise<Watched> {
   const response = await page.goto(`${origin}/docs`, { waitUntil: "load" });
   assert.equal(response?.status(), 200);
   // Bounded wait for Swagger UI to fetch the document and render it.
-  await page.locator(".opblock").nth(operations.length - 1).waitFor({ timeout: 30_000 });
+  await page
+    .locator(".opblock")
+    .nth(operations.length - 1)
+    .waitFor({ timeout: 30_000 });
   return { page, requests, problems };
 }
 
@@ -134,7 +141,9 @@ describe("GET /docs in headless Chromium (TLS, AUTH_TOKENS_FILE set)", () => {
   test("Try it out calls the API with the token given in Authorize (and is refused without it)", async () => {
     const { page, problems } = await openDocs();
     try {
-      const list = page.locator(".opblock-get").filter({ has: page.locator('.opblock-summary-path[data-path="/v1/packages"]') });
+      const list = page
+        .locator(".opblock-get")
+        .filter({ has: page.locator('.opblock-summary-path[data-path="/v1/packages"]') });
       const execute = async () => {
         const answer = page.waitForResponse((r) => new URL(r.url()).pathname === "/v1/packages", { timeout: 20_000 });
         await list.locator("button.execute").click();

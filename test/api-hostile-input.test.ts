@@ -16,7 +16,13 @@ import { grpc, packageApiClient, rpcError, type PackageApiClient } from "./helpe
 import { startTestServer, type TestServer } from "./helpers/server.js";
 
 const serviceName = "hablof.logistic_package_api.v1.LogisticPackageApiService";
-const methods = ["CreatePackageV1", "DescribePackageV1", "ListPackagesV1", "RemovePackageV1", "UpdatePackageV1"] as const;
+const methods = [
+  "CreatePackageV1",
+  "DescribePackageV1",
+  "ListPackagesV1",
+  "RemovePackageV1",
+  "UpdatePackageV1",
+] as const;
 
 // Two ids a double cannot tell apart: JSON.parse reads both as 9007199254740992.
 const below = 9007199254740992n; // 2^53
@@ -48,7 +54,12 @@ interface HttpResult {
   text: string;
 }
 
-async function send(url: string, method: string, body?: string | Uint8Array, contentType?: string): Promise<HttpResult> {
+async function send(
+  url: string,
+  method: string,
+  body?: string | Uint8Array,
+  contentType?: string,
+): Promise<HttpResult> {
   const res = await fetch(url, {
     method,
     headers: contentType === undefined ? {} : { "content-type": contentType },
@@ -159,7 +170,11 @@ describe("known hostile inputs, each answered 4xx with a message that names the 
       const res = await connect("ListPackagesV1", `{"Offset": ${offset}}`);
       assert.equal(res.status, 400, describeCall(res));
       assert.equal(errorOf(res).code, "invalid_argument");
-      assert.match(errorOf(res).message, /Offset must be at most 100000/, `Offset ${offset} is read exactly, then capped`);
+      assert.match(
+        errorOf(res).message,
+        /Offset must be at most 100000/,
+        `Offset ${offset} is read exactly, then capped`,
+      );
     }
     const err = await rpcError(api.listPackagesV1({ Offset: "100001", Limit: 1 }), grpc.status.INVALID_ARGUMENT);
     assert.match(err.details, /Offset must be at most 100000/);
@@ -248,8 +263,21 @@ const numberLiteral = fc.oneof(
   fc.integer({ min: -5, max: 200_000 }).map(String),
   fc.double({ noNaN: true, noDefaultInfinity: true }).map((d) => JSON.stringify(d)),
   fc.constantFrom(
-    "9007199254740993", "18446744073709551615", "18446744073709551616", "9223372036854775808", "-0", "0.0",
-    "1e19", "1e400", "-1e400", "1e-400", "9007199254740993.5", "3.4028235e38", "3.5e38", "1E2", "0e0",
+    "9007199254740993",
+    "18446744073709551615",
+    "18446744073709551616",
+    "9223372036854775808",
+    "-0",
+    "0.0",
+    "1e19",
+    "1e400",
+    "-1e400",
+    "1e-400",
+    "9007199254740993.5",
+    "3.4028235e38",
+    "3.5e38",
+    "1E2",
+    "0e0",
   ),
 );
 const stringLiteral = fc.oneof(
@@ -286,18 +314,18 @@ const hostileBytes = [0xff, 0xfe, 0xc0, 0x80, 0xed, 0x00, 0x22, 0x5c, 0x7b, 0x7d
 const body: fc.Arbitrary<Uint8Array> = fc.oneof(
   { weight: 4, arbitrary: requestLike.map((s) => Buffer.from(s)) },
   { weight: 2, arbitrary: jsonValue.map((s) => Buffer.from(s)) },
-  fc
-    .tuple(requestLike, fc.nat(), fc.constantFrom(...hostileBytes))
-    .map(([s, at, byte]) => {
-      const b = Buffer.from(s);
-      const i = b.length === 0 ? 0 : at % b.length;
-      return Buffer.concat([b.subarray(0, i), Buffer.from([byte]), b.subarray(i)]);
-    }),
+  fc.tuple(requestLike, fc.nat(), fc.constantFrom(...hostileBytes)).map(([s, at, byte]) => {
+    const b = Buffer.from(s);
+    const i = b.length === 0 ? 0 : at % b.length;
+    return Buffer.concat([b.subarray(0, i), Buffer.from([byte]), b.subarray(i)]);
+  }),
   fc.tuple(requestLike, fc.nat()).map(([s, at]) => Buffer.from(s).subarray(0, at % (s.length + 1))),
   fc.uint8Array({ maxLength: 64 }),
   fc
     .tuple(fc.integer({ min: 1, max: 3000 }), fc.constantFrom("[", '{"Title":'))
-    .map(([depth, open]) => Buffer.from(open.repeat(depth) + (open === "[" ? "]".repeat(depth) : "1" + "}".repeat(depth)))),
+    .map(([depth, open]) =>
+      Buffer.from(open.repeat(depth) + (open === "[" ? "]".repeat(depth) : "1" + "}".repeat(depth))),
+    ),
 );
 
 // Weighted towards the routes' own shape (/v1/packages/{PackageID}), so that
@@ -308,7 +336,22 @@ const pathSegment = fc.oneof(
   {
     weight: 3,
     arbitrary: fc.constantFrom(
-      "%", "%Z", "%ZZ", "%00", "%FF", "%C0%80", "%ED%A0%80", "%2F", "..", ".", "", "%20", "1%201", "+1", "0x10", "1e3",
+      "%",
+      "%Z",
+      "%ZZ",
+      "%00",
+      "%FF",
+      "%C0%80",
+      "%ED%A0%80",
+      "%2F",
+      "..",
+      ".",
+      "",
+      "%20",
+      "1%201",
+      "+1",
+      "0x10",
+      "1e3",
     ),
   },
 );
@@ -352,10 +395,14 @@ describe("generated input (fast-check) never makes a 5xx", () => {
 
   test("REST: bodies of Create and Update", async () => {
     await fc.assert(
-      fc.asyncProperty(fc.constantFrom("POST /v1/packages", `PUT /v1/packages/${below}`, "PUT /v1/packages/1"), body, async (route, bytes) => {
-        const [method, path] = route.split(" ") as [string, string];
-        assertRestAnswer(await rest(method, path, bytes), method);
-      }),
+      fc.asyncProperty(
+        fc.constantFrom("POST /v1/packages", `PUT /v1/packages/${below}`, "PUT /v1/packages/1"),
+        body,
+        async (route, bytes) => {
+          const [method, path] = route.split(" ") as [string, string];
+          assertRestAnswer(await rest(method, path, bytes), method);
+        },
+      ),
       runs(400),
     );
   });
@@ -370,7 +417,11 @@ describe("generated input (fast-check) never makes a 5xx", () => {
   });
 
   test("afterwards the server still creates and describes as before", async () => {
-    const created = await rest("POST", "/v1/packages", '{"Title":"after the storm","Material":"oak","MaximumVolume":2.5}');
+    const created = await rest(
+      "POST",
+      "/v1/packages",
+      '{"Title":"after the storm","Material":"oak","MaximumVolume":2.5}',
+    );
     assert.equal(created.status, 200, describeCall(created));
     const id = JSON.parse(created.text).ID as string;
     const described = await connect("DescribePackageV1", `{"PackageID": ${id}}`);

@@ -114,7 +114,10 @@ describe("gRPC x-request-id", () => {
       { ...body, MaximumVolume: 3 },
       { ...body, Reusable: false },
     ]) {
-      const err = await rpcError(client.createPackageV1(different, { "x-request-id": key }), grpc.status.ALREADY_EXISTS);
+      const err = await rpcError(
+        client.createPackageV1(different, { "x-request-id": key }),
+        grpc.status.ALREADY_EXISTS,
+      );
       assert.match(err.details, /x-request-id/);
     }
     assert.deepEqual(await counts(), start);
@@ -225,7 +228,8 @@ describe("expiry sweeper", () => {
       // (The first server sweeps too, but only once a minute: normally this one logs it.)
       assert.ok(
         [...sweeping.logs.lines, ...server.logs.lines].some(
-          (l) => l["msg"] === "expired idempotency keys deleted" && typeof l["deleted"] === "number" && l["deleted"] >= 1,
+          (l) =>
+            l["msg"] === "expired idempotency keys deleted" && typeof l["deleted"] === "number" && l["deleted"] >= 1,
         ),
         "the sweep is logged",
       );
@@ -296,7 +300,10 @@ describe("Idempotency-Key header", () => {
 
   test("invalid keys → INVALID_ARGUMENT naming the header: too long, not printable ASCII", async () => {
     const start = await counts();
-    const long = await rpcError(client.createPackageV1(body, { "idempotency-key": "k".repeat(256) }), grpc.status.INVALID_ARGUMENT);
+    const long = await rpcError(
+      client.createPackageV1(body, { "idempotency-key": "k".repeat(256) }),
+      grpc.status.INVALID_ARGUMENT,
+    );
     assert.match(long.details, /Idempotency-Key must be 1 to 255 characters \(got 256\)/);
     // Latin-1 reaches the gateway as such (fetch sends the byte 0xE9).
     const accented = await restCreate(body, undefined, { "Idempotency-Key": "cl\u00e9" });
@@ -319,9 +326,13 @@ describe("the same body over another protocol", () => {
     const key = randomUUID();
     const start = await counts();
     // REST JSON parses 0.1 as a double; gRPC carries the float32 nearest to 0.1.
-    const viaRest = await restCreate(`{"Title":"tenth","Material":"foil","MaximumVolume":0.1,"Reusable":false}`, undefined, {
-      "Idempotency-Key": key,
-    });
+    const viaRest = await restCreate(
+      `{"Title":"tenth","Material":"foil","MaximumVolume":0.1,"Reusable":false}`,
+      undefined,
+      {
+        "Idempotency-Key": key,
+      },
+    );
     assert.equal(viaRest.status, 200, JSON.stringify(viaRest.body));
     const viaGrpc = await client.createPackageV1(
       { Title: "tenth", Material: "foil", MaximumVolume: 0.1, Reusable: false },
@@ -336,24 +347,36 @@ describe("the same body over another protocol", () => {
       { Title: "third", Material: "foil", MaximumVolume: 1 / 3, Reusable: true },
       { "x-request-id": key2 },
     );
-    const restSecond = await restCreate({ Title: "third", Material: "foil", MaximumVolume: 1 / 3, Reusable: true }, key2);
+    const restSecond = await restCreate(
+      { Title: "third", Material: "foil", MaximumVolume: 1 / 3, Reusable: true },
+      key2,
+    );
     assert.equal(restSecond.status, 200, JSON.stringify(restSecond.body));
     assert.equal(restSecond.body["ID"], grpcFirst.ID);
     // Connect JSON decodes 0.1 straight into the message (no binary round trip,
     // unlike the gateway's in-process transport), so the value stays a double.
     const key3 = randomUUID();
-    const connect = await fetch(`${server.grpcUrl}/hablof.logistic_package_api.v1.LogisticPackageApiService/CreatePackageV1`, {
-      method: "POST",
-      headers: { "content-type": "application/json", "idempotency-key": key3 },
-      body: `{"Title":"tenth","Material":"foil","MaximumVolume":0.1}`,
-    });
+    const connect = await fetch(
+      `${server.grpcUrl}/hablof.logistic_package_api.v1.LogisticPackageApiService/CreatePackageV1`,
+      {
+        method: "POST",
+        headers: { "content-type": "application/json", "idempotency-key": key3 },
+        body: `{"Title":"tenth","Material":"foil","MaximumVolume":0.1}`,
+      },
+    );
     assert.equal(connect.status, 200);
     const viaConnect = (await connect.json()) as { ID: string };
-    const retried = await client.createPackageV1({ Title: "tenth", Material: "foil", MaximumVolume: 0.1 }, { "idempotency-key": key3 });
+    const retried = await client.createPackageV1(
+      { Title: "tenth", Material: "foil", MaximumVolume: 0.1 },
+      { "idempotency-key": key3 },
+    );
     assert.equal(retried.ID, viaConnect.ID, "a retry over gRPC replays the Connect JSON create");
 
     // A different float32 is a different body.
-    const conflict = await restCreate({ Title: "third", Material: "foil", MaximumVolume: 0.3334, Reusable: true }, key2);
+    const conflict = await restCreate(
+      { Title: "third", Material: "foil", MaximumVolume: 0.3334, Reusable: true },
+      key2,
+    );
     assert.equal(conflict.status, 409);
   });
 });

@@ -57,6 +57,9 @@ test("after a scripted set of calls, each grpc-server metric has the right value
   assert.equal(m.get('logistic_package_api_grpc_requests_total{method="CreatePackageV1",code="InvalidArgument"}'), 1);
   assert.equal(m.get('logistic_package_api_grpc_requests_total{method="DescribePackageV1",code="NotFound"}'), 2);
   assert.equal(m.get('logistic_package_api_grpc_requests_total{method="DescribePackageV1",code="OK"}'), 1);
-  assert.equal(m.get('logistic_package_api_grpc_request_duration_seconds_count{method="UpdatePackageV1",code="OK"}'), 1);
+  assert.equal(
+    m.get('logistic_package_api_grpc_request_duration_seconds_count{method="UpdatePackageV1",code="OK"}'),
+    1,
+  );
   assert.ok((m.get("process_resident_memory_bytes") ?? 0) > 0, "Node process metrics are exported");
 });

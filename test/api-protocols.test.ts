@@ -54,7 +54,12 @@ interface HttpResult {
   body: any;
 }
 
-async function call(method: string, url: string, body?: string, headers: Record<string, string> = {}): Promise<HttpResult> {
+async function call(
+  method: string,
+  url: string,
+  body?: string,
+  headers: Record<string, string> = {},
+): Promise<HttpResult> {
   const res = await fetch(url, {
     method,
     // A hung server fails the test at once instead of at the runner's timeout.
@@ -73,10 +78,19 @@ async function call(method: string, url: string, body?: string, headers: Record<
 }
 
 const rest = (method: string, path: string, body?: unknown) =>
-  call(method, `${server.gatewayUrl}${path}`, body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body));
+  call(
+    method,
+    `${server.gatewayUrl}${path}`,
+    body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
+  );
 
 async function restCreate(title: string): Promise<string> {
-  const res = await rest("POST", "/v1/packages", { Title: title, Material: "cardboard", MaximumVolume: 12.5, Reusable: true });
+  const res = await rest("POST", "/v1/packages", {
+    Title: title,
+    Material: "cardboard",
+    MaximumVolume: 12.5,
+    Reusable: true,
+  });
   assert.equal(res.status, 200, JSON.stringify(res.body));
   assert.match(res.body.ID, /^[1-9][0-9]*$/);
   return res.body.ID as string;
@@ -84,7 +98,12 @@ async function restCreate(title: string): Promise<string> {
 
 describe("REST gateway", () => {
   test("POST creates and GET describes with the PascalCase field names", async () => {
-    const res = await rest("POST", "/v1/packages", { Title: "box", Material: "cardboard", MaximumVolume: 12.5, Reusable: true });
+    const res = await rest("POST", "/v1/packages", {
+      Title: "box",
+      Material: "cardboard",
+      MaximumVolume: 12.5,
+      Reusable: true,
+    });
     assert.equal(res.status, 200);
     assert.match(res.headers.get("content-type") ?? "", /application\/json/);
     assert.deepEqual(Object.keys(res.body), ["ID"]);
@@ -191,7 +210,11 @@ describe("Connect, gRPC-Web and Connect over HTTP/2 on the gRPC port", () => {
     assert.match(created.headers.get("content-type") ?? "", /application\/json/);
     assert.match(created.body.ID, /^[1-9][0-9]*$/);
 
-    const described = await call("POST", connectUrl("DescribePackageV1"), JSON.stringify({ PackageID: created.body.ID }));
+    const described = await call(
+      "POST",
+      connectUrl("DescribePackageV1"),
+      JSON.stringify({ PackageID: created.body.ID }),
+    );
     assert.equal(described.status, 200);
     assert.equal(described.body.Value.Title, "connect");
 
@@ -206,7 +229,12 @@ describe("Connect, gRPC-Web and Connect over HTTP/2 on the gRPC port", () => {
       LogisticPackageApiService,
       createGrpcWebTransport({ baseUrl: server.grpcUrl, httpVersion: "1.1" }),
     );
-    const { ID } = await client.createPackageV1({ Title: "web", Material: "paper", MaximumVolume: 2.5, Reusable: true });
+    const { ID } = await client.createPackageV1({
+      Title: "web",
+      Material: "paper",
+      MaximumVolume: 2.5,
+      Reusable: true,
+    });
     assert.ok(ID > 0n);
     const { Value } = await client.describePackageV1({ PackageID: ID });
     assert.equal(Value?.ID, ID);
@@ -252,9 +280,9 @@ describe("gRPC health (stock grpc-js client)", () => {
   });
 
   test("Watch streams SERVING first and can be cancelled", async () => {
-    const watch = (health.raw as unknown as Record<string, (req: unknown) => grpc.ClientReadableStream<{ status: string }>>)[
-      "Watch"
-    ]!.bind(health.raw);
+    const watch = (
+      health.raw as unknown as Record<string, (req: unknown) => grpc.ClientReadableStream<{ status: string }>>
+    )["Watch"]!.bind(health.raw);
     const stream = watch({ service: serviceName });
     const ended = new Promise<grpc.ServiceError | undefined>((resolve) => {
       stream.on("error", (err: grpc.ServiceError) => resolve(err));
@@ -273,9 +301,9 @@ describe("gRPC health (stock grpc-js client)", () => {
 
 describe("gRPC server reflection v1 (stock grpc-js client)", () => {
   function reflect(request: Record<string, unknown>): Promise<any> {
-    const open = (reflection as unknown as Record<string, () => grpc.ClientDuplexStream<unknown, any>>)["ServerReflectionInfo"]!.bind(
-      reflection,
-    );
+    const open = (reflection as unknown as Record<string, () => grpc.ClientDuplexStream<unknown, any>>)[
+      "ServerReflectionInfo"
+    ]!.bind(reflection);
     return new Promise((resolve, reject) => {
       const stream = open();
       const responses: unknown[] = [];
@@ -296,7 +324,12 @@ describe("gRPC server reflection v1 (stock grpc-js client)", () => {
     const names = res.list_services_response.service.map((s: { name: string }) => s.name).sort();
     assert.deepEqual(
       names,
-      ["grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection", serviceName].sort(),
+      [
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+        serviceName,
+      ].sort(),
     );
   });
 
@@ -323,7 +356,8 @@ describe("gRPC server reflection v1 (stock grpc-js client)", () => {
     ]);
     // Every file a descriptor imports is sent along, so a client can build the types from one answer.
     for (const file of files) {
-      for (const dep of file.dependency) assert.ok(names.includes(dep), `${file.name} imports ${dep}, which was not sent`);
+      for (const dep of file.dependency)
+        assert.ok(names.includes(dep), `${file.name} imports ${dep}, which was not sent`);
     }
   });
 
@@ -364,7 +398,10 @@ describe("one port, two engines: native gRPC by grpc-js, Connect and gRPC-Web by
   test("application/grpc streams are answered by grpc-js", async () => {
     const { headers, trailers } = await rawCall("application/grpc", emptyFrame);
     assert.equal(headers["grpc-accept-encoding"], "identity,deflate,gzip");
-    assert.deepEqual({ status: trailers["grpc-status"], message: trailers["grpc-message"] }, { status: "0", message: "OK" });
+    assert.deepEqual(
+      { status: trailers["grpc-status"], message: trailers["grpc-message"] },
+      { status: "0", message: "OK" },
+    );
   });
 
   test("gRPC-Web over HTTP/2 on the same port is answered by connect-node", async () => {
@@ -425,7 +462,10 @@ describe("request logs", () => {
 
   test("one line per gRPC call with method, code, duration and a trace id", async () => {
     const requestId = randomUUID();
-    await rpcError(api.describePackageV1({ PackageID: "987654321" }, { "x-request-id": requestId }), grpc.status.NOT_FOUND);
+    await rpcError(
+      api.describePackageV1({ PackageID: "987654321" }, { "x-request-id": requestId }),
+      grpc.status.NOT_FOUND,
+    );
     const lines = await waitForLines((l) => l["requestId"] === requestId);
     assert.equal(lines.length, 1, JSON.stringify(lines));
     const line = lines[0]!;

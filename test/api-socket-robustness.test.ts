@@ -117,8 +117,16 @@ describe("API listener under hostile connections", () => {
     const closed = sockets.map(closedByServer);
     await assertStillServing("beside idle sockets");
     await Promise.all(closed);
-    assert.ok((await metric("logistic_package_api_connections_closed_total", { listener: "grpc", reason: "first_byte_timeout" })) >= 200);
-    assert.ok((await metric("logistic_package_api_connections_closed_total", { listener: "grpc", reason: "over_limit" })) >= 150);
+    assert.ok(
+      (await metric("logistic_package_api_connections_closed_total", {
+        listener: "grpc",
+        reason: "first_byte_timeout",
+      })) >= 200,
+    );
+    assert.ok(
+      (await metric("logistic_package_api_connections_closed_total", { listener: "grpc", reason: "over_limit" })) >=
+        150,
+    );
     await until("the idle sockets to be released", async () => (await openConnections()) <= 1);
     const heapGrowth = process.memoryUsage().heapUsed - heapBefore;
     assert.ok(heapGrowth < 64 * 1024 * 1024, `heap grew by ${Math.round(heapGrowth / 1024 / 1024)} MiB`);
@@ -132,7 +140,9 @@ describe("API listener under hostile connections", () => {
         (async () => {
           const socket = await connect();
           const garbage = randomBytes(16 + ((i * 97) % 4000));
-          socket.write(i % 3 === 0 ? Buffer.concat([Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), garbage]) : garbage);
+          socket.write(
+            i % 3 === 0 ? Buffer.concat([Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), garbage]) : garbage,
+          );
           await closedByServer(socket);
         })(),
       );
@@ -145,7 +155,9 @@ describe("API listener under hostile connections", () => {
     const socket = await connect();
     let answer = "";
     socket.setEncoding("utf8").on("data", (s: string) => (answer += s));
-    socket.write("POST /hablof.logistic_package_api.v1.LogisticPackageApiService/CreatePackageV1 HTTP/1.1\r\nHost: x\r\n");
+    socket.write(
+      "POST /hablof.logistic_package_api.v1.LogisticPackageApiService/CreatePackageV1 HTTP/1.1\r\nHost: x\r\n",
+    );
     await closedByServer(socket);
     assert.match(answer, /^HTTP\/1\.1 408/);
     await assertStillServing("after a slow header");
@@ -157,14 +169,21 @@ describe("API listener under hostile connections", () => {
     const socket = await connect();
     let answer = "";
     socket.setEncoding("utf8").on("data", (s: string) => (answer += s));
-    socket.write(`POST ${createPath} HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\nx-padding: ${big}\r\ncontent-length: 2\r\n\r\n{}`);
+    socket.write(
+      `POST ${createPath} HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\nx-padding: ${big}\r\ncontent-length: 2\r\n\r\n{}`,
+    );
     await closedByServer(socket);
     assert.match(answer, /^HTTP\/1\.1 431 /);
 
     const session = http2.connect(`http://127.0.0.1:${port()}`);
     session.on("error", () => {});
     const status = await new Promise<string>((resolve) => {
-      const stream = session.request({ ":method": "POST", ":path": createPath, "content-type": "application/json", "x-padding": big });
+      const stream = session.request({
+        ":method": "POST",
+        ":path": createPath,
+        "content-type": "application/json",
+        "x-padding": big,
+      });
       stream.on("response", (h) => resolve(String(h[":status"])));
       stream.on("error", (err: Error) => resolve(`error: ${err.message}`));
       stream.on("close", () => resolve(`closed: ${stream.rstCode}`));
@@ -200,7 +219,9 @@ describe("API listener under hostile connections", () => {
     }
     assert.equal(await goaway, http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
     session.destroy();
-    assert.ok((await metric("logistic_package_api_connections_closed_total", { listener: "grpc", reason: "rapid_reset" })) >= 1);
+    assert.ok(
+      (await metric("logistic_package_api_connections_closed_total", { listener: "grpc", reason: "rapid_reset" })) >= 1,
+    );
     await assertStillServing("after a rapid-reset burst");
   });
 });

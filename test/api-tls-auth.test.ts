@@ -13,7 +13,14 @@ import tls from "node:tls";
 import { promisify } from "node:util";
 import { createTestCa, type TestCa } from "./helpers/certs.js";
 import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
-import { grpc, healthClient, packageApiClient, reflectionClient, rpcError, type PackageApiClient } from "./helpers/grpc-client.js";
+import {
+  grpc,
+  healthClient,
+  packageApiClient,
+  reflectionClient,
+  rpcError,
+  type PackageApiClient,
+} from "./helpers/grpc-client.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 
 const run = promisify(execFile);
@@ -52,7 +59,11 @@ before(async () => {
       "",
     ].join("\n"),
   );
-  server = await startTestServer(db.url, { TLS_CERT_FILE: cert.certFile, TLS_KEY_FILE: cert.keyFile, AUTH_TOKENS_FILE: tokensFile });
+  server = await startTestServer(db.url, {
+    TLS_CERT_FILE: cert.certFile,
+    TLS_KEY_FILE: cert.keyFile,
+    AUTH_TOKENS_FILE: tokensFile,
+  });
 });
 
 after(async () => {
@@ -74,8 +85,13 @@ async function curl(args: string[]): Promise<{ status: number; body: string }> {
 describe("roles over gRPC with TLS", () => {
   test("a writer creates and updates, a reader reads, only an admin removes", async () => {
     const api = tlsClient(grpcAddress());
-    const { ID } = await api.createPackageV1({ Title: "Crate", Material: "pine", MaximumVolume: 40 }, bearer(tokens.shop));
-    assert.deepEqual(await api.updatePackageV1({ PackageID: ID, Title: "Big crate" }, bearer(tokens.shop)), { Suc: true });
+    const { ID } = await api.createPackageV1(
+      { Title: "Crate", Material: "pine", MaximumVolume: 40 },
+      bearer(tokens.shop),
+    );
+    assert.deepEqual(await api.updatePackageV1({ PackageID: ID, Title: "Big crate" }, bearer(tokens.shop)), {
+      Suc: true,
+    });
     const seen = await api.describePackageV1({ PackageID: ID }, bearer(tokens.viewer));
     assert.equal(seen.Value.Title, "Big crate");
     const list = await api.listPackagesV1({ Limit: 10 }, bearer(tokens.viewer));
@@ -86,7 +102,10 @@ describe("roles over gRPC with TLS", () => {
       grpc.status.PERMISSION_DENIED,
     );
     assert.match(readerCreate.details, /"viewer" has role reader; CreatePackageV1 needs writer/);
-    const writerRemove = await rpcError(api.removePackageV1({ PackageID: ID }, bearer(tokens.shop)), grpc.status.PERMISSION_DENIED);
+    const writerRemove = await rpcError(
+      api.removePackageV1({ PackageID: ID }, bearer(tokens.shop)),
+      grpc.status.PERMISSION_DENIED,
+    );
     assert.match(writerRemove.details, /RemovePackageV1 needs admin/);
     assert.deepEqual(await api.removePackageV1({ PackageID: ID }, bearer(tokens.ops)), { Suc: true });
 
@@ -101,9 +120,15 @@ describe("roles over gRPC with TLS", () => {
     const api = tlsClient(grpcAddress());
     const missing = await rpcError(api.listPackagesV1({}), grpc.status.UNAUTHENTICATED);
     assert.match(missing.details, /missing bearer token: send the header authorization: Bearer <token>/);
-    const unknown = await rpcError(api.listPackagesV1({}, bearer("not-a-token-of-ours-1234")), grpc.status.UNAUTHENTICATED);
+    const unknown = await rpcError(
+      api.listPackagesV1({}, bearer("not-a-token-of-ours-1234")),
+      grpc.status.UNAUTHENTICATED,
+    );
     assert.match(unknown.details, /unknown or revoked token/);
-    const wrongScheme = await rpcError(api.listPackagesV1({}, { authorization: `Basic ${tokens.ops}` }), grpc.status.UNAUTHENTICATED);
+    const wrongScheme = await rpcError(
+      api.listPackagesV1({}, { authorization: `Basic ${tokens.ops}` }),
+      grpc.status.UNAUTHENTICATED,
+    );
     assert.match(wrongScheme.details, /missing bearer token/);
   });
 
@@ -126,8 +151,14 @@ describe("roles over gRPC with TLS", () => {
       });
     const refused = await listServices({}).catch((err: grpc.ServiceError) => err);
     assert.equal((refused as grpc.ServiceError).code, grpc.status.UNAUTHENTICATED);
-    const answer = (await listServices(bearer(tokens.viewer))) as { list_services_response: { service: { name: string }[] } };
-    assert.ok(answer.list_services_response.service.some((s) => s.name === "hablof.logistic_package_api.v1.LogisticPackageApiService"));
+    const answer = (await listServices(bearer(tokens.viewer))) as {
+      list_services_response: { service: { name: string }[] };
+    };
+    assert.ok(
+      answer.list_services_response.service.some(
+        (s) => s.name === "hablof.logistic_package_api.v1.LogisticPackageApiService",
+      ),
+    );
   });
 
   test("a cleartext gRPC client is told the port requires TLS", async () => {
@@ -145,24 +176,44 @@ describe("roles over gRPC with TLS", () => {
       "the request line names the caller",
     );
     const metrics = await (await fetch(`http://127.0.0.1:${server.ports.metrics}/metrics`)).text();
-    assert.match(metrics, /logistic_package_api_auth_decisions_total\{caller="viewer",decision="permission_denied"\} 1/);
-    assert.match(metrics, /logistic_package_api_auth_decisions_total\{caller="anonymous",decision="unauthenticated"\} [1-9]/);
+    assert.match(
+      metrics,
+      /logistic_package_api_auth_decisions_total\{caller="viewer",decision="permission_denied"\} 1/,
+    );
+    assert.match(
+      metrics,
+      /logistic_package_api_auth_decisions_total\{caller="anonymous",decision="unauthenticated"\} [1-9]/,
+    );
   });
 });
 
 describe("npm run grpc-call with TLS and a token", () => {
   const grpcCall = (args: string[]) =>
-    run(process.execPath, ["--import", "tsx", "scripts/grpc-call.ts", "--addr", `localhost:${server.ports.grpc}`, ...args], { env: { ...process.env, GRPC_TOKEN: "" } }).then(
+    run(
+      process.execPath,
+      ["--import", "tsx", "scripts/grpc-call.ts", "--addr", `localhost:${server.ports.grpc}`, ...args],
+      { env: { ...process.env, GRPC_TOKEN: "" } },
+    ).then(
       ({ stdout }) => ({ ok: true, out: stdout }),
       (err: { stderr: string }) => ({ ok: false, out: err.stderr }),
     );
 
   test("works with --cacert and --token, and says what is missing without them", async () => {
-    const created = await grpcCall(["--cacert", ca.caFile, "--token", tokens.shop, "CreatePackageV1", '{"Title":"Sack","Material":"jute","MaximumVolume":9}']);
+    const created = await grpcCall([
+      "--cacert",
+      ca.caFile,
+      "--token",
+      tokens.shop,
+      "CreatePackageV1",
+      '{"Title":"Sack","Material":"jute","MaximumVolume":9}',
+    ]);
     assert.equal(created.ok, true, created.out);
     assert.match(created.out, /"ID": "\d+"/);
     const anonymous = await grpcCall(["--cacert", ca.caFile, "ListPackagesV1"]);
-    assert.deepEqual(anonymous, { ok: false, out: "ERROR UNAUTHENTICATED: missing bearer token: send the header authorization: Bearer <token>\n" });
+    assert.deepEqual(anonymous, {
+      ok: false,
+      out: "ERROR UNAUTHENTICATED: missing bearer token: send the header authorization: Bearer <token>\n",
+    });
     const cleartext = await grpcCall(["--token", tokens.shop, "ListPackagesV1"]);
     assert.equal(cleartext.ok, false);
     assert.match(cleartext.out, /UNAVAILABLE: this port requires TLS/);
@@ -174,7 +225,16 @@ describe("REST and Connect over TLS with curl", () => {
 
   for (const version of ["--http1.1", "--http2"]) {
     test(`REST ${version}: 200 with a token, 401 without, 403 for a role too low`, async () => {
-      const created = await curl([version, "--cacert", ca.caFile, "-H", `authorization: Bearer ${tokens.shop}`, "-d", '{"Title":"Box","Material":"card","MaximumVolume":3}', gateway()]);
+      const created = await curl([
+        version,
+        "--cacert",
+        ca.caFile,
+        "-H",
+        `authorization: Bearer ${tokens.shop}`,
+        "-d",
+        '{"Title":"Box","Material":"card","MaximumVolume":3}',
+        gateway(),
+      ]);
       assert.equal(created.status, 200, created.body);
       assert.match(created.body, /^\{"ID":"\d+"\}$/);
 
@@ -186,7 +246,16 @@ describe("REST and Connect over TLS with curl", () => {
         details: [],
       });
 
-      const reader = await curl([version, "--cacert", ca.caFile, "-H", `authorization: Bearer ${tokens.viewer}`, "-X", "DELETE", `${gateway()}/1`]);
+      const reader = await curl([
+        version,
+        "--cacert",
+        ca.caFile,
+        "-H",
+        `authorization: Bearer ${tokens.viewer}`,
+        "-X",
+        "DELETE",
+        `${gateway()}/1`,
+      ]);
       assert.equal(reader.status, 403);
       assert.match(JSON.parse(reader.body).message, /needs admin/);
     });
@@ -194,10 +263,30 @@ describe("REST and Connect over TLS with curl", () => {
 
   test("Connect JSON on the gRPC port over TLS (HTTP/1.1 by ALPN) with a token", async () => {
     const url = `https://127.0.0.1:${server.ports.grpc}/hablof.logistic_package_api.v1.LogisticPackageApiService/ListPackagesV1`;
-    const res = await curl(["--http1.1", "--cacert", ca.caFile, "-H", "content-type: application/json", "-H", `authorization: Bearer ${tokens.viewer}`, "-d", "{}", url]);
+    const res = await curl([
+      "--http1.1",
+      "--cacert",
+      ca.caFile,
+      "-H",
+      "content-type: application/json",
+      "-H",
+      `authorization: Bearer ${tokens.viewer}`,
+      "-d",
+      "{}",
+      url,
+    ]);
     assert.equal(res.status, 200, res.body);
     assert.ok(Array.isArray(JSON.parse(res.body).Packages));
-    const anonymous = await curl(["--http1.1", "--cacert", ca.caFile, "-H", "content-type: application/json", "-d", "{}", url]);
+    const anonymous = await curl([
+      "--http1.1",
+      "--cacert",
+      ca.caFile,
+      "-H",
+      "content-type: application/json",
+      "-d",
+      "{}",
+      url,
+    ]);
     assert.equal(anonymous.status, 401);
     assert.equal(JSON.parse(anonymous.body).code, "unauthenticated");
   });
@@ -206,7 +295,9 @@ describe("REST and Connect over TLS with curl", () => {
     const plain = await curl([`http://127.0.0.1:${server.ports.gateway}/v1/packages`]);
     assert.equal(plain.status, 400);
     assert.match(plain.body, /this port requires TLS/);
-    const untrusted = await run("curl", ["-sS", "--max-time", "10", gateway()]).catch((err: { code: number; stderr: string }) => err);
+    const untrusted = await run("curl", ["-sS", "--max-time", "10", gateway()]).catch(
+      (err: { code: number; stderr: string }) => err,
+    );
     assert.equal((untrusted as { code: number }).code, 60, "curl: peer certificate cannot be authenticated");
   });
 });
@@ -216,13 +307,20 @@ describe("certificates: mutual TLS, reload, start-up errors", () => {
     const clientCa = createTestCa("clients");
     const mtlsDb = await createTestDatabase();
     const cert = ca.issue("server-mtls");
-    const mtls = await startTestServer(mtlsDb.url, { TLS_CERT_FILE: cert.certFile, TLS_KEY_FILE: cert.keyFile, TLS_CLIENT_CA_FILE: clientCa.caFile });
+    const mtls = await startTestServer(mtlsDb.url, {
+      TLS_CERT_FILE: cert.certFile,
+      TLS_KEY_FILE: cert.keyFile,
+      TLS_CLIENT_CA_FILE: clientCa.caFile,
+    });
     try {
       const address = `127.0.0.1:${mtls.ports.grpc}`;
       const noCert = tlsClient(address);
       await rpcError(noCert.listPackagesV1({}), grpc.status.UNAVAILABLE);
       const alien = ca.issue("alien-client", { client: true });
-      await rpcError(tlsClient(address, grpc.credentials.createSsl(ca.ca, alien.key, alien.cert)).listPackagesV1({}), grpc.status.UNAVAILABLE);
+      await rpcError(
+        tlsClient(address, grpc.credentials.createSsl(ca.ca, alien.key, alien.cert)).listPackagesV1({}),
+        grpc.status.UNAVAILABLE,
+      );
       const good = clientCa.issue("shop-client", { client: true });
       const withCert = tlsClient(address, grpc.credentials.createSsl(ca.ca, good.key, good.cert));
       assert.deepEqual((await withCert.listPackagesV1({})).Packages, []);
@@ -245,10 +343,13 @@ describe("certificates: mutual TLS, reload, start-up errors", () => {
     try {
       const fingerprint = () =>
         new Promise<string>((resolve, reject) => {
-          const socket = tls.connect({ host: "127.0.0.1", port: live.ports.gateway, rejectUnauthorized: false, ALPNProtocols: ["http/1.1"] }, () => {
-            resolve(socket.getPeerCertificate().fingerprint256);
-            socket.destroy();
-          });
+          const socket = tls.connect(
+            { host: "127.0.0.1", port: live.ports.gateway, rejectUnauthorized: false, ALPNProtocols: ["http/1.1"] },
+            () => {
+              resolve(socket.getPeerCertificate().fingerprint256);
+              socket.destroy();
+            },
+          );
           socket.once("error", reject);
         });
       const before = await fingerprint();
@@ -279,12 +380,24 @@ describe("certificates: mutual TLS, reload, start-up errors", () => {
   test("bad files stop start-up with a message naming the key", async () => {
     const cert = ca.issue("server-bad");
     const other = ca.issue("server-other");
-    await assert.rejects(startTestServer(db.url, { TLS_CERT_FILE: cert.certFile, TLS_KEY_FILE: join(ca.dir, "missing.key") }), /tls\.keyFile .*missing\.key/);
-    await assert.rejects(startTestServer(db.url, { TLS_CERT_FILE: cert.certFile, TLS_KEY_FILE: other.keyFile }), /tls\.certFile .*key values mismatch/);
-    await assert.rejects(startTestServer(db.url, { TLS_CERT_FILE: cert.certFile }), /tls\.certFile and tls\.keyFile must be set together/);
+    await assert.rejects(
+      startTestServer(db.url, { TLS_CERT_FILE: cert.certFile, TLS_KEY_FILE: join(ca.dir, "missing.key") }),
+      /tls\.keyFile .*missing\.key/,
+    );
+    await assert.rejects(
+      startTestServer(db.url, { TLS_CERT_FILE: cert.certFile, TLS_KEY_FILE: other.keyFile }),
+      /tls\.certFile .*key values mismatch/,
+    );
+    await assert.rejects(
+      startTestServer(db.url, { TLS_CERT_FILE: cert.certFile }),
+      /tls\.certFile and tls\.keyFile must be set together/,
+    );
     const weak = join(ca.dir, "weak.yml");
     writeFileSync(weak, "tokens:\n  - { name: shop, token: short, role: writer }\n");
-    await assert.rejects(startTestServer(db.url, { AUTH_TOKENS_FILE: weak }), /auth\.tokensFile .*tokens\.0\.token: at least 16 characters/);
+    await assert.rejects(
+      startTestServer(db.url, { AUTH_TOKENS_FILE: weak }),
+      /auth\.tokensFile .*tokens\.0\.token: at least 16 characters/,
+    );
     writeFileSync(weak, `tokens:\n  - { name: shop, token: "${tokens.shop}", role: owner }\n`);
     await assert.rejects(startTestServer(db.url, { AUTH_TOKENS_FILE: weak }), /auth\.tokensFile .*tokens\.0\.role/);
   });
@@ -292,7 +405,9 @@ describe("certificates: mutual TLS, reload, start-up errors", () => {
   test("without a tokens file the server starts and warns that the API is unauthenticated", async () => {
     const open = await startTestServer(db.url, { GATEWAY_PORT: "0" });
     try {
-      assert.ok(open.logs.lines.some((l) => l["level"] === "warn" && String(l["msg"]).includes("the API is unauthenticated")));
+      assert.ok(
+        open.logs.lines.some((l) => l["level"] === "warn" && String(l["msg"]).includes("the API is unauthenticated")),
+      );
     } finally {
       await open.stop();
     }

@@ -90,7 +90,7 @@ describe("invalid requests are rejected and write nothing", () => {
     }
   });
 
-  test("Update with no field set → \"no changes specified\"", async () => {
+  test('Update with no field set → "no changes specified"', async () => {
     const err = await rpcError(client.updatePackageV1({ PackageID: existingId }), grpc.status.INVALID_ARGUMENT);
     assert.equal(err.details, "no changes specified");
     // Zero values mean "unchanged" in v1, so this is no change either.

@@ -85,7 +85,11 @@ class TopicWatcher {
 
   static async start(brokers: string[], topics: string[]): Promise<TopicWatcher> {
     const kafka = new Kafka({ clientId: "bot-cache-test", brokers, logLevel: logLevel.NOTHING });
-    const consumer = kafka.consumer({ groupId: `bot-cache-test-${process.pid}`, sessionTimeout: 10_000, heartbeatInterval: 1000 });
+    const consumer = kafka.consumer({
+      groupId: `bot-cache-test-${process.pid}`,
+      sessionTimeout: 10_000,
+      heartbeatInterval: 1000,
+    });
     const watcher = new TopicWatcher(consumer);
     for (const topic of topics) watcher.messages.set(topic, []);
     await consumer.connect();
@@ -115,7 +119,12 @@ async function say(telegram: FakeTelegram, text: string): Promise<string> {
 }
 
 async function createPackage(title: string): Promise<string> {
-  const res = await client.createPackageV1({ Title: title, Material: "cardboard", MaximumVolume: 2.5, Reusable: false });
+  const res = await client.createPackageV1({
+    Title: title,
+    Material: "cardboard",
+    MaximumVolume: 2.5,
+    Reusable: false,
+  });
   return res.ID as string;
 }
 
@@ -187,8 +196,10 @@ test("a second /get is served from Redis: a Read description event with success 
   const second = await say(fake, `/get ${id}`);
   assert.equal(second, first, "the same answer");
   assert.equal(describeCalls(), calls, "the second /get did not call the API");
-  await poll("a Read description event with success true", async () => cacheEventsOf(id), (events) =>
-    events.some((e) => e["cacheEventType"] === "Read description" && e["success"] === true),
+  await poll(
+    "a Read description event with success true",
+    async () => cacheEventsOf(id),
+    (events) => events.some((e) => e["cacheEventType"] === "Read description" && e["success"] === true),
   );
   const event = cacheEventsOf(id).find((e) => e["cacheEventType"] === "Read description" && e["success"] === true)!;
   assert.deepEqual(Object.keys(event).sort(), ["cacheEventType", "id", "success", "timestamp"]);
@@ -216,24 +227,50 @@ test("a change made through the API, not the bot, is visible in /get within 2 s"
 
   // A removal made elsewhere too: /get then says the package is gone.
   await client.removePackageV1({ PackageID: id });
-  const removed = await poll("/get of a package removed through the API", () => say(fake, `/get ${id}`), (r) => /not found/.test(r), 2000, 50);
+  const removed = await poll(
+    "/get of a package removed through the API",
+    () => say(fake, `/get ${id}`),
+    (r) => /not found/.test(r),
+    2000,
+    50,
+  );
   assert.equal(removed, `Package ${id} not found.`);
 });
 
 test("a duplicate of an old package event delivered again does not put the old state back", async () => {
   const id = await createPackage("first state");
   await client.updatePackageV1({ PackageID: id, Title: "second state" });
-  await poll("/get to show the second state", () => say(fake, `/get ${id}`), (r) => /Title: second state/.test(r), 5000, 50);
+  await poll(
+    "/get to show the second state",
+    () => say(fake, `/get ${id}`),
+    (r) => /Title: second state/.test(r),
+    5000,
+    50,
+  );
   const created = await poll(
     "the Created event on the package topic",
-    async () => watcher.messages.get(packageTopic)!.find((m) => m.key?.toString() === id && m.headers?.["event-type"]?.toString() === "Created"),
+    async () =>
+      watcher.messages
+        .get(packageTopic)!
+        .find((m) => m.key?.toString() === id && m.headers?.["event-type"]?.toString() === "Created"),
     (m) => m !== undefined,
   );
-  const staleBefore = await metric(bot.metricsUrl, "logistic_package_api_bot_package_events_total", '{outcome="stale"}');
+  const staleBefore = await metric(
+    bot.metricsUrl,
+    "logistic_package_api_bot_package_events_total",
+    '{outcome="stale"}',
+  );
   // The retranslator after a crash: the same event, again, after the newer one.
-  const producer = new Kafka({ clientId: "bot-cache-test-dup", brokers: mock.brokers, logLevel: logLevel.NOTHING }).producer();
+  const producer = new Kafka({
+    clientId: "bot-cache-test-dup",
+    brokers: mock.brokers,
+    logLevel: logLevel.NOTHING,
+  }).producer();
   await producer.connect();
-  await producer.send({ topic: packageTopic, messages: [{ key: created!.key, value: created!.value, headers: created!.headers }] });
+  await producer.send({
+    topic: packageTopic,
+    messages: [{ key: created!.key, value: created!.value, headers: created!.headers }],
+  });
   await producer.disconnect();
   await poll(
     "the bot to take the duplicate as stale",
@@ -250,7 +287,11 @@ test("a duplicate of an old package event delivered again does not put the old s
 test("cache-aside race: a Describe that read before a change cannot fill the cache after it", async () => {
   const connection = redis.duplicate();
   after(() => connection.disconnect());
-  const cache = new PackageCache(connection, { keyPrefix: `${keyPrefix}race:`, ttlSeconds: 60, versionTtlSeconds: 600 });
+  const cache = new PackageCache(connection, {
+    keyPrefix: `${keyPrefix}race:`,
+    ttlSeconds: 60,
+    versionTtlSeconds: 600,
+  });
   const old = create(PackageSchema, { ID: 1n, Title: "old", Material: "m", MaximumVolume: 1 });
   const fresh = create(PackageSchema, { ID: 1n, Title: "fresh", Material: "m", MaximumVolume: 1 });
   // The bot's own Update lands between the miss and the fill.
@@ -286,16 +327,14 @@ test("every Telegram update appears on omp-tgbot-commands with the original fiel
     async () => watcher.json(commandsTopic).filter((r) => String(r["MessageText"]).endsWith(nonce)),
     (r) => r.length >= 3,
   );
-  for (const r of records) assert.deepEqual(Object.keys(r).sort(), ["CallbackQueryData", "MessageText", "TimeStamp", "UserId", "Username"]);
+  for (const r of records)
+    assert.deepEqual(Object.keys(r).sort(), ["CallbackQueryData", "MessageText", "TimeStamp", "UserId", "Username"]);
   // Keyed by user: one user's updates keep their order, users' partitions interleave.
   const withoutTime = (r: Record<string, unknown>) => ({ ...r, TimeStamp: undefined });
-  assert.deepEqual(
-    records.filter((r) => r["UserId"] === chat).map(withoutTime),
-    [
-      { UserId: chat, Username: "alice", MessageText: `/help ${nonce}`, CallbackQueryData: "", TimeStamp: undefined },
-      { UserId: chat, Username: "", MessageText: `/list ${nonce}`, CallbackQueryData: "", TimeStamp: undefined },
-    ],
-  );
+  assert.deepEqual(records.filter((r) => r["UserId"] === chat).map(withoutTime), [
+    { UserId: chat, Username: "alice", MessageText: `/help ${nonce}`, CallbackQueryData: "", TimeStamp: undefined },
+    { UserId: chat, Username: "", MessageText: `/list ${nonce}`, CallbackQueryData: "", TimeStamp: undefined },
+  ]);
   assert.deepEqual(records.filter((r) => r["UserId"] === 31337).map(withoutTime), [
     { UserId: 31337, Username: "", MessageText: `/get ${nonce}`, CallbackQueryData: "", TimeStamp: undefined },
   ]);
@@ -307,10 +346,17 @@ test("every Telegram update appears on omp-tgbot-commands with the original fiel
   const sent = fake.chats.get(chat)!.at(-1)!;
   const no = fake.buttons(chat, sent.message_id).find((b) => b.text === "No")!;
   await fake.pressButton(chat, sent.message_id, no.data);
-  const pressed = await poll("the button press record", async () => watcher.json(commandsTopic).find((r) => r["CallbackQueryData"] === no.data), (r) => r !== undefined);
+  const pressed = await poll(
+    "the button press record",
+    async () => watcher.json(commandsTopic).find((r) => r["CallbackQueryData"] === no.data),
+    (r) => r !== undefined,
+  );
   assert.equal(pressed!["UserId"], chat);
   assert.equal(pressed!["MessageText"], "");
-  assert.ok((await metric(bot.metricsUrl, "logistic_package_api_bot_messages_published_total", `{topic="${commandsTopic}"}`)) >= 4);
+  assert.ok(
+    (await metric(bot.metricsUrl, "logistic_package_api_bot_messages_published_total", `{topic="${commandsTopic}"}`)) >=
+      4,
+  );
 });
 
 test("Redis stopped: /get still answers from the API, and the metrics and log say so", async () => {
@@ -333,8 +379,13 @@ test("Redis stopped: /get still answers from the API, and the metrics and log sa
     assert.match(await say(telegram, `/get ${id}`), /redis outage/, "answered without Redis");
     assert.equal(describeCalls(), calls + 1, "from the API");
     assert.equal(await metric(second.metricsUrl, "logistic_package_api_bot_redis_up"), 0);
-    assert.ok((await metric(second.metricsUrl, "logistic_package_api_bot_cache_errors_total", '{operation="read"}')) >= 1);
-    assert.ok(second.logs.lines.some((l) => l["level"] === "warn" && String(l["msg"]).startsWith("redis failed")), "a warning says the cache is out");
+    assert.ok(
+      (await metric(second.metricsUrl, "logistic_package_api_bot_cache_errors_total", '{operation="read"}')) >= 1,
+    );
+    assert.ok(
+      second.logs.lines.some((l) => l["level"] === "warn" && String(l["msg"]).startsWith("redis failed")),
+      "a warning says the cache is out",
+    );
     // Still answering while it stays away.
     assert.match(await say(telegram, `/get ${id}`), /redis outage/);
   } finally {
@@ -354,13 +405,34 @@ test("a broker that is away never holds a command: a full queue drops its oldest
     await own.createTopic(commandsTopic, 1);
     await own.createTopic(cacheEventsTopic, 1);
     await own.brokerDown(1);
-    second = await startBot(telegram, { KAFKA_BROKERS: own.brokers.join(",") }, { kafka: { queueSize: 2, sendRetries: 1 } });
+    second = await startBot(
+      telegram,
+      { KAFKA_BROKERS: own.brokers.join(",") },
+      { kafka: { queueSize: 2, sendRetries: 1 } },
+    );
     const texts = ["/help 1", "/help 2", "/help 3", "/help 4", "/help 5", "/help 6"];
-    for (const text of texts) assert.match(await say(telegram, text), /\/get/, `${text} answered while the broker is away`);
+    for (const text of texts)
+      assert.match(await say(telegram, text), /\/get/, `${text} answered while the broker is away`);
     const metrics = second.metricsUrl;
-    await poll("messages dropped from the full queue", () => metric(metrics, "logistic_package_api_bot_messages_dropped_total", `{topic="${commandsTopic}",reason="queue_full"}`), (n) => n >= 1);
-    await poll("failed attempts counted", () => metric(metrics, "logistic_package_api_bot_publish_failures_total", `{topic="${commandsTopic}"}`), (n) => n >= 1);
-    assert.ok((await metric(metrics, "logistic_package_api_bot_publish_queue_messages", `{topic="${commandsTopic}"}`)) <= 2, "the queue stays bounded");
+    await poll(
+      "messages dropped from the full queue",
+      () =>
+        metric(
+          metrics,
+          "logistic_package_api_bot_messages_dropped_total",
+          `{topic="${commandsTopic}",reason="queue_full"}`,
+        ),
+      (n) => n >= 1,
+    );
+    await poll(
+      "failed attempts counted",
+      () => metric(metrics, "logistic_package_api_bot_publish_failures_total", `{topic="${commandsTopic}"}`),
+      (n) => n >= 1,
+    );
+    assert.ok(
+      (await metric(metrics, "logistic_package_api_bot_publish_queue_messages", `{topic="${commandsTopic}"}`)) <= 2,
+      "the queue stays bounded",
+    );
     const warnings = () => second!.logs.lines.filter((l) => String(l["msg"]).startsWith("bot publish failed"));
     assert.equal(warnings().length, 1, "one warning for the outage, not one per message");
     assert.equal(warnings()[0]!["level"], "warn");
@@ -374,7 +446,9 @@ test("a broker that is away never holds a command: a full queue drops its oldest
       60_000,
     );
     assert.ok(sent.length < texts.length, `some were dropped (${JSON.stringify(sent)})`);
-    assert.ok((await metric(metrics, "logistic_package_api_bot_messages_published_total", `{topic="${commandsTopic}"}`)) >= 1);
+    assert.ok(
+      (await metric(metrics, "logistic_package_api_bot_messages_published_total", `{topic="${commandsTopic}"}`)) >= 1,
+    );
     assert.ok(second.logs.lines.some((l) => l["msg"] === "bot publishing works again"));
   } finally {
     await second?.app.stop();
@@ -398,9 +472,18 @@ test("the facade logs a readable line for a message of each topic", async () => 
         await new Promise((r) => setTimeout(r, 200));
         const logged = facade!.logs.lines.filter((l) => String(l["msg"]).startsWith("kafka message:"));
         return {
-          event: logged.find((l) => l["topic"] === packageTopic && (l["event"] as { packageId?: string } | undefined)?.packageId === id),
-          command: logged.find((l) => l["topic"] === commandsTopic && (l["command"] as { MessageText?: string } | undefined)?.MessageText === `/get ${id}`),
-          cache: logged.find((l) => l["topic"] === cacheEventsTopic && String((l["cacheEvent"] as { id?: unknown } | undefined)?.id) === id),
+          event: logged.find(
+            (l) => l["topic"] === packageTopic && (l["event"] as { packageId?: string } | undefined)?.packageId === id,
+          ),
+          command: logged.find(
+            (l) =>
+              l["topic"] === commandsTopic &&
+              (l["command"] as { MessageText?: string } | undefined)?.MessageText === `/get ${id}`,
+          ),
+          cache: logged.find(
+            (l) =>
+              l["topic"] === cacheEventsTopic && String((l["cacheEvent"] as { id?: unknown } | undefined)?.id) === id,
+          ),
         };
       },
       (v) => v.event !== undefined && v.command !== undefined && v.cache !== undefined,
@@ -408,14 +491,29 @@ test("the facade logs a readable line for a message of each topic", async () => 
       0,
     );
     const event = lines.event!;
-    assert.match(String(event["msg"]), new RegExp(`^kafka message: package ${id} updated \\(event \\d+\\): "logged", cardboard, [\\d.]+ cm³, reusable no$`));
+    assert.match(
+      String(event["msg"]),
+      new RegExp(
+        `^kafka message: package ${id} updated \\(event \\d+\\): "logged", cardboard, [\\d.]+ cm³, reusable no$`,
+      ),
+    );
     assert.equal((event["event"] as { type: string }).type, "Updated");
     assert.equal((event["event"] as { package: { title: string } }).package.title, "logged");
     assert.equal(event["level"], "info");
-    assert.match(String(lines.command!["msg"]), new RegExp(`^kafka message: telegram: user ${chat} wrote "/get ${id}" at `));
-    assert.match(String(lines.cache!["msg"]), new RegExp(`^kafka message: bot cache: (Read|Set) description of package ${id} (succeeded|did not succeed) at `));
+    assert.match(
+      String(lines.command!["msg"]),
+      new RegExp(`^kafka message: telegram: user ${chat} wrote "/get ${id}" at `),
+    );
+    assert.match(
+      String(lines.cache!["msg"]),
+      new RegExp(`^kafka message: bot cache: (Read|Set) description of package ${id} (succeeded|did not succeed) at `),
+    );
     // A message it cannot read is logged too, at warn, with the reason.
-    const producer = new Kafka({ clientId: "bot-cache-test-garbage", brokers: mock.brokers, logLevel: logLevel.NOTHING }).producer();
+    const producer = new Kafka({
+      clientId: "bot-cache-test-garbage",
+      brokers: mock.brokers,
+      logLevel: logLevel.NOTHING,
+    }).producer();
     await producer.connect();
     await producer.send({ topic: commandsTopic, messages: [{ key: "x", value: "not json {" }] });
     await producer.disconnect();
@@ -444,11 +542,26 @@ async function freePort(): Promise<number> {
 
 /** A redis-server of this test alone (the machine's is shared), in memory, answering PING. */
 async function startRedis(port: number): Promise<ChildProcess> {
-  const child = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], { stdio: "ignore" });
-  const probe = new Redis({ port, host: "127.0.0.1", lazyConnect: true, retryStrategy: () => 100, maxRetriesPerRequest: 0 });
+  const child = spawn(
+    "redis-server",
+    ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+    { stdio: "ignore" },
+  );
+  const probe = new Redis({
+    port,
+    host: "127.0.0.1",
+    lazyConnect: true,
+    retryStrategy: () => 100,
+    maxRetriesPerRequest: 0,
+  });
   probe.on("error", () => {});
   try {
-    await poll("the test's redis-server to answer", () => probe.ping().catch(() => "no"), (r) => r === "PONG", 10_000);
+    await poll(
+      "the test's redis-server to answer",
+      () => probe.ping().catch(() => "no"),
+      (r) => r === "PONG",
+      10_000,
+    );
   } finally {
     probe.disconnect();
   }

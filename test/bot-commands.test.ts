@@ -13,7 +13,8 @@ test("package IDs: whole numbers from 1 to 2^63-1", () => {
   assert.equal(parsePackageId(" 42 ", "u"), 42n);
   assert.equal(parsePackageId("9223372036854775807", "u"), 2n ** 63n - 1n);
   rejects(() => parsePackageId("9223372036854775808", "u"), /between 1 and/);
-  for (const bad of ["0", "-1", "1.5", "4x", "0x10", "١٢"]) rejects(() => parsePackageId(bad, "u"), /is not a package ID/);
+  for (const bad of ["0", "-1", "1.5", "4x", "0x10", "١٢"])
+    rejects(() => parsePackageId(bad, "u"), /is not a package ID/);
   rejects(() => parsePackageId("", "/get ID"), /Which package\? Usage: \/get ID/);
 });
 
@@ -95,7 +96,13 @@ test("bot config: defaults, environment overrides, bad values name the key", () 
     pageSize: 5,
     deleteConfirmTimeoutMs: 60_000,
     metricsPort: 9103,
-    cache: { redisUrl: "", keyPrefix: "logistic-package-api:bot:", ttlSeconds: 300, versionTtlSeconds: 604_800, timeoutMs: 200 },
+    cache: {
+      redisUrl: "",
+      keyPrefix: "logistic-package-api:bot:",
+      ttlSeconds: 300,
+      versionTtlSeconds: 604_800,
+      timeoutMs: 200,
+    },
     kafka: {
       enabled: true,
       commandsTopic: "omp-tgbot-commands",
@@ -107,14 +114,24 @@ test("bot config: defaults, environment overrides, bad values name the key", () 
   });
   const fromEnv = loadConfig({
     path: "config.yml",
-    env: { TELEGRAM_BOT_TOKEN: "1:abc", TELEGRAM_ALLOWED_CHAT_IDS: " 12, -1001234567890 ,", BOT_GRPC_ADDRESS: "api:8082" },
+    env: {
+      TELEGRAM_BOT_TOKEN: "1:abc",
+      TELEGRAM_ALLOWED_CHAT_IDS: " 12, -1001234567890 ,",
+      BOT_GRPC_ADDRESS: "api:8082",
+    },
   }).bot;
   assert.equal(fromEnv.token, "1:abc");
   assert.deepEqual(fromEnv.allowedChatIds, [12, -1001234567890]);
   assert.equal(fromEnv.grpcAddress, "api:8082");
   assert.deepEqual(loadConfig({ path: "config.yml", env: { TELEGRAM_ALLOWED_CHAT_IDS: "" } }).bot.allowedChatIds, []);
-  assert.throws(() => loadConfig({ path: "config.yml", env: { TELEGRAM_ALLOWED_CHAT_IDS: "12,abc" } }), /bot\.allowedChatIds/);
-  assert.throws(() => loadConfig({ path: "config.yml", env: { BOT_GRPC_ADDRESS: "http://x:1" } }), /bot\.grpcAddress.*BOT_GRPC_ADDRESS/);
+  assert.throws(
+    () => loadConfig({ path: "config.yml", env: { TELEGRAM_ALLOWED_CHAT_IDS: "12,abc" } }),
+    /bot\.allowedChatIds/,
+  );
+  assert.throws(
+    () => loadConfig({ path: "config.yml", env: { BOT_GRPC_ADDRESS: "http://x:1" } }),
+    /bot\.grpcAddress.*BOT_GRPC_ADDRESS/,
+  );
   // Cache, topics and metrics.
   const cached = loadConfig({
     path: "config.yml",
@@ -123,8 +140,14 @@ test("bot config: defaults, environment overrides, bad values name the key", () 
   assert.equal(cached.cache.redisUrl, "redis://cache:6379/2");
   assert.equal(cached.kafka.enabled, false);
   assert.equal(cached.metricsPort, 9200);
-  assert.throws(() => loadConfig({ path: "config.yml", env: { REDIS_URL: "cache:6379" } }), /config key "bot\.cache\.redisUrl" \(from REDIS_URL\)/);
-  assert.throws(() => loadConfig({ path: "config.yml", env: { BOT_KAFKA_ENABLED: "perhaps" } }), /bot\.kafka\.enabled.*BOT_KAFKA_ENABLED/);
+  assert.throws(
+    () => loadConfig({ path: "config.yml", env: { REDIS_URL: "cache:6379" } }),
+    /config key "bot\.cache\.redisUrl" \(from REDIS_URL\)/,
+  );
+  assert.throws(
+    () => loadConfig({ path: "config.yml", env: { BOT_KAFKA_ENABLED: "perhaps" } }),
+    /bot\.kafka\.enabled.*BOT_KAFKA_ENABLED/,
+  );
 });
 
 test("bot users and API credentials: environment forms, bad values name the key", () => {
@@ -144,7 +167,10 @@ test("bot users and API credentials: environment forms, bad values name the key"
   ]);
   assert.equal(fromEnv.apiToken, "s3cret");
   assert.equal(fromEnv.apiTls, true);
-  assert.deepEqual([fromEnv.apiCaFile, fromEnv.apiCertFile, fromEnv.apiKeyFile], ["/etc/lpa/ca.pem", "/etc/lpa/bot.pem", "/etc/lpa/bot.key"]);
+  assert.deepEqual(
+    [fromEnv.apiCaFile, fromEnv.apiCertFile, fromEnv.apiKeyFile],
+    ["/etc/lpa/ca.pem", "/etc/lpa/bot.pem", "/etc/lpa/bot.key"],
+  );
   assert.deepEqual(load({ TELEGRAM_USERS: "" }).users, []);
 
   const fails = (env: Record<string, string>, pattern: RegExp) => assert.throws(() => load(env), pattern);

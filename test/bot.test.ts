@@ -99,7 +99,13 @@ async function say(text: string): Promise<string> {
 }
 
 async function createPackage(fields: Record<string, unknown> = {}): Promise<string> {
-  const res = await client.createPackageV1({ Title: "box", Material: "cardboard", MaximumVolume: 2.5, Reusable: false, ...fields });
+  const res = await client.createPackageV1({
+    Title: "box",
+    Material: "cardboard",
+    MaximumVolume: 2.5,
+    Reusable: false,
+    ...fields,
+  });
   return res.ID as string;
 }
 
@@ -142,7 +148,13 @@ test("start-up: getMe, the command menu, deleteWebhook, then long polling", asyn
 test("/help and /start explain every command with examples", async () => {
   for (const text of ["/help", "/start"]) {
     const reply = await say(text);
-    for (const cmd of ["/list", "/get ID", "/new title | material | volume | reusable", "/edit ID field=value", "/delete ID"]) {
+    for (const cmd of [
+      "/list",
+      "/get ID",
+      "/new title | material | volume | reusable",
+      "/edit ID field=value",
+      "/delete ID",
+    ]) {
       assert.ok(reply.includes(cmd), `${text} mentions ${cmd}`);
     }
     assert.match(reply, /title=&quot;Big box&quot;|title="Big box"/);
@@ -158,7 +170,10 @@ describe("commands change and read the real API", () => {
     assert.match(reply, /Title: Big box\nMaterial: cardboard\nVolume: 1200 cm³\nReusable: yes/);
     assert.equal(await count(db.db, "package"), before + 1);
     const pkg = await describePackage(id);
-    assert.deepEqual([pkg["Title"], pkg["Material"], pkg["MaximumVolume"], pkg["Reusable"]], ["Big box", "cardboard", 1200, true]);
+    assert.deepEqual(
+      [pkg["Title"], pkg["Material"], pkg["MaximumVolume"], pkg["Reusable"]],
+      ["Big box", "cardboard", 1200, true],
+    );
 
     // reusable may be left out (= no); a decimal comma is a decimal point.
     const second = /Created package (\d+)/.exec(await say("/new Crate | plastic | 2,5"))?.[1];
@@ -198,7 +213,10 @@ describe("commands change and read the real API", () => {
     assert.match(reply, /Title: Big box\nMaterial: paper\nVolume: 3\.5 cm³\nReusable: yes\n/);
     assert.match(reply, /Updated: \d{4}-/);
     let pkg = await describePackage(id);
-    assert.deepEqual([pkg["Title"], pkg["Material"], pkg["MaximumVolume"], pkg["Reusable"]], ["Big box", "paper", 3.5, true]);
+    assert.deepEqual(
+      [pkg["Title"], pkg["Material"], pkg["MaximumVolume"], pkg["Reusable"]],
+      ["Big box", "paper", 3.5, true],
+    );
     assert.ok(pkg["Updated"]?.["Time"], "Updated is set");
 
     // Phones type “curly” quotes; reusable=no must reach the API (a wrapper, not a zero value).
@@ -229,7 +247,10 @@ describe("commands change and read the real API", () => {
     // One answer per question: pressing Yes again (a double tap) does nothing more.
     const requestsBefore = apiRequests();
     const again = await fake.pressButton(chat, messageId, yes!.data);
-    assert.match(String(again.calls.find((c) => c.method === "answerCallbackQuery")!.params["text"]), /no longer valid/);
+    assert.match(
+      String(again.calls.find((c) => c.method === "answerCallbackQuery")!.params["text"]),
+      /no longer valid/,
+    );
     assert.equal(apiRequests(), requestsBefore);
   });
 });
@@ -241,7 +262,8 @@ test("/list pages through 12 packages with Prev/Next buttons that edit the same 
   const ids: string[] = [];
   for (let i = 1; i <= 12; i++) ids.push(await createPackage({ Title: `p${String(i).padStart(2, "0")}` }));
   const titlesIn = (text: string) => [...text.matchAll(/ · (p\d\d) · /g)].map((m) => m[1]);
-  const pageTitles = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => `p${String(from + i).padStart(2, "0")}`);
+  const pageTitles = (from: number, to: number) =>
+    Array.from({ length: to - from + 1 }, (_, i) => `p${String(from + i).padStart(2, "0")}`);
 
   const first = await fake.sendText(chat, "/list");
   onlyReply(first);
@@ -255,7 +277,11 @@ test("/list pages through 12 packages with Prev/Next buttons that edit the same 
   const press = async (data: string) => {
     const result = await fake.pressButton(chat, messageId, data);
     assert.deepEqual(result.replies, [], "paging sends no new message");
-    assert.equal(result.calls.filter((c) => c.method === "answerCallbackQuery").length, 1, "the button press is answered");
+    assert.equal(
+      result.calls.filter((c) => c.method === "answerCallbackQuery").length,
+      1,
+      "the button press is answered",
+    );
     return result;
   };
 
@@ -334,7 +360,7 @@ test("InvalidArgument from the API is shown with its message, which names the fi
   assert.equal((await describePackage(id))["Title"], "keep");
 });
 
-test("NotFound: \"package N not found\" for get, edit and delete", async () => {
+test('NotFound: "package N not found" for get, edit and delete', async () => {
   for (const input of ["/get 987654321", "/edit 987654321 title=ghost", "/delete 987654321"]) {
     assert.equal(await say(input), "Package 987654321 not found.");
   }
@@ -348,7 +374,7 @@ test("unknown commands and plain text get a pointer to /help", async () => {
   assert.match(await say("hello"), /Send \/help/);
 });
 
-test("a chat that is not allowed gets \"not allowed\" and nothing else: no API call", async () => {
+test('a chat that is not allowed gets "not allowed" and nothing else: no API call', async () => {
   const requestsBefore = apiRequests();
   for (const text of ["/list", "/get 1", "/new a | b | 1", "hello"]) {
     const result = await fake.sendText(strangerChat, text);
@@ -361,10 +387,15 @@ test("a chat that is not allowed gets \"not allowed\" and nothing else: no API c
   // A button press from that chat (on the bot's reply there) is refused the same way.
   const messageId = fake.chats.get(strangerChat)!.at(-1)!.message_id;
   const press = await fake.pressButton(strangerChat, messageId, "list:5");
-  assert.deepEqual(press.calls.map((c) => c.method), ["answerCallbackQuery"]);
+  assert.deepEqual(
+    press.calls.map((c) => c.method),
+    ["answerCallbackQuery"],
+  );
   assert.match(String(press.calls[0]!.params["text"]), /not allowed/);
   assert.equal(apiRequests(), requestsBefore, "no API call for a stranger");
-  assert.ok(bot.logs.lines.some((l) => l["msg"] === "update from a chat that is not allowed" && l["chatId"] === strangerChat));
+  assert.ok(
+    bot.logs.lines.some((l) => l["msg"] === "update from a chat that is not allowed" && l["chatId"] === strangerChat),
+  );
 });
 
 /** The one reply to `text` sent by `user` in their private chat. */
@@ -383,14 +414,25 @@ describe("roles: each Telegram user may do what their role allows", () => {
 
     const packagesBefore = await count(db.db, "package");
     const requestsBefore = apiRequests();
-    assert.equal(await sayAs(readerUser, "/new a | b | 1"), "Sorry, /new needs the writer role; yours is reader. Ask the bot's operator.");
-    assert.equal(await sayAs(readerUser, `/edit ${id} title=x`), "Sorry, /edit needs the writer role; yours is reader. Ask the bot's operator.");
-    assert.equal(await sayAs(readerUser, `/delete ${id}`), "Sorry, /delete needs the admin role; yours is reader. Ask the bot's operator.");
+    assert.equal(
+      await sayAs(readerUser, "/new a | b | 1"),
+      "Sorry, /new needs the writer role; yours is reader. Ask the bot's operator.",
+    );
+    assert.equal(
+      await sayAs(readerUser, `/edit ${id} title=x`),
+      "Sorry, /edit needs the writer role; yours is reader. Ask the bot's operator.",
+    );
+    assert.equal(
+      await sayAs(readerUser, `/delete ${id}`),
+      "Sorry, /delete needs the admin role; yours is reader. Ask the bot's operator.",
+    );
     assert.equal(apiRequests(), requestsBefore, "no API call for a refused command");
     assert.equal(await count(db.db, "package"), packagesBefore);
     assert.equal((await describePackage(id))["Title"], "reader's");
     assert.ok(
-      bot.logs.lines.some((l) => l["command"] === "delete" && l["userId"] === readerUser && l["outcome"] === "forbidden"),
+      bot.logs.lines.some(
+        (l) => l["command"] === "delete" && l["userId"] === readerUser && l["outcome"] === "forbidden",
+      ),
       "the refusal is logged with the user",
     );
   });
@@ -399,7 +441,9 @@ describe("roles: each Telegram user may do what their role allows", () => {
     const created = /Created package (\d+)/.exec(await sayAs(writerUser, "/new Writer box | wood | 7"))?.[1];
     assert.ok(created, "the writer created a package");
     assert.equal((await describePackage(created))["Title"], "Writer box");
-    assert.ok((await sayAs(writerUser, `/edit ${created} material=steel`)).startsWith(`<b>Updated package ${created}</b>`));
+    assert.ok(
+      (await sayAs(writerUser, `/edit ${created} material=steel`)).startsWith(`<b>Updated package ${created}</b>`),
+    );
     assert.equal((await describePackage(created))["Material"], "steel");
     assert.match(await sayAs(writerUser, `/delete ${created}`), /\/delete needs the admin role; yours is writer/);
     await describePackage(created);
@@ -408,13 +452,21 @@ describe("roles: each Telegram user may do what their role allows", () => {
   test("a user not on the list, even in an allowed chat, is told their id and nothing else", async () => {
     const requestsBefore = apiRequests();
     const inGroup = await fake.sendText(group, "/list", { from: unlistedUser });
-    assert.deepEqual(inGroup.calls.map((c) => [c.method, c.params["chat_id"]]), [["sendMessage", group]]);
-    assert.equal(inGroup.replies[0], `Sorry, you are not allowed to use this bot (your Telegram user id is ${unlistedUser}).`);
+    assert.deepEqual(
+      inGroup.calls.map((c) => [c.method, c.params["chat_id"]]),
+      [["sendMessage", group]],
+    );
+    assert.equal(
+      inGroup.replies[0],
+      `Sorry, you are not allowed to use this bot (your Telegram user id is ${unlistedUser}).`,
+    );
     assert.match(await sayAs(unlistedUser, "/get 1"), /not allowed to use this bot \(your Telegram user id is 5004\)/);
     // A listed user in the same group is served.
     assert.match(onlyReplyOf(await fake.sendText(group, "/list", { from: readerUser })), /Packages 1–/);
     assert.equal(apiRequests(), requestsBefore + 1, "only the listed user's /list reached the API");
-    assert.ok(bot.logs.lines.some((l) => l["msg"] === "update from a user who is not allowed" && l["userId"] === unlistedUser));
+    assert.ok(
+      bot.logs.lines.some((l) => l["msg"] === "update from a user who is not allowed" && l["userId"] === unlistedUser),
+    );
   });
 });
 
@@ -446,7 +498,11 @@ describe("/delete confirmation", () => {
 
     for (const presser of [otherAdmin, readerUser]) {
       const press = await fake.pressButton(group, messageId, yes, { from: presser });
-      assert.deepEqual(press.calls.map((c) => c.method), ["answerCallbackQuery"], "no edit, no API call");
+      assert.deepEqual(
+        press.calls.map((c) => c.method),
+        ["answerCallbackQuery"],
+        "no edit, no API call",
+      );
       assert.equal(press.calls[0]!.params["text"], "Only the user who sent this /delete can answer it.");
       assert.equal(press.calls[0]!.params["show_alert"], true);
     }
@@ -535,7 +591,9 @@ describe("the package service cannot be reached", () => {
       const result = await telegram.sendText(chat, "/get 1");
       assert.match(onlyReplyOf(result), unavailable);
       assert.ok(result.handledInMs >= 450 && result.handledInMs < 2500, `took ${result.handledInMs} ms`);
-      assert.ok(slow.logs.lines.some((l) => l["msg"] === "package service call failed" && l["code"] === "DeadlineExceeded"));
+      assert.ok(
+        slow.logs.lines.some((l) => l["msg"] === "package service call failed" && l["code"] === "DeadlineExceeded"),
+      );
 
       // Graceful stop while a command waits on the API: the command still gets its reply.
       const bytesBefore = received;
@@ -585,7 +643,10 @@ describe("the bot's own credentials at the API: bearer token, TLS, client certif
     BOT_API_KEY_FILE: pki.clientKeyFile,
   });
 
-  async function withBot(env: Record<string, string>, run: (telegram: FakeTelegram, running: RunningBot) => Promise<void>) {
+  async function withBot(
+    env: Record<string, string>,
+    run: (telegram: FakeTelegram, running: RunningBot) => Promise<void>,
+  ) {
     const telegram = await FakeTelegram.start();
     const running = await startBot(telegram, { grpcAddress: stub.address, requestTimeoutMs: 2000, env });
     try {
@@ -611,7 +672,9 @@ describe("the bot's own credentials at the API: bearer token, TLS, client certif
       const connection = stub.connections.at(-1)!;
       assert.deepEqual(connection, { alpn: "h2", clientCertificate: "package-bot", authorized: true });
       assert.ok(!JSON.stringify(running.logs.lines).includes(botApiToken), "the API token is not logged");
-      assert.ok(running.logs.lines.some((l) => l["msg"] === "bot started" && l["apiTls"] === true && l["apiToken"] === true));
+      assert.ok(
+        running.logs.lines.some((l) => l["msg"] === "bot started" && l["apiTls"] === true && l["apiToken"] === true),
+      );
     });
   });
 
@@ -620,8 +683,15 @@ describe("the bot's own credentials at the API: bearer token, TLS, client certif
       await withBot({ ...tlsEnv(), BOT_API_TOKEN: token }, async (telegram, running) => {
         const callsBefore = stub.calls.length;
         const reply = onlyReplyOf(await telegram.sendText(chat, "/get 7"));
-        assert.equal(reply, "Sorry, the package service did not accept this bot's credentials. Tell the bot's operator.");
-        assert.equal(stub.calls[callsBefore]!.authorization, token === "" ? undefined : `Bearer ${token}`, "no header without a token");
+        assert.equal(
+          reply,
+          "Sorry, the package service did not accept this bot's credentials. Tell the bot's operator.",
+        );
+        assert.equal(
+          stub.calls[callsBefore]!.authorization,
+          token === "" ? undefined : `Bearer ${token}`,
+          "no header without a token",
+        );
         const failure = running.logs.lines.find((l) => l["msg"] === "package service call failed")!;
         assert.equal(failure["code"], "Unauthenticated");
         assert.equal(failure["level"], "error");
@@ -661,8 +731,14 @@ describe("the bot's own credentials at the API: bearer token, TLS, client certif
     const notPem = join(dir, "not.pem");
     writeFileSync(notPem, "hello\n");
     const cases: [Record<string, string>, RegExp][] = [
-      [{ BOT_API_CA_FILE: join(dir, "missing.pem") }, /config key "bot\.apiCaFile" \(env BOT_API_CA_FILE\): cannot read .*missing\.pem/],
-      [{ BOT_API_CA_FILE: notPem }, /config key "bot\.apiCaFile" \(env BOT_API_CA_FILE\): .*not\.pem is not a PEM certificate/],
+      [
+        { BOT_API_CA_FILE: join(dir, "missing.pem") },
+        /config key "bot\.apiCaFile" \(env BOT_API_CA_FILE\): cannot read .*missing\.pem/,
+      ],
+      [
+        { BOT_API_CA_FILE: notPem },
+        /config key "bot\.apiCaFile" \(env BOT_API_CA_FILE\): .*not\.pem is not a PEM certificate/,
+      ],
       [
         { BOT_API_CERT_FILE: pki.clientCertFile, BOT_API_KEY_FILE: pki.caKeyFile },
         /"bot\.apiCertFile", "bot\.apiKeyFile".*not a matching PEM certificate and key/,
@@ -682,7 +758,11 @@ describe("the bot's own credentials at the API: bearer token, TLS, client certif
 // TLS_KEY_FILE, TLS_CLIENT_CA_FILE (mutual TLS) and AUTH_TOKENS_FILE; the bot with its
 // own token, CA and client certificate.
 describe("against the real grpc-server with TLS, mutual TLS and API tokens", () => {
-  const tokens = { admin: "bot-admin-token-0123456789", writer: "bot-writer-token-0123456789", test: "test-admin-token-0123456789" };
+  const tokens = {
+    admin: "bot-admin-token-0123456789",
+    writer: "bot-writer-token-0123456789",
+    test: "test-admin-token-0123456789",
+  };
   let pki: Pki;
   let secure: TestServer;
   let admin: PackageApiClient;
@@ -713,7 +793,11 @@ describe("against the real grpc-server with TLS, mutual TLS and API tokens", () 
       metadata.set("authorization", `Bearer ${tokens.test}`);
       callback(null, metadata);
     });
-    const channel = grpc.credentials.createSsl(readFileSync(pki.caFile), readFileSync(pki.clientKeyFile), readFileSync(pki.clientCertFile));
+    const channel = grpc.credentials.createSsl(
+      readFileSync(pki.caFile),
+      readFileSync(pki.clientKeyFile),
+      readFileSync(pki.clientCertFile),
+    );
     admin = packageApiClient(secure.grpcAddress, grpc.credentials.combineChannelCredentials(channel, bearer));
   });
   after(async () => {
@@ -739,7 +823,8 @@ describe("against the real grpc-server with TLS, mutual TLS and API tokens", () 
       await telegram.close();
     }
     // (An empty token has nothing to leak.)
-    if (token !== "") assert.ok(!JSON.stringify(running.logs.lines).includes(token), "the bot's token is not in its logs");
+    if (token !== "")
+      assert.ok(!JSON.stringify(running.logs.lines).includes(token), "the bot's token is not in its logs");
   }
 
   /** The caller the server logged for each of its requests since `from`. */
@@ -752,7 +837,9 @@ describe("against the real grpc-server with TLS, mutual TLS and API tokens", () 
   test("with an admin token: /new, then /delete and Yes, each call made as package-bot", async () => {
     await withBot(tokens.admin, async (telegram) => {
       const logFrom = secure.logs.lines.length;
-      const id = /Created package (\d+)/.exec(onlyReplyOf(await telegram.sendText(chat, "/new Secure box | steel | 4")))?.[1];
+      const id = /Created package (\d+)/.exec(
+        onlyReplyOf(await telegram.sendText(chat, "/new Secure box | steel | 4")),
+      )?.[1];
       assert.ok(id, "created over TLS with the bot's token");
       assert.equal((await admin.describePackageV1({ PackageID: id })).Value.Title, "Secure box");
 
@@ -775,7 +862,8 @@ describe("against the real grpc-server with TLS, mutual TLS and API tokens", () 
   });
 
   test("with a writer token, Yes to /delete is refused by the API: the user is told, the package stays", async () => {
-    const id = (await admin.createPackageV1({ Title: "stays", Material: "wood", MaximumVolume: 1, Reusable: false })).ID as string;
+    const id = (await admin.createPackageV1({ Title: "stays", Material: "wood", MaximumVolume: 1, Reusable: false }))
+      .ID as string;
     await withBot(tokens.writer, async (telegram) => {
       assert.match(onlyReplyOf(await telegram.sendText(chat, `/delete ${id}`)), /Delete package \d+\?/);
       const messageId = telegram.chats.get(chat)!.at(-1)!.message_id;
@@ -803,7 +891,8 @@ describe("against the real grpc-server with TLS, mutual TLS and API tokens", () 
 test("a token that Telegram rejects stops start-up with a message naming bot.token", async () => {
   await assert.rejects(
     startBot(fake, { grpcAddress: server.grpcAddress, token: "42:wrong" }),
-    (err: unknown) => err instanceof ConfigError && /bot\.token/.test(err.message) && /TELEGRAM_BOT_TOKEN/.test(err.message),
+    (err: unknown) =>
+      err instanceof ConfigError && /bot\.token/.test(err.message) && /TELEGRAM_BOT_TOKEN/.test(err.message),
   );
 });
 
@@ -829,7 +918,10 @@ describe("npm run bot (the binary)", () => {
   test("refuses to start without a token, naming the key", async () => {
     const run = await runBinary({ TELEGRAM_BOT_TOKEN: "" });
     assert.equal(run.code, 2, run.output);
-    assert.match(run.output, /^bot: invalid configuration: config key "bot\.token" \(env TELEGRAM_BOT_TOKEN\) is empty/m);
+    assert.match(
+      run.output,
+      /^bot: invalid configuration: config key "bot\.token" \(env TELEGRAM_BOT_TOKEN\) is empty/m,
+    );
   });
 
   test("serves commands, and SIGTERM stops it gracefully (exit 0)", async () => {
@@ -851,7 +943,7 @@ describe("npm run bot (the binary)", () => {
         { stopWhen: /"bot started"/ },
       );
       const started = await run.started;
-      assert.ok(started, "the binary logs \"bot started\"");
+      assert.ok(started, 'the binary logs "bot started"');
       const result = await telegram.sendText(chat, `/get ${id}`);
       assert.match(onlyReplyOf(result), /Title: from the binary/);
       run.child.kill("SIGTERM");
@@ -888,7 +980,23 @@ function makePki(): Pki {
   for (const [name, cn, extensions] of leaves) {
     writeFileSync(join(dir, `${name}.ext`), extensions);
     openssl("req", ...ec, "-keyout", `${name}.key`, "-out", `${name}.csr`, "-subj", `/CN=${cn}`);
-    openssl("x509", "-req", "-in", `${name}.csr`, "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2", "-extfile", `${name}.ext`, "-out", `${name}.pem`);
+    openssl(
+      "x509",
+      "-req",
+      "-in",
+      `${name}.csr`,
+      "-CA",
+      "ca.pem",
+      "-CAkey",
+      "ca.key",
+      "-CAcreateserial",
+      "-days",
+      "2",
+      "-extfile",
+      `${name}.ext`,
+      "-out",
+      `${name}.pem`,
+    );
   }
   const file = (name: string) => join(dir, name);
   return {
@@ -945,7 +1053,11 @@ async function startStubApi(pki: Pki, token: string): Promise<StubApi> {
   );
   server.on("secureConnection", (socket: TLSSocket) => {
     const peer = socket.getPeerCertificate();
-    connections.push({ alpn: socket.alpnProtocol, clientCertificate: peer.subject?.CN?.toString(), authorized: socket.authorized });
+    connections.push({
+      alpn: socket.alpnProtocol,
+      clientCertificate: peer.subject?.CN?.toString(),
+      authorized: socket.authorized,
+    });
   });
   // A refused handshake (the cases that must fail) is not the stub's error.
   server.on("tlsClientError", () => {});

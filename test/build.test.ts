@@ -24,7 +24,11 @@ const binaries = ["grpc-server", "retranslator", "facade", "bot", "admin", "migr
 
 function run(command: string, args: string[], env: Record<string, string> = {}) {
   return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
-    const child = spawn(command, args, { cwd: root, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(command, args, {
+      cwd: root,
+      env: { ...process.env, ...env },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (d) => (stdout += d));
@@ -71,7 +75,10 @@ async function emptyDatabase(suffix: string): Promise<{ url: string; drop(): Pro
   const name = `lpa_test_${process.pid}_${suffix}`;
   await admin((c) => c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`));
   await admin((c) => c.query(`CREATE DATABASE ${name}`));
-  return { url: databaseUrl(name), drop: () => admin((c) => c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)).then(() => undefined) };
+  return {
+    url: databaseUrl(name),
+    drop: () => admin((c) => c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)).then(() => undefined),
+  };
 }
 
 /** Starts a compiled binary with plain node (no --import tsx); `output()` is what it wrote so far. */
@@ -130,12 +137,18 @@ after(() => rmSync(out, { recursive: true, force: true }));
 test("npm run build compiles one main.js per binary and every migration, with no TypeScript left to load", () => {
   for (const binary of binaries) assert.ok(existsSync(join(out, "cmd", binary, "main.js")), `cmd/${binary}/main.js`);
   for (const dir of ["db/migrations", "db/facade-migrations"]) {
-    const sources = readdirSync(join(root, dir)).filter((f) => f.endsWith(".ts")).map((f) => f.replace(/\.ts$/, ".js"));
+    const sources = readdirSync(join(root, dir))
+      .filter((f) => f.endsWith(".ts"))
+      .map((f) => f.replace(/\.ts$/, ".js"));
     const compiled = readdirSync(join(out, dir)).filter((f) => f.endsWith(".js"));
     assert.deepEqual(compiled.sort(), sources.sort(), `${dir}: one .js per migration`);
   }
   const files = walk(out);
-  assert.deepEqual(files.filter((f) => f.endsWith(".ts")), [], "no .ts in the build");
+  assert.deepEqual(
+    files.filter((f) => f.endsWith(".ts")),
+    [],
+    "no .ts in the build",
+  );
   // No module of the build imports tsx or a TypeScript file (plain node cannot load them).
   const specifier = /(?:\bfrom\s*|\bimport\s*\(?\s*)["']([^"']+)["']/g;
   for (const file of files.filter((f) => f.endsWith(".js"))) {
@@ -192,31 +205,54 @@ test("the compiled retranslator starts with plain node, without a writable TMPDI
 
 test("upgrade: a database migrated from the .ts sources is continued by the compiled migrate, names unchanged", async () => {
   const database = await emptyDatabase("build_upgrade");
-  const all = readdirSync(migrationsDirectory).filter((f) => f.endsWith(".ts")).sort();
+  const all = readdirSync(migrationsDirectory)
+    .filter((f) => f.endsWith(".ts"))
+    .sort();
   assert.ok(all.length >= 2);
   // The sources as the previous release had them: every migration but the newest, applied the way it
   // applied them (knex's directory source over .ts files, which records file names).
   const previous = mkdtempSync(join(tmpdir(), "lpa-previous-migrations-"));
   for (const f of all.slice(0, -1)) cpSync(join(migrationsDirectory, f), join(previous, f));
-  const db = createDatabase({ url: database.url, maxConnections: 1, statementTimeoutMs: 0, acquireTimeoutMs: 10_000, applicationName: "lpa-test" });
+  const db = createDatabase({
+    url: database.url,
+    maxConnections: 1,
+    statementTimeoutMs: 0,
+    acquireTimeoutMs: 10_000,
+    applicationName: "lpa-test",
+  });
   const recorded = async () =>
-    ((await db.raw(`SELECT id, name, migration_time FROM knex_migrations ORDER BY id`)) as {
-      rows: { id: number; name: string; migration_time: Date }[];
-    }).rows;
+    (
+      (await db.raw(`SELECT id, name, migration_time FROM knex_migrations ORDER BY id`)) as {
+        rows: { id: number; name: string; migration_time: Date }[];
+      }
+    ).rows;
   try {
     await db.migrate.latest({ directory: previous, loadExtensions: [".ts"] });
     const before = await recorded();
-    assert.deepEqual(before.map((r) => r.name), all.slice(0, -1));
+    assert.deepEqual(
+      before.map((r) => r.name),
+      all.slice(0, -1),
+    );
 
     const first = await run(process.execPath, [join(out, "cmd", "migrate", "main.js")], { DATABASE_URL: database.url });
     assert.equal(first.code, 0, first.stderr);
     const afterUpgrade = await recorded();
-    assert.deepEqual(afterUpgrade.slice(0, before.length), before, "the applied migrations are neither re-run nor renamed");
-    assert.deepEqual(afterUpgrade.map((r) => r.name), all, "the new migration is applied, recorded under its .ts name");
+    assert.deepEqual(
+      afterUpgrade.slice(0, before.length),
+      before,
+      "the applied migrations are neither re-run nor renamed",
+    );
+    assert.deepEqual(
+      afterUpgrade.map((r) => r.name),
+      all,
+      "the new migration is applied, recorded under its .ts name",
+    );
     assert.match(first.stdout + first.stderr, new RegExp(all.at(-1)!.replace(/\./g, "\\.")));
 
     // Again with the compiled build, then from the sources (development): nothing left to apply.
-    const second = await run(process.execPath, [join(out, "cmd", "migrate", "main.js")], { DATABASE_URL: database.url });
+    const second = await run(process.execPath, [join(out, "cmd", "migrate", "main.js")], {
+      DATABASE_URL: database.url,
+    });
     assert.equal(second.code, 0, second.stderr);
     assert.deepEqual(await migrateLatest(db), []);
     assert.deepEqual(await recorded(), afterUpgrade);
@@ -239,15 +275,25 @@ test("the compiled admin CLI runs with plain node: --help, and exit 2 on bad arg
 test("the compiled facade creates and migrates its database, keeps recorded names, and reports ready", async () => {
   const database = await emptyDatabase("build_facade");
   const facadeDir = fileURLToPath(new URL("../db/facade-migrations", import.meta.url));
-  const all = readdirSync(facadeDir).filter((f) => f.endsWith(".ts")).sort();
+  const all = readdirSync(facadeDir)
+    .filter((f) => f.endsWith(".ts"))
+    .sort();
   // The previous release's facade migrations (all but the newest), applied from the .ts sources.
   const previous = mkdtempSync(join(tmpdir(), "lpa-previous-facade-migrations-"));
   for (const f of all.slice(0, -1)) cpSync(join(facadeDir, f), join(previous, f));
-  const db = createDatabase({ url: database.url, maxConnections: 1, statementTimeoutMs: 0, acquireTimeoutMs: 10_000, applicationName: "lpa-test" });
+  const db = createDatabase({
+    url: database.url,
+    maxConnections: 1,
+    statementTimeoutMs: 0,
+    acquireTimeoutMs: 10_000,
+    applicationName: "lpa-test",
+  });
   const recorded = async () =>
-    ((await db.raw(`SELECT id, name, migration_time FROM facade_knex_migrations ORDER BY id`)) as {
-      rows: { id: number; name: string; migration_time: Date }[];
-    }).rows;
+    (
+      (await db.raw(`SELECT id, name, migration_time FROM facade_knex_migrations ORDER BY id`)) as {
+        rows: { id: number; name: string; migration_time: Date }[];
+      }
+    ).rows;
   const kafka: KafkaMock = await startKafkaMock();
   await kafka.createTopic("build-test-facade", 1);
   const port = await freePort();
@@ -264,8 +310,16 @@ test("the compiled facade creates and migrates its database, keeps recorded name
     });
     await waitReady(`http://127.0.0.1:${port}/ready`, facade);
     const afterStart = await recorded();
-    assert.deepEqual(afterStart.slice(0, before.length), before, "applied facade migrations are neither re-run nor renamed");
-    assert.deepEqual(afterStart.map((r) => r.name), all, "the new one is applied under its .ts name");
+    assert.deepEqual(
+      afterStart.slice(0, before.length),
+      before,
+      "applied facade migrations are neither re-run nor renamed",
+    );
+    assert.deepEqual(
+      afterStart.map((r) => r.name),
+      all,
+      "the new one is applied under its .ts name",
+    );
   } finally {
     // Cleanup first (a failed assertion here would leave the broker running and hang the file).
     exitCode = await facade?.stop();

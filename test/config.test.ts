@@ -78,7 +78,9 @@ test("a bad value stops start-up with a message naming the key and its source", 
   assert.throws(
     () => loadConfig({ path: tempConfig("grpc:\n  headersTimeoutMs: 60000\n  requestTimeoutMs: 30000\n"), env: {} }),
     (err: unknown) =>
-      err instanceof ConfigError && /grpc\.headersTimeoutMs/.test(err.message) && /must not exceed grpc\.requestTimeoutMs/.test(err.message),
+      err instanceof ConfigError &&
+      /grpc\.headersTimeoutMs/.test(err.message) &&
+      /must not exceed grpc\.requestTimeoutMs/.test(err.message),
   );
 });
 
@@ -91,7 +93,10 @@ test("an unknown key is rejected rather than silently ignored (typos)", () => {
 
 test("booleans accept YAML and environment spellings; 'false' stays false", () => {
   // gateway.enabled defaults to true, so 'false' read as a truthy string would show.
-  const config = loadConfig({ path: tempConfig("gateway:\n  enabled: 'false'\nproject:\n  allowRiseToDebug: 'on'\n"), env: {} });
+  const config = loadConfig({
+    path: tempConfig("gateway:\n  enabled: 'false'\nproject:\n  allowRiseToDebug: 'on'\n"),
+    env: {},
+  });
   assert.equal(config.gateway.enabled, false);
   assert.equal(config.project.allowRiseToDebug, true);
   assert.equal(loadConfig({ path: tempConfig("{}\n"), env: {} }).project.allowRiseToDebug, false, "off by default");
@@ -107,6 +112,7 @@ test("the loaded config is frozen", () => {
 test("a bad element of a list key names the list's environment variable", () => {
   assert.throws(
     () => loadConfig({ path: "config.yml", env: { KAFKA_BROKERS: "good:9092,bad" } }),
-    (err: unknown) => err instanceof ConfigError && /kafka\.brokers/.test(err.message) && /KAFKA_BROKERS/.test(err.message),
+    (err: unknown) =>
+      err instanceof ConfigError && /kafka\.brokers/.test(err.message) && /KAFKA_BROKERS/.test(err.message),
   );
 });

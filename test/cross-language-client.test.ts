@@ -34,7 +34,11 @@ before(async () => {
     tokensFile,
     `tokens:\n  - { name: ops, token: "${tokens.ops}", role: admin }\n  - { name: viewer, token: "${tokens.viewer}", role: reader }\n`,
   );
-  server = await startTestServer(db.url, { TLS_CERT_FILE: cert.certFile, TLS_KEY_FILE: cert.keyFile, AUTH_TOKENS_FILE: tokensFile });
+  server = await startTestServer(db.url, {
+    TLS_CERT_FILE: cert.certFile,
+    TLS_KEY_FILE: cert.keyFile,
+    AUTH_TOKENS_FILE: tokensFile,
+  });
   stubs = mkdtempSync(join(tmpdir(), "lpa-python-stubs-"));
   await run(python, [
     "-m",
@@ -73,7 +77,13 @@ test("a Python grpcio client creates, reads, updates, lists and removes over TLS
       .map(({ step, ...rest }) => [step, rest]),
   );
   assert.ok(Number(steps["create"].id) > 0);
-  assert.deepEqual(steps["describe"], { title: "Kiste", material: "Holz", volume: 12.5, reusable: true, hasUpdated: false });
+  assert.deepEqual(steps["describe"], {
+    title: "Kiste",
+    material: "Holz",
+    volume: 12.5,
+    reusable: true,
+    hasUpdated: false,
+  });
   assert.deepEqual(steps["update"], { suc: true });
   assert.deepEqual(steps["list"], { titles: ["Große Kiste"], reusable: [false], hasUpdated: [true] });
   assert.deepEqual(steps["remove"], { suc: true });

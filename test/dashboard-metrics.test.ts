@@ -14,7 +14,12 @@ import { parse as parseYaml } from "yaml";
 import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
 import { facadeEnv, readFacadeMetric, startTestFacade, type TestFacade } from "./helpers/facade.js";
 import { startKafkaMock, type KafkaMock } from "./helpers/kafka-mock.js";
-import { fastRetranslatorEnv, startTestRetranslator, writeTestConfig, type TestRetranslator } from "./helpers/retranslator.js";
+import {
+  fastRetranslatorEnv,
+  startTestRetranslator,
+  writeTestConfig,
+  type TestRetranslator,
+} from "./helpers/retranslator.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
@@ -34,10 +39,16 @@ interface Target {
 const dashboard = JSON.parse(readFileSync(`${root}deploy/grafana/dashboards/logistic-package-api.json`, "utf8")) as {
   panels: { title: string; type: string; targets?: { expr: string }[]; panels?: unknown[] }[];
 };
-const targets: Target[] = dashboard.panels.flatMap((p) => (p.targets ?? []).map((t) => ({ panel: p.title, expr: t.expr })));
-const alertRules = parseYaml(readFileSync(`${root}deploy/prometheus/alerts.yml`, "utf8")) as { groups: { rules: { alert?: string; record?: string; expr: string }[] }[] };
+const targets: Target[] = dashboard.panels.flatMap((p) =>
+  (p.targets ?? []).map((t) => ({ panel: p.title, expr: t.expr })),
+);
+const alertRules = parseYaml(readFileSync(`${root}deploy/prometheus/alerts.yml`, "utf8")) as {
+  groups: { rules: { alert?: string; record?: string; expr: string }[] }[];
+};
 /** The alert rules' expressions, checked like the dashboard's queries ("panel" = the alert). */
-const alertTargets: Target[] = alertRules.groups.flatMap((g) => g.rules.map((r) => ({ panel: r.alert ?? r.record ?? "?", expr: r.expr })));
+const alertTargets: Target[] = alertRules.groups.flatMap((g) =>
+  g.rules.map((r) => ({ panel: r.alert ?? r.record ?? "?", expr: r.expr })),
+);
 
 /** One /metrics page: family types, and the label names seen on each sample name. */
 interface Exposition {
@@ -106,7 +117,11 @@ before(async () => {
   await kafka.pushErrors(0, relay.config.kafka.sendRetries + 1, [7]);
   const gateway = `http://127.0.0.1:${server.ports.gateway}/v1/packages`;
   const auth = { authorization: `Bearer ${TOKEN}` };
-  const created = await fetch(gateway, { method: "POST", headers: auth, body: JSON.stringify({ Title: "dashboard", Material: "cardboard", MaximumVolume: 1 }) });
+  const created = await fetch(gateway, {
+    method: "POST",
+    headers: auth,
+    body: JSON.stringify({ Title: "dashboard", Material: "cardboard", MaximumVolume: 1 }),
+  });
   assert.equal(created.status, 200, await created.text());
   assert.equal((await fetch(`${gateway}/999999999`, { headers: auth })).status, 404);
   assert.equal((await fetch(`${gateway}/1`)).status, 401);
@@ -126,7 +141,9 @@ before(async () => {
   // Until the event is acknowledged, so that the publish-latency histogram has a sample.
   const deadline = Date.now() + 30_000;
   for (;;) {
-    const m = /^logistic_package_api_retranslator_publish_latency_seconds_count (\S+)$/m.exec(await scrape(relay.ports.metrics));
+    const m = /^logistic_package_api_retranslator_publish_latency_seconds_count (\S+)$/m.exec(
+      await scrape(relay.ports.metrics),
+    );
     if (m && Number(m[1]) >= 1) break;
     assert.ok(Date.now() < deadline, "the retranslator published the event within 30 s");
     await new Promise((r) => setTimeout(r, 100));
@@ -160,7 +177,10 @@ test("the dashboard has queries", () => {
   for (const t of targets) assert.match(t.expr, HAS_METRIC, `${t.panel}: ${t.expr}`);
   // Node's process metrics of every binary: event loop and heap.
   for (const name of ["nodejs_eventloop_lag_seconds", "nodejs_heap_size_used_bytes"]) {
-    assert.ok(targets.some((t) => t.expr.includes(name)), `a panel plots ${name}`);
+    assert.ok(
+      targets.some((t) => t.expr.includes(name)),
+      `a panel plots ${name}`,
+    );
   }
 });
 
@@ -177,7 +197,8 @@ function unexported(list: Target[]): string[] {
       }
       const type = exported.types.get(name);
       if (type === undefined) problems.push(`${panel}: ${name} is not exported (no # TYPE line)`);
-      else if (type === "histogram") problems.push(`${panel}: ${name} is a histogram: query ${name}_bucket, _sum or _count`);
+      else if (type === "histogram")
+        problems.push(`${panel}: ${name} is a histogram: query ${name}_bucket, _sum or _count`);
       else if (!exported.samples.has(name)) problems.push(`${panel}: ${name} has no sample line`);
     }
   }
@@ -190,7 +211,10 @@ test("every metric name in the dashboard is exported by the running binaries, wi
 
 test("every metric name in the alert rules is exported by the running binaries (an alert on a missing metric never fires)", () => {
   assert.ok(alertTargets.length >= 8, `${alertTargets.length} rules`);
-  assert.ok(alertTargets.every((t) => HAS_METRIC.test(t.expr) || /\bup\b/.test(t.expr)), "every rule queries a metric");
+  assert.ok(
+    alertTargets.every((t) => HAS_METRIC.test(t.expr) || /\bup\b/.test(t.expr)),
+    "every rule queries a metric",
+  );
   assert.deepEqual(unexported(alertTargets), []);
 });
 
@@ -201,10 +225,12 @@ test("counters and histogram series are queried through rate(), gauges as they a
       const base = name.replace(HISTOGRAM_PART, "");
       const type = exported.types.get(name) ?? exported.types.get(base);
       const inRate = new RegExp(`\\b(rate|increase)\\(\\s*${name}\\b`).test(expr);
-      if ((type === "counter" || type === "histogram") && !inRate) problems.push(`${panel}: ${name} (${type}) outside rate(): ${expr}`);
+      if ((type === "counter" || type === "histogram") && !inRate)
+        problems.push(`${panel}: ${name} (${type}) outside rate(): ${expr}`);
       if (type === "gauge" && inRate) problems.push(`${panel}: rate() of the gauge ${name}: ${expr}`);
     }
-    if (/histogram_quantile/.test(expr) && !/by \([^)]*\ble\b/.test(expr)) problems.push(`${panel}: histogram_quantile without "by (le)"`);
+    if (/histogram_quantile/.test(expr) && !/by \([^)]*\ble\b/.test(expr))
+      problems.push(`${panel}: histogram_quantile without "by (le)"`);
   }
   assert.deepEqual(problems, []);
 });
@@ -215,7 +241,8 @@ test("the labels the dashboard and the alerts group and filter by exist on the m
     const names = [...new Set(expr.match(PREFIX) ?? [])];
     const available = new Set(names.flatMap((n) => [...(exported.samples.get(n) ?? [])]));
     const used = new Set<string>();
-    for (const m of expr.matchAll(/\b(?:by|without)\s*\(([^)]*)\)/g)) for (const l of m[1]!.split(",")) used.add(l.trim());
+    for (const m of expr.matchAll(/\b(?:by|without)\s*\(([^)]*)\)/g))
+      for (const l of m[1]!.split(",")) used.add(l.trim());
     for (const m of expr.matchAll(/\{([^}]*)\}/g)) {
       for (const l of m[1]!.matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)/g)) used.add(l[1]!);
     }
@@ -231,13 +258,20 @@ test("every metric family of the service has a place on the dashboard", () => {
   const used = new Set(targets.flatMap((t) => (t.expr.match(PREFIX) ?? []).map((n) => n.replace(HISTOGRAM_PART, ""))));
   const families = [...exported.types.keys()].filter((n) => n.startsWith("logistic_package_api_"));
   assert.ok(families.length >= 14, `${families.length} families exported`);
-  assert.deepEqual(families.filter((f) => !used.has(f)), [], "exported but not on the dashboard");
+  assert.deepEqual(
+    families.filter((f) => !used.has(f)),
+    [],
+    "exported but not on the dashboard",
+  );
 });
 
 /** Runs a `node -e` healthcheck command (exec form minus "CMD") with `env`; resolves with the exit code. */
 function runHealthcheck(command: string[], env: Record<string, string>): Promise<number | null> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, command.slice(1), { env: { PATH: process.env["PATH"] ?? "", ...env }, stdio: "ignore" });
+    const child = spawn(process.execPath, command.slice(1), {
+      env: { PATH: process.env["PATH"] ?? "", ...env },
+      stdio: "ignore",
+    });
     child.once("error", reject);
     child.once("exit", (code) => resolve(code));
   });
@@ -253,5 +287,9 @@ test("the image's and compose's healthchecks pass against the real binaries' /re
   };
   const relayCheck = compose.services["retranslator"]!.healthcheck!.test.slice(1);
   assert.equal(await runHealthcheck(image, { STATUS_PORT: String(server.ports.status) }), 0, "grpc-server healthy");
-  assert.equal(await runHealthcheck(relayCheck, { RETRANSLATOR_METRICS_PORT: String(relay.ports.metrics) }), 0, "retranslator healthy");
+  assert.equal(
+    await runHealthcheck(relayCheck, { RETRANSLATOR_METRICS_PORT: String(relay.ports.metrics) }),
+    0,
+    "retranslator healthy",
+  );
 });

@@ -12,7 +12,13 @@ import { createRoleDatabase, type RoleDatabase } from "./helpers/db-roles.js";
 import { facadeEnv, startTestFacade, type TestFacade } from "./helpers/facade.js";
 import { packageApiClient, type PackageApiClient } from "./helpers/grpc-client.js";
 import { startKafkaMock, type KafkaMock } from "./helpers/kafka-mock.js";
-import { fastRetranslatorEnv, runAdmin, startTestRetranslator, writeTestConfig, type TestRetranslator } from "./helpers/retranslator.js";
+import {
+  fastRetranslatorEnv,
+  runAdmin,
+  startTestRetranslator,
+  writeTestConfig,
+  type TestRetranslator,
+} from "./helpers/retranslator.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 import { readTopic, type TopicMessage } from "./helpers/topic-checker.js";
 
@@ -74,7 +80,11 @@ async function deniedAsApp(sql: string): Promise<string> {
     try {
       await c.query(sql);
     } catch (err) {
-      assert.equal((err as { code?: string }).code, "42501", `${sql}: expected insufficient_privilege, got ${String(err)}`);
+      assert.equal(
+        (err as { code?: string }).code,
+        "42501",
+        `${sql}: expected insufficient_privilege, got ${String(err)}`,
+      );
       return (err as Error).message;
     }
     assert.fail(`${sql}: the app role was allowed`);
@@ -122,7 +132,10 @@ test("the app role cannot change the schema, truncate, or touch the migrations' 
   assert.match(await deniedAsApp(`TRUNCATE package_event`), /permission denied for table package_event/);
   assert.match(await deniedAsApp(`CREATE SCHEMA evil`), /permission denied for database/);
   assert.match(await deniedAsApp(`SELECT * FROM knex_migrations`), /permission denied for table knex_migrations/);
-  assert.match(await deniedAsApp(`UPDATE knex_migrations_lock SET is_locked = 1`), /permission denied for table knex_migrations_lock/);
+  assert.match(
+    await deniedAsApp(`UPDATE knex_migrations_lock SET is_locked = 1`),
+    /permission denied for table knex_migrations_lock/,
+  );
   assert.match(await deniedAsApp(`DROP FUNCTION package_event_payload(package)`), /must be owner of function/);
 });
 
@@ -141,7 +154,9 @@ test("grpc-server and retranslator under the app role: Create, Update, Remove re
   // migrateOnStart stays on: both binaries migrate (nothing pending) through the owner's URL.
   server = await startTestServer(rdb.app.url, { DATABASE_MIGRATION_URL: rdb.owner.url });
   // maxAttempts 1: one non-retriable produce error dead-letters an event (under the app role).
-  relayConfig = await writeTestConfig({ retranslator: { maxAttempts: 1, retryBackoffMinMs: 50, retryBackoffMaxMs: 200 } });
+  relayConfig = await writeTestConfig({
+    retranslator: { maxAttempts: 1, retryBackoffMinMs: 50, retryBackoffMaxMs: 200 },
+  });
   relay = await startTestRetranslator(
     { ...fastRetranslatorEnv(rdb.app.url, kafka.brokers, topic), DATABASE_MIGRATION_URL: rdb.owner.url },
     relayConfig.path,
@@ -151,21 +166,34 @@ test("grpc-server and retranslator under the app role: Create, Update, Remove re
   const a = (await client.createPackageV1({ Title: "Crate", Material: "wood", MaximumVolume: 10 })).ID as string;
   await client.updatePackageV1({ PackageID: a, Title: "Big crate" });
   await client.removePackageV1({ PackageID: a });
-  const b = (await client.createPackageV1({ Title: "Box", Material: "paper", MaximumVolume: 2 }, { "x-request-id": "roles-1" })).ID as string;
+  const b = (
+    await client.createPackageV1({ Title: "Box", Material: "paper", MaximumVolume: 2 }, { "x-request-id": "roles-1" })
+  ).ID as string;
   assert.equal((await client.describePackageV1({ PackageID: b })).Value.Title, "Box");
   assert.equal((await client.listPackagesV1({ Limit: 10 })).Packages.length, 1);
 
-  const delivered = await readTopic(kafka.brokers, topic, (m) => typesOf(m, a).length === 3 && typesOf(m, b).length === 1);
+  const delivered = await readTopic(
+    kafka.brokers,
+    topic,
+    (m) => typesOf(m, a).length === 3 && typesOf(m, b).length === 1,
+  );
   assert.deepEqual(typesOf(delivered, a), [EventType.Created, EventType.Updated, EventType.Removed]);
   assert.deepEqual(typesOf(delivered, b), [EventType.Created]);
-  await poll("the outbox to be emptied by the relay's deletes", () => rdb.db("package_event").count({ n: "*" }), (r) => Number(r[0]!.n) === 0);
+  await poll(
+    "the outbox to be emptied by the relay's deletes",
+    () => rdb.db("package_event").count({ n: "*" }),
+    (r) => Number(r[0]!.n) === 0,
+  );
 
   // A failing event moves to the dead-letter table, and the admin CLI, also as the app role, requeues it.
   await kafka.pushErrors(0, 1, [87]);
   const c = (await client.createPackageV1({ Title: "Poison", Material: "glass", MaximumVolume: 1 })).ID as string;
   const dead = await poll(
     "the event to be dead-lettered",
-    async () => (await rdb.db.raw(`SELECT id::text FROM package_event_dead_letter WHERE package_id = ?`, [c])).rows as { id: string }[],
+    async () =>
+      (await rdb.db.raw(`SELECT id::text FROM package_event_dead_letter WHERE package_id = ?`, [c])).rows as {
+        id: string;
+      }[],
     (rows) => rows.length === 1,
   );
   const requeue = await runAdmin(rdb.app.url, ["requeue", dead[0]!.id]);
@@ -178,7 +206,11 @@ test("grpc-server and retranslator under the app role: Create, Update, Remove re
     relay.logs.lines.filter((l) => l["msg"] === "LISTEN connection failed"),
     [],
   );
-  assert.deepEqual(server.logs.lines.filter((l) => (l["level"] as number) >= 50), [], "no error was logged by the server");
+  assert.deepEqual(
+    server.logs.lines.filter((l) => (l["level"] as number) >= 50),
+    [],
+    "no error was logged by the server",
+  );
 });
 
 test("the facade under its own app role: FACADE_DATABASE_MIGRATION_URL migrates, the read model fills, DDL is refused", async () => {
@@ -194,7 +226,11 @@ test("the facade under its own app role: FACADE_DATABASE_MIGRATION_URL migrates,
   facade = await startTestFacade({ ...env, FACADE_DATABASE_MIGRATION_URL: facadeRdb.owner.url });
   const rows = await poll(
     "the read model to hold the published packages",
-    async () => (await facadeRdb!.db.raw(`SELECT title, removed FROM facade_package ORDER BY id`)).rows as { title: string; removed: boolean }[],
+    async () =>
+      (await facadeRdb!.db.raw(`SELECT title, removed FROM facade_package ORDER BY id`)).rows as {
+        title: string;
+        removed: boolean;
+      }[],
     (r) => r.length === 3,
   );
   assert.deepEqual(rows, [
@@ -208,7 +244,10 @@ test("the facade under its own app role: FACADE_DATABASE_MIGRATION_URL migrates,
   await c.connect();
   try {
     await assert.rejects(c.query(`DROP TABLE facade_inbox`), (err: { code?: string }) => err.code === "42501");
-    await assert.rejects(c.query(`SELECT * FROM facade_knex_migrations`), (err: { code?: string }) => err.code === "42501");
+    await assert.rejects(
+      c.query(`SELECT * FROM facade_knex_migrations`),
+      (err: { code?: string }) => err.code === "42501",
+    );
   } finally {
     await c.end();
   }

@@ -62,7 +62,9 @@ function portsOf(service: any): PortMapping[] {
         target: Number(long.target),
       };
     }
-    const parts = String(p).replace(/\/(tcp|udp)$/, "").split(":");
+    const parts = String(p)
+      .replace(/\/(tcp|udp)$/, "")
+      .split(":");
     assert.ok(parts.length >= 2, `port ${String(p)} publishes to a fixed host port`);
     return {
       hostIp: parts.length > 2 ? parts.slice(0, -2).join(":") : undefined,
@@ -76,7 +78,9 @@ function portsOf(service: any): PortMapping[] {
 function dependsOn(service: any): Record<string, string> {
   const d = service.depends_on ?? {};
   if (Array.isArray(d)) return Object.fromEntries(d.map((name: string) => [name, "service_started"]));
-  return Object.fromEntries(Object.entries(d).map(([name, v]) => [name, (v as { condition?: string }).condition ?? "service_started"]));
+  return Object.fromEntries(
+    Object.entries(d).map(([name, v]) => [name, (v as { condition?: string }).condition ?? "service_started"]),
+  );
 }
 
 /** A healthcheck `test` as one string (CMD / CMD-SHELL forms). */
@@ -128,7 +132,10 @@ function execForm(args: string): string[] {
 function runHealthcheck(command: string[], env: Record<string, string>): Promise<number | null> {
   assert.equal(command[0], "node", "the healthcheck runs node (the slim image has no curl or wget)");
   return new Promise((resolvePromise, reject) => {
-    const child = spawn(process.execPath, command.slice(1), { env: { PATH: process.env["PATH"] ?? "", ...env }, stdio: "ignore" });
+    const child = spawn(process.execPath, command.slice(1), {
+      env: { PATH: process.env["PATH"] ?? "", ...env },
+      stdio: "ignore",
+    });
     const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
     child.once("error", reject);
     child.once("exit", (code) => {
@@ -146,11 +153,25 @@ const healthcheck = runtime.find((i) => i.keyword === "HEALTHCHECK");
 // --- docker-compose.yml ---------------------------------------------------------
 
 test("docker-compose.yml has every service of the stack, Kafka in KRaft mode and no ZooKeeper", () => {
-  for (const name of ["postgres", "kafka", "jaeger", "prometheus", "grafana", "grpc-server", "retranslator", "facade", "bot"]) {
+  for (const name of [
+    "postgres",
+    "kafka",
+    "jaeger",
+    "prometheus",
+    "grafana",
+    "grpc-server",
+    "retranslator",
+    "facade",
+    "bot",
+  ]) {
     assert.ok(services[name], `service ${name} is defined`);
   }
   for (const [name, service] of Object.entries(services)) {
-    assert.doesNotMatch(`${name} ${String(service.image ?? "")}`, /zookeeper/i, "no ZooKeeper: Kafka runs in KRaft mode");
+    assert.doesNotMatch(
+      `${name} ${String(service.image ?? "")}`,
+      /zookeeper/i,
+      "no ZooKeeper: Kafka runs in KRaft mode",
+    );
   }
   const kafka = envOf(services["kafka"]);
   assert.match(String(services["kafka"].image), /^apache\/kafka:4\.\d+\.\d+$/, "Kafka 4 (KRaft only)");
@@ -177,8 +198,11 @@ test("the binaries listen on config.yml's ports, and compose publishes only the 
     "the documented ports",
   );
   const published = portsOf(services["grpc-server"]);
-  assert.deepEqual(published.map((m) => m.target).sort(), [grpcServer.gateway.port, grpcServer.grpc.port].sort(),
-    "gRPC/Connect and REST are published; status and metrics are not");
+  assert.deepEqual(
+    published.map((m) => m.target).sort(),
+    [grpcServer.gateway.port, grpcServer.grpc.port].sort(),
+    "gRPC/Connect and REST are published; status and metrics are not",
+  );
   for (const m of published) assert.equal(m.published, m.target, `grpc-server publishes ${m.target} as itself`);
   assert.deepEqual(portsOf(services["retranslator"]), [], "the retranslator's metrics port stays inside");
   assert.deepEqual(portsOf(services["facade"]), [], "the facade's metrics port stays inside");
@@ -195,10 +219,13 @@ test("compose publishes nothing on every interface: each published port is bound
   const all = Object.entries(services).flatMap(([name, service]) => portsOf(service).map((m) => ({ name, ...m })));
   for (const m of all) assert.equal(m.hostIp, "127.0.0.1", `${m.name} publishes ${m.published} on loopback only`);
   // What a developer opens, and nothing else: the API, the Jaeger, Prometheus and Grafana UIs.
-  assert.deepEqual(
-    all.map((m) => `${m.name}:${m.published}`).sort(),
-    ["grafana:3000", "grpc-server:8080", "grpc-server:8082", "jaeger:16686", "prometheus:9090"],
-  );
+  assert.deepEqual(all.map((m) => `${m.name}:${m.published}`).sort(), [
+    "grafana:3000",
+    "grpc-server:8080",
+    "grpc-server:8082",
+    "jaeger:16686",
+    "prometheus:9090",
+  ]);
   for (const name of ["postgres", "kafka"]) assert.equal(services[name].ports, undefined, `${name} is not published`);
 });
 
@@ -215,7 +242,13 @@ test("Grafana: anonymous visitors are Viewers at most, the admin password comes 
 
 test("the binaries' environment uses only names config.ts reads, and points at the compose services", () => {
   // NODE_OPTIONS is read by node itself (the retranslator's heap settings).
-  const accepted = new Set([...Object.keys(envOverrides), "OTEL_EXPORTER_OTLP_ENDPOINT", "CONFIG_PATH", "COMMIT_HASH", "NODE_OPTIONS"]);
+  const accepted = new Set([
+    ...Object.keys(envOverrides),
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "CONFIG_PATH",
+    "COMMIT_HASH",
+    "NODE_OPTIONS",
+  ]);
   const postgres = envOf(services["postgres"]);
   for (const name of ["grpc-server", "retranslator"]) {
     const env = envOf(services[name]);
@@ -230,7 +263,11 @@ test("the binaries' environment uses only names config.ts reads, and points at t
     assert.equal(decodeURIComponent(db.username), postgres["POSTGRES_USER"] ?? "postgres");
     assert.equal(decodeURIComponent(db.password), postgres["POSTGRES_PASSWORD"]);
     assert.equal(effective.database.migrateOnStart, true, "the binaries create the schema themselves");
-    assert.equal(effective.tracing.otlpEndpoint, "http://jaeger:4318", `${name} exports traces to Jaeger over OTLP/HTTP`);
+    assert.equal(
+      effective.tracing.otlpEndpoint,
+      "http://jaeger:4318",
+      `${name} exports traces to Jaeger over OTLP/HTTP`,
+    );
   }
   const relay = loadConfig({ path: join(root, "config.yml"), env: envOf(services["retranslator"]) });
   assert.deepEqual(relay.kafka.brokers, ["kafka:9092"]);
@@ -238,7 +275,10 @@ test("the binaries' environment uses only names config.ts reads, and points at t
   assert.match(String(services["jaeger"].image), /^jaegertracing\/jaeger:2\.\d+\.\d+$/);
   // The binaries export over the compose network; only the UI is published.
   assert.ok(!portsOf(services["jaeger"]).some((p) => p.target === 4318), "OTLP/HTTP not published");
-  assert.ok(portsOf(services["jaeger"]).some((p) => p.target === 16686), "Jaeger UI published");
+  assert.ok(
+    portsOf(services["jaeger"]).some((p) => p.target === 16686),
+    "Jaeger UI published",
+  );
 });
 
 test("the compose bot reaches its Redis cache and the broker, and is checked on /live", () => {
@@ -246,7 +286,9 @@ test("the compose bot reaches its Redis cache and the broker, and is checked on 
     path: join(root, "config.yml"),
     // The keys this test is about; the others are ${…} of the operator's shell.
     env: Object.fromEntries(
-      Object.entries(envOf(services["bot"])).filter(([k]) => ["REDIS_URL", "KAFKA_BROKERS", "BOT_METRICS_PORT"].includes(k)),
+      Object.entries(envOf(services["bot"])).filter(([k]) =>
+        ["REDIS_URL", "KAFKA_BROKERS", "BOT_METRICS_PORT"].includes(k),
+      ),
     ),
   });
   assert.equal(bot.bot.cache.redisUrl, "redis://redis:6379");
@@ -273,7 +315,10 @@ test("start order waits for healthy dependencies, and every awaited service has 
   }
   assert.match(healthcheckText(services["postgres"]), /pg_isready/);
   assert.match(healthcheckText(services["postgres"]), /-d logistic_package_api/);
-  assert.match(healthcheckText(services["kafka"]), /\/opt\/kafka\/bin\/kafka-broker-api-versions\.sh --bootstrap-server localhost:9092/);
+  assert.match(
+    healthcheckText(services["kafka"]),
+    /\/opt\/kafka\/bin\/kafka-broker-api-versions\.sh --bootstrap-server localhost:9092/,
+  );
 });
 
 test("healthchecks ask /ready on each binary's own port", () => {
@@ -281,7 +326,10 @@ test("healthchecks ask /ready on each binary's own port", () => {
   const image = execForm(healthcheck.args.slice(healthcheck.args.indexOf("CMD")));
   const imageScript = image.join(" ");
   assert.match(imageScript, /\/ready/);
-  assert.ok(imageScript.includes(`process.env.STATUS_PORT||${config.status.port}`), "grpc-server: STATUS_PORT, default status.port");
+  assert.ok(
+    imageScript.includes(`process.env.STATUS_PORT||${config.status.port}`),
+    "grpc-server: STATUS_PORT, default status.port",
+  );
   // The grpc-server keeps the image's check (or repeats it); the retranslator has no status server and overrides it.
   const own = healthcheckText(services["grpc-server"]);
   if (own !== "") assert.ok(own.includes(String(config.status.port)) || own.includes("STATUS_PORT"));
@@ -294,7 +342,11 @@ test("healthchecks ask /ready on each binary's own port", () => {
     "retranslator: RETRANSLATOR_METRICS_PORT, default retranslator.metricsPort",
   );
   for (const name of ["grpc-server", "retranslator"]) {
-    assert.doesNotMatch(JSON.stringify(services[name].healthcheck ?? {}), /curl|wget/, "no curl or wget in node:20-bookworm-slim");
+    assert.doesNotMatch(
+      JSON.stringify(services[name].healthcheck ?? {}),
+      /curl|wget/,
+      "no curl or wget in node:20-bookworm-slim",
+    );
   }
   assert.doesNotMatch(healthcheck.args, /curl|wget/);
 });
@@ -346,7 +398,11 @@ test("the binaries are built from deploy/Dockerfile, once, and run their package
   };
   const cmd = runtime.find((i) => i.keyword === "CMD");
   assert.ok(cmd, "the image has a CMD");
-  assert.deepEqual(execForm(cmd.args), compiled(pkg.scripts["grpc-server"]!), "the image's CMD is the compiled grpc-server");
+  assert.deepEqual(
+    execForm(cmd.args),
+    compiled(pkg.scripts["grpc-server"]!),
+    "the image's CMD is the compiled grpc-server",
+  );
   for (const name of ["retranslator", "facade", "bot"]) {
     assert.deepEqual(services[name].command, compiled(pkg.scripts[name]!), `${name}: the compiled \`npm run ${name}\``);
   }
@@ -370,22 +426,36 @@ test("the Dockerfile: Node 22 LTS stages, cached install, build, a runtime of pr
   assert.ok(install >= 0, "stage 1 runs npm ci");
   assert.doesNotMatch(first[install]!.args, /--omit=dev/, "the build stage installs the compiler (a devDependency)");
   const copies = first.slice(0, install).filter((i) => i.keyword === "COPY");
-  assert.deepEqual(copies.map((c) => c.args.split(/\s+/).slice(0, -1).sort()), [["package-lock.json", "package.json"]],
-    "only the manifests are copied before npm ci (the install layer stays cached)");
+  assert.deepEqual(
+    copies.map((c) => c.args.split(/\s+/).slice(0, -1).sort()),
+    [["package-lock.json", "package.json"]],
+    "only the manifests are copied before npm ci (the install layer stays cached)",
+  );
   const build = first.findIndex((i) => i.keyword === "RUN" && /\bnpm run build\b/.test(i.args));
   assert.ok(build > install, "stage 1 compiles after installing");
-  assert.ok(first.slice(build).some((i) => i.keyword === "RUN" && /\bnpm prune --omit=dev\b/.test(i.args)),
-    "devDependencies (typescript, tsx) are pruned before the runtime stage copies node_modules");
+  assert.ok(
+    first.slice(build).some((i) => i.keyword === "RUN" && /\bnpm prune --omit=dev\b/.test(i.args)),
+    "devDependencies (typescript, tsx) are pruned before the runtime stage copies node_modules",
+  );
   const fromBuild = runtime.filter((i) => i.keyword === "COPY" && /--from=/.test(i.args));
-  assert.deepEqual(fromBuild.map((i) => i.args.split(/\s+/).filter((w) => !w.startsWith("--"))[0]).sort(), ["/app/dist", "/app/node_modules"],
-    "the runtime stage takes the compiled dist/ and the production node_modules from the build stage");
-  assert.ok(!pkg.dependencies["tsx"] && pkg.devDependencies?.["tsx"], "tsx is a devDependency: nothing runs TypeScript in production");
+  assert.deepEqual(
+    fromBuild.map((i) => i.args.split(/\s+/).filter((w) => !w.startsWith("--"))[0]).sort(),
+    ["/app/dist", "/app/node_modules"],
+    "the runtime stage takes the compiled dist/ and the production node_modules from the build stage",
+  );
+  assert.ok(
+    !pkg.dependencies["tsx"] && pkg.devDependencies?.["tsx"],
+    "tsx is a devDependency: nothing runs TypeScript in production",
+  );
   assert.ok(!pkg.dependencies["typescript"]);
   const user = runtime.filter((i) => i.keyword === "USER").at(-1);
   assert.ok(user, "USER set in the runtime stage");
   assert.ok(!["root", "0", "0:0", "root:root"].includes(user.args.trim()), "runs as a non-root user");
   assert.ok(runtime.some((i) => i.keyword === "ARG" && /^COMMIT_HASH\b/.test(i.args)));
-  assert.ok(runtime.some((i) => i.keyword === "ENV" && /\bCOMMIT_HASH=\$\{?COMMIT_HASH\}?/.test(i.args)), "/version reads ENV COMMIT_HASH");
+  assert.ok(
+    runtime.some((i) => i.keyword === "ENV" && /\bCOMMIT_HASH=\$\{?COMMIT_HASH\}?/.test(i.args)),
+    "/version reads ENV COMMIT_HASH",
+  );
   // Nothing at run time writes into the image (no tsx cache in /tmp, no npm): no VOLUME, no chown'd tree.
   assert.ok(!runtime.some((i) => i.keyword === "VOLUME"), "no writable volume is needed");
   assert.ok(!runtime.some((i) => /--chown/.test(i.args)), "the files stay root-owned, read-only to the process");
@@ -398,8 +468,16 @@ test("the image: OCI labels, every listening port exposed, a heap limit", () => 
   }
   assert.equal(labels.get("org.opencontainers.image.title"), JSON.parse(read("package.json")).name);
   assert.ok((labels.get("org.opencontainers.image.description") ?? "").length > 20);
-  assert.equal(labels.get("org.opencontainers.image.version"), JSON.parse(read("package.json")).version, "the version of package.json");
-  assert.match(labels.get("org.opencontainers.image.revision") ?? "", /^\$\{?COMMIT_HASH\}?$/, "the commit the image is built from");
+  assert.equal(
+    labels.get("org.opencontainers.image.version"),
+    JSON.parse(read("package.json")).version,
+    "the version of package.json",
+  );
+  assert.match(
+    labels.get("org.opencontainers.image.revision") ?? "",
+    /^\$\{?COMMIT_HASH\}?$/,
+    "the commit the image is built from",
+  );
 
   const exposed = runtime
     .filter((i) => i.keyword === "EXPOSE")
@@ -418,7 +496,10 @@ test("the image: OCI labels, every listening port exposed, a heap limit", () => 
   assert.deepEqual(exposed, listening, "every port a binary of the image listens on (config.yml), and no other");
 
   // One limit for every binary of the image, sized from the bench (the Dockerfile comment says how).
-  const env = runtime.filter((i) => i.keyword === "ENV").map((i) => i.args).join(" ");
+  const env = runtime
+    .filter((i) => i.keyword === "ENV")
+    .map((i) => i.args)
+    .join(" ");
   const options = /NODE_OPTIONS="([^"]*)"/.exec(env)?.[1] ?? "";
   const heap = Number(/--max-old-space-size=(\d+)/.exec(options)?.[1]);
   assert.ok(heap >= 128 && heap <= 512, `a heap limit in MiB (${options})`);
@@ -467,14 +548,16 @@ test("the image holds everything the binaries load at run time, and only runtime
     assert.ok(copied.includes(needed), `the runtime stage copies ${needed}`);
     assert.ok(existsSync(join(root, needed)));
   }
-  for (const sources of ["cmd", "internal", "pkg", "db"]) assert.ok(!copied.includes(sources), `no ${sources}/ sources at run time: dist/ has them compiled`);
+  for (const sources of ["cmd", "internal", "pkg", "db"])
+    assert.ok(!copied.includes(sources), `no ${sources}/ sources at run time: dist/ has them compiled`);
   const buildConfig = JSON.parse(read("tsconfig.build.json").replace(/^\s*\/\/.*$/gm, "")) as {
     compilerOptions: { outDir: string; rootDir: string };
     include: string[];
   };
   assert.equal(buildConfig.compilerOptions.outDir, "dist");
   assert.equal(buildConfig.compilerOptions.rootDir, ".", "dist/ mirrors the tree: dist/cmd/<binary>/main.js");
-  for (const needed of ["tsconfig.json", "tsconfig.build.json"]) assert.ok(copiedToBuild.includes(needed), `the build stage copies ${needed}`);
+  for (const needed of ["tsconfig.json", "tsconfig.build.json"])
+    assert.ok(copiedToBuild.includes(needed), `the build stage copies ${needed}`);
   // Every module reachable from the entry points (and every migration, which knex loads by path).
   const entries = ["grpc-server", "retranslator", "admin", "migrate"].map((b) => join(root, "cmd", b, "main.ts"));
   const migrations = walk(join(root, "db")).filter((f) => f.endsWith(".ts"));
@@ -500,11 +583,20 @@ test("the image holds everything the binaries load at run time, and only runtime
   assert.ok(seen.size > 20, `the import walk found the sources (${seen.size} files)`);
   for (const file of seen) {
     const top = relative(root, file).split("/")[0]!;
-    assert.ok(copiedToBuild.includes(top), `${relative(root, file)} is loaded at run time: the build stage must copy ${top}/`);
-    assert.ok(buildConfig.include.includes(top), `${relative(root, file)} is loaded at run time: tsconfig.build.json must compile ${top}/`);
+    assert.ok(
+      copiedToBuild.includes(top),
+      `${relative(root, file)} is loaded at run time: the build stage must copy ${top}/`,
+    );
+    assert.ok(
+      buildConfig.include.includes(top),
+      `${relative(root, file)} is loaded at run time: tsconfig.build.json must compile ${top}/`,
+    );
   }
   for (const name of packages) {
-    assert.ok(pkg.dependencies[name], `${name} is imported at run time: it must be in dependencies (the image omits devDependencies)`);
+    assert.ok(
+      pkg.dependencies[name],
+      `${name} is imported at run time: it must be in dependencies (the image omits devDependencies)`,
+    );
   }
 });
 
@@ -603,7 +695,8 @@ test("Grafana provisioning: the Prometheus datasource and the dashboard director
       assert.match(t.expr, /logistic_package_api_|nodejs_|process_/, `${panel.title}: ${t.expr}`);
       assert.deepEqual(t.datasource ?? dsRef, dsRef);
     }
-    for (const k of ["x", "y", "w", "h"]) assert.equal(typeof panel.gridPos[k], "number", `${panel.title} gridPos.${k}`);
+    for (const k of ["x", "y", "w", "h"])
+      assert.equal(typeof panel.gridPos[k], "number", `${panel.title} gridPos.${k}`);
   }
   const home = envOf(grafana)["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"];
   assert.equal(home, `${dashboardsDir}/logistic-package-api.json`, "Grafana opens on the service's dashboard");
@@ -613,9 +706,16 @@ test("Makefile targets build the image and start the compose stack from these fi
   const makefile = read("Makefile");
   assert.match(makefile, /^\.PHONY:.*\bdocker-build\b/m);
   assert.match(makefile, /^\.PHONY:.*\bcompose-up\b/m);
-  assert.match(makefile, /^docker-build:\n\tdocker build -f deploy\/Dockerfile --build-arg COMMIT_HASH=\$\$\(git rev-parse HEAD\) -t logistic-package-api:latest \.$/m);
+  assert.match(
+    makefile,
+    /^docker-build:\n\tdocker build -f deploy\/Dockerfile --build-arg COMMIT_HASH=\$\$\(git rev-parse HEAD\) -t logistic-package-api:latest \.$/m,
+  );
   assert.match(makefile, /^compose-up:\n\tdocker compose -f deploy\/docker-compose\.yml up --build$/m);
-  assert.equal(services["grpc-server"].image, "logistic-package-api:latest", "compose tags the image as make docker-build does");
+  assert.equal(
+    services["grpc-server"].image,
+    "logistic-package-api:latest",
+    "compose tags the image as make docker-build does",
+  );
 });
 
 test("the bot runs only on request (compose profile) and only with a token", () => {

@@ -116,7 +116,10 @@ async function apiEventIds(): Promise<string[]> {
 
 const metric = (name: string) => readFacadeMetric(facade!.metricsUrl, `logistic_package_api_facade_${name}`);
 
-function payloadOf(row: { id: string; title: string; material: string; maximum_volume: string; reusable: boolean; created: string }, title: string): string {
+function payloadOf(
+  row: { id: string; title: string; material: string; maximum_volume: string; reusable: boolean; created: string },
+  title: string,
+): string {
   return JSON.stringify({
     ID: row.id,
     Title: title,
@@ -132,10 +135,16 @@ test("API changes reach the read model: same packages, fields and removed flags;
   facade = await startTestFacade(env);
   const ids: string[] = [];
   for (let i = 0; i < 12; i++) {
-    const res = await client.createPackageV1({ Title: `Box ${i}`, Material: "cardboard", MaximumVolume: 10.1 + i, Reusable: i % 2 === 0 });
+    const res = await client.createPackageV1({
+      Title: `Box ${i}`,
+      Material: "cardboard",
+      MaximumVolume: 10.1 + i,
+      Reusable: i % 2 === 0,
+    });
     ids.push(res.ID);
   }
-  for (const id of ids.slice(0, 6)) await client.updatePackageV1({ PackageID: id, Title: `Box ${id} v2`, Reusable: { Reusable: true } });
+  for (const id of ids.slice(0, 6))
+    await client.updatePackageV1({ PackageID: id, Title: `Box ${id} v2`, Reusable: { Reusable: true } });
   for (const id of ids.slice(0, 3)) await client.removePackageV1({ PackageID: id });
 
   await converged();
@@ -155,7 +164,11 @@ test("API changes reach the read model: same packages, fields and removed flags;
     assert.match(String(line["offset"]), /^\d+$/);
   }
   // Every partition with messages is consumed to its end.
-  await poll("the lag to reach 0", () => metric("consumer_lag"), (n) => n === 0);
+  await poll(
+    "the lag to reach 0",
+    () => metric("consumer_lag"),
+    (n) => n === 0,
+  );
   const text = await (await fetch(`${facade.metricsUrl}/metrics`)).text();
   assert.match(text, /^logistic_package_api_facade_consumer_lag\{topic="facade-package-events",partition="\d"\} 0$/m);
   assert.equal((await fetch(`${facade.metricsUrl}/ready`)).status, 200);
@@ -167,11 +180,20 @@ test("copies of applied messages and an event older than the state change nothin
   const messages = await readTopic(kafka.brokers, topic, allDelivered(committed));
   const before = await facadePackages(facadeDb.db);
   const inboxBefore = await inboxIds(facadeDb.db);
-  const [dupBefore, staleBefore, appliedBefore] = [await metric("duplicates_skipped_total"), await metric("stale_events_ignored_total"), await metric("events_applied_total")];
+  const [dupBefore, staleBefore, appliedBefore] = [
+    await metric("duplicates_skipped_total"),
+    await metric("stale_events_ignored_total"),
+    await metric("events_applied_total"),
+  ];
 
   // Each message twice, to its own partition: copies across batches and inside one.
   for (const m of messages) {
-    const copy = { key: m.key, value: Buffer.from(toBinary(PackageEventSchema, m.event)), headers: m.headers, partition: m.partition };
+    const copy = {
+      key: m.key,
+      value: Buffer.from(toBinary(PackageEventSchema, m.event)),
+      headers: m.headers,
+      partition: m.partition,
+    };
     await producer.send({ topic, messages: [copy, copy] });
   }
   // A new event id, but older than the state the facade holds for that package.
@@ -188,7 +210,11 @@ test("copies of applied messages and an event older than the state change nothin
   });
   await producer.send({ topic, messages: [stale] });
 
-  await poll("copies and the stale event to be counted", async () => [await metric("duplicates_skipped_total"), await metric("stale_events_ignored_total")], ([d, s]) => d === dupBefore + 2 * messages.length && s === staleBefore + 1);
+  await poll(
+    "copies and the stale event to be counted",
+    async () => [await metric("duplicates_skipped_total"), await metric("stale_events_ignored_total")],
+    ([d, s]) => d === dupBefore + 2 * messages.length && s === staleBefore + 1,
+  );
   assert.equal(await metric("events_applied_total"), appliedBefore);
   assert.deepEqual(await facadePackages(facadeDb.db), before);
   // The stale event is taken in (a copy of it will be a duplicate), not applied.
@@ -201,7 +227,15 @@ test("unusable messages land in facade_rejected and later messages of the same p
   const live = (await apiPackages(apiDb.db)).find((p) => !p.removed && p.title.startsWith("Box"))!;
   const garbage = randomBytes(64);
   const badJson = Buffer.from(
-    toBinary(PackageEventSchema, create(PackageEventSchema, { ID: 999_999_999n, PackageID: BigInt(live.id), Type: EventType.Updated, Payload: Buffer.from("{not json") })),
+    toBinary(
+      PackageEventSchema,
+      create(PackageEventSchema, {
+        ID: 999_999_999n,
+        PackageID: BigInt(live.id),
+        Type: EventType.Updated,
+        Payload: Buffer.from("{not json"),
+      }),
+    ),
   );
   // Decodes fine, but this test's facade database refuses its title (a CHECK
   // added below): the database, not the decoder, rejects it.
@@ -259,11 +293,20 @@ function startWriter(): { stop(): Promise<number> } {
     while (running) {
       const roll = randomInt(100);
       if (live.length < 5 || roll < 35) {
-        const res = await client.createPackageV1({ Title: `Crate ${ops}`, Material: "wood", MaximumVolume: 1 + randomInt(1000) / 8, Reusable: roll % 2 === 0 });
+        const res = await client.createPackageV1({
+          Title: `Crate ${ops}`,
+          Material: "wood",
+          MaximumVolume: 1 + randomInt(1000) / 8,
+          Reusable: roll % 2 === 0,
+        });
         live.push(res.ID);
       } else if (roll < 85) {
         const id = live[randomInt(live.length)]!;
-        await client.updatePackageV1({ PackageID: id, Title: `Crate ${id} #${ops}`, MaximumVolume: 1 + randomInt(1000) / 4 });
+        await client.updatePackageV1({
+          PackageID: id,
+          Title: `Crate ${id} #${ops}`,
+          MaximumVolume: 1 + randomInt(1000) / 4,
+        });
       } else {
         const id = live.splice(randomInt(live.length), 1)[0]!;
         await client.removePackageV1({ PackageID: id });
@@ -393,10 +436,22 @@ test("crash test, default config: kill -9 three times during creates, updates an
     for (let kill = 1; kill <= 3; kill++) {
       const p = spawn();
       const threshold = 1 + randomInt(25);
-      await poll(`facade #${kill} to apply ${threshold} events`, async () => appliedLines(p), (n) => n >= threshold, recoveryMs, 5);
+      await poll(
+        `facade #${kill} to apply ${threshold} events`,
+        async () => appliedLines(p),
+        (n) => n >= threshold,
+        recoveryMs,
+        5,
+      );
       if (kill === 2) {
         await kafka.pushErrors(OFFSET_COMMIT, 3, [REQUEST_TIMED_OUT]);
-        await poll("an offset commit to fail", async () => p.lines.some((l) => String(l["msg"]).startsWith("offset commit failed")), Boolean, 30_000, 2);
+        await poll(
+          "an offset commit to fail",
+          async () => p.lines.some((l) => String(l["msg"]).startsWith("offset commit failed")),
+          Boolean,
+          30_000,
+          2,
+        );
       } else {
         await new Promise((r) => setTimeout(r, randomInt(200)));
       }
@@ -412,19 +467,26 @@ test("crash test, default config: kill -9 three times during creates, updates an
   t.diagnostic(`last restart: read model equal to the API ${Date.now() - last.spawnedAt} ms after the start`);
   for (const [i, p] of runs.entries()) {
     const joined = loggedAt(p, "joined the consumer group");
-    t.diagnostic(`facade #${i + 1}: joined its group ${joined - p.spawnedAt} ms after its spawn, ${joined - loggedAt(p, "facade started")} ms after "facade started"`);
+    t.diagnostic(
+      `facade #${i + 1}: joined its group ${joined - p.spawnedAt} ms after its spawn, ${joined - loggedAt(p, "facade started")} ms after "facade started"`,
+    );
   }
   await assertReadModelDescribesLikeApi();
   assert.deepEqual(await inboxIds(facadeDb.db), [STALE_EVENT_ID.toString(), ...(await apiEventIds())]);
   // Events applied by a killed facade whose offsets were not committed came
   // again to its successor, which skipped them.
-  const redelivered = runs.slice(1).reduce((n, p) => n + p.lines.filter((l) => l["msg"] === "duplicate skipped").length, 0);
+  const redelivered = runs
+    .slice(1)
+    .reduce((n, p) => n + p.lines.filter((l) => l["msg"] === "duplicate skipped").length, 0);
   t.diagnostic(`applied before a kill, delivered again and skipped: ${redelivered}`);
   assert.ok(redelivered > 0);
   // The failure of the issue: a group request timing out while the coordinator
   // waits for the dead member, then kafkajs' own restart every 300 ms.
   const lines = runs.flatMap((p) => p.lines);
-  assert.deepEqual(lines.filter((l) => /Request (JoinGroup|SyncGroup).*timed out|Restarting the consumer/.test(String(l["msg"]))), []);
+  assert.deepEqual(
+    lines.filter((l) => /Request (JoinGroup|SyncGroup).*timed out|Restarting the consumer/.test(String(l["msg"]))),
+    [],
+  );
 
   last.child.kill("SIGTERM");
   assert.deepEqual(await last.exited, { code: 0, signal: null });
@@ -432,22 +494,42 @@ test("crash test, default config: kill -9 three times during creates, updates an
 });
 
 test("a group without committed offsets (as if every commit was lost after its transaction) re-reads the topic and changes nothing", async () => {
-  const before = { packages: await facadePackages(facadeDb.db), inbox: await inboxIds(facadeDb.db), rejected: await rejectedRows(facadeDb.db) };
+  const before = {
+    packages: await facadePackages(facadeDb.db),
+    inbox: await inboxIds(facadeDb.db),
+    rejected: await rejectedRows(facadeDb.db),
+  };
   const admin = new Kafka({ clientId: "facade-test", brokers: kafka.brokers, logLevel: logLevel.NOTHING }).admin();
   await admin.connect();
   const total = (await admin.fetchTopicOffsets(topic)).reduce((sum, p) => sum + Number(p.high), 0);
   await admin.disconnect();
 
-  const config = await writeFacadeConfig({ sessionTimeoutMs: 6000, heartbeatIntervalMs: 500, groupId: "facade-replay" });
+  const config = await writeFacadeConfig({
+    sessionTimeoutMs: 6000,
+    heartbeatIntervalMs: 500,
+    groupId: "facade-replay",
+  });
   cleanups.push(config.cleanup);
   facade = await startTestFacade({ ...env, CONFIG_PATH: config.path });
-  await poll("every message on the topic to be skipped as a duplicate", () => metric("duplicates_skipped_total"), (n) => n >= total, 30_000);
+  await poll(
+    "every message on the topic to be skipped as a duplicate",
+    () => metric("duplicates_skipped_total"),
+    (n) => n >= total,
+    30_000,
+  );
   assert.equal(await metric("duplicates_skipped_total"), total);
   assert.deepEqual(
     [await metric("events_applied_total"), await metric("stale_events_ignored_total"), await metric("rejected_total")],
     [0, 0, 0],
   );
-  assert.deepEqual({ packages: await facadePackages(facadeDb.db), inbox: await inboxIds(facadeDb.db), rejected: await rejectedRows(facadeDb.db) }, before);
+  assert.deepEqual(
+    {
+      packages: await facadePackages(facadeDb.db),
+      inbox: await inboxIds(facadeDb.db),
+      rejected: await rejectedRows(facadeDb.db),
+    },
+    before,
+  );
 });
 
 test("the decoder refuses what the read model's tables could not store, and fills what protobuf JSON leaves out", () => {
@@ -469,7 +551,16 @@ test("the decoder refuses what the read model's tables could not store, and fill
     eventId: 1n,
     packageId: 7n,
     type: "Updated",
-    state: { id: 7n, title: "Box", material: "wood", maximumVolume: 0.1, reusable: false, created: good.Created, updated: "2026-11-22T06:00:00+03:00", removed: false },
+    state: {
+      id: 7n,
+      title: "Box",
+      material: "wood",
+      maximumVolume: 0.1,
+      reusable: false,
+      created: good.Created,
+      updated: "2026-11-22T06:00:00+03:00",
+      removed: false,
+    },
   });
   assert.equal(decodePackageEvent(encode(good, { Type: EventType.Removed })).state.removed, true);
 
@@ -496,8 +587,14 @@ test("the decoder refuses what the read model's tables could not store, and fill
 test("restart backoff: jittered, doubling from restartBackoffMinMs, never above restartBackoffMaxMs", () => {
   const low = () => 0;
   const high = () => 1;
-  assert.deepEqual([1, 2, 3, 4].map((n) => restartBackoffMs(n, 1000, 30_000, high)), [1000, 2000, 4000, 8000]);
-  assert.deepEqual([1, 2, 3, 4].map((n) => restartBackoffMs(n, 1000, 30_000, low)), [500, 1000, 2000, 4000]);
+  assert.deepEqual(
+    [1, 2, 3, 4].map((n) => restartBackoffMs(n, 1000, 30_000, high)),
+    [1000, 2000, 4000, 8000],
+  );
+  assert.deepEqual(
+    [1, 2, 3, 4].map((n) => restartBackoffMs(n, 1000, 30_000, low)),
+    [500, 1000, 2000, 4000],
+  );
   assert.equal(restartBackoffMs(6, 1000, 30_000, high), 30_000);
   assert.equal(restartBackoffMs(1000, 1000, 30_000, high), 30_000);
   assert.equal(restartBackoffMs(1000, 1000, 30_000, low), 15_000);
@@ -510,15 +607,31 @@ test("timeouts that would let a group request time out while the coordinator wai
     () => loadConfig({ path: bad.path, env: {} }),
     (err: Error) => {
       assert.equal(err.name, "ConfigError");
-      assert.match(err.message, /config key "facade\.heartbeatIntervalMs": must be at most a third of facade\.sessionTimeoutMs \(30000\)/);
-      assert.match(err.message, /config key "facade\.requestTimeoutMs": must be at least facade\.sessionTimeoutMs \+ 5000 \(35000\)/);
-      assert.match(err.message, /config key "facade\.maxUnassignedMs": must be at least facade\.sessionTimeoutMs \+ facade\.rebalanceTimeoutMs \(60000\)/);
+      assert.match(
+        err.message,
+        /config key "facade\.heartbeatIntervalMs": must be at most a third of facade\.sessionTimeoutMs \(30000\)/,
+      );
+      assert.match(
+        err.message,
+        /config key "facade\.requestTimeoutMs": must be at least facade\.sessionTimeoutMs \+ 5000 \(35000\)/,
+      );
+      assert.match(
+        err.message,
+        /config key "facade\.maxUnassignedMs": must be at least facade\.sessionTimeoutMs \+ facade\.rebalanceTimeoutMs \(60000\)/,
+      );
       return true;
     },
   );
-  const rebalance = await writeFacadeConfig({ rebalanceTimeoutMs: 5000, restartBackoffMinMs: 2000, restartBackoffMaxMs: 1000 });
+  const rebalance = await writeFacadeConfig({
+    rebalanceTimeoutMs: 5000,
+    restartBackoffMinMs: 2000,
+    restartBackoffMaxMs: 1000,
+  });
   cleanups.push(rebalance.cleanup);
-  assert.throws(() => loadConfig({ path: rebalance.path, env: {} }), /config key "facade\.rebalanceTimeoutMs": must be at least facade\.sessionTimeoutMs \(10000\).*config key "facade\.restartBackoffMaxMs": must be at least facade\.restartBackoffMinMs \(2000\)/);
+  assert.throws(
+    () => loadConfig({ path: rebalance.path, env: {} }),
+    /config key "facade\.rebalanceTimeoutMs": must be at least facade\.sessionTimeoutMs \(10000\).*config key "facade\.restartBackoffMaxMs": must be at least facade\.restartBackoffMinMs \(2000\)/,
+  );
   // The shipped defaults pass their own checks.
   const f = loadConfig({ env: {} }).facade;
   assert.ok(f.requestTimeoutMs >= f.sessionTimeoutMs + 5000 && f.heartbeatIntervalMs * 3 <= f.sessionTimeoutMs);
@@ -528,7 +641,13 @@ test("/ready: an instance the group gives no partition turns not ready after max
   // One partition, two instances: one holds it, the other is a standby.
   const single = "facade-single-partition";
   await kafka.createTopic(single, 1);
-  const config = await writeFacadeConfig({ sessionTimeoutMs: 6000, heartbeatIntervalMs: 500, rebalanceTimeoutMs: 6000, maxUnassignedMs: 12_000, groupId: "facade-standby" });
+  const config = await writeFacadeConfig({
+    sessionTimeoutMs: 6000,
+    heartbeatIntervalMs: 500,
+    rebalanceTimeoutMs: 6000,
+    maxUnassignedMs: 12_000,
+    groupId: "facade-standby",
+  });
   cleanups.push(config.cleanup);
   const standbyEnv = { ...env, KAFKA_TOPIC: single, CONFIG_PATH: config.path };
   const running = new Set<TestFacade>();
@@ -544,22 +663,47 @@ test("/ready: an instance the group gives no partition turns not ready after max
   const m = (app: TestFacade, name: string) => readFacadeMetric(app.metricsUrl, `logistic_package_api_facade_${name}`);
   try {
     const first = await start();
-    await poll("the first instance to hold the partition", () => m(first, "assigned_partitions"), (n) => n === 1, 30_000);
+    await poll(
+      "the first instance to hold the partition",
+      () => m(first, "assigned_partitions"),
+      (n) => n === 1,
+      30_000,
+    );
     const second = await start();
-    await poll("both instances to have joined the rebalance", async () => [await m(first, "rebalances_total"), await m(second, "rebalances_total")], ([a, b]) => a >= 2 && b >= 1, 30_000);
+    await poll(
+      "both instances to have joined the rebalance",
+      async () => [await m(first, "rebalances_total"), await m(second, "rebalances_total")],
+      ([a, b]) => a >= 2 && b >= 1,
+      30_000,
+    );
     const [holder, standby] = (await m(first, "assigned_partitions")) === 1 ? [first, second] : [second, first];
     assert.equal(await m(standby, "assigned_partitions"), 0);
     assert.ok((await m(standby, "unassigned_seconds")) > 0);
     assert.equal(await m(holder, "unassigned_seconds"), 0);
 
-    const res = await poll("the standby's /ready to fail", () => fetch(`${standby.metricsUrl}/ready`), (r) => r.status === 503, 30_000, 250);
+    const res = await poll(
+      "the standby's /ready to fail",
+      () => fetch(`${standby.metricsUrl}/ready`),
+      (r) => r.status === 503,
+      30_000,
+      250,
+    );
     const body = (await res.json()) as { status: string; reason: string };
     assert.equal(body.status, "not ready");
-    assert.match(body.reason, /^no partition assigned for \d+ s \(facade\.maxUnassignedMs is 12000 ms\): the group assigned this instance no partition/);
+    assert.match(
+      body.reason,
+      /^no partition assigned for \d+ s \(facade\.maxUnassignedMs is 12000 ms\): the group assigned this instance no partition/,
+    );
     assert.equal((await fetch(`${holder.metricsUrl}/ready`)).status, 200);
 
     await stop(holder);
-    await poll("the standby to take the partition over and turn ready", () => fetch(`${standby.metricsUrl}/ready`).then((r) => r.status), (s) => s === 200, 30_000, 250);
+    await poll(
+      "the standby to take the partition over and turn ready",
+      () => fetch(`${standby.metricsUrl}/ready`).then((r) => r.status),
+      (s) => s === 200,
+      30_000,
+      250,
+    );
     assert.equal(await m(standby, "assigned_partitions"), 1);
   } finally {
     for (const app of running) await stop(app);
@@ -571,23 +715,41 @@ test("broker restart, default config: the consumer fails, restarts after a backo
   const relayBackoffMaxMs = loadConfig({ env: {} }).retranslator.retryBackoffMaxMs;
   await facade?.stop();
   facade = await startTestFacade(facadeEnv(facadeDb.url, kafka.brokers, topic));
-  await poll("the facade to hold partitions", () => metric("assigned_partitions"), (n) => n > 0, defaults.sessionTimeoutMs + 20_000);
+  await poll(
+    "the facade to hold partitions",
+    () => metric("assigned_partitions"),
+    (n) => n > 0,
+    defaults.sessionTimeoutMs + 20_000,
+  );
   const rebalancesBefore = await metric("rebalances_total");
 
   const downAt = Date.now();
   await kafka.brokerDown(1);
   try {
     // Changes while the broker is away wait in the outbox.
-    for (let i = 0; i < 5; i++) await client.createPackageV1({ Title: `During outage ${i}`, Material: "steel", MaximumVolume: 3 + i });
-    await poll("the consumer to fail and be restarted", () => metric("consumer_restarts_total"), (n) => n >= 2, 120_000, 250);
+    for (let i = 0; i < 5; i++)
+      await client.createPackageV1({ Title: `During outage ${i}`, Material: "steel", MaximumVolume: 3 + i });
+    await poll(
+      "the consumer to fail and be restarted",
+      () => metric("consumer_restarts_total"),
+      (n) => n >= 2,
+      120_000,
+      250,
+    );
   } finally {
     await kafka.brokerUp(1);
   }
   const restarts = facade.logs.lines.filter((l) => l["msg"] === "consumer failed; restarting it after a backoff");
-  t.diagnostic(`broker down ${Date.now() - downAt} ms; restarts after ${restarts.map((l) => l["restartInMs"]).join(", ")} ms`);
+  t.diagnostic(
+    `broker down ${Date.now() - downAt} ms; restarts after ${restarts.map((l) => l["restartInMs"]).join(", ")} ms`,
+  );
   assert.ok(restarts.length >= 2);
   for (const line of restarts) {
-    assert.ok(Number(line["restartInMs"]) >= defaults.restartBackoffMinMs / 2 && Number(line["restartInMs"]) <= defaults.restartBackoffMaxMs, `backoff ${line["restartInMs"]}`);
+    assert.ok(
+      Number(line["restartInMs"]) >= defaults.restartBackoffMinMs / 2 &&
+        Number(line["restartInMs"]) <= defaults.restartBackoffMaxMs,
+      `backoff ${line["restartInMs"]}`,
+    );
   }
   // Not kafkajs' own restart loop (300 ms, again and again).
   assert.ok(!facade.logs.lines.some((l) => /Restarting the consumer/.test(String(l["msg"]))));
@@ -614,17 +776,34 @@ test("inbox retention: rows older than inboxRetentionHours are deleted in batche
     [`{${[...old, ...recent].join(",")}}`],
   );
   const inboxBefore = await inboxIds(facadeDb.db);
-  const config = await writeFacadeConfig({ sessionTimeoutMs: 6000, heartbeatIntervalMs: 500, inboxRetentionHours: 2, inboxCleanupIntervalMs: 200, inboxCleanupBatchSize: 2 });
+  const config = await writeFacadeConfig({
+    sessionTimeoutMs: 6000,
+    heartbeatIntervalMs: 500,
+    inboxRetentionHours: 2,
+    inboxCleanupIntervalMs: 200,
+    inboxCleanupBatchSize: 2,
+  });
   cleanups.push(config.cleanup);
   await facade?.stop();
   facade = await startTestFacade({ ...env, CONFIG_PATH: config.path });
 
-  await poll("the old inbox rows to be deleted", () => metric("inbox_deleted_total"), (n) => n === old.length, 30_000);
-  assert.deepEqual(await inboxIds(facadeDb.db), inboxBefore.filter((id) => !old.includes(id)));
+  await poll(
+    "the old inbox rows to be deleted",
+    () => metric("inbox_deleted_total"),
+    (n) => n === old.length,
+    30_000,
+  );
+  assert.deepEqual(
+    await inboxIds(facadeDb.db),
+    inboxBefore.filter((id) => !old.includes(id)),
+  );
   assert.ok(recent.every((id) => inboxBefore.includes(id)));
   // 2 + 2 + 1: three statements of at most inboxCleanupBatchSize rows.
   const sweeps = facade.logs.lines.filter((l) => l["msg"] === "old inbox rows deleted");
-  assert.deepEqual(sweeps.map((l) => [l["deleted"], l["batches"]]), [[5, 3]]);
+  assert.deepEqual(
+    sweeps.map((l) => [l["deleted"], l["batches"]]),
+    [[5, 3]],
+  );
   await new Promise((r) => setTimeout(r, 600));
   assert.equal(await metric("inbox_deleted_total"), old.length, "later sweeps find nothing more");
   await facade.stop();

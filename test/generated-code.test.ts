@@ -30,7 +30,11 @@ test("the committed pkg/ is exactly what `make generate` produces from the proto
   execFileSync(buf, ["generate", "-o", out], { cwd: root, stdio: "pipe", env });
   const fresh = files(join(out, "pkg"));
   const committed = files(join(root, "pkg"));
-  assert.deepEqual([...committed.keys()].sort(), [...fresh.keys()].sort(), "generated file set differs: run `make generate`");
+  assert.deepEqual(
+    [...committed.keys()].sort(),
+    [...fresh.keys()].sort(),
+    "generated file set differs: run `make generate`",
+  );
   for (const [path, text] of fresh) {
     assert.equal(committed.get(path), text, `pkg/${path} drifted from the protos: run \`make generate\``);
   }

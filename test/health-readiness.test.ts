@@ -200,7 +200,10 @@ describe("/ready has its own connection", () => {
       const started = performance.now();
       assert.equal(await ready(), 200, "ready while the request pool is saturated");
       const statuses = await Promise.all(Array.from({ length: 200 }, () => ready()));
-      assert.ok(statuses.every((s) => s === 200), `200 concurrent /ready: ${[...new Set(statuses)]}`);
+      assert.ok(
+        statuses.every((s) => s === 200),
+        `200 concurrent /ready: ${[...new Set(statuses)]}`,
+      );
       const pings = (await probes()) - before;
       const bound = 1 + Math.floor((performance.now() - started) / 1000);
       assert.ok(pings >= 1 && pings <= bound, `pings for 201 /ready: ${pings} (at most ${bound})`);
@@ -237,7 +240,10 @@ describe("the retranslator's /ready", () => {
   before(async () => {
     kafka = await startKafkaMock();
     await kafka.createTopic(topic, 2);
-    relay = await startTestRetranslator(fastRetranslatorEnv(db.url, kafka.brokers, topic), join(configDir, "config.yml"));
+    relay = await startTestRetranslator(
+      fastRetranslatorEnv(db.url, kafka.brokers, topic),
+      join(configDir, "config.yml"),
+    );
   });
 
   after(async () => {
@@ -256,7 +262,10 @@ describe("the retranslator's /ready", () => {
       Promise.all(Array.from({ length: 20 }, () => api.createPackageV1(valid))),
     ]);
     const elapsedMs = performance.now() - started;
-    assert.ok(statuses.every((s) => s === 200), `statuses: ${[...new Set(statuses)]}`);
+    assert.ok(
+      statuses.every((s) => s === 200),
+      `statuses: ${[...new Set(statuses)]}`,
+    );
     const pings = (await relayProbes()) - before;
     const bound = 1 + Math.floor(elapsedMs / 1000);
     assert.ok(pings >= 1 && pings <= bound, `pings: ${pings} in ${Math.round(elapsedMs)} ms (at most ${bound})`);

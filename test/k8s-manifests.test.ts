@@ -37,7 +37,9 @@ interface Manifest {
   doc: any;
 }
 
-const files = readdirSync(dir).filter((f) => /\.ya?ml$/.test(f) && f !== "kustomization.yaml").sort();
+const files = readdirSync(dir)
+  .filter((f) => /\.ya?ml$/.test(f) && f !== "kustomization.yaml")
+  .sort();
 const kustomization = parseYaml(readFileSync(join(dir, "kustomization.yaml"), "utf8")) as any;
 const manifests: Manifest[] = files.flatMap((file) =>
   parseAllDocuments(readFileSync(join(dir, file), "utf8")).map((d) => {
@@ -57,14 +59,20 @@ const deployment = (component: string) => {
   return d;
 };
 /** Every pod template of the base (Deployments and the Job), with its workload's name. */
-const workloads = [...deployments, ...jobs].map((w) => ({ name: w.metadata.name as string, kind: w.kind as string, pod: w.spec.template }));
+const workloads = [...deployments, ...jobs].map((w) => ({
+  name: w.metadata.name as string,
+  kind: w.kind as string,
+  pod: w.spec.template,
+}));
 const containers = workloads.flatMap((w) => (w.pod.spec.containers as any[]).map((c) => ({ workload: w, c })));
 
 /** A Secret's or ConfigMap's value by key (stringData or base64 data). */
 function keyValue(source: any, key: string): string | undefined {
   if (source?.stringData?.[key] !== undefined) return String(source.stringData[key]);
   if (source?.data?.[key] !== undefined) {
-    return source.kind === "Secret" ? Buffer.from(String(source.data[key]), "base64").toString("utf8") : String(source.data[key]);
+    return source.kind === "Secret"
+      ? Buffer.from(String(source.data[key]), "base64").toString("utf8")
+      : String(source.data[key]);
   }
   return undefined;
 }
@@ -88,10 +96,15 @@ function mountedFiles(pod: any, c: any): Map<string, string> {
   for (const mount of c.volumeMounts ?? []) {
     const volume = (pod.spec.volumes as any[]).find((v) => v.name === mount.name);
     assert.ok(volume, `${c.name}: volume ${mount.name} is defined`);
-    const source = volume.secret ? secrets.get(volume.secret.secretName) : volume.configMap ? configMaps.get(volume.configMap.name) : undefined;
+    const source = volume.secret
+      ? secrets.get(volume.secret.secretName)
+      : volume.configMap
+        ? configMaps.get(volume.configMap.name)
+        : undefined;
     if (source === undefined) continue;
     const keys: { key: string; path: string }[] =
-      (volume.secret ?? volume.configMap).items ?? Object.keys({ ...source.data, ...source.stringData }).map((k) => ({ key: k, path: k }));
+      (volume.secret ?? volume.configMap).items ??
+      Object.keys({ ...source.data, ...source.stringData }).map((k) => ({ key: k, path: k }));
     for (const { key, path } of keys) files.set(`${mount.mountPath}/${path}`, keyValue(source, key) ?? "");
   }
   return files;
@@ -128,11 +141,16 @@ function containerPort(c: any, port: string | number): number | undefined {
 
 /** The image's command for a binary: deploy/Dockerfile's CMD (the grpc-server's) with the binary swapped in. */
 function imageCommand(binary: string): string[] {
-  const lines = readFileSync(join(root, "deploy", "Dockerfile"), "utf8").replace(/\\\n/g, " ").split("\n");
+  const lines = readFileSync(join(root, "deploy", "Dockerfile"), "utf8")
+    .replace(/\\\n/g, " ")
+    .split("\n");
   const cmd = lines.filter((l) => /^CMD\s+\[/.test(l)).at(-1);
   assert.ok(cmd, "deploy/Dockerfile has an exec-form CMD");
   const words = JSON.parse(cmd.slice(cmd.indexOf("["))) as string[];
-  assert.ok(words.some((w) => w.includes("grpc-server")), "the image's CMD runs the grpc-server");
+  assert.ok(
+    words.some((w) => w.includes("grpc-server")),
+    "the image's CMD runs the grpc-server",
+  );
   return words.map((w) => w.replace("grpc-server", binary));
 }
 
@@ -141,7 +159,10 @@ function imageCommand(binary: string): string[] {
 test("kustomization.yaml lists exactly the manifests of deploy/k8s, and names the one image", () => {
   assert.equal(kustomization.kind, "Kustomization");
   assert.deepEqual([...(kustomization.resources as string[])].sort(), files);
-  assert.deepEqual((kustomization.images as any[]).map((i) => i.name), [IMAGE]);
+  assert.deepEqual(
+    (kustomization.images as any[]).map((i) => i.name),
+    [IMAGE],
+  );
 });
 
 test("every manifest is valid against the Kubernetes schemas of kubernetes-models", () => {
@@ -183,17 +204,29 @@ test("the ServiceMonitor scrapes the metrics port of every Service, with the com
   assert.equal(monitors.length, 1);
   const sm = monitors[0];
   assert.equal(sm.apiVersion, "monitoring.coreos.com/v1");
-  assert.deepEqual(Object.keys(sm.spec).sort(), ["endpoints", "jobLabel", "selector"], "only fields the CRD knows, as used here");
+  assert.deepEqual(
+    Object.keys(sm.spec).sort(),
+    ["endpoints", "jobLabel", "selector"],
+    "only fields the CRD knows, as used here",
+  );
   const selector = sm.spec.selector.matchLabels as Record<string, string>;
   const selected = services.filter((s) => Object.entries(selector).every(([k, v]) => s.metadata.labels?.[k] === v));
-  assert.deepEqual(selected.map((s) => s.metadata.name).sort(), services.map((s) => s.metadata.name).sort(), "every Service is selected");
+  assert.deepEqual(
+    selected.map((s) => s.metadata.name).sort(),
+    services.map((s) => s.metadata.name).sort(),
+    "every Service is selected",
+  );
   assert.equal(sm.spec.endpoints.length, 1);
   const endpoint = sm.spec.endpoints[0];
   assert.equal(endpoint.port, "metrics");
   assert.equal(endpoint.path, "/metrics");
   assert.match(endpoint.interval, /^\d+s$/);
   assert.ok(quantity(endpoint.scrapeTimeout.replace(/s$/, "")) < quantity(endpoint.interval.replace(/s$/, "")));
-  for (const s of selected) assert.ok((s.spec.ports as any[]).some((p) => p.name === "metrics"), `${s.metadata.name} has a metrics port`);
+  for (const s of selected)
+    assert.ok(
+      (s.spec.ports as any[]).some((p) => p.name === "metrics"),
+      `${s.metadata.name} has a metrics port`,
+    );
   // The job label comes from this Service label: the same job names as the compose Prometheus,
   // so deploy/prometheus/alerts.yml applies to both. Compose runs the bot only on request and
   // does not scrape it; here it is scraped like the others.
@@ -207,8 +240,14 @@ test("the PrometheusRule carries exactly the alert rules of deploy/prometheus/al
   assert.equal(rules.length, 1);
   assert.equal(rules[0].apiVersion, "monitoring.coreos.com/v1");
   assert.deepEqual(Object.keys(rules[0].spec), ["groups"]);
-  const alerts = parseYaml(readFileSync(join(root, "deploy", "prometheus", "alerts.yml"), "utf8")) as { groups: unknown[] };
-  assert.deepEqual(rules[0].spec.groups, alerts.groups, "the same groups, rules, labels and annotations (copy alerts.yml's groups)");
+  const alerts = parseYaml(readFileSync(join(root, "deploy", "prometheus", "alerts.yml"), "utf8")) as {
+    groups: unknown[];
+  };
+  assert.deepEqual(
+    rules[0].spec.groups,
+    alerts.groups,
+    "the same groups, rules, labels and annotations (copy alerts.yml's groups)",
+  );
   // Selected by the same labels as the ServiceMonitor, so one Prometheus picks up both.
   assert.deepEqual(rules[0].metadata.labels, ofKind("ServiceMonitor")[0].metadata.labels);
 });
@@ -217,7 +256,13 @@ test("the PrometheusRule carries exactly the alert rules of deploy/prometheus/al
 
 test("the Deployments: grpc-server and retranslator 2 replicas, facade 1, bot 1 recreated", () => {
   assert.deepEqual(
-    deployments.map((d) => [d.metadata.labels["app.kubernetes.io/component"], d.spec.replicas, d.spec.strategy?.type ?? "RollingUpdate"]).sort(),
+    deployments
+      .map((d) => [
+        d.metadata.labels["app.kubernetes.io/component"],
+        d.spec.replicas,
+        d.spec.strategy?.type ?? "RollingUpdate",
+      ])
+      .sort(),
     [
       ["bot", 1, "Recreate"],
       ["facade", 1, "RollingUpdate"],
@@ -227,7 +272,8 @@ test("the Deployments: grpc-server and retranslator 2 replicas, facade 1, bot 1 
   );
   for (const d of deployments) {
     const labels = d.spec.template.metadata.labels;
-    for (const [k, v] of Object.entries(d.spec.selector.matchLabels)) assert.equal(labels[k], v, `${d.metadata.name}: its pods carry its selector`);
+    for (const [k, v] of Object.entries(d.spec.selector.matchLabels))
+      assert.equal(labels[k], v, `${d.metadata.name}: its pods carry its selector`);
   }
 });
 
@@ -235,9 +281,19 @@ test("every binary runs the image's command for it, and every workload uses the 
   const binaryOf = (w: { kind: string; pod: any }, c: any) => (w.kind === "Job" ? "migrate" : c.name);
   for (const { workload, c } of containers) {
     assert.equal(c.image, IMAGE, `${workload.name}/${c.name} runs the one image (kustomization.yaml pins its tag)`);
-    assert.deepEqual(c.command, imageCommand(binaryOf(workload, c)), `${workload.name}/${c.name} runs cmd/${binaryOf(workload, c)}`);
+    assert.deepEqual(
+      c.command,
+      imageCommand(binaryOf(workload, c)),
+      `${workload.name}/${c.name} runs cmd/${binaryOf(workload, c)}`,
+    );
   }
-  assert.deepEqual(containers.map(({ workload, c }) => binaryOf(workload, c)).sort(), ["bot", "facade", "grpc-server", "migrate", "retranslator"]);
+  assert.deepEqual(containers.map(({ workload, c }) => binaryOf(workload, c)).sort(), [
+    "bot",
+    "facade",
+    "grpc-server",
+    "migrate",
+    "retranslator",
+  ]);
 });
 
 test("probes: /live and /ready on the port where each binary serves them", () => {
@@ -263,7 +319,11 @@ test("probes: /live and /ready on the port where each binary serves them", () =>
       const get = c[probe]?.httpGet;
       assert.ok(get, `${c.name} has a ${probe}`);
       assert.equal(get.path, path, `${c.name} ${probe}`);
-      assert.equal(containerPort(c, get.port), serves.port, `${c.name} ${probe} asks port ${get.port}, which must be the exposed ${serves.port}`);
+      assert.equal(
+        containerPort(c, get.port),
+        serves.port,
+        `${c.name} ${probe} asks port ${get.port}, which must be the exposed ${serves.port}`,
+      );
     }
     // Liveness must not depend on the database (a database outage would restart every pod).
     assert.equal(c.livenessProbe.httpGet.path, "/live");
@@ -272,20 +332,29 @@ test("probes: /live and /ready on the port where each binary serves them", () =>
   const api = deployment("grpc-server");
   const c = api.spec.template.spec.containers[0];
   const config = configOf(api.spec.template, c);
-  assert.deepEqual(
-    Object.fromEntries((c.ports as any[]).map((p) => [p.name, p.containerPort])),
-    { grpc: config.grpc.port, gateway: config.gateway.port, status: config.status.port, metrics: config.metrics.port },
-  );
+  assert.deepEqual(Object.fromEntries((c.ports as any[]).map((p) => [p.name, p.containerPort])), {
+    grpc: config.grpc.port,
+    gateway: config.gateway.port,
+    status: config.status.port,
+    metrics: config.metrics.port,
+  });
   assert.equal(config.grpc.host, "0.0.0.0", "listeners reachable from the Service");
 });
 
 test("every pod runs as non-root on a read-only root filesystem, without privileges or writable volumes", () => {
   for (const w of workloads) {
     const pod = w.pod.spec;
-    assert.deepEqual((pod.volumes ?? []).filter((v: any) => v.emptyDir || v.hostPath).map((v: any) => v.name), [], `${w.name}: no writable or host volume`);
+    assert.deepEqual(
+      (pod.volumes ?? []).filter((v: any) => v.emptyDir || v.hostPath).map((v: any) => v.name),
+      [],
+      `${w.name}: no writable or host volume`,
+    );
     assert.equal(pod.securityContext?.runAsNonRoot, true, `${w.name}: runAsNonRoot`);
     // The image's user is named (`node`): the kubelet needs a number to verify runAsNonRoot.
-    assert.ok(Number.isInteger(pod.securityContext.runAsUser) && pod.securityContext.runAsUser > 0, `${w.name}: numeric non-root runAsUser`);
+    assert.ok(
+      Number.isInteger(pod.securityContext.runAsUser) && pod.securityContext.runAsUser > 0,
+      `${w.name}: numeric non-root runAsUser`,
+    );
     assert.equal(pod.securityContext.seccompProfile?.type, "RuntimeDefault", `${w.name}: seccomp`);
     assert.equal(pod.automountServiceAccountToken, false, `${w.name}: no API token in the pod`);
     for (const c of pod.containers as any[]) {
@@ -297,7 +366,8 @@ test("every pod runs as non-root on a read-only root filesystem, without privile
       assert.equal(sc.capabilities?.add, undefined);
       assert.notEqual(sc.privileged, true);
       // The compiled binaries write nothing: no writable volume at all (no /tmp either).
-      for (const m of c.volumeMounts ?? []) assert.equal(m.readOnly, true, `${w.name}/${c.name}: ${m.mountPath} read-only`);
+      for (const m of c.volumeMounts ?? [])
+        assert.equal(m.readOnly, true, `${w.name}/${c.name}: ${m.mountPath} read-only`);
     }
   }
 });
@@ -312,23 +382,37 @@ test("resources: CPU and memory requested, memory limited above the request and 
     assert.ok(quantity(r.requests.memory) <= limit, `${where}: request <= limit`);
     const heap = /--max-old-space-size=(\d+)/.exec(envOf(c)["NODE_OPTIONS"] ?? "");
     assert.ok(heap, `${where}: NODE_OPTIONS caps the V8 heap (sized to the container, not the node)`);
-    assert.ok(Number(heap[1]) * 1024 ** 2 <= limit * 0.6, `${where}: heap cap ${heap[1]} MiB leaves room below the ${r.limits.memory} limit`);
+    assert.ok(
+      Number(heap[1]) * 1024 ** 2 <= limit * 0.6,
+      `${where}: heap cap ${heap[1]} MiB leaves room below the ${r.limits.memory} limit`,
+    );
   }
   // The retranslator's limit holds the peak the bench measured while draining 1,000,000 events.
   const bench = JSON.parse(readFileSync(join(root, "bench", "results", "latest-full.json"), "utf8"));
   const peakMiB = Number(bench.results.memory.peakRssMiBMax);
   assert.ok(peakMiB > 0, "the bench recorded the retranslator's peak");
   const relay = deployment("retranslator").spec.template.spec.containers[0];
-  assert.ok(quantity(relay.resources.limits.memory) >= peakMiB * 1024 ** 2 * 1.2, `limit ${relay.resources.limits.memory} vs peak ${peakMiB} MiB`);
+  assert.ok(
+    quantity(relay.resources.limits.memory) >= peakMiB * 1024 ** 2 * 1.2,
+    `limit ${relay.resources.limits.memory} vs peak ${peakMiB} MiB`,
+  );
 });
 
 test("every Secret and ConfigMap key the workloads read is defined by the base", () => {
   const problems: string[] = [];
-  const check = (where: string, kind: "Secret" | "ConfigMap", name: string, key: string | undefined, optional: unknown) => {
-    if (optional === true) problems.push(`${where}: ${kind} ${name} is optional (a missing one would start the binary without it)`);
+  const check = (
+    where: string,
+    kind: "Secret" | "ConfigMap",
+    name: string,
+    key: string | undefined,
+    optional: unknown,
+  ) => {
+    if (optional === true)
+      problems.push(`${where}: ${kind} ${name} is optional (a missing one would start the binary without it)`);
     const source = (kind === "Secret" ? secrets : configMaps).get(name);
     if (source === undefined) problems.push(`${where}: ${kind} ${name} is not in the base`);
-    else if (key !== undefined && keyValue(source, key) === undefined) problems.push(`${where}: ${kind} ${name} has no key ${key}`);
+    else if (key !== undefined && keyValue(source, key) === undefined)
+      problems.push(`${where}: ${kind} ${name} has no key ${key}`);
   };
   for (const { workload, c } of containers) {
     const where = `${workload.name}/${c.name}`;
@@ -340,7 +424,8 @@ test("every Secret and ConfigMap key the workloads read is defined by the base",
     }
     for (const f of c.envFrom ?? []) {
       if (f.secretRef) check(`${where} envFrom`, "Secret", f.secretRef.name, undefined, f.secretRef.optional);
-      if (f.configMapRef) check(`${where} envFrom`, "ConfigMap", f.configMapRef.name, undefined, f.configMapRef.optional);
+      if (f.configMapRef)
+        check(`${where} envFrom`, "ConfigMap", f.configMapRef.name, undefined, f.configMapRef.optional);
     }
   }
   for (const w of workloads) {
@@ -355,11 +440,22 @@ test("every Secret and ConfigMap key the workloads read is defined by the base",
   }
   assert.deepEqual(problems, []);
   // The secrets the issue names come from Secrets, never from literals or the ConfigMap.
-  const fromSecret = new Set(containers.flatMap(({ c }) => (c.env ?? []).filter((e: any) => e.valueFrom?.secretKeyRef).map((e: any) => e.name)));
-  for (const name of ["DATABASE_URL", "DATABASE_MIGRATION_URL", "FACADE_DATABASE_URL", "FACADE_DATABASE_MIGRATION_URL", "KAFKA_SASL_PASSWORD", "TELEGRAM_BOT_TOKEN", "BOT_API_TOKEN"]) {
+  const fromSecret = new Set(
+    containers.flatMap(({ c }) => (c.env ?? []).filter((e: any) => e.valueFrom?.secretKeyRef).map((e: any) => e.name)),
+  );
+  for (const name of [
+    "DATABASE_URL",
+    "DATABASE_MIGRATION_URL",
+    "FACADE_DATABASE_URL",
+    "FACADE_DATABASE_MIGRATION_URL",
+    "KAFKA_SASL_PASSWORD",
+    "TELEGRAM_BOT_TOKEN",
+    "BOT_API_TOKEN",
+  ]) {
     assert.ok(fromSecret.has(name), `${name} comes from a Secret`);
   }
-  for (const cm of configMaps.values()) assert.doesNotMatch(JSON.stringify(cm.data), /password|CHANGE-ME|token:/i, "no secret in the ConfigMap");
+  for (const cm of configMaps.values())
+    assert.doesNotMatch(JSON.stringify(cm.data), /password|CHANGE-ME|token:/i, "no secret in the ConfigMap");
 });
 
 test("each container's config file and environment make a configuration config.ts accepts, with every file it names mounted", () => {
@@ -372,7 +468,8 @@ test("each container's config file and environment make a configuration config.t
     // Every file an environment variable points at is put there by a volume.
     const files = mountedFiles(workload.pod, c);
     for (const [name, value] of Object.entries(env)) {
-      if (/_FILE$|^CONFIG_PATH$/.test(name)) assert.ok(files.has(value), `${where}: ${name}=${value} is a mounted file`);
+      if (/_FILE$|^CONFIG_PATH$/.test(name))
+        assert.ok(files.has(value), `${where}: ${name}=${value} is a mounted file`);
     }
   }
   const api = deployment("grpc-server");
@@ -384,7 +481,10 @@ test("each container's config file and environment make a configuration config.t
   const [host, port] = botConfig.bot.grpcAddress.split(":");
   const apiService = services.find((s) => s.metadata.name === host);
   assert.ok(apiService, `the bot calls the Service ${host}`);
-  assert.ok((apiService.spec.ports as any[]).some((p) => p.port === Number(port) && p.name === "grpc"), "on its gRPC port");
+  assert.ok(
+    (apiService.spec.ports as any[]).some((p) => p.port === Number(port) && p.name === "grpc"),
+    "on its gRPC port",
+  );
   assert.equal(botConfig.bot.apiTls, true, "over TLS, as the API speaks it");
   // The retranslator and the facade reach Kafka with the credentials of the Kafka Secret.
   for (const name of ["retranslator", "facade"]) {
@@ -427,18 +527,29 @@ test("the migration Job migrates the API database; the Deployments do not, excep
 
 test("Services reach the named ports of the pods they select; PDBs keep one pod of each replicated Deployment", () => {
   for (const s of services) {
-    const matching = deployments.filter((d) => Object.entries(s.spec.selector).every(([k, v]) => d.spec.template.metadata.labels[k] === v));
+    const matching = deployments.filter((d) =>
+      Object.entries(s.spec.selector).every(([k, v]) => d.spec.template.metadata.labels[k] === v),
+    );
     assert.equal(matching.length, 1, `Service ${s.metadata.name} selects one Deployment`);
     const c = matching[0].spec.template.spec.containers[0];
     for (const p of s.spec.ports) {
-      assert.equal(containerPort(c, p.targetPort), p.port, `${s.metadata.name}:${p.name} -> ${p.targetPort} of ${c.name}, same number`);
+      assert.equal(
+        containerPort(c, p.targetPort),
+        p.port,
+        `${s.metadata.name}:${p.name} -> ${p.targetPort} of ${c.name}, same number`,
+      );
     }
   }
   const pdbs = ofKind("PodDisruptionBudget");
   const covered = pdbs.map((pdb) => {
-    const d = deployments.filter((x) => Object.entries(pdb.spec.selector.matchLabels).every(([k, v]) => x.spec.template.metadata.labels[k] === v));
+    const d = deployments.filter((x) =>
+      Object.entries(pdb.spec.selector.matchLabels).every(([k, v]) => x.spec.template.metadata.labels[k] === v),
+    );
     assert.equal(d.length, 1, `PDB ${pdb.metadata.name} selects one Deployment`);
-    assert.ok(pdb.spec.minAvailable < d[0].spec.replicas, `PDB ${pdb.metadata.name} leaves a pod to evict (or drains would hang)`);
+    assert.ok(
+      pdb.spec.minAvailable < d[0].spec.replicas,
+      `PDB ${pdb.metadata.name} leaves a pod to evict (or drains would hang)`,
+    );
     return d[0].metadata.labels["app.kubernetes.io/component"];
   });
   assert.deepEqual(covered.sort(), ["grpc-server", "retranslator"]);
@@ -469,9 +580,14 @@ test("the example Secrets hold placeholders only, and they fail closed", () => {
   // The example tokens file is refused: a placeholder can never be a working token.
   const file = join(temp, "tokens.yml");
   writeFileSync(file, keyValue(secrets.get("logistic-package-api-auth-tokens"), "tokens.yml")!);
-  assert.throws(() => TokenTable.fromFile(file), (err: unknown) => err instanceof AuthConfigError && /tokenSha256/.test((err as Error).message));
+  assert.throws(
+    () => TokenTable.fromFile(file),
+    (err: unknown) => err instanceof AuthConfigError && /tokenSha256/.test((err as Error).message),
+  );
   // With real digests in place, the bot's entry is an admin's (its admins may /delete).
-  const doc = parseYaml(readFileSync(file, "utf8")) as { tokens: { name: string; tokenSha256?: string; role: string }[] };
+  const doc = parseYaml(readFileSync(file, "utf8")) as {
+    tokens: { name: string; tokenSha256?: string; role: string }[];
+  };
   for (const t of doc.tokens) t.tokenSha256 = "0".repeat(63) + String(doc.tokens.indexOf(t));
   writeFileSync(file, JSON.stringify(doc));
   assert.equal(TokenTable.fromFile(file).size, doc.tokens.length, "the file is valid once the digests are filled in");

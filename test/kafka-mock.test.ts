@@ -1,12 +1,12 @@
 // Exercises the librdkafka mock cluster (tools/kafka-mock) with kafkajs 2.2.4.
 // Run: node --import tsx --test test/kafka-mock.test.ts
-import { test } from 'node:test';
-import assert from 'node:assert/strict';
-import { randomUUID } from 'node:crypto';
-import { Kafka, Partitioners, logLevel } from 'kafkajs';
-import type { Consumer, IHeaders, KafkaMessage, Producer } from 'kafkajs';
-import { startKafkaMock } from './helpers/kafka-mock.js';
-import type { KafkaMock } from './helpers/kafka-mock.js';
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { Kafka, Partitioners, logLevel } from "kafkajs";
+import type { Consumer, IHeaders, KafkaMessage, Producer } from "kafkajs";
+import { startKafkaMock } from "./helpers/kafka-mock.js";
+import type { KafkaMock } from "./helpers/kafka-mock.js";
 
 interface Received {
   partition: number;
@@ -41,7 +41,7 @@ function decodeHeaders(headers: IHeaders | undefined): Record<string, string> {
   const out: Record<string, string> = {};
   for (const [k, v] of Object.entries(headers ?? {})) {
     if (v === undefined) continue;
-    out[k] = Array.isArray(v) ? v.map(String).join(',') : String(v);
+    out[k] = Array.isArray(v) ? v.map(String).join(",") : String(v);
   }
   return out;
 }
@@ -70,8 +70,8 @@ async function consume(kafka: Kafka, topic: string, count: number, timeoutMs = 2
             received.push({
               partition,
               offset: BigInt(message.offset),
-              key: message.key?.toString('utf8') ?? null,
-              value: message.value?.toString('utf8') ?? null,
+              key: message.key?.toString("utf8") ?? null,
+              value: message.value?.toString("utf8") ?? null,
               headers: decodeHeaders(message.headers),
             });
             if (received.length >= count) {
@@ -91,7 +91,7 @@ async function consume(kafka: Kafka, topic: string, count: number, timeoutMs = 2
   }
 }
 
-test('produce with keys and headers, consume back in per-partition order', { timeout: 40_000 }, async () => {
+test("produce with keys and headers, consume back in per-partition order", { timeout: 40_000 }, async () => {
   const mock = await startKafkaMock({ brokers: 3 });
   const kafka = newKafka(mock);
   const producer = newProducer(kafka);
@@ -110,14 +110,14 @@ test('produce with keys and headers, consume back in per-partition order', { tim
       const [meta] = await producer.send({
         topic,
         acks: -1,
-        messages: [{ key, value, headers: { 'event-id': `e-${i}`, 'event-type': i % 2 ? 'updated' : 'created' } }],
+        messages: [{ key, value, headers: { "event-id": `e-${i}`, "event-type": i % 2 ? "updated" : "created" } }],
       });
-      assert.ok(meta, 'send returned record metadata');
+      assert.ok(meta, "send returned record metadata");
       assert.equal(meta.errorCode, 0);
-      sent.push({ key, value, partition: meta.partition, offset: BigInt(meta.baseOffset ?? '-1') });
+      sent.push({ key, value, partition: meta.partition, offset: BigInt(meta.baseOffset ?? "-1") });
     }
     // Four distinct keys over three partitions: more than one partition is used.
-    assert.ok(new Set(sent.map((s) => s.partition)).size > 1, 'messages spread over several partitions');
+    assert.ok(new Set(sent.map((s) => s.partition)).size > 1, "messages spread over several partitions");
 
     const received = await consume(kafka, topic, sent.length);
     assert.equal(received.length, sent.length);
@@ -129,7 +129,7 @@ test('produce with keys and headers, consume back in per-partition order', { tim
       assert.equal(r.key, s.key);
       assert.equal(r.partition, s.partition);
       assert.equal(r.offset, s.offset);
-      assert.deepEqual(r.headers, { 'event-id': `e-${i}`, 'event-type': i % 2 ? 'updated' : 'created' });
+      assert.deepEqual(r.headers, { "event-id": `e-${i}`, "event-type": i % 2 ? "updated" : "created" });
     });
 
     // Per partition, offsets increase strictly and the values come in send order.
@@ -152,7 +152,9 @@ test('produce with keys and headers, consume back in per-partition order', { tim
   }
 });
 
-test('broker down makes a send fail; after broker up a send succeeds and is consumed', { timeout: 40_000 }, async () => {
+test("broker down makes a send fail; after broker up a send succeeds and is consumed", {
+  timeout: 40_000,
+}, async () => {
   const mock = await startKafkaMock({ brokers: 1 });
   // Few retries so the send fails quickly while the broker is down (the 2.0.2 mock closes
   // the listener: connections are refused). Defaults (5 + 5 retries) take about 14 s to give up.
@@ -162,30 +164,30 @@ test('broker down makes a send fail; after broker up a send succeeds and is cons
     const topic = `outage-${randomUUID().slice(0, 8)}`;
     await mock.createTopic(topic, 1);
     await producer.connect();
-    await producer.send({ topic, acks: -1, messages: [{ key: 'k', value: 'before' }] });
+    await producer.send({ topic, acks: -1, messages: [{ key: "k", value: "before" }] });
 
     await mock.brokerDown(1);
     const started = Date.now();
     await assert.rejects(
-      producer.send({ topic, acks: -1, timeout: 1_000, messages: [{ key: 'k', value: 'during' }] }),
+      producer.send({ topic, acks: -1, timeout: 1_000, messages: [{ key: "k", value: "during" }] }),
       (err: unknown) => err instanceof Error,
     );
-    assert.ok(Date.now() - started < 5_000, 'the failing send gave up quickly');
+    assert.ok(Date.now() - started < 5_000, "the failing send gave up quickly");
 
     await mock.brokerUp(1);
     const upAt = Date.now();
-    const [meta] = await producer.send({ topic, acks: -1, messages: [{ key: 'k', value: 'after' }] });
+    const [meta] = await producer.send({ topic, acks: -1, messages: [{ key: "k", value: "after" }] });
     assert.equal(meta?.errorCode, 0);
-    assert.ok(Date.now() - upAt < 5_000, 'the producer recovered after broker-up');
+    assert.ok(Date.now() - upAt < 5_000, "the producer recovered after broker-up");
 
     const received = await consume(kafka, topic, 2);
     assert.deepEqual(
       received.map((r) => r.value),
-      ['before', 'after'],
+      ["before", "after"],
     );
     assert.deepEqual(
       received.map((r) => r.key),
-      ['k', 'k'],
+      ["k", "k"],
     );
   } finally {
     await producer.disconnect().catch(() => {});

@@ -34,12 +34,20 @@ function configError(env: Record<string, string>): string {
 describe("config keys", () => {
   test("defaults: no TLS, no SASL, and the client options say so", () => {
     const k = load({}).kafka;
-    assert.deepEqual({ ssl: k.ssl, sslCaFile: k.sslCaFile, saslMechanism: k.saslMechanism }, { ssl: false, sslCaFile: "", saslMechanism: "" });
+    assert.deepEqual(
+      { ssl: k.ssl, sslCaFile: k.sslCaFile, saslMechanism: k.saslMechanism },
+      { ssl: false, sslCaFile: "", saslMechanism: "" },
+    );
     assert.deepEqual(kafkaClientSecurity(k), {});
   });
 
   test("KAFKA_SSL, KAFKA_SASL_MECHANISM (any case), KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD set their keys", () => {
-    const k = load({ KAFKA_SSL: "true", KAFKA_SASL_MECHANISM: "SCRAM-SHA-512", KAFKA_SASL_USERNAME: "relay", KAFKA_SASL_PASSWORD: password }).kafka;
+    const k = load({
+      KAFKA_SSL: "true",
+      KAFKA_SASL_MECHANISM: "SCRAM-SHA-512",
+      KAFKA_SASL_USERNAME: "relay",
+      KAFKA_SASL_PASSWORD: password,
+    }).kafka;
     assert.equal(k.ssl, true);
     assert.equal(k.saslMechanism, "scram-sha-512");
     assert.equal(k.saslUsername, "relay");
@@ -64,7 +72,10 @@ describe("config keys", () => {
   });
 
   test("a CA file without KAFKA_SSL is refused rather than silently ignored", () => {
-    assert.match(configError({ KAFKA_SSL_CA_FILE: "/etc/ssl/kafka-ca.pem" }), /config key "kafka\.sslCaFile" \(from KAFKA_SSL_CA_FILE\): is set but kafka\.ssl \(KAFKA_SSL\) is false/);
+    assert.match(
+      configError({ KAFKA_SSL_CA_FILE: "/etc/ssl/kafka-ca.pem" }),
+      /config key "kafka\.sslCaFile" \(from KAFKA_SSL_CA_FILE\): is set but kafka\.ssl \(KAFKA_SSL\) is false/,
+    );
     assert.match(configError({ KAFKA_SSL: "maybe" }), /config key "kafka\.ssl" \(from KAFKA_SSL\)/);
   });
 });
@@ -80,9 +91,12 @@ describe("kafkajs client options", () => {
 
   for (const mechanism of ["plain", "scram-sha-256", "scram-sha-512"] as const) {
     test(`SASL ${mechanism}: mechanism, username and password as kafkajs expects them`, () => {
-      assert.deepEqual(kafkaClientSecurity({ ...none, saslMechanism: mechanism, saslUsername: "relay", saslPassword: password }), {
-        sasl: { mechanism, username: "relay", password },
-      });
+      assert.deepEqual(
+        kafkaClientSecurity({ ...none, saslMechanism: mechanism, saslUsername: "relay", saslPassword: password }),
+        {
+          sasl: { mechanism, username: "relay", password },
+        },
+      );
     });
   }
 
@@ -108,25 +122,40 @@ describe("kafkajs client options", () => {
     );
     const garbage = join(dir, "garbage.pem");
     await writeFile(garbage, "not a certificate\n");
-    assert.throws(() => kafkaClientSecurity({ ...none, ssl: true, sslCaFile: garbage }), /KAFKA_SSL_CA_FILE\): .*garbage\.pem holds no PEM certificate/);
+    assert.throws(
+      () => kafkaClientSecurity({ ...none, ssl: true, sslCaFile: garbage }),
+      /KAFKA_SSL_CA_FILE\): .*garbage\.pem holds no PEM certificate/,
+    );
   });
 
   test("SASL without TLS starts, with one warning saying what travels in clear", () => {
     const sasl = { ...none, saslUsername: "relay", saslPassword: password };
-    assert.match(kafkaSecurityWarning({ ...sasl, saslMechanism: "plain" }) ?? "", /plain without kafka\.ssl: the SASL password travels in clear; set KAFKA_SSL=true/);
-    assert.match(kafkaSecurityWarning({ ...sasl, saslMechanism: "scram-sha-256" }) ?? "", /without kafka\.ssl: events travel in clear/);
+    assert.match(
+      kafkaSecurityWarning({ ...sasl, saslMechanism: "plain" }) ?? "",
+      /plain without kafka\.ssl: the SASL password travels in clear; set KAFKA_SSL=true/,
+    );
+    assert.match(
+      kafkaSecurityWarning({ ...sasl, saslMechanism: "scram-sha-256" }) ?? "",
+      /without kafka\.ssl: events travel in clear/,
+    );
     assert.equal(kafkaSecurityWarning({ ...sasl, saslMechanism: "plain", ssl: true }), undefined);
     assert.equal(kafkaSecurityWarning(none), undefined);
   });
 
   test("keys built by hand get the same checks, and the password never appears in the error", () => {
-    assert.throws(() => kafkaClientSecurity({ ...none, saslMechanism: "plain", saslPassword: password }), (err: unknown) => {
-      assert.ok(err instanceof ConfigError);
-      assert.match(err.message, /"kafka\.saslUsername" \(KAFKA_SASL_USERNAME\): is required/);
-      assert.ok(!err.message.includes(password));
-      return true;
-    });
-    assert.throws(() => kafkaClientSecurity({ ...none, sslCaFile: "/x.pem" }), /is set but kafka\.ssl \(KAFKA_SSL\) is false/);
+    assert.throws(
+      () => kafkaClientSecurity({ ...none, saslMechanism: "plain", saslPassword: password }),
+      (err: unknown) => {
+        assert.ok(err instanceof ConfigError);
+        assert.match(err.message, /"kafka\.saslUsername" \(KAFKA_SASL_USERNAME\): is required/);
+        assert.ok(!err.message.includes(password));
+        return true;
+      },
+    );
+    assert.throws(
+      () => kafkaClientSecurity({ ...none, sslCaFile: "/x.pem" }),
+      /is set but kafka\.ssl \(KAFKA_SSL\) is false/,
+    );
   });
 });
 
@@ -183,7 +212,13 @@ describe("real TLS and SASL handshakes", () => {
   test("a broker certificate from another CA is rejected before a byte of Kafka is sent", async () => {
     const before = broker.events.length;
     await assert.rejects(
-      connect({ KAFKA_SSL: "true", KAFKA_SSL_CA_FILE: other.caFile, KAFKA_SASL_MECHANISM: "plain", KAFKA_SASL_USERNAME: "relay", KAFKA_SASL_PASSWORD: password }),
+      connect({
+        KAFKA_SSL: "true",
+        KAFKA_SSL_CA_FILE: other.caFile,
+        KAFKA_SASL_MECHANISM: "plain",
+        KAFKA_SASL_USERNAME: "relay",
+        KAFKA_SASL_PASSWORD: password,
+      }),
       (err: Error) => {
         assert.match(err.message, /certificate/i);
         assert.ok(!err.message.includes(password));
@@ -192,7 +227,11 @@ describe("real TLS and SASL handshakes", () => {
     );
     // (Whether the broker also sees a TLS error depends on TLS 1.3's timing: the client's
     // alert may come after the server considered the handshake done.)
-    assert.deepEqual(broker.events.slice(before).filter((e) => e.kind === "request"), [], "no request reached the broker");
+    assert.deepEqual(
+      broker.events.slice(before).filter((e) => e.kind === "request"),
+      [],
+      "no request reached the broker",
+    );
   });
 
   test("without the CA file (public CAs only) the test CA's broker is rejected too: the file is what makes it trusted", async () => {
@@ -203,14 +242,23 @@ describe("real TLS and SASL handshakes", () => {
     const before = broker.events.length;
     const wrong = "wrong-Pw-4711";
     await assert.rejects(
-      connect({ KAFKA_SSL: "true", KAFKA_SSL_CA_FILE: trusted.caFile, KAFKA_SASL_MECHANISM: "scram-sha-512", KAFKA_SASL_USERNAME: "relay", KAFKA_SASL_PASSWORD: wrong }),
+      connect({
+        KAFKA_SSL: "true",
+        KAFKA_SSL_CA_FILE: trusted.caFile,
+        KAFKA_SASL_MECHANISM: "scram-sha-512",
+        KAFKA_SASL_USERNAME: "relay",
+        KAFKA_SASL_PASSWORD: wrong,
+      }),
       (err: Error) => {
         assert.equal(err.name, "KafkaJSSASLAuthenticationError");
         assert.ok(!err.message.includes(wrong), err.message);
         return true;
       },
     );
-    assert.deepEqual(broker.events.slice(before).filter((e) => e.kind === "auth-failed"), [{ kind: "auth-failed", detail: "SCRAM-SHA-512: wrong proof" }]);
+    assert.deepEqual(
+      broker.events.slice(before).filter((e) => e.kind === "auth-failed"),
+      [{ kind: "auth-failed", detail: "SCRAM-SHA-512: wrong proof" }],
+    );
   });
 
   test("the retranslator connects with KAFKA_SSL and SASL, and its logs name the user but never the password", async () => {
@@ -238,7 +286,11 @@ describe("real TLS and SASL handshakes", () => {
       const text = relay.logs.lines.map((l) => JSON.stringify(l)).join("\n");
       assert.ok(!text.includes(wrong), "the password is not in any log line");
       const started = relay.logs.lines.find((l) => l["msg"] === "kafka connection");
-      assert.deepEqual(started?.["kafka"], { ssl: true, sslCaFile: trusted.caFile, sasl: { mechanism: "scram-sha-256", username: "relay" } });
+      assert.deepEqual(started?.["kafka"], {
+        ssl: true,
+        sslCaFile: trusted.caFile,
+        sasl: { mechanism: "scram-sha-256", username: "relay" },
+      });
       assert.match(text, /authentication failed/i, "the failure itself is logged");
     } finally {
       await db?.drop();

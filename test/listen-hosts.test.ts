@@ -28,7 +28,10 @@ before(async () => {
   });
   facadeDb = await createTestDatabase();
   await migrateFacadeDatabase(facadeDb.url);
-  facade = await startTestFacade({ ...facadeEnv(facadeDb.url, kafka.brokers, "listen-hosts"), METRICS_HOST: "127.0.0.3" });
+  facade = await startTestFacade({
+    ...facadeEnv(facadeDb.url, kafka.brokers, "listen-hosts"),
+    METRICS_HOST: "127.0.0.3",
+  });
 });
 
 after(async () => {

@@ -28,7 +28,11 @@ interface Operation {
 interface OpenApi {
   openapi: string;
   paths: Record<string, Record<string, Operation>>;
-  components: { schemas: Record<string, Schema>; responses: Record<string, { content: Record<string, { schema: Schema }> }>; securitySchemes: Record<string, Schema> };
+  components: {
+    schemas: Record<string, Schema>;
+    responses: Record<string, { content: Record<string, { schema: Schema }> }>;
+    securitySchemes: Record<string, Schema>;
+  };
 }
 
 const doc = JSON.parse(readFileSync(documentFile, "utf8")) as OpenApi;
@@ -59,22 +63,33 @@ function validate(schema: Schema, value: unknown, at = "$"): string[] {
   const types = schema["type"] === undefined ? undefined : ([] as string[]).concat(schema["type"] as string | string[]);
   const actual = value === null ? "null" : Array.isArray(value) ? "array" : typeof value;
   if (types !== undefined) {
-    const ok = types.some((t) => t === actual || (t === "integer" && typeof value === "number" && Number.isInteger(value)));
+    const ok = types.some(
+      (t) => t === actual || (t === "integer" && typeof value === "number" && Number.isInteger(value)),
+    );
     if (!ok) return [`${at}: ${JSON.stringify(value)} is not ${types.join("|")}`];
   }
-  if (Array.isArray(schema["enum"]) && !(schema["enum"] as unknown[]).includes(value)) problems.push(`${at}: ${JSON.stringify(value)} not in enum`);
-  if (typeof value === "string" && typeof schema["pattern"] === "string" && !new RegExp(schema["pattern"]).test(value)) {
+  if (Array.isArray(schema["enum"]) && !(schema["enum"] as unknown[]).includes(value))
+    problems.push(`${at}: ${JSON.stringify(value)} not in enum`);
+  if (
+    typeof value === "string" &&
+    typeof schema["pattern"] === "string" &&
+    !new RegExp(schema["pattern"]).test(value)
+  ) {
     problems.push(`${at}: ${JSON.stringify(value)} does not match ${schema["pattern"]}`);
   }
-  if (typeof value === "number" && typeof schema["minimum"] === "number" && value < schema["minimum"]) problems.push(`${at}: below minimum`);
+  if (typeof value === "number" && typeof schema["minimum"] === "number" && value < schema["minimum"])
+    problems.push(`${at}: below minimum`);
   if (Array.isArray(value)) {
-    if (typeof schema["maxItems"] === "number" && value.length > schema["maxItems"]) problems.push(`${at}: more than ${schema["maxItems"]} items`);
-    if (schema["items"] !== undefined) value.forEach((v, i) => problems.push(...validate(schema["items"] as Schema, v, `${at}[${i}]`)));
+    if (typeof schema["maxItems"] === "number" && value.length > schema["maxItems"])
+      problems.push(`${at}: more than ${schema["maxItems"]} items`);
+    if (schema["items"] !== undefined)
+      value.forEach((v, i) => problems.push(...validate(schema["items"] as Schema, v, `${at}[${i}]`)));
   }
   if (actual === "object") {
     const object = value as Record<string, unknown>;
     const properties = (schema["properties"] ?? {}) as Record<string, Schema>;
-    for (const key of (schema["required"] ?? []) as string[]) if (!(key in object)) problems.push(`${at}: missing required ${key}`);
+    for (const key of (schema["required"] ?? []) as string[])
+      if (!(key in object)) problems.push(`${at}: missing required ${key}`);
     for (const [key, v] of Object.entries(object)) {
       if (properties[key] !== undefined) problems.push(...validate(properties[key], v, `${at}.${key}`));
       else if (schema["additionalProperties"] === false) problems.push(`${at}: ${key} is not in the schema`);
@@ -85,16 +100,22 @@ function validate(schema: Schema, value: unknown, at = "$"): string[] {
 
 test("the committed document passes `redocly lint` (recommended rules, warnings as errors)", () => {
   // Throws with Redocly's findings on a non-zero exit. No telemetry, no update check: offline.
-  execFileSync(join(root, "node_modules/.bin/redocly"), ["lint", "--config", "redocly.yaml", "--format", "stylish", "api/openapi.json"], {
-    cwd: root,
-    stdio: "pipe",
-    env: { ...process.env, REDOCLY_TELEMETRY: "off", REDOCLY_SUPPRESS_UPDATE_NOTICE: "true" },
-  });
+  execFileSync(
+    join(root, "node_modules/.bin/redocly"),
+    ["lint", "--config", "redocly.yaml", "--format", "stylish", "api/openapi.json"],
+    {
+      cwd: root,
+      stdio: "pipe",
+      env: { ...process.env, REDOCLY_TELEMETRY: "off", REDOCLY_SUPPRESS_UPDATE_NOTICE: "true" },
+    },
+  );
 });
 
 test("the document lists the gateway's five routes, with the bearer scheme and the error statuses", () => {
   const listed = Object.entries(doc.paths)
-    .flatMap(([path, verbs]) => Object.entries(verbs).map(([verb, op]) => `${verb.toUpperCase()} ${path} ${op.operationId}`))
+    .flatMap(([path, verbs]) =>
+      Object.entries(verbs).map(([verb, op]) => `${verb.toUpperCase()} ${path} ${op.operationId}`),
+    )
     .sort();
   assert.deepEqual(listed, [
     "DELETE /v1/packages/{PackageID} RemovePackageV1",
@@ -113,7 +134,11 @@ test("the document lists the gateway's five routes, with the bearer scheme and t
       // A token or none, depending on AUTH_TOKENS_FILE.
       assert.deepEqual(op.security, [{ bearerAuth: [] }, {}]);
       for (const status of ["400", "401", "403", "404", "429", "500", "503", "504"]) {
-        assert.equal(op.responses[status]?.$ref, `#/components/responses/Status${status}`, `${op.operationId} ${status}`);
+        assert.equal(
+          op.responses[status]?.$ref,
+          `#/components/responses/Status${status}`,
+          `${op.operationId} ${status}`,
+        );
       }
     }
   }
@@ -151,7 +176,11 @@ describe("the gateway as the document describes it", () => {
       else query.set(p.name, value);
     }
     if (body !== undefined) {
-      assert.deepEqual(validate(op.requestBody!.content["application/json"]!.schema, body), [], `${op.operationId}: the test's body fits the document`);
+      assert.deepEqual(
+        validate(op.requestBody!.content["application/json"]!.schema, body),
+        [],
+        `${op.operationId}: the test's body fits the document`,
+      );
     }
     const res = await fetch(`${server.gatewayUrl}${path}${query.size > 0 ? `?${query}` : ""}`, {
       method: verb.toUpperCase(),
@@ -160,23 +189,43 @@ describe("the gateway as the document describes it", () => {
     const json = (await res.json()) as unknown;
     const response = op.responses[String(res.status)];
     assert.ok(response, `${op.operationId} answered ${res.status}, which the document does not list`);
-    const content = response.$ref === undefined ? response.content! : doc.components.responses[response.$ref.split("/").pop()!]!.content;
-    assert.deepEqual(validate(content["application/json"]!.schema, json), [], `${op.operationId} ${res.status}: ${JSON.stringify(json)}`);
+    const content =
+      response.$ref === undefined
+        ? response.content!
+        : doc.components.responses[response.$ref.split("/").pop()!]!.content;
+    assert.deepEqual(
+      validate(content["application/json"]!.schema, json),
+      [],
+      `${op.operationId} ${res.status}: ${JSON.stringify(json)}`,
+    );
     return { status: res.status, json: json as Record<string, unknown> };
   }
 
   test("each operation's real responses fit the document's schemas", async () => {
-    const created = await call("post", "/v1/packages", {}, { Title: "Crate", Material: "pine", MaximumVolume: 40, Reusable: true });
+    const created = await call(
+      "post",
+      "/v1/packages",
+      {},
+      { Title: "Crate", Material: "pine", MaximumVolume: 40, Reusable: true },
+    );
     assert.equal(created.status, 200);
     const id = created.json["ID"] as string;
     assert.match(id, /^[0-9]+$/, "uint64 as a decimal string");
-    assert.equal((await call("post", "/v1/packages", {}, { Title: "Box", Material: "card", MaximumVolume: 2 })).status, 200);
+    assert.equal(
+      (await call("post", "/v1/packages", {}, { Title: "Box", Material: "card", MaximumVolume: 2 })).status,
+      200,
+    );
 
     const described = await call("get", "/v1/packages/{PackageID}", { PackageID: id });
     assert.equal(described.status, 200);
     assert.equal((described.json["Value"] as Record<string, unknown>)["Title"], "Crate");
 
-    const updated = await call("put", "/v1/packages/{PackageID}", { PackageID: id }, { Title: "Big crate", Reusable: { Reusable: false } });
+    const updated = await call(
+      "put",
+      "/v1/packages/{PackageID}",
+      { PackageID: id },
+      { Title: "Big crate", Reusable: { Reusable: false } },
+    );
     assert.deepEqual(updated, { status: 200, json: { Suc: true } });
     const afterUpdate = await call("get", "/v1/packages/{PackageID}", { PackageID: id });
     const value = afterUpdate.json["Value"] as Record<string, unknown>;
@@ -210,9 +259,17 @@ describe("the gateway as the document describes it", () => {
     assert.ok(body.equals(readFileSync(documentFile)), "the served document differs from api/openapi.json");
     const served = JSON.parse(body.toString("utf8")) as OpenApi;
     const ids = Object.values(served.paths).flatMap((verbs) => Object.values(verbs).map((op) => op.operationId));
-    assert.deepEqual(ids.sort(), ["CreatePackageV1", "DescribePackageV1", "ListPackagesV1", "RemovePackageV1", "UpdatePackageV1"]);
+    assert.deepEqual(ids.sort(), [
+      "CreatePackageV1",
+      "DescribePackageV1",
+      "ListPackagesV1",
+      "RemovePackageV1",
+      "UpdatePackageV1",
+    ]);
     // Revalidation by ETag: the second fetch moves no body.
-    const again = await fetch(`${server.gatewayUrl}/openapi.json`, { headers: { "if-none-match": res.headers.get("etag")! } });
+    const again = await fetch(`${server.gatewayUrl}/openapi.json`, {
+      headers: { "if-none-match": res.headers.get("etag")! },
+    });
     assert.equal(again.status, 304);
   });
 

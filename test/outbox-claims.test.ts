@@ -28,9 +28,10 @@ after(async () => {
 });
 
 async function row(id: bigint) {
-  const result = await db.db.raw(`SELECT locked_by, locked_until::text AS lease, attempts FROM package_event WHERE id = ?`, [
-    id.toString(),
-  ]);
+  const result = await db.db.raw(
+    `SELECT locked_by, locked_until::text AS lease, attempts FROM package_event WHERE id = ?`,
+    [id.toString()],
+  );
   return (result as { rows: { locked_by: string | null; lease: string | null; attempts: number }[] }).rows[0];
 }
 
@@ -41,7 +42,9 @@ test("outcomes of an expired claim do not apply to the row's newer claim by the 
   const [first] = await claimEvents(db.db, "relay-1", 10, 60);
   assert.ok(first);
   // The relay stalls past its lease; maintenance frees the row; the same relay claims it again.
-  await db.db.raw(`UPDATE package_event SET locked_until = now() - interval '1 second' WHERE id = ?`, [first.id.toString()]);
+  await db.db.raw(`UPDATE package_event SET locked_until = now() - interval '1 second' WHERE id = ?`, [
+    first.id.toString(),
+  ]);
   assert.equal(await reapExpiredLeases(db.db), 1);
   const [second] = await claimEvents(db.db, "relay-1", 10, 60);
   assert.ok(second);
@@ -80,7 +83,10 @@ const OUTBOX = "package_event";
 function unboundedOutboxScans(node: PlanNode, underLimit = false): PlanNode[] {
   const limited = underLimit || node["Node Type"] === "Limit";
   const own =
-    node["Relation Name"] === OUTBOX && node["Node Type"] !== "ModifyTable" && !limited && node["Index Cond"] === undefined
+    node["Relation Name"] === OUTBOX &&
+    node["Node Type"] !== "ModifyTable" &&
+    !limited &&
+    node["Index Cond"] === undefined
       ? [node]
       : [];
   return [...own, ...(node.Plans ?? []).flatMap((child) => unboundedOutboxScans(child, limited))];
@@ -99,17 +105,29 @@ function describe(node: PlanNode): string {
 function planOffences(node: PlanNode, path: string[] = []): string[] {
   const here = [...path, describe(node)];
   const offences: string[] = [];
-  if (node["Node Type"] === "Seq Scan" && node["Relation Name"] === OUTBOX) offences.push(`sequential scan: ${here.join(" > ")}`);
-  if (node["Node Type"] === "Sort" && node.Plans !== undefined && node.Plans.some((c) => unboundedOutboxScans(c).length > 0)) {
+  if (node["Node Type"] === "Seq Scan" && node["Relation Name"] === OUTBOX)
+    offences.push(`sequential scan: ${here.join(" > ")}`);
+  if (
+    node["Node Type"] === "Sort" &&
+    node.Plans !== undefined &&
+    node.Plans.some((c) => unboundedOutboxScans(c).length > 0)
+  ) {
     offences.push(`sort over the outbox: ${here.join(" > ")}`);
   }
-  if (node["Node Type"] === "Nested Loop" && node.Plans?.[0] !== undefined && unboundedOutboxScans(node.Plans[0]).length > 0) {
+  if (
+    node["Node Type"] === "Nested Loop" &&
+    node.Plans?.[0] !== undefined &&
+    unboundedOutboxScans(node.Plans[0]).length > 0
+  ) {
     offences.push(`nested loop over the outbox: ${here.join(" > ")}`);
   }
   if (
     (node["Node Type"] === "Index Scan" || node["Node Type"] === "Index Only Scan") &&
     node["Relation Name"] === OUTBOX &&
-    unboundedOutboxScans(node, path.some((p) => p.startsWith("Limit"))).length > 0
+    unboundedOutboxScans(
+      node,
+      path.some((p) => p.startsWith("Limit")),
+    ).length > 0
   ) {
     offences.push(`whole-outbox index scan: ${here.join(" > ")}`);
   }
@@ -127,7 +145,10 @@ function nodes(node: PlanNode): PlanNode[] {
  * without running) each statement the repository functions send, with the
  * bindings they send, and keeps the plans.
  */
-function explainingDatabase(real: TestDatabase["db"]): { db: TestDatabase["db"]; plans: { sql: string; plan: PlanNode }[] } {
+function explainingDatabase(real: TestDatabase["db"]): {
+  db: TestDatabase["db"];
+  plans: { sql: string; plan: PlanNode }[];
+} {
   const plans: { sql: string; plan: PlanNode }[] = [];
   const db = {
     raw: async (sql: string, bindings?: readonly unknown[]) => {
@@ -158,10 +179,14 @@ test("every relay statement plans index lookups on an outbox of 100,000 rows who
     await q(`ANALYZE package_event`);
     // Then the burst: 100,000 events, a few leased, one package dead-lettered.
     await q(fill);
-    await q(`UPDATE package_event SET locked_by = 'other', locked_until = now() + interval '1 minute' WHERE id % 97 = 0`);
+    await q(
+      `UPDATE package_event SET locked_by = 'other', locked_until = now() + interval '1 minute' WHERE id % 97 = 0`,
+    );
     await q(`INSERT INTO package_event_dead_letter (id, package_id, type, payload, created, attempts, last_error)
              VALUES (1, 7, 'Updated', '{}', now(), 10, 'too large')`);
-    const stats = (await q(`SELECT reltuples FROM pg_class WHERE relname = 'package_event'`)) as { rows: { reltuples: number }[] };
+    const stats = (await q(`SELECT reltuples FROM pg_class WHERE relname = 'package_event'`)) as {
+      rows: { reltuples: number }[];
+    };
     assert.equal(stats.rows[0]!.reltuples, 0, "the statistics still say the outbox is empty");
 
     const { db, plans } = explainingDatabase(stale.db);
@@ -169,7 +194,13 @@ test("every relay statement plans index lookups on an outbox of 100,000 rows who
     const lease = new Date(Date.now() + 60_000).toISOString();
     const failures = ids.slice(0, 100).map((id) => ({ id, lease, error: "x", retriable: true }));
     await claimHeads(db, { owner: "relay-1", limit: 500, leaseSeconds: 60, cursor: 0n });
-    await claimHeads(db, { owner: "relay-1", limit: 500, leaseSeconds: 60, cursor: 5000n, skipPackages: ids.slice(0, 300) });
+    await claimHeads(db, {
+      owner: "relay-1",
+      limit: 500,
+      leaseSeconds: 60,
+      cursor: 5000n,
+      skipPackages: ids.slice(0, 300),
+    });
     await claimHeads(db, { owner: "relay-1", limit: 500, leaseSeconds: 60 });
     await deleteEvents(db, ids);
     await releaseFailedEvents(db, "relay-1", failures, { minMs: 1, maxMs: 1 });
@@ -184,10 +215,16 @@ test("every relay statement plans index lookups on an outbox of 100,000 rows who
       const statement = sql.replace(/\s+/g, " ").slice(0, 80);
       // The backlog gauge counts the outbox by design (every maintenance
       // interval, off the event path): the only statement allowed to read it whole.
-      const offences = planOffences(plan).filter((o) => !(/count\(\*\)/.test(sql) && /^(sequential scan|whole-outbox)/.test(o)));
+      const offences = planOffences(plan).filter(
+        (o) => !(/count\(\*\)/.test(sql) && /^(sequential scan|whole-outbox)/.test(o)),
+      );
       assert.deepEqual(offences, [], `${statement}…\n${JSON.stringify(plan, null, 1).slice(0, 4000)}`);
       assert.ok(
-        nodes(plan).some((n) => /Index/.test(n["Node Type"]) && (n["Relation Name"] === OUTBOX || /^package_event_/.test(n["Index Name"] ?? ""))),
+        nodes(plan).some(
+          (n) =>
+            /Index/.test(n["Node Type"]) &&
+            (n["Relation Name"] === OUTBOX || /^package_event_/.test(n["Index Name"] ?? "")),
+        ),
         `${statement}… uses an index of the outbox`,
       );
     }

@@ -17,7 +17,10 @@ const dir = join(root, "deploy", "prometheus");
 const alertsText = readFileSync(join(dir, "alerts.yml"), "utf8");
 const rules = (parseYaml(alertsText) as { groups: { name: string; rules: any[] }[] }).groups.flatMap((g) => g.rules);
 const alerts = rules.filter((r) => r.alert !== undefined);
-const unitTests = parseYaml(readFileSync(join(dir, "alerts.test.yml"), "utf8")) as { rule_files: string[]; tests: any[] };
+const unitTests = parseYaml(readFileSync(join(dir, "alerts.test.yml"), "utf8")) as {
+  rule_files: string[];
+  tests: any[];
+};
 
 const temp = mkdtempSync(join(tmpdir(), "lpa-promtool-"));
 after(() => rmSync(temp, { recursive: true, force: true }));
@@ -46,7 +49,10 @@ test("promtool check config: prometheus.yml and the rule files it loads", () => 
   const compose = parseYaml(readFileSync(join(root, "deploy", "docker-compose.yml"), "utf8")) as any;
   const volumes = compose.services.prometheus.volumes as string[];
   for (const file of prom.rule_files) {
-    assert.ok(volumes.includes(`./prometheus/${file}:/etc/prometheus/${file}:ro`), `compose mounts ${file} next to prometheus.yml`);
+    assert.ok(
+      volumes.includes(`./prometheus/${file}:/etc/prometheus/${file}:ro`),
+      `compose mounts ${file} next to prometheus.yml`,
+    );
   }
 });
 
@@ -73,8 +79,16 @@ test("the unit tests catch a broken rule: a wrong SLO threshold, a misspelt metr
     const { code, output } = promtool(["test", "rules", "alerts.test.yml"], work);
     assert.notEqual(code, 0, `${name}: the unit tests fail\n${output}`);
   };
-  broken("SLO 50 s instead of 5 s", "outbox_oldest_event_age_seconds) > 5\n", "outbox_oldest_event_age_seconds) > 50\n");
-  broken("sum instead of max", "max(logistic_package_api_retranslator_outbox_oldest_event_age_seconds) > 5", "sum(logistic_package_api_retranslator_outbox_oldest_event_age_seconds) > 5");
+  broken(
+    "SLO 50 s instead of 5 s",
+    "outbox_oldest_event_age_seconds) > 5\n",
+    "outbox_oldest_event_age_seconds) > 50\n",
+  );
+  broken(
+    "sum instead of max",
+    "max(logistic_package_api_retranslator_outbox_oldest_event_age_seconds) > 5",
+    "sum(logistic_package_api_retranslator_outbox_oldest_event_age_seconds) > 5",
+  );
   broken("misspelt claim counter", "retranslator_claimed_events_total[5m]", "retranslator_claims_events_total[5m]");
   broken("client errors counted", /code=~"Internal\|Unknown\|Unavailable\|DataLoss\|DeadlineExceeded"/g, 'code!="OK"');
 });
@@ -84,7 +98,11 @@ test("every alert has a for:, a severity, a summary, a description and a runbook
   const operations = readFileSync(join(root, "docs", "operations.md"), "utf8");
   const anchors = new Set([...operations.matchAll(/^#{1,6}\s+(.+)$/gm)].map((m) => anchor(m[1]!)));
   for (const a of alerts) {
-    assert.match(a.alert, /^LogisticPackageApi[A-Za-z]+$/, "named after the service, so it is recognisable in a shared Prometheus");
+    assert.match(
+      a.alert,
+      /^LogisticPackageApi[A-Za-z]+$/,
+      "named after the service, so it is recognisable in a shared Prometheus",
+    );
     assert.match(String(a.for ?? ""), /^\d+[smh]$/, `${a.alert}: for:`);
     assert.ok(["warning", "critical"].includes(a.labels?.severity), `${a.alert}: severity warning or critical`);
     assert.ok(String(a.annotations?.summary ?? "").length > 10, `${a.alert}: summary`);
@@ -101,10 +119,20 @@ test("every alert is unit-tested both firing and silent", () => {
   const cases = unitTests.tests.flatMap((t) => t.alert_rule_test as { alertname: string; exp_alerts: unknown[] }[]);
   for (const a of alerts) {
     const mine = cases.filter((c) => c.alertname === a.alert);
-    assert.ok(mine.some((c) => c.exp_alerts.length > 0), `${a.alert} has a case where it fires`);
-    assert.ok(mine.some((c) => c.exp_alerts.length === 0), `${a.alert} has a case where it stays silent`);
+    assert.ok(
+      mine.some((c) => c.exp_alerts.length > 0),
+      `${a.alert} has a case where it fires`,
+    );
+    assert.ok(
+      mine.some((c) => c.exp_alerts.length === 0),
+      `${a.alert} has a case where it stays silent`,
+    );
   }
-  for (const c of cases) assert.ok(alerts.some((a) => a.alert === c.alertname), `the unit test of ${c.alertname} tests an existing alert`);
+  for (const c of cases)
+    assert.ok(
+      alerts.some((a) => a.alert === c.alertname),
+      `the unit test of ${c.alertname} tests an existing alert`,
+    );
 });
 
 test("the API error alert counts server-side codes only, and the SLO alert uses 5 s", () => {

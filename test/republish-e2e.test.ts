@@ -55,7 +55,12 @@ test("a facade that lost its read model rebuilds it from republished events; Kaf
   const repo = new PgPackageRepository(apiDb.db);
   const ids: bigint[] = [];
   for (let i = 0; i < 40; i++) {
-    ids.push(await repo.create({ title: `pkg ${i}`, material: "wood", maximumVolume: 10 + i, reusable: i % 3 === 0 }, undefined));
+    ids.push(
+      await repo.create(
+        { title: `pkg ${i}`, material: "wood", maximumVolume: 10 + i, reusable: i % 3 === 0 },
+        undefined,
+      ),
+    );
   }
   for (const id of ids.slice(0, 15)) await repo.update(id, { title: `pkg ${id} v2`, reusable: true }, undefined);
   const removed = ids.slice(30, 35);
@@ -64,7 +69,12 @@ test("a facade that lost its read model rebuilds it from republished events; Kaf
 
   facade = await startTestFacade(env);
   const all = JSON.stringify(await apiPackages(apiDb.db));
-  await poll("the read model to follow the API", async () => JSON.stringify(await facadePackages(facadeDb.db)), (f) => f === all, 60_000);
+  await poll(
+    "the read model to follow the API",
+    async () => JSON.stringify(await facadePackages(facadeDb.db)),
+    (f) => f === all,
+    60_000,
+  );
 
   // The read model is lost; the facade comes back at its committed offsets.
   await facade.stop();
@@ -94,7 +104,13 @@ test("a facade that lost its read model rebuilds it from republished events; Kaf
     assert.equal(m.event.Type, EventType.Updated);
     assert.equal(m.headers["event-type"], "Updated");
     const earlier = messages.filter((x) => x.key === m.key && x !== m);
-    assert.ok(earlier.every((x) => x.partition === m.partition && BigInt(x.offset) < BigInt(m.offset)), "after the package's earlier events");
+    assert.ok(
+      earlier.every((x) => x.partition === m.partition && BigInt(x.offset) < BigInt(m.offset)),
+      "after the package's earlier events",
+    );
   }
-  assert.ok(messages.filter((m) => m.headers["event-reason"] === undefined).length === 60, "changes carry no event-reason");
+  assert.ok(
+    messages.filter((m) => m.headers["event-reason"] === undefined).length === 60,
+    "changes carry no event-reason",
+  );
 });

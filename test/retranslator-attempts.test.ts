@@ -81,8 +81,18 @@ test("a broker outage never dead-letters, even with maxAttempts 1: events wait a
   await kafka.brokerUp(1);
   const committed = await committedEvents(db.db);
   const messages = await readTopic(kafka.brokers, topic, allDelivered(committed));
-  assert.deepEqual(checkDelivery(committed, messages), { lost: [], duplicated: [], reordered: [], malformed: [], unexpected: [] });
-  await poll("the outbox to empty", () => count(db.db, "package_event"), (n) => n === 0);
+  assert.deepEqual(checkDelivery(committed, messages), {
+    lost: [],
+    duplicated: [],
+    reordered: [],
+    malformed: [],
+    unexpected: [],
+  });
+  await poll(
+    "the outbox to empty",
+    () => count(db.db, "package_event"),
+    (n) => n === 0,
+  );
   assert.ok(b > a);
   await relay.stop();
   relays.pop();
@@ -123,7 +133,12 @@ test("an event claimed maxAttempts times without an outcome (crash loop) is dead
 
   // The other package flows; the poison package's later event stays parked, unpublished.
   const messages = await readTopic(kafka.brokers, topic, (m) => m.some((x) => x.event.PackageID === other));
-  assert.ok(messages.every((m) => m.event.PackageID !== poison), "nothing of the dead-lettered package was published");
-  const parked = await db.db.raw(`SELECT count(*)::int AS n FROM package_event WHERE package_id = ?`, [poison.toString()]);
+  assert.ok(
+    messages.every((m) => m.event.PackageID !== poison),
+    "nothing of the dead-lettered package was published",
+  );
+  const parked = await db.db.raw(`SELECT count(*)::int AS n FROM package_event WHERE package_id = ?`, [
+    poison.toString(),
+  ]);
   assert.equal((parked as { rows: { n: number }[] }).rows[0]!.n, 1);
 });

@@ -83,12 +83,19 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-async function poll<T>(what: string, fn: () => Promise<T>, ok: (v: T) => boolean, timeoutMs = 30_000, everyMs = 50): Promise<T> {
+async function poll<T>(
+  what: string,
+  fn: () => Promise<T>,
+  ok: (v: T) => boolean,
+  timeoutMs = 30_000,
+  everyMs = 50,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await fn();
     if (ok(v)) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; last value ${JSON.stringify(v)}`);
+    if (Date.now() > deadline)
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; last value ${JSON.stringify(v)}`);
     await new Promise((r) => setTimeout(r, everyMs));
   }
 }
@@ -101,13 +108,19 @@ async function rows<T>(db: Database, sql: string, bindings: readonly string[] = 
 async function leasedIds(db: Database, owner?: string): Promise<string[]> {
   const result =
     owner === undefined
-      ? await rows<{ id: string }>(db, `SELECT id::text AS id FROM package_event WHERE locked_by IS NOT NULL ORDER BY id`)
-      : await rows<{ id: string }>(db, `SELECT id::text AS id FROM package_event WHERE locked_by = ? ORDER BY id`, [owner]);
+      ? await rows<{ id: string }>(
+          db,
+          `SELECT id::text AS id FROM package_event WHERE locked_by IS NOT NULL ORDER BY id`,
+        )
+      : await rows<{ id: string }>(db, `SELECT id::text AS id FROM package_event WHERE locked_by = ? ORDER BY id`, [
+          owner,
+        ]);
   return result.map((r) => r.id);
 }
 
 async function leasedCount(db: Database): Promise<number> {
-  return (await rows<{ n: number }>(db, `SELECT count(*)::int AS n FROM package_event WHERE locked_by IS NOT NULL`))[0]!.n;
+  return (await rows<{ n: number }>(db, `SELECT count(*)::int AS n FROM package_event WHERE locked_by IS NOT NULL`))[0]!
+    .n;
 }
 
 async function metric(port: number, name: string): Promise<number> {
@@ -154,7 +167,10 @@ async function writeEvents(
     updatesOf[p % writers]!.push(p);
   }
   const ids: bigint[] = [];
-  const inTransactions = async <T>(items: readonly T[], fn: (repo: PgPackageRepository, item: T, i: number) => Promise<void>) => {
+  const inTransactions = async <T>(
+    items: readonly T[],
+    fn: (repo: PgPackageRepository, item: T, i: number) => Promise<void>,
+  ) => {
     for (let from = 0; from < items.length; from += perTransaction) {
       await writer.transaction(async (trx) => {
         const repo = new PgPackageRepository(trx);
@@ -167,14 +183,20 @@ async function writeEvents(
       Array.from({ length: writers }, async (_, w) => {
         const mine = Array.from({ length: opts.packages }, (_, p) => p).filter((p) => p % writers === w);
         await inTransactions(mine, async (repo, p) => {
-          ids[p] = await repo.create({ title: `Crash box ${p}`, material: "cardboard", maximumVolume: 10 + p, reusable: p % 2 === 0 }, undefined);
+          ids[p] = await repo.create(
+            { title: `Crash box ${p}`, material: "cardboard", maximumVolume: 10 + p, reusable: p % 2 === 0 },
+            undefined,
+          );
         });
         await inTransactions(updatesOf[w]!, async (repo, p, i) => {
           await repo.update(ids[p]!, { title: `v${i}`, maximumVolume: 1 + (i % 100) }, undefined);
         });
-        await inTransactions(mine.filter((p) => p < opts.removes), async (repo, p) => {
-          await repo.remove(ids[p]!, undefined);
-        });
+        await inTransactions(
+          mine.filter((p) => p < opts.removes),
+          async (repo, p) => {
+            await repo.remove(ids[p]!, undefined);
+          },
+        );
       }),
     );
     return opts.packages + opts.updates + opts.removes;
@@ -250,7 +272,10 @@ async function spawnRelay(name: string, env: Record<string, string>, port?: numb
 }
 
 /** Waits for a child's exit for at most `timeoutMs`; undefined if it is still running. */
-async function exitWithin(relay: Relay, timeoutMs: number): Promise<{ code: number | null; signal: NodeJS.Signals | null } | undefined> {
+async function exitWithin(
+  relay: Relay,
+  timeoutMs: number,
+): Promise<{ code: number | null; signal: NodeJS.Signals | null } | undefined> {
   let timer: NodeJS.Timeout | undefined;
   const result = await Promise.race([
     relay.exit,
@@ -273,11 +298,14 @@ function hasLog(lines: readonly Record<string, unknown>[], msg: string): boolean
 }
 
 /** Everything a failing test needs to be understood: the tail of each relay's log. */
-function dumpLogs(relays: readonly { name: string; lines: readonly Record<string, unknown>[]; stderr?: readonly string[] }[]): void {
+function dumpLogs(
+  relays: readonly { name: string; lines: readonly Record<string, unknown>[]; stderr?: readonly string[] }[],
+): void {
   for (const r of relays) {
     process.stderr.write(`\n----- ${r.name}: last log lines -----\n`);
     for (const l of r.lines.slice(-40)) process.stderr.write(`${JSON.stringify(l)}\n`);
-    if (r.stderr !== undefined && r.stderr.length > 0) process.stderr.write(`stderr: ${r.stderr.join("").slice(-4000)}\n`);
+    if (r.stderr !== undefined && r.stderr.length > 0)
+      process.stderr.write(`stderr: ${r.stderr.join("").slice(-4000)}\n`);
   }
 }
 
@@ -292,7 +320,12 @@ interface World {
   inProcess: { name: string; relay: TestRetranslator }[];
 }
 
-async function withWorld(t: TestContext, topic: string, partitions: number, body: (w: World) => Promise<void>): Promise<void> {
+async function withWorld(
+  t: TestContext,
+  topic: string,
+  partitions: number,
+  body: (w: World) => Promise<void>,
+): Promise<void> {
   const began = Date.now();
   const note = (message: string) => t.diagnostic(`+${((Date.now() - began) / 1000).toFixed(1)}s ${message}`);
   const db = await createTestDatabase();
@@ -343,7 +376,13 @@ function assertDeliveredInOrder(report: DeliveryReport): void {
 }
 
 async function waitForEmptyOutbox(world: World, timeoutMs = 60_000): Promise<void> {
-  await poll("the outbox to empty", () => count(world.db.db, "package_event"), (n) => n === 0, timeoutMs, 100);
+  await poll(
+    "the outbox to empty",
+    () => count(world.db.db, "package_event"),
+    (n) => n === 0,
+    timeoutMs,
+    100,
+  );
   world.note("outbox empty");
   assert.equal(await leasedCount(world.db.db), 0, "no row left leased");
 }
@@ -359,7 +398,13 @@ test("two retranslators side by side: everything delivered once, in order, and b
     assert.notEqual(a.owner, b.owner);
 
     // Written while both run: 120 packages, most of them updated many times.
-    const written = await writeEvents(world.db.url, { packages: 120, updates: 2400, removes: 30, seed: 1, perTransaction: 10 });
+    const written = await writeEvents(world.db.url, {
+      packages: 120,
+      updates: 2400,
+      removes: 30,
+      seed: 1,
+      perTransaction: 10,
+    });
     note(`${written} events written`);
     await waitForEmptyOutbox(world);
 
@@ -396,7 +441,13 @@ test("kill -9 mid-batch, then a replacement: nothing lost or reordered, duplicat
 
     const a = await spawnIn(world, "relay A (killed)", configPath);
     const ownerA = await a.started();
-    await poll("relay A to publish part of the backlog", () => count(world.db.db, "package_event"), (n) => n <= written - 300, 30_000, 20);
+    await poll(
+      "relay A to publish part of the backlog",
+      () => count(world.db.db, "package_event"),
+      (n) => n <= written - 300,
+      30_000,
+      20,
+    );
     a.proc.kill("SIGKILL");
     assert.equal((await a.exit).signal, "SIGKILL");
 
@@ -448,7 +499,10 @@ test("a running instance takes over a killed instance's leases once they expire"
     // A has published part of the backlog and holds leases (in flight, or published and not yet deleted).
     await poll(
       "relay A to publish some events and hold leases",
-      async () => ({ left: await count(world.db.db, "package_event"), leased: (await leasedIds(world.db.db, ownerA)).length }),
+      async () => ({
+        left: await count(world.db.db, "package_event"),
+        leased: (await leasedIds(world.db.db, ownerA)).length,
+      }),
       (v) => v.left <= written - 200 && v.leased > 0,
       30_000,
       20,
@@ -459,7 +513,9 @@ test("a running instance takes over a killed instance's leases once they expire"
     a.proc.kill("SIGKILL");
     assert.equal((await a.exit).signal, "SIGKILL");
     const leasedByA = await leasedIds(world.db.db, ownerA);
-    note(`A died holding ${leasedByA.length} leases; ${await count(world.db.db, "package_event")} of ${written} events left`);
+    note(
+      `A died holding ${leasedByA.length} leases; ${await count(world.db.db, "package_event")} of ${written} events left`,
+    );
     assert.ok(leasedByA.length > 0, "A died holding leases");
 
     await kafka.setRtt(1, 0);
@@ -486,7 +542,13 @@ test("kill -9 of one of three instances: the other two take over its events with
     note(`${written} events written`);
     const leaseSeconds = 3;
     const maintenanceIntervalMs = 500;
-    const configPath = writeConfig("three-kill9", { leaseSeconds, maintenanceIntervalMs, batchSize: 50, maxInFlightBatches: 4, pollIntervalMs: 200 });
+    const configPath = writeConfig("three-kill9", {
+      leaseSeconds,
+      maintenanceIntervalMs,
+      batchSize: 50,
+      maxInFlightBatches: 4,
+      pollIntervalMs: 200,
+    });
     // Slow acks keep batches in flight, so the victim dies holding leases.
     await kafka.setRtt(1, 25);
     const victim = await spawnIn(world, "relay A (killed)", configPath);
@@ -497,7 +559,10 @@ test("kill -9 of one of three instances: the other two take over its events with
     await c.started();
     await poll(
       "relay A to hold leases while all three publish",
-      async () => ({ left: await count(world.db.db, "package_event"), leased: (await leasedIds(world.db.db, ownerA)).length }),
+      async () => ({
+        left: await count(world.db.db, "package_event"),
+        leased: (await leasedIds(world.db.db, ownerA)).length,
+      }),
       (v) => v.left <= written - 300 && v.leased > 0,
       30_000,
       20,
@@ -514,9 +579,10 @@ test("kill -9 of one of three instances: the other two take over its events with
     await poll(
       "the dead relay's events to be published by the survivors",
       async () => {
-        const result = await world.db.db.raw(`SELECT count(*)::int AS n FROM package_event WHERE id = ANY(?::bigint[])`, [
-          `{${leasedByA.join(",")}}`,
-        ]);
+        const result = await world.db.db.raw(
+          `SELECT count(*)::int AS n FROM package_event WHERE id = ANY(?::bigint[])`,
+          [`{${leasedByA.join(",")}}`],
+        );
         return (result as { rows: { n: number }[] }).rows[0]!.n;
       },
       (n) => n === 0,
@@ -526,12 +592,19 @@ test("kill -9 of one of three instances: the other two take over its events with
     note(`A's events taken over and published ${Date.now() - killedAt} ms after the kill`);
     await kafka.setRtt(1, 0);
     await waitForEmptyOutbox(world);
-    assert.ok(hasLog(b.lines, EXPIRED_LEASES_MSG) || hasLog(c.lines, EXPIRED_LEASES_MSG), "a survivor freed the expired leases");
+    assert.ok(
+      hasLog(b.lines, EXPIRED_LEASES_MSG) || hasLog(c.lines, EXPIRED_LEASES_MSG),
+      "a survivor freed the expired leases",
+    );
 
     const report = await deliveryReport(world, written);
     assertDeliveredInOrder(report);
     const mayRepeat = new Set(leasedByA);
-    assert.deepEqual(report.duplicated.filter((id) => !mayRepeat.has(id)), [], "only the dead relay's leased events may repeat");
+    assert.deepEqual(
+      report.duplicated.filter((id) => !mayRepeat.has(id)),
+      [],
+      "only the dead relay's leased events may repeat",
+    );
     for (const r of [b, c]) {
       r.proc.kill("SIGTERM");
       assert.deepEqual(await exitWithin(r, 20_000), { code: 0, signal: null });
@@ -547,7 +620,13 @@ test("an instance that joins a running one takes a share of the backlog at once:
     // Slow acks: A alone would take a while, so B joins mid-backlog.
     await kafka.setRtt(1, 20);
     const a = await startIn(world, "relay A", configPath);
-    await poll("relay A to publish part of the backlog", () => count(world.db.db, "package_event"), (n) => n <= written - 500, 30_000, 20);
+    await poll(
+      "relay A to publish part of the backlog",
+      () => count(world.db.db, "package_event"),
+      (n) => n <= written - 500,
+      30_000,
+      20,
+    );
     const leftAtJoin = await count(world.db.db, "package_event");
     const b = await startIn(world, "relay B (joins)", configPath);
     // B claims from its own place in the package range: it publishes while A is still busy.
@@ -592,7 +671,13 @@ test("SIGTERM with sends in flight: drains, exits 0, leaves nothing leased; a re
 
     const a = await spawnIn(world, "relay A (SIGTERM)", configPath);
     await a.started();
-    await poll("relay A to publish part of the backlog", () => count(world.db.db, "package_event"), (n) => n <= written - 100, 30_000, 20);
+    await poll(
+      "relay A to publish part of the backlog",
+      () => count(world.db.db, "package_event"),
+      (n) => n <= written - 100,
+      30_000,
+      20,
+    );
     await poll(
       "relay A to have events in flight",
       () => metric(a.metricsPort, "logistic_package_api_retranslator_events_processing"),
@@ -604,7 +689,9 @@ test("SIGTERM with sends in flight: drains, exits 0, leaves nothing leased; a re
     a.proc.kill("SIGTERM");
     // The deadline, plus the cleaner's last flush (2 s) and a margin for start-up of nothing.
     const exit = await exitWithin(a, shutdownTimeoutMs + 2000 + 5000);
-    note(`exit ${JSON.stringify(exit)} ${Date.now() - sigtermAt} ms after SIGTERM; stopped: ${JSON.stringify(a.lines.find((l) => l["msg"] === "retranslator stopped"))}`);
+    note(
+      `exit ${JSON.stringify(exit)} ${Date.now() - sigtermAt} ms after SIGTERM; stopped: ${JSON.stringify(a.lines.find((l) => l["msg"] === "retranslator stopped"))}`,
+    );
     assert.deepEqual(exit, { code: 0, signal: null }, "exited by itself with code 0 within the shutdown deadline");
     assert.ok(hasLog(a.lines, "retranslator stopped"));
     assert.ok(!hasLog(a.lines, "in-flight sends did not finish before the deadline"), "the drain finished");
@@ -644,7 +731,13 @@ test("SIGTERM while the broker hangs: cut off at the deadline, leases released, 
 
     const a = await spawnIn(world, "relay A (SIGTERM, broker hung)", configPath);
     await a.started();
-    await poll("relay A to publish part of the backlog", () => count(world.db.db, "package_event"), (n) => n <= written - 100, 30_000, 20);
+    await poll(
+      "relay A to publish part of the backlog",
+      () => count(world.db.db, "package_event"),
+      (n) => n <= written - 100,
+      30_000,
+      20,
+    );
     // From now on the broker answers nothing (for longer than kafka.requestTimeoutMs):
     // whatever A sends next stays in flight.
     await kafka.setRtt(1, hung);
@@ -661,7 +754,9 @@ test("SIGTERM while the broker hangs: cut off at the deadline, leases released, 
     // The deadline, the cleaner's last flush (up to 2 s), and a margin: not
     // the Kafka client's request timeout (10 s), which the hung sends wait for.
     const exit = await exitWithin(a, shutdownTimeoutMs + 2000 + 3000);
-    note(`exit ${JSON.stringify(exit)} ${Date.now() - sigtermAt} ms after SIGTERM; stopped: ${JSON.stringify(a.lines.find((l) => l["msg"] === "retranslator stopped"))}`);
+    note(
+      `exit ${JSON.stringify(exit)} ${Date.now() - sigtermAt} ms after SIGTERM; stopped: ${JSON.stringify(a.lines.find((l) => l["msg"] === "retranslator stopped"))}`,
+    );
     assert.ok(hasLog(a.lines, "in-flight sends did not finish before the deadline"), "the drain was cut off");
     assert.ok(hasLog(a.lines, "retranslator stopped"), "stop() completed");
     assert.deepEqual(exit, { code: 0, signal: null }, "exited by itself with code 0 within the shutdown deadline");
@@ -672,7 +767,13 @@ test("SIGTERM while the broker hangs: cut off at the deadline, leases released, 
     const c = await spawnIn(
       world,
       "relay C (two signals)",
-      writeConfig("two-signals", { leaseSeconds: 2, maintenanceIntervalMs: 500, batchSize: 50, pollIntervalMs: 200, shutdownTimeoutMs: 60_000 }),
+      writeConfig("two-signals", {
+        leaseSeconds: 2,
+        maintenanceIntervalMs: 500,
+        batchSize: 50,
+        pollIntervalMs: 200,
+        shutdownTimeoutMs: 60_000,
+      }),
     );
     await c.started();
     await kafka.setRtt(1, hung);
@@ -685,19 +786,29 @@ test("SIGTERM while the broker hangs: cut off at the deadline, leases released, 
       20,
     );
     c.proc.kill("SIGTERM");
-    await poll("relay C to start shutting down", async () => hasLog(c.lines, "shutting down"), (v) => v, 10_000, 10);
+    await poll(
+      "relay C to start shutting down",
+      async () => hasLog(c.lines, "shutting down"),
+      (v) => v,
+      10_000,
+      10,
+    );
     c.proc.kill("SIGINT");
     assert.deepEqual(await exitWithin(c, 10_000), { code: 130, signal: null }, "second signal forces exit 130");
     assert.ok(!hasLog(c.lines, "retranslator stopped"), "C was still draining");
     note(`C forced out; ${await leasedCount(world.db.db)} rows left leased by it`);
 
     await kafka.setRtt(1, 0);
-    const b = await spawnIn(world, "relay B (restart)", writeConfig("restart", {
-      leaseSeconds: 2,
-      maintenanceIntervalMs: 500,
-      batchSize: 100,
-      pollIntervalMs: 200,
-    }));
+    const b = await spawnIn(
+      world,
+      "relay B (restart)",
+      writeConfig("restart", {
+        leaseSeconds: 2,
+        maintenanceIntervalMs: 500,
+        batchSize: 100,
+        pollIntervalMs: 200,
+      }),
+    );
     await b.started();
     note("B started");
     await waitForEmptyOutbox(world);
@@ -718,7 +829,10 @@ test("a crash-looping event is dead-lettered, and its package's parked events (m
     const batchSize = 50;
     // The hot package's events come first in the outbox: 4 claims' worth.
     const repo = new PgPackageRepository(world.db.db);
-    const hot = await repo.create({ title: "Hot", material: "cardboard", maximumVolume: 1, reusable: false }, undefined);
+    const hot = await repo.create(
+      { title: "Hot", material: "cardboard", maximumVolume: 1, reusable: false },
+      undefined,
+    );
     for (let i = 0; i < 4 * batchSize - 1; i++) await repo.update(hot, { title: `hot ${i}` }, undefined);
     const others = await writeEvents(world.db.url, { packages: 60, updates: 540, removes: 0, seed: 6 });
     note(`${others} events written`);
@@ -738,14 +852,21 @@ test("a crash-looping event is dead-lettered, and its package's parked events (m
     const parked = 4 * batchSize - 1;
     const left = await poll(
       "every other package's events to leave the outbox",
-      async () => rows<{ package_id: string; n: number }>(world.db.db, `SELECT package_id::text, count(*)::int AS n FROM package_event GROUP BY 1`),
+      async () =>
+        rows<{ package_id: string; n: number }>(
+          world.db.db,
+          `SELECT package_id::text, count(*)::int AS n FROM package_event GROUP BY 1`,
+        ),
       (r) => r.length === 1 && r[0]!.package_id === hot.toString(),
       30_000,
       100,
     );
     note(`left in the outbox: ${JSON.stringify(left)}`);
     assert.deepEqual(left, [{ package_id: hot.toString(), n: parked }], "only the dead letter's package waits");
-    const dead = await rows<{ id: string; package_id: string }>(world.db.db, `SELECT id::text, package_id::text FROM package_event_dead_letter`);
+    const dead = await rows<{ id: string; package_id: string }>(
+      world.db.db,
+      `SELECT id::text, package_id::text FROM package_event_dead_letter`,
+    );
     assert.deepEqual(dead, [{ id: head!.id, package_id: hot.toString() }]);
     assert.equal(await leasedCount(world.db.db), 0);
 
@@ -780,11 +901,19 @@ test("a relay whose start fails after it began claiming (metrics port taken) sto
       const port = (blocker.address() as net.AddressInfo).port;
       // Long lease and maintenance interval: a lease left behind would stay, and
       // a stop waiting out a maintenance sleep would not end within the bound.
-      const configPath = writeConfig("start-failure", { leaseSeconds: 600, maintenanceIntervalMs: 600_000, batchSize: 50 });
+      const configPath = writeConfig("start-failure", {
+        leaseSeconds: 600,
+        maintenanceIntervalMs: 600_000,
+        batchSize: 50,
+      });
       const relay = await spawnIn(world, "relay (metrics port taken)", configPath, port);
       const exit = await exitWithin(relay, 30_000);
       note(`exit ${JSON.stringify(exit)}; ${await count(world.db.db, "package_event")} of ${written} events left`);
-      assert.deepEqual(exit, { code: 1, signal: null }, "a failed start ends the process instead of relaying on without signal handlers");
+      assert.deepEqual(
+        exit,
+        { code: 1, signal: null },
+        "a failed start ends the process instead of relaying on without signal handlers",
+      );
       assert.ok(relay.lines.some((l) => l["level"] === "fatal" && l["msg"] === "retranslator failed to start"));
       assert.equal(await leasedCount(world.db.db), 0, "whatever it had claimed was released");
     } finally {

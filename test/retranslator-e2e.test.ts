@@ -63,9 +63,7 @@ test("API changes reach the topic as PackageEvent messages with key, headers and
   assert.deepEqual(report, { lost: [], duplicated: [], reordered: [], malformed: [], unexpected: [] });
 
   const first = messages.find((m) => m.event.PackageID.toString() === ids[0])!;
-  const ofFirst = messages
-    .filter((m) => m.event.PackageID.toString() === ids[0])
-    .map((m) => m.event.Type);
+  const ofFirst = messages.filter((m) => m.event.PackageID.toString() === ids[0]).map((m) => m.event.Type);
   assert.deepEqual(ofFirst, [EventType.Created, EventType.Updated, EventType.Removed]);
   assert.equal(first.key, ids[0]);
   assert.equal(first.headers["event-type"], "Created");
@@ -75,12 +73,25 @@ test("API changes reach the topic as PackageEvent messages with key, headers and
 
   const removed = messages.find((m) => m.event.PackageID.toString() === ids[0] && m.event.Type === EventType.Removed)!;
   const payload = JSON.parse(Buffer.from(removed.event.Payload).toString("utf8")) as Record<string, unknown>;
-  assert.deepEqual(Object.keys(payload).sort(), ["Created", "ID", "Material", "MaximumVolume", "Removed", "Reusable", "Title", "Updated"]);
+  assert.deepEqual(Object.keys(payload).sort(), [
+    "Created",
+    "ID",
+    "Material",
+    "MaximumVolume",
+    "Removed",
+    "Reusable",
+    "Title",
+    "Updated",
+  ]);
   assert.equal(payload["ID"], ids[0]);
   assert.equal(payload["Title"], `Box ${ids[0]} v2`);
   assert.equal(payload["Removed"], true);
 
-  await poll("the outbox to empty", () => count(db.db, "package_event"), (n) => n === 0);
+  await poll(
+    "the outbox to empty",
+    () => count(db.db, "package_event"),
+    (n) => n === 0,
+  );
   const metrics = await (await fetch(`http://127.0.0.1:${relay.ports.metrics}/metrics`)).text();
   assert.match(metrics, /^logistic_package_api_retranslator_events_published_total 21$/m);
   assert.match(metrics, /^logistic_package_api_retranslator_events_processing 0$/m);

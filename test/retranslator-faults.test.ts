@@ -86,7 +86,10 @@ async function poll<T>(what: string, fn: () => Promise<T>, ok: (v: T) => boolean
   for (;;) {
     const v = await fn();
     if (ok(v)) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; last value ${JSON.stringify(v, (_, x) => (typeof x === "bigint" ? x.toString() : x))}`);
+    if (Date.now() > deadline)
+      throw new Error(
+        `timed out waiting for ${what}; last value ${JSON.stringify(v, (_, x) => (typeof x === "bigint" ? x.toString() : x))}`,
+      );
     await sleep(100);
   }
 }
@@ -122,7 +125,9 @@ const outbox = (db: Database) =>
 
 /** Produce responses that carried an error, as kafkajs logs them (one line per failed Produce request). */
 const produceErrors = (r: TestRetranslator) =>
-  r.logs.lines.filter((l) => typeof l["msg"] === "string" && (l["msg"] as string).startsWith("kafkajs: Response Produce"));
+  r.logs.lines.filter(
+    (l) => typeof l["msg"] === "string" && (l["msg"] as string).startsWith("kafkajs: Response Produce"),
+  );
 
 /** Waits until the topic holds every committed event, then checks the delivery. */
 async function deliveredReport(
@@ -196,19 +201,30 @@ test("a broker outage of several seconds: the backlog drains afterwards, nothing
     // Failed sends during the outage are retriable: they are retried with
     // backoff and never spend the dead-letter budget (asserted below).
     const r = await relay(res, fastRetranslatorEnv(env.db.url, env.kafka.brokers, env.topic), {
-      retranslator: { pollIntervalMs: 200, maintenanceIntervalMs: 500, retryBackoffMinMs: 200, retryBackoffMaxMs: 2000, maxAttempts: 10 },
+      retranslator: {
+        pollIntervalMs: 200,
+        maintenanceIntervalMs: 500,
+        retryBackoffMinMs: 200,
+        retryBackoffMaxMs: 2000,
+        maxAttempts: 10,
+      },
       kafka: { requestTimeoutMs: 2000, sendRetries: 1 },
     });
 
     const writer = startWriter(
-      async (i) => BigInt((await client.createPackageV1({ Title: `Box ${i}`, Material: "cardboard", MaximumVolume: 10 + i })).ID),
+      async (i) =>
+        BigInt((await client.createPackageV1({ Title: `Box ${i}`, Material: "cardboard", MaximumVolume: 10 + i })).ID),
       async (id, n) => {
         await client.updatePackageV1({ PackageID: id.toString(), Title: `Box ${id} v${n}` });
       },
     );
     res.defer(() => writer.stop());
     // Some traffic flows normally first.
-    await poll("first events published", () => readMetric(r.ports.metrics, metric("events_published_total")), (n) => n >= 30);
+    await poll(
+      "first events published",
+      () => readMetric(r.ports.metrics, metric("events_published_total")),
+      (n) => n >= 30,
+    );
 
     await env.kafka.brokerDown(1);
     // Only what may have been in flight at this moment can land without its ack.
@@ -222,7 +238,12 @@ test("a broker outage of several seconds: the backlog drains afterwards, nothing
     assert.deepEqual(writer.errors, [], "API writes do not depend on Kafka");
     assert.ok(writesDuringOutage > 10, `writes went on during the outage (${writesDuringOutage})`);
 
-    await poll("the outbox to drain", () => count(env.db.db, "package_event"), (n) => n === 0, 60_000);
+    await poll(
+      "the outbox to drain",
+      () => count(env.db.db, "package_event"),
+      (n) => n === 0,
+      60_000,
+    );
     assert.deepEqual(await deadLetters(env.db.db), [], "an outage dead-letters nothing");
 
     const committed = await committedEvents(env.db.db);
@@ -232,10 +253,17 @@ test("a broker outage of several seconds: the backlog drains afterwards, nothing
     // response was lost when the broker went down (kafkajs or the retranslator
     // then sends it again), so only for events in the outbox at that moment.
     // Observed: none in our runs; tolerated within that set, and reported.
-    if (report.duplicated.length > 0) t.diagnostic(`duplicates after the outage (ack lost): ${report.duplicated.join(",")}`);
-    assert.deepEqual(report.duplicated.filter((id) => !atDown.has(id)), [], "events written after the broker went down arrive once");
+    if (report.duplicated.length > 0)
+      t.diagnostic(`duplicates after the outage (ack lost): ${report.duplicated.join(",")}`);
+    assert.deepEqual(
+      report.duplicated.filter((id) => !atDown.has(id)),
+      [],
+      "events written after the broker went down arrive once",
+    );
     assert.equal(new Set(messages.map((m) => m.event.ID)).size, [...committed.values()].flat().length);
-    t.diagnostic(`${[...committed.values()].flat().length} events over ${committed.size} packages, ${writesDuringOutage} written during the outage`);
+    t.diagnostic(
+      `${[...committed.values()].flat().length} events over ${committed.size} packages, ${writesDuringOutage} written during the outage`,
+    );
 
     // The outage was really hit: sends failed and were retried with backoff.
     const failed = await readMetric(r.ports.metrics, metric("events_failed_total"));
@@ -263,7 +291,13 @@ test("Postgres connection loss: the retranslator reconnects (claims, cleaner, LI
     // so published events whose delete could not be written are sent again.
     const r = await relay(res, fastRetranslatorEnv(viaProxy.toString(), env.kafka.brokers, env.topic), {
       database: { acquireTimeoutMs: 1000, statementTimeoutMs: 2000 },
-      retranslator: { leaseSeconds: 2, pollIntervalMs: 200, maintenanceIntervalMs: 500, retryBackoffMinMs: 50, retryBackoffMaxMs: 500 },
+      retranslator: {
+        leaseSeconds: 2,
+        pollIntervalMs: 200,
+        maintenanceIntervalMs: 500,
+        retryBackoffMinMs: 50,
+        retryBackoffMaxMs: 500,
+      },
       // Sends short enough for the 2 s lease (start-up rejects a lease shorter than a send).
       kafka: { requestTimeoutMs: 500, sendRetries: 0 },
     });
@@ -273,7 +307,11 @@ test("Postgres connection loss: the retranslator reconnects (claims, cleaner, LI
       (id, n) => repo.update(id, { title: `Box ${id} v${n}` }, undefined),
     );
     res.defer(() => writer.stop());
-    await poll("first events published", () => readMetric(r.ports.metrics, metric("events_published_total")), (n) => n >= 30);
+    await poll(
+      "first events published",
+      () => readMetric(r.ports.metrics, metric("events_published_total")),
+      (n) => n >= 30,
+    );
 
     await proxy.cut();
     // Everything that may have been claimed before the cut is still in the outbox now
@@ -289,7 +327,12 @@ test("Postgres connection loss: the retranslator reconnects (claims, cleaner, LI
     assert.deepEqual(writer.errors, []);
     assert.ok(writesDuringCut > 10, `writes went on during the cut (${writesDuringCut})`);
 
-    await poll("the outbox to drain", () => count(env.db.db, "package_event"), (n) => n === 0, 60_000);
+    await poll(
+      "the outbox to drain",
+      () => count(env.db.db, "package_event"),
+      (n) => n === 0,
+      60_000,
+    );
     assert.deepEqual(await deadLetters(env.db.db), []);
 
     // LISTEN came back on a new connection.
@@ -329,7 +372,13 @@ test("a non-retriable produce error dead-letters the event after maxAttempts; re
     const env = await environment(res, "faults-dead-letters", 4);
     const maxAttempts = 3;
     const r = await relay(res, fastRetranslatorEnv(env.db.url, env.kafka.brokers, env.topic), {
-      retranslator: { maxAttempts, pollIntervalMs: 200, maintenanceIntervalMs: 500, retryBackoffMinMs: 50, retryBackoffMaxMs: 500 },
+      retranslator: {
+        maxAttempts,
+        pollIntervalMs: 200,
+        maintenanceIntervalMs: 500,
+        retryBackoffMinMs: 50,
+        retryBackoffMaxMs: 500,
+      },
       kafka: { requestTimeoutMs: 2000, sendRetries: 2 },
     });
     const repo = new PgPackageRepository(env.db.db);
@@ -359,7 +408,11 @@ test("a non-retriable produce error dead-letters the event after maxAttempts; re
 
     // --- requeue ---
     const a = await createDeadLettered("A");
-    await poll("dead_lettered_total 1", () => m("events_dead_lettered_total"), (n) => n === 1);
+    await poll(
+      "dead_lettered_total 1",
+      () => m("events_dead_lettered_total"),
+      (n) => n === 1,
+    );
     assert.equal(await m("events_failed_total"), maxAttempts);
     assert.equal(produceErrors(r).length, maxAttempts, "one Produce request per attempt: no queued error left over");
 
@@ -368,7 +421,11 @@ test("a non-retriable produce error dead-letters the event after maxAttempts; re
     const b = await repo.create(box("B"), undefined);
     const c = await repo.create(box("C"), undefined);
     // B and C flow past the dead letter; A's updates stay parked, never claimed.
-    const parked = await poll("only A's updates left in the outbox", () => outbox(db), (o) => o.length === 2 && o.every((e) => e.package_id === a.packageId.toString()));
+    const parked = await poll(
+      "only A's updates left in the outbox",
+      () => outbox(db),
+      (o) => o.length === 2 && o.every((e) => e.package_id === a.packageId.toString()),
+    );
     assert.deepEqual(
       parked.map((e) => ({ type: e.type, attempts: e.attempts, locked_by: e.locked_by })),
       [
@@ -379,7 +436,10 @@ test("a non-retriable produce error dead-letters the event after maxAttempts; re
 
     const listed = await runAdmin(env.db.url, ["dead-letters"]);
     assert.equal(listed.code, 0, listed.stderr);
-    const entries = listed.stdout.trim().split("\n").map((l) => JSON.parse(l) as Record<string, unknown>);
+    const entries = listed.stdout
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
     assert.equal(entries.length, 1);
     assert.equal(entries[0]!["id"], a.eventId);
     assert.equal(entries[0]!["packageId"], a.packageId.toString());
@@ -390,19 +450,35 @@ test("a non-retriable produce error dead-letters the event after maxAttempts; re
     const requeued = await runAdmin(env.db.url, ["requeue", a.eventId]);
     assert.equal(requeued.code, 0, requeued.stderr);
     assert.match(requeued.stdout, new RegExp(`requeued event ${a.eventId}`));
-    await poll("the outbox to drain after requeue", () => count(db, "package_event"), (n) => n === 0);
+    await poll(
+      "the outbox to drain after requeue",
+      () => count(db, "package_event"),
+      (n) => n === 0,
+    );
     assert.deepEqual(await deadLetters(db), []);
 
     // --- discard ---
     const d = await createDeadLettered("D");
-    await poll("dead_lettered_total 2", () => m("events_dead_lettered_total"), (n) => n === 2);
+    await poll(
+      "dead_lettered_total 2",
+      () => m("events_dead_lettered_total"),
+      (n) => n === 2,
+    );
     await repo.update(d.packageId, { title: "D v2" }, undefined);
-    const dParked = await poll("D's update parked", () => outbox(db), (o) => o.length === 1);
+    const dParked = await poll(
+      "D's update parked",
+      () => outbox(db),
+      (o) => o.length === 1,
+    );
     assert.equal(dParked[0]!.attempts, 0);
     const discarded = await runAdmin(env.db.url, ["discard", d.eventId]);
     assert.equal(discarded.code, 0, discarded.stderr);
     assert.match(discarded.stdout, new RegExp(`discarded event ${d.eventId}`));
-    await poll("D's update to flow", () => count(db, "package_event"), (n) => n === 0);
+    await poll(
+      "D's update to flow",
+      () => count(db, "package_event"),
+      (n) => n === 0,
+    );
     assert.deepEqual(await deadLetters(db), []);
 
     for (const command of ["requeue", "discard"]) {
@@ -421,7 +497,11 @@ test("a non-retriable produce error dead-letters the event after maxAttempts; re
     assert.deepEqual(typesOf(messages, a.packageId), [EventType.Created, EventType.Updated, EventType.Updated]);
     assert.deepEqual(typesOf(messages, b), [EventType.Created]);
     assert.deepEqual(typesOf(messages, c), [EventType.Created]);
-    assert.deepEqual(typesOf(messages, d.packageId), [EventType.Updated], "D's discarded Created never reaches the topic");
+    assert.deepEqual(
+      typesOf(messages, d.packageId),
+      [EventType.Updated],
+      "D's discarded Created never reaches the topic",
+    );
     assert.ok(!messages.some((msg) => msg.event.ID.toString() === d.eventId));
 
     // Exactly the injected errors were hit, nothing else failed.
@@ -442,7 +522,13 @@ test("retriable produce errors are retried and nothing is dead-lettered", async 
     // make at most two attempts of one event fail, so with maxAttempts 3 no
     // event may end up dead-lettered.
     const r = await relay(res, fastRetranslatorEnv(env.db.url, env.kafka.brokers, env.topic), {
-      retranslator: { maxAttempts, pollIntervalMs: 200, maintenanceIntervalMs: 500, retryBackoffMinMs: 50, retryBackoffMaxMs: 500 },
+      retranslator: {
+        maxAttempts,
+        pollIntervalMs: 200,
+        maintenanceIntervalMs: 500,
+        retryBackoffMinMs: 50,
+        retryBackoffMaxMs: 500,
+      },
       kafka: { requestTimeoutMs: 2000, sendRetries: 1 },
     });
     const repo = new PgPackageRepository(env.db.db);
@@ -452,7 +538,11 @@ test("retriable produce errors are retried and nothing is dead-lettered", async 
     // (kafkajs retried once itself), the retranslator retries it with backoff.
     await env.kafka.pushErrors(0, 2, [6, 7]);
     const first = await repo.create(box("first"), undefined);
-    await poll("the first event to be published", () => count(env.db.db, "package_event"), (n) => n === 0);
+    await poll(
+      "the first event to be published",
+      () => count(env.db.db, "package_event"),
+      (n) => n === 0,
+    );
     assert.equal(await m("events_failed_total"), 1);
     assert.equal(await m("events_retried_total"), 1);
     assert.equal(produceErrors(r).length, 2);
@@ -468,7 +558,11 @@ test("retriable produce errors are retried and nothing is dead-lettered", async 
       for (const id of ids) await repo.update(id, { title: `Box ${id} r${round}` }, undefined);
     }
 
-    await poll("the outbox to drain", () => count(env.db.db, "package_event"), (n) => n === 0);
+    await poll(
+      "the outbox to drain",
+      () => count(env.db.db, "package_event"),
+      (n) => n === 0,
+    );
     assert.deepEqual(await deadLetters(env.db.db), []);
     // Every queued error met a Produce request of the retranslator (none is left over).
     assert.equal(produceErrors(r).length, 2 + injected.length);
@@ -493,7 +587,13 @@ test("a record the broker rejects is dead-lettered alone, not with the packages 
     const env = await environment(res, "faults-poison-neighbour", 1);
     const maxAttempts = 3;
     const r = await relay(res, fastRetranslatorEnv(env.db.url, env.kafka.brokers, env.topic), {
-      retranslator: { maxAttempts, pollIntervalMs: 200, maintenanceIntervalMs: 500, retryBackoffMinMs: 50, retryBackoffMaxMs: 500 },
+      retranslator: {
+        maxAttempts,
+        pollIntervalMs: 200,
+        maintenanceIntervalMs: 500,
+        retryBackoffMinMs: 50,
+        retryBackoffMaxMs: 500,
+      },
       kafka: { requestTimeoutMs: 2000, sendRetries: 2 },
     });
     // The broker refuses A's record (say, too large) and accepts B's. The mock
@@ -509,7 +609,11 @@ test("a record the broker rejects is dead-lettered alone, not with the packages 
       a = await repo.create(box("A"), undefined);
       b = await repo.create(box("B"), undefined);
     });
-    await poll("A dead-lettered and B published", () => count(env.db.db, "package_event"), (n) => n === 0);
+    await poll(
+      "A dead-lettered and B published",
+      () => count(env.db.db, "package_event"),
+      (n) => n === 0,
+    );
 
     const dead = await deadLetters(env.db.db);
     assert.deepEqual(

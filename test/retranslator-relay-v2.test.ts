@@ -10,7 +10,12 @@ import { loadConfig } from "../internal/config/config.js";
 import type { Database } from "../internal/database/database.js";
 import { count, createTestDatabase, type TestDatabase } from "./helpers/database.js";
 import { startKafkaMock, type KafkaMock } from "./helpers/kafka-mock.js";
-import { fastRetranslatorEnv, startTestRetranslator, writeTestConfig, type TestRetranslator } from "./helpers/retranslator.js";
+import {
+  fastRetranslatorEnv,
+  startTestRetranslator,
+  writeTestConfig,
+  type TestRetranslator,
+} from "./helpers/retranslator.js";
 import { allDelivered, checkDelivery, committedEvents, installEventLog, readTopic } from "./helpers/topic-checker.js";
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -61,7 +66,8 @@ async function poll<T>(what: string, fn: () => Promise<T>, ok: (v: T) => boolean
   for (;;) {
     const v = await fn();
     if (ok(v)) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; last value ${JSON.stringify(v)}`);
+    if (Date.now() > deadline)
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; last value ${JSON.stringify(v)}`);
     await sleep(100);
   }
 }
@@ -114,16 +120,25 @@ test("a 20,000-event burst into an outbox whose statistics say it is empty drain
     await q(db, `DELETE FROM package_event`);
     await q(db, `ALTER TABLE package_event ENABLE TRIGGER test_event_log`);
     await q(db, `ANALYZE package_event`);
-    const stats = (await q(db, `SELECT reltuples FROM pg_class WHERE relname = 'package_event'`)) as { rows: { reltuples: number }[] };
+    const stats = (await q(db, `SELECT reltuples FROM pg_class WHERE relname = 'package_event'`)) as {
+      rows: { reltuples: number }[];
+    };
     assert.equal(stats.rows[0]!.reltuples, 0);
 
     const r = await relay(res, env);
     await burst(db, 1000, 20_000);
     const started = Date.now();
     // Bounded wait, not a timing assertion: the old claim drained none of these in 60 s.
-    await poll("the burst to drain", () => count(db, "package_event"), (n) => n === 0, 120_000);
+    await poll(
+      "the burst to drain",
+      () => count(db, "package_event"),
+      (n) => n === 0,
+      120_000,
+    );
     t.diagnostic(`20,000 events drained in ${Date.now() - started} ms`);
-    const stillStale = (await q(db, `SELECT reltuples FROM pg_class WHERE relname = 'package_event'`)) as { rows: { reltuples: number }[] };
+    const stillStale = (await q(db, `SELECT reltuples FROM pg_class WHERE relname = 'package_event'`)) as {
+      rows: { reltuples: number }[];
+    };
     assert.equal(stillStale.rows[0]!.reltuples, 0, "nobody refreshed the statistics meanwhile");
 
     const committed = await committedEvents(db);
@@ -133,7 +148,9 @@ test("a 20,000-event burst into an outbox whose statistics say it is empty drain
     if (report.lost.length > 0) {
       const lostSet = new Set(report.lost);
       const packages = [...committed].filter(([, ids]) => ids.some((id) => lostSet.has(id))).map(([p]) => Number(p));
-      t.diagnostic(`read ${messages.length}; lost ${report.lost.length} of ${packages.length} packages, partitions ${[...new Set(packages.map((p) => partitionOf(p, 4)))].join(",")}`);
+      t.diagnostic(
+        `read ${messages.length}; lost ${report.lost.length} of ${packages.length} packages, partitions ${[...new Set(packages.map((p) => partitionOf(p, 4)))].join(",")}`,
+      );
     }
     assert.deepEqual(
       { lost: report.lost.length, reordered: report.reordered, duplicated: report.duplicated.length },
@@ -150,7 +167,12 @@ function partitionOf(packageId: number, partitions: number): number {
   const partitioner = Partitioners.DefaultPartitioner();
   return partitioner({
     topic: "any",
-    partitionMetadata: Array.from({ length: partitions }, (_, i) => ({ partitionId: i, leader: 1, replicas: [1], isr: [1] })) as never,
+    partitionMetadata: Array.from({ length: partitions }, (_, i) => ({
+      partitionId: i,
+      leader: 1,
+      replicas: [1],
+      isr: [1],
+    })) as never,
     message: { key: String(packageId), value: null },
   });
 }
@@ -173,11 +195,18 @@ test("a partition without a leader and a backlog larger than a claim: other part
     const healthy = all.filter((p) => partitionOf(p, 3) !== 0);
     assert.ok(onZero.length > 100 && healthy.length > 300);
     // Short backoffs, so that the return of the leader is noticed within the test.
-    const r = await relay(res, env, { retranslator: { batchSize: 50, retryBackoffMinMs: 100, retryBackoffMaxMs: 1000 } });
+    const r = await relay(res, env, {
+      retranslator: { batchSize: 50, retryBackoffMinMs: 100, retryBackoffMaxMs: 1000 },
+    });
 
     // Warm: every package once, so the relay knows the topic.
     await burst(db, 600, 600);
-    await poll("the warm-up to drain", () => count(db, "package_event"), (n) => n === 0, 30_000);
+    await poll(
+      "the warm-up to drain",
+      () => count(db, "package_event"),
+      (n) => n === 0,
+      30_000,
+    );
 
     await env.kafka.setPartitionLeader(env.topic, 0, -1);
     // Partition 0's packages queue 10 events each: far more than one claim (50).
@@ -196,18 +225,32 @@ test("a partition without a leader and a backlog larger than a claim: other part
       [`{${target.join(",")}}`],
     );
     // Bounded wait: before, none of these 100 was published within 10 s.
-    await poll("the 100 updates on healthy partitions to be acknowledged", () => outboxIds(db, target), (n) => n === 0, 15_000);
+    await poll(
+      "the 100 updates on healthy partitions to be acknowledged",
+      () => outboxIds(db, target),
+      (n) => n === 0,
+      15_000,
+    );
     assert.equal(await outboxIds(db, onZero), onZero.length * 10, "partition 0's backlog waits (no leader to take it)");
     const dead = (await q(db, `SELECT count(*)::int AS n FROM package_event_dead_letter`)) as { rows: { n: number }[] };
     assert.equal(dead.rows[0]!.n, 0, "nothing dead-lettered while the partition had no leader");
     assert.ok(
-      r.logs.lines.some((l) => l["msg"] === "partition failed; backing it off, other partitions go on" && l["partition"] === 0),
+      r.logs.lines.some(
+        (l) => l["msg"] === "partition failed; backing it off, other partitions go on" && l["partition"] === 0,
+      ),
       "the relay did run into the leader-less partition",
     );
 
     await env.kafka.setPartitionLeader(env.topic, 0, 1);
-    await poll("partition 0's backlog to drain after its leader returned", () => count(db, "package_event"), (n) => n === 0, 60_000);
-    const deadAfter = (await q(db, `SELECT count(*)::int AS n FROM package_event_dead_letter`)) as { rows: { n: number }[] };
+    await poll(
+      "partition 0's backlog to drain after its leader returned",
+      () => count(db, "package_event"),
+      (n) => n === 0,
+      60_000,
+    );
+    const deadAfter = (await q(db, `SELECT count(*)::int AS n FROM package_event_dead_letter`)) as {
+      rows: { n: number }[];
+    };
     assert.equal(deadAfter.rows[0]!.n, 0, "none dead-lettered");
 
     const committed = await committedEvents(db);
@@ -220,8 +263,14 @@ test("a partition without a leader and a backlog larger than a claim: other part
 });
 
 test("start-up rejects a lease shorter than one send (connect + request timeout, times retries + 1, plus backoff)", async () => {
-  const short = await writeTestConfig({ retranslator: { leaseSeconds: 10 }, kafka: { requestTimeoutMs: 10_000, sendRetries: 2 } });
-  const fits = await writeTestConfig({ retranslator: { leaseSeconds: 10 }, kafka: { requestTimeoutMs: 2000, sendRetries: 1 } });
+  const short = await writeTestConfig({
+    retranslator: { leaseSeconds: 10 },
+    kafka: { requestTimeoutMs: 10_000, sendRetries: 2 },
+  });
+  const fits = await writeTestConfig({
+    retranslator: { leaseSeconds: 10 },
+    kafka: { requestTimeoutMs: 2000, sendRetries: 1 },
+  });
   try {
     assert.throws(
       () => loadConfig({ path: short.path, env: {} }),
@@ -229,7 +278,10 @@ test("start-up rejects a lease shorter than one send (connect + request timeout,
     );
     // (2 s connect, capped at the request timeout, + 2 s request) × 2 attempts + 2 s backoff = 10 s: no second of slack.
     assert.throws(() => loadConfig({ path: fits.path, env: {} }), /retranslator\.leaseSeconds/);
-    const ok = await writeTestConfig({ retranslator: { leaseSeconds: 11 }, kafka: { requestTimeoutMs: 2000, sendRetries: 1 } });
+    const ok = await writeTestConfig({
+      retranslator: { leaseSeconds: 11 },
+      kafka: { requestTimeoutMs: 2000, sendRetries: 1 },
+    });
     try {
       assert.equal(loadConfig({ path: ok.path, env: {} }).retranslator.leaseSeconds, 11);
     } finally {
@@ -253,13 +305,23 @@ test("fencing: events whose lease has less than a whole send left are given back
       kafka: { requestTimeoutMs: 3000, sendRetries: 0 },
     });
     await burst(db, 10, 10);
-    await poll("the warm-up to drain", () => count(db, "package_event"), (n) => n === 0, 30_000);
+    await poll(
+      "the warm-up to drain",
+      () => count(db, "package_event"),
+      (n) => n === 0,
+      30_000,
+    );
 
     // Acks now take 2 s: a claim queued behind a send in flight waits longer
     // than its slack, and must not be sent with the lease it has left.
     await env.kafka.setRtt(1, 2000);
     await burst(db, 10, 100);
-    await poll("the events to be published", () => count(db, "package_event"), (n) => n === 0, 90_000);
+    await poll(
+      "the events to be published",
+      () => count(db, "package_event"),
+      (n) => n === 0,
+      90_000,
+    );
     await env.kafka.setRtt(1, 0);
 
     const text = await (await fetch(`http://127.0.0.1:${r.ports.metrics}/metrics`)).text();
@@ -281,7 +343,10 @@ test("fencing: events whose lease has less than a whole send left are given back
 });
 
 /** The topic's records with the record batch (one per produce request) each came in. */
-async function readRecordBatches(env: Env, expected: number): Promise<{ eventId: string; packageId: string; batch: string; bytes: number }[]> {
+async function readRecordBatches(
+  env: Env,
+  expected: number,
+): Promise<{ eventId: string; packageId: string; batch: string; bytes: number }[]> {
   const kafka = new Kafka({ clientId: "batch-reader", brokers: env.kafka.brokers, logLevel: logLevel.NOTHING });
   const consumer = kafka.consumer({ groupId: `batch-reader-${Date.now()}`, maxWaitTimeInMs: 100 });
   const records: { eventId: string; packageId: string; batch: string; bytes: number }[] = [];
@@ -301,7 +366,12 @@ async function readRecordBatches(env: Env, expected: number): Promise<{ eventId:
         });
       },
     });
-    await poll("the topic to be read", async () => records.length, (n) => n >= expected, 30_000);
+    await poll(
+      "the topic to be read",
+      async () => records.length,
+      (n) => n >= expected,
+      30_000,
+    );
   } finally {
     await consumer.disconnect();
   }
@@ -315,9 +385,17 @@ test("a package's backlog larger than one request goes out as several requests i
     const db = env.db.db;
     await createPackages(db, 3);
     const maxRequestBytes = 4096;
-    const r = await relay(res, env, { retranslator: { batchSize: 500, pollIntervalMs: 200 }, kafka: { maxRequestBytes } });
+    const r = await relay(res, env, {
+      retranslator: { batchSize: 500, pollIntervalMs: 200 },
+      kafka: { maxRequestBytes },
+    });
     await burst(db, 3, 3);
-    await poll("the warm-up to drain", () => count(db, "package_event"), (n) => n === 0, 30_000);
+    await poll(
+      "the warm-up to drain",
+      () => count(db, "package_event"),
+      (n) => n === 0,
+      30_000,
+    );
 
     // The broker refuses the next Produce request as too large.
     await env.kafka.pushErrors(0, 1, [10]);
@@ -329,21 +407,37 @@ test("a package's backlog larger than one request goes out as several requests i
        SELECT 1, 'Updated', jsonb_build_object('ID', '1', 'n', n, 'Title', repeat('x', 300)) FROM generate_series(1, 60) n
        UNION ALL SELECT 2, 'Updated', jsonb_build_object('ID', '2', 'n', n) FROM generate_series(1, 10) n`,
     );
-    await q(db, `INSERT INTO package_event (package_id, type, payload) VALUES (3, 'Updated', jsonb_build_object('ID', '3', 'Title', repeat('y', 5000)))`);
-    await q(db, `INSERT INTO package_event (package_id, type, payload) VALUES (3, 'Updated', jsonb_build_object('ID', '3', 'n', 2))`);
+    await q(
+      db,
+      `INSERT INTO package_event (package_id, type, payload) VALUES (3, 'Updated', jsonb_build_object('ID', '3', 'Title', repeat('y', 5000)))`,
+    );
+    await q(
+      db,
+      `INSERT INTO package_event (package_id, type, payload) VALUES (3, 'Updated', jsonb_build_object('ID', '3', 'n', 2))`,
+    );
 
     const dead = await poll(
       "the oversized event to be dead-lettered and the rest published",
       async () => ({
-        left: ((await q(db, `SELECT count(*)::int AS n FROM package_event WHERE package_id <> 3`)) as { rows: { n: number }[] }).rows[0]!.n,
-        dead: ((await q(db, `SELECT package_id::int AS p, last_error FROM package_event_dead_letter`)) as { rows: { p: number; last_error: string }[] }).rows,
+        left: (
+          (await q(db, `SELECT count(*)::int AS n FROM package_event WHERE package_id <> 3`)) as {
+            rows: { n: number }[];
+          }
+        ).rows[0]!.n,
+        dead: (
+          (await q(db, `SELECT package_id::int AS p, last_error FROM package_event_dead_letter`)) as {
+            rows: { p: number; last_error: string }[];
+          }
+        ).rows,
       }),
       (v) => v.left === 0 && v.dead.length === 1,
       30_000,
     );
     assert.equal(dead.dead[0]!.p, 3);
     assert.match(dead.dead[0]!.last_error, /larger than kafka\.maxRequestBytes/);
-    const parked = ((await q(db, `SELECT count(*)::int AS n FROM package_event WHERE package_id = 3`)) as { rows: { n: number }[] }).rows[0]!.n;
+    const parked = (
+      (await q(db, `SELECT count(*)::int AS n FROM package_event WHERE package_id = 3`)) as { rows: { n: number }[] }
+    ).rows[0]!.n;
     assert.equal(parked, 1, "the event behind the dead letter waits, unpublished");
 
     const text = await (await fetch(`http://127.0.0.1:${r.ports.metrics}/metrics`)).text();
@@ -355,13 +449,21 @@ test("a package's backlog larger than one request goes out as several requests i
     for (const rec of records) batches.set(rec.batch, (batches.get(rec.batch) ?? 0) + rec.bytes);
     t.diagnostic(`70 events in ${batches.size} requests of ${[...batches.values()].join(", ")} bytes`);
     assert.ok(batches.size >= 6, `package 1's 24 KB went out in several requests (${batches.size})`);
-    for (const bytes of batches.values()) assert.ok(bytes <= maxRequestBytes, `a request of ${bytes} bytes fits ${maxRequestBytes}`);
+    for (const bytes of batches.values())
+      assert.ok(bytes <= maxRequestBytes, `a request of ${bytes} bytes fits ${maxRequestBytes}`);
     for (const pkg of ["1", "2"]) {
       const ids = records.filter((rec) => rec.packageId === pkg).map((rec) => BigInt(rec.eventId));
       assert.equal(ids.length, pkg === "1" ? 60 : 10, `package ${pkg} delivered once each`);
-      assert.deepEqual(ids, [...ids].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)), `package ${pkg} in order`);
+      assert.deepEqual(
+        ids,
+        [...ids].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)),
+        `package ${pkg} in order`,
+      );
     }
-    assert.ok(records.every((rec) => rec.packageId !== "3"), "nothing of the dead-lettered package was published");
+    assert.ok(
+      records.every((rec) => rec.packageId !== "3"),
+      "nothing of the dead-lettered package was published",
+    );
   } finally {
     await res.release(t);
   }
@@ -380,17 +482,33 @@ test("a slow broker with two instances: acks slower than the lease's slack, yet 
     const db = env.db.db;
     await createPackages(db, 20);
     const overrides = {
-      retranslator: { leaseSeconds: 9, batchSize: 20, maxInFlightBatches: 4, pollIntervalMs: 200, maintenanceIntervalMs: 500 },
+      retranslator: {
+        leaseSeconds: 9,
+        batchSize: 20,
+        maxInFlightBatches: 4,
+        pollIntervalMs: 200,
+        maintenanceIntervalMs: 500,
+      },
       kafka: { requestTimeoutMs: 4000, sendRetries: 0 },
     };
     const a = await relay(res, env, overrides);
     const b = await relay(res, env, overrides);
     await burst(db, 20, 20);
-    await poll("the warm-up to drain", () => count(db, "package_event"), (n) => n === 0, 30_000);
+    await poll(
+      "the warm-up to drain",
+      () => count(db, "package_event"),
+      (n) => n === 0,
+      30_000,
+    );
 
     await env.kafka.setRtt(1, 1500);
     await burst(db, 20, 200);
-    await poll("the events to be published", () => count(db, "package_event"), (n) => n === 0, 120_000);
+    await poll(
+      "the events to be published",
+      () => count(db, "package_event"),
+      (n) => n === 0,
+      120_000,
+    );
     await env.kafka.setRtt(1, 0);
 
     let fenced = 0;
@@ -409,7 +527,9 @@ test("a slow broker with two instances: acks slower than the lease's slack, yet 
     );
     // For reading a run: what the relays warned about (fenced claims, slow partitions, freed leases).
     for (const r of [a, b]) {
-      const warnings = r.logs.lines.filter((l) => ["warn", "error", "fatal"].includes(String(l["level"]))).map((l) => String(l["msg"]));
+      const warnings = r.logs.lines
+        .filter((l) => ["warn", "error", "fatal"].includes(String(l["level"])))
+        .map((l) => String(l["msg"]));
       t.diagnostic(`${r.owner}: ${[...new Set(warnings)].join(" | ")}`);
     }
   } finally {

@@ -9,7 +9,12 @@ import { after, before, test } from "node:test";
 import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
 import { packageApiClient, type PackageApiClient } from "./helpers/grpc-client.js";
 import { startKafkaMock, type KafkaMock } from "./helpers/kafka-mock.js";
-import { fastRetranslatorEnv, startTestRetranslator, writeTestConfig, type TestRetranslator } from "./helpers/retranslator.js";
+import {
+  fastRetranslatorEnv,
+  startTestRetranslator,
+  writeTestConfig,
+  type TestRetranslator,
+} from "./helpers/retranslator.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 
 const topic = "slo-package-events";
@@ -73,8 +78,12 @@ test("an event older than retranslator.sloSeconds makes /ready 'degraded' (still
   assert.match(String(degraded.body["reason"]), /above retranslator\.sloSeconds \(1 s\)/);
 
   await kafka.brokerUp(1);
-  await until("/ready to be plain ready again", async () => ((await ready()).body["status"] === "ready" ? true : undefined));
+  await until("/ready to be plain ready again", async () =>
+    (await ready()).body["status"] === "ready" ? true : undefined,
+  );
   const metrics = await (await fetch(`${base()}/metrics`)).text();
-  const over = Number(/^logistic_package_api_retranslator_published_slo_total\{result="over"\} (\d+)$/m.exec(metrics)?.[1]);
+  const over = Number(
+    /^logistic_package_api_retranslator_published_slo_total\{result="over"\} (\d+)$/m.exec(metrics)?.[1],
+  );
   assert.ok(over >= 1, "the late event is counted over the objective");
 });

@@ -67,7 +67,9 @@ async function exitCode(server: ServerProcess, timeoutMs = 30_000): Promise<numb
   clearTimeout(timer);
   if (result === "timeout") {
     server.child.kill("SIGKILL");
-    assert.fail(`the process did not exit within ${timeoutMs} ms\nstdout:\n${server.stdout()}\nstderr:\n${server.stderr()}`);
+    assert.fail(
+      `the process did not exit within ${timeoutMs} ms\nstdout:\n${server.stdout()}\nstderr:\n${server.stderr()}`,
+    );
   }
   return result;
 }
@@ -112,7 +114,12 @@ after(async () => {
 
 /** The binary against this file's database, on free loopback ports. */
 async function startOnFreePorts() {
-  const ports = { grpc: await freePort(), gateway: await freePort(), status: await freePort(), metrics: await freePort() };
+  const ports = {
+    grpc: await freePort(),
+    gateway: await freePort(),
+    status: await freePort(),
+    metrics: await freePort(),
+  };
   const server = startServer({
     DATABASE_URL: db.url,
     GRPC_PORT: String(ports.grpc),
@@ -155,7 +162,12 @@ describe("grpc-server process", () => {
 
     const api = packageApiClient(`127.0.0.1:${ports.grpc}`);
     clients.push(api);
-    const { ID } = await api.createPackageV1({ Title: "in flight", Material: "oak", MaximumVolume: 10, Reusable: false });
+    const { ID } = await api.createPackageV1({
+      Title: "in flight",
+      Material: "oak",
+      MaximumVolume: 10,
+      Reusable: false,
+    });
 
     // Hold the package's row lock so that the Update is in flight when SIGTERM comes.
     const locker = new pg.Client({ connectionString: db.url });
@@ -166,14 +178,18 @@ describe("grpc-server process", () => {
 
     const update = api.updatePackageV1({ PackageID: ID, Title: "drained" });
     update.catch(() => undefined); // awaited below; avoid an unhandled rejection meanwhile
-    await until("the Update to wait on the row lock", async () => {
-      const res = await locker.query(
-        `SELECT count(*)::int AS n FROM pg_stat_activity
+    await until(
+      "the Update to wait on the row lock",
+      async () => {
+        const res = await locker.query(
+          `SELECT count(*)::int AS n FROM pg_stat_activity
          WHERE datname = $1 AND application_name = $2 AND wait_event_type = 'Lock'`,
-        [db.name, applicationName],
-      );
-      return (res.rows[0] as { n: number }).n > 0 ? true : undefined;
-    }, 15_000);
+          [db.name, applicationName],
+        );
+        return (res.rows[0] as { n: number }).n > 0 ? true : undefined;
+      },
+      15_000,
+    );
 
     server.child.kill("SIGTERM");
     await new Promise((r) => setTimeout(r, 300));
@@ -207,10 +223,19 @@ describe("grpc-server process", () => {
       }
     }
     server.child.kill("SIGHUP");
-    await until("the reload log line", async () => (server.stdout().includes('"msg":"reloading"') ? true : undefined), 10_000);
+    await until(
+      "the reload log line",
+      async () => (server.stdout().includes('"msg":"reloading"') ? true : undefined),
+      10_000,
+    );
     const api = packageApiClient(`127.0.0.1:${ports.grpc}`);
     clients.push(api);
-    const { ID } = await api.createPackageV1({ Title: "after resets", Material: "oak", MaximumVolume: 1, Reusable: false });
+    const { ID } = await api.createPackageV1({
+      Title: "after resets",
+      Material: "oak",
+      MaximumVolume: 1,
+      Reusable: false,
+    });
     assert.ok(Number(ID) > 0);
     assert.equal(server.child.exitCode, null, `the process is still running\nstderr:\n${server.stderr()}`);
     server.child.kill("SIGTERM");

@@ -78,7 +78,11 @@ describe("status endpoints", () => {
     const pkg = JSON.parse(readFileSync(new URL("package.json", repoRoot), "utf8")) as { version: string };
     let commit = "unknown";
     try {
-      commit = execFileSync("git", ["rev-parse", "HEAD"], { cwd: repoRoot, encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim();
+      commit = execFileSync("git", ["rev-parse", "HEAD"], {
+        cwd: repoRoot,
+        encoding: "utf8",
+        stdio: ["ignore", "pipe", "ignore"],
+      }).trim();
     } catch {
       // not a checkout, or no commits yet
     }
@@ -96,7 +100,12 @@ describe("status endpoints", () => {
 
 describe("readiness follows the database", () => {
   test("/ready, health and calls fail while the database is away and recover when it is back", async () => {
-    const { ID } = await api.createPackageV1({ Title: "survivor", Material: "steel", MaximumVolume: 3, Reusable: true });
+    const { ID } = await api.createPackageV1({
+      Title: "survivor",
+      Material: "steel",
+      MaximumVolume: 3,
+      Reusable: true,
+    });
     assert.equal((await get("/ready")).status, 200);
     assert.equal((await health.check({ service: serviceName })).status, "SERVING");
 

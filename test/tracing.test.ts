@@ -73,7 +73,9 @@ test("one Create gives the span tree RPC → repository method → SQL, and the 
   const sql = spans.filter((s) => parentId(s) === spanId(repo));
   assert.ok(sql.length >= 1, `no SQL span under the repository span; spans: ${spans.map((s) => s.name).join(", ")}`);
   assert.ok(
-    sql.some((s) => String(s.attributes["db.statement"] ?? s.attributes["db.query.text"] ?? "").includes("INSERT INTO package")),
+    sql.some((s) =>
+      String(s.attributes["db.statement"] ?? s.attributes["db.query.text"] ?? "").includes("INSERT INTO package"),
+    ),
     "the SQL span carries the statement",
   );
 

@@ -64,7 +64,8 @@ function entryArgs(binary: string): string[] {
   if (binary.endsWith(".ts")) return ["--import", "tsx", binary];
   if (binaryForm === "tsx") return ["--import", "tsx", `cmd/${binary}/main.ts`];
   const compiled = join(root, "dist", "cmd", binary, "main.js");
-  if (!existsSync(compiled)) throw new Error(`${compiled} is missing: run \`npm run build\` first (make bench does), or set BENCH_BINARIES=tsx`);
+  if (!existsSync(compiled))
+    throw new Error(`${compiled} is missing: run \`npm run build\` first (make bench does), or set BENCH_BINARIES=tsx`);
   return [compiled];
 }
 
@@ -155,7 +156,9 @@ export async function waitReady(url: string, child: BinaryProcess, timeoutMs = 3
   const started = Date.now();
   while (Date.now() - started < timeoutMs) {
     if (!child.isRunning()) {
-      throw new Error(`${child.name} exited (${await child.exited}) before it was ready; log: ${child.logPath}\n${tail(child.logPath)}`);
+      throw new Error(
+        `${child.name} exited (${await child.exited}) before it was ready; log: ${child.logPath}\n${tail(child.logPath)}`,
+      );
     }
     try {
       const res = await fetch(url, { signal: AbortSignal.timeout(1000) });

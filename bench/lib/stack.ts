@@ -55,7 +55,9 @@ const childEnv = {
 };
 
 function nodeArgs(ctx: BenchContext, label: string): string[] {
-  return ctx.config.profile ? ["--cpu-prof", `--cpu-prof-dir=${ctx.profileDir}`, `--cpu-prof-name=${label}.cpuprofile`] : [];
+  return ctx.config.profile
+    ? ["--cpu-prof", `--cpu-prof-dir=${ctx.profileDir}`, `--cpu-prof-name=${label}.cpuprofile`]
+    : [];
 }
 
 export interface RunningBinary {

@@ -34,10 +34,15 @@ const native =
       })
     : undefined;
 const listener = new ApiListener(
-  connectNodeAdapter({ routes: (router) => router.service(LogisticPackageApiService, trivial), shutdownSignal: shutdown.signal }),
+  connectNodeAdapter({
+    routes: (router) => router.service(LogisticPackageApiService, trivial),
+    shutdownSignal: shutdown.signal,
+  }),
   {
     limits: config.grpc,
-    ...(native === undefined ? {} : { streamRoute: { accepts: NativeGrpcServer.accepts, handleStream: (s, h) => native.handleStream(s, h) } }),
+    ...(native === undefined
+      ? {}
+      : { streamRoute: { accepts: NativeGrpcServer.accepts, handleStream: (s, h) => native.handleStream(s, h) } }),
   },
 );
 await listen(listener.server, Number(process.env["GRPC_PORT"]), "127.0.0.1");

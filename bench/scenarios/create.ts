@@ -59,7 +59,10 @@ async function createStatement(): Promise<{ text: string; values: unknown[] }> {
   if (captured === undefined) throw new Error("PgPackageRepository.create sent no statement");
   const knex = knexFactory({ client: "pg" });
   try {
-    const native = knex.raw(captured.sql, captured.bindings as never).toSQL().toNative();
+    const native = knex
+      .raw(captured.sql, captured.bindings as never)
+      .toSQL()
+      .toNative();
     return { text: native.sql, values: [...native.bindings] };
   } finally {
     await knex.destroy();
@@ -137,7 +140,10 @@ export async function createRpc(ctx: BenchContext): Promise<CreateResult[]> {
   const servers = [
     { name: "default", overrides: {}, server: await startServerChild(ctx, "create-grpc-server", db.url) },
     ...(await Promise.all(
-      variants.map(async (v, i) => ({ ...v, server: await startServerChild(ctx, `create-grpc-server-variant-${i + 1}`, db.url, v.overrides) })),
+      variants.map(async (v, i) => ({
+        ...v,
+        server: await startServerChild(ctx, `create-grpc-server-variant-${i + 1}`, db.url, v.overrides),
+      })),
     )),
   ];
   const clients = servers.map(({ server }) => packageApiClient(server.grpcAddress));
@@ -154,14 +160,21 @@ export async function createRpc(ctx: BenchContext): Promise<CreateResult[]> {
           c.createWarmupSeconds,
           c.createSeconds,
           () =>
-            clients[i]!.createPackageV1({ Title: input.title, Material: input.material, MaximumVolume: input.maximumVolume, Reusable: input.reusable }),
+            clients[i]!.createPackageV1({
+              Title: input.title,
+              Material: input.material,
+              MaximumVolume: input.maximumVolume,
+              Reusable: input.reusable,
+            }),
           {
             bench: () => [process.pid],
             "grpc-server": () => [server.proc.pid],
             postgres: () => postgresBackends(db.name),
           },
         );
-        ctx.log(`create RPC (${name}) c=${concurrency}: ${fmtInt(load.rps)} rps, p50 ${fmtMs(load.p50Ms)} ms, p99 ${fmtMs(load.p99Ms)} ms`);
+        ctx.log(
+          `create RPC (${name}) c=${concurrency}: ${fmtInt(load.rps)} rps, p50 ${fmtMs(load.p50Ms)} ms, p99 ${fmtMs(load.p99Ms)} ms`,
+        );
         loads.push(load);
       }
       const sql = await sqlBound(ctx, db.url, db.name, statement, concurrency);
@@ -208,7 +221,9 @@ async function sqlBound(
       (worker) => clients[worker]!.query(statement.text, statement.values),
       { bench: () => [process.pid], postgres: () => postgresBackends(databaseName) },
     );
-    ctx.log(`create RPC: SQL c=${concurrency}: ${fmtInt(sql.rps)} rps, p50 ${fmtMs(sql.p50Ms)} ms, p99 ${fmtMs(sql.p99Ms)} ms`);
+    ctx.log(
+      `create RPC: SQL c=${concurrency}: ${fmtInt(sql.rps)} rps, p50 ${fmtMs(sql.p50Ms)} ms, p99 ${fmtMs(sql.p99Ms)} ms`,
+    );
     return sql;
   } finally {
     await closeClients();

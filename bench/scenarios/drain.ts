@@ -41,7 +41,12 @@ export interface DrainResult {
  * deleted). Starting the relays first keeps their start-up (tsx, migrations
  * check, broker connect) out of the figure.
  */
-export async function relayDrain(ctx: BenchContext, label: string, events: number, instances: number): Promise<DrainResult> {
+export async function relayDrain(
+  ctx: BenchContext,
+  label: string,
+  events: number,
+  instances: number,
+): Promise<DrainResult> {
   const db = await benchDatabase(ctx);
   const topic = await benchTopic(ctx, label);
   const relays: RunningRetranslator[] = [];
@@ -163,7 +168,13 @@ export async function claimDeleteBound(
     const cpu = endCpu();
     if (done !== events) throw new Error(`bound (a): claimed and deleted ${done} of ${events} events`);
     return {
-      bound: { events, seconds: round(seconds, 2), eventsPerSecond: round(events / seconds), cpu, cpuMicrosPerEvent: perEvent(cpu, events) },
+      bound: {
+        events,
+        seconds: round(seconds, 2),
+        eventsPerSecond: round(events / seconds),
+        cpu,
+        cpuMicrosPerEvent: perEvent(cpu, events),
+      },
       rows,
     };
   } finally {

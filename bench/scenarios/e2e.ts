@@ -84,7 +84,11 @@ async function withRelay(
 ): Promise<EndToEndPhase[]> {
   const label = `e2e-notify-${listenNotify ? "on" : "off"}`;
   const topic = await benchTopic(ctx, label);
-  const relay = await startRetranslatorChild(ctx, `${label}-retranslator`, { databaseUrl: db.url, topic, listenNotify });
+  const relay = await startRetranslatorChild(ctx, `${label}-retranslator`, {
+    databaseUrl: db.url,
+    topic,
+    listenNotify,
+  });
   try {
     const phases: EndToEndPhase[] = [];
     let before = parseHistogram("", histogram).buckets;
@@ -94,7 +98,17 @@ async function withRelay(
       { phase: "sustainable" as const, rate: sustainableRate, seconds: ctx.config.e2eSustainableSeconds },
     ];
     for (const { phase, rate, seconds } of plan) {
-      const result = await runPhase(ctx, { label: `${label} ${phase}`, listenNotify, phase, rate, seconds, client, db, relay, serverPid });
+      const result = await runPhase(ctx, {
+        label: `${label} ${phase}`,
+        listenNotify,
+        phase,
+        rate,
+        seconds,
+        client,
+        db,
+        relay,
+        serverPid,
+      });
       const metrics = await (await fetch(`${relay.metricsUrl}/metrics`)).text();
       const h = parseHistogram(metrics, histogram);
       const delta = subtract(h.buckets, before);

@@ -46,7 +46,11 @@ export async function frameworkCeiling(ctx: BenchContext, concurrency = 16): Pro
 
       const grpcClient = packageApiClient(`127.0.0.1:${grpcPort}`);
       try {
-        await measure("native gRPC (stock grpc-js client)", () => grpcClient.createPackageV1(request), engine === "grpc-js" ? "grpc-js" : "connect-node");
+        await measure(
+          "native gRPC (stock grpc-js client)",
+          () => grpcClient.createPackageV1(request),
+          engine === "grpc-js" ? "grpc-js" : "connect-node",
+        );
       } finally {
         grpcClient.close();
       }
@@ -55,7 +59,10 @@ export async function frameworkCeiling(ctx: BenchContext, concurrency = 16): Pro
       const sessions = new Http2SessionManager(baseUrl);
       const transports: [string, Transport][] = [
         ["Connect JSON over HTTP/1.1", createConnectTransport({ baseUrl, httpVersion: "1.1" })],
-        ["Connect (binary) over HTTP/2", createConnectTransport({ baseUrl, httpVersion: "2", useBinaryFormat: true, sessionManager: sessions })],
+        [
+          "Connect (binary) over HTTP/2",
+          createConnectTransport({ baseUrl, httpVersion: "2", useBinaryFormat: true, sessionManager: sessions }),
+        ],
         ["gRPC-Web over HTTP/1.1", createGrpcWebTransport({ baseUrl, httpVersion: "1.1" })],
       ];
       try {

@@ -67,7 +67,10 @@ async function seedBurst(db: Database, events: number, packages: number): Promis
      SELECT max(id) AS last FROM e`,
     [packages, packages, events, packages],
   );
-  return { lastId: (result as { rows: { last: bigint }[] }).rows[0]!.last, seconds: (performance.now() - started) / 1000 };
+  return {
+    lastId: (result as { rows: { last: bigint }[] }).rows[0]!.last,
+    seconds: (performance.now() - started) / 1000,
+  };
 }
 
 /** The outbox used, emptied and analyzed: "no rows" over pages that still exist. Autovacuum kept away. */
@@ -105,7 +108,15 @@ export async function staleDrain(
     await waitForEmptyOutbox(db.db, { lastId: warm.lastId, timeoutMs: 120_000 });
     await db.db.raw(`ALTER TABLE package_event SET (autovacuum_enabled = false)`);
     await db.db.raw(`ANALYZE package_event`);
-    const before = await Promise.all(relays.map(async (r) => [await metricOf(r, "logistic_package_api_retranslator_claims_total"), await metricOf(r, "logistic_package_api_retranslator_empty_claims_total")] as const));
+    const before = await Promise.all(
+      relays.map(
+        async (r) =>
+          [
+            await metricOf(r, "logistic_package_api_retranslator_claims_total"),
+            await metricOf(r, "logistic_package_api_retranslator_empty_claims_total"),
+          ] as const,
+      ),
+    );
     if (options.rttMs !== undefined) await ctx.kafka.setRtt(1, options.rttMs);
     const endCpu = cpuWindow({
       bench: () => [process.pid],
@@ -115,7 +126,9 @@ export async function staleDrain(
     });
     const seeded = await seedBurst(db.db, events, packages);
     const committed = performance.now();
-    ctx.log(`${label}: ${fmtInt(events)} events over ${fmtInt(packages)} packages committed in ${seeded.seconds.toFixed(1)} s (stale statistics); draining`);
+    ctx.log(
+      `${label}: ${fmtInt(events)} events over ${fmtInt(packages)} packages committed in ${seeded.seconds.toFixed(1)} s (stale statistics); draining`,
+    );
     const empty = await waitForEmptyOutbox(db.db, {
       lastId: seeded.lastId,
       timeoutMs: Math.max(120_000, (events / 200) * 1000),
@@ -128,7 +141,15 @@ export async function staleDrain(
     });
     const cpu = endCpu();
     if (options.rttMs !== undefined) await ctx.kafka.setRtt(1, 0);
-    const after = await Promise.all(relays.map(async (r) => [await metricOf(r, "logistic_package_api_retranslator_claims_total"), await metricOf(r, "logistic_package_api_retranslator_empty_claims_total")] as const));
+    const after = await Promise.all(
+      relays.map(
+        async (r) =>
+          [
+            await metricOf(r, "logistic_package_api_retranslator_claims_total"),
+            await metricOf(r, "logistic_package_api_retranslator_empty_claims_total"),
+          ] as const,
+      ),
+    );
     const seconds = (empty - committed) / 1000;
     return {
       label,
@@ -155,7 +176,11 @@ export async function staleDrain(
  * one commit), on the same stale burst. Returns the burst's rows (read before
  * the clock) for the kafkajs bound.
  */
-export async function staleSqlBound(ctx: BenchContext, events: number, packages: number): Promise<{ bound: BoundResult; rows: Awaited<ReturnType<typeof readOutbox>> }> {
+export async function staleSqlBound(
+  ctx: BenchContext,
+  events: number,
+  packages: number,
+): Promise<{ bound: BoundResult; rows: Awaited<ReturnType<typeof readOutbox>> }> {
   const db = await benchDatabase(ctx);
   try {
     await makeStale(db.db, Math.min(events, ctx.config.warmupEvents), packages);
@@ -168,7 +193,8 @@ export async function staleSqlBound(ctx: BenchContext, events: number, packages:
       const n = await db.db.transaction(async (trx) => {
         const picked = await trx.raw(`SELECT id FROM package_event ORDER BY id LIMIT 500 FOR UPDATE SKIP LOCKED`);
         const ids = (picked as { rows: { id: bigint }[] }).rows.map((r) => r.id);
-        if (ids.length > 0) await trx.raw(`DELETE FROM package_event WHERE id = ANY(?::bigint[])`, [`{${ids.join(",")}}`]);
+        if (ids.length > 0)
+          await trx.raw(`DELETE FROM package_event WHERE id = ANY(?::bigint[])`, [`{${ids.join(",")}}`]);
         return ids.length;
       });
       if (n === 0) break;
@@ -177,7 +203,16 @@ export async function staleSqlBound(ctx: BenchContext, events: number, packages:
     const seconds = (performance.now() - started) / 1000;
     const cpu = endCpu();
     if (done !== events) throw new Error(`SQL bound: deleted ${done} of ${events}`);
-    return { bound: { events, seconds: round(seconds, 2), eventsPerSecond: round(events / seconds), cpu, cpuMicrosPerEvent: perEvent(cpu, events) }, rows };
+    return {
+      bound: {
+        events,
+        seconds: round(seconds, 2),
+        eventsPerSecond: round(events / seconds),
+        cpu,
+        cpuMicrosPerEvent: perEvent(cpu, events),
+      },
+      rows,
+    };
   } finally {
     await db.close();
   }

@@ -1,7 +1,13 @@
 import { round } from "../lib/cpu.js";
 import type { BenchContext } from "../lib/context.js";
 import { binaryForm, memoryOf, sleep } from "../lib/procs.js";
-import { benchDatabase, benchTopic, startRetranslatorChild, startServerChild, type RunningBinary } from "../lib/stack.js";
+import {
+  benchDatabase,
+  benchTopic,
+  startRetranslatorChild,
+  startServerChild,
+  type RunningBinary,
+} from "../lib/stack.js";
 
 /** Resident memory of one binary at rest: started, ready, nothing to do. */
 export interface RestResult {

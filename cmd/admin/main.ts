@@ -7,7 +7,12 @@ import { loadConfig } from "../../internal/config/config.js";
 import { createDatabase, type Database } from "../../internal/database/database.js";
 import { NotFoundError } from "../../internal/domain/errors.js";
 import { discardDeadLetter, listDeadLetters, requeueDeadLetter } from "../../internal/repo/outbox/dead-letters.js";
-import { countRepublishable, republishBatch, republishPackage, type RepublishFilter } from "../../internal/repo/republish.js";
+import {
+  countRepublishable,
+  republishBatch,
+  republishPackage,
+  type RepublishFilter,
+} from "../../internal/repo/republish.js";
 
 const usage = `usage: npm run admin -- COMMAND [OPTIONS]
 
@@ -35,7 +40,9 @@ class UsageError extends Error {}
 const positiveId = (name: string, value: string | undefined): bigint => {
   // ids are bigint identities: positive, at most 19 digits (int8).
   if (value === undefined || !/^[1-9][0-9]{0,18}$/.test(value) || BigInt(value) > 9223372036854775807n) {
-    throw new UsageError(`${name} must be a positive id, got ${value === undefined ? "nothing" : JSON.stringify(value)}`);
+    throw new UsageError(
+      `${name} must be a positive id, got ${value === undefined ? "nothing" : JSON.stringify(value)}`,
+    );
   }
   return BigInt(value);
 };
@@ -57,7 +64,9 @@ const timestamp = (value: string): Date => {
   const day = new Date(Date.UTC(y, m - 1, d));
   const realDay = day.getUTCFullYear() === y && day.getUTCMonth() === m - 1 && day.getUTCDate() === d;
   if (!iso.test(value) || !realDay || Number.isNaN(date.getTime())) {
-    throw new UsageError(`--since must be an ISO 8601 timestamp (e.g. 2026-11-30T09:00:00Z), got ${JSON.stringify(value)}`);
+    throw new UsageError(
+      `--since must be an ISO 8601 timestamp (e.g. 2026-11-30T09:00:00Z), got ${JSON.stringify(value)}`,
+    );
   }
   return date;
 };
@@ -104,11 +113,13 @@ function parseCommand(argv: string[]): Command {
     if (!options.includes(key)) throw new UsageError(`${command} takes no --${key}`);
   }
   const maxPositionals = command === "republish" ? 0 : 1;
-  if (rest.length > maxPositionals) throw new UsageError(`${command}: unexpected argument ${JSON.stringify(rest[maxPositionals])}`);
+  if (rest.length > maxPositionals)
+    throw new UsageError(`${command}: unexpected argument ${JSON.stringify(rest[maxPositionals])}`);
 
   switch (command) {
     case "dead-letters": {
-      if (rest[0] !== undefined && values.limit !== undefined) throw new UsageError("dead-letters: give LIMIT or --limit, not both");
+      if (rest[0] !== undefined && values.limit !== undefined)
+        throw new UsageError("dead-letters: give LIMIT or --limit, not both");
       return { name: "dead-letters", limit: boundedInt("LIMIT", values.limit ?? rest[0], 100, 10_000) };
     }
     case "requeue":
@@ -179,7 +190,9 @@ async function republishAll(
     const width = 30;
     const filled = Math.round((percent / 100) * width);
     const bar = `[${"#".repeat(filled)}${"-".repeat(width - filled)}]`;
-    process.stderr.write(`${tty ? "\r" : ""}republish: ${bar} ${percent}% ${scanned}/${total} packages, ${written} events, last id ${cursor}${tty ? "" : "\n"}`);
+    process.stderr.write(
+      `${tty ? "\r" : ""}republish: ${bar} ${percent}% ${scanned}/${total} packages, ${written} events, last id ${cursor}${tty ? "" : "\n"}`,
+    );
   };
   while (!signal.aborted) {
     const batch = await republishBatch(database, cursor, target.batchSize, filter);
@@ -193,7 +206,9 @@ async function republishAll(
   if (signal.aborted) {
     console.error(`republish: interrupted after package id ${cursor}; resume with --after-id ${cursor}`);
   }
-  console.log(`republished ${written} packages${signal.aborted ? ` (interrupted; resume with --after-id ${cursor})` : ""}`);
+  console.log(
+    `republished ${written} packages${signal.aborted ? ` (interrupted; resume with --after-id ${cursor})` : ""}`,
+  );
   return signal.aborted;
 }
 

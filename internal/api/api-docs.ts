@@ -96,7 +96,10 @@ export function loadApiDocs(): ApiDocs {
   const fromUi = (name: string) => readFileSync(join(uiDir, name));
   const assets = new Map<string, Asset>([
     [openApiPath, asset(readFileSync(findOpenApiDocument()), "application/json")],
-    [docsPath, asset(Buffer.from(page), "text/html; charset=utf-8", { "content-security-policy": docsContentSecurityPolicy })],
+    [
+      docsPath,
+      asset(Buffer.from(page), "text/html; charset=utf-8", { "content-security-policy": docsContentSecurityPolicy }),
+    ],
     [`${assetPrefix}swagger-ui.css`, asset(fromUi("swagger-ui.css"), "text/css; charset=utf-8")],
     [`${assetPrefix}page.css`, asset(fromUi("index.css"), "text/css; charset=utf-8")],
     [`${assetPrefix}swagger-ui-bundle.js`, asset(fromUi("swagger-ui-bundle.js"), "text/javascript; charset=utf-8")],
@@ -109,8 +112,16 @@ export function loadApiDocs(): ApiDocs {
       const found = path === undefined ? undefined : assets.get(path === `${docsPath}/` ? docsPath : path);
       if (found === undefined) return false;
       if (req.method !== "GET" && req.method !== "HEAD") {
-        const text = JSON.stringify({ code: Code.Unimplemented, message: "method not allowed on this path; allowed: GET, HEAD", details: [] });
-        res.writeHead(405, { allow: "GET, HEAD", "content-type": "application/json", "content-length": Buffer.byteLength(text) });
+        const text = JSON.stringify({
+          code: Code.Unimplemented,
+          message: "method not allowed on this path; allowed: GET, HEAD",
+          details: [],
+        });
+        res.writeHead(405, {
+          allow: "GET, HEAD",
+          "content-type": "application/json",
+          "content-length": Buffer.byteLength(text),
+        });
         res.end(text);
         return true;
       }

@@ -66,7 +66,8 @@ export class TokenTable {
     }
     const names = new Set<string>();
     const entries = parsed.data.tokens.map((e, i) => {
-      if (names.has(e.name)) throw new AuthConfigError(`auth.tokensFile ${path}: tokens.${i}.name: "${e.name}" is used twice`);
+      if (names.has(e.name))
+        throw new AuthConfigError(`auth.tokensFile ${path}: tokens.${i}.name: "${e.name}" is used twice`);
       names.add(e.name);
       const digest = e.token !== undefined ? sha256(e.token) : Buffer.from(e.tokenSha256!, "hex");
       return { name: e.name, role: e.role, digest };
@@ -117,7 +118,10 @@ export function authInterceptor(options: AuthInterceptorOptions): Interceptor {
     const token = bearerToken(req.header.get("authorization"));
     if (token === undefined) {
       record("anonymous", "unauthenticated");
-      throw new ConnectError("missing bearer token: send the header authorization: Bearer <token>", Code.Unauthenticated);
+      throw new ConnectError(
+        "missing bearer token: send the header authorization: Bearer <token>",
+        Code.Unauthenticated,
+      );
     }
     const caller = options.tokens().authenticate(token);
     if (caller === undefined) {
@@ -125,7 +129,8 @@ export function authInterceptor(options: AuthInterceptorOptions): Interceptor {
       throw new ConnectError("unknown or revoked token", Code.Unauthenticated);
     }
     req.contextValues.set(requestCallerKey, caller.name);
-    const needed = options.policy.roles[`${service}/${req.method.name}`] ?? options.policy.roles[`${service}/*`] ?? "admin";
+    const needed =
+      options.policy.roles[`${service}/${req.method.name}`] ?? options.policy.roles[`${service}/*`] ?? "admin";
     if (roleRank[caller.role] < roleRank[needed]) {
       record(caller.name, "permission_denied");
       throw new ConnectError(

@@ -15,6 +15,7 @@ export function toPackageMessage(record: PackageRecord): Package {
     MaximumVolume: record.maximumVolume,
     Reusable: record.reusable,
     Created: timestampFromDate(record.created),
-    Updated: record.updated === null ? undefined : create(MaybeTimestampSchema, { Time: timestampFromDate(record.updated) }),
+    Updated:
+      record.updated === null ? undefined : create(MaybeTimestampSchema, { Time: timestampFromDate(record.updated) }),
   });
 }

@@ -1,5 +1,14 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { fromJson, getOption, hasOption, toJson, ScalarType, type DescMethodUnary, type DescService, type JsonValue } from "@bufbuild/protobuf";
+import {
+  fromJson,
+  getOption,
+  hasOption,
+  toJson,
+  ScalarType,
+  type DescMethodUnary,
+  type DescService,
+  type JsonValue,
+} from "@bufbuild/protobuf";
 import { Code, ConnectError, type Transport } from "@connectrpc/connect";
 import { http as httpRule } from "../../pkg/google/api/annotations_pb.js";
 import { decodeUtf8, parseJsonFor } from "./json-body.js";

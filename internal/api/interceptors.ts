@@ -12,7 +12,13 @@ import {
 import { Code, ConnectError, type Interceptor, type StreamResponse, type UnaryResponse } from "@connectrpc/connect";
 import { DomainError } from "../domain/errors.js";
 import type { Logger } from "../logger/logger.js";
-import { incomingTraceHeaders, requestTrace, validTracestate, type IncomingTraceHeaders, type RequestTrace } from "../tracer/trace-context.js";
+import {
+  incomingTraceHeaders,
+  requestTrace,
+  validTracestate,
+  type IncomingTraceHeaders,
+  type RequestTrace,
+} from "../tracer/trace-context.js";
 import { requestCallerKey, requestLoggerKey, requestTraceKey } from "./request-context.js";
 
 const domainCodes: Record<DomainError["kind"], Code> = {
@@ -140,7 +146,8 @@ async function* mapStreamErrors<T>(
 }
 
 export function toConnectError(err: unknown, traceId: string): ConnectError {
-  if (err instanceof DomainError) return new ConnectError(err.message, domainCodes[err.kind], undefined, undefined, err);
+  if (err instanceof DomainError)
+    return new ConnectError(err.message, domainCodes[err.kind], undefined, undefined, err);
   if (err instanceof ConnectError) return err;
   return new ConnectError(`internal error (trace id ${traceId})`, Code.Internal, undefined, undefined, err);
 }
@@ -193,7 +200,9 @@ function truncate(value: string | undefined, max: number): string | undefined;
 function truncate(value: string | undefined, max: number): string | undefined {
   if (value === undefined || value.length <= max) return value;
   // Whole code points: a cut emoji would be an invalid surrogate in the JSON line.
-  const kept = Array.from(value.slice(0, max * 2)).slice(0, max).join("");
+  const kept = Array.from(value.slice(0, max * 2))
+    .slice(0, max)
+    .join("");
   return `${kept}…(${value.length} chars)`;
 }
 

@@ -85,7 +85,11 @@ export function strictJsonDecoder(desc: DescMessage): { decode(input?: Uint8Arra
  * connect-es takes a textDecoder in jsonOptions at run time (its type leaves
  * it out); the Connect JSON tests of exact uint64s fail if that ever stops.
  */
-export function serviceWithStrictJson<T extends DescService>(router: ConnectRouter, service: T, impl: ServiceImpl<T>): void {
+export function serviceWithStrictJson<T extends DescService>(
+  router: ConnectRouter,
+  service: T,
+  impl: ServiceImpl<T>,
+): void {
   for (const method of service.methods) {
     const fn = (impl as Record<string, (...args: never[]) => unknown>)[method.localName]!;
     // ignoreUnknownFields: connect's own default, kept (newer clients may send newer fields).

@@ -1,4 +1,11 @@
-import { create, fromBinary, toBinary, type DescFile, type DescService, type MessageInitShape } from "@bufbuild/protobuf";
+import {
+  create,
+  fromBinary,
+  toBinary,
+  type DescFile,
+  type DescService,
+  type MessageInitShape,
+} from "@bufbuild/protobuf";
 import { nestedTypes } from "@bufbuild/protobuf/reflect";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
@@ -134,15 +141,21 @@ function withDependencies(file: DescFile): Uint8Array[] {
  * plugins) still ask for. It is v1 under another package name, with the same
  * fields and numbers, so each message crosses over through its wire form.
  */
-export function reflectionV1AlphaHandlers(services: readonly DescService[]): ServiceImpl<typeof ServerReflectionV1Alpha> {
+export function reflectionV1AlphaHandlers(
+  services: readonly DescService[],
+): ServiceImpl<typeof ServerReflectionV1Alpha> {
   const v1 = reflectionHandlers(services);
   return {
     async *serverReflectionInfo(requests, context) {
       async function* asV1() {
-        for await (const req of requests) yield fromBinary(ServerReflectionRequestSchema, toBinary(V1AlphaRequestSchema, req));
+        for await (const req of requests)
+          yield fromBinary(ServerReflectionRequestSchema, toBinary(V1AlphaRequestSchema, req));
       }
       for await (const res of v1.serverReflectionInfo(asV1(), context)) {
-        yield fromBinary(V1AlphaResponseSchema, toBinary(ServerReflectionResponseSchema, create(ServerReflectionResponseSchema, res)));
+        yield fromBinary(
+          V1AlphaResponseSchema,
+          toBinary(ServerReflectionResponseSchema, create(ServerReflectionResponseSchema, res)),
+        );
       }
     },
   };

@@ -34,7 +34,10 @@ export function validateUpdate(req: UpdatePackageV1Request): { id: bigint; chang
   checkText("Title", req.Title, 0);
   checkText("Material", req.Material, 0);
   if (!Number.isFinite(req.MaximumVolume) || req.MaximumVolume < 0) {
-    throw new InvalidArgumentError("MaximumVolume", "MaximumVolume must be a finite number of at least 0 (0 = unchanged)");
+    throw new InvalidArgumentError(
+      "MaximumVolume",
+      "MaximumVolume must be a finite number of at least 0 (0 = unchanged)",
+    );
   }
   // Zero values mean "unchanged" in the v1 contract; Reusable uses a wrapper
   // so that `false` can be set.
@@ -58,7 +61,10 @@ export function validatePackageId(id: bigint): bigint {
 
 export function validateList(req: ListPackagesV1Request, limits: ListLimits): { offset: bigint; limit: number } {
   if (req.Limit > BigInt(limits.maxLimit)) {
-    throw new InvalidArgumentError("Limit", `Limit must be at most ${limits.maxLimit} (0 means ${limits.defaultLimit})`);
+    throw new InvalidArgumentError(
+      "Limit",
+      `Limit must be at most ${limits.maxLimit} (0 means ${limits.defaultLimit})`,
+    );
   }
   if (req.Offset > BigInt(limits.maxOffset)) {
     throw new InvalidArgumentError(

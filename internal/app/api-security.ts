@@ -43,11 +43,14 @@ export class ApiSecurity {
     this.tlsMaterial = readTlsMaterial(config.tls);
     this.tokenTable = config.auth.tokensFile === "" ? undefined : TokenTable.fromFile(config.auth.tokensFile);
     if (this.tokenTable === undefined) {
-      logger.warn("the API is unauthenticated: anyone who reaches its ports can change and delete packages; set AUTH_TOKENS_FILE");
+      logger.warn(
+        "the API is unauthenticated: anyone who reaches its ports can change and delete packages; set AUTH_TOKENS_FILE",
+      );
     } else {
       logger.info({ tokens: this.tokenTable.size }, "API tokens loaded");
     }
-    if (this.tlsMaterial === undefined) logger.info("API listeners are cleartext (set TLS_CERT_FILE and TLS_KEY_FILE for TLS)");
+    if (this.tlsMaterial === undefined)
+      logger.info("API listeners are cleartext (set TLS_CERT_FILE and TLS_KEY_FILE for TLS)");
     else logger.info({ mutualTls: this.tlsMaterial.clientCa !== undefined }, "API listeners speak TLS");
   }
 

@@ -152,7 +152,11 @@ export async function startGrpcServer(config: Readonly<Config>, logger: Logger):
       : undefined;
 
     const listeners: ApiListener[] = [];
-    const apiListener = (name: string, handler: ConstructorParameters<typeof ApiListener>[0], streamRoute?: StreamRoute) => {
+    const apiListener = (
+      name: string,
+      handler: ConstructorParameters<typeof ApiListener>[0],
+      streamRoute?: StreamRoute,
+    ) => {
       const listener = new ApiListener(handler, {
         limits: config.grpc,
         ...(streamRoute === undefined ? {} : { streamRoute }),
@@ -173,7 +177,10 @@ export async function startGrpcServer(config: Readonly<Config>, logger: Logger):
       }),
       nativeGrpc === undefined
         ? undefined
-        : { accepts: NativeGrpcServer.accepts, handleStream: (stream, headers) => nativeGrpc.handleStream(stream, headers) },
+        : {
+            accepts: NativeGrpcServer.accepts,
+            handleStream: (stream, headers) => nativeGrpc.handleStream(stream, headers),
+          },
     );
     const grpcPort = await listen(grpc.server, config.grpc.port, config.grpc.host);
     servers.push({ name: "grpc", close: () => grpc.close(config.grpc.shutdownTimeoutMs) });
@@ -184,7 +191,9 @@ export async function startGrpcServer(config: Readonly<Config>, logger: Logger):
         "gateway",
         createGatewayHandler({
           services: [LogisticPackageApiService],
-          transport: createRouterTransport(routes, { router: { interceptors, readMaxBytes: config.grpc.maxRequestBytes } }),
+          transport: createRouterTransport(routes, {
+            router: { interceptors, readMaxBytes: config.grpc.maxRequestBytes },
+          }),
           maxRequestBytes: config.grpc.maxRequestBytes,
           onInternalError: (err) => logger.error({ err }, "REST gateway failed a request"),
           // The API's own description: GET /openapi.json and a Swagger UI page at /docs.

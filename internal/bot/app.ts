@@ -101,10 +101,14 @@ export async function startBotApp(
     await extras.stop();
     await closeServer(metricsServer);
     if (err instanceof GrammyError && (err.error_code === 401 || err.error_code === 404)) {
-      throw new ConfigError(`config key "bot.token" (env TELEGRAM_BOT_TOKEN): Telegram rejected the token (${err.description})`);
+      throw new ConfigError(
+        `config key "bot.token" (env TELEGRAM_BOT_TOKEN): Telegram rejected the token (${err.description})`,
+      );
     }
     const safe = safeTelegramError(err, settings.token);
-    throw new Error(`getMe at the Telegram Bot API (${settings.apiRoot}) failed: ${String(safe["description"] ?? safe["message"])}`);
+    throw new Error(
+      `getMe at the Telegram Bot API (${settings.apiRoot}) failed: ${String(safe["description"] ?? safe["message"])}`,
+    );
   }
   try {
     await bot.api.setMyCommands(commandMenu);
@@ -248,10 +252,23 @@ function startExtras(
     const cache = new PackageCache(redis, settings.cache);
     wrap = (api) => cachedPackageApi(api, cache, health, metrics, emit);
     const target = new URL(settings.cache.redisUrl);
-    logger.info({ redis: `${target.hostname}:${target.port || 6379}`, keyPrefix: settings.cache.keyPrefix, ttlSeconds: settings.cache.ttlSeconds }, "bot cache in redis");
+    logger.info(
+      {
+        redis: `${target.hostname}:${target.port || 6379}`,
+        keyPrefix: settings.cache.keyPrefix,
+        ttlSeconds: settings.cache.ttlSeconds,
+      },
+      "bot cache in redis",
+    );
     if (kafkaSecurity !== undefined) {
       const events = new PackageEventCache(
-        { brokers: config.kafka.brokers, clientId: config.kafka.clientId, topic: config.kafka.topic, groupId: settings.kafka.groupId, security: kafkaSecurity },
+        {
+          brokers: config.kafka.brokers,
+          clientId: config.kafka.clientId,
+          topic: config.kafka.topic,
+          groupId: settings.kafka.groupId,
+          security: kafkaSecurity,
+        },
         cache,
         health,
         metrics,
@@ -269,12 +286,16 @@ function startExtras(
   let stopped: Promise<void> | undefined;
   return {
     wrap,
-    onUpdate: publish === undefined ? undefined : (ctx) => publish(settings.kafka.commandsTopic, String(ctx.from?.id ?? 0), commandJson(ctx)),
+    onUpdate:
+      publish === undefined
+        ? undefined
+        : (ctx) => publish(settings.kafka.commandsTopic, String(ctx.from?.id ?? 0), commandJson(ctx)),
     stop() {
       stopped ??= (async () => {
         abort.abort();
         for (const result of await Promise.allSettled(loops)) {
-          if (result.status === "rejected") logger.warn({ err: result.reason }, "a bot background loop ended with an error");
+          if (result.status === "rejected")
+            logger.warn({ err: result.reason }, "a bot background loop ended with an error");
         }
         if (redis !== undefined) await redis.quit().catch(() => redis!.disconnect());
       })();
@@ -309,7 +330,10 @@ function readTlsFiles(settings: Config["bot"]): NonNullable<GrpcPackageApiOption
   };
   // createSecureContext ignores a CA file without certificates; X509Certificate does not.
   if (ca !== undefined) {
-    check(`config key "bot.apiCaFile" (env BOT_API_CA_FILE): ${settings.apiCaFile} is not a PEM certificate`, () => new X509Certificate(ca));
+    check(
+      `config key "bot.apiCaFile" (env BOT_API_CA_FILE): ${settings.apiCaFile} is not a PEM certificate`,
+      () => new X509Certificate(ca),
+    );
   }
   if (cert !== undefined && key !== undefined) {
     check(

@@ -224,7 +224,13 @@ export function createPackageBot(options: PackageBotOptions): Bot<BotContext> {
       await ctx.answerCallbackQuery();
     } catch (err) {
       const failure = explain(err);
-      logFailure(logger, options.token, { command: "list-page", chatId: ctx.chat?.id, offset: offset.toString() }, err, failure);
+      logFailure(
+        logger,
+        options.token,
+        { command: "list-page", chatId: ctx.chat?.id, offset: offset.toString() },
+        err,
+        failure,
+      );
       await ctx.answerCallbackQuery({ text: failure.text });
     }
   });
@@ -234,7 +240,10 @@ export function createPackageBot(options: PackageBotOptions): Bot<BotContext> {
     const fields = { command: "delete-confirm", chatId: ctx.chat?.id, userId: ctx.from.id };
     const found = confirmations.find(ctx.match[1]!);
     const log = (outcome: string, extra: Record<string, unknown> = {}) =>
-      logger.info({ ...fields, ...extra, outcome, durationMs: Math.round(performance.now() - started) }, "command handled");
+      logger.info(
+        { ...fields, ...extra, outcome, durationMs: Math.round(performance.now() - started) },
+        "command handled",
+      );
     if (found === undefined || found.pending.chatId !== ctx.chat?.id) {
       // Already answered, or asked before the bot restarted.
       await ctx.answerCallbackQuery({ text: "This confirmation is no longer valid: send /delete ID again." });
@@ -349,9 +358,15 @@ export function explain(err: unknown): Failure {
         return { text: `Not accepted: ${err.rawMessage}`, outcome: "invalid_argument" };
       // The bot's own API token (bot.apiToken) is missing, unknown or its role too low.
       case Code.Unauthenticated:
-        return { text: "Sorry, the package service did not accept this bot's credentials. Tell the bot's operator.", outcome: "unauthorised" };
+        return {
+          text: "Sorry, the package service did not accept this bot's credentials. Tell the bot's operator.",
+          outcome: "unauthorised",
+        };
       case Code.PermissionDenied:
-        return { text: "Sorry, this bot's own access to the package service does not allow that. Tell the bot's operator.", outcome: "unauthorised" };
+        return {
+          text: "Sorry, this bot's own access to the package service does not allow that. Tell the bot's operator.",
+          outcome: "unauthorised",
+        };
       case Code.Unavailable:
       case Code.DeadlineExceeded:
       case Code.ResourceExhausted:
@@ -364,12 +379,21 @@ export function explain(err: unknown): Failure {
   return { text: failedText, outcome: "failed" };
 }
 
-function logFailure(logger: Logger, token: string, fields: Record<string, unknown>, err: unknown, failure: Failure): void {
+function logFailure(
+  logger: Logger,
+  token: string,
+  fields: Record<string, unknown>,
+  err: unknown,
+  failure: Failure,
+): void {
   if (failure.outcome === "rejected" || failure.outcome === "invalid_argument") {
     logger.info({ ...fields, reason: failure.text }, "command rejected");
   } else if (err instanceof ConnectError) {
     const level = failure.outcome === "unavailable" ? "warn" : "error";
-    logger[level]({ ...fields, code: Code[err.code], error: err.rawMessage, cause: err.cause }, "package service call failed");
+    logger[level](
+      { ...fields, code: Code[err.code], error: err.rawMessage, cause: err.cause },
+      "package service call failed",
+    );
   } else {
     // Most likely a Telegram call that failed: its error may hold the token.
     logger.error({ ...fields, err: safeTelegramError(err, token) }, "command failed");
@@ -389,6 +413,7 @@ export function safeTelegramError(err: unknown, token: string): Record<string, u
     const cause = err.error instanceof Error ? redact(err.error.message) : undefined;
     return { type: "HttpError", message: redact(err.message), cause };
   }
-  if (err instanceof Error) return { type: err.name, message: redact(err.message), stack: err.stack && redact(err.stack) };
+  if (err instanceof Error)
+    return { type: err.name, message: redact(err.message), stack: err.stack && redact(err.stack) };
   return { type: typeof err, message: redact(String(err)) };
 }

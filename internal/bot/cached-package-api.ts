@@ -58,7 +58,13 @@ export class RedisHealth {
  * the entry; List and Create pass through (a Create's entry comes with its event).
  * Redis failing costs only the cache: every call still reaches the API.
  */
-export function cachedPackageApi(inner: PackageApi, cache: PackageCache, health: RedisHealth, metrics: BotMetrics, emit: CacheEventSink): PackageApi {
+export function cachedPackageApi(
+  inner: PackageApi,
+  cache: PackageCache,
+  health: RedisHealth,
+  metrics: BotMetrics,
+  emit: CacheEventSink,
+): PackageApi {
   const invalidate = async (id: bigint) => {
     try {
       await cache.invalidate(id);

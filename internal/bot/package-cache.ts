@@ -95,7 +95,8 @@ export class PackageCache {
     redis: Redis,
     private readonly options: PackageCacheOptions,
   ) {
-    for (const [name, s] of Object.entries(scripts)) redis.defineCommand(name, { numberOfKeys: s.numberOfKeys, lua: s.lua });
+    for (const [name, s] of Object.entries(scripts))
+      redis.defineCommand(name, { numberOfKeys: s.numberOfKeys, lua: s.lua });
     this.redis = redis as Scripted;
   }
 
@@ -131,7 +132,11 @@ export class PackageCache {
 
   /** After the bot's own Update or Remove: drops the entry and voids fills in flight. */
   async invalidate(id: bigint): Promise<boolean> {
-    const deleted = await this.redis.cacheInvalidate(this.entryKey(id), this.versionKey(id), String(this.options.versionTtlSeconds));
+    const deleted = await this.redis.cacheInvalidate(
+      this.entryKey(id),
+      this.versionKey(id),
+      String(this.options.versionTtlSeconds),
+    );
     return deleted === 1;
   }
 

@@ -131,7 +131,10 @@ export class PackageEventCache {
         } catch (err) {
           if (!(err instanceof DecodeError)) throw err;
           this.metrics.packageEvents.inc({ outcome: "invalid" });
-          this.logger.warn({ partition, offset: message.offset, reason: err.message }, "package event not usable for the cache; skipped");
+          this.logger.warn(
+            { partition, offset: message.offset, reason: err.message },
+            "package event not usable for the cache; skipped",
+          );
           return;
         }
         const pkg = change.type === "Removed" ? undefined : packageOf(change);
@@ -143,7 +146,12 @@ export class PackageEventCache {
             if (outcome === "set") this.emit(change.packageId, "Set description", true);
             if (outcome === "removed") this.emit(change.packageId, "Remove description", true);
             this.logger.debug(
-              { eventId: change.eventId.toString(), packageId: change.packageId.toString(), type: change.type, outcome },
+              {
+                eventId: change.eventId.toString(),
+                packageId: change.packageId.toString(),
+                type: change.type,
+                outcome,
+              },
               "package event applied to the cache",
             );
             return;
@@ -166,7 +174,13 @@ async function boundedDisconnect(consumer: Consumer, ms: number): Promise<boolea
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
   try {
-    return await Promise.race([consumer.disconnect().then(() => true, () => true), timeout]);
+    return await Promise.race([
+      consumer.disconnect().then(
+        () => true,
+        () => true,
+      ),
+      timeout,
+    ]);
   } finally {
     clearTimeout(timer);
   }

@@ -37,7 +37,8 @@ const maxId = 2n ** 63n - 1n;
 export function parsePackageId(text: string, usageLine: string): bigint {
   const s = text.trim();
   if (s === "") throw new UserError(`Which package? Usage: ${usageLine}`);
-  if (!/^\d+$/.test(s)) throw new UserError(`"${s}" is not a package ID: an ID is a whole number from 1. Usage: ${usageLine}`);
+  if (!/^\d+$/.test(s))
+    throw new UserError(`"${s}" is not a package ID: an ID is a whole number from 1. Usage: ${usageLine}`);
   const id = BigInt(s);
   if (id < 1n || id > maxId) throw new UserError(`"${s}" is not a package ID: IDs are between 1 and ${maxId}.`);
   return id;

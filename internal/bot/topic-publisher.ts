@@ -183,7 +183,11 @@ export class TopicPublisher {
       if (!this.failing) {
         this.failing = true;
         this.logger.warn(
-          { err: { name: (err as Error).name, message: (err as Error).message }, topics: [...byTopic.keys()], sendRetries: this.options.sendRetries },
+          {
+            err: { name: (err as Error).name, message: (err as Error).message },
+            topics: [...byTopic.keys()],
+            sendRetries: this.options.sendRetries,
+          },
           "bot publish failed: messages are retried, then dropped (logistic_package_api_bot_messages_dropped_total); commands are answered meanwhile",
         );
       }
@@ -198,5 +202,9 @@ export class TopicPublisher {
 
 function isConnectionError(err: unknown): boolean {
   const name = (err as Error | undefined)?.name ?? "";
-  return name === "KafkaJSConnectionError" || name === "KafkaJSNonRetriableError" || name === "KafkaJSNumberOfRetriesExceeded";
+  return (
+    name === "KafkaJSConnectionError" ||
+    name === "KafkaJSNonRetriableError" ||
+    name === "KafkaJSNumberOfRetriesExceeded"
+  );
 }

@@ -206,7 +206,13 @@ const schema = z
         // Comma-separated host:port list (env KAFKA_BROKERS) or a YAML list.
         brokers: z
           .preprocess(
-            (v) => (typeof v === "string" ? v.split(",").map((b) => b.trim()).filter((b) => b !== "") : v),
+            (v) =>
+              typeof v === "string"
+                ? v
+                    .split(",")
+                    .map((b) => b.trim())
+                    .filter((b) => b !== "")
+                : v,
             z.array(z.string().regex(/^[^\s:]+:\d{1,5}$/, "expected host:port")).min(1),
           )
           .default(["127.0.0.1:9092"]),
@@ -256,7 +262,11 @@ const schema = z
         if (k.saslMechanism !== "") {
           for (const key of ["saslUsername", "saslPassword"] as const) {
             if (k[key] === "") {
-              ctx.addIssue({ code: "custom", path: [key], message: `is required with kafka.saslMechanism ${k.saslMechanism}` });
+              ctx.addIssue({
+                code: "custom",
+                path: [key],
+                message: `is required with kafka.saslMechanism ${k.saslMechanism}`,
+              });
             }
           }
         }
@@ -442,7 +452,10 @@ const schema = z
           )
           .default([]),
         // The grpc-server the bot calls. env: BOT_GRPC_ADDRESS
-        grpcAddress: z.string().regex(/^[^\s/]+:\d{1,5}$/, "expected host:port").default("127.0.0.1:8082"),
+        grpcAddress: z
+          .string()
+          .regex(/^[^\s/]+:\d{1,5}$/, "expected host:port")
+          .default("127.0.0.1:8082"),
         // The bot's own API token, sent as `authorization: Bearer …` on every call (the
         // server's AUTH_TOKENS_FILE gives it a role; admin lets admins /delete). Empty =
         // no header, for a server without tokens. Never logged. env: BOT_API_TOKEN
@@ -473,7 +486,10 @@ const schema = z
             redisUrl: z
               .string()
               .trim()
-              .refine((u) => u === "" || /^rediss?:\/\/[^\s]+$/.test(u), "expected redis://host:port[/db] or rediss://…, or empty")
+              .refine(
+                (u) => u === "" || /^rediss?:\/\/[^\s]+$/.test(u),
+                "expected redis://host:port[/db] or rediss://…, or empty",
+              )
               .default(""),
             // Every key starts with this, so several deployments can share one Redis.
             keyPrefix: nonEmpty.default("logistic-package-api:bot:"),
@@ -521,7 +537,11 @@ const schema = z
         }
         if ((b.apiCertFile === "") !== (b.apiKeyFile === "")) {
           const missing = b.apiCertFile === "" ? "apiCertFile" : "apiKeyFile";
-          ctx.addIssue({ code: "custom", path: [missing], message: "bot.apiCertFile and bot.apiKeyFile go together: set both" });
+          ctx.addIssue({
+            code: "custom",
+            path: [missing],
+            message: "bot.apiCertFile and bot.apiKeyFile go together: set both",
+          });
         }
       })
       .prefault({}),

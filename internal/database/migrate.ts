@@ -28,7 +28,10 @@ const INSUFFICIENT_PRIVILEGE = "42501";
  * empty), so that the serving pool never holds the owner's credentials, and
  * closes it. No statement timeout: a migration may rewrite a large table.
  */
-export async function runMigrations(target: MigrationTarget, migrate: (db: Database) => Promise<string[]>): Promise<string[]> {
+export async function runMigrations(
+  target: MigrationTarget,
+  migrate: (db: Database) => Promise<string[]>,
+): Promise<string[]> {
   const ownUrl = target.migrationUrl !== "";
   const url = ownUrl ? target.migrationUrl : target.url;
   const db = createDatabase({

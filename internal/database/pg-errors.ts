@@ -14,7 +14,14 @@ const unavailableSqlStates = new Set([
   "08004", // sqlserver_rejected_establishment_of_sqlconnection
   "53300", // too_many_connections
 ]);
-const unavailableSocketCodes = new Set(["ECONNREFUSED", "ECONNRESET", "EPIPE", "ETIMEDOUT", "ENOTFOUND", "EHOSTUNREACH"]);
+const unavailableSocketCodes = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "EPIPE",
+  "ETIMEDOUT",
+  "ENOTFOUND",
+  "EHOSTUNREACH",
+]);
 
 export function isUnavailable(err: unknown): boolean {
   if (typeof err !== "object" || err === null) return false;

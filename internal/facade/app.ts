@@ -55,7 +55,11 @@ export async function startFacadeApp(config: Readonly<Config>, logger: Logger): 
         {
           url: f.databaseUrl,
           migrationUrl: f.migrationUrl,
-          keys: { url: "facade.databaseUrl", migrationUrl: "facade.migrationUrl", migrationEnv: "FACADE_DATABASE_MIGRATION_URL" },
+          keys: {
+            url: "facade.databaseUrl",
+            migrationUrl: "facade.migrationUrl",
+            migrationEnv: "FACADE_DATABASE_MIGRATION_URL",
+          },
           acquireTimeoutMs: config.database.acquireTimeoutMs,
           applicationName: "logistic-package-api/facade migrate",
         },

@@ -64,7 +64,12 @@ export class PgBatchApplier implements BatchApplier {
     } catch (err) {
       if (!isDataError(err)) throw err;
       this.logger.warn(
-        { err: describeDatabaseError(err), partition: batch.partition, offset: batch.messages[0]?.offset, messages: items.length },
+        {
+          err: describeDatabaseError(err),
+          partition: batch.partition,
+          offset: batch.messages[0]?.offset,
+          messages: items.length,
+        },
         "the database refused a batch; applying its messages one at a time to set the refused one aside",
       );
     }

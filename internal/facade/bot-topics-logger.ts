@@ -53,7 +53,11 @@ export interface DescribedMessage {
  * JSON payload), the bot's JSON records by their fields. A message that does not
  * decode is described as such, with the reason and the start of its value.
  */
-export function describeMessage(options: Pick<TopicsLoggerOptions, "packageTopic" | "commandsTopic" | "cacheEventsTopic">, topic: string, message: Pick<KafkaMessage, "key" | "value">): DescribedMessage {
+export function describeMessage(
+  options: Pick<TopicsLoggerOptions, "packageTopic" | "commandsTopic" | "cacheEventsTopic">,
+  topic: string,
+  message: Pick<KafkaMessage, "key" | "value">,
+): DescribedMessage {
   const unreadable = (reason: string): DescribedMessage => ({
     level: "warn",
     fields: { reason, raw: message.value?.toString("utf8").slice(0, maxRawChars) ?? null },
@@ -70,7 +74,15 @@ export function describeMessage(options: Pick<TopicsLoggerOptions, "packageTopic
             id: change.eventId.toString(),
             type: change.type,
             packageId: change.packageId.toString(),
-            package: { title: s.title, material: s.material, maximumVolume: s.maximumVolume, reusable: s.reusable, created: s.created, updated: s.updated, removed: s.removed },
+            package: {
+              title: s.title,
+              material: s.material,
+              maximumVolume: s.maximumVolume,
+              reusable: s.reusable,
+              created: s.created,
+              updated: s.updated,
+              removed: s.removed,
+            },
           },
         },
         msg: `package ${change.packageId} ${change.type.toLowerCase()} (event ${change.eventId}): "${s.title}", ${s.material}, ${s.maximumVolume} cm³, reusable ${s.reusable ? "yes" : "no"}`,
@@ -93,7 +105,11 @@ export function describeMessage(options: Pick<TopicsLoggerOptions, "packageTopic
     const parsed = cacheEventSchema.safeParse(json);
     if (!parsed.success) return unreadable(`not a bot cache event: ${parsed.error.issues[0]?.message ?? "invalid"}`);
     const e = parsed.data;
-    return { level: "info", fields: { cacheEvent: e }, msg: `bot cache: ${e.cacheEventType} of package ${e.id} ${e.success ? "succeeded" : "did not succeed"} at ${e.timestamp}` };
+    return {
+      level: "info",
+      fields: { cacheEvent: e },
+      msg: `bot cache: ${e.cacheEventType} of package ${e.id} ${e.success ? "succeeded" : "did not succeed"} at ${e.timestamp}`,
+    };
   }
   return unreadable("unexpected topic");
 }
@@ -193,7 +209,13 @@ async function boundedDisconnect(consumer: Consumer, ms: number): Promise<boolea
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
   try {
-    return await Promise.race([consumer.disconnect().then(() => true, () => true), timeout]);
+    return await Promise.race([
+      consumer.disconnect().then(
+        () => true,
+        () => true,
+      ),
+      timeout,
+    ]);
   } finally {
     clearTimeout(timer);
   }

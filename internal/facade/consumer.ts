@@ -48,7 +48,12 @@ export interface FacadeConsumerHooks {
  * the instances of a group that failed together (a broker restart) from
  * rejoining in lockstep, which would make each join a rebalance of its own.
  */
-export function restartBackoffMs(failures: number, minMs: number, maxMs: number, random: () => number = Math.random): number {
+export function restartBackoffMs(
+  failures: number,
+  minMs: number,
+  maxMs: number,
+  random: () => number = Math.random,
+): number {
   const ceiling = Math.min(maxMs, minMs * 2 ** Math.min(Math.max(failures - 1, 0), 30));
   return Math.round(ceiling / 2 + (random() * ceiling) / 2);
 }
@@ -71,8 +76,14 @@ export const roundRobinAssigningEveryMember: PartitionAssigner = (config) => {
     async assign(group) {
       const assigned = await roundRobin.assign(group);
       const listed = new Set(assigned.map((a) => a.memberId));
-      const nothing = AssignerProtocol.MemberAssignment.encode({ version: roundRobin.version, assignment: {}, userData: Buffer.alloc(0) });
-      const idle = group.members.filter((m) => !listed.has(m.memberId)).map((m) => ({ memberId: m.memberId, memberAssignment: nothing }));
+      const nothing = AssignerProtocol.MemberAssignment.encode({
+        version: roundRobin.version,
+        assignment: {},
+        userData: Buffer.alloc(0),
+      });
+      const idle = group.members
+        .filter((m) => !listed.has(m.memberId))
+        .map((m) => ({ memberId: m.memberId, memberAssignment: nothing }));
       return [...assigned, ...idle];
     },
   };
@@ -164,7 +175,10 @@ export class FacadeConsumer {
     ]);
     deadline.abort();
     if (!left) {
-      this.logger.warn({ shutdownTimeoutMs: this.options.shutdownTimeoutMs }, "consumer still busy (a batch, or a join the coordinator holds) after facade.shutdownTimeoutMs; closing anyway");
+      this.logger.warn(
+        { shutdownTimeoutMs: this.options.shutdownTimeoutMs },
+        "consumer still busy (a batch, or a join the coordinator holds) after facade.shutdownTimeoutMs; closing anyway",
+      );
     }
   }
 
@@ -175,7 +189,9 @@ export class FacadeConsumer {
       this.current = run;
       // Not awaited as such: a join can be held by the coordinator for a
       // rebalance timeout, and a stop must not wait for it (stop() disconnects).
-      void this.begin(run, signal).catch((err: unknown) => run.end({ error: err as Error, retriable: isRetriable(err) }));
+      void this.begin(run, signal).catch((err: unknown) =>
+        run.end({ error: err as Error, retriable: isRetriable(err) }),
+      );
       const outcome = await untilEndedOrAborted(run.ended, signal);
       if (signal.aborted || outcome === undefined) {
         // stop() disconnects this run, within its bound.
@@ -194,7 +210,10 @@ export class FacadeConsumer {
       failures = run.joined ? 1 : failures + 1;
       const delayMs = restartBackoffMs(failures, this.options.restartBackoffMinMs, this.options.restartBackoffMaxMs);
       this.hooks.onRestart(outcome.error, delayMs);
-      this.logger.warn({ err: outcome.error, failuresInARow: failures, restartInMs: delayMs }, "consumer failed; restarting it after a backoff");
+      this.logger.warn(
+        { err: outcome.error, failuresInARow: failures, restartInMs: delayMs },
+        "consumer failed; restarting it after a backoff",
+      );
       await sleep(delayMs, signal);
     }
   }
@@ -251,7 +270,10 @@ export class FacadeConsumer {
     const run: Run = { consumer, ended, end, joined: false };
     consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => {
       run.joined = true;
-      this.logger.info({ groupId: payload.groupId, assigned: payload.memberAssignment, durationMs: payload.duration }, "joined the consumer group");
+      this.logger.info(
+        { groupId: payload.groupId, assigned: payload.memberAssignment, durationMs: payload.duration },
+        "joined the consumer group",
+      );
       this.hooks.onAssignment(payload.memberAssignment);
     });
     consumer.on(consumer.events.REBALANCING, () => this.hooks.onUnassigned("the group is rebalancing"));
@@ -260,7 +282,14 @@ export class FacadeConsumer {
     return run;
   }
 
-  private async handle({ batch, resolveOffset, commitOffsetsIfNecessary, heartbeat, isRunning, isStale }: EachBatchPayload): Promise<void> {
+  private async handle({
+    batch,
+    resolveOffset,
+    commitOffsetsIfNecessary,
+    heartbeat,
+    isRunning,
+    isStale,
+  }: EachBatchPayload): Promise<void> {
     const last = batch.messages[batch.messages.length - 1];
     // Stopping, or the partition was sought/reassigned: whoever owns it next gets these messages.
     if (last === undefined || !isRunning() || isStale()) return;
@@ -276,10 +305,15 @@ export class FacadeConsumer {
       });
     } catch (err) {
       const cause = describeDatabaseError(err);
-      this.logger.error({ ...where, err: cause }, "batch not applied (rolled back, offsets kept); kafkajs fetches it again");
+      this.logger.error(
+        { ...where, err: cause },
+        "batch not applied (rolled back, offsets kept); kafkajs fetches it again",
+      );
       // A short error of our own: kafkajs logs what it is given, and knex's
       // message carries the whole batch.
-      throw new Error(`batch of partition ${batch.partition} at offset ${where.firstOffset} not applied: ${cause.message}`);
+      throw new Error(
+        `batch of partition ${batch.partition} at offset ${where.firstOffset} not applied: ${cause.message}`,
+      );
     }
     this.logOutcomes(result);
 
@@ -289,9 +323,14 @@ export class FacadeConsumer {
     // commits nothing. The committed offset is the next one to read.
     const next = (BigInt(last.offset) + 1n).toString();
     try {
-      await commitOffsetsIfNecessary({ topics: [{ topic: batch.topic, partitions: [{ partition: batch.partition, offset: next }] }] });
+      await commitOffsetsIfNecessary({
+        topics: [{ topic: batch.topic, partitions: [{ partition: batch.partition, offset: next }] }],
+      });
     } catch (err) {
-      this.logger.warn({ ...where, err }, "offset commit failed after the batch was applied; its redelivery will be skipped as duplicates");
+      this.logger.warn(
+        { ...where, err },
+        "offset commit failed after the batch was applied; its redelivery will be skipped as duplicates",
+      );
       throw err;
     }
     this.logger.debug({ ...where, next }, "batch committed (transaction, then offset)");
@@ -302,7 +341,10 @@ export class FacadeConsumer {
     for (const o of outcomes) {
       const at = { partition: batch.partition, offset: o.offset };
       if (o.kind === "rejected") {
-        this.logger.error({ ...at, topic: batch.topic, error: o.error }, "message rejected (recorded in facade_rejected)");
+        this.logger.error(
+          { ...at, topic: batch.topic, error: o.error },
+          "message rejected (recorded in facade_rejected)",
+        );
         continue;
       }
       const event =
@@ -310,7 +352,8 @@ export class FacadeConsumer {
           ? {}
           : { eventId: o.change.eventId.toString(), packageId: o.change.packageId.toString(), type: o.change.type };
       if (o.kind === "applied") this.logger.info({ ...event, ...at }, "event applied");
-      else if (o.kind === "stale") this.logger.info({ ...event, ...at }, "stale event ignored (older than the state held)");
+      else if (o.kind === "stale")
+        this.logger.info({ ...event, ...at }, "stale event ignored (older than the state held)");
       else this.logger.debug({ ...event, ...at }, "duplicate skipped");
     }
   }

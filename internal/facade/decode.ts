@@ -54,7 +54,9 @@ const payloadSchema = z.object({
   ID: z.union([z.string().regex(/^\d{1,19}$/), z.number().int().nonnegative()]),
   Title: storableText,
   Material: storableText,
-  MaximumVolume: z.number().refine((v) => v === 0 || (Math.abs(v) <= MAX_REAL && Math.abs(v) >= MIN_REAL), "out of range for real"),
+  MaximumVolume: z
+    .number()
+    .refine((v) => v === 0 || (Math.abs(v) <= MAX_REAL && Math.abs(v) >= MIN_REAL), "out of range for real"),
   // Protobuf JSON leaves out false booleans.
   Reusable: z.boolean().optional(),
   Created: timestamp,
@@ -117,7 +119,14 @@ const rfc3339 = /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.\d{1,9
 function isTimestamp(text: string): boolean {
   const m = rfc3339.exec(text);
   if (m === null) return false;
-  const [year, month, day, hour, minute, second] = m.slice(1, 7).map(Number) as [number, number, number, number, number, number];
+  const [year, month, day, hour, minute, second] = m.slice(1, 7).map(Number) as [
+    number,
+    number,
+    number,
+    number,
+    number,
+    number,
+  ];
   const offsetHours = m[7] === undefined ? 0 : Number(m[7]);
   const offsetMinutes = m[8] === undefined ? 0 : Number(m[8]);
   if (year < 1 || hour > 23 || minute > 59 || second > 59 || offsetHours > 15 || offsetMinutes > 59) return false;

@@ -92,7 +92,12 @@ export class FacadeMetrics {
           this.batchFailures.inc();
           throw err;
         }
-        const counters = { applied: this.applied, duplicate: this.duplicates, stale: this.stale, rejected: this.rejected };
+        const counters = {
+          applied: this.applied,
+          duplicate: this.duplicates,
+          stale: this.stale,
+          rejected: this.rejected,
+        };
         for (const outcome of result.outcomes) counters[outcome.kind].inc();
         const last = batch.messages[batch.messages.length - 1];
         if (last !== undefined) {

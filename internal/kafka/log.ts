@@ -9,7 +9,12 @@ import type { Logger } from "../logger/logger.js";
 export function kafkaLogCreator(logger: Logger): logCreator {
   return () => (entry) => {
     const { message, ...extra } = entry.log;
-    const level = entry.level === logLevel.ERROR || entry.level === logLevel.NOTHING ? "error" : entry.level === logLevel.WARN ? "warn" : "info";
+    const level =
+      entry.level === logLevel.ERROR || entry.level === logLevel.NOTHING
+        ? "error"
+        : entry.level === logLevel.WARN
+          ? "warn"
+          : "info";
     logger[level]({ kafka: extra, namespace: entry.namespace }, `kafkajs: ${message}`);
   };
 }

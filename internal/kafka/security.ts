@@ -28,7 +28,9 @@ export function kafkaClientSecurity(kafka: KafkaSecurityConfig): KafkaClientSecu
   } else if (kafka.sslCaFile !== "") {
     // The config schema refuses this too; a caller that built the keys by hand
     // must not get a silently plaintext client.
-    throw new ConfigError(`config key "kafka.sslCaFile" (KAFKA_SSL_CA_FILE): is set but kafka.ssl (KAFKA_SSL) is false`);
+    throw new ConfigError(
+      `config key "kafka.sslCaFile" (KAFKA_SSL_CA_FILE): is set but kafka.ssl (KAFKA_SSL) is false`,
+    );
   }
   if (kafka.saslMechanism !== "") {
     for (const [key, env] of [
@@ -36,7 +38,9 @@ export function kafkaClientSecurity(kafka: KafkaSecurityConfig): KafkaClientSecu
       ["saslPassword", "KAFKA_SASL_PASSWORD"],
     ] as const) {
       if (kafka[key] === "") {
-        throw new ConfigError(`config key "kafka.${key}" (${env}): is required with kafka.saslMechanism ${kafka.saslMechanism}`);
+        throw new ConfigError(
+          `config key "kafka.${key}" (${env}): is required with kafka.saslMechanism ${kafka.saslMechanism}`,
+        );
       }
     }
     options.sasl = saslOptions(kafka.saslMechanism, kafka.saslUsername, kafka.saslPassword);

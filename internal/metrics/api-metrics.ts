@@ -126,7 +126,11 @@ export class ApiMetrics {
         events.inc({ type: "Created" });
         return id;
       },
-      async createOnce(input: NewPackage, trace: TraceContext | undefined, key: IdempotencyKey): Promise<CreateOnceResult> {
+      async createOnce(
+        input: NewPackage,
+        trace: TraceContext | undefined,
+        key: IdempotencyKey,
+      ): Promise<CreateOnceResult> {
         const result = await repo.createOnce(input, trace, key);
         if (!result.replayed) events.inc({ type: "Created" });
         return result;
@@ -141,7 +145,8 @@ export class ApiMetrics {
         await repo.remove(id, trace);
         events.inc({ type: "Removed" });
       },
-      deleteExpiredKeys: (retentionSeconds: number, batchSize: number) => repo.deleteExpiredKeys(retentionSeconds, batchSize),
+      deleteExpiredKeys: (retentionSeconds: number, batchSize: number) =>
+        repo.deleteExpiredKeys(retentionSeconds, batchSize),
     };
   }
 }

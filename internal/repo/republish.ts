@@ -105,7 +105,12 @@ export async function republishBatch(
 }
 
 /** How many live packages after `afterId` (and within `filter`) a republish would write an event for. */
-export async function countRepublishable(db: Database, afterId: bigint, filter: RepublishFilter = {}, id?: bigint): Promise<number> {
+export async function countRepublishable(
+  db: Database,
+  afterId: bigint,
+  filter: RepublishFilter = {},
+  id?: bigint,
+): Promise<number> {
   const since = sinceClause(filter, "c");
   const byId = id === undefined ? "" : " AND c.id = ?";
   const rows = await query<{ n: number }>(

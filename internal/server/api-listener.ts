@@ -298,7 +298,11 @@ export class ApiListener {
 }
 
 function secureContextOptions(material: TlsMaterial): tls.SecureContextOptions {
-  return { cert: material.cert, key: material.key, ...(material.clientCa === undefined ? {} : { ca: material.clientCa }) };
+  return {
+    cert: material.cert,
+    key: material.key,
+    ...(material.clientCa === undefined ? {} : { ca: material.clientCa }),
+  };
 }
 
 function refuseHttp1(res: http.ServerResponse): void {
@@ -312,7 +316,12 @@ function refuseHttp2(req: http2.Http2ServerRequest, res: http2.Http2ServerRespon
     // Trailers-only gRPC response (headers with END_STREAM): stock clients
     // show "UNAVAILABLE: this port requires TLS…".
     req.stream.respond(
-      { ":status": 200, "content-type": "application/grpc", "grpc-status": "14", "grpc-message": encodeURIComponent(tlsRequired) },
+      {
+        ":status": 200,
+        "content-type": "application/grpc",
+        "grpc-status": "14",
+        "grpc-message": encodeURIComponent(tlsRequired),
+      },
       { endStream: true },
     );
   } else {

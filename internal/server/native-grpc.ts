@@ -49,9 +49,16 @@ export interface NativeGrpcOptions {
  */
 export class NativeGrpcServer {
   private readonly server: grpc.Server;
-  private readonly streamHandler: (extraInterceptors: unknown[], stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => void;
+  private readonly streamHandler: (
+    extraInterceptors: unknown[],
+    stream: ServerHttp2Stream,
+    headers: IncomingHttpHeaders,
+  ) => void;
 
-  constructor(bindings: readonly ServiceBinding[], private readonly options: NativeGrpcOptions) {
+  constructor(
+    bindings: readonly ServiceBinding[],
+    private readonly options: NativeGrpcOptions,
+  ) {
     this.server = new grpc.Server({
       "grpc.max_receive_message_length": options.maxRequestBytes,
       "grpc.max_send_message_length": -1,
@@ -70,7 +77,9 @@ export class NativeGrpcServer {
     }
     const handler = (this.server as unknown as { _streamHandler?: unknown })._streamHandler;
     if (typeof handler !== "function") {
-      throw new Error("@grpc/grpc-js has no Server._streamHandler: keep the version pinned in package.json, or adapt internal/server/native-grpc.ts");
+      throw new Error(
+        "@grpc/grpc-js has no Server._streamHandler: keep the version pinned in package.json, or adapt internal/server/native-grpc.ts",
+      );
     }
     this.streamHandler = handler.bind(this.server) as typeof this.streamHandler;
   }
@@ -112,7 +121,11 @@ export class NativeGrpcServer {
               ? single((call as grpc.ServerWritableStream<unknown, unknown>).request)
               : (call as grpc.ServerDuplexStream<unknown, unknown>).iterator({ destroyOnReturn: false });
           const run = async () => {
-            const output = transformInvokeImplementation(spec as MethodImplSpec<DescMessage, DescMessage>, context, interceptors)(input as AsyncIterable<never>);
+            const output = transformInvokeImplementation(
+              spec as MethodImplSpec<DescMessage, DescMessage>,
+              context,
+              interceptors,
+            )(input as AsyncIterable<never>);
             let headerSent = false;
             for await (const message of output) {
               if (!headerSent) {
@@ -140,7 +153,10 @@ export class NativeGrpcServer {
   private context(
     service: DescService,
     method: DescMethod,
-    call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>,
+    call:
+      | grpc.ServerUnaryCall<unknown, unknown>
+      | grpc.ServerWritableStream<unknown, unknown>
+      | grpc.ServerDuplexStream<unknown, unknown>,
   ) {
     const deadline = call.getDeadline();
     const deadlineMs = deadline instanceof Date ? deadline.getTime() : deadline;
@@ -226,5 +242,9 @@ function toServiceError(err: unknown): Partial<grpc.StatusObject> {
   const connectError =
     err instanceof ConnectError ? err : new ConnectError("internal error", Code.Internal, undefined, undefined, err);
   const metadata = toMetadata(connectError.metadata);
-  return { code: connectError.code as number as grpc.status, details: connectError.rawMessage, ...(metadata ? { metadata } : {}) };
+  return {
+    code: connectError.code as number as grpc.status,
+    details: connectError.rawMessage,
+    ...(metadata ? { metadata } : {}),
+  };
 }

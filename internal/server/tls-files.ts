@@ -27,7 +27,9 @@ export function readTlsMaterial(files: TlsFiles): TlsMaterial | undefined {
   try {
     createSecureContext({ cert: material.cert, key: material.key, ca: material.clientCa });
   } catch (err) {
-    throw new TlsConfigError(`tls.certFile ${files.certFile} / tls.keyFile ${files.keyFile}: ${(err as Error).message}`);
+    throw new TlsConfigError(
+      `tls.certFile ${files.certFile} / tls.keyFile ${files.keyFile}: ${(err as Error).message}`,
+    );
   }
   return material;
 }

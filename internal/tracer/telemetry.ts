@@ -24,25 +24,39 @@ export interface Telemetry {
  * (its modules hold ~40 MiB of a process that does not trace).
  */
 export async function startTelemetry(options: TelemetryOptions): Promise<Telemetry> {
-  if (options.exporter === undefined && options.otlpEndpoint === "") return { enabled: false, shutdown: async () => undefined };
-  const [{ KnexInstrumentation }, { PgInstrumentation }, { OTLPTraceExporter }, { resourceFromAttributes }, { NodeSDK }, { BatchSpanProcessor, SimpleSpanProcessor }] =
-    await Promise.all([
-      import("@opentelemetry/instrumentation-knex"),
-      import("@opentelemetry/instrumentation-pg"),
-      import("@opentelemetry/exporter-trace-otlp-http"),
-      import("@opentelemetry/resources"),
-      import("@opentelemetry/sdk-node"),
-      import("@opentelemetry/sdk-trace-base"),
-    ]);
-  const exporter = options.exporter ?? new OTLPTraceExporter({ url: `${options.otlpEndpoint.replace(/\/$/, "")}/v1/traces` });
+  if (options.exporter === undefined && options.otlpEndpoint === "")
+    return { enabled: false, shutdown: async () => undefined };
+  const [
+    { KnexInstrumentation },
+    { PgInstrumentation },
+    { OTLPTraceExporter },
+    { resourceFromAttributes },
+    { NodeSDK },
+    { BatchSpanProcessor, SimpleSpanProcessor },
+  ] = await Promise.all([
+    import("@opentelemetry/instrumentation-knex"),
+    import("@opentelemetry/instrumentation-pg"),
+    import("@opentelemetry/exporter-trace-otlp-http"),
+    import("@opentelemetry/resources"),
+    import("@opentelemetry/sdk-node"),
+    import("@opentelemetry/sdk-trace-base"),
+  ]);
+  const exporter =
+    options.exporter ?? new OTLPTraceExporter({ url: `${options.otlpEndpoint.replace(/\/$/, "")}/v1/traces` });
   // Metrics are Prometheus' job (prom-client) and logs go to stdout: without
   // these the SDK would start OTLP exporters of its own for both.
   process.env["OTEL_METRICS_EXPORTER"] ??= "none";
   process.env["OTEL_LOGS_EXPORTER"] ??= "none";
   const sdk = new NodeSDK({
-    resource: resourceFromAttributes({ "service.name": options.serviceName, "service.version": options.serviceVersion }),
+    resource: resourceFromAttributes({
+      "service.name": options.serviceName,
+      "service.version": options.serviceVersion,
+    }),
     spanProcessors: [options.exporter ? new SimpleSpanProcessor(exporter) : new BatchSpanProcessor(exporter)],
-    instrumentations: [new PgInstrumentation({ requireParentSpan: true }), new KnexInstrumentation({ requireParentSpan: true })],
+    instrumentations: [
+      new PgInstrumentation({ requireParentSpan: true }),
+      new KnexInstrumentation({ requireParentSpan: true }),
+    ],
   });
   sdk.start();
   return { enabled: true, shutdown: () => sdk.shutdown() };

@@ -21,7 +21,10 @@ function openssl(args: string[], cwd: string): void {
 export function createTestCa(label = "test"): TestCa {
   const dir = mkdtempSync(join(tmpdir(), `lpa-ca-${label}-`));
   openssl(["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "ca.key"], dir);
-  openssl(["req", "-x509", "-new", "-key", "ca.key", "-sha256", "-days", "2", "-subj", `/CN=${label} CA`, "-out", "ca.pem"], dir);
+  openssl(
+    ["req", "-x509", "-new", "-key", "ca.key", "-sha256", "-days", "2", "-subj", `/CN=${label} CA`, "-out", "ca.pem"],
+    dir,
+  );
   const caFile = join(dir, "ca.pem");
   return {
     dir,
@@ -35,7 +38,24 @@ export function createTestCa(label = "test"): TestCa {
         : "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n";
       writeFileSync(join(dir, `${name}.ext`), ext);
       openssl(
-        ["x509", "-req", "-in", `${name}.csr`, "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2", "-sha256", "-extfile", `${name}.ext`, "-out", `${name}.pem`],
+        [
+          "x509",
+          "-req",
+          "-in",
+          `${name}.csr`,
+          "-CA",
+          "ca.pem",
+          "-CAkey",
+          "ca.key",
+          "-CAcreateserial",
+          "-days",
+          "2",
+          "-sha256",
+          "-extfile",
+          `${name}.ext`,
+          "-out",
+          `${name}.pem`,
+        ],
         dir,
       );
       const certFile = join(dir, `${name}.pem`);

@@ -57,12 +57,18 @@ export async function createRoleDatabase(): Promise<RoleDatabase> {
     await promisify(execFile)("psql", [
       databaseUrl(name),
       "-q",
-      "-v", "ON_ERROR_STOP=1",
-      "-v", `owner=${owner.role}`,
-      "-v", `owner_password=${owner.password}`,
-      "-v", `app=${app.role}`,
-      "-v", `app_password=${app.password}`,
-      "-f", rolesSql,
+      "-v",
+      "ON_ERROR_STOP=1",
+      "-v",
+      `owner=${owner.role}`,
+      "-v",
+      `owner_password=${owner.password}`,
+      "-v",
+      `app=${app.role}`,
+      "-v",
+      `app_password=${app.password}`,
+      "-f",
+      rolesSql,
     ]);
   } catch (err) {
     await drop();

@@ -22,7 +22,13 @@ export const facadeEnv = (facadeDatabaseUrl: string, brokers: string[], topic: s
 
 /** Applies the facade migrations to a test database (a clone of the API template: the tables do not collide). */
 export async function migrateFacadeDatabase(url: string): Promise<void> {
-  const db = createDatabase({ url, maxConnections: 1, statementTimeoutMs: 0, acquireTimeoutMs: 10_000, applicationName: "lpa-test-facade-migrate" });
+  const db = createDatabase({
+    url,
+    maxConnections: 1,
+    statementTimeoutMs: 0,
+    acquireTimeoutMs: 10_000,
+    applicationName: "lpa-test-facade-migrate",
+  });
   try {
     await migrateFacade(db);
   } finally {
@@ -34,8 +40,13 @@ export async function migrateFacadeDatabase(url: string): Promise<void> {
  * config.yml with some `facade:` keys changed (those without an environment
  * variable, e.g. a short session timeout), in a temp file for CONFIG_PATH.
  */
-export async function writeFacadeConfig(facade: Record<string, number | string>): Promise<{ path: string; cleanup(): Promise<void> }> {
-  const base = (parseYaml(await readFile(join(root, "config.yml"), "utf8")) ?? {}) as Record<string, Record<string, unknown>>;
+export async function writeFacadeConfig(
+  facade: Record<string, number | string>,
+): Promise<{ path: string; cleanup(): Promise<void> }> {
+  const base = (parseYaml(await readFile(join(root, "config.yml"), "utf8")) ?? {}) as Record<
+    string,
+    Record<string, unknown>
+  >;
   base["facade"] = { ...(base["facade"] ?? {}), ...facade };
   const dir = await mkdtemp(join(tmpdir(), "lpa-facade-"));
   const path = join(dir, "config.yml");
@@ -118,17 +129,27 @@ export interface RejectedRow {
 }
 
 export async function rejectedRows(db: Database): Promise<RejectedRow[]> {
-  const result = await db.raw(`SELECT topic, partition, "offset"::text AS "offset", key, raw, error FROM facade_rejected ORDER BY partition, "offset"`);
+  const result = await db.raw(
+    `SELECT topic, partition, "offset"::text AS "offset", key, raw, error FROM facade_rejected ORDER BY partition, "offset"`,
+  );
   return (result as { rows: RejectedRow[] }).rows;
 }
 
-export async function poll<T>(what: string, fn: () => Promise<T>, ok: (v: T) => boolean, timeoutMs = 30_000, everyMs = 100): Promise<T> {
+export async function poll<T>(
+  what: string,
+  fn: () => Promise<T>,
+  ok: (v: T) => boolean,
+  timeoutMs = 30_000,
+  everyMs = 100,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await fn();
     if (ok(v)) return v;
     if (Date.now() > deadline) {
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; last value ${JSON.stringify(v, (_k, x: unknown) => (typeof x === "bigint" ? x.toString() : x)).slice(0, 2000)}`);
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${what}; last value ${JSON.stringify(v, (_k, x: unknown) => (typeof x === "bigint" ? x.toString() : x)).slice(0, 2000)}`,
+      );
     }
     await new Promise((r) => setTimeout(r, everyMs));
   }

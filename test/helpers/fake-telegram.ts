@@ -109,12 +109,19 @@ export class FakeTelegram {
   }
 
   /** Like sendText, but tells apart the moment the bot takes the update (`delivered`) from its end (`result`). */
-  inject(chatId: number, text: string, { timeoutMs = 15_000, messageId, from = chatId, username }: InjectOptions = {}): InjectedUpdate {
+  inject(
+    chatId: number,
+    text: string,
+    { timeoutMs = 15_000, messageId, from = chatId, username }: InjectOptions = {},
+  ): InjectedUpdate {
     const command = /^\/[A-Za-z0-9_]+(@[A-Za-z0-9_]+)?/.exec(text);
     const message = {
       message_id: messageId ?? this.nextMessageId++,
       date: Math.floor(Date.now() / 1000),
-      chat: chatId < 0 ? { id: chatId, type: "supergroup", title: "Test group" } : { id: chatId, type: "private", first_name: "Tester" },
+      chat:
+        chatId < 0
+          ? { id: chatId, type: "supergroup", title: "Test group" }
+          : { id: chatId, type: "private", first_name: "Tester" },
       from: { id: from, is_bot: false, first_name: "Tester", ...(username !== undefined && { username }) },
       text,
       ...(command && { entities: [{ type: "bot_command", offset: 0, length: command[0].length }] }),
@@ -222,11 +229,17 @@ export class FakeTelegram {
     this.calls.push({ method, token, params, duringUpdate: this.deliveredUpTo });
     if (token !== this.token) return reply(401, { ok: false, error_code: 401, description: "Unauthorized" });
     const ok = (result: unknown) => reply(200, { ok: true, result });
-    const bad = (description: string) => reply(400, { ok: false, error_code: 400, description: `Bad Request: ${description}` });
+    const bad = (description: string) =>
+      reply(400, { ok: false, error_code: 400, description: `Bad Request: ${description}` });
 
     switch (method) {
       case "getMe":
-        return ok({ ...botUser, can_join_groups: true, can_read_all_group_messages: false, supports_inline_queries: false });
+        return ok({
+          ...botUser,
+          can_join_groups: true,
+          can_read_all_group_messages: false,
+          supports_inline_queries: false,
+        });
       case "deleteWebhook":
       case "setMyCommands":
         return ok(true);

@@ -29,12 +29,55 @@ export interface TestCa {
 export async function createTestCa(name: string): Promise<TestCa> {
   const dir = await mkdtemp(join(tmpdir(), `lpa-kafka-tls-${name}-`));
   const p = (f: string) => join(dir, f);
-  await run("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", `/CN=${name} test CA`,
-    "-keyout", p("ca.key"), "-out", p("ca.pem"), "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"]);
-  await run("openssl", ["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", p("server.key"), "-out", p("server.csr")]);
+  await run("openssl", [
+    "req",
+    "-x509",
+    "-newkey",
+    "rsa:2048",
+    "-nodes",
+    "-days",
+    "2",
+    "-subj",
+    `/CN=${name} test CA`,
+    "-keyout",
+    p("ca.key"),
+    "-out",
+    p("ca.pem"),
+    "-addext",
+    "basicConstraints=critical,CA:TRUE",
+    "-addext",
+    "keyUsage=critical,keyCertSign",
+  ]);
+  await run("openssl", [
+    "req",
+    "-newkey",
+    "rsa:2048",
+    "-nodes",
+    "-subj",
+    "/CN=127.0.0.1",
+    "-keyout",
+    p("server.key"),
+    "-out",
+    p("server.csr"),
+  ]);
   await writeFile(p("ext.cnf"), "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n");
-  await run("openssl", ["x509", "-req", "-in", p("server.csr"), "-CA", p("ca.pem"), "-CAkey", p("ca.key"), "-CAcreateserial",
-    "-days", "2", "-extfile", p("ext.cnf"), "-out", p("server.pem")]);
+  await run("openssl", [
+    "x509",
+    "-req",
+    "-in",
+    p("server.csr"),
+    "-CA",
+    p("ca.pem"),
+    "-CAkey",
+    p("ca.key"),
+    "-CAcreateserial",
+    "-days",
+    "2",
+    "-extfile",
+    p("ext.cnf"),
+    "-out",
+    p("server.pem"),
+  ]);
   return {
     dir,
     caFile: p("ca.pem"),
@@ -93,7 +136,9 @@ export async function startTlsKafkaBroker(ca: TestCa, user: string, password: st
 function serve(socket: tls.TLSSocket, user: string, password: string, events: BrokerEvent[]): void {
   let buffered = Buffer.alloc(0);
   let mechanism: BrokerMechanism | undefined;
-  let scram: { clientFirstBare: string; serverFirst: string; nonce: string; salt: Buffer; iterations: number } | undefined;
+  let scram:
+    | { clientFirstBare: string; serverFirst: string; nonce: string; salt: Buffer; iterations: number }
+    | undefined;
   socket.on("data", (chunk: Buffer) => {
     buffered = Buffer.concat([buffered, chunk]);
     // A request: int32 size, then int16 api key, int16 version, int32 correlation id, string client id, body.
@@ -115,7 +160,16 @@ function serve(socket: tls.TLSSocket, user: string, password: string, events: Br
       };
       if (apiKey === API_VERSIONS) {
         // error 0, [ApiVersions 0..2, SaslHandshake 0..1, SaslAuthenticate 0..0], throttle 0
-        reply(Buffer.concat([int16(0), int32(3), apiRange(API_VERSIONS, 0, 2), apiRange(SASL_HANDSHAKE, 0, 1), apiRange(SASL_AUTHENTICATE, 0, 0), int32(0)]));
+        reply(
+          Buffer.concat([
+            int16(0),
+            int32(3),
+            apiRange(API_VERSIONS, 0, 2),
+            apiRange(SASL_HANDSHAKE, 0, 1),
+            apiRange(SASL_AUTHENTICATE, 0, 0),
+            int32(0),
+          ]),
+        );
       } else if (apiKey === SASL_HANDSHAKE) {
         const asked = body.subarray(2, 2 + body.readInt16BE(0)).toString();
         const enabled: BrokerMechanism[] = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
@@ -125,7 +179,13 @@ function serve(socket: tls.TLSSocket, user: string, password: string, events: Br
         const auth = body.subarray(4, 4 + body.readInt32BE(0)).toString("utf8");
         const fail = (why: string) => {
           events.push({ kind: "auth-failed", detail: `${mechanism}: ${why}` });
-          reply(Buffer.concat([int16(SASL_AUTHENTICATION_FAILED), str("Authentication failed: invalid credentials"), bytes("")]));
+          reply(
+            Buffer.concat([
+              int16(SASL_AUTHENTICATION_FAILED),
+              str("Authentication failed: invalid credentials"),
+              bytes(""),
+            ]),
+          );
         };
         const ok = (answer: string, done: boolean) => {
           if (done) events.push({ kind: "authenticated", detail: `${mechanism} ${user}` });

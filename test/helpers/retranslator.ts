@@ -20,7 +20,10 @@ export interface TestRetranslator extends RetranslatorApp {
 }
 
 /** The real retranslator wiring in this process. `yaml` overrides config keys (written to a temp file). */
-export async function startTestRetranslator(env: Record<string, string>, configPath?: string): Promise<TestRetranslator> {
+export async function startTestRetranslator(
+  env: Record<string, string>,
+  configPath?: string,
+): Promise<TestRetranslator> {
   const config = loadConfig({ path: configPath ?? `${root}config.yml`, env });
   const hostConfig = { ...config, grpc: { ...config.grpc, host: "127.0.0.1" } };
   const logs = captureLogs("info");
@@ -42,7 +45,9 @@ export function spawnRetranslator(env: Record<string, string>): ChildProcess {
  * environment variable), written to a temp file for `startTestRetranslator(env, path)`.
  * `cleanup()` removes it.
  */
-export async function writeTestConfig(overrides: Record<string, unknown>): Promise<{ path: string; cleanup(): Promise<void> }> {
+export async function writeTestConfig(
+  overrides: Record<string, unknown>,
+): Promise<{ path: string; cleanup(): Promise<void> }> {
   const { mkdtemp, readFile, rm, writeFile } = await import("node:fs/promises");
   const { tmpdir } = await import("node:os");
   const { join } = await import("node:path");
@@ -51,7 +56,13 @@ export async function writeTestConfig(overrides: Record<string, unknown>): Promi
   const merge = (target: Record<string, unknown>, source: Record<string, unknown>): void => {
     for (const [key, value] of Object.entries(source)) {
       const current = target[key];
-      if (typeof value === "object" && value !== null && !Array.isArray(value) && typeof current === "object" && current !== null) {
+      if (
+        typeof value === "object" &&
+        value !== null &&
+        !Array.isArray(value) &&
+        typeof current === "object" &&
+        current !== null
+      ) {
         merge(current as Record<string, unknown>, value as Record<string, unknown>);
       } else target[key] = value;
     }
@@ -71,7 +82,10 @@ export async function readMetric(metricsPort: number, name: string): Promise<num
 }
 
 /** Runs the admin binary (`npm run admin -- ARGS`) against `databaseUrl`; resolves with its exit code and output. */
-export function runAdmin(databaseUrl: string, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+export function runAdmin(
+  databaseUrl: string,
+  args: string[],
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ["--import", "tsx", "cmd/admin/main.ts", ...args], {
       cwd: root,

@@ -116,7 +116,9 @@ export function checkDelivery(committed: Map<string, string[]>, messages: TopicM
   const seen = new Set<string>();
   const deliveredByPackage = new Map<string, string[]>();
   // Messages of one package share a partition, so partition order is delivery order.
-  const ordered = [...messages].sort((a, b) => a.partition - b.partition || Number(BigInt(a.offset) - BigInt(b.offset)));
+  const ordered = [...messages].sort(
+    (a, b) => a.partition - b.partition || Number(BigInt(a.offset) - BigInt(b.offset)),
+  );
   for (const m of ordered) {
     const id = m.event.ID.toString();
     const packageId = m.event.PackageID.toString();

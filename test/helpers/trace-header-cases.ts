@@ -26,7 +26,9 @@ const body = { Title: "traced", Material: "tin", MaximumVolume: 1 };
 
 export function traceHeaderCases(ctx: TraceHeaderContext): void {
   async function stored(id: string): Promise<StoredTrace> {
-    const result = await ctx.db().db.raw(`SELECT traceparent, tracestate FROM package_event WHERE package_id = ?`, [id]);
+    const result = await ctx
+      .db()
+      .db.raw(`SELECT traceparent, tracestate FROM package_event WHERE package_id = ?`, [id]);
     const rows = (result as { rows: StoredTrace[] }).rows;
     assert.equal(rows.length, 1, "one event");
     return rows[0]!;
@@ -101,7 +103,10 @@ export function traceHeaderCases(ctx: TraceHeaderContext): void {
       assert.equal(t.tracestate, null, `no tracestate beside the invalid ${bad}`);
     }
     // A higher version is read by its version-00 prefix and stored as 00.
-    const future = await create({ traceparent: `cc-${traceId}-${parentId}-01-what-the-future-adds`, tracestate: "congo=1" });
+    const future = await create({
+      traceparent: `cc-${traceId}-${parentId}-01-what-the-future-adds`,
+      tracestate: "congo=1",
+    });
     assert.equal(validTrace(future), traceId);
     assert.equal(future.tracestate, "congo=1");
   });

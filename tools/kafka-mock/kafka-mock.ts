@@ -4,12 +4,12 @@
 // Limits of the librdkafka 2.0.2 mock: it reports controller id 0, so kafkajs
 // admin.createTopics and the kafkajs idempotent producer do not work against
 // it. Create topics with createTopic() (auto-create also works: 4 partitions).
-import { spawn, execFile } from 'node:child_process';
-import type { ChildProcessWithoutNullStreams } from 'node:child_process';
-import { statSync } from 'node:fs';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
+import { spawn, execFile } from "node:child_process";
+import type { ChildProcessWithoutNullStreams } from "node:child_process";
+import { statSync } from "node:fs";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
 
 export interface KafkaMock {
   /** Bootstrap addresses, e.g. ["127.0.0.1:39217"]; broker ids are 1..N in this order. */
@@ -25,10 +25,10 @@ export interface KafkaMock {
   stop(): Promise<void>;
 }
 
-const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
-const binaryPath = fileURLToPath(new URL('../../tools/kafka-mock/bin/kafka-mock', import.meta.url));
-const buildScript = fileURLToPath(new URL('../../scripts/build-kafka-mock.sh', import.meta.url));
-const sourcePath = fileURLToPath(new URL('../../tools/kafka-mock/kafka-mock.c', import.meta.url));
+const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
+const binaryPath = fileURLToPath(new URL("../../tools/kafka-mock/bin/kafka-mock", import.meta.url));
+const buildScript = fileURLToPath(new URL("../../scripts/build-kafka-mock.sh", import.meta.url));
+const sourcePath = fileURLToPath(new URL("../../tools/kafka-mock/kafka-mock.c", import.meta.url));
 
 const STARTUP_TIMEOUT_MS = 10_000;
 const COMMAND_TIMEOUT_MS = 10_000;
@@ -49,15 +49,14 @@ function ensureBinary(): Promise<void> {
   const built = mtimeMs(binaryPath);
   const source = mtimeMs(sourcePath);
   if (built !== undefined && (source === undefined || source <= built)) return Promise.resolve();
-  buildOnce ??= promisify(execFile)('bash', [buildScript], { cwd: repoRoot, maxBuffer: 16 * 1024 * 1024 })
-    .then(
-      () => undefined,
-      (err: unknown) => {
-        buildOnce = undefined;
-        const stderr = (err as { stderr?: string }).stderr ?? '';
-        throw new Error(`building kafka-mock failed: ${String(err)}\n${stderr}`);
-      },
-    );
+  buildOnce ??= promisify(execFile)("bash", [buildScript], { cwd: repoRoot, maxBuffer: 16 * 1024 * 1024 }).then(
+    () => undefined,
+    (err: unknown) => {
+      buildOnce = undefined;
+      const stderr = (err as { stderr?: string }).stderr ?? "";
+      throw new Error(`building kafka-mock failed: ${String(err)}\n${stderr}`);
+    },
+  );
   return buildOnce;
 }
 
@@ -68,17 +67,17 @@ export async function startKafkaMock(opts: { brokers?: number } = {}): Promise<K
   }
   await ensureBinary();
 
-  const child: ChildProcessWithoutNullStreams = spawn(binaryPath, ['--brokers', String(brokerCount)], {
+  const child: ChildProcessWithoutNullStreams = spawn(binaryPath, ["--brokers", String(brokerCount)], {
     cwd: repoRoot,
-    stdio: ['pipe', 'pipe', 'pipe'],
+    stdio: ["pipe", "pipe", "pipe"],
   });
-  let stderr = '';
-  child.stderr.setEncoding('utf8');
-  child.stderr.on('data', (chunk: string) => {
+  let stderr = "";
+  child.stderr.setEncoding("utf8");
+  child.stderr.on("data", (chunk: string) => {
     stderr = (stderr + chunk).slice(-8192);
   });
   // A write after the child died must not crash the test process.
-  child.stdin.on('error', () => {});
+  child.stdin.on("error", () => {});
 
   let exited = false;
   const exitPromise = new Promise<void>((resolve) => {
@@ -86,9 +85,9 @@ export async function startKafkaMock(opts: { brokers?: number } = {}): Promise<K
       exited = true;
       resolve();
     };
-    child.once('exit', done);
+    child.once("exit", done);
     // A failed spawn (e.g. ENOENT) emits 'error' and no 'exit'.
-    child.once('error', () => {
+    child.once("error", () => {
       if (child.pid === undefined) done();
     });
   });
@@ -97,7 +96,7 @@ export async function startKafkaMock(opts: { brokers?: number } = {}): Promise<K
   const waiters: Array<{ resolve: (line: string) => void; reject: (err: Error) => void }> = [];
   let closedError: Error | undefined;
   const rl = createInterface({ input: child.stdout, crlfDelay: Infinity });
-  rl.on('line', (line) => {
+  rl.on("line", (line) => {
     const w = waiters.shift();
     if (w) w.resolve(line);
     else stderr += `\n[kafka-mock: unexpected stdout line] ${line}`;
@@ -106,15 +105,13 @@ export async function startKafkaMock(opts: { brokers?: number } = {}): Promise<K
     closedError ??= err;
     for (const w of waiters.splice(0)) w.reject(closedError);
   };
-  rl.on('close', () => {
+  rl.on("close", () => {
     // Report once the process is gone, so the exit status and all of stderr are known.
     void exitPromise.then(() =>
-      failAll(
-        new Error(`kafka-mock exited (code ${child.exitCode}, signal ${child.signalCode}); stderr:\n${stderr}`),
-      ),
+      failAll(new Error(`kafka-mock exited (code ${child.exitCode}, signal ${child.signalCode}); stderr:\n${stderr}`)),
     );
   });
-  child.once('error', (err) => failAll(new Error(`kafka-mock failed to start: ${err.message}\n${stderr}`)));
+  child.once("error", (err) => failAll(new Error(`kafka-mock failed to start: ${err.message}\n${stderr}`)));
 
   function nextLine(timeoutMs: number, what: string): Promise<string> {
     if (closedError) return Promise.reject(closedError);
@@ -139,16 +136,16 @@ export async function startKafkaMock(opts: { brokers?: number } = {}): Promise<K
   }
 
   function kill(): Promise<void> {
-    if (!exited) child.kill('SIGKILL');
+    if (!exited) child.kill("SIGKILL");
     return exitPromise;
   }
 
   let brokers: string[];
   try {
-    const first = await nextLine(STARTUP_TIMEOUT_MS, 'the BOOTSTRAP line');
+    const first = await nextLine(STARTUP_TIMEOUT_MS, "the BOOTSTRAP line");
     const m = /^BOOTSTRAP (\S+)$/.exec(first);
     if (!m?.[1]) throw new Error(`kafka-mock: expected "BOOTSTRAP host:port,...", got ${JSON.stringify(first)}`);
-    brokers = m[1].split(',');
+    brokers = m[1].split(",");
   } catch (err) {
     await kill();
     throw err;
@@ -166,8 +163,8 @@ export async function startKafkaMock(opts: { brokers?: number } = {}): Promise<K
       const reply = nextLine(COMMAND_TIMEOUT_MS, `the reply to "${line}"`);
       child.stdin.write(`${line}\n`);
       const answer = await reply;
-      if (answer === 'OK') return;
-      if (answer.startsWith('ERR')) throw new Error(`kafka-mock: "${line}" failed: ${answer.slice(3).trim()}`);
+      if (answer === "OK") return;
+      if (answer.startsWith("ERR")) throw new Error(`kafka-mock: "${line}" failed: ${answer.slice(3).trim()}`);
       throw new Error(`kafka-mock: unexpected reply to "${line}": ${JSON.stringify(answer)}`);
     };
     const result = chain.then(run, run);
@@ -191,8 +188,8 @@ export async function startKafkaMock(opts: { brokers?: number } = {}): Promise<K
     brokerDown: async (id) => command(`broker-down ${checkId(id)}`),
     brokerUp: async (id) => command(`broker-up ${checkId(id)}`),
     pushErrors: async (apiKey, count, errorCodes) => {
-      if (errorCodes.length === 0) throw new Error('kafka-mock: pushErrors needs at least one error code');
-      return command(`push-errors ${apiKey} ${count} ${errorCodes.join(' ')}`);
+      if (errorCodes.length === 0) throw new Error("kafka-mock: pushErrors needs at least one error code");
+      return command(`push-errors ${apiKey} ${count} ${errorCodes.join(" ")}`);
     },
     setRtt: async (id, ms) => command(`rtt ${checkId(id)} ${ms}`),
     setPartitionLeader: async (topic, partition, id) => {
@@ -207,7 +204,7 @@ export async function startKafkaMock(opts: { brokers?: number } = {}): Promise<K
       if (!exited && !closedError) {
         // Consume the "OK" so it is not reported as an unexpected line.
         void nextLine(STOP_GRACE_MS, 'the reply to "quit"').catch(() => {});
-        child.stdin.write('quit\n');
+        child.stdin.write("quit\n");
         child.stdin.end();
       }
       const timer = setTimeout(() => void kill(), STOP_GRACE_MS);

@@ -1,4 +1,12 @@
-import { getOption, hasOption, ScalarType, type DescField, type DescMessage, type DescMethod, type DescService } from "@bufbuild/protobuf";
+import {
+  getOption,
+  hasOption,
+  ScalarType,
+  type DescField,
+  type DescMessage,
+  type DescMethod,
+  type DescService,
+} from "@bufbuild/protobuf";
 import { FeatureSet_FieldPresence } from "@bufbuild/protobuf/wkt";
 import { getComments } from "@bufbuild/protoplugin";
 import { Code } from "@connectrpc/connect";
@@ -91,7 +99,8 @@ function operation(service: DescService, method: DescMethod, template: string, b
   const pathParams = [...template.matchAll(/\{([A-Za-z_][A-Za-z0-9_.]*)\}/g)].map((m) => m[1]!);
   const pathFields = pathParams.map((name) => {
     const field = input.fields.find((f) => f.name === name || f.jsonName === name);
-    if (field === undefined) throw new Error(`${method.name}: path parameter {${name}} is not a field of ${input.typeName}`);
+    if (field === undefined)
+      throw new Error(`${method.name}: path parameter {${name}} is not a field of ${input.typeName}`);
     return field;
   });
   const parameters: Obj[] = pathFields.map((field, i) => ({
@@ -142,7 +151,8 @@ function operation(service: DescService, method: DescMethod, template: string, b
       content: { "application/json": { schema: schemas.ref(method.output, "output") } },
     },
   };
-  for (const status of errorStatuses()) responses[String(status)] = { $ref: `#/components/responses/${statusName(status)}` };
+  for (const status of errorStatuses())
+    responses[String(status)] = { $ref: `#/components/responses/${statusName(status)}` };
   op["responses"] = responses;
   // Either a bearer token or nothing: which one depends on AUTH_TOKENS_FILE.
   op["security"] = [{ [bearerScheme]: [] }, {}];
@@ -209,7 +219,12 @@ const errorSchema: Obj = {
   properties: {
     code: {
       type: "integer",
-      description: "The gRPC status code: " + Object.entries(codeNames).map(([n, name]) => `${n} ${name}`).join(", ") + ".",
+      description:
+        "The gRPC status code: " +
+        Object.entries(codeNames)
+          .map(([n, name]) => `${n} ${name}`)
+          .join(", ") +
+        ".",
       minimum: 1,
       maximum: 16,
     },
@@ -253,7 +268,9 @@ class SchemaSet {
 
   private nameOf(message: DescMessage, direction: Direction): string {
     const both = this.wanted.has(`input:${message.typeName}`) && this.wanted.has(`output:${message.typeName}`);
-    const clash = [...this.wanted.values()].some((w) => w.message.name === message.name && w.message.typeName !== message.typeName);
+    const clash = [...this.wanted.values()].some(
+      (w) => w.message.name === message.name && w.message.typeName !== message.typeName,
+    );
     const base = clash ? message.typeName : message.name;
     return both && direction === "input" ? `${base}Input` : base;
   }
@@ -264,7 +281,8 @@ class SchemaSet {
     for (const field of fields) {
       properties[field.jsonName] = fieldSchema(field, direction, this, false);
       // toJson with alwaysEmitImplicit: every field without explicit presence is in a response.
-      if (direction === "output" && field.presence === FeatureSet_FieldPresence.IMPLICIT && field.oneof === undefined) required.push(field.jsonName);
+      if (direction === "output" && field.presence === FeatureSet_FieldPresence.IMPLICIT && field.oneof === undefined)
+        required.push(field.jsonName);
     }
     const schema: Obj = { type: "object" };
     const description = commentOf(message);
@@ -284,7 +302,10 @@ function fieldSchema(field: DescField, direction: Direction, schemas: SchemaSet,
       schema = scalarSchema(field.scalar, direction);
       break;
     case "enum":
-      schema = enumSchema(field.enum.values.map((v) => v.name), direction);
+      schema = enumSchema(
+        field.enum.values.map((v) => v.name),
+        direction,
+      );
       break;
     case "message":
       schema = schemas.ref(field.message, direction);
@@ -296,7 +317,10 @@ function fieldSchema(field: DescField, direction: Direction, schemas: SchemaSet,
           field.listKind === "scalar"
             ? scalarSchema(field.scalar, direction)
             : field.listKind === "enum"
-              ? enumSchema(field.enum.values.map((v) => v.name), direction)
+              ? enumSchema(
+                  field.enum.values.map((v) => v.name),
+                  direction,
+                )
               : schemas.ref(field.message, direction),
       };
       break;
@@ -307,7 +331,10 @@ function fieldSchema(field: DescField, direction: Direction, schemas: SchemaSet,
           field.mapKind === "scalar"
             ? scalarSchema(field.scalar, direction)
             : field.mapKind === "enum"
-              ? enumSchema(field.enum.values.map((v) => v.name), direction)
+              ? enumSchema(
+                  field.enum.values.map((v) => v.name),
+                  direction,
+                )
               : schemas.ref(field.message, direction),
       };
       break;
@@ -322,7 +349,9 @@ function fieldSchema(field: DescField, direction: Direction, schemas: SchemaSet,
 
 function enumSchema(names: string[], direction: Direction): Obj {
   // Responses use names; requests may also send the numbers.
-  return direction === "output" ? { type: "string", enum: names } : { oneOf: [{ type: "string", enum: names }, { type: "integer" }] };
+  return direction === "output"
+    ? { type: "string", enum: names }
+    : { oneOf: [{ type: "string", enum: names }, { type: "integer" }] };
 }
 
 function scalarSchema(scalar: ScalarType, direction: Direction): Obj {
@@ -372,7 +401,11 @@ function wellKnown(message: DescMessage, direction: Direction): Obj | undefined 
     case "google.protobuf.Timestamp":
       return { type: "string", format: "date-time", description: "RFC 3339, UTC (`Z`)" };
     case "google.protobuf.Duration":
-      return { type: "string", pattern: "^-?[0-9]+(\\.[0-9]{1,9})?s$", description: "seconds with an `s` suffix, e.g. `1.5s`" };
+      return {
+        type: "string",
+        pattern: "^-?[0-9]+(\\.[0-9]{1,9})?s$",
+        description: "seconds with an `s` suffix, e.g. `1.5s`",
+      };
     case "google.protobuf.FieldMask":
       return { type: "string", description: "comma-separated field paths" };
     case "google.protobuf.Empty":

@@ -12,5 +12,7 @@ export async function lockPackages(db: Database, packageIds: readonly bigint[]):
     `SELECT id, last_event_id FROM facade_package WHERE id = ANY(?::bigint[]) ORDER BY id FOR UPDATE`,
     [idArray(packageIds)],
   );
-  return new Map((result as { rows: { id: bigint; last_event_id: bigint }[] }).rows.map((r) => [r.id, r.last_event_id]));
+  return new Map(
+    (result as { rows: { id: bigint; last_event_id: bigint }[] }).rows.map((r) => [r.id, r.last_event_id]),
+  );
 }

@@ -36,7 +36,9 @@ export async function recordRejected(db: Database, rejections: readonly Rejectio
       ),
     ],
   );
-  return new Set((result as { rows: { partition: number; offset: bigint }[] }).rows.map((r) => `${r.partition}:${r.offset}`));
+  return new Set(
+    (result as { rows: { partition: number; offset: bigint }[] }).rows.map((r) => `${r.partition}:${r.offset}`),
+  );
 }
 
 // Error texts may quote the bad input (JSON.parse does): Postgres text takes

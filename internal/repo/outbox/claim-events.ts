@@ -119,13 +119,25 @@ export async function claimHeads(db: Database, request: ClaimRequest): Promise<C
   );
   const rows = (result as { rows: (Partial<OutboxRow> & { cursor: bigint; visits: number; collided: number })[] }).rows;
   const events = rows
-    .filter((r): r is OutboxRow & { cursor: bigint; visits: number; collided: number } => r.id !== null && r.id !== undefined)
+    .filter(
+      (r): r is OutboxRow & { cursor: bigint; visits: number; collided: number } => r.id !== null && r.id !== undefined,
+    )
     .map(toOutboxEvent)
     .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-  return { events, cursor: BigInt(rows[0]?.cursor ?? 0), visited: rows[0]?.visits ?? 0, collided: rows[0]?.collided ?? 0 };
+  return {
+    events,
+    cursor: BigInt(rows[0]?.cursor ?? 0),
+    visited: rows[0]?.visits ?? 0,
+    collided: rows[0]?.collided ?? 0,
+  };
 }
 
 /** One claim from a random place (tests, bench): the events only. */
-export async function claimEvents(db: Database, owner: string, limit: number, leaseSeconds: number): Promise<OutboxEvent[]> {
+export async function claimEvents(
+  db: Database,
+  owner: string,
+  limit: number,
+  leaseSeconds: number,
+): Promise<OutboxEvent[]> {
   return (await claimHeads(db, { owner, limit, leaseSeconds, cursor: 0n })).events;
 }

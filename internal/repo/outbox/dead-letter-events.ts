@@ -7,7 +7,11 @@ import { failuresJson, idArray, type EventFailure } from "./types.js";
  * event of their packages until an operator requeues or discards them.
  * Rows are found by primary key only (see releaseFailedEvents for why).
  */
-export async function deadLetterEvents(db: Database, owner: string, failures: readonly EventFailure[]): Promise<number> {
+export async function deadLetterEvents(
+  db: Database,
+  owner: string,
+  failures: readonly EventFailure[],
+): Promise<number> {
   if (failures.length === 0) return 0;
   const result = await db.raw(
     `WITH failed AS (

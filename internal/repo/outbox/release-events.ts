@@ -35,13 +35,7 @@ export async function releaseFailedEvents(
            least(?::float8, ?::float8 * power(2, least(e.retries, 30))) * (0.5 + random() / 2) / 1000)
      FROM jsonb_to_recordset(?::jsonb) AS f(id bigint, error text, retriable boolean, lease timestamptz)
      WHERE e.id = ANY(?::bigint[]) AND e.id = f.id AND coalesce(e.locked_by, '') = ? AND e.locked_until = f.lease`,
-    [
-      backoff.maxMs,
-      backoff.minMs,
-      failuresJson(failures),
-      idArray(failures.map((f) => f.id)),
-      owner,
-    ],
+    [backoff.maxMs, backoff.minMs, failuresJson(failures), idArray(failures.map((f) => f.id)), owner],
   );
   return (result as { rowCount: number }).rowCount;
 }

@@ -73,11 +73,12 @@ export function toOutboxEvent(row: OutboxRow): OutboxEvent {
   };
 }
 
-
 // knex expands JS arrays in raw bindings into lists, so sets travel as one
 // literal: a Postgres array for ids, JSON for (id, error) pairs.
 export const failuresJson = (failures: readonly EventFailure[]) =>
-  JSON.stringify(failures.map((f) => ({ id: f.id.toString(), error: f.error, retriable: f.retriable, lease: f.lease })));
+  JSON.stringify(
+    failures.map((f) => ({ id: f.id.toString(), error: f.error, retriable: f.retriable, lease: f.lease })),
+  );
 
 export const claimsJson = (claims: readonly ClaimRef[]) =>
   JSON.stringify(claims.map((c) => ({ id: c.id.toString(), lease: c.lease })));

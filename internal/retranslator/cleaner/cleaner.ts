@@ -58,7 +58,13 @@ export class Cleaner {
 
   addFailed(failures: readonly (EventFailure & { attempts: number })[]): void {
     for (const f of failures) {
-      this.failures.push({ id: f.id, error: f.error, retriable: f.retriable, deadLetter: f.deadLetter, lease: f.lease });
+      this.failures.push({
+        id: f.id,
+        error: f.error,
+        retriable: f.retriable,
+        deadLetter: f.deadLetter,
+        lease: f.lease,
+      });
       this.failureAttempts.set(f.id, f.attempts);
     }
     this.poke();
@@ -91,7 +97,9 @@ export class Cleaner {
     while (this.pending > 0 && Date.now() < drainDeadline()) {
       if (await this.flush()) continue;
       failuresInARow += 1;
-      await new Promise((r) => setTimeout(r, Math.min(failureBackoffMs(failuresInARow), Math.max(0, drainDeadline() - Date.now()))));
+      await new Promise((r) =>
+        setTimeout(r, Math.min(failureBackoffMs(failuresInARow), Math.max(0, drainDeadline() - Date.now()))),
+      );
     }
   }
 
@@ -124,7 +132,10 @@ export class Cleaner {
         this.failures.splice(0, batch.length);
         for (const f of batch) this.failureAttempts.delete(f.id);
         if (deadCount > 0) {
-          this.logger.warn({ events: dead.map((f) => ({ id: f.id.toString(), error: f.error })) }, "events moved to the dead-letter table");
+          this.logger.warn(
+            { events: dead.map((f) => ({ id: f.id.toString(), error: f.error })) },
+            "events moved to the dead-letter table",
+          );
           this.hooks.onDeadLettered(deadCount);
         }
         this.hooks.onRetryScheduled(retryCount);

@@ -16,7 +16,11 @@ export async function runNotifyListener(
 ): Promise<void> {
   let failures = 0;
   while (!signal.aborted) {
-    const client = new pg.Client({ connectionString: databaseUrl, application_name: "logistic-package-api/retranslator-listen", keepAlive: true });
+    const client = new pg.Client({
+      connectionString: databaseUrl,
+      application_name: "logistic-package-api/retranslator-listen",
+      keepAlive: true,
+    });
     const ended = new Promise<void>((resolve) => {
       client.once("error", (err) => {
         logger.warn({ err }, "LISTEN connection failed");

@@ -246,7 +246,12 @@ export class InFlightPool {
       this.release(queued.length);
       this.hooks.onPartitionBackoff(partition, ms);
       this.logger.warn(
-        { partition, backoffMs: ms, failuresInARow: lane.failuresInARow, error: outcome.failed.find((f) => f.retriable)!.error },
+        {
+          partition,
+          backoffMs: ms,
+          failuresInARow: lane.failuresInARow,
+          error: outcome.failed.find((f) => f.retriable)!.error,
+        },
         "partition failed; backing it off, other partitions go on",
       );
     } else if (outcome.published.length > 0) {

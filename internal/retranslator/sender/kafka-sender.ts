@@ -80,7 +80,10 @@ export class KafkaSender implements Sender {
       });
       this.logger.info({ topic: this.options.topic, created }, "topic ensured");
     } catch (err) {
-      this.logger.warn({ err, topic: this.options.topic }, "could not create the topic; relying on an existing or auto-created one");
+      this.logger.warn(
+        { err, topic: this.options.topic },
+        "could not create the topic; relying on an existing or auto-created one",
+      );
     } finally {
       await admin.disconnect().catch(() => undefined);
     }
@@ -194,7 +197,8 @@ export class KafkaSender implements Sender {
         } catch (aloneErr) {
           if (isRetriable(aloneErr)) {
             this.fail(run, alone, aloneErr);
-            for (const rest of packages.slice(packages.indexOf(alone) + 1)) outcome.unsent.push(...rest.map((s) => s.event));
+            for (const rest of packages.slice(packages.indexOf(alone) + 1))
+              outcome.unsent.push(...rest.map((s) => s.event));
             return false;
           }
           this.fail(run, alone, aloneErr);
@@ -364,6 +368,7 @@ export function isRetriable(err: unknown): boolean {
 function describeError(err: unknown): string {
   if (!(err instanceof Error)) return String(err);
   const nested = (err as { errors?: unknown[] }).errors;
-  const inner = Array.isArray(nested) && nested.length > 0 && nested[0] instanceof Error ? `: ${nested[0].message}` : "";
+  const inner =
+    Array.isArray(nested) && nested.length > 0 && nested[0] instanceof Error ? `: ${nested[0].message}` : "";
   return `${err.name}: ${err.message}${inner}`.slice(0, 2000);
 }

@@ -41,14 +41,19 @@ export function traceSender(sender: Sender, topic: string): Sender {
         propagation.inject(trace.setSpan(context.active(), span), carrierOut);
         return carrierOut["traceparent"] === undefined
           ? event
-          : { ...event, traceparent: carrierOut["traceparent"], tracestate: carrierOut["tracestate"] ?? event.tracestate };
+          : {
+              ...event,
+              traceparent: carrierOut["traceparent"],
+              tracestate: carrierOut["tracestate"] ?? event.tracestate,
+            };
       });
       try {
         const outcome = await sender.send(traced, partition);
         for (const { event, error } of outcome.failed) {
           spans.get(event.id)?.setStatus({ code: SpanStatusCode.ERROR, message: error });
         }
-        for (const event of outcome.unsent) spans.get(event.id)?.setAttribute("logistic_package_api.event.unsent", true);
+        for (const event of outcome.unsent)
+          spans.get(event.id)?.setAttribute("logistic_package_api.event.unsent", true);
         // Hand the original events back: the traced copies differ only in headers.
         const original = new Map(events.map((e) => [e.id, e]));
         return {
