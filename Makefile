@@ -16,11 +16,11 @@ generate:
 	npx buf generate
 	npx buf generate --template buf.gen.openapi.yaml
 
-# buf lint on the protos and a strict TypeScript type-check.
+# buf lint on the protos, a strict TypeScript type-check, and Biome's formatter and linter
+# (biome.jsonc; `npm run format` rewrites the tree in its layout).
 lint:
 	bash scripts/ensure-deps.sh
-	npx buf lint
-	npx tsc --noEmit
+	npm run --silent lint
 
 # The production JavaScript: tsc (tsconfig.build.json) compiles the binaries to dist/cmd/<binary>/main.js,
 # which the image and `make run` start with plain node. `make lint` type-checks the whole tree.

@@ -3,18 +3,18 @@ import { mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { loadConfig } from "../internal/config/config.js";
-import { startKafkaMock } from "../test/helpers/kafka-mock.js";
 import pg from "pg";
+import { loadConfig } from "../internal/config/config.js";
 import { adminUrl, templateName } from "../test/helpers/database.js";
+import { startKafkaMock } from "../test/helpers/kafka-mock.js";
 import type { BenchConfig, BenchContext } from "./lib/context.js";
 import { round } from "./lib/cpu.js";
 import { gitInfo, loadAverage, machineInfo } from "./lib/machine.js";
 import { root } from "./lib/procs.js";
-import { configFile } from "./lib/stack.js";
 import { Resources } from "./lib/resources.js";
+import { configFile } from "./lib/stack.js";
 import { fmtInt } from "./lib/stats.js";
-import { staleDrain, staleRow, type StaleDrain, type StaleRow } from "./scenarios/relay-v2.js";
+import { type StaleDrain, type StaleRow, staleDrain, staleRow } from "./scenarios/relay-v2.js";
 
 // `npm run bench -- --only=relay-v2 [--quick]`: the rows of issue "Relay v2"
 // (see docs/relay.md), each with its raw bounds measured in the same run.

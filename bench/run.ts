@@ -55,16 +55,16 @@ for (const arg of args) {
 
 // A template of our own, named like the test runs' (lpa_tpl_<pid>), so that
 // test/setup/prepare-template.ts elsewhere removes it only once we are gone.
-process.env["TEST_DATABASE_TEMPLATE"] = `lpa_tpl_${process.pid}`;
-process.env["TEST_DATABASE_ADMIN_URL"] ??= "postgres://postgres:postgres@127.0.0.1:5432/postgres";
+process.env.TEST_DATABASE_TEMPLATE = `lpa_tpl_${process.pid}`;
+process.env.TEST_DATABASE_ADMIN_URL ??= "postgres://postgres:postgres@127.0.0.1:5432/postgres";
 // No telemetry exporters (the SDK would try to reach a collector).
-process.env["OTEL_METRICS_EXPORTER"] = "none";
-process.env["OTEL_LOGS_EXPORTER"] = "none";
-process.env["OTEL_TRACES_EXPORTER"] = "none";
+process.env.OTEL_METRICS_EXPORTER = "none";
+process.env.OTEL_LOGS_EXPORTER = "none";
+process.env.OTEL_TRACES_EXPORTER = "none";
 
 if (relayV2) {
   // Children from the sources unless told otherwise: this run needs no build.
-  process.env["BENCH_BINARIES"] ??= "tsx";
+  process.env.BENCH_BINARIES ??= "tsx";
   const { runRelayV2 } = await import("./relay-v2-suite.js");
   process.exitCode = await runRelayV2({ quick: args.includes("--quick") });
 } else {

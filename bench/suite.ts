@@ -8,17 +8,17 @@ import { loadConfig } from "../internal/config/config.js";
 import { adminUrl, templateName } from "../test/helpers/database.js";
 import { startKafkaMock } from "../test/helpers/kafka-mock.js";
 import type { BenchConfig, BenchContext } from "./lib/context.js";
-import { round, type CpuWindow } from "./lib/cpu.js";
+import { type CpuWindow, round } from "./lib/cpu.js";
 import { gitInfo, loadAverage, machineInfo } from "./lib/machine.js";
 import { binaryForm, childNodeOptions, root } from "./lib/procs.js";
-import { configFile } from "./lib/stack.js";
 import { Resources } from "./lib/resources.js";
+import { configFile } from "./lib/stack.js";
 import { fmtInt, fmtMs } from "./lib/stats.js";
-import { createRpc, type CreateResult } from "./scenarios/create.js";
-import { claimDeleteBound, kafkaBound, relayDrain, type BoundResult, type DrainResult } from "./scenarios/drain.js";
-import { endToEnd, type EndToEndPhase } from "./scenarios/e2e.js";
-import { frameworkCeiling, type FrameworkResult } from "./scenarios/framework.js";
-import { restingMemory, type RestResult } from "./scenarios/rest.js";
+import { type CreateResult, createRpc } from "./scenarios/create.js";
+import { type BoundResult, claimDeleteBound, type DrainResult, kafkaBound, relayDrain } from "./scenarios/drain.js";
+import { type EndToEndPhase, endToEnd } from "./scenarios/e2e.js";
+import { type FrameworkResult, frameworkCeiling } from "./scenarios/framework.js";
+import { type RestResult, restingMemory } from "./scenarios/rest.js";
 
 export const scenarios = ["drain", "create", "framework", "e2e", "memory", "scale"] as const;
 export type Scenario = (typeof scenarios)[number];
@@ -360,7 +360,7 @@ function table(results: Results): string {
     sub("  (diag.) kafkajs, 1 request per batch", d.diagnosticKafkaOneRequestPerBatch);
   }
   const serverCpu = (load: { cpuMicrosPerCall: Record<string, number> }) =>
-    `${fmtInt(load.cpuMicrosPerCall["grpc-server"] ?? load.cpuMicrosPerCall["server"] ?? NaN)} µs server CPU/call`;
+    `${fmtInt(load.cpuMicrosPerCall["grpc-server"] ?? load.cpuMicrosPerCall.server ?? NaN)} µs server CPU/call`;
   for (const c of results.createRpc ?? []) {
     rows.push([
       `create RPC, ${c.concurrency} in flight`,

@@ -18,10 +18,10 @@ import * as protoLoader from "@grpc/proto-loader";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const args = process.argv.slice(2);
-let address = process.env["GRPC_ADDR"] ?? "127.0.0.1:8082";
+let address = process.env.GRPC_ADDR ?? "127.0.0.1:8082";
 const metadata = new grpc.Metadata();
 const positional: string[] = [];
-let token = process.env["GRPC_TOKEN"];
+let token = process.env.GRPC_TOKEN;
 let useTls = false;
 let caFile: string | undefined;
 let certFile: string | undefined;
@@ -68,12 +68,16 @@ const definition = protoLoader.loadSync(files, {
 });
 const Service = serviceName
   .split(".")
-  .reduce<any>((node, part) => node?.[part], grpc.loadPackageDefinition(definition));
+  .reduce<unknown>(
+    (node, part) => (node as Record<string, unknown> | undefined)?.[part],
+    grpc.loadPackageDefinition(definition),
+  );
 if (typeof Service !== "function") {
   console.error(`unknown service ${serviceName}`);
   process.exit(2);
 }
-const client = new Service(address, credentials) as grpc.Client & Record<string, Function>;
+const client = new (Service as typeof grpc.Client)(address, credentials) as grpc.Client &
+  Record<string, (...args: unknown[]) => unknown>;
 if (typeof client[methodName] !== "function") {
   console.error(`unknown method ${methodName} of ${serviceName}`);
   process.exit(2);

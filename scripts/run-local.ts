@@ -3,18 +3,18 @@
 // broker (librdkafka's mock cluster: nothing is kept across runs; production
 // uses real Apache Kafka, see deploy/). Ctrl-C / SIGTERM stops the binaries
 // gracefully (they drain), then the broker.
-import { spawn, type ChildProcess } from "node:child_process";
-import { startKafkaMock, type KafkaMock } from "../tools/kafka-mock/kafka-mock.js";
+import { type ChildProcess, spawn } from "node:child_process";
+import { type KafkaMock, startKafkaMock } from "../tools/kafka-mock/kafka-mock.js";
 
 const env: NodeJS.ProcessEnv = { ...process.env };
 let broker: KafkaMock | undefined;
-if (!env["KAFKA_BROKERS"]) {
+if (!env.KAFKA_BROKERS) {
   broker = await startKafkaMock();
-  const topic = env["KAFKA_TOPIC"] ?? "omp-package-events";
+  const topic = env.KAFKA_TOPIC ?? "omp-package-events";
   await broker.createTopic(topic, 12);
-  env["KAFKA_BROKERS"] = broker.brokers.join(",");
+  env.KAFKA_BROKERS = broker.brokers.join(",");
   console.error(
-    `run: local Kafka-protocol broker at ${env["KAFKA_BROKERS"]} (topic ${topic}); set KAFKA_BROKERS to use a real cluster`,
+    `run: local Kafka-protocol broker at ${env.KAFKA_BROKERS} (topic ${topic}); set KAFKA_BROKERS to use a real cluster`,
   );
 }
 

@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/ensure-deps.sh
+# Lint first: a formatting or type error fails in seconds, not after the suite.
+npm run --silent lint
 bash scripts/ensure-postgres.sh
 bash scripts/ensure-redis.sh
 if [[ -f scripts/build-kafka-mock.sh ]]; then bash scripts/build-kafka-mock.sh; fi

@@ -165,8 +165,8 @@ test("republish --package writes one Updated event with the current state, after
   assert.equal(republished.type, "Updated");
   assert.equal(republished.reason, "republish");
   assert.deepEqual(republished.payload, await currentPayload(id));
-  assert.equal(republished.payload["Title"], "box v2");
-  assert.equal(republished.payload["Reusable"], true);
+  assert.equal(republished.payload.Title, "box v2");
+  assert.equal(republished.payload.Reusable, true);
   assert.match(res.stdout, new RegExp(`republished package ${id} as event ${republished.id}`));
   assert.equal((await outbox(other)).length, 1, "no event for another package");
   // Ordinary changes carry no reason.
@@ -234,7 +234,7 @@ test("republish --package waits for a change in flight on the package and is ord
       ["Updated", "republish"],
     ],
   );
-  assert.equal(events[2]!.payload["Title"], "in flight", "the republished state includes the change before it");
+  assert.equal(events[2]!.payload.Title, "in flight", "the republished state includes the change before it");
 });
 
 test("republish --all over 2,500 packages: one event per live package in batches, none for removed ones, with progress", async () => {

@@ -3,11 +3,12 @@
 //  b. a failed change leaves neither the package change nor its event (one transaction);
 //  c. per package, event id order is the commit order (docs/design.md §3.2), so each
 //     event's payload is the previous event's state plus exactly one update's changes.
-import { test, before, after, describe } from "node:test";
+
 import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
 import { count, createTestDatabase, events, type TestDatabase } from "./helpers/database.js";
+import { grpc, type PackageApiClient, packageApiClient, rpcError } from "./helpers/grpc-client.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
-import { grpc, packageApiClient, rpcError, type PackageApiClient } from "./helpers/grpc-client.js";
 
 let db: TestDatabase;
 let server: TestServer;
@@ -40,7 +41,7 @@ function assertNoLeak(message: string): void {
 
 /** The log line of the failed request with `traceId`: an error line that holds the underlying cause. */
 function errorLogLine(traceId: string): Record<string, unknown> {
-  const line = server.logs.lines.find((l) => l["traceId"] === traceId && l["level"] === "error");
+  const line = server.logs.lines.find((l) => l.traceId === traceId && l.level === "error");
   assert.ok(line, `an error log line with traceId ${traceId}`);
   return line;
 }
@@ -60,9 +61,9 @@ describe("a. internal errors do not leak SQL to clients", () => {
     assertNoLeak(err.details);
 
     const line = errorLogLine(match[1]!);
-    assert.equal(line["method"], "CreatePackageV1");
-    assert.equal(line["code"], "Internal");
-    const cause = JSON.stringify(line["err"]);
+    assert.equal(line.method, "CreatePackageV1");
+    assert.equal(line.code, "Internal");
+    const cause = JSON.stringify(line.err);
     assert.match(cause, /relation \\"package_event\\" does not exist/, "the log holds the database's own message");
   });
 
@@ -186,14 +187,14 @@ describe("c. concurrent updates of one package", () => {
       const request: Record<string, unknown> = { PackageID: id, Title: change.Title };
       switch (i % 4) {
         case 1:
-          change.Material = request["Material"] = `m${i}`;
+          change.Material = request.Material = `m${i}`;
           break;
         case 2:
-          change.MaximumVolume = request["MaximumVolume"] = i + 0.5; // exact in a float
+          change.MaximumVolume = request.MaximumVolume = i + 0.5; // exact in a float
           break;
         case 3:
           change.Reusable = i % 8 === 3;
-          request["Reusable"] = { Reusable: change.Reusable };
+          request.Reusable = { Reusable: change.Reusable };
           break;
       }
       changes.set(change.Title, change);
@@ -207,14 +208,14 @@ describe("c. concurrent updates of one package", () => {
     assert.equal(rows.length, n + 1, "one event per change");
     assert.equal(rows[0]!.type, "Created");
     assert.ok(rows.slice(1).every((r) => r.type === "Updated"));
-    const titles = rows.slice(1).map((r) => r.payload["Title"] as string);
+    const titles = rows.slice(1).map((r) => r.payload.Title as string);
     assert.deepEqual([...titles].sort(), [...changes.keys()].sort(), "every update has exactly one event");
 
     const fields = ["Material", "MaximumVolume", "Reusable"] as const;
     for (let j = 1; j < rows.length; j++) {
       const previous = rows[j - 1]!.payload;
       const current = rows[j]!.payload;
-      const change = changes.get(current["Title"] as string)!;
+      const change = changes.get(current.Title as string)!;
       for (const field of fields) {
         const expected = change[field] ?? previous[field];
         assert.equal(
@@ -224,8 +225,8 @@ describe("c. concurrent updates of one package", () => {
             `(${change[field] === undefined ? "unchanged from the previous event" : "set by this update"})`,
         );
       }
-      assert.equal(current["ID"], id);
-      assert.equal(current["Created"], previous["Created"]);
+      assert.equal(current.ID, id);
+      assert.equal(current.Created, previous.Created);
     }
 
     const last = rows[rows.length - 1]!.payload;
@@ -233,14 +234,14 @@ describe("c. concurrent updates of one package", () => {
     assert.deepEqual(
       { Title: pkg.Title, Material: pkg.Material, MaximumVolume: pkg.MaximumVolume, Reusable: pkg.Reusable },
       {
-        Title: last["Title"],
-        Material: last["Material"],
-        MaximumVolume: last["MaximumVolume"],
-        Reusable: last["Reusable"],
+        Title: last.Title,
+        Material: last.Material,
+        MaximumVolume: last.MaximumVolume,
+        Reusable: last.Reusable,
       },
       "the last event is the state Describe shows",
     );
     const updated = Number(pkg.Updated.Time.seconds) * 1000 + Math.floor(pkg.Updated.Time.nanos / 1e6);
-    assert.equal(Date.parse((last["Updated"] as { Time: string }).Time), updated);
+    assert.equal(Date.parse((last.Updated as { Time: string }).Time), updated);
   });
 });

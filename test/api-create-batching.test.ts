@@ -3,12 +3,13 @@
 //  - every call gets its own package, with exactly the fields it sent, and
 //    exactly one Created event carrying its own data and its own traceparent;
 //  - a row that fails the shared statement fails only its own call.
-import { test, before, after } from "node:test";
+
 import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
 import { createTestDatabase, events, type TestDatabase } from "./helpers/database.js";
-import { startTestServer, type TestServer } from "./helpers/server.js";
-import { grpc, packageApiClient, rpcError, type PackageApiClient } from "./helpers/grpc-client.js";
+import { grpc, type PackageApiClient, packageApiClient, rpcError } from "./helpers/grpc-client.js";
 import { writeTestConfig } from "./helpers/retranslator.js";
+import { startTestServer, type TestServer } from "./helpers/server.js";
 
 let db: TestDatabase;
 let server: TestServer;
@@ -60,17 +61,17 @@ test("concurrent creates share statements, yet each gets its own package, fields
 
   for (const [i, req] of requests.entries()) {
     const described = (await client.describePackageV1({ PackageID: ids[i] })) as { Value: Record<string, unknown> };
-    assert.equal(described.Value["Title"], req.Title, `call ${i}: its id holds its own title`);
-    assert.equal(described.Value["Material"], req.Material);
-    assert.equal(described.Value["MaximumVolume"], req.MaximumVolume);
-    assert.equal(described.Value["Reusable"], req.Reusable);
+    assert.equal(described.Value.Title, req.Title, `call ${i}: its id holds its own title`);
+    assert.equal(described.Value.Material, req.Material);
+    assert.equal(described.Value.MaximumVolume, req.MaximumVolume);
+    assert.equal(described.Value.Reusable, req.Reusable);
 
     const rows = await events(db.db, BigInt(ids[i]!));
     assert.equal(rows.length, 1, `call ${i}: exactly one event`);
     assert.equal(rows[0]!.type, "Created");
-    assert.equal(rows[0]!.payload["ID"], ids[i]);
-    assert.equal(rows[0]!.payload["Title"], req.Title);
-    assert.equal(rows[0]!.payload["MaximumVolume"], req.MaximumVolume);
+    assert.equal(rows[0]!.payload.ID, ids[i]);
+    assert.equal(rows[0]!.payload.Title, req.Title);
+    assert.equal(rows[0]!.payload.MaximumVolume, req.MaximumVolume);
     assert.equal(rows[0]!.traceparent, traceparentOf(i), `call ${i}: the event carries the call's own trace`);
   }
 });

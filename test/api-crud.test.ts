@@ -2,11 +2,12 @@
 // (the way existing clients of the original Go service call us), plus the
 // outbox contract: each Create/Update/Remove writes exactly one package_event
 // row whose payload is the package state after the change (docs/design.md §1.3, §2.2).
-import { test, before, after, describe } from "node:test";
+
 import assert from "node:assert/strict";
-import { count, createTestDatabase, events, type EventRow, type TestDatabase } from "./helpers/database.js";
+import { after, before, describe, test } from "node:test";
+import { count, createTestDatabase, type EventRow, events, type TestDatabase } from "./helpers/database.js";
+import { grpc, type PackageApiClient, packageApiClient, rpcError } from "./helpers/grpc-client.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
-import { grpc, packageApiClient, rpcError, type PackageApiClient } from "./helpers/grpc-client.js";
 
 interface WireTimestamp {
   seconds: string;
@@ -70,20 +71,20 @@ function assertPayloadMatches(payload: Record<string, unknown>, pkg: WirePackage
   const keys = ["ID", "Title", "Material", "MaximumVolume", "Reusable", "Created", "Removed"];
   if (pkg.Updated !== null) keys.push("Updated");
   assert.deepEqual(Object.keys(payload).sort(), keys.sort(), "payload keys");
-  assert.equal(payload["ID"], pkg.ID, "payload ID is the decimal string of the package id");
-  assert.equal(payload["Title"], pkg.Title);
-  assert.equal(payload["Material"], pkg.Material);
-  assert.equal(payload["MaximumVolume"], pkg.MaximumVolume);
-  assert.equal(payload["Reusable"], pkg.Reusable);
-  assert.equal(payload["Removed"], removed);
-  assert.match(payload["Created"] as string, isoPattern);
-  assert.equal(Date.parse(payload["Created"] as string), millis(pkg.Created!), "payload Created = package Created");
+  assert.equal(payload.ID, pkg.ID, "payload ID is the decimal string of the package id");
+  assert.equal(payload.Title, pkg.Title);
+  assert.equal(payload.Material, pkg.Material);
+  assert.equal(payload.MaximumVolume, pkg.MaximumVolume);
+  assert.equal(payload.Reusable, pkg.Reusable);
+  assert.equal(payload.Removed, removed);
+  assert.match(payload.Created as string, isoPattern);
+  assert.equal(Date.parse(payload.Created as string), millis(pkg.Created!), "payload Created = package Created");
   if (pkg.Updated !== null) {
-    const updated = payload["Updated"] as Record<string, unknown>;
+    const updated = payload.Updated as Record<string, unknown>;
     assert.deepEqual(Object.keys(updated), ["Time"], "payload Updated is {Time}");
-    assert.match(updated["Time"] as string, isoPattern);
+    assert.match(updated.Time as string, isoPattern);
     assert.equal(
-      Date.parse(updated["Time"] as string),
+      Date.parse(updated.Time as string),
       millis(pkg.Updated.Time!),
       "payload Updated.Time = package Updated",
     );
@@ -124,7 +125,7 @@ describe("CreatePackageV1 and DescribePackageV1", () => {
   test("Create with Reusable false stores false", async () => {
     const id = await create({ Reusable: false });
     assert.equal((await describePackage(id)).Reusable, false);
-    assert.equal((await lastEvent(id)).payload["Reusable"], false);
+    assert.equal((await lastEvent(id)).payload.Reusable, false);
   });
 
   test("Describe and List write no events", async () => {
@@ -243,7 +244,7 @@ describe("UpdatePackageV1", () => {
 
     const rows = await events(db.db, BigInt(id));
     assert.deepEqual(
-      rows.map((r) => [r.type, r.payload["Reusable"]]),
+      rows.map((r) => [r.type, r.payload.Reusable]),
       [
         ["Created", false],
         ["Updated", true],
@@ -268,8 +269,8 @@ describe("UpdatePackageV1", () => {
       ["Created", "Updated", "Updated"],
     );
     assertPayloadMatches(rows[2]!.payload, pkg, false);
-    assert.equal(rows[1]!.payload["Material"], "paper", "the first update's event shows the state after it");
-    assert.equal(rows[1]!.payload["Title"], "t2");
+    assert.equal(rows[1]!.payload.Material, "paper", "the first update's event shows the state after it");
+    assert.equal(rows[1]!.payload.Title, "t2");
   });
 });
 
@@ -332,13 +333,7 @@ test("a package's whole life is one event per change, in order", async () => {
   await client.removePackageV1({ PackageID: id });
   const rows = await events(db.db, BigInt(id));
   assert.deepEqual(
-    rows.map((r) => [
-      r.type,
-      r.payload["Material"],
-      r.payload["Reusable"],
-      r.payload["Removed"],
-      "Updated" in r.payload,
-    ]),
+    rows.map((r) => [r.type, r.payload.Material, r.payload.Reusable, r.payload.Removed, "Updated" in r.payload]),
     [
       ["Created", "jute", false, false, false],
       ["Updated", "hemp", false, false, true],

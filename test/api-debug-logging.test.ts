@@ -2,16 +2,17 @@
 // default, so a client cannot make the server log its bodies; when an operator
 // turns it on, the debug lines are written after the call was handled, with
 // strings and lists cut short, and never carry a header value (no token).
-import { test, before, after, describe } from "node:test";
+
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
 import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
 import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
+import { grpc, type PackageApiClient, packageApiClient, rpcError } from "./helpers/grpc-client.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
-import { grpc, packageApiClient, rpcError, type PackageApiClient } from "./helpers/grpc-client.js";
 
 let db: TestDatabase;
 let dir: string;
@@ -30,7 +31,7 @@ before(async () => {
   db = await createTestDatabase();
   dir = mkdtempSync(join(tmpdir(), "lpa-debug-"));
   const config = parseYaml(readFileSync("config.yml", "utf8")) as { project: Record<string, unknown> };
-  config.project["allowRiseToDebug"] = true;
+  config.project.allowRiseToDebug = true;
   const path = join(dir, "config.yml");
   writeFileSync(path, stringifyYaml(config));
   const tokensFile = join(dir, "tokens.yml");
@@ -62,15 +63,15 @@ const traceparent = (id: string) => `00-${id}-${randomBytes(8).toString("hex")}-
 
 /** Lines may be written just after the response: poll (bounded) until the request's info line is there. */
 async function linesOf(server: TestServer, id: string): Promise<Record<string, unknown>[]> {
-  const mine = () => server.logs.lines.filter((l) => l["traceId"] === id);
+  const mine = () => server.logs.lines.filter((l) => l.traceId === id);
   const deadline = Date.now() + 5000;
-  while (!mine().some((l) => l["level"] === "info" || l["level"] === "error") && Date.now() < deadline) {
+  while (!mine().some((l) => l.level === "info" || l.level === "error") && Date.now() < deadline) {
     await new Promise((r) => setTimeout(r, 20));
   }
   return mine();
 }
 
-const debugLines = (lines: Record<string, unknown>[]) => lines.filter((l) => l["level"] === "debug");
+const debugLines = (lines: Record<string, unknown>[]) => lines.filter((l) => l.level === "debug");
 
 describe("allowRiseToDebug off (the default)", () => {
   test("config.yml and the code default it to false", () => {
@@ -86,7 +87,7 @@ describe("allowRiseToDebug off (the default)", () => {
     );
     await quietClient.listPackagesV1({ Limit: "1" }, { traceparent: traceparent(id), log_level: "debug" });
     const lines = await linesOf(quiet, id);
-    assert.equal(lines.filter((l) => l["msg"] === "request finished").length, 2, JSON.stringify(lines));
+    assert.equal(lines.filter((l) => l.msg === "request finished").length, 2, JSON.stringify(lines));
     assert.deepEqual(debugLines(lines), [], "no debug line");
     assert.ok(!JSON.stringify(quiet.logs.lines).includes(title), "the body is not logged");
   });
@@ -106,11 +107,11 @@ describe("allowRiseToDebug on", () => {
     );
     const lines = debugLines(await linesOf(verbose, id));
     assert.deepEqual(
-      lines.map((l) => l["msg"]),
+      lines.map((l) => l.msg),
       ["request received", "response sent"],
     );
-    assert.deepEqual(lines[0]!["request"], { Title: "debugged", Material: "paper", MaximumVolume: 1 });
-    assert.deepEqual(lines[1]!["response"], { ID });
+    assert.deepEqual(lines[0]!.request, { Title: "debugged", Material: "paper", MaximumVolume: 1 });
+    assert.deepEqual(lines[1]!.response, { ID });
     assert.deepEqual(debugLines(await linesOf(verbose, other)), [], "a request without log_level stays at info");
   });
 
@@ -127,11 +128,11 @@ describe("allowRiseToDebug on", () => {
     );
     const lines = debugLines(await linesOf(verbose, id));
     assert.deepEqual(
-      lines.map((l) => l["msg"]),
+      lines.map((l) => l.msg),
       ["request received"],
       "no response line for a failed call",
     );
-    const logged = (lines[0]!["request"] as { Title: string }).Title;
+    const logged = (lines[0]!.request as { Title: string }).Title;
     assert.equal(logged, `${"T".repeat(64)}…(100000 chars)`);
     assert.ok(JSON.stringify(lines[0]).length < 1000, "the line stays small");
 
@@ -139,9 +140,7 @@ describe("allowRiseToDebug on", () => {
       await verboseClient.createPackageV1({ Title: `list ${i}`, Material: "paper", MaximumVolume: 1 });
     const listId = traceId();
     await verboseClient.listPackagesV1({ Limit: "12" }, { traceparent: traceparent(listId), log_level: "debug" });
-    const response = debugLines(await linesOf(verbose, listId)).find((l) => l["msg"] === "response sent")![
-      "response"
-    ] as {
+    const response = debugLines(await linesOf(verbose, listId)).find((l) => l.msg === "response sent")!.response as {
       Packages: unknown[];
     };
     assert.equal(response.Packages.length, 11, "10 packages and a marker");
@@ -191,7 +190,7 @@ describe("allowRiseToDebug on, with API tokens", () => {
     );
     const lines = await linesOf(guarded, id);
     assert.deepEqual(
-      debugLines(lines).map((l) => l["msg"]),
+      debugLines(lines).map((l) => l.msg),
       ["request received", "response sent"],
     );
     for (const line of guarded.logs.lines)
@@ -218,7 +217,7 @@ describe("allowRiseToDebug on, with API tokens", () => {
     );
     for (const id of [unauthenticated, denied]) {
       const lines = await linesOf(guarded, id);
-      assert.equal(lines.filter((l) => l["msg"] === "request finished").length, 1, JSON.stringify(lines));
+      assert.equal(lines.filter((l) => l.msg === "request finished").length, 1, JSON.stringify(lines));
       assert.deepEqual(debugLines(lines), []);
     }
     assert.ok(!JSON.stringify(guarded.logs.lines).includes(title), "the refused body is not logged");

@@ -5,13 +5,14 @@
 // server, break no rule of its Content-Security-Policy, and its "Try it out"
 // must reach the API with the token given in "Authorize".
 // Run: bash scripts/test.sh test/api-docs-browser.test.ts (scripts/ensure-chromium.sh installs chromium)
-import { after, before, describe, test } from "node:test";
+
 import assert from "node:assert/strict";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
-import { chromium, type BrowserContext, type Page } from "playwright-core";
+import { type BrowserContext, chromium, type Page } from "playwright-core";
 import { createTestCa, type TestCa } from "./helpers/certs.js";
 import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
@@ -162,7 +163,7 @@ describe("GET /docs in headless Chromium (TLS, AUTH_TOKENS_FILE set)", () => {
 
       const answered = await execute();
       assert.equal(answered.status(), 200);
-      assert.equal(answered.request().headers()["authorization"], `Bearer ${readerToken}`);
+      assert.equal(answered.request().headers().authorization, `Bearer ${readerToken}`);
       assert.deepEqual(await answered.json(), { PackageTitle: [], Packages: [] });
       // The 401 is the API's answer shown to the user, not a page problem; nothing else went wrong.
       assert.deepEqual(

@@ -6,13 +6,14 @@
 // Run: bash scripts/test.sh test/api-hostile-input.test.ts
 // A failing property prints its seed and path; replay exactly that input with
 //   FC_SEED=<seed> FC_PATH=<path> bash scripts/test.sh test/api-hostile-input.test.ts
-import { after, before, describe, test } from "node:test";
+
 import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
 import fc from "fast-check";
-import { UpdatePackageV1RequestSchema } from "../pkg/hablof/logistic_package_api/v1/logistic_package_api_pb.js";
 import { parseJsonFor } from "../internal/api/json-body.js";
+import { UpdatePackageV1RequestSchema } from "../pkg/hablof/logistic_package_api/v1/logistic_package_api_pb.js";
 import { count, createTestDatabase, type TestDatabase } from "./helpers/database.js";
-import { grpc, packageApiClient, rpcError, type PackageApiClient } from "./helpers/grpc-client.js";
+import { grpc, type PackageApiClient, packageApiClient, rpcError } from "./helpers/grpc-client.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 
 const serviceName = "hablof.logistic_package_api.v1.LogisticPackageApiService";
@@ -246,8 +247,8 @@ describe("known hostile inputs, each answered 4xx with a message that names the 
 // ---- generated input ----
 
 const replay = {
-  seed: process.env["FC_SEED"] === undefined ? undefined : Number(process.env["FC_SEED"]),
-  path: process.env["FC_PATH"],
+  seed: process.env.FC_SEED === undefined ? undefined : Number(process.env.FC_SEED),
+  path: process.env.FC_PATH,
 };
 const runs = (numRuns: number) => ({ numRuns, ...replay });
 
@@ -283,7 +284,7 @@ const numberLiteral = fc.oneof(
 const stringLiteral = fc.oneof(
   fc.string({ unit: "binary", maxLength: 40 }).map((s) => JSON.stringify(s)),
   fc.string({ unit: "grapheme", maxLength: 40 }).map((s) => JSON.stringify(s)),
-  fc.constantFrom('"\\ud800"', '"a\\udc00"', '"\\u0000"', '"\\"', '"' + "a".repeat(33) + '"'),
+  fc.constantFrom('"\\ud800"', '"a\\udc00"', '"\\u0000"', '"\\"', `"${"a".repeat(33)}"`),
 );
 const { value: jsonValue } = fc.letrec<{ value: string; array: string; object: string }>((tie) => ({
   value: fc.oneof(
@@ -324,7 +325,7 @@ const body: fc.Arbitrary<Uint8Array> = fc.oneof(
   fc
     .tuple(fc.integer({ min: 1, max: 3000 }), fc.constantFrom("[", '{"Title":'))
     .map(([depth, open]) =>
-      Buffer.from(open.repeat(depth) + (open === "[" ? "]".repeat(depth) : "1" + "}".repeat(depth))),
+      Buffer.from(open.repeat(depth) + (open === "[" ? "]".repeat(depth) : `1${"}".repeat(depth)}`)),
     ),
 );
 
@@ -427,7 +428,7 @@ describe("generated input (fast-check) never makes a 5xx", () => {
     const described = await connect("DescribePackageV1", `{"PackageID": ${id}}`);
     assert.equal(JSON.parse(described.text).Value.Title, "after the storm");
     const internal = server.logs.lines.filter(
-      (l) => l["code"] === "Internal" || l["code"] === "Unknown" || l["msg"] === "REST gateway failed a request",
+      (l) => l.code === "Internal" || l.code === "Unknown" || l.msg === "REST gateway failed a request",
     );
     assert.deepEqual(internal, [], "no request ended as an internal error");
   });

@@ -2,17 +2,18 @@
 // same `x-request-id` gets the first result back and causes no second package
 // or event; the same id with a different body is AlreadyExists; keys expire
 // after the configured retention and are swept from the table.
-import { test, before, after, describe } from "node:test";
+
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
 import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
-import { count, createTestDatabase, events, type TestDatabase } from "./helpers/database.js";
 import { PgPackageRepository } from "../internal/repo/package-repo.js";
+import { count, createTestDatabase, events, type TestDatabase } from "./helpers/database.js";
+import { grpc, type PackageApiClient, packageApiClient, rpcError } from "./helpers/grpc-client.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
-import { grpc, packageApiClient, rpcError, type PackageApiClient } from "./helpers/grpc-client.js";
 
 let db: TestDatabase;
 let server: TestServer;
@@ -168,15 +169,15 @@ describe("REST gateway x-request-id header", () => {
     const start = await counts();
     const first = await restCreate(body, key);
     assert.equal(first.status, 200, JSON.stringify(first.body));
-    assert.match(String(first.body["ID"]), /^[1-9][0-9]*$/);
+    assert.match(String(first.body.ID), /^[1-9][0-9]*$/);
     const second = await restCreate(body, key);
     assert.equal(second.status, 200);
-    assert.equal(second.body["ID"], first.body["ID"]);
+    assert.equal(second.body.ID, first.body.ID);
     assert.deepEqual(await counts(), plus(start, 1, 1, 1));
 
     const conflict = await restCreate({ ...body, Title: "other" }, key);
     assert.equal(conflict.status, 409);
-    assert.match(String(conflict.body["message"]), /x-request-id/);
+    assert.match(String(conflict.body.message), /x-request-id/);
     assert.deepEqual(await counts(), plus(start, 1, 1, 1));
   });
 
@@ -185,7 +186,7 @@ describe("REST gateway x-request-id header", () => {
     const viaGrpc = await client.createPackageV1(body, { "x-request-id": key });
     const viaRest = await restCreate(body, key);
     assert.equal(viaRest.status, 200);
-    assert.equal(viaRest.body["ID"], viaGrpc.ID);
+    assert.equal(viaRest.body.ID, viaGrpc.ID);
   });
 
   test("POST without the header is not deduplicated", async () => {
@@ -193,7 +194,7 @@ describe("REST gateway x-request-id header", () => {
     const b = await restCreate(body);
     assert.equal(a.status, 200);
     assert.equal(b.status, 200);
-    assert.notEqual(a.body["ID"], b.body["ID"]);
+    assert.notEqual(a.body.ID, b.body.ID);
   });
 });
 
@@ -202,7 +203,7 @@ describe("expiry sweeper", () => {
     const dir = mkdtempSync(join(tmpdir(), "lpa-idempotency-"));
     const configPath = join(dir, "config.yml");
     const config = parseYaml(readFileSync("config.yml", "utf8")) as { idempotency: Record<string, unknown> };
-    config.idempotency["cleanupIntervalSeconds"] = 1;
+    config.idempotency.cleanupIntervalSeconds = 1;
     writeFileSync(configPath, stringifyYaml(config));
 
     const sweeping = await startTestServer(db.url, { CONFIG_PATH: configPath });
@@ -228,8 +229,7 @@ describe("expiry sweeper", () => {
       // (The first server sweeps too, but only once a minute: normally this one logs it.)
       assert.ok(
         [...sweeping.logs.lines, ...server.logs.lines].some(
-          (l) =>
-            l["msg"] === "expired idempotency keys deleted" && typeof l["deleted"] === "number" && l["deleted"] >= 1,
+          (l) => l.msg === "expired idempotency keys deleted" && typeof l.deleted === "number" && l.deleted >= 1,
         ),
         "the sweep is logged",
       );
@@ -266,7 +266,7 @@ describe("Idempotency-Key header", () => {
     assert.equal(first.status, 200, JSON.stringify(first.body));
     const quoted = await restCreate(body, undefined, { "Idempotency-Key": `"${key}"` });
     assert.equal(quoted.status, 200, JSON.stringify(quoted.body));
-    assert.equal(quoted.body["ID"], first.body["ID"]);
+    assert.equal(quoted.body.ID, first.body.ID);
     assert.deepEqual(await counts(), plus(start, 1, 1, 1));
   });
 
@@ -294,7 +294,7 @@ describe("Idempotency-Key header", () => {
 
     const rest = await restCreate(body, randomUUID(), { "Idempotency-Key": randomUUID() });
     assert.equal(rest.status, 400);
-    assert.match(String(rest.body["message"]), /Idempotency-Key and x-request-id differ/);
+    assert.match(String(rest.body.message), /Idempotency-Key and x-request-id differ/);
     assert.deepEqual(await counts(), plus(start, 1, 1, 1));
   });
 
@@ -308,10 +308,10 @@ describe("Idempotency-Key header", () => {
     // Latin-1 reaches the gateway as such (fetch sends the byte 0xE9).
     const accented = await restCreate(body, undefined, { "Idempotency-Key": "cl\u00e9" });
     assert.equal(accented.status, 400, JSON.stringify(accented.body));
-    assert.match(String(accented.body["message"]), /Idempotency-Key must be printable ASCII/);
+    assert.match(String(accented.body.message), /Idempotency-Key must be printable ASCII/);
     const requestId = await restCreate(body, "r\u00e9f");
     assert.equal(requestId.status, 400);
-    assert.match(String(requestId.body["message"]), /x-request-id must be printable ASCII/);
+    assert.match(String(requestId.body.message), /x-request-id must be printable ASCII/);
     assert.deepEqual(await counts(), start);
     // 255 printable characters, spaces and punctuation included, are a key (HTTP
     // trims spaces at either end of a header value, so they sit inside).
@@ -338,7 +338,7 @@ describe("the same body over another protocol", () => {
       { Title: "tenth", Material: "foil", MaximumVolume: 0.1, Reusable: false },
       { "idempotency-key": key },
     );
-    assert.equal(viaGrpc.ID, viaRest.body["ID"], "a retry over gRPC replays the REST create");
+    assert.equal(viaGrpc.ID, viaRest.body.ID, "a retry over gRPC replays the REST create");
     assert.deepEqual(await counts(), plus(start, 1, 1, 1));
 
     // And the other way round, with a value that is not a float32 either.
@@ -352,7 +352,7 @@ describe("the same body over another protocol", () => {
       key2,
     );
     assert.equal(restSecond.status, 200, JSON.stringify(restSecond.body));
-    assert.equal(restSecond.body["ID"], grpcFirst.ID);
+    assert.equal(restSecond.body.ID, grpcFirst.ID);
     // Connect JSON decodes 0.1 straight into the message (no binary round trip,
     // unlike the gateway's in-process transport), so the value stays a double.
     const key3 = randomUUID();

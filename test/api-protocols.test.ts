@@ -2,22 +2,23 @@
 // REST (fetch), Connect JSON over HTTP/1.1, gRPC-Web, Connect over HTTP/2,
 // stock grpc-js clients for health and reflection, and the request log lines.
 // Run: bash scripts/test.sh test/api-protocols.test.ts
-import { after, before, describe, test } from "node:test";
+
 import assert from "node:assert/strict";
 import { randomBytes, randomUUID } from "node:crypto";
+import { after, before, describe, test } from "node:test";
 import { fromBinary } from "@bufbuild/protobuf";
-import { FileDescriptorProtoSchema, type FileDescriptorProto } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
+import { type FileDescriptorProto, FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
+import { type Client, Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcWebTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { LogisticPackageApiService } from "../pkg/hablof/logistic_package_api/v1/logistic_package_api_pb.js";
 import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
 import {
   grpc,
   healthClient,
+  type PackageApiClient,
   packageApiClient,
   reflectionClient,
   rpcError,
-  type PackageApiClient,
 } from "./helpers/grpc-client.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 
@@ -282,7 +283,7 @@ describe("gRPC health (stock grpc-js client)", () => {
   test("Watch streams SERVING first and can be cancelled", async () => {
     const watch = (
       health.raw as unknown as Record<string, (req: unknown) => grpc.ClientReadableStream<{ status: string }>>
-    )["Watch"]!.bind(health.raw);
+    ).Watch!.bind(health.raw);
     const stream = watch({ service: serviceName });
     const ended = new Promise<grpc.ServiceError | undefined>((resolve) => {
       stream.on("error", (err: grpc.ServiceError) => resolve(err));
@@ -301,9 +302,9 @@ describe("gRPC health (stock grpc-js client)", () => {
 
 describe("gRPC server reflection v1 (stock grpc-js client)", () => {
   function reflect(request: Record<string, unknown>): Promise<any> {
-    const open = (reflection as unknown as Record<string, () => grpc.ClientDuplexStream<unknown, any>>)[
-      "ServerReflectionInfo"
-    ]!.bind(reflection);
+    const open = (
+      reflection as unknown as Record<string, () => grpc.ClientDuplexStream<unknown, any>>
+    ).ServerReflectionInfo!.bind(reflection);
     return new Promise((resolve, reject) => {
       const stream = open();
       const responses: unknown[] = [];
@@ -466,15 +467,15 @@ describe("request logs", () => {
       api.describePackageV1({ PackageID: "987654321" }, { "x-request-id": requestId }),
       grpc.status.NOT_FOUND,
     );
-    const lines = await waitForLines((l) => l["requestId"] === requestId);
+    const lines = await waitForLines((l) => l.requestId === requestId);
     assert.equal(lines.length, 1, JSON.stringify(lines));
     const line = lines[0]!;
-    assert.equal(line["level"], "info");
-    assert.equal(line["method"], "DescribePackageV1");
-    assert.equal(line["code"], "NotFound");
-    assert.equal(typeof line["durationMs"], "number");
-    assert.ok((line["durationMs"] as number) >= 0);
-    assert.match(String(line["traceId"]), /^[0-9a-f]{32}$/);
+    assert.equal(line.level, "info");
+    assert.equal(line.method, "DescribePackageV1");
+    assert.equal(line.code, "NotFound");
+    assert.equal(typeof line.durationMs, "number");
+    assert.ok((line.durationMs as number) >= 0);
+    assert.match(String(line.traceId), /^[0-9a-f]{32}$/);
   });
 
   test("a traceparent in the metadata gives the logged trace id", async () => {
@@ -484,10 +485,10 @@ describe("request logs", () => {
       { traceparent: traceparent(traceId) },
     );
     assert.match(ID, /^[1-9][0-9]*$/);
-    const lines = await waitForLines((l) => l["traceId"] === traceId);
+    const lines = await waitForLines((l) => l.traceId === traceId);
     assert.equal(lines.length, 1, JSON.stringify(lines));
-    assert.equal(lines[0]!["method"], "CreatePackageV1");
-    assert.equal(lines[0]!["code"], "ok");
+    assert.equal(lines[0]!.method, "CreatePackageV1");
+    assert.equal(lines[0]!.code, "ok");
   });
   // log_level: debug (project.allowRiseToDebug, off by default): test/api-debug-logging.test.ts.
 });

@@ -4,16 +4,17 @@
 // a well-behaved stock gRPC client still creates a package, and the server has
 // let go of the bad connections (its open-connection count goes back down).
 // Run: bash scripts/test.sh test/api-socket-robustness.test.ts
-import { after, before, describe, test } from "node:test";
+
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import http2 from "node:http2";
 import { mkdtempSync, writeFileSync } from "node:fs";
+import http2 from "node:http2";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
 import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
-import { packageApiClient, type PackageApiClient } from "./helpers/grpc-client.js";
+import { type PackageApiClient, packageApiClient } from "./helpers/grpc-client.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 
 const createPath = "/hablof.logistic_package_api.v1.LogisticPackageApiService/CreatePackageV1";

@@ -3,12 +3,13 @@
 // curl over HTTP/1.1 and HTTP/2) with and without a token. Certificates are
 // real, made by openssl for each run.
 // Run: bash scripts/test.sh test/api-tls-auth.test.ts
-import { after, before, describe, test } from "node:test";
+
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
 import { copyFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
 import tls from "node:tls";
 import { promisify } from "node:util";
 import { createTestCa, type TestCa } from "./helpers/certs.js";
@@ -16,10 +17,10 @@ import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
 import {
   grpc,
   healthClient,
+  type PackageApiClient,
   packageApiClient,
   reflectionClient,
   rpcError,
-  type PackageApiClient,
 } from "./helpers/grpc-client.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 
@@ -172,7 +173,7 @@ describe("roles over gRPC with TLS", () => {
     const text = JSON.stringify(server.logs.lines);
     for (const token of Object.values(tokens)) assert.ok(!text.includes(token), "a token was logged");
     assert.ok(
-      server.logs.lines.some((l) => l["caller"] === "shop" && l["method"] === "CreatePackageV1" && l["code"] === "ok"),
+      server.logs.lines.some((l) => l.caller === "shop" && l.method === "CreatePackageV1" && l.code === "ok"),
       "the request line names the caller",
     );
     const metrics = await (await fetch(`http://127.0.0.1:${server.ports.metrics}/metrics`)).text();
@@ -363,12 +364,12 @@ describe("certificates: mutual TLS, reload, start-up errors", () => {
       }
       const api = tlsClient(`127.0.0.1:${live.ports.grpc}`, grpc.credentials.createSsl(rotatedCa.ca));
       assert.deepEqual((await api.listPackagesV1({})).Packages, []);
-      assert.ok(live.logs.lines.some((l) => l["msg"] === "TLS certificates reloaded"));
+      assert.ok(live.logs.lines.some((l) => l.msg === "TLS certificates reloaded"));
 
       // A broken file on reload is logged; the server keeps the certificate it had.
       writeFileSync(keyFile, "not a key");
       live.reload();
-      assert.ok(live.logs.lines.some((l) => l["msg"] === "TLS reload failed: keeping the certificates in use"));
+      assert.ok(live.logs.lines.some((l) => l.msg === "TLS reload failed: keeping the certificates in use"));
       assert.deepEqual((await api.listPackagesV1({})).Packages, []);
     } finally {
       await live.stop();
@@ -406,7 +407,7 @@ describe("certificates: mutual TLS, reload, start-up errors", () => {
     const open = await startTestServer(db.url, { GATEWAY_PORT: "0" });
     try {
       assert.ok(
-        open.logs.lines.some((l) => l["level"] === "warn" && String(l["msg"]).includes("the API is unauthenticated")),
+        open.logs.lines.some((l) => l.level === "warn" && String(l.msg).includes("the API is unauthenticated")),
       );
     } finally {
       await open.stop();

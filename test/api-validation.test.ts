@@ -1,11 +1,12 @@
 // Request validation (docs/design.md §1.2): every rule answers INVALID_ARGUMENT with a
 // message naming the field, and a rejected request writes nothing: no package,
 // no event, no idempotency key.
-import { test, before, after, describe } from "node:test";
+
 import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
 import { count, createTestDatabase, type TestDatabase } from "./helpers/database.js";
+import { grpc, type PackageApiClient, packageApiClient, rpcError } from "./helpers/grpc-client.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
-import { grpc, packageApiClient, rpcError, type PackageApiClient } from "./helpers/grpc-client.js";
 
 let db: TestDatabase;
 let server: TestServer;

@@ -2,23 +2,24 @@
 // the real grpc-server and retranslator (own database), the local Kafka-protocol
 // broker, the machine's Redis (keys under a prefix of this run, removed at the end),
 // the bot as `npm run bot` wires it against the fake Bot API, and the facade.
-import { spawn, type ChildProcess } from "node:child_process";
+
+import assert from "node:assert/strict";
+import { type ChildProcess, spawn } from "node:child_process";
 import net from "node:net";
 import { after, before, test } from "node:test";
-import assert from "node:assert/strict";
-import { Redis } from "ioredis";
-import { Kafka, logLevel, type Consumer, type KafkaMessage } from "kafkajs";
 import { create } from "@bufbuild/protobuf";
-import { loadConfig, type Config } from "../internal/config/config.js";
-import { startBotApp, type BotApp } from "../internal/bot/app.js";
+import { Redis } from "ioredis";
+import { type Consumer, Kafka, type KafkaMessage, logLevel } from "kafkajs";
+import { type BotApp, startBotApp } from "../internal/bot/app.js";
 import { PackageCache } from "../internal/bot/package-cache.js";
+import { type Config, loadConfig } from "../internal/config/config.js";
 import { PackageSchema } from "../pkg/hablof/logistic_package_api/v1/logistic_package_api_pb.js";
 import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
 import { facadeEnv, poll, readFacadeMetric, startTestFacade, type TestFacade } from "./helpers/facade.js";
 import { FakeTelegram } from "./helpers/fake-telegram.js";
-import { packageApiClient, type PackageApiClient } from "./helpers/grpc-client.js";
-import { startKafkaMock, type KafkaMock } from "./helpers/kafka-mock.js";
-import { captureLogs, type CapturedLogs } from "./helpers/logs.js";
+import { type PackageApiClient, packageApiClient } from "./helpers/grpc-client.js";
+import { type KafkaMock, startKafkaMock } from "./helpers/kafka-mock.js";
+import { type CapturedLogs, captureLogs } from "./helpers/logs.js";
 import { fastRetranslatorEnv, startTestRetranslator, type TestRetranslator } from "./helpers/retranslator.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 
@@ -109,7 +110,7 @@ class TopicWatcher {
 
 /** DescribePackageV1 calls the grpc-server has answered so far. */
 function describeCalls(): number {
-  return server.logs.lines.filter((l) => l["method"] === "DescribePackageV1" && typeof l["code"] === "string").length;
+  return server.logs.lines.filter((l) => l.method === "DescribePackageV1" && typeof l.code === "string").length;
 }
 
 async function say(telegram: FakeTelegram, text: string): Promise<string> {
@@ -130,7 +131,7 @@ async function createPackage(title: string): Promise<string> {
 
 /** Cache events for one package, in order. */
 function cacheEventsOf(id: string): Record<string, unknown>[] {
-  return watcher.json(cacheEventsTopic).filter((e) => String(e["id"]) === id);
+  return watcher.json(cacheEventsTopic).filter((e) => String(e.id) === id);
 }
 
 async function metric(metricsUrl: string, name: string, labels = ""): Promise<number> {
@@ -184,7 +185,7 @@ after(async () => {
   }
   await db?.drop();
   await facadeDb?.drop();
-  const errors = bot?.logs.lines.filter((l) => l["level"] === "error" || l["level"] === "fatal") ?? [];
+  const errors = bot?.logs.lines.filter((l) => l.level === "error" || l.level === "fatal") ?? [];
   assert.deepEqual(errors, [], "the bot logged no errors");
 });
 
@@ -199,12 +200,12 @@ test("a second /get is served from Redis: a Read description event with success 
   await poll(
     "a Read description event with success true",
     async () => cacheEventsOf(id),
-    (events) => events.some((e) => e["cacheEventType"] === "Read description" && e["success"] === true),
+    (events) => events.some((e) => e.cacheEventType === "Read description" && e.success === true),
   );
-  const event = cacheEventsOf(id).find((e) => e["cacheEventType"] === "Read description" && e["success"] === true)!;
+  const event = cacheEventsOf(id).find((e) => e.cacheEventType === "Read description" && e.success === true)!;
   assert.deepEqual(Object.keys(event).sort(), ["cacheEventType", "id", "success", "timestamp"]);
-  assert.equal(typeof event["id"], "number");
-  assert.ok(!Number.isNaN(Date.parse(String(event["timestamp"]))));
+  assert.equal(typeof event.id, "number");
+  assert.ok(!Number.isNaN(Date.parse(String(event.timestamp))));
   assert.ok((await metric(bot.metricsUrl, "logistic_package_api_bot_cache_hits_total")) >= 1);
   // Namespaced key, with a TTL.
   const ttl = await redis.ttl(`${keyPrefix}package:${id}`);
@@ -324,21 +325,21 @@ test("every Telegram update appears on omp-tgbot-commands with the original fiel
   await fake.sendText(31337, `/get ${nonce}`);
   const records = await poll(
     "three command records",
-    async () => watcher.json(commandsTopic).filter((r) => String(r["MessageText"]).endsWith(nonce)),
+    async () => watcher.json(commandsTopic).filter((r) => String(r.MessageText).endsWith(nonce)),
     (r) => r.length >= 3,
   );
   for (const r of records)
     assert.deepEqual(Object.keys(r).sort(), ["CallbackQueryData", "MessageText", "TimeStamp", "UserId", "Username"]);
   // Keyed by user: one user's updates keep their order, users' partitions interleave.
   const withoutTime = (r: Record<string, unknown>) => ({ ...r, TimeStamp: undefined });
-  assert.deepEqual(records.filter((r) => r["UserId"] === chat).map(withoutTime), [
+  assert.deepEqual(records.filter((r) => r.UserId === chat).map(withoutTime), [
     { UserId: chat, Username: "alice", MessageText: `/help ${nonce}`, CallbackQueryData: "", TimeStamp: undefined },
     { UserId: chat, Username: "", MessageText: `/list ${nonce}`, CallbackQueryData: "", TimeStamp: undefined },
   ]);
-  assert.deepEqual(records.filter((r) => r["UserId"] === 31337).map(withoutTime), [
+  assert.deepEqual(records.filter((r) => r.UserId === 31337).map(withoutTime), [
     { UserId: 31337, Username: "", MessageText: `/get ${nonce}`, CallbackQueryData: "", TimeStamp: undefined },
   ]);
-  for (const r of records) assert.ok(!Number.isNaN(Date.parse(String(r["TimeStamp"]))));
+  for (const r of records) assert.ok(!Number.isNaN(Date.parse(String(r.TimeStamp))));
 
   // A button press carries its data.
   const id = await createPackage("to delete");
@@ -348,11 +349,11 @@ test("every Telegram update appears on omp-tgbot-commands with the original fiel
   await fake.pressButton(chat, sent.message_id, no.data);
   const pressed = await poll(
     "the button press record",
-    async () => watcher.json(commandsTopic).find((r) => r["CallbackQueryData"] === no.data),
+    async () => watcher.json(commandsTopic).find((r) => r.CallbackQueryData === no.data),
     (r) => r !== undefined,
   );
-  assert.equal(pressed!["UserId"], chat);
-  assert.equal(pressed!["MessageText"], "");
+  assert.equal(pressed!.UserId, chat);
+  assert.equal(pressed!.MessageText, "");
   assert.ok(
     (await metric(bot.metricsUrl, "logistic_package_api_bot_messages_published_total", `{topic="${commandsTopic}"}`)) >=
       4,
@@ -383,7 +384,7 @@ test("Redis stopped: /get still answers from the API, and the metrics and log sa
       (await metric(second.metricsUrl, "logistic_package_api_bot_cache_errors_total", '{operation="read"}')) >= 1,
     );
     assert.ok(
-      second.logs.lines.some((l) => l["level"] === "warn" && String(l["msg"]).startsWith("redis failed")),
+      second.logs.lines.some((l) => l.level === "warn" && String(l.msg).startsWith("redis failed")),
       "a warning says the cache is out",
     );
     // Still answering while it stays away.
@@ -433,15 +434,15 @@ test("a broker that is away never holds a command: a full queue drops its oldest
       (await metric(metrics, "logistic_package_api_bot_publish_queue_messages", `{topic="${commandsTopic}"}`)) <= 2,
       "the queue stays bounded",
     );
-    const warnings = () => second!.logs.lines.filter((l) => String(l["msg"]).startsWith("bot publish failed"));
+    const warnings = () => second!.logs.lines.filter((l) => String(l.msg).startsWith("bot publish failed"));
     assert.equal(warnings().length, 1, "one warning for the outage, not one per message");
-    assert.equal(warnings()[0]!["level"], "warn");
+    assert.equal(warnings()[0]!.level, "warn");
     await own.brokerUp(1);
     ownWatcher = await TopicWatcher.start(own.brokers, [commandsTopic]);
     // The newest message is kept by drop-oldest and is sent once the broker is back.
     const sent = await poll(
       "the last command on the topic after the broker is back",
-      async () => ownWatcher!.json(commandsTopic).map((r) => r["MessageText"]),
+      async () => ownWatcher!.json(commandsTopic).map((r) => r.MessageText),
       (m) => m.includes("/help 6"),
       60_000,
     );
@@ -449,7 +450,7 @@ test("a broker that is away never holds a command: a full queue drops its oldest
     assert.ok(
       (await metric(metrics, "logistic_package_api_bot_messages_published_total", `{topic="${commandsTopic}"}`)) >= 1,
     );
-    assert.ok(second.logs.lines.some((l) => l["msg"] === "bot publishing works again"));
+    assert.ok(second.logs.lines.some((l) => l.msg === "bot publishing works again"));
   } finally {
     await second?.app.stop();
     await ownWatcher?.stop();
@@ -470,19 +471,18 @@ test("the facade logs a readable line for a message of each topic", async () => 
         await client.updatePackageV1({ PackageID: id, MaximumVolume: 3 + Math.random() });
         await say(fake, `/get ${id}`);
         await new Promise((r) => setTimeout(r, 200));
-        const logged = facade!.logs.lines.filter((l) => String(l["msg"]).startsWith("kafka message:"));
+        const logged = facade!.logs.lines.filter((l) => String(l.msg).startsWith("kafka message:"));
         return {
           event: logged.find(
-            (l) => l["topic"] === packageTopic && (l["event"] as { packageId?: string } | undefined)?.packageId === id,
+            (l) => l.topic === packageTopic && (l.event as { packageId?: string } | undefined)?.packageId === id,
           ),
           command: logged.find(
             (l) =>
-              l["topic"] === commandsTopic &&
-              (l["command"] as { MessageText?: string } | undefined)?.MessageText === `/get ${id}`,
+              l.topic === commandsTopic &&
+              (l.command as { MessageText?: string } | undefined)?.MessageText === `/get ${id}`,
           ),
           cache: logged.find(
-            (l) =>
-              l["topic"] === cacheEventsTopic && String((l["cacheEvent"] as { id?: unknown } | undefined)?.id) === id,
+            (l) => l.topic === cacheEventsTopic && String((l.cacheEvent as { id?: unknown } | undefined)?.id) === id,
           ),
         };
       },
@@ -492,20 +492,20 @@ test("the facade logs a readable line for a message of each topic", async () => 
     );
     const event = lines.event!;
     assert.match(
-      String(event["msg"]),
+      String(event.msg),
       new RegExp(
         `^kafka message: package ${id} updated \\(event \\d+\\): "logged", cardboard, [\\d.]+ cm³, reusable no$`,
       ),
     );
-    assert.equal((event["event"] as { type: string }).type, "Updated");
-    assert.equal((event["event"] as { package: { title: string } }).package.title, "logged");
-    assert.equal(event["level"], "info");
+    assert.equal((event.event as { type: string }).type, "Updated");
+    assert.equal((event.event as { package: { title: string } }).package.title, "logged");
+    assert.equal(event.level, "info");
     assert.match(
-      String(lines.command!["msg"]),
+      String(lines.command!.msg),
       new RegExp(`^kafka message: telegram: user ${chat} wrote "/get ${id}" at `),
     );
     assert.match(
-      String(lines.cache!["msg"]),
+      String(lines.cache!.msg),
       new RegExp(`^kafka message: bot cache: (Read|Set) description of package ${id} (succeeded|did not succeed) at `),
     );
     // A message it cannot read is logged too, at warn, with the reason.
@@ -519,12 +519,12 @@ test("the facade logs a readable line for a message of each topic", async () => 
     await producer.disconnect();
     const unreadable = await poll(
       "the facade's line for an unreadable message",
-      async () => facade!.logs.lines.find((l) => l["msg"] === `kafka message: unreadable message on ${commandsTopic}`),
+      async () => facade!.logs.lines.find((l) => l.msg === `kafka message: unreadable message on ${commandsTopic}`),
       (l) => l !== undefined,
     );
-    assert.equal(unreadable!["level"], "warn");
-    assert.equal(unreadable!["raw"], "not json {");
-    assert.match(String(unreadable!["reason"]), /not a bot command record/);
+    assert.equal(unreadable!.level, "warn");
+    assert.equal(unreadable!.raw, "not json {");
+    assert.match(String(unreadable!.reason), /not a bot command record/);
     // Its read model is kept as before.
     assert.ok((await readFacadeMetric(facade.metricsUrl, "logistic_package_api_facade_events_applied_total")) > 0);
   } finally {

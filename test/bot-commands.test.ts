@@ -1,7 +1,8 @@
 // The bot's argument parsing and formatting, without Telegram or the API
 // (bot.test.ts covers them end to end).
-import { test } from "node:test";
+
 import assert from "node:assert/strict";
+import { test } from "node:test";
 import { escapeHtml, formatVolume } from "../internal/bot/format.js";
 import { parseEdit, parseNew, parseOffset, parsePackageId, splitPairs, UserError } from "../internal/bot/parse.js";
 import { loadConfig } from "../internal/config/config.js";

@@ -2,24 +2,25 @@
 // the bot (in-process, as `npm run bot` wires it) and a local fake of the Bot API
 // (test/helpers/fake-telegram.ts). What the user sees is checked in the fake's
 // recorded calls; what changed is checked through a stock grpc-js client.
+
+import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import http2 from "node:http2";
 import net from "node:net";
-import type { TLSSocket } from "node:tls";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import assert from "node:assert/strict";
+import type { TLSSocket } from "node:tls";
 import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
-import { LogisticPackageApiService } from "../pkg/hablof/logistic_package_api/v1/logistic_package_api_pb.js";
+import { type BotApp, startBotApp } from "../internal/bot/app.js";
 import { ConfigError, loadConfig } from "../internal/config/config.js";
-import { startBotApp, type BotApp } from "../internal/bot/app.js";
+import { LogisticPackageApiService } from "../pkg/hablof/logistic_package_api/v1/logistic_package_api_pb.js";
 import { count, createTestDatabase, type TestDatabase } from "./helpers/database.js";
 import { FakeTelegram, type UpdateResult } from "./helpers/fake-telegram.js";
-import { grpc, packageApiClient, rpcError, type PackageApiClient } from "./helpers/grpc-client.js";
-import { captureLogs, type CapturedLogs } from "./helpers/logs.js";
+import { grpc, type PackageApiClient, packageApiClient, rpcError } from "./helpers/grpc-client.js";
+import { type CapturedLogs, captureLogs } from "./helpers/logs.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 
 // Private chats: chat id = user id. The main chat's user is an admin.
@@ -84,13 +85,13 @@ async function startBot(
 
 /** Requests the grpc-server has answered so far (one log line each). */
 function apiRequests(): number {
-  return server.logs.lines.filter((l) => l["msg"] === "request finished" || l["msg"] === "request failed").length;
+  return server.logs.lines.filter((l) => l.msg === "request finished" || l.msg === "request failed").length;
 }
 
 function onlyReply(result: UpdateResult): string {
   assert.equal(result.replies.length, 1, `one reply, got ${JSON.stringify(result.replies)}`);
   const send = result.calls.find((c) => c.method === "sendMessage")!;
-  assert.equal(send.params["chat_id"], chat);
+  assert.equal(send.params.chat_id, chat);
   return result.replies[0]!;
 }
 
@@ -130,7 +131,7 @@ after(async () => {
   await server?.stop();
   await db?.drop();
   assert.ok(stopMs < 3000, `the bot stops promptly (${stopMs} ms)`);
-  const errors = bot?.logs.lines.filter((l) => l["level"] === "error" || l["level"] === "fatal") ?? [];
+  const errors = bot?.logs.lines.filter((l) => l.level === "error" || l.level === "fatal") ?? [];
   assert.deepEqual(errors, [], "the bot logged no errors in the happy and user-error paths");
 });
 
@@ -138,8 +139,8 @@ test("start-up: getMe, the command menu, deleteWebhook, then long polling", asyn
   for (let i = 0; i < 100 && fake.callsTo("getUpdates").length === 0; i++) await new Promise((r) => setTimeout(r, 20));
   const methods = fake.calls.map((c) => c.method);
   assert.deepEqual(methods.slice(0, 4), ["getMe", "setMyCommands", "deleteWebhook", "getUpdates"]);
-  assert.deepEqual(fake.callsTo("getUpdates")[0]!.params["allowed_updates"], ["message", "callback_query"]);
-  const menu = fake.callsTo("setMyCommands")[0]!.params["commands"] as { command: string }[];
+  assert.deepEqual(fake.callsTo("getUpdates")[0]!.params.allowed_updates, ["message", "callback_query"]);
+  const menu = fake.callsTo("setMyCommands")[0]!.params.commands as { command: string }[];
   assert.deepEqual(menu.map((c) => c.command).sort(), ["delete", "edit", "get", "help", "list", "new"]);
   assert.equal(bot.app.username, "package_test_bot");
   assert.deepEqual(bot.pollingFailures, []);
@@ -170,16 +171,13 @@ describe("commands change and read the real API", () => {
     assert.match(reply, /Title: Big box\nMaterial: cardboard\nVolume: 1200 cm³\nReusable: yes/);
     assert.equal(await count(db.db, "package"), before + 1);
     const pkg = await describePackage(id);
-    assert.deepEqual(
-      [pkg["Title"], pkg["Material"], pkg["MaximumVolume"], pkg["Reusable"]],
-      ["Big box", "cardboard", 1200, true],
-    );
+    assert.deepEqual([pkg.Title, pkg.Material, pkg.MaximumVolume, pkg.Reusable], ["Big box", "cardboard", 1200, true]);
 
     // reusable may be left out (= no); a decimal comma is a decimal point.
     const second = /Created package (\d+)/.exec(await say("/new Crate | plastic | 2,5"))?.[1];
     assert.ok(second);
     const crate = await describePackage(second);
-    assert.deepEqual([crate["Title"], crate["MaximumVolume"], crate["Reusable"]], ["Crate", 2.5, false]);
+    assert.deepEqual([crate.Title, crate.MaximumVolume, crate.Reusable], ["Crate", 2.5, false]);
   });
 
   test("/new delivered twice (Telegram redelivers after a crash) creates one package", async () => {
@@ -196,7 +194,7 @@ describe("commands change and read the real API", () => {
     const id = await createPackage({ Title: "<Tom & Jerry>", Material: "a<b>", MaximumVolume: 2.2, Reusable: false });
     const result = await fake.sendText(chat, `/get ${id}`);
     const reply = onlyReply(result);
-    assert.equal(result.calls.find((c) => c.method === "sendMessage")!.params["parse_mode"], "HTML");
+    assert.equal(result.calls.find((c) => c.method === "sendMessage")!.params.parse_mode, "HTML");
     assert.ok(reply.startsWith(`<b>Package ${id}</b>`), reply);
     assert.match(reply, /Title: &lt;Tom &amp; Jerry&gt;\nMaterial: a&lt;b&gt;\n/);
     assert.match(reply, /Volume: 2\.2 cm³/, "a float32 volume prints as typed, not 2.2000000476837");
@@ -213,16 +211,13 @@ describe("commands change and read the real API", () => {
     assert.match(reply, /Title: Big box\nMaterial: paper\nVolume: 3\.5 cm³\nReusable: yes\n/);
     assert.match(reply, /Updated: \d{4}-/);
     let pkg = await describePackage(id);
-    assert.deepEqual(
-      [pkg["Title"], pkg["Material"], pkg["MaximumVolume"], pkg["Reusable"]],
-      ["Big box", "paper", 3.5, true],
-    );
-    assert.ok(pkg["Updated"]?.["Time"], "Updated is set");
+    assert.deepEqual([pkg.Title, pkg.Material, pkg.MaximumVolume, pkg.Reusable], ["Big box", "paper", 3.5, true]);
+    assert.ok(pkg.Updated?.Time, "Updated is set");
 
     // Phones type “curly” quotes; reusable=no must reach the API (a wrapper, not a zero value).
     await say(`/edit ${id} material=“corrugated board” reusable=no`);
     pkg = await describePackage(id);
-    assert.deepEqual([pkg["Title"], pkg["Material"], pkg["Reusable"]], ["Big box", "corrugated board", false]);
+    assert.deepEqual([pkg.Title, pkg.Material, pkg.Reusable], ["Big box", "corrugated board", false]);
   });
 
   test("/delete asks Yes/No first; Yes removes the package", async () => {
@@ -247,10 +242,7 @@ describe("commands change and read the real API", () => {
     // One answer per question: pressing Yes again (a double tap) does nothing more.
     const requestsBefore = apiRequests();
     const again = await fake.pressButton(chat, messageId, yes!.data);
-    assert.match(
-      String(again.calls.find((c) => c.method === "answerCallbackQuery")!.params["text"]),
-      /no longer valid/,
-    );
+    assert.match(String(again.calls.find((c) => c.method === "answerCallbackQuery")!.params.text), /no longer valid/);
     assert.equal(apiRequests(), requestsBefore);
   });
 });
@@ -287,7 +279,7 @@ test("/list pages through 12 packages with Prev/Next buttons that edit the same 
 
   const second = await press("list:5");
   const edit = second.calls.find((c) => c.method === "editMessageText")!;
-  assert.equal(edit.params["message_id"], messageId, "Next edits the same message");
+  assert.equal(edit.params.message_id, messageId, "Next edits the same message");
   assert.deepEqual(titlesIn(message().text), pageTitles(6, 10));
   assert.deepEqual(fake.buttons(chat, messageId), [
     { text: "◀ Prev", data: "list:0" },
@@ -303,8 +295,8 @@ test("/list pages through 12 packages with Prev/Next buttons that edit the same 
 
   // A second tap on the same page: Telegram answers "message is not modified"; the bot stays quiet.
   const again = await press("list:5");
-  assert.equal(again.calls.filter((c) => c.method === "answerCallbackQuery")[0]!.params["text"], undefined);
-  assert.ok(!bot.logs.lines.some((l) => l["msg"] === "update handling failed" || l["msg"] === "command failed"));
+  assert.equal(again.calls.filter((c) => c.method === "answerCallbackQuery")[0]!.params.text, undefined);
+  assert.ok(!bot.logs.lines.some((l) => l.msg === "update handling failed" || l.msg === "command failed"));
 
   // Every press reads fresh: with exactly 10 packages left, page 2 is the last one.
   await client.removePackageV1({ PackageID: ids[10] });
@@ -357,7 +349,7 @@ test("InvalidArgument from the API is shown with its message, which names the fi
 
   const id = await createPackage({ Title: "keep" });
   assert.match(await say(`/edit ${id} title=${longTitle}`), /Title must be at most 32 characters long \(got 40\)/);
-  assert.equal((await describePackage(id))["Title"], "keep");
+  assert.equal((await describePackage(id)).Title, "keep");
 });
 
 test('NotFound: "package N not found" for get, edit and delete', async () => {
@@ -379,7 +371,7 @@ test('a chat that is not allowed gets "not allowed" and nothing else: no API cal
   for (const text of ["/list", "/get 1", "/new a | b | 1", "hello"]) {
     const result = await fake.sendText(strangerChat, text);
     assert.deepEqual(
-      result.calls.map((c) => [c.method, c.params["chat_id"]]),
+      result.calls.map((c) => [c.method, c.params.chat_id]),
       [["sendMessage", strangerChat]],
     );
     assert.match(result.replies[0]!, /not allowed/);
@@ -391,10 +383,10 @@ test('a chat that is not allowed gets "not allowed" and nothing else: no API cal
     press.calls.map((c) => c.method),
     ["answerCallbackQuery"],
   );
-  assert.match(String(press.calls[0]!.params["text"]), /not allowed/);
+  assert.match(String(press.calls[0]!.params.text), /not allowed/);
   assert.equal(apiRequests(), requestsBefore, "no API call for a stranger");
   assert.ok(
-    bot.logs.lines.some((l) => l["msg"] === "update from a chat that is not allowed" && l["chatId"] === strangerChat),
+    bot.logs.lines.some((l) => l.msg === "update from a chat that is not allowed" && l.chatId === strangerChat),
   );
 });
 
@@ -428,11 +420,9 @@ describe("roles: each Telegram user may do what their role allows", () => {
     );
     assert.equal(apiRequests(), requestsBefore, "no API call for a refused command");
     assert.equal(await count(db.db, "package"), packagesBefore);
-    assert.equal((await describePackage(id))["Title"], "reader's");
+    assert.equal((await describePackage(id)).Title, "reader's");
     assert.ok(
-      bot.logs.lines.some(
-        (l) => l["command"] === "delete" && l["userId"] === readerUser && l["outcome"] === "forbidden",
-      ),
+      bot.logs.lines.some((l) => l.command === "delete" && l.userId === readerUser && l.outcome === "forbidden"),
       "the refusal is logged with the user",
     );
   });
@@ -440,11 +430,11 @@ describe("roles: each Telegram user may do what their role allows", () => {
   test("a writer may /new and /edit, and is refused /delete", async () => {
     const created = /Created package (\d+)/.exec(await sayAs(writerUser, "/new Writer box | wood | 7"))?.[1];
     assert.ok(created, "the writer created a package");
-    assert.equal((await describePackage(created))["Title"], "Writer box");
+    assert.equal((await describePackage(created)).Title, "Writer box");
     assert.ok(
       (await sayAs(writerUser, `/edit ${created} material=steel`)).startsWith(`<b>Updated package ${created}</b>`),
     );
-    assert.equal((await describePackage(created))["Material"], "steel");
+    assert.equal((await describePackage(created)).Material, "steel");
     assert.match(await sayAs(writerUser, `/delete ${created}`), /\/delete needs the admin role; yours is writer/);
     await describePackage(created);
   });
@@ -453,7 +443,7 @@ describe("roles: each Telegram user may do what their role allows", () => {
     const requestsBefore = apiRequests();
     const inGroup = await fake.sendText(group, "/list", { from: unlistedUser });
     assert.deepEqual(
-      inGroup.calls.map((c) => [c.method, c.params["chat_id"]]),
+      inGroup.calls.map((c) => [c.method, c.params.chat_id]),
       [["sendMessage", group]],
     );
     assert.equal(
@@ -465,7 +455,7 @@ describe("roles: each Telegram user may do what their role allows", () => {
     assert.match(onlyReplyOf(await fake.sendText(group, "/list", { from: readerUser })), /Packages 1–/);
     assert.equal(apiRequests(), requestsBefore + 1, "only the listed user's /list reached the API");
     assert.ok(
-      bot.logs.lines.some((l) => l["msg"] === "update from a user who is not allowed" && l["userId"] === unlistedUser),
+      bot.logs.lines.some((l) => l.msg === "update from a user who is not allowed" && l.userId === unlistedUser),
     );
   });
 });
@@ -488,7 +478,7 @@ describe("/delete confirmation", () => {
     assert.equal(fake.message(chat, messageId).text, `Kept package ${id}: nothing deleted.`);
     assert.deepEqual(fake.buttons(chat, messageId), []);
     assert.equal(apiRequests(), requestsBefore, "No calls nothing");
-    assert.equal((await describePackage(id))["Title"], "keep me");
+    assert.equal((await describePackage(id)).Title, "keep me");
   });
 
   test("in a group, only the admin who asked can answer; others are told so and nothing is deleted", async () => {
@@ -503,12 +493,12 @@ describe("/delete confirmation", () => {
         ["answerCallbackQuery"],
         "no edit, no API call",
       );
-      assert.equal(press.calls[0]!.params["text"], "Only the user who sent this /delete can answer it.");
-      assert.equal(press.calls[0]!.params["show_alert"], true);
+      assert.equal(press.calls[0]!.params.text, "Only the user who sent this /delete can answer it.");
+      assert.equal(press.calls[0]!.params.show_alert, true);
     }
     const stranger = await fake.pressButton(group, messageId, yes, { from: unlistedUser });
-    assert.match(String(stranger.calls[0]!.params["text"]), /not allowed to use this bot/);
-    assert.equal((await describePackage(id))["Title"], "group's", "still there");
+    assert.match(String(stranger.calls[0]!.params.text), /not allowed to use this bot/);
+    assert.equal((await describePackage(id)).Title, "group's", "still there");
     assert.equal(fake.message(group, messageId).text, question, "the question is unchanged");
     assert.equal(fake.buttons(group, messageId).length, 2, "and still open for the asker");
 
@@ -522,7 +512,7 @@ describe("/delete confirmation", () => {
     const { messageId } = await ask(chat, chat, id);
     const requestsBefore = apiRequests();
     const press = await fake.pressButton(chat, messageId, "delete:AAAAAAAAAAAAAAAA:yes");
-    assert.match(String(press.calls[0]!.params["text"]), /no longer valid: send \/delete ID again/);
+    assert.match(String(press.calls[0]!.params.text), /no longer valid: send \/delete ID again/);
     assert.equal(apiRequests(), requestsBefore);
     await describePackage(id);
   });
@@ -541,7 +531,7 @@ describe("/delete confirmation", () => {
         telegram.message(chat, messageId).text,
         `Package ${id} was not deleted: the confirmation expired. Send /delete ${id} again.`,
       );
-      assert.equal((await describePackage(id))["Title"], "outlives it");
+      assert.equal((await describePackage(id)).Title, "outlives it");
     } finally {
       await quick.app.stop();
       await telegram.close();
@@ -562,10 +552,10 @@ describe("the package service cannot be reached", () => {
         assert.doesNotMatch(result.replies[0]!, /Error|ECONNREFUSED|at .*\.ts/, "no raw error or stack trace");
         assert.ok(result.handledInMs < 2500, `answered within the deadline (${result.handledInMs} ms)`);
       }
-      const failures = down.logs.lines.filter((l) => l["msg"] === "package service call failed");
+      const failures = down.logs.lines.filter((l) => l.msg === "package service call failed");
       assert.ok(failures.length >= 5);
-      assert.equal(failures[0]!["code"], "Unavailable");
-      assert.equal(failures[0]!["level"], "warn");
+      assert.equal(failures[0]!.code, "Unavailable");
+      assert.equal(failures[0]!.level, "warn");
     } finally {
       await down.app.stop();
       await telegram.close();
@@ -591,9 +581,7 @@ describe("the package service cannot be reached", () => {
       const result = await telegram.sendText(chat, "/get 1");
       assert.match(onlyReplyOf(result), unavailable);
       assert.ok(result.handledInMs >= 450 && result.handledInMs < 2500, `took ${result.handledInMs} ms`);
-      assert.ok(
-        slow.logs.lines.some((l) => l["msg"] === "package service call failed" && l["code"] === "DeadlineExceeded"),
-      );
+      assert.ok(slow.logs.lines.some((l) => l.msg === "package service call failed" && l.code === "DeadlineExceeded"));
 
       // Graceful stop while a command waits on the API: the command still gets its reply.
       const bytesBefore = received;
@@ -609,7 +597,7 @@ describe("the package service cannot be reached", () => {
       await inFlight.result;
       const replies = telegram.callsTo("sendMessage").filter((c) => c.duringUpdate === inFlight.updateId);
       assert.equal(replies.length, 1, "the command in hand was answered before stop() returned");
-      assert.match(String(replies[0]!.params["text"]), unavailable);
+      assert.match(String(replies[0]!.params.text), unavailable);
       assert.ok(stopMs < 3000, `stop took ${stopMs} ms`);
     } finally {
       if (!stopped) await slow.app.stop();
@@ -672,9 +660,7 @@ describe("the bot's own credentials at the API: bearer token, TLS, client certif
       const connection = stub.connections.at(-1)!;
       assert.deepEqual(connection, { alpn: "h2", clientCertificate: "package-bot", authorized: true });
       assert.ok(!JSON.stringify(running.logs.lines).includes(botApiToken), "the API token is not logged");
-      assert.ok(
-        running.logs.lines.some((l) => l["msg"] === "bot started" && l["apiTls"] === true && l["apiToken"] === true),
-      );
+      assert.ok(running.logs.lines.some((l) => l.msg === "bot started" && l.apiTls === true && l.apiToken === true));
     });
   });
 
@@ -692,9 +678,9 @@ describe("the bot's own credentials at the API: bearer token, TLS, client certif
           token === "" ? undefined : `Bearer ${token}`,
           "no header without a token",
         );
-        const failure = running.logs.lines.find((l) => l["msg"] === "package service call failed")!;
-        assert.equal(failure["code"], "Unauthenticated");
-        assert.equal(failure["level"], "error");
+        const failure = running.logs.lines.find((l) => l.msg === "package service call failed")!;
+        assert.equal(failure.code, "Unauthenticated");
+        assert.equal(failure.level, "error");
         if (token !== "") assert.ok(!JSON.stringify(running.logs.lines).includes(token));
       });
     }
@@ -719,8 +705,8 @@ describe("the bot's own credentials at the API: bearer token, TLS, client certif
         const reply = onlyReplyOf(await telegram.sendText(chat, "/get 7"));
         assert.match(reply, /^Sorry, the package service (is unavailable|could not do that)/, name);
         assert.equal(stub.calls.length, callsBefore, `${name}: no call reached the API`);
-        const failure = running.logs.lines.find((l) => l["msg"] === "package service call failed");
-        assert.match(String(failure?.["error"]), logged, `${name}: the log says why`);
+        const failure = running.logs.lines.find((l) => l.msg === "package service call failed");
+        assert.match(String(failure?.error), logged, `${name}: the log says why`);
         assert.ok(!JSON.stringify(running.logs.lines).includes(botApiToken), `${name}: the token is not logged`);
       });
     }
@@ -831,8 +817,8 @@ describe("against the real grpc-server with TLS, mutual TLS and API tokens", () 
   const callers = (from: number) =>
     secure.logs.lines
       .slice(from)
-      .filter((l) => l["msg"] === "request finished")
-      .map((l) => [l["method"], l["caller"], l["code"]]);
+      .filter((l) => l.msg === "request finished")
+      .map((l) => [l.method, l.caller, l.code]);
 
   test("with an admin token: /new, then /delete and Yes, each call made as package-bot", async () => {
     await withBot(tokens.admin, async (telegram) => {
@@ -903,7 +889,7 @@ test("polling that Telegram ends (409: another instance) stops the bot and repor
     telegram.getUpdatesError = { code: 409, description: "Conflict: terminated by other getUpdates request" };
     for (let i = 0; i < 150 && lone.pollingFailures.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
     assert.equal(lone.pollingFailures.length, 1);
-    assert.ok(lone.logs.lines.some((l) => l["level"] === "fatal" && l["msg"] === "polling failed: the bot stops"));
+    assert.ok(lone.logs.lines.some((l) => l.level === "fatal" && l.msg === "polling failed: the bot stops"));
   } finally {
     await lone.app.stop();
     await telegram.close();

@@ -3,7 +3,7 @@
 // and keeps the migration names that databases migrated from the TypeScript
 // sources have recorded.
 import assert from "node:assert/strict";
-import { spawn, type ChildProcess } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -13,7 +13,7 @@ import { fileURLToPath } from "node:url";
 import pg from "pg";
 import { createDatabase, migrateLatest, migrationsDirectory } from "../internal/database/database.js";
 import { adminUrl, databaseUrl } from "./helpers/database.js";
-import { startKafkaMock, type KafkaMock } from "./helpers/kafka-mock.js";
+import { type KafkaMock, startKafkaMock } from "./helpers/kafka-mock.js";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 // A build of this run's own at the repository root (one level, like dist/: the

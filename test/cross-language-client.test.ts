@@ -3,12 +3,13 @@
 // with TLS and API tokens. It sees the wire contract only: package, service,
 // field names and numbers. scripts/ensure-python-grpc.sh installs it.
 // Run: bash scripts/test.sh test/cross-language-client.test.ts
-import { after, before, test } from "node:test";
+
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { createTestCa, type TestCa } from "./helpers/certs.js";
@@ -76,17 +77,17 @@ test("a Python grpcio client creates, reads, updates, lists and removes over TLS
       .map((line) => JSON.parse(line) as { step: string } & Record<string, unknown>)
       .map(({ step, ...rest }) => [step, rest]),
   );
-  assert.ok(Number(steps["create"].id) > 0);
-  assert.deepEqual(steps["describe"], {
+  assert.ok(Number(steps.create.id) > 0);
+  assert.deepEqual(steps.describe, {
     title: "Kiste",
     material: "Holz",
     volume: 12.5,
     reusable: true,
     hasUpdated: false,
   });
-  assert.deepEqual(steps["update"], { suc: true });
-  assert.deepEqual(steps["list"], { titles: ["Große Kiste"], reusable: [false], hasUpdated: [true] });
-  assert.deepEqual(steps["remove"], { suc: true });
+  assert.deepEqual(steps.update, { suc: true });
+  assert.deepEqual(steps.list, { titles: ["Große Kiste"], reusable: [false], hasUpdated: [true] });
+  assert.deepEqual(steps.remove, { suc: true });
   assert.equal(steps["no token"].code, "UNAUTHENTICATED");
   assert.match(steps["no token"].details, /missing bearer token/);
   assert.equal(steps["reader removes"].code, "PERMISSION_DENIED");

@@ -13,12 +13,12 @@ import { fileURLToPath } from "node:url";
 import { parse as parseYaml } from "yaml";
 import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
 import { facadeEnv, readFacadeMetric, startTestFacade, type TestFacade } from "./helpers/facade.js";
-import { startKafkaMock, type KafkaMock } from "./helpers/kafka-mock.js";
+import { type KafkaMock, startKafkaMock } from "./helpers/kafka-mock.js";
 import {
   fastRetranslatorEnv,
   startTestRetranslator,
-  writeTestConfig,
   type TestRetranslator,
+  writeTestConfig,
 } from "./helpers/retranslator.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 
@@ -269,7 +269,7 @@ test("every metric family of the service has a place on the dashboard", () => {
 function runHealthcheck(command: string[], env: Record<string, string>): Promise<number | null> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, command.slice(1), {
-      env: { PATH: process.env["PATH"] ?? "", ...env },
+      env: { PATH: process.env.PATH ?? "", ...env },
       stdio: "ignore",
     });
     child.once("error", reject);
@@ -285,7 +285,7 @@ test("the image's and compose's healthchecks pass against the real binaries' /re
   const compose = parseYaml(readFileSync(`${root}deploy/docker-compose.yml`, "utf8")) as {
     services: Record<string, { healthcheck?: { test: string[] } }>;
   };
-  const relayCheck = compose.services["retranslator"]!.healthcheck!.test.slice(1);
+  const relayCheck = compose.services.retranslator!.healthcheck!.test.slice(1);
   assert.equal(await runHealthcheck(image, { STATUS_PORT: String(server.ports.status) }), 0, "grpc-server healthy");
   assert.equal(
     await runHealthcheck(relayCheck, { RETRANSLATOR_METRICS_PORT: String(relay.ports.metrics) }),

@@ -3,21 +3,21 @@
 // and write rows but cannot change the schema or the migrations' bookkeeping.
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { fileURLToPath } from "node:url";
 import { after, before, test } from "node:test";
+import { fileURLToPath } from "node:url";
 import pg from "pg";
 import { MigrationPermissionError } from "../internal/database/migrate.js";
 import { EventType } from "../pkg/hablof/logistic_package_api/v1/kafka_proto_pb.js";
 import { createRoleDatabase, type RoleDatabase } from "./helpers/db-roles.js";
 import { facadeEnv, startTestFacade, type TestFacade } from "./helpers/facade.js";
-import { packageApiClient, type PackageApiClient } from "./helpers/grpc-client.js";
-import { startKafkaMock, type KafkaMock } from "./helpers/kafka-mock.js";
+import { type PackageApiClient, packageApiClient } from "./helpers/grpc-client.js";
+import { type KafkaMock, startKafkaMock } from "./helpers/kafka-mock.js";
 import {
   fastRetranslatorEnv,
   runAdmin,
   startTestRetranslator,
-  writeTestConfig,
   type TestRetranslator,
+  writeTestConfig,
 } from "./helpers/retranslator.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 import { readTopic, type TopicMessage } from "./helpers/topic-checker.js";
@@ -203,11 +203,11 @@ test("grpc-server and retranslator under the app role: Create, Update, Remove re
 
   // LISTEN works without any grant: the relay never fell back to polling alone.
   assert.deepEqual(
-    relay.logs.lines.filter((l) => l["msg"] === "LISTEN connection failed"),
+    relay.logs.lines.filter((l) => l.msg === "LISTEN connection failed"),
     [],
   );
   assert.deepEqual(
-    server.logs.lines.filter((l) => (l["level"] as number) >= 50),
+    server.logs.lines.filter((l) => (l.level as number) >= 50),
     [],
     "no error was logged by the server",
   );

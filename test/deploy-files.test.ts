@@ -105,7 +105,7 @@ function parseDockerfile(text: string): Instruction[] {
     if (current === "" && /^\s*#/.test(line)) continue;
     if (current !== "" && /^\s*#/.test(line)) continue; // comment lines inside a continuation
     if (line.endsWith("\\")) {
-      current += line.slice(0, -1) + " ";
+      current += `${line.slice(0, -1)} `;
       continue;
     }
     current += line;
@@ -133,7 +133,7 @@ function runHealthcheck(command: string[], env: Record<string, string>): Promise
   assert.equal(command[0], "node", "the healthcheck runs node (the slim image has no curl or wget)");
   return new Promise((resolvePromise, reject) => {
     const child = spawn(process.execPath, command.slice(1), {
-      env: { PATH: process.env["PATH"] ?? "", ...env },
+      env: { PATH: process.env.PATH ?? "", ...env },
       stdio: "ignore",
     });
     const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
@@ -173,19 +173,19 @@ test("docker-compose.yml has every service of the stack, Kafka in KRaft mode and
       "no ZooKeeper: Kafka runs in KRaft mode",
     );
   }
-  const kafka = envOf(services["kafka"]);
-  assert.match(String(services["kafka"].image), /^apache\/kafka:4\.\d+\.\d+$/, "Kafka 4 (KRaft only)");
-  const roles = kafka["KAFKA_PROCESS_ROLES"]!.split(",").map((r) => r.trim());
+  const kafka = envOf(services.kafka);
+  assert.match(String(services.kafka.image), /^apache\/kafka:4\.\d+\.\d+$/, "Kafka 4 (KRaft only)");
+  const roles = kafka.KAFKA_PROCESS_ROLES!.split(",").map((r) => r.trim());
   assert.deepEqual(roles.sort(), ["broker", "controller"]);
   assert.ok(!Object.keys(kafka).some((k) => /ZOOKEEPER/.test(k)), "no zookeeper.connect");
   // The single voter is this node, on the CONTROLLER listener.
-  const controllerPort = /CONTROLLER:\/\/[^:]*:(\d+)/.exec(kafka["KAFKA_LISTENERS"]!)?.[1];
-  assert.equal(kafka["KAFKA_CONTROLLER_QUORUM_VOTERS"], `${kafka["KAFKA_NODE_ID"]}@kafka:${controllerPort}`);
-  assert.equal(kafka["KAFKA_CONTROLLER_LISTENER_NAMES"], "CONTROLLER");
-  assert.equal(kafka["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"], "1");
-  assert.equal(kafka["KAFKA_AUTO_CREATE_TOPICS_ENABLE"], "false");
+  const controllerPort = /CONTROLLER:\/\/[^:]*:(\d+)/.exec(kafka.KAFKA_LISTENERS!)?.[1];
+  assert.equal(kafka.KAFKA_CONTROLLER_QUORUM_VOTERS, `${kafka.KAFKA_NODE_ID}@kafka:${controllerPort}`);
+  assert.equal(kafka.KAFKA_CONTROLLER_LISTENER_NAMES, "CONTROLLER");
+  assert.equal(kafka.KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR, "1");
+  assert.equal(kafka.KAFKA_AUTO_CREATE_TOPICS_ENABLE, "false");
   // The retranslator reaches the broker at the address the broker advertises.
-  assert.equal(kafka["KAFKA_ADVERTISED_LISTENERS"], `PLAINTEXT://${envOf(services["retranslator"])["KAFKA_BROKERS"]}`);
+  assert.equal(kafka.KAFKA_ADVERTISED_LISTENERS, `PLAINTEXT://${envOf(services.retranslator).KAFKA_BROKERS}`);
   // The retranslator creates its topic itself, within what a one-broker cluster allows.
   assert.equal(config.kafka.replicationFactor, 1);
 });
@@ -204,8 +204,8 @@ test("the binaries listen on config.yml's ports, and compose publishes only the 
     "gRPC/Connect and REST are published; status and metrics are not",
   );
   for (const m of published) assert.equal(m.published, m.target, `grpc-server publishes ${m.target} as itself`);
-  assert.deepEqual(portsOf(services["retranslator"]), [], "the retranslator's metrics port stays inside");
-  assert.deepEqual(portsOf(services["facade"]), [], "the facade's metrics port stays inside");
+  assert.deepEqual(portsOf(services.retranslator), [], "the retranslator's metrics port stays inside");
+  assert.deepEqual(portsOf(services.facade), [], "the facade's metrics port stays inside");
   for (const name of ["grpc-server", "retranslator", "facade"]) {
     // Prometheus and other containers reach every listener over the compose network.
     const effective = loadConfig({ path: join(root, "config.yml"), env: envOf(services[name]) });
@@ -230,14 +230,14 @@ test("compose publishes nothing on every interface: each published port is bound
 });
 
 test("Grafana: anonymous visitors are Viewers at most, the admin password comes from the environment", () => {
-  const env = envOf(services["grafana"]);
-  if (env["GF_AUTH_ANONYMOUS_ENABLED"] === "true") {
-    assert.equal(env["GF_AUTH_ANONYMOUS_ORG_ROLE"], "Viewer", "anonymous access may only view");
+  const env = envOf(services.grafana);
+  if (env.GF_AUTH_ANONYMOUS_ENABLED === "true") {
+    assert.equal(env.GF_AUTH_ANONYMOUS_ORG_ROLE, "Viewer", "anonymous access may only view");
   } else {
-    assert.ok(["false", undefined].includes(env["GF_AUTH_ANONYMOUS_ENABLED"]));
+    assert.ok(["false", undefined].includes(env.GF_AUTH_ANONYMOUS_ENABLED));
   }
-  assert.match(env["GF_SECURITY_ADMIN_PASSWORD"] ?? "", /^\$\{GRAFANA_ADMIN_PASSWORD:-[^}]+\}$/);
-  assert.equal(env["GF_USERS_ALLOW_SIGN_UP"], "false");
+  assert.match(env.GF_SECURITY_ADMIN_PASSWORD ?? "", /^\$\{GRAFANA_ADMIN_PASSWORD:-[^}]+\}$/);
+  assert.equal(env.GF_USERS_ALLOW_SIGN_UP, "false");
 });
 
 test("the binaries' environment uses only names config.ts reads, and points at the compose services", () => {
@@ -249,7 +249,7 @@ test("the binaries' environment uses only names config.ts reads, and points at t
     "COMMIT_HASH",
     "NODE_OPTIONS",
   ]);
-  const postgres = envOf(services["postgres"]);
+  const postgres = envOf(services.postgres);
   for (const name of ["grpc-server", "retranslator"]) {
     const env = envOf(services[name]);
     for (const key of Object.keys(env)) assert.ok(accepted.has(key), `${name}: ${key} is not read by the binaries`);
@@ -258,10 +258,10 @@ test("the binaries' environment uses only names config.ts reads, and points at t
     const db = new URL(effective.database.url);
     assert.equal(db.hostname, "postgres", `${name} connects to the postgres service`);
     assert.equal(db.port, "5432");
-    assert.equal(db.pathname, `/${postgres["POSTGRES_DB"]}`, "the database the postgres service creates");
+    assert.equal(db.pathname, `/${postgres.POSTGRES_DB}`, "the database the postgres service creates");
     assert.equal(db.pathname, "/logistic_package_api");
-    assert.equal(decodeURIComponent(db.username), postgres["POSTGRES_USER"] ?? "postgres");
-    assert.equal(decodeURIComponent(db.password), postgres["POSTGRES_PASSWORD"]);
+    assert.equal(decodeURIComponent(db.username), postgres.POSTGRES_USER ?? "postgres");
+    assert.equal(decodeURIComponent(db.password), postgres.POSTGRES_PASSWORD);
     assert.equal(effective.database.migrateOnStart, true, "the binaries create the schema themselves");
     assert.equal(
       effective.tracing.otlpEndpoint,
@@ -269,14 +269,14 @@ test("the binaries' environment uses only names config.ts reads, and points at t
       `${name} exports traces to Jaeger over OTLP/HTTP`,
     );
   }
-  const relay = loadConfig({ path: join(root, "config.yml"), env: envOf(services["retranslator"]) });
+  const relay = loadConfig({ path: join(root, "config.yml"), env: envOf(services.retranslator) });
   assert.deepEqual(relay.kafka.brokers, ["kafka:9092"]);
   // Jaeger v2 receives OTLP in its default configuration.
-  assert.match(String(services["jaeger"].image), /^jaegertracing\/jaeger:2\.\d+\.\d+$/);
+  assert.match(String(services.jaeger.image), /^jaegertracing\/jaeger:2\.\d+\.\d+$/);
   // The binaries export over the compose network; only the UI is published.
-  assert.ok(!portsOf(services["jaeger"]).some((p) => p.target === 4318), "OTLP/HTTP not published");
+  assert.ok(!portsOf(services.jaeger).some((p) => p.target === 4318), "OTLP/HTTP not published");
   assert.ok(
-    portsOf(services["jaeger"]).some((p) => p.target === 16686),
+    portsOf(services.jaeger).some((p) => p.target === 16686),
     "Jaeger UI published",
   );
 });
@@ -286,24 +286,24 @@ test("the compose bot reaches its Redis cache and the broker, and is checked on 
     path: join(root, "config.yml"),
     // The keys this test is about; the others are ${…} of the operator's shell.
     env: Object.fromEntries(
-      Object.entries(envOf(services["bot"])).filter(([k]) =>
+      Object.entries(envOf(services.bot)).filter(([k]) =>
         ["REDIS_URL", "KAFKA_BROKERS", "BOT_METRICS_PORT"].includes(k),
       ),
     ),
   });
   assert.equal(bot.bot.cache.redisUrl, "redis://redis:6379");
   assert.deepEqual(bot.kafka.brokers, ["kafka:9092"]);
-  assert.ok(services["redis"], "a redis service runs beside the bot");
-  assert.deepEqual(services["redis"].profiles, services["bot"].profiles, "redis starts with the bot's profile");
-  assert.equal(dependsOn(services["bot"])["redis"], "service_healthy");
-  assert.match(JSON.stringify(services["bot"].healthcheck.test), new RegExp(`:${bot.bot.metricsPort}/live`));
+  assert.ok(services.redis, "a redis service runs beside the bot");
+  assert.deepEqual(services.redis.profiles, services.bot.profiles, "redis starts with the bot's profile");
+  assert.equal(dependsOn(services.bot).redis, "service_healthy");
+  assert.match(JSON.stringify(services.bot.healthcheck.test), new RegExp(`:${bot.bot.metricsPort}/live`));
 });
 
 test("start order waits for healthy dependencies, and every awaited service has a healthcheck", () => {
-  assert.equal(dependsOn(services["grpc-server"])["postgres"], "service_healthy");
-  const relay = dependsOn(services["retranslator"]);
-  assert.equal(relay["postgres"], "service_healthy");
-  assert.equal(relay["kafka"], "service_healthy");
+  assert.equal(dependsOn(services["grpc-server"]).postgres, "service_healthy");
+  const relay = dependsOn(services.retranslator);
+  assert.equal(relay.postgres, "service_healthy");
+  assert.equal(relay.kafka, "service_healthy");
   for (const [name, service] of Object.entries(services)) {
     for (const [dep, condition] of Object.entries(dependsOn(service))) {
       assert.ok(services[dep], `${name} depends on an existing service ${dep}`);
@@ -313,10 +313,10 @@ test("start order waits for healthy dependencies, and every awaited service has 
       assert.ok(own || fromImage, `${name} waits for ${dep} to be healthy: ${dep} needs a healthcheck`);
     }
   }
-  assert.match(healthcheckText(services["postgres"]), /pg_isready/);
-  assert.match(healthcheckText(services["postgres"]), /-d logistic_package_api/);
+  assert.match(healthcheckText(services.postgres), /pg_isready/);
+  assert.match(healthcheckText(services.postgres), /-d logistic_package_api/);
   assert.match(
-    healthcheckText(services["kafka"]),
+    healthcheckText(services.kafka),
     /\/opt\/kafka\/bin\/kafka-broker-api-versions\.sh --bootstrap-server localhost:9092/,
   );
 });
@@ -333,7 +333,7 @@ test("healthchecks ask /ready on each binary's own port", () => {
   // The grpc-server keeps the image's check (or repeats it); the retranslator has no status server and overrides it.
   const own = healthcheckText(services["grpc-server"]);
   if (own !== "") assert.ok(own.includes(String(config.status.port)) || own.includes("STATUS_PORT"));
-  const relay = services["retranslator"].healthcheck?.test as string[];
+  const relay = services.retranslator.healthcheck?.test as string[];
   assert.ok(Array.isArray(relay) && relay[0] === "CMD", "retranslator overrides the image's healthcheck (exec form)");
   const relayScript = relay.join(" ");
   assert.match(relayScript, /\/ready/);
@@ -353,7 +353,7 @@ test("healthchecks ask /ready on each binary's own port", () => {
 
 test("the healthcheck commands work: 0 for a 200 /ready, 1 for 503 and for a closed port", async () => {
   const image = execForm(healthcheck!.args.slice(healthcheck!.args.indexOf("CMD")));
-  const relay = (services["retranslator"].healthcheck.test as string[]).slice(1);
+  const relay = (services.retranslator.healthcheck.test as string[]).slice(1);
   let ready = true;
   const paths: string[] = [];
   const server = http.createServer((req, res) => {
@@ -378,7 +378,7 @@ test("the healthcheck commands work: 0 for a 200 /ready, 1 for 503 and for a clo
 test("the binaries are built from deploy/Dockerfile, once, and run their package.json scripts' commands", () => {
   assert.match(read("deploy/docker-compose.yml"), /^x-app: &app\n/m, "one build definition");
   assert.equal((read("deploy/docker-compose.yml").match(/^\s+build:/gm) ?? []).length, 1, "written once");
-  assert.match(String(services["prometheus"].image), /^prom\/prometheus:v3\.\d+\.\d+$/);
+  assert.match(String(services.prometheus.image), /^prom\/prometheus:v3\.\d+\.\d+$/);
   for (const name of ["grpc-server", "retranslator", "facade", "bot"]) {
     assert.equal(services[name].image, "logistic-package-api:latest");
     const build = services[name].build;
@@ -410,7 +410,7 @@ test("the binaries are built from deploy/Dockerfile, once, and run their package
   // Time for the graceful shutdown (grpc.shutdownTimeoutMs, retranslator.shutdownTimeoutMs) before SIGKILL.
   const seconds = (s: string) => Number(/^(\d+)s$/.exec(s)?.[1] ?? NaN);
   assert.ok(seconds(services["grpc-server"].stop_grace_period) * 1000 > config.grpc.shutdownTimeoutMs);
-  assert.ok(seconds(services["retranslator"].stop_grace_period) * 1000 > config.retranslator.shutdownTimeoutMs);
+  assert.ok(seconds(services.retranslator.stop_grace_period) * 1000 > config.retranslator.shutdownTimeoutMs);
 });
 
 // --- Dockerfile -----------------------------------------------------------------
@@ -444,10 +444,10 @@ test("the Dockerfile: Node 22 LTS stages, cached install, build, a runtime of pr
     "the runtime stage takes the compiled dist/ and the production node_modules from the build stage",
   );
   assert.ok(
-    !pkg.dependencies["tsx"] && pkg.devDependencies?.["tsx"],
+    !pkg.dependencies.tsx && pkg.devDependencies?.tsx,
     "tsx is a devDependency: nothing runs TypeScript in production",
   );
-  assert.ok(!pkg.dependencies["typescript"]);
+  assert.ok(!pkg.dependencies.typescript);
   const user = runtime.filter((i) => i.keyword === "USER").at(-1);
   assert.ok(user, "USER set in the runtime stage");
   assert.ok(!["root", "0", "0:0", "root:root"].includes(user.args.trim()), "runs as a non-root user");
@@ -615,6 +615,7 @@ test(".dockerignore keeps the build context small without dropping what the imag
         .replace(/[.+^${}()|[\]\\]/g, "\\$&")
         .replace(/\*\*\//g, "\u0000")
         .replace(/\*/g, "[^/]*")
+        // biome-ignore lint/suspicious/noControlCharactersInRegex: NUL is the placeholder put in for "**" above.
         .replace(/\u0000/g, "(.*/)?");
       const re = new RegExp(`^${glob}(/|$)`);
       assert.ok(!re.test(source), `.dockerignore pattern ${p} would drop ${source}, which the Dockerfile copies`);
@@ -637,16 +638,16 @@ test("Prometheus scrapes every binary's metrics port every 5 s", () => {
     assert.equal(job.metrics_path ?? "/metrics", "/metrics");
   }
   // compose mounts this file where the image reads it.
-  const mount = (services["prometheus"].volumes as string[]).find((v) => v.startsWith("./prometheus/prometheus.yml:"));
+  const mount = (services.prometheus.volumes as string[]).find((v) => v.startsWith("./prometheus/prometheus.yml:"));
   assert.ok(mount, "prometheus.yml is mounted");
   const target = mount.split(":")[1];
-  const flag = (services["prometheus"].command as string[] | undefined)?.find((c) => c.startsWith("--config.file="));
+  const flag = (services.prometheus.command as string[] | undefined)?.find((c) => c.startsWith("--config.file="));
   assert.equal(target, flag ? flag.slice("--config.file=".length) : "/etc/prometheus/prometheus.yml");
-  assert.ok(portsOf(services["prometheus"]).some((p) => p.target === 9090));
+  assert.ok(portsOf(services.prometheus).some((p) => p.target === 9090));
 });
 
 test("Grafana provisioning: the Prometheus datasource and the dashboard directory that compose mounts", () => {
-  const grafana = services["grafana"];
+  const grafana = services.grafana;
   const volumes = grafana.volumes as string[];
   const mountOf = (source: string) => {
     const v = volumes.find((x) => x.split(":")[0] === source);
@@ -686,6 +687,7 @@ test("Grafana provisioning: the Prometheus datasource and the dashboard director
   assert.equal(variable.type, "datasource");
   assert.equal(variable.query, "prometheus");
   assert.equal(variable.current.value, ds.uid, "defaulting to the provisioned datasource");
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: a Grafana variable reference, kept literally.
   const dsRef = { type: "prometheus", uid: "${datasource}" };
   for (const panel of panels) {
     assert.ok(["timeseries", "stat"].includes(panel.type), `${panel.title}: ${panel.type}`);
@@ -698,7 +700,7 @@ test("Grafana provisioning: the Prometheus datasource and the dashboard director
     for (const k of ["x", "y", "w", "h"])
       assert.equal(typeof panel.gridPos[k], "number", `${panel.title} gridPos.${k}`);
   }
-  const home = envOf(grafana)["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"];
+  const home = envOf(grafana).GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH;
   assert.equal(home, `${dashboardsDir}/logistic-package-api.json`, "Grafana opens on the service's dashboard");
 });
 
@@ -719,9 +721,9 @@ test("Makefile targets build the image and start the compose stack from these fi
 });
 
 test("the bot runs only on request (compose profile) and only with a token", () => {
-  const bot = services["bot"];
+  const bot = services.bot;
   assert.deepEqual(bot.profiles, ["bot"]);
   assert.match(String(bot.environment.TELEGRAM_BOT_TOKEN), /^\$\{TELEGRAM_BOT_TOKEN:\?/);
   assert.equal(bot.environment.BOT_GRPC_ADDRESS, `grpc-server:${config.grpc.port}`);
-  assert.equal(services["facade"].environment.KAFKA_BROKERS, services["retranslator"].environment.KAFKA_BROKERS);
+  assert.equal(services.facade.environment.KAFKA_BROKERS, services.retranslator.environment.KAFKA_BROKERS);
 });

@@ -18,11 +18,11 @@ import { after, before, test } from "node:test";
 import { create, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { Kafka, logLevel, Partitioners, type Producer } from "kafkajs";
-import { PackageEventSchema, EventType } from "../pkg/hablof/logistic_package_api/v1/kafka_proto_pb.js";
 import { loadConfig } from "../internal/config/config.js";
 import { restartBackoffMs } from "../internal/facade/consumer.js";
 import { DecodeError, decodePackageEvent } from "../internal/facade/decode.js";
 import { toEventMessage } from "../internal/retranslator/sender/event-message.js";
+import { EventType, PackageEventSchema } from "../pkg/hablof/logistic_package_api/v1/kafka_proto_pb.js";
 import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
 import {
   apiPackages,
@@ -35,11 +35,11 @@ import {
   rejectedRows,
   spawnFacade,
   startTestFacade,
-  writeFacadeConfig,
   type TestFacade,
+  writeFacadeConfig,
 } from "./helpers/facade.js";
-import { packageApiClient, type PackageApiClient, type RpcError } from "./helpers/grpc-client.js";
-import { startKafkaMock, type KafkaMock } from "./helpers/kafka-mock.js";
+import { type PackageApiClient, packageApiClient, type RpcError } from "./helpers/grpc-client.js";
+import { type KafkaMock, startKafkaMock } from "./helpers/kafka-mock.js";
 import { fastRetranslatorEnv, startTestRetranslator, type TestRetranslator } from "./helpers/retranslator.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 import { allDelivered, committedEvents, installEventLog, readTopic } from "./helpers/topic-checker.js";
@@ -154,14 +154,14 @@ test("API changes reach the read model: same packages, fields and removed flags;
   assert.equal(await metric("events_applied_total"), 21);
   assert.equal(await metric("duplicates_skipped_total"), 0);
 
-  const applied = facade.logs.lines.filter((l) => l["msg"] === "event applied");
-  assert.deepEqual(applied.map((l) => l["eventId"]).sort(), [...events].sort());
+  const applied = facade.logs.lines.filter((l) => l.msg === "event applied");
+  assert.deepEqual(applied.map((l) => l.eventId).sort(), [...events].sort());
   for (const line of applied) {
-    assert.equal(line["level"], "info");
-    assert.match(String(line["packageId"]), /^\d+$/);
-    assert.ok(["Created", "Updated", "Removed"].includes(String(line["type"])));
-    assert.equal(typeof line["partition"], "number");
-    assert.match(String(line["offset"]), /^\d+$/);
+    assert.equal(line.level, "info");
+    assert.match(String(line.packageId), /^\d+$/);
+    assert.ok(["Created", "Updated", "Removed"].includes(String(line.type)));
+    assert.equal(typeof line.partition, "number");
+    assert.match(String(line.offset), /^\d+$/);
   }
   // Every partition with messages is consumed to its end.
   await poll(
@@ -219,8 +219,8 @@ test("copies of applied messages and an event older than the state change nothin
   assert.deepEqual(await facadePackages(facadeDb.db), before);
   // The stale event is taken in (a copy of it will be a duplicate), not applied.
   assert.deepEqual(await inboxIds(facadeDb.db), [STALE_EVENT_ID.toString(), ...inboxBefore]);
-  const line = facade!.logs.lines.find((l) => l["msg"]?.toString().startsWith("stale event ignored"));
-  assert.equal(line?.["eventId"], STALE_EVENT_ID.toString());
+  const line = facade!.logs.lines.find((l) => l.msg?.toString().startsWith("stale event ignored"));
+  assert.equal(line?.eventId, STALE_EVENT_ID.toString());
 });
 
 test("unusable messages land in facade_rejected and later messages of the same partition are still applied", async () => {
@@ -279,9 +279,9 @@ test("unusable messages land in facade_rejected and later messages of the same p
   assert.match(rejected[2]!.error, /no value/);
   assert.match(rejected[3]!.error, /^refused by the database: .*test_refuses_poison/);
   assert.equal(await metric("rejected_total"), rejectedBefore + 4);
-  const errors = facade!.logs.lines.filter((l) => l["msg"] === "message rejected (recorded in facade_rejected)");
+  const errors = facade!.logs.lines.filter((l) => l.msg === "message rejected (recorded in facade_rejected)");
   assert.equal(errors.length, 4);
-  assert.ok(errors.every((l) => l["level"] === "error" && l["partition"] === partition));
+  assert.ok(errors.every((l) => l.level === "error" && l.partition === partition));
 });
 
 /** Creates, updates and removes through the API until stopped, at a steady pace. */
@@ -350,7 +350,7 @@ function runFacade(env: Record<string, string>): FacadeProcess {
   return { child, lines, exited };
 }
 
-const appliedLines = (p: FacadeProcess) => p.lines.filter((l) => l["msg"] === "event applied").length;
+const appliedLines = (p: FacadeProcess) => p.lines.filter((l) => l.msg === "event applied").length;
 
 /**
  * The read model, package by package, as the API describes it: a live package's
@@ -373,7 +373,7 @@ async function assertReadModelDescribesLikeApi(): Promise<void> {
       assert.equal(row.removed, true, `package ${id} is removed in the API but not in the read model`);
       continue;
     }
-    const created = described["Created"] as { seconds: string; nanos: number };
+    const created = described.Created as { seconds: string; nanos: number };
     assert.deepEqual(
       {
         id: row.id,
@@ -386,11 +386,11 @@ async function assertReadModelDescribesLikeApi(): Promise<void> {
         removed: row.removed,
       },
       {
-        id: described["ID"],
-        title: described["Title"],
-        material: described["Material"],
-        volume: described["MaximumVolume"],
-        reusable: described["Reusable"],
+        id: described.ID,
+        title: described.Title,
+        material: described.Material,
+        volume: described.MaximumVolume,
+        reusable: described.Reusable,
         createdMs: Number(created.seconds) * 1000 + Math.floor(created.nanos / 1_000_000),
         removed: false,
       },
@@ -399,7 +399,7 @@ async function assertReadModelDescribesLikeApi(): Promise<void> {
   }
 }
 
-const loggedAt = (p: FacadeProcess, msg: string) => Date.parse(String(p.lines.find((l) => l["msg"] === msg)?.["time"]));
+const loggedAt = (p: FacadeProcess, msg: string) => Date.parse(String(p.lines.find((l) => l.msg === msg)?.time));
 
 test("crash test, default config: kill -9 three times during creates, updates and removes; each restart rejoins within a session, and the read model describes every package as the API does", async (t) => {
   await facade!.stop();
@@ -447,7 +447,7 @@ test("crash test, default config: kill -9 three times during creates, updates an
         await kafka.pushErrors(OFFSET_COMMIT, 3, [REQUEST_TIMED_OUT]);
         await poll(
           "an offset commit to fail",
-          async () => p.lines.some((l) => String(l["msg"]).startsWith("offset commit failed")),
+          async () => p.lines.some((l) => String(l.msg).startsWith("offset commit failed")),
           Boolean,
           30_000,
           2,
@@ -477,20 +477,20 @@ test("crash test, default config: kill -9 three times during creates, updates an
   // again to its successor, which skipped them.
   const redelivered = runs
     .slice(1)
-    .reduce((n, p) => n + p.lines.filter((l) => l["msg"] === "duplicate skipped").length, 0);
+    .reduce((n, p) => n + p.lines.filter((l) => l.msg === "duplicate skipped").length, 0);
   t.diagnostic(`applied before a kill, delivered again and skipped: ${redelivered}`);
   assert.ok(redelivered > 0);
   // The failure of the issue: a group request timing out while the coordinator
   // waits for the dead member, then kafkajs' own restart every 300 ms.
   const lines = runs.flatMap((p) => p.lines);
   assert.deepEqual(
-    lines.filter((l) => /Request (JoinGroup|SyncGroup).*timed out|Restarting the consumer/.test(String(l["msg"]))),
+    lines.filter((l) => /Request (JoinGroup|SyncGroup).*timed out|Restarting the consumer/.test(String(l.msg))),
     [],
   );
 
   last.child.kill("SIGTERM");
   assert.deepEqual(await last.exited, { code: 0, signal: null });
-  assert.ok(last.lines.some((l) => l["msg"] === "facade stopped"));
+  assert.ok(last.lines.some((l) => l.msg === "facade stopped"));
 });
 
 test("a group without committed offsets (as if every commit was lost after its transaction) re-reads the topic and changes nothing", async () => {
@@ -739,20 +739,20 @@ test("broker restart, default config: the consumer fails, restarts after a backo
   } finally {
     await kafka.brokerUp(1);
   }
-  const restarts = facade.logs.lines.filter((l) => l["msg"] === "consumer failed; restarting it after a backoff");
+  const restarts = facade.logs.lines.filter((l) => l.msg === "consumer failed; restarting it after a backoff");
   t.diagnostic(
-    `broker down ${Date.now() - downAt} ms; restarts after ${restarts.map((l) => l["restartInMs"]).join(", ")} ms`,
+    `broker down ${Date.now() - downAt} ms; restarts after ${restarts.map((l) => l.restartInMs).join(", ")} ms`,
   );
   assert.ok(restarts.length >= 2);
   for (const line of restarts) {
     assert.ok(
-      Number(line["restartInMs"]) >= defaults.restartBackoffMinMs / 2 &&
-        Number(line["restartInMs"]) <= defaults.restartBackoffMaxMs,
-      `backoff ${line["restartInMs"]}`,
+      Number(line.restartInMs) >= defaults.restartBackoffMinMs / 2 &&
+        Number(line.restartInMs) <= defaults.restartBackoffMaxMs,
+      `backoff ${line.restartInMs}`,
     );
   }
   // Not kafkajs' own restart loop (300 ms, again and again).
-  assert.ok(!facade.logs.lines.some((l) => /Restarting the consumer/.test(String(l["msg"]))));
+  assert.ok(!facade.logs.lines.some((l) => /Restarting the consumer/.test(String(l.msg))));
 
   const upAt = Date.now();
   // The relay's own retry backoff of the outage's events may still run after the broker is back.
@@ -799,9 +799,9 @@ test("inbox retention: rows older than inboxRetentionHours are deleted in batche
   );
   assert.ok(recent.every((id) => inboxBefore.includes(id)));
   // 2 + 2 + 1: three statements of at most inboxCleanupBatchSize rows.
-  const sweeps = facade.logs.lines.filter((l) => l["msg"] === "old inbox rows deleted");
+  const sweeps = facade.logs.lines.filter((l) => l.msg === "old inbox rows deleted");
   assert.deepEqual(
-    sweeps.map((l) => [l["deleted"], l["batches"]]),
+    sweeps.map((l) => [l.deleted, l.batches]),
     [[5, 3]],
   );
   await new Promise((r) => setTimeout(r, 600));

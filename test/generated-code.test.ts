@@ -3,14 +3,14 @@ import { execFileSync } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
-import { fileURLToPath } from "node:url";
 import { test } from "node:test";
+import { fileURLToPath } from "node:url";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const bin = join(root, "node_modules/.bin");
 const buf = join(bin, "buf");
 // buf finds the local protoc-gen-es plugin on PATH, as under `npx`.
-const env = { ...process.env, PATH: `${bin}:${process.env["PATH"] ?? ""}` };
+const env = { ...process.env, PATH: `${bin}:${process.env.PATH ?? ""}` };
 
 function files(dir: string): Map<string, string> {
   const out = new Map<string, string>();

@@ -7,19 +7,20 @@
 // Pings are counted by the metrics logistic_package_api_readiness_probes_total
 // and logistic_package_api_retranslator_readiness_probes_total.
 // Run: bash scripts/test.sh test/health-readiness.test.ts
-import { after, before, describe, test } from "node:test";
+
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
 import { setTimeout as delay } from "node:timers/promises";
-import pg from "pg";
-import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
+import { type Client, Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
+import pg from "pg";
 import { Health, HealthCheckResponse_ServingStatus as ServingStatus } from "../pkg/grpc/health/v1/health_pb.js";
 import { count, createTestDatabase, type TestDatabase } from "./helpers/database.js";
-import { packageApiClient, type PackageApiClient } from "./helpers/grpc-client.js";
-import { startKafkaMock, type KafkaMock } from "./helpers/kafka-mock.js";
+import { type PackageApiClient, packageApiClient } from "./helpers/grpc-client.js";
+import { type KafkaMock, startKafkaMock } from "./helpers/kafka-mock.js";
 import { fastRetranslatorEnv, startTestRetranslator, type TestRetranslator } from "./helpers/retranslator.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 

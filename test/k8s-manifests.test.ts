@@ -13,9 +13,9 @@ import { Deployment } from "kubernetes-models/apps/v1";
 import { Job } from "kubernetes-models/batch/v1";
 import { PodDisruptionBudget } from "kubernetes-models/policy/v1";
 import { ConfigMap, Secret, Service, ServiceAccount } from "kubernetes-models/v1";
-import { parse as parseYaml, parseAllDocuments } from "yaml";
+import { parseAllDocuments, parse as parseYaml } from "yaml";
 import { AuthConfigError, TokenTable } from "../internal/api/auth.js";
-import { envOverrides, loadConfig, type Config } from "../internal/config/config.js";
+import { type Config, envOverrides, loadConfig } from "../internal/config/config.js";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const dir = join(root, "deploy", "k8s");
@@ -116,7 +116,7 @@ after(() => rmSync(temp, { recursive: true, force: true }));
 /** config.ts's view of a container: its CONFIG_PATH file (from the ConfigMap) and its environment. */
 function configOf(pod: any, c: any): Readonly<Config> {
   const env = envOf(c);
-  const path = env["CONFIG_PATH"];
+  const path = env.CONFIG_PATH;
   assert.ok(path, `${c.name}: CONFIG_PATH is set`);
   const content = mountedFiles(pod, c).get(path);
   assert.ok(content !== undefined, `${c.name}: CONFIG_PATH ${path} is a mounted ConfigMap file`);
@@ -380,7 +380,7 @@ test("resources: CPU and memory requested, memory limited above the request and 
     assert.ok(r.limits?.memory !== undefined, `${where}: limits memory`);
     const limit = quantity(r.limits.memory);
     assert.ok(quantity(r.requests.memory) <= limit, `${where}: request <= limit`);
-    const heap = /--max-old-space-size=(\d+)/.exec(envOf(c)["NODE_OPTIONS"] ?? "");
+    const heap = /--max-old-space-size=(\d+)/.exec(envOf(c).NODE_OPTIONS ?? "");
     assert.ok(heap, `${where}: NODE_OPTIONS caps the V8 heap (sized to the container, not the node)`);
     assert.ok(
       Number(heap[1]) * 1024 ** 2 <= limit * 0.6,
@@ -501,22 +501,22 @@ test("the migration Job migrates the API database; the Deployments do not, excep
   const c = job.spec.template.spec.containers[0];
   assert.deepEqual(c.command, imageCommand("migrate"), "the Job runs `npm run migrate`'s binary");
   const env = envOf(c);
-  assert.ok(env["DATABASE_MIGRATION_URL"] && env["DATABASE_URL"], "as the schema owner, on the API database");
-  assert.notEqual(env["DATABASE_MIGRATION_URL"], env["DATABASE_URL"], "the owner's URL, not the app role's");
+  assert.ok(env.DATABASE_MIGRATION_URL && env.DATABASE_URL, "as the schema owner, on the API database");
+  assert.notEqual(env.DATABASE_MIGRATION_URL, env.DATABASE_URL, "the owner's URL, not the app role's");
   assert.ok(["Never", "OnFailure"].includes(job.spec.template.spec.restartPolicy));
   assert.ok(job.spec.backoffLimit >= 1, "retried while the database starts");
   for (const name of ["grpc-server", "retranslator", "bot"]) {
     const d = deployment(name);
     const dc = d.spec.template.spec.containers[0];
     assert.equal(configOf(d.spec.template, dc).database.migrateOnStart, false, `${name} does not migrate at start`);
-    assert.equal(envOf(dc)["DATABASE_MIGRATION_URL"], undefined, `${name} has no schema owner's URL`);
+    assert.equal(envOf(dc).DATABASE_MIGRATION_URL, undefined, `${name} has no schema owner's URL`);
   }
   // The facade migrates only its own read-model database (cmd/migrate does not cover it).
   const facade = deployment("facade");
   const fc = facade.spec.template.spec.containers[0];
   assert.equal(configOf(facade.spec.template, fc).database.migrateOnStart, true);
-  assert.equal(envOf(fc)["DATABASE_URL"], undefined, "the facade never touches the API database");
-  assert.equal(envOf(fc)["DATABASE_MIGRATION_URL"], undefined);
+  assert.equal(envOf(fc).DATABASE_URL, undefined, "the facade never touches the API database");
+  assert.equal(envOf(fc).DATABASE_MIGRATION_URL, undefined);
   // Its config file is the others' in every other key.
   const cm = configMaps.get("logistic-package-api-config");
   const shared = parseYaml(cm.data["config.yml"]);

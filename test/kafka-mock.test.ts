@@ -1,12 +1,13 @@
 // Exercises the librdkafka mock cluster (tools/kafka-mock) with kafkajs 2.2.4.
 // Run: node --import tsx --test test/kafka-mock.test.ts
-import { test } from "node:test";
+
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { Kafka, Partitioners, logLevel } from "kafkajs";
+import { test } from "node:test";
 import type { Consumer, IHeaders, KafkaMessage, Producer } from "kafkajs";
-import { startKafkaMock } from "./helpers/kafka-mock.js";
+import { Kafka, logLevel, Partitioners } from "kafkajs";
 import type { KafkaMock } from "./helpers/kafka-mock.js";
+import { startKafkaMock } from "./helpers/kafka-mock.js";
 
 interface Received {
   partition: number;

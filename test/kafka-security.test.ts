@@ -10,7 +10,7 @@ import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { Kafka, logLevel } from "kafkajs";
 import { ConfigError, loadConfig } from "../internal/config/config.js";
-import { kafkaClientSecurity, kafkaSecurityWarning, type KafkaSecurityConfig } from "../internal/kafka/security.js";
+import { type KafkaSecurityConfig, kafkaClientSecurity, kafkaSecurityWarning } from "../internal/kafka/security.js";
 import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
 import { createTestCa, startTlsKafkaBroker, type TestCa, type TlsKafkaBroker } from "./helpers/kafka-tls-broker.js";
 import { startTestRetranslator } from "./helpers/retranslator.js";
@@ -285,8 +285,8 @@ describe("real TLS and SASL handshakes", () => {
       );
       const text = relay.logs.lines.map((l) => JSON.stringify(l)).join("\n");
       assert.ok(!text.includes(wrong), "the password is not in any log line");
-      const started = relay.logs.lines.find((l) => l["msg"] === "kafka connection");
-      assert.deepEqual(started?.["kafka"], {
+      const started = relay.logs.lines.find((l) => l.msg === "kafka connection");
+      assert.deepEqual(started?.kafka, {
         ssl: true,
         sslCaFile: trusted.caFile,
         sasl: { mechanism: "scram-sha-256", username: "relay" },

@@ -1,12 +1,13 @@
 // status.host and metrics.host: probes and metrics may listen on another
 // interface than the API (Linux routes all of 127.0.0.0/8 to loopback, so
 // 127.0.0.2 and 127.0.0.3 stand in for a private interface).
-import { test, before, after } from "node:test";
+
 import assert from "node:assert/strict";
 import net from "node:net";
+import { after, before, test } from "node:test";
 import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
 import { facadeEnv, migrateFacadeDatabase, startTestFacade, type TestFacade } from "./helpers/facade.js";
-import { startKafkaMock, type KafkaMock } from "./helpers/kafka-mock.js";
+import { type KafkaMock, startKafkaMock } from "./helpers/kafka-mock.js";
 import { fastRetranslatorEnv, startTestRetranslator, type TestRetranslator } from "./helpers/retranslator.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 

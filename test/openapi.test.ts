@@ -4,11 +4,12 @@
 // called as the document says, and the real responses (success and error) are
 // checked against the document's schemas and listed statuses.
 // Run: bash scripts/test.sh test/openapi.test.ts
-import { after, before, describe, test } from "node:test";
+
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
@@ -49,18 +50,18 @@ function operation(verb: string, path: string): Operation {
  * enum, pattern, minimum, maxItems). Returns the problems found.
  */
 function validate(schema: Schema, value: unknown, at = "$"): string[] {
-  if (typeof schema["$ref"] === "string") {
-    const name = (schema["$ref"] as string).replace("#/components/schemas/", "");
+  if (typeof schema.$ref === "string") {
+    const name = (schema.$ref as string).replace("#/components/schemas/", "");
     const target = doc.components.schemas[name];
-    if (target === undefined) return [`${at}: unresolved ${schema["$ref"] as string}`];
+    if (target === undefined) return [`${at}: unresolved ${schema.$ref as string}`];
     return validate(target, value, at);
   }
-  if (Array.isArray(schema["oneOf"])) {
-    const matching = (schema["oneOf"] as Schema[]).filter((s) => validate(s, value, at).length === 0);
+  if (Array.isArray(schema.oneOf)) {
+    const matching = (schema.oneOf as Schema[]).filter((s) => validate(s, value, at).length === 0);
     return matching.length === 1 ? [] : [`${at}: ${JSON.stringify(value)} matches ${matching.length} of oneOf`];
   }
   const problems: string[] = [];
-  const types = schema["type"] === undefined ? undefined : ([] as string[]).concat(schema["type"] as string | string[]);
+  const types = schema.type === undefined ? undefined : ([] as string[]).concat(schema.type as string | string[]);
   const actual = value === null ? "null" : Array.isArray(value) ? "array" : typeof value;
   if (types !== undefined) {
     const ok = types.some(
@@ -68,31 +69,27 @@ function validate(schema: Schema, value: unknown, at = "$"): string[] {
     );
     if (!ok) return [`${at}: ${JSON.stringify(value)} is not ${types.join("|")}`];
   }
-  if (Array.isArray(schema["enum"]) && !(schema["enum"] as unknown[]).includes(value))
+  if (Array.isArray(schema.enum) && !(schema.enum as unknown[]).includes(value))
     problems.push(`${at}: ${JSON.stringify(value)} not in enum`);
-  if (
-    typeof value === "string" &&
-    typeof schema["pattern"] === "string" &&
-    !new RegExp(schema["pattern"]).test(value)
-  ) {
-    problems.push(`${at}: ${JSON.stringify(value)} does not match ${schema["pattern"]}`);
+  if (typeof value === "string" && typeof schema.pattern === "string" && !new RegExp(schema.pattern).test(value)) {
+    problems.push(`${at}: ${JSON.stringify(value)} does not match ${schema.pattern}`);
   }
-  if (typeof value === "number" && typeof schema["minimum"] === "number" && value < schema["minimum"])
+  if (typeof value === "number" && typeof schema.minimum === "number" && value < schema.minimum)
     problems.push(`${at}: below minimum`);
   if (Array.isArray(value)) {
-    if (typeof schema["maxItems"] === "number" && value.length > schema["maxItems"])
-      problems.push(`${at}: more than ${schema["maxItems"]} items`);
-    if (schema["items"] !== undefined)
-      value.forEach((v, i) => problems.push(...validate(schema["items"] as Schema, v, `${at}[${i}]`)));
+    if (typeof schema.maxItems === "number" && value.length > schema.maxItems)
+      problems.push(`${at}: more than ${schema.maxItems} items`);
+    if (schema.items !== undefined)
+      for (const [i, v] of value.entries()) problems.push(...validate(schema.items as Schema, v, `${at}[${i}]`));
   }
   if (actual === "object") {
     const object = value as Record<string, unknown>;
-    const properties = (schema["properties"] ?? {}) as Record<string, Schema>;
-    for (const key of (schema["required"] ?? []) as string[])
+    const properties = (schema.properties ?? {}) as Record<string, Schema>;
+    for (const key of (schema.required ?? []) as string[])
       if (!(key in object)) problems.push(`${at}: missing required ${key}`);
     for (const [key, v] of Object.entries(object)) {
       if (properties[key] !== undefined) problems.push(...validate(properties[key], v, `${at}.${key}`));
-      else if (schema["additionalProperties"] === false) problems.push(`${at}: ${key} is not in the schema`);
+      else if (schema.additionalProperties === false) problems.push(`${at}: ${key} is not in the schema`);
     }
   }
   return problems;
@@ -124,7 +121,7 @@ test("the document lists the gateway's five routes, with the bearer scheme and t
     "POST /v1/packages CreatePackageV1",
     "PUT /v1/packages/{PackageID} UpdatePackageV1",
   ]);
-  assert.deepEqual(doc.components.securitySchemes["bearerAuth"], {
+  assert.deepEqual(doc.components.securitySchemes.bearerAuth, {
     type: "http",
     scheme: "bearer",
     description: "A token of AUTH_TOKENS_FILE. Not needed when the server runs without AUTH_TOKENS_FILE.",
@@ -144,7 +141,7 @@ test("the document lists the gateway's five routes, with the bearer scheme and t
   }
   // The body of Update is the request without the path's PackageID.
   const update = operation("put", "/v1/packages/{PackageID}").requestBody!.content["application/json"]!.schema;
-  assert.deepEqual(Object.keys(update["properties"] as object), ["Title", "Material", "MaximumVolume", "Reusable"]);
+  assert.deepEqual(Object.keys(update.properties as object), ["Title", "Material", "MaximumVolume", "Reusable"]);
   assert.deepEqual(
     operation("get", "/v1/packages").parameters?.map((p) => `${p.in} ${p.name}`),
     ["query Offset", "query Limit"],
@@ -209,7 +206,7 @@ describe("the gateway as the document describes it", () => {
       { Title: "Crate", Material: "pine", MaximumVolume: 40, Reusable: true },
     );
     assert.equal(created.status, 200);
-    const id = created.json["ID"] as string;
+    const id = created.json.ID as string;
     assert.match(id, /^[0-9]+$/, "uint64 as a decimal string");
     assert.equal(
       (await call("post", "/v1/packages", {}, { Title: "Box", Material: "card", MaximumVolume: 2 })).status,
@@ -218,7 +215,7 @@ describe("the gateway as the document describes it", () => {
 
     const described = await call("get", "/v1/packages/{PackageID}", { PackageID: id });
     assert.equal(described.status, 200);
-    assert.equal((described.json["Value"] as Record<string, unknown>)["Title"], "Crate");
+    assert.equal((described.json.Value as Record<string, unknown>).Title, "Crate");
 
     const updated = await call(
       "put",
@@ -228,13 +225,13 @@ describe("the gateway as the document describes it", () => {
     );
     assert.deepEqual(updated, { status: 200, json: { Suc: true } });
     const afterUpdate = await call("get", "/v1/packages/{PackageID}", { PackageID: id });
-    const value = afterUpdate.json["Value"] as Record<string, unknown>;
-    assert.equal(value["Reusable"], false);
-    assert.ok(value["Updated"] !== undefined);
+    const value = afterUpdate.json.Value as Record<string, unknown>;
+    assert.equal(value.Reusable, false);
+    assert.ok(value.Updated !== undefined);
 
     const listed = await call("get", "/v1/packages", { Offset: "0", Limit: "10" });
     assert.equal(listed.status, 200);
-    assert.equal((listed.json["Packages"] as unknown[]).length, 2);
+    assert.equal((listed.json.Packages as unknown[]).length, 2);
 
     const removed = await call("delete", "/v1/packages/{PackageID}", { PackageID: id });
     assert.deepEqual(removed, { status: 200, json: { Suc: true } });
@@ -243,10 +240,10 @@ describe("the gateway as the document describes it", () => {
   test("errors have the documented body and one of the documented statuses", async () => {
     const missing = await call("get", "/v1/packages/{PackageID}", { PackageID: "999999" });
     assert.equal(missing.status, 404);
-    assert.equal(missing.json["code"], 5);
+    assert.equal(missing.json.code, 5);
     const invalid = await call("post", "/v1/packages", {}, { Title: "", Material: "pine", MaximumVolume: 1 });
     assert.equal(invalid.status, 400);
-    assert.equal(invalid.json["code"], 3);
+    assert.equal(invalid.json.code, 3);
     const tooMany = await call("get", "/v1/packages", { Limit: "100000" });
     assert.equal(tooMany.status, 400);
   });

@@ -5,8 +5,8 @@
 // committed offsets, so the original events are not read again).
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
-import { EventType } from "../pkg/hablof/logistic_package_api/v1/kafka_proto_pb.js";
 import { PgPackageRepository } from "../internal/repo/package-repo.js";
+import { EventType } from "../pkg/hablof/logistic_package_api/v1/kafka_proto_pb.js";
 import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
 import {
   apiPackages,
@@ -15,10 +15,10 @@ import {
   migrateFacadeDatabase,
   poll,
   startTestFacade,
-  writeFacadeConfig,
   type TestFacade,
+  writeFacadeConfig,
 } from "./helpers/facade.js";
-import { startKafkaMock, type KafkaMock } from "./helpers/kafka-mock.js";
+import { type KafkaMock, startKafkaMock } from "./helpers/kafka-mock.js";
 import { fastRetranslatorEnv, runAdmin, startTestRetranslator, type TestRetranslator } from "./helpers/retranslator.js";
 import { readTopic } from "./helpers/topic-checker.js";
 

@@ -6,7 +6,7 @@ import { after, before, test } from "node:test";
 import { parse, stringify } from "yaml";
 import { PgPackageRepository } from "../internal/repo/package-repo.js";
 import { count, createTestDatabase, type TestDatabase } from "./helpers/database.js";
-import { startKafkaMock, type KafkaMock } from "./helpers/kafka-mock.js";
+import { type KafkaMock, startKafkaMock } from "./helpers/kafka-mock.js";
 import { fastRetranslatorEnv, startTestRetranslator, type TestRetranslator } from "./helpers/retranslator.js";
 import { allDelivered, checkDelivery, committedEvents, installEventLog, readTopic } from "./helpers/topic-checker.js";
 
@@ -19,8 +19,8 @@ const relays: TestRetranslator[] = [];
 
 function configWith(retranslator: Record<string, unknown>, kafkaKeys: Record<string, unknown> = {}): string {
   const config = parse(readFileSync("config.yml", "utf8")) as Record<string, Record<string, unknown>>;
-  Object.assign(config["retranslator"]!, retranslator);
-  Object.assign(config["kafka"]!, kafkaKeys);
+  Object.assign(config.retranslator!, retranslator);
+  Object.assign(config.kafka!, kafkaKeys);
   const path = join(mkdtempSync(join(tmpdir(), "lpa-attempts-")), "config.yml");
   writeFileSync(path, stringify(config));
   return path;

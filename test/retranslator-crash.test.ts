@@ -14,13 +14,13 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, before, test, type TestContext } from "node:test";
+import { after, before, type TestContext, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
 import { createDatabase, type Database } from "../internal/database/database.js";
 import { PgPackageRepository } from "../internal/repo/package-repo.js";
 import { count, createTestDatabase, type TestDatabase } from "./helpers/database.js";
-import { startKafkaMock, type KafkaMock } from "./helpers/kafka-mock.js";
+import { type KafkaMock, startKafkaMock } from "./helpers/kafka-mock.js";
 import {
   fastRetranslatorEnv,
   spawnRetranslator,
@@ -31,9 +31,9 @@ import {
   allDelivered,
   checkDelivery,
   committedEvents,
+  type DeliveryReport,
   installEventLog,
   readTopic,
-  type DeliveryReport,
 } from "./helpers/topic-checker.js";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
@@ -60,12 +60,12 @@ after(async () => {
 /** config.yml with some retranslator keys changed, written to a temp file (CONFIG_PATH). */
 function writeConfig(name: string, retranslator: Record<string, number | boolean>): string {
   const base = parseYaml(baseConfig) as Record<string, Record<string, unknown>>;
-  base["retranslator"] = { ...(base["retranslator"] ?? {}), ...retranslator };
+  base.retranslator = { ...(base.retranslator ?? {}), ...retranslator };
   // A lease of a few seconds needs sends that fit into it (start-up rejects
   // a lease shorter than one send): short Kafka request timeouts, no retries.
-  const lease = retranslator["leaseSeconds"];
+  const lease = retranslator.leaseSeconds;
   if (typeof lease === "number" && lease < 45) {
-    base["kafka"] = { ...(base["kafka"] ?? {}), requestTimeoutMs: Math.floor((lease * 1000) / 4), sendRetries: 0 };
+    base.kafka = { ...(base.kafka ?? {}), requestTimeoutMs: Math.floor((lease * 1000) / 4), sendRetries: 0 };
   }
   const path = join(configDir, `${name}.yml`);
   writeFileSync(path, stringifyYaml(base));
@@ -260,12 +260,12 @@ async function spawnRelay(name: string, env: Record<string, string>, port?: numb
         `${name} to log "retranslator started"`,
         async () => {
           if (relay.exited) throw new Error(`${name} exited before starting; stderr: ${stderr.join("")}`);
-          return lines.find((l) => l["msg"] === "retranslator started");
+          return lines.find((l) => l.msg === "retranslator started");
         },
         (l) => l !== undefined,
         timeoutMs,
       );
-      return String(line!["owner"]);
+      return String(line!.owner);
     },
   };
   return relay;
@@ -294,7 +294,7 @@ async function killHard(relay: Relay): Promise<void> {
 }
 
 function hasLog(lines: readonly Record<string, unknown>[], msg: string): boolean {
-  return lines.some((l) => l["msg"] === msg);
+  return lines.some((l) => l.msg === msg);
 }
 
 /** Everything a failing test needs to be understood: the tail of each relay's log. */
@@ -690,7 +690,7 @@ test("SIGTERM with sends in flight: drains, exits 0, leaves nothing leased; a re
     // The deadline, plus the cleaner's last flush (2 s) and a margin for start-up of nothing.
     const exit = await exitWithin(a, shutdownTimeoutMs + 2000 + 5000);
     note(
-      `exit ${JSON.stringify(exit)} ${Date.now() - sigtermAt} ms after SIGTERM; stopped: ${JSON.stringify(a.lines.find((l) => l["msg"] === "retranslator stopped"))}`,
+      `exit ${JSON.stringify(exit)} ${Date.now() - sigtermAt} ms after SIGTERM; stopped: ${JSON.stringify(a.lines.find((l) => l.msg === "retranslator stopped"))}`,
     );
     assert.deepEqual(exit, { code: 0, signal: null }, "exited by itself with code 0 within the shutdown deadline");
     assert.ok(hasLog(a.lines, "retranslator stopped"));
@@ -755,7 +755,7 @@ test("SIGTERM while the broker hangs: cut off at the deadline, leases released, 
     // the Kafka client's request timeout (10 s), which the hung sends wait for.
     const exit = await exitWithin(a, shutdownTimeoutMs + 2000 + 3000);
     note(
-      `exit ${JSON.stringify(exit)} ${Date.now() - sigtermAt} ms after SIGTERM; stopped: ${JSON.stringify(a.lines.find((l) => l["msg"] === "retranslator stopped"))}`,
+      `exit ${JSON.stringify(exit)} ${Date.now() - sigtermAt} ms after SIGTERM; stopped: ${JSON.stringify(a.lines.find((l) => l.msg === "retranslator stopped"))}`,
     );
     assert.ok(hasLog(a.lines, "in-flight sends did not finish before the deadline"), "the drain was cut off");
     assert.ok(hasLog(a.lines, "retranslator stopped"), "stop() completed");
@@ -914,7 +914,7 @@ test("a relay whose start fails after it began claiming (metrics port taken) sto
         { code: 1, signal: null },
         "a failed start ends the process instead of relaying on without signal handlers",
       );
-      assert.ok(relay.lines.some((l) => l["level"] === "fatal" && l["msg"] === "retranslator failed to start"));
+      assert.ok(relay.lines.some((l) => l.level === "fatal" && l.msg === "retranslator failed to start"));
       assert.equal(await leasedCount(world.db.db), 0, "whatever it had claimed was released");
     } finally {
       await new Promise((resolve) => blocker.close(resolve));

@@ -2,8 +2,8 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { EventType } from "../pkg/hablof/logistic_package_api/v1/kafka_proto_pb.js";
 import { count, createTestDatabase, type TestDatabase } from "./helpers/database.js";
-import { packageApiClient, type PackageApiClient } from "./helpers/grpc-client.js";
-import { startKafkaMock, type KafkaMock } from "./helpers/kafka-mock.js";
+import { type PackageApiClient, packageApiClient } from "./helpers/grpc-client.js";
+import { type KafkaMock, startKafkaMock } from "./helpers/kafka-mock.js";
 import { fastRetranslatorEnv, startTestRetranslator, type TestRetranslator } from "./helpers/retranslator.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 import { allDelivered, checkDelivery, committedEvents, installEventLog, readTopic } from "./helpers/topic-checker.js";
@@ -68,7 +68,7 @@ test("API changes reach the topic as PackageEvent messages with key, headers and
   assert.equal(first.key, ids[0]);
   assert.equal(first.headers["event-type"], "Created");
   assert.equal(first.headers["content-type"], "application/x-protobuf");
-  assert.equal(first.headers["traceparent"], traceparent);
+  assert.equal(first.headers.traceparent, traceparent);
   assert.ok(first.event.Created !== undefined, "event Created timestamp set");
 
   const removed = messages.find((m) => m.event.PackageID.toString() === ids[0] && m.event.Type === EventType.Removed)!;
@@ -83,9 +83,9 @@ test("API changes reach the topic as PackageEvent messages with key, headers and
     "Title",
     "Updated",
   ]);
-  assert.equal(payload["ID"], ids[0]);
-  assert.equal(payload["Title"], `Box ${ids[0]} v2`);
-  assert.equal(payload["Removed"], true);
+  assert.equal(payload.ID, ids[0]);
+  assert.equal(payload.Title, `Box ${ids[0]} v2`);
+  assert.equal(payload.Removed, true);
 
   await poll(
     "the outbox to empty",

@@ -4,20 +4,20 @@
 // own database, Kafka mock cluster, topic and retranslator; the delivery
 // checker compares what was committed with what a consumer reads back.
 import assert from "node:assert/strict";
-import { test, type TestContext } from "node:test";
-import { PgPackageRepository } from "../internal/repo/package-repo.js";
+import { type TestContext, test } from "node:test";
 import type { Database } from "../internal/database/database.js";
+import { PgPackageRepository } from "../internal/repo/package-repo.js";
 import { EventType } from "../pkg/hablof/logistic_package_api/v1/kafka_proto_pb.js";
 import { count, createTestDatabase, type TestDatabase } from "./helpers/database.js";
 import { packageApiClient } from "./helpers/grpc-client.js";
-import { startKafkaMock, type KafkaMock } from "./helpers/kafka-mock.js";
+import { type KafkaMock, startKafkaMock } from "./helpers/kafka-mock.js";
 import {
   fastRetranslatorEnv,
   readMetric,
   runAdmin,
   startTestRetranslator,
-  writeTestConfig,
   type TestRetranslator,
+  writeTestConfig,
 } from "./helpers/retranslator.js";
 import { startTestServer } from "./helpers/server.js";
 import { startTcpProxy } from "./helpers/tcp-proxy.js";
@@ -25,9 +25,9 @@ import {
   allDelivered,
   checkDelivery,
   committedEvents,
+  type DeliveryReport,
   installEventLog,
   readTopic,
-  type DeliveryReport,
   type TopicMessage,
 } from "./helpers/topic-checker.js";
 
@@ -125,9 +125,7 @@ const outbox = (db: Database) =>
 
 /** Produce responses that carried an error, as kafkajs logs them (one line per failed Produce request). */
 const produceErrors = (r: TestRetranslator) =>
-  r.logs.lines.filter(
-    (l) => typeof l["msg"] === "string" && (l["msg"] as string).startsWith("kafkajs: Response Produce"),
-  );
+  r.logs.lines.filter((l) => typeof l.msg === "string" && (l.msg as string).startsWith("kafkajs: Response Produce"));
 
 /** Waits until the topic holds every committed event, then checks the delivery. */
 async function deliveredReport(
@@ -441,11 +439,11 @@ test("a non-retriable produce error dead-letters the event after maxAttempts; re
       .split("\n")
       .map((l) => JSON.parse(l) as Record<string, unknown>);
     assert.equal(entries.length, 1);
-    assert.equal(entries[0]!["id"], a.eventId);
-    assert.equal(entries[0]!["packageId"], a.packageId.toString());
-    assert.equal(entries[0]!["attempts"], maxAttempts);
-    assert.equal(entries[0]!["parkedBehind"], 2);
-    assert.match(String(entries[0]!["lastError"]), /failed the validation on broker/);
+    assert.equal(entries[0]!.id, a.eventId);
+    assert.equal(entries[0]!.packageId, a.packageId.toString());
+    assert.equal(entries[0]!.attempts, maxAttempts);
+    assert.equal(entries[0]!.parkedBehind, 2);
+    assert.match(String(entries[0]!.lastError), /failed the validation on broker/);
 
     const requeued = await runAdmin(env.db.url, ["requeue", a.eventId]);
     assert.equal(requeued.code, 0, requeued.stderr);

@@ -4,17 +4,17 @@
 // Kafka mock cluster and topic; the delivery checker compares what was
 // committed with what a consumer reads back.
 import assert from "node:assert/strict";
-import { test, type TestContext } from "node:test";
-import { Kafka, Partitioners, logLevel } from "kafkajs";
+import { type TestContext, test } from "node:test";
+import { Kafka, logLevel, Partitioners } from "kafkajs";
 import { loadConfig } from "../internal/config/config.js";
 import type { Database } from "../internal/database/database.js";
 import { count, createTestDatabase, type TestDatabase } from "./helpers/database.js";
-import { startKafkaMock, type KafkaMock } from "./helpers/kafka-mock.js";
+import { type KafkaMock, startKafkaMock } from "./helpers/kafka-mock.js";
 import {
   fastRetranslatorEnv,
   startTestRetranslator,
-  writeTestConfig,
   type TestRetranslator,
+  writeTestConfig,
 } from "./helpers/retranslator.js";
 import { allDelivered, checkDelivery, committedEvents, installEventLog, readTopic } from "./helpers/topic-checker.js";
 
@@ -236,7 +236,7 @@ test("a partition without a leader and a backlog larger than a claim: other part
     assert.equal(dead.rows[0]!.n, 0, "nothing dead-lettered while the partition had no leader");
     assert.ok(
       r.logs.lines.some(
-        (l) => l["msg"] === "partition failed; backing it off, other partitions go on" && l["partition"] === 0,
+        (l) => l.msg === "partition failed; backing it off, other partitions go on" && l.partition === 0,
       ),
       "the relay did run into the leader-less partition",
     );
@@ -528,8 +528,8 @@ test("a slow broker with two instances: acks slower than the lease's slack, yet 
     // For reading a run: what the relays warned about (fenced claims, slow partitions, freed leases).
     for (const r of [a, b]) {
       const warnings = r.logs.lines
-        .filter((l) => ["warn", "error", "fatal"].includes(String(l["level"])))
-        .map((l) => String(l["msg"]));
+        .filter((l) => ["warn", "error", "fatal"].includes(String(l.level)))
+        .map((l) => String(l.msg));
       t.diagnostic(`${r.owner}: ${[...new Set(warnings)].join(" | ")}`);
     }
   } finally {

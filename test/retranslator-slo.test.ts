@@ -7,13 +7,13 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
-import { packageApiClient, type PackageApiClient } from "./helpers/grpc-client.js";
-import { startKafkaMock, type KafkaMock } from "./helpers/kafka-mock.js";
+import { type PackageApiClient, packageApiClient } from "./helpers/grpc-client.js";
+import { type KafkaMock, startKafkaMock } from "./helpers/kafka-mock.js";
 import {
   fastRetranslatorEnv,
   startTestRetranslator,
-  writeTestConfig,
   type TestRetranslator,
+  writeTestConfig,
 } from "./helpers/retranslator.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 
@@ -70,16 +70,16 @@ test("an event older than retranslator.sloSeconds makes /ready 'degraded' (still
   await client.createPackageV1({ Title: "late", Material: "lead", MaximumVolume: 1 });
   const degraded = await until("/ready to say degraded", async () => {
     const r = await ready();
-    return r.body["status"] === "degraded" ? r : undefined;
+    return r.body.status === "degraded" ? r : undefined;
   });
   assert.equal(degraded.status, 200, "degraded is still ready: more relays would not help");
-  assert.ok(Number(degraded.body["oldestEventAgeSeconds"]) > 1);
-  assert.equal(degraded.body["sloSeconds"], 1);
-  assert.match(String(degraded.body["reason"]), /above retranslator\.sloSeconds \(1 s\)/);
+  assert.ok(Number(degraded.body.oldestEventAgeSeconds) > 1);
+  assert.equal(degraded.body.sloSeconds, 1);
+  assert.match(String(degraded.body.reason), /above retranslator\.sloSeconds \(1 s\)/);
 
   await kafka.brokerUp(1);
   await until("/ready to be plain ready again", async () =>
-    (await ready()).body["status"] === "ready" ? true : undefined,
+    (await ready()).body.status === "ready" ? true : undefined,
   );
   const metrics = await (await fetch(`${base()}/metrics`)).text();
   const over = Number(

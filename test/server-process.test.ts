@@ -2,13 +2,14 @@
 // package.json script's command, configured by environment variables, stopped
 // by SIGTERM. Checks start-up, graceful drain and config errors at start.
 // Run: bash scripts/test.sh test/server-process.test.ts
-import { after, before, describe, test } from "node:test";
+
 import assert from "node:assert/strict";
-import { spawn, type ChildProcess } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import pg from "pg";
 import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
@@ -44,8 +45,8 @@ interface ServerProcess {
 function startServer(env: Record<string, string>): ServerProcess {
   const { command, args } = serverCommand();
   const childEnv: NodeJS.ProcessEnv = { ...process.env, LOG_LEVEL: "info", ...env };
-  if (!("CONFIG_PATH" in env)) delete childEnv["CONFIG_PATH"];
-  delete childEnv["COMMIT_HASH"];
+  if (!("CONFIG_PATH" in env)) delete childEnv.CONFIG_PATH;
+  delete childEnv.COMMIT_HASH;
   const child = spawn(command, args, { cwd: repoRoot, env: childEnv, stdio: ["ignore", "pipe", "pipe"] });
   let stdout = "";
   let stderr = "";
@@ -155,10 +156,10 @@ describe("grpc-server process", () => {
         .split("\n")
         .filter((l) => l.trim() !== "")
         .map((l) => JSON.parse(l) as Record<string, unknown>);
-      return lines.find((l) => l["msg"] === "grpc-server started");
+      return lines.find((l) => l.msg === "grpc-server started");
     });
-    assert.equal(started["level"], "info");
-    assert.deepEqual(started["ports"], ports);
+    assert.equal(started.level, "info");
+    assert.deepEqual(started.ports, ports);
 
     const api = packageApiClient(`127.0.0.1:${ports.grpc}`);
     clients.push(api);

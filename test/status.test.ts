@@ -3,14 +3,15 @@
 // of it recovering when the database is back. The database "goes away" for
 // this process only, through a TCP proxy (other test files share Postgres).
 // Run: bash scripts/test.sh test/status.test.ts
-import { after, before, describe, test } from "node:test";
+
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
 import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
-import { grpc, healthClient, packageApiClient, rpcError, type PackageApiClient } from "./helpers/grpc-client.js";
+import { grpc, healthClient, type PackageApiClient, packageApiClient, rpcError } from "./helpers/grpc-client.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 import { startTcpProxy, type TcpProxy } from "./helpers/tcp-proxy.js";
 
@@ -90,7 +91,7 @@ describe("status endpoints", () => {
     assert.equal(res.status, 200);
     assert.equal(res.body.name, "logistic-package-api");
     assert.equal(res.body.version, pkg.version);
-    assert.equal(res.body.commitHash, process.env["COMMIT_HASH"] ?? commit);
+    assert.equal(res.body.commitHash, process.env.COMMIT_HASH ?? commit);
   });
 
   test("an unknown path is 404", async () => {

@@ -6,7 +6,7 @@ import { after, before, test } from "node:test";
 import { InMemorySpanExporter } from "@opentelemetry/sdk-trace-base";
 import { startTelemetry, type Telemetry } from "../internal/tracer/telemetry.js";
 import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
-import { packageApiClient, type PackageApiClient } from "./helpers/grpc-client.js";
+import { type PackageApiClient, packageApiClient } from "./helpers/grpc-client.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 import { traceHeaderCases } from "./helpers/trace-header-cases.js";
 

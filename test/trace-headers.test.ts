@@ -2,7 +2,7 @@
 // what reaches the outbox (cases in helpers/trace-header-cases.ts).
 import { after, before } from "node:test";
 import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
-import { packageApiClient, type PackageApiClient } from "./helpers/grpc-client.js";
+import { type PackageApiClient, packageApiClient } from "./helpers/grpc-client.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 import { traceHeaderCases } from "./helpers/trace-header-cases.js";
 

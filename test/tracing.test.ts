@@ -3,8 +3,8 @@ import { after, before, test } from "node:test";
 import { InMemorySpanExporter, type ReadableSpan } from "@opentelemetry/sdk-trace-base";
 import { startTelemetry, type Telemetry } from "../internal/tracer/telemetry.js";
 import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
-import { packageApiClient, type PackageApiClient } from "./helpers/grpc-client.js";
-import { startKafkaMock, type KafkaMock } from "./helpers/kafka-mock.js";
+import { type PackageApiClient, packageApiClient } from "./helpers/grpc-client.js";
+import { type KafkaMock, startKafkaMock } from "./helpers/kafka-mock.js";
 import { fastRetranslatorEnv, startTestRetranslator, type TestRetranslator } from "./helpers/retranslator.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 import { readTopic } from "./helpers/topic-checker.js";
@@ -84,7 +84,7 @@ test("one Create gives the span tree RPC → repository method → SQL, and the 
   assert.equal(parentId(publish), spanId(rpc), "publish continues the request's server span");
   assert.equal(publish.attributes["messaging.message.id"], message.event.ID.toString());
 
-  const [, headerTraceId, headerSpanId] = message.headers["traceparent"]!.split("-");
+  const [, headerTraceId, headerSpanId] = message.headers.traceparent!.split("-");
   assert.equal(headerTraceId, callerTraceId, "the Kafka message's traceparent carries the request's trace id");
   assert.equal(headerSpanId, spanId(publish), "and points at the publish span, for consumers to continue");
 });

@@ -31,6 +31,7 @@ export async function machineInfo(): Promise<MachineInfo> {
   } finally {
     await client.end();
   }
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: dpkg-query's own format syntax, not a template.
   const librdkafka = run("dpkg-query", ["-W", "-f", "${Version}", "librdkafka1"])?.replace(/-\d+$/, "") ?? "2.0.2";
   return {
     cores: cpus().length,

@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { closeSync, existsSync, openSync, readdirSync, readFileSync } from "node:fs";
 import { createServer, type Server } from "node:net";
 import { join } from "node:path";
@@ -38,7 +38,7 @@ function hasSetpriv(): boolean {
  * first); "tsx" (BENCH_BINARIES=tsx) from the sources, as `npm run <binary>`
  * does in development, for comparing the two.
  */
-export const binaryForm: "compiled" | "tsx" = process.env["BENCH_BINARIES"] === "tsx" ? "tsx" : "compiled";
+export const binaryForm: "compiled" | "tsx" = process.env.BENCH_BINARIES === "tsx" ? "tsx" : "compiled";
 
 /**
  * The NODE_OPTIONS a binary runs with when deployed (the image's default from
@@ -47,13 +47,13 @@ export const binaryForm: "compiled" | "tsx" = process.env["BENCH_BINARIES"] === 
  * as deployed; BENCH_NODE_OPTIONS replaces them (e.g. "" for V8's defaults).
  */
 export function childNodeOptions(binary: string): string {
-  const override = process.env["BENCH_NODE_OPTIONS"];
+  const override = process.env.BENCH_NODE_OPTIONS;
   if (override !== undefined) return override;
-  if (binaryForm !== "compiled") return process.env["NODE_OPTIONS"] ?? "";
+  if (binaryForm !== "compiled") return process.env.NODE_OPTIONS ?? "";
   const compose = parseYaml(readFileSync(join(root, "deploy/docker-compose.yml"), "utf8"), { merge: true }) as {
     services: Record<string, { environment?: Record<string, string> }>;
   };
-  const ofService = compose.services[binary]?.environment?.["NODE_OPTIONS"];
+  const ofService = compose.services[binary]?.environment?.NODE_OPTIONS;
   if (ofService !== undefined) return ofService;
   const dockerfile = readFileSync(join(root, "deploy/Dockerfile"), "utf8");
   return /\bNODE_OPTIONS="([^"]*)"/.exec(dockerfile)?.[1] ?? "";

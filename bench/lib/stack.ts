@@ -1,7 +1,7 @@
 import { createTestDatabase, type TestDatabase } from "../../test/helpers/database.js";
 import { writeTestConfig } from "../../test/helpers/retranslator.js";
 import type { BenchContext } from "./context.js";
-import { freePorts, spawnBinary, waitReady, type BinaryProcess } from "./procs.js";
+import { type BinaryProcess, freePorts, spawnBinary, waitReady } from "./procs.js";
 
 // The pieces of one measurement, each registered for cleanup as it starts and
 // stopped by the measurement itself when it is done with it.

@@ -7,14 +7,14 @@ import http from "node:http";
 import { create } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
-import {
-  LogisticPackageApiService,
-  PackageSchema,
-} from "../../pkg/hablof/logistic_package_api/v1/logistic_package_api_pb.js";
 import { loadConfig } from "../../internal/config/config.js";
 import { ApiListener } from "../../internal/server/api-listener.js";
 import { listen } from "../../internal/server/listen.js";
 import { NativeGrpcServer, serviceBinding } from "../../internal/server/native-grpc.js";
+import {
+  LogisticPackageApiService,
+  PackageSchema,
+} from "../../pkg/hablof/logistic_package_api/v1/logistic_package_api_pb.js";
 
 const config = loadConfig({ env: {} });
 const trivial: ServiceImpl<typeof LogisticPackageApiService> = {
@@ -26,7 +26,7 @@ const trivial: ServiceImpl<typeof LogisticPackageApiService> = {
 };
 const shutdown = new AbortController();
 const native =
-  process.env["ENGINE"] === "grpc-js"
+  process.env.ENGINE === "grpc-js"
     ? new NativeGrpcServer([serviceBinding(LogisticPackageApiService, trivial)], {
         interceptors: [],
         maxRequestBytes: config.grpc.maxRequestBytes,
@@ -45,9 +45,9 @@ const listener = new ApiListener(
       : { streamRoute: { accepts: NativeGrpcServer.accepts, handleStream: (s, h) => native.handleStream(s, h) } }),
   },
 );
-await listen(listener.server, Number(process.env["GRPC_PORT"]), "127.0.0.1");
+await listen(listener.server, Number(process.env.GRPC_PORT), "127.0.0.1");
 const status = http.createServer((_req, res) => res.end("ready"));
-await listen(status, Number(process.env["STATUS_PORT"]), "127.0.0.1");
+await listen(status, Number(process.env.STATUS_PORT), "127.0.0.1");
 process.once("SIGTERM", () => {
   shutdown.abort();
   status.close();

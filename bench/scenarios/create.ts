@@ -4,7 +4,7 @@ import type { Database } from "../../internal/database/database.js";
 import { PgPackageRepository } from "../../internal/repo/package-repo.js";
 import { packageApiClient } from "../../test/helpers/grpc-client.js";
 import type { BenchContext } from "../lib/context.js";
-import { cpuWindow, postgresBackends, round, type CpuWindow } from "../lib/cpu.js";
+import { type CpuWindow, cpuWindow, postgresBackends, round } from "../lib/cpu.js";
 import { benchDatabase, startServerChild } from "../lib/stack.js";
 import { fmtInt, fmtMs, percentile } from "../lib/stats.js";
 
@@ -147,7 +147,9 @@ export async function createRpc(ctx: BenchContext): Promise<CreateResult[]> {
     )),
   ];
   const clients = servers.map(({ server }) => packageApiClient(server.grpcAddress));
-  const closeClients = ctx.resources.add("grpc clients", async () => clients.forEach((cl) => cl.close()));
+  const closeClients = ctx.resources.add("grpc clients", async () => {
+    for (const cl of clients) cl.close();
+  });
   const statement = await createStatement();
   const results: CreateResult[] = [];
   try {

@@ -1,14 +1,14 @@
-import { Kafka, Partitioners, logLevel, type PartitionMetadata } from "kafkajs";
+import { Kafka, logLevel, Partitioners, type PartitionMetadata } from "kafkajs";
 import type { Config } from "../../internal/config/config.js";
 import { claimEvents } from "../../internal/repo/outbox/claim-events.js";
 import { deleteEvents } from "../../internal/repo/outbox/delete-events.js";
 import type { OutboxEvent } from "../../internal/repo/outbox/types.js";
 import { toEventMessage } from "../../internal/retranslator/sender/event-message.js";
 import type { BenchContext } from "../lib/context.js";
-import { childPids, memoryOf } from "../lib/procs.js";
-import { cpuWindow, postgresBackends, round, type CpuWindow } from "../lib/cpu.js";
+import { type CpuWindow, cpuWindow, postgresBackends, round } from "../lib/cpu.js";
 import { readOutbox, seedEvents, waitForEmptyOutbox } from "../lib/outbox.js";
-import { benchDatabase, benchTopic, startRetranslatorChild, type RunningRetranslator } from "../lib/stack.js";
+import { childPids, memoryOf } from "../lib/procs.js";
+import { benchDatabase, benchTopic, type RunningRetranslator, startRetranslatorChild } from "../lib/stack.js";
 import { fmtInt } from "../lib/stats.js";
 
 export interface DrainResult {

@@ -1,17 +1,17 @@
-import { packageApiClient, type PackageApiClient } from "../../test/helpers/grpc-client.js";
+import { type PackageApiClient, packageApiClient } from "../../test/helpers/grpc-client.js";
 import type { BenchContext } from "../lib/context.js";
-import { childPids, sleep } from "../lib/procs.js";
-import { cpuWindow, postgresBackends, round, type CpuWindow } from "../lib/cpu.js";
+import { type CpuWindow, cpuWindow, postgresBackends, round } from "../lib/cpu.js";
 import { waitForEmptyOutbox } from "../lib/outbox.js";
+import { childPids, sleep } from "../lib/procs.js";
 import {
+  type BenchDatabase,
   benchDatabase,
   benchTopic,
+  type RunningRetranslator,
   startRetranslatorChild,
   startServerChild,
-  type BenchDatabase,
-  type RunningRetranslator,
 } from "../lib/stack.js";
-import { fmtInt, fmtMs, histogramPercentile, parseHistogram, percentile, type HistogramBucket } from "../lib/stats.js";
+import { fmtInt, fmtMs, type HistogramBucket, histogramPercentile, parseHistogram, percentile } from "../lib/stats.js";
 
 export interface EndToEndPhase {
   listenNotify: boolean;

@@ -1,12 +1,12 @@
 import type { Config } from "../../internal/config/config.js";
 import type { Database } from "../../internal/database/database.js";
 import type { BenchContext } from "../lib/context.js";
-import { childPids } from "../lib/procs.js";
-import { cpuWindow, postgresBackends, round, type CpuWindow } from "../lib/cpu.js";
+import { type CpuWindow, cpuWindow, postgresBackends, round } from "../lib/cpu.js";
 import { readOutbox, waitForEmptyOutbox } from "../lib/outbox.js";
-import { benchDatabase, benchTopic, startRetranslatorChild, type RunningRetranslator } from "../lib/stack.js";
+import { childPids } from "../lib/procs.js";
+import { benchDatabase, benchTopic, type RunningRetranslator, startRetranslatorChild } from "../lib/stack.js";
 import { fmtInt } from "../lib/stats.js";
-import { kafkaBound, type BoundResult } from "./drain.js";
+import { type BoundResult, kafkaBound } from "./drain.js";
 
 // The relay's rows of issue "Relay v2": drains of a burst into an outbox whose
 // statistics say "empty" (the state after a quiet period), each beside its

@@ -1,12 +1,12 @@
-import { round } from "../lib/cpu.js";
 import type { BenchContext } from "../lib/context.js";
+import { round } from "../lib/cpu.js";
 import { binaryForm, memoryOf, sleep } from "../lib/procs.js";
 import {
   benchDatabase,
   benchTopic,
+  type RunningBinary,
   startRetranslatorChild,
   startServerChild,
-  type RunningBinary,
 } from "../lib/stack.js";
 
 /** Resident memory of one binary at rest: started, ready, nothing to do. */

@@ -9,9 +9,9 @@ import { NotFoundError } from "../../internal/domain/errors.js";
 import { discardDeadLetter, listDeadLetters, requeueDeadLetter } from "../../internal/repo/outbox/dead-letters.js";
 import {
   countRepublishable,
+  type RepublishFilter,
   republishBatch,
   republishPackage,
-  type RepublishFilter,
 } from "../../internal/repo/republish.js";
 
 const usage = `usage: npm run admin -- COMMAND [OPTIONS]

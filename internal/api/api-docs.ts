@@ -125,8 +125,8 @@ export function loadApiDocs(): ApiDocs {
         res.end(text);
         return true;
       }
-      if (req.headers["if-none-match"] === found.headers["etag"]) {
-        res.writeHead(304, { etag: found.headers["etag"]!, "cache-control": "no-cache" });
+      if (req.headers["if-none-match"] === found.headers.etag) {
+        res.writeHead(304, { etag: found.headers.etag!, "cache-control": "no-cache" });
         res.end();
         return true;
       }

@@ -1,11 +1,11 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import type { PackageRecord } from "../domain/package.js";
 import {
   MaybeTimestampSchema,
-  PackageSchema,
   type Package,
+  PackageSchema,
 } from "../../pkg/hablof/logistic_package_api/v1/logistic_package_api_pb.js";
+import type { PackageRecord } from "../domain/package.js";
 
 export function toPackageMessage(record: PackageRecord): Package {
   return create(PackageSchema, {

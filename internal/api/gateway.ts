@@ -1,18 +1,18 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import {
+  type DescMethodUnary,
+  type DescService,
   fromJson,
   getOption,
   hasOption,
-  toJson,
-  ScalarType,
-  type DescMethodUnary,
-  type DescService,
   type JsonValue,
+  ScalarType,
+  toJson,
 } from "@bufbuild/protobuf";
 import { Code, ConnectError, type Transport } from "@connectrpc/connect";
 import { http as httpRule } from "../../pkg/google/api/annotations_pb.js";
-import { decodeUtf8, parseJsonFor } from "./json-body.js";
 import type { ApiDocs } from "./api-docs.js";
+import { decodeUtf8, parseJsonFor } from "./json-body.js";
 
 /**
  * REST gateway: transcodes the `google.api.http` annotations of the services'
@@ -160,7 +160,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, routes: Route[]
     fields[name] = pathValue(name, match[i + 1]!);
   });
 
-  let input;
+  let input: ReturnType<typeof fromJson>;
   try {
     input = fromJson(route.method.input, fields);
   } catch (err) {

@@ -6,9 +6,9 @@ import { requestTraceKey } from "./request-context.js";
 import {
   type ListLimits,
   validateCreate,
+  validateIdempotencyKey,
   validateList,
   validatePackageId,
-  validateIdempotencyKey,
   validateUpdate,
 } from "./validate.js";
 

@@ -1,4 +1,5 @@
-import { toJson, type DescMessage } from "@bufbuild/protobuf";
+import { type DescMessage, toJson } from "@bufbuild/protobuf";
+import { Code, ConnectError, type Interceptor, type StreamResponse, type UnaryResponse } from "@connectrpc/connect";
 import {
   context,
   isSpanContextValid,
@@ -6,18 +7,17 @@ import {
   ROOT_CONTEXT,
   SpanKind,
   SpanStatusCode,
-  trace,
   type TextMapGetter,
+  trace,
 } from "@opentelemetry/api";
-import { Code, ConnectError, type Interceptor, type StreamResponse, type UnaryResponse } from "@connectrpc/connect";
 import { DomainError } from "../domain/errors.js";
 import type { Logger } from "../logger/logger.js";
 import {
+  type IncomingTraceHeaders,
   incomingTraceHeaders,
+  type RequestTrace,
   requestTrace,
   validTracestate,
-  type IncomingTraceHeaders,
-  type RequestTrace,
 } from "../tracer/trace-context.js";
 import { requestCallerKey, requestLoggerKey, requestTraceKey } from "./request-context.js";
 
@@ -123,9 +123,9 @@ function traceOf(ctx: ReturnType<typeof trace.setSpan>, incoming: IncomingTraceH
   if (spanContext !== undefined && isSpanContextValid(spanContext)) {
     const carrier: Record<string, string> = {};
     propagation.inject(ctx, carrier);
-    if (carrier["traceparent"] !== undefined) {
-      const context: RequestTrace["context"] = { traceparent: carrier["traceparent"] };
-      const tracestate = validTracestate(carrier["tracestate"]);
+    if (carrier.traceparent !== undefined) {
+      const context: RequestTrace["context"] = { traceparent: carrier.traceparent };
+      const tracestate = validTracestate(carrier.tracestate);
       if (tracestate !== undefined) context.tracestate = tracestate;
       return { traceId: spanContext.traceId, context };
     }

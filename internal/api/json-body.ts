@@ -1,4 +1,4 @@
-import { ScalarType, type DescMessage, type DescService, type JsonValue } from "@bufbuild/protobuf";
+import { type DescMessage, type DescService, type JsonValue, ScalarType } from "@bufbuild/protobuf";
 import { isWrapperDesc } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ConnectRouter, type MethodImpl, type ServiceImpl } from "@connectrpc/connect";
 

@@ -1,26 +1,26 @@
 import {
   create,
-  fromBinary,
-  toBinary,
   type DescFile,
   type DescService,
+  fromBinary,
   type MessageInitShape,
+  toBinary,
 } from "@bufbuild/protobuf";
 import { nestedTypes } from "@bufbuild/protobuf/reflect";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
 import {
-  ServerReflection as ServerReflectionV1Alpha,
+  type ServerReflection,
+  type ServerReflectionRequest,
+  ServerReflectionRequestSchema,
+  type ServerReflectionResponse,
+  ServerReflectionResponseSchema,
+} from "../../pkg/grpc/reflection/v1/reflection_pb.js";
+import {
+  type ServerReflection as ServerReflectionV1Alpha,
   ServerReflectionRequestSchema as V1AlphaRequestSchema,
   ServerReflectionResponseSchema as V1AlphaResponseSchema,
 } from "../../pkg/grpc/reflection/v1alpha/reflection_pb.js";
-import {
-  ServerReflection,
-  ServerReflectionRequestSchema,
-  ServerReflectionResponseSchema,
-  type ServerReflectionRequest,
-  type ServerReflectionResponse,
-} from "../../pkg/grpc/reflection/v1/reflection_pb.js";
 
 // gRPC status codes used inside reflection's own error_response.
 const notFound = 5;
@@ -72,7 +72,7 @@ function buildIndex(services: readonly DescService[]): Index {
     }
     file.dependencies.forEach(visit);
   };
-  services.forEach((s) => visit(s.file));
+  for (const s of services) visit(s.file);
   return index;
 }
 

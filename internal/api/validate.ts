@@ -1,10 +1,10 @@
-import { InvalidArgumentError } from "../domain/errors.js";
-import type { NewPackage, PackageChanges } from "../domain/package.js";
 import type {
   CreatePackageV1Request,
   ListPackagesV1Request,
   UpdatePackageV1Request,
 } from "../../pkg/hablof/logistic_package_api/v1/logistic_package_api_pb.js";
+import { InvalidArgumentError } from "../domain/errors.js";
+import type { NewPackage, PackageChanges } from "../domain/package.js";
 
 // Request validation. Each message names the field and the rule,
 // because that is what a client developer needs to fix the call.

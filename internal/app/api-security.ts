@@ -1,9 +1,9 @@
 import type { Interceptor } from "@connectrpc/connect";
-import { LogisticPackageApiService } from "../../pkg/hablof/logistic_package_api/v1/logistic_package_api_pb.js";
 import { Health } from "../../pkg/grpc/health/v1/health_pb.js";
 import { ServerReflection } from "../../pkg/grpc/reflection/v1/reflection_pb.js";
 import { ServerReflection as ServerReflectionV1Alpha } from "../../pkg/grpc/reflection/v1alpha/reflection_pb.js";
-import { authInterceptor, TokenTable, type AccessPolicy, type AuthDecision } from "../api/auth.js";
+import { LogisticPackageApiService } from "../../pkg/hablof/logistic_package_api/v1/logistic_package_api_pb.js";
+import { type AccessPolicy, type AuthDecision, authInterceptor, TokenTable } from "../api/auth.js";
 import type { Config } from "../config/config.js";
 import type { Logger } from "../logger/logger.js";
 import type { ApiListener, TlsMaterial } from "../server/api-listener.js";

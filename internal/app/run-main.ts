@@ -1,4 +1,4 @@
-import { ConfigError, loadConfig, type Config } from "../config/config.js";
+import { type Config, ConfigError, loadConfig } from "../config/config.js";
 import { createLogger, type Logger } from "../logger/logger.js";
 import { startTelemetry } from "../tracer/telemetry.js";
 import { versionInfo } from "./version.js";

@@ -16,7 +16,7 @@ export function versionInfo(): VersionInfo {
     name: string;
     version: string;
   };
-  return { name: pkg.name, version: pkg.version, commitHash: process.env["COMMIT_HASH"] ?? gitCommit() };
+  return { name: pkg.name, version: pkg.version, commitHash: process.env.COMMIT_HASH ?? gitCommit() };
 }
 
 function gitCommit(): string {

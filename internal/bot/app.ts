@@ -1,19 +1,19 @@
 import { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { createSecureContext } from "node:tls";
-import { GrammyError, type Context } from "grammy";
+import { type Context, GrammyError } from "grammy";
 import { Redis } from "ioredis";
 import { collectDefaultMetrics, Registry } from "prom-client";
-import { ConfigError, type Config } from "../config/config.js";
+import { type Config, ConfigError } from "../config/config.js";
 import { metricsHost } from "../config/listen-hosts.js";
 import { describeKafkaSecurity, kafkaClientSecurity, kafkaSecurityWarning } from "../kafka/security.js";
 import type { Logger } from "../logger/logger.js";
 import { createMetricsServer } from "../metrics/metrics-server.js";
 import { closeServer, listen } from "../server/listen.js";
 import { commandMenu, createPackageBot, safeTelegramError } from "./bot.js";
-import { cacheEventJson, cachedPackageApi, RedisHealth, type CacheEventSink } from "./cached-package-api.js";
+import { type CacheEventSink, cachedPackageApi, cacheEventJson, RedisHealth } from "./cached-package-api.js";
 import { BotMetrics } from "./metrics.js";
-import { grpcPackageApi, type GrpcPackageApiOptions, type PackageApi } from "./package-api.js";
+import { type GrpcPackageApiOptions, grpcPackageApi, type PackageApi } from "./package-api.js";
 import { PackageCache } from "./package-cache.js";
 import { PackageEventCache } from "./package-event-cache.js";
 import { TopicPublisher } from "./topic-publisher.js";
@@ -107,7 +107,7 @@ export async function startBotApp(
     }
     const safe = safeTelegramError(err, settings.token);
     throw new Error(
-      `getMe at the Telegram Bot API (${settings.apiRoot}) failed: ${String(safe["description"] ?? safe["message"])}`,
+      `getMe at the Telegram Bot API (${settings.apiRoot}) failed: ${String(safe.description ?? safe.message)}`,
     );
   }
   try {
@@ -146,7 +146,7 @@ export async function startBotApp(
       api.close();
       void extras.stop();
       const safe = safeTelegramError(err, settings.token);
-      if (!started) throw new Error(`starting long polling failed: ${String(safe["description"] ?? safe["message"])}`);
+      if (!started) throw new Error(`starting long polling failed: ${String(safe.description ?? safe.message)}`);
       logger.fatal({ err: safe }, "polling failed: the bot stops");
       onPollingFailed(err);
     });

@@ -1,10 +1,10 @@
-import { Code, ConnectError } from "@connectrpc/connect";
 import { randomBytes } from "node:crypto";
-import { Bot, GrammyError, HttpError, InlineKeyboard, type Context } from "grammy";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { Bot, type Context, GrammyError, HttpError, InlineKeyboard } from "grammy";
 import type { Logger } from "../logger/logger.js";
 import { escapeHtml, formatCreated, formatListPage, formatPackage, formatVolume, helpText } from "./format.js";
 import type { PackageApi } from "./package-api.js";
-import { parseEdit, parseNew, parseOffset, parsePackageId, usage, UserError } from "./parse.js";
+import { parseEdit, parseNew, parseOffset, parsePackageId, UserError, usage } from "./parse.js";
 
 export const notAllowedText = "Sorry, this chat is not allowed to use this bot.";
 /** Names the user's id: it is what the operator adds to bot.users (TELEGRAM_USERS). */

@@ -1,4 +1,4 @@
-import { Code, ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
+import { type Client, Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import {
   LogisticPackageApiService,

@@ -1,6 +1,6 @@
 import { fromJsonString, toJsonString } from "@bufbuild/protobuf";
-import { Redis } from "ioredis";
-import { PackageSchema, type Package } from "../../pkg/hablof/logistic_package_api/v1/logistic_package_api_pb.js";
+import type { Redis } from "ioredis";
+import { type Package, PackageSchema } from "../../pkg/hablof/logistic_package_api/v1/logistic_package_api_pb.js";
 
 /**
  * Keys (all under the configured prefix, so deployments can share a Redis):

@@ -1,14 +1,14 @@
 import { fromJson } from "@bufbuild/protobuf";
-import { Kafka, logLevel, type Consumer } from "kafkajs";
-import { PackageSchema, type Package } from "../../pkg/hablof/logistic_package_api/v1/logistic_package_api_pb.js";
-import { decodePackageEvent, DecodeError, type PackageChange } from "../facade/decode.js";
+import { type Consumer, Kafka, logLevel } from "kafkajs";
+import { type Package, PackageSchema } from "../../pkg/hablof/logistic_package_api/v1/logistic_package_api_pb.js";
+import { DecodeError, decodePackageEvent, type PackageChange } from "../facade/decode.js";
+import { kafkaLogCreator } from "../kafka/log.js";
 import type { KafkaClientSecurity } from "../kafka/security.js";
 import { failureBackoffMs, sleep } from "../lifecycle/abortable.js";
 import type { Logger } from "../logger/logger.js";
 import type { CacheEventSink, RedisHealth } from "./cached-package-api.js";
 import type { BotMetrics } from "./metrics.js";
 import type { PackageCache } from "./package-cache.js";
-import { kafkaLogCreator } from "../kafka/log.js";
 
 export interface PackageEventCacheOptions {
   brokers: readonly string[];

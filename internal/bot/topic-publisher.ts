@@ -1,4 +1,4 @@
-import { Kafka, logLevel, type Admin, type Producer } from "kafkajs";
+import { type Admin, Kafka, logLevel, type Producer } from "kafkajs";
 import type { KafkaClientSecurity } from "../kafka/security.js";
 import { failureBackoffMs, sleep } from "../lifecycle/abortable.js";
 import type { Logger } from "../logger/logger.js";

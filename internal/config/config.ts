@@ -616,7 +616,7 @@ export interface LoadConfigOptions {
 
 export function loadConfig(options: LoadConfigOptions = {}): Readonly<Config> {
   const env = options.env ?? process.env;
-  const explicitPath = options.path ?? env["CONFIG_PATH"];
+  const explicitPath = options.path ?? env.CONFIG_PATH;
   const path = explicitPath ?? "config.yml";
   let raw: unknown = {};
   try {

@@ -1,5 +1,5 @@
 import type { Config } from "../config/config.js";
-import { createDatabase, migrateLatest, type Database } from "./database.js";
+import { createDatabase, type Database, migrateLatest } from "./database.js";
 
 /**
  * Migrations failed because their role may not change the schema: the

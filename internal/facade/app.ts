@@ -10,10 +10,10 @@ import { createMetricsServer } from "../metrics/metrics-server.js";
 import { closeServer, listen } from "../server/listen.js";
 import { createStatusServer } from "../server/status-server.js";
 import { PgBatchApplier } from "./applier.js";
+import { TopicsLogger } from "./bot-topics-logger.js";
 import { FacadeConsumer } from "./consumer.js";
 import { ensureDatabase, migrateFacade } from "./database.js";
 import { runInboxRetention } from "./inbox-retention.js";
-import { TopicsLogger } from "./bot-topics-logger.js";
 import { GroupMembership } from "./membership.js";
 import { FacadeMetrics } from "./metrics.js";
 

@@ -4,7 +4,7 @@ import { decodePackageEvent, type PackageChange } from "./decode.js";
 import { lockPackages } from "./repo/lock-packages.js";
 import { recordInbox } from "./repo/record-inbox.js";
 import { recordRejected } from "./repo/record-rejected.js";
-import { upsertPackages, type PackageVersion } from "./repo/upsert-packages.js";
+import { type PackageVersion, upsertPackages } from "./repo/upsert-packages.js";
 
 export interface BatchMessage {
   offset: string;

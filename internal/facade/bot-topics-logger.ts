@@ -1,10 +1,10 @@
-import { Kafka, logLevel, type Consumer, type KafkaMessage } from "kafkajs";
+import { type Consumer, Kafka, type KafkaMessage, logLevel } from "kafkajs";
 import { z } from "zod";
+import { kafkaLogCreator } from "../kafka/log.js";
 import type { KafkaClientSecurity } from "../kafka/security.js";
 import { failureBackoffMs, sleep } from "../lifecycle/abortable.js";
 import type { Logger } from "../logger/logger.js";
-import { decodePackageEvent, DecodeError } from "./decode.js";
-import { kafkaLogCreator } from "../kafka/log.js";
+import { DecodeError, decodePackageEvent } from "./decode.js";
 
 export interface TopicsLoggerOptions {
   brokers: readonly string[];

@@ -1,17 +1,17 @@
 import {
   AssignerProtocol,
-  Kafka,
-  logLevel,
-  PartitionAssigners,
   type Consumer,
   type EachBatchPayload,
+  Kafka,
+  logLevel,
   type PartitionAssigner,
+  PartitionAssigners,
 } from "kafkajs";
+import { kafkaLogCreator } from "../kafka/log.js";
 import type { KafkaClientSecurity } from "../kafka/security.js";
 import { sleep } from "../lifecycle/abortable.js";
 import type { Logger } from "../logger/logger.js";
-import { describeDatabaseError, type BatchApplier, type BatchOutcome } from "./applier.js";
-import { kafkaLogCreator } from "../kafka/log.js";
+import { type BatchApplier, type BatchOutcome, describeDatabaseError } from "./applier.js";
 
 export interface FacadeConsumerOptions {
   brokers: readonly string[];

@@ -1,6 +1,10 @@
 import { fromBinary } from "@bufbuild/protobuf";
 import { z } from "zod";
-import { EventType, PackageEventSchema } from "../../pkg/hablof/logistic_package_api/v1/kafka_proto_pb.js";
+import {
+  EventType,
+  type PackageEvent,
+  PackageEventSchema,
+} from "../../pkg/hablof/logistic_package_api/v1/kafka_proto_pb.js";
 import type { EventType as EventTypeName } from "../domain/package.js";
 
 /** A package as an event's payload describes it after the change. */
@@ -67,7 +71,7 @@ const payloadSchema = z.object({
 /** Decodes a message value; throws DecodeError with the reason when it cannot be used. */
 export function decodePackageEvent(value: Buffer | null): PackageChange {
   if (value === null) throw new DecodeError("message has no value");
-  let event;
+  let event: PackageEvent;
   try {
     event = fromBinary(PackageEventSchema, value);
   } catch (err) {

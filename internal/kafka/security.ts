@@ -1,7 +1,7 @@
 import { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import type { KafkaConfig, SASLOptions } from "kafkajs";
-import { ConfigError, type Config } from "../config/config.js";
+import { type Config, ConfigError } from "../config/config.js";
 
 export type KafkaSecurityConfig = Pick<
   Config["kafka"],

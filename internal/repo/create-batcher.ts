@@ -76,7 +76,7 @@ export class CreateBatchingRepository implements PackageRepository {
       if (batch.length === 1) return await this.createAlone(batch[0]!);
       try {
         const ids = await batch[0]!.scope.runInAsyncScope(() => this.inner.createMany(batch.map((p) => p.item)));
-        batch.forEach((p, i) => p.resolve(ids[i]!));
+        for (const [i, p] of batch.entries()) p.resolve(ids[i]!);
       } catch (err) {
         if (!causedByARow(err)) {
           // The database's state (unreachable, a timeout, ...): each call alone would

@@ -1,6 +1,6 @@
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 import type { OutboxEvent } from "../repo/outbox/types.js";
-import type { SendOutcome, Sender } from "./sender/sender.js";
+import type { Sender, SendOutcome } from "./sender/sender.js";
 
 /** The retranslator's metrics (docs/design.md §5, docs/operations.md); the first name is the original service's. */
 export class RetranslatorMetrics {

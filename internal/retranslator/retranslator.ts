@@ -1,4 +1,5 @@
 import type { Database } from "../database/database.js";
+import { sleep } from "../lifecycle/abortable.js";
 import type { Logger } from "../logger/logger.js";
 import { readBacklog } from "../repo/outbox/backlog.js";
 import { reapExpiredLeases, releaseAllLeases } from "../repo/outbox/release-events.js";
@@ -9,7 +10,6 @@ import { Wakeup } from "./consumer/wakeup.js";
 import type { RetranslatorMetrics } from "./metrics.js";
 import { InFlightPool } from "./producer/producer.js";
 import type { Sender } from "./sender/sender.js";
-import { sleep } from "../lifecycle/abortable.js";
 
 export interface RetranslatorOptions {
   /** Unique per process: leases name their owner. */

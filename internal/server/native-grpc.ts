@@ -1,5 +1,5 @@
-import type { ServerHttp2Stream, IncomingHttpHeaders } from "node:http2";
-import { fromBinary, toBinary, type DescMessage, type DescMethod, type DescService } from "@bufbuild/protobuf";
+import type { IncomingHttpHeaders, ServerHttp2Stream } from "node:http2";
+import { type DescMessage, type DescMethod, type DescService, fromBinary, toBinary } from "@bufbuild/protobuf";
 import {
   Code,
   ConnectError,

@@ -12,6 +12,7 @@ export interface StatusOptions {
    * Resolves while the process can serve (the database answers), with a
    * Degraded when it serves but misses an objective; rejects when it cannot.
    */
+  // biome-ignore lint/suspicious/noConfusingVoidType: a probe that resolves with nothing means ready.
   ready: () => Promise<void | Degraded>;
   version: { name: string; version: string; commitHash: string };
 }

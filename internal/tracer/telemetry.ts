@@ -45,8 +45,8 @@ export async function startTelemetry(options: TelemetryOptions): Promise<Telemet
     options.exporter ?? new OTLPTraceExporter({ url: `${options.otlpEndpoint.replace(/\/$/, "")}/v1/traces` });
   // Metrics are Prometheus' job (prom-client) and logs go to stdout: without
   // these the SDK would start OTLP exporters of its own for both.
-  process.env["OTEL_METRICS_EXPORTER"] ??= "none";
-  process.env["OTEL_LOGS_EXPORTER"] ??= "none";
+  process.env.OTEL_METRICS_EXPORTER ??= "none";
+  process.env.OTEL_LOGS_EXPORTER ??= "none";
   const sdk = new NodeSDK({
     resource: resourceFromAttributes({
       "service.name": options.serviceName,

@@ -3,10 +3,9 @@ import pg from "pg";
 import { createDatabase, type Database } from "../../internal/database/database.js";
 
 /** The maintenance database URL (scripts/test.sh exports it; the default matches scripts/ensure-postgres.sh). */
-export const adminUrl =
-  process.env["TEST_DATABASE_ADMIN_URL"] ?? "postgres://postgres:postgres@127.0.0.1:5432/postgres";
+export const adminUrl = process.env.TEST_DATABASE_ADMIN_URL ?? "postgres://postgres:postgres@127.0.0.1:5432/postgres";
 /** Migrated once per run by test/setup/prepare-template.ts; every test file clones it. */
-export const templateName = process.env["TEST_DATABASE_TEMPLATE"] ?? "lpa_test_template";
+export const templateName = process.env.TEST_DATABASE_TEMPLATE ?? "lpa_test_template";
 
 export interface TestDatabase {
   name: string;

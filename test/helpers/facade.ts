@@ -1,14 +1,14 @@
-import { spawn, type ChildProcess } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
-import { loadConfig, type Config } from "../../internal/config/config.js";
+import { type Config, loadConfig } from "../../internal/config/config.js";
 import { createDatabase, type Database } from "../../internal/database/database.js";
-import { startFacadeApp, type FacadeApp } from "../../internal/facade/app.js";
+import { type FacadeApp, startFacadeApp } from "../../internal/facade/app.js";
 import { migrateFacade } from "../../internal/facade/database.js";
-import { captureLogs, type CapturedLogs } from "./logs.js";
+import { type CapturedLogs, captureLogs } from "./logs.js";
 
 const root = fileURLToPath(new URL("../..", import.meta.url));
 
@@ -47,7 +47,7 @@ export async function writeFacadeConfig(
     string,
     Record<string, unknown>
   >;
-  base["facade"] = { ...(base["facade"] ?? {}), ...facade };
+  base.facade = { ...(base.facade ?? {}), ...facade };
   const dir = await mkdtemp(join(tmpdir(), "lpa-facade-"));
   const path = join(dir, "config.yml");
   await writeFile(path, stringifyYaml(base));
@@ -62,7 +62,7 @@ export interface TestFacade extends FacadeApp {
 
 /** The real facade wiring in this process, logging at debug into `logs`. */
 export async function startTestFacade(env: Record<string, string>): Promise<TestFacade> {
-  const config = loadConfig({ path: env["CONFIG_PATH"] ?? join(root, "config.yml"), env });
+  const config = loadConfig({ path: env.CONFIG_PATH ?? join(root, "config.yml"), env });
   const hostConfig = { ...config, grpc: { ...config.grpc, host: "127.0.0.1" } };
   const logs = captureLogs("debug");
   const app = await startFacadeApp(hostConfig, logs.logger);

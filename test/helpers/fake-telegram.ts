@@ -195,7 +195,7 @@ export class FakeTelegram {
     return {
       updateId,
       calls,
-      replies: calls.filter((c) => c.method === "sendMessage").map((c) => String(c.params["text"])),
+      replies: calls.filter((c) => c.method === "sendMessage").map((c) => String(c.params.text)),
       handledInMs: Date.now() - (this.deliveredAt.get(updateId) ?? Date.now()),
     };
   }
@@ -250,14 +250,14 @@ export class FakeTelegram {
         }
         return ok(await this.getUpdates(params, res));
       case "sendMessage": {
-        const chatId = Number(params["chat_id"]);
-        if (typeof params["text"] !== "string" || params["text"] === "") return bad("message text is empty");
+        const chatId = Number(params.chat_id);
+        if (typeof params.text !== "string" || params.text === "") return bad("message text is empty");
         const message: BotMessage = {
           message_id: this.nextMessageId++,
           chat: { id: chatId, type: chatId < 0 ? "supergroup" : "private" },
-          text: params["text"],
-          ...(params["parse_mode"] !== undefined && { parse_mode: params["parse_mode"] }),
-          ...(params["reply_markup"] !== undefined && { reply_markup: params["reply_markup"] }),
+          text: params.text,
+          ...(params.parse_mode !== undefined && { parse_mode: params.parse_mode }),
+          ...(params.reply_markup !== undefined && { reply_markup: params.reply_markup }),
         };
         const list = this.chats.get(chatId) ?? [];
         list.push(message);
@@ -265,20 +265,20 @@ export class FakeTelegram {
         return ok({ ...message, date: Math.floor(Date.now() / 1000), from: botUser });
       }
       case "editMessageText": {
-        const chatId = Number(params["chat_id"]);
-        const message = this.chats.get(chatId)?.find((m) => m.message_id === Number(params["message_id"]));
+        const chatId = Number(params.chat_id);
+        const message = this.chats.get(chatId)?.find((m) => m.message_id === Number(params.message_id));
         if (message === undefined) return bad("message to edit not found");
-        const markup = params["reply_markup"];
-        if (message.text === params["text"] && JSON.stringify(message.reply_markup) === JSON.stringify(markup)) {
+        const markup = params.reply_markup;
+        if (message.text === params.text && JSON.stringify(message.reply_markup) === JSON.stringify(markup)) {
           return bad(
             "message is not modified: specified new message content and reply markup are exactly the same as a current content and reply markup of the message",
           );
         }
-        message.text = String(params["text"]);
+        message.text = String(params.text);
         // Like Telegram: an edit without reply_markup removes the buttons.
         if (markup === undefined) delete message.reply_markup;
         else message.reply_markup = markup;
-        if (params["parse_mode"] !== undefined) message.parse_mode = params["parse_mode"];
+        if (params.parse_mode !== undefined) message.parse_mode = params.parse_mode;
         return ok({ ...message, date: Math.floor(Date.now() / 1000), from: botUser });
       }
       case "answerCallbackQuery":
@@ -289,7 +289,7 @@ export class FakeTelegram {
   }
 
   private async getUpdates(params: Record<string, any>, res: http.ServerResponse): Promise<unknown[]> {
-    const offset = Number(params["offset"] ?? 0);
+    const offset = Number(params.offset ?? 0);
     // Asking from `offset` confirms every earlier update: the bot is done with them.
     if (offset > this.confirmedBelow) this.confirmedBelow = offset;
     for (let i = this.processedWaiters.length - 1; i >= 0; i--) {
@@ -299,10 +299,10 @@ export class FakeTelegram {
         waiter.resolve();
       }
     }
-    while (this.queue.length > 0 && (this.queue[0]!["update_id"] as number) < offset) this.queue.shift();
+    while (this.queue.length > 0 && (this.queue[0]!.update_id as number) < offset) this.queue.shift();
 
-    const limit = Number(params["limit"] ?? 100) || 100;
-    const timeoutMs = Math.min(Number(params["timeout"] ?? 0) * 1000, this.maxPollWaitMs);
+    const limit = Number(params.limit ?? 100) || 100;
+    const timeoutMs = Math.min(Number(params.timeout ?? 0) * 1000, this.maxPollWaitMs);
     if (this.queue.length === 0 && timeoutMs > 0) {
       await new Promise<void>((resolve) => {
         const timer = setTimeout(done, timeoutMs);
@@ -318,7 +318,7 @@ export class FakeTelegram {
     }
     const updates = this.queue.slice(0, limit);
     for (const u of updates) {
-      const id = u["update_id"] as number;
+      const id = u.update_id as number;
       this.deliveredUpTo = id;
       if (!this.deliveredAt.has(id)) this.deliveredAt.set(id, Date.now());
       this.deliveryWaiters.get(id)?.();

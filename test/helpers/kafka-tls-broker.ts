@@ -199,8 +199,8 @@ function serve(socket: tls.TLSSocket, user: string, password: string, events: Br
           // client-first: "n,,n=<user>,r=<client nonce>"
           const clientFirstBare = auth.replace(/^n,,/, "");
           const attrs = parseScram(clientFirstBare);
-          if (attrs["n"] !== user) return fail("unknown user");
-          const nonce = `${attrs["r"]}${randomBytes(12).toString("base64url")}`;
+          if (attrs.n !== user) return fail("unknown user");
+          const nonce = `${attrs.r}${randomBytes(12).toString("base64url")}`;
           const salt = randomBytes(16);
           const iterations = 4096;
           const serverFirst = `r=${nonce},s=${salt.toString("base64")},i=${iterations}`;
@@ -218,8 +218,8 @@ function serve(socket: tls.TLSSocket, user: string, password: string, events: Br
           const authMessage = `${scram.clientFirstBare},${scram.serverFirst},${withoutProof}`;
           const signature = createHmac(hash, storedKey).update(authMessage).digest();
           const expected = Buffer.from(clientKey.map((b, i) => b ^ signature[i]!));
-          const proof = Buffer.from(attrs["p"] ?? "", "base64");
-          if (attrs["r"] !== scram.nonce || proof.length !== expected.length || !timingSafeEqual(proof, expected)) {
+          const proof = Buffer.from(attrs.p ?? "", "base64");
+          if (attrs.r !== scram.nonce || proof.length !== expected.length || !timingSafeEqual(proof, expected)) {
             return fail("wrong proof");
           }
           const serverKey = createHmac(hash, salted).update("Server Key").digest();

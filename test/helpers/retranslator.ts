@@ -1,8 +1,8 @@
-import { spawn, type ChildProcess } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import { loadConfig, type Config } from "../../internal/config/config.js";
-import { startRetranslatorApp, type RetranslatorApp } from "../../internal/app/retranslator.js";
-import { captureLogs, type CapturedLogs } from "./logs.js";
+import { type RetranslatorApp, startRetranslatorApp } from "../../internal/app/retranslator.js";
+import { type Config, loadConfig } from "../../internal/config/config.js";
+import { type CapturedLogs, captureLogs } from "./logs.js";
 
 const root = fileURLToPath(new URL("../..", import.meta.url));
 

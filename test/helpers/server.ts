@@ -1,6 +1,6 @@
-import { loadConfig, type Config } from "../../internal/config/config.js";
-import { startGrpcServer, type GrpcServerApp } from "../../internal/app/grpc-server.js";
-import { captureLogs, type CapturedLogs } from "./logs.js";
+import { type GrpcServerApp, startGrpcServer } from "../../internal/app/grpc-server.js";
+import { type Config, loadConfig } from "../../internal/config/config.js";
+import { type CapturedLogs, captureLogs } from "./logs.js";
 
 export interface TestServer extends GrpcServerApp {
   config: Readonly<Config>;
@@ -18,7 +18,7 @@ export interface TestServer extends GrpcServerApp {
 export async function startTestServer(databaseUrl: string, env: Record<string, string> = {}): Promise<TestServer> {
   const config = loadConfig({
     // CONFIG_PATH (when given) picks the YAML file, as in production.
-    path: env["CONFIG_PATH"] ?? "config.yml",
+    path: env.CONFIG_PATH ?? "config.yml",
     env: { DATABASE_URL: databaseUrl, GRPC_PORT: "0", GATEWAY_PORT: "0", STATUS_PORT: "0", METRICS_PORT: "0", ...env },
   });
   const hostConfig = { ...config, grpc: { ...config.grpc, host: "127.0.0.1" } };

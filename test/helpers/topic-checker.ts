@@ -1,7 +1,7 @@
 import { fromBinary } from "@bufbuild/protobuf";
 import { Kafka, logLevel } from "kafkajs";
 import type { Database } from "../../internal/database/database.js";
-import { PackageEventSchema, type PackageEvent } from "../../pkg/hablof/logistic_package_api/v1/kafka_proto_pb.js";
+import { type PackageEvent, PackageEventSchema } from "../../pkg/hablof/logistic_package_api/v1/kafka_proto_pb.js";
 
 /**
  * The delivery checker every retranslator test uses: what was committed

@@ -4,8 +4,9 @@
 // Limits of the librdkafka 2.0.2 mock: it reports controller id 0, so kafkajs
 // admin.createTopics and the kafkajs idempotent producer do not work against
 // it. Create topics with createTopic() (auto-create also works: 4 partitions).
-import { spawn, execFile } from "node:child_process";
+
 import type { ChildProcessWithoutNullStreams } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { statSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";

@@ -1,11 +1,11 @@
-import { createFileRegistry, create, type DescService } from "@bufbuild/protobuf";
+import { create, createFileRegistry, type DescService } from "@bufbuild/protobuf";
 import {
+  type CodeGeneratorRequest,
   CodeGeneratorResponse_Feature,
   CodeGeneratorResponseSchema,
   FileDescriptorSetSchema,
-  type CodeGeneratorRequest,
 } from "@bufbuild/protobuf/wkt";
-import { runNodeJs, type Plugin } from "@bufbuild/protoplugin";
+import { type Plugin, runNodeJs } from "@bufbuild/protoplugin";
 import { buildOpenApi, openApiFileName } from "./openapi.js";
 
 /**
@@ -29,7 +29,7 @@ const plugin: Plugin = {
     const document = buildOpenApi(services);
     return create(CodeGeneratorResponseSchema, {
       supportedFeatures: BigInt(CodeGeneratorResponse_Feature.PROTO3_OPTIONAL),
-      file: [{ name: openApiFileName, content: JSON.stringify(document, null, 2) + "\n" }],
+      file: [{ name: openApiFileName, content: `${JSON.stringify(document, null, 2)}\n` }],
     });
   },
 };

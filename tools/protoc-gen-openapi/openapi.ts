@@ -1,18 +1,18 @@
 import {
-  getOption,
-  hasOption,
-  ScalarType,
   type DescField,
   type DescMessage,
   type DescMethod,
   type DescService,
+  getOption,
+  hasOption,
+  ScalarType,
 } from "@bufbuild/protobuf";
 import { FeatureSet_FieldPresence } from "@bufbuild/protobuf/wkt";
 import { getComments } from "@bufbuild/protoplugin";
 import { Code } from "@connectrpc/connect";
-import { http as httpRule } from "../../pkg/google/api/annotations_pb.js";
 import { httpStatus } from "../../internal/api/gateway.js";
 import { accessPolicy } from "../../internal/app/api-security.js";
+import { http as httpRule } from "../../pkg/google/api/annotations_pb.js";
 
 /**
  * Builds the OpenAPI 3.1 document of the REST gateway (internal/api/gateway.ts)
@@ -120,7 +120,7 @@ function operation(service: DescService, method: DescMethod, template: string, b
   const rest = input.fields.filter((f) => !pathFields.includes(f));
   if (body === "*") {
     // The gateway reads every field but the path's from the body (the path wins).
-    op["requestBody"] = {
+    op.requestBody = {
       required: false,
       content: {
         "application/json": {
@@ -143,7 +143,7 @@ function operation(service: DescService, method: DescMethod, template: string, b
       });
     }
   }
-  if (parameters.length > 0) op["parameters"] = parameters;
+  if (parameters.length > 0) op.parameters = parameters;
 
   const responses: Obj = {
     "200": {
@@ -153,9 +153,9 @@ function operation(service: DescService, method: DescMethod, template: string, b
   };
   for (const status of errorStatuses())
     responses[String(status)] = { $ref: `#/components/responses/${statusName(status)}` };
-  op["responses"] = responses;
+  op.responses = responses;
   // Either a bearer token or nothing: which one depends on AUTH_TOKENS_FILE.
-  op["security"] = [{ [bearerScheme]: [] }, {}];
+  op.security = [{ [bearerScheme]: [] }, {}];
   return op;
 }
 
@@ -286,11 +286,11 @@ class SchemaSet {
     }
     const schema: Obj = { type: "object" };
     const description = commentOf(message);
-    if (description !== "") schema["description"] = description;
-    if (required.length > 0) schema["required"] = required;
-    schema["properties"] = properties;
+    if (description !== "") schema.description = description;
+    if (required.length > 0) schema.required = required;
+    schema.properties = properties;
     // Unknown fields are rejected in requests (and never sent in responses).
-    schema["additionalProperties"] = false;
+    schema.additionalProperties = false;
     return schema;
   }
 }

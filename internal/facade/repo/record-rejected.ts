@@ -44,5 +44,6 @@ export async function recordRejected(db: Database, rejections: readonly Rejectio
 // Error texts may quote the bad input (JSON.parse does): Postgres text takes
 // neither NUL nor unpaired surrogates, and this insert must not fail.
 function storable(text: string): string {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: NUL is exactly what Postgres text cannot store.
   return text.replace(/\u0000|\p{Cs}/gu, "\uFFFD");
 }

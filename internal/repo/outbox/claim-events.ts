@@ -1,5 +1,5 @@
 import type { Database } from "../../database/database.js";
-import { idArray, toOutboxEvent, type OutboxEvent, type OutboxRow } from "./types.js";
+import { idArray, type OutboxEvent, type OutboxRow, toOutboxEvent } from "./types.js";
 
 export interface ClaimRequest {
   owner: string;

@@ -1,5 +1,5 @@
 import type { Database } from "../../database/database.js";
-import { failuresJson, idArray, type EventFailure } from "./types.js";
+import { type EventFailure, failuresJson, idArray } from "./types.js";
 
 /**
  * Moves events that ran out of attempts to the dead-letter table, with their

@@ -1,5 +1,5 @@
 import type { Database } from "../../database/database.js";
-import { claimsJson, failuresJson, idArray, type ClaimRef, type EventFailure } from "./types.js";
+import { type ClaimRef, claimsJson, type EventFailure, failuresJson, idArray } from "./types.js";
 
 export interface BackoffPolicy {
   minMs: number;

@@ -1,10 +1,10 @@
 import type { Database } from "../../database/database.js";
+import { failureBackoffMs } from "../../lifecycle/abortable.js";
 import type { Logger } from "../../logger/logger.js";
 import { deadLetterEvents } from "../../repo/outbox/dead-letter-events.js";
 import { deleteEvents } from "../../repo/outbox/delete-events.js";
-import { releaseFailedEvents, releaseUnsentEvents, type BackoffPolicy } from "../../repo/outbox/release-events.js";
+import { type BackoffPolicy, releaseFailedEvents, releaseUnsentEvents } from "../../repo/outbox/release-events.js";
 import type { ClaimRef, EventFailure } from "../../repo/outbox/types.js";
-import { failureBackoffMs } from "../../lifecycle/abortable.js";
 
 export interface CleanerOptions {
   owner: string;

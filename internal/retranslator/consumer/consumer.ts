@@ -1,10 +1,10 @@
 import type { Database } from "../../database/database.js";
+import { failureBackoffMs, sleep } from "../../lifecycle/abortable.js";
 import type { Logger } from "../../logger/logger.js";
 import { claimHeads } from "../../repo/outbox/claim-events.js";
 import type { OutboxEvent } from "../../repo/outbox/types.js";
 import type { InFlightPool } from "../producer/producer.js";
 import type { Wakeup } from "./wakeup.js";
-import { failureBackoffMs, sleep } from "../../lifecycle/abortable.js";
 
 export interface ConsumerOptions {
   owner: string;

@@ -1,7 +1,7 @@
 import type { Logger } from "../../logger/logger.js";
 import type { ClaimRef, EventFailure, OutboxEvent } from "../../repo/outbox/types.js";
 import type { Cleaner } from "../cleaner/cleaner.js";
-import { failAll, type SendOutcome, type Sender } from "../sender/sender.js";
+import { failAll, type Sender, type SendOutcome } from "../sender/sender.js";
 
 export interface InFlightPoolOptions {
   /** Events held at once (claimed, not yet acknowledged or given back): the claim loop waits above this. */

@@ -36,8 +36,8 @@ export function toEventMessage(
     "package-id": event.packageId.toString(),
     "content-type": "application/x-protobuf",
   };
-  if (event.traceparent !== null) headers["traceparent"] = event.traceparent;
-  if (event.tracestate !== null) headers["tracestate"] = event.tracestate;
+  if (event.traceparent !== null) headers.traceparent = event.traceparent;
+  if (event.tracestate !== null) headers.tracestate = event.tracestate;
   // A republished state (an Updated event that is no edit): consumers may tell it from a change.
   if (event.reason != null) headers["event-reason"] = event.reason;
   return { key: event.packageId.toString(), value: Buffer.from(value), headers };

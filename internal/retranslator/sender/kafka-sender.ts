@@ -1,11 +1,11 @@
-import { Kafka, Partitioners, logLevel, type Admin, type Producer, type PartitionMetadata } from "kafkajs";
+import { type Admin, Kafka, logLevel, Partitioners, type PartitionMetadata, type Producer } from "kafkajs";
+import { kafkaLogCreator } from "../../kafka/log.js";
 import type { KafkaClientSecurity } from "../../kafka/security.js";
 import type { Logger } from "../../logger/logger.js";
 import type { OutboxEvent } from "../../repo/outbox/types.js";
-import { toEventMessage, type EventMessage } from "./event-message.js";
+import { type EventMessage, toEventMessage } from "./event-message.js";
 import { connectionTimeoutMs, MAX_RETRY_TIME_MS } from "./send-budget.js";
-import { failAll as failAllWith, type SendOutcome, type Sender } from "./sender.js";
-import { kafkaLogCreator } from "../../kafka/log.js";
+import { failAll as failAllWith, type Sender, type SendOutcome } from "./sender.js";
 
 export interface KafkaSenderOptions {
   brokers: readonly string[];

@@ -1,6 +1,6 @@
-import { context, propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Span } from "@opentelemetry/api";
+import { context, propagation, ROOT_CONTEXT, type Span, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
 import type { OutboxEvent } from "../../repo/outbox/types.js";
-import type { SendOutcome, Sender } from "./sender.js";
+import type { Sender, SendOutcome } from "./sender.js";
 
 const tracer = trace.getTracer("logistic-package-api");
 
@@ -18,8 +18,8 @@ export function traceSender(sender: Sender, topic: string): Sender {
       const spans = new Map<bigint, Span>();
       const traced = events.map((event) => {
         const carrierIn: Record<string, string> = {};
-        if (event.traceparent !== null) carrierIn["traceparent"] = event.traceparent;
-        if (event.tracestate !== null) carrierIn["tracestate"] = event.tracestate;
+        if (event.traceparent !== null) carrierIn.traceparent = event.traceparent;
+        if (event.tracestate !== null) carrierIn.tracestate = event.tracestate;
         const parent = propagation.extract(ROOT_CONTEXT, carrierIn);
         const span = tracer.startSpan(
           `${topic} publish`,
@@ -39,12 +39,12 @@ export function traceSender(sender: Sender, topic: string): Sender {
         spans.set(event.id, span);
         const carrierOut: Record<string, string> = {};
         propagation.inject(trace.setSpan(context.active(), span), carrierOut);
-        return carrierOut["traceparent"] === undefined
+        return carrierOut.traceparent === undefined
           ? event
           : {
               ...event,
-              traceparent: carrierOut["traceparent"],
-              tracestate: carrierOut["tracestate"] ?? event.tracestate,
+              traceparent: carrierOut.traceparent,
+              tracestate: carrierOut.tracestate ?? event.tracestate,
             };
       });
       try {
