@@ -5,7 +5,8 @@
 run:
 	bash scripts/run.sh
 
-# The whole test suite (what CI runs).
+# The whole test suite (what CI runs): lint, the unit tier (test/unit/, no services;
+# alone: npm run test:unit), then the integration tier (test/*.test.ts).
 test:
 	bash scripts/test.sh
 

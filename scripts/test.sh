@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# The whole test suite (`make test`, `npm test`, CI): installs what is missing,
-# prepares a migrated template database, then runs every test file with node's
-# test runner, whose closing summary CI reads.
+# The whole test suite (`make test`, `npm test`, CI): installs what is missing, lints, runs the
+# unit tier (scripts/test-unit.sh, no services), then prepares a migrated template database and
+# runs the integration tier (test/*.test.ts) with node's test runner; CI reads each tier's closing
+# summary. With files as arguments it runs only those, with the services ready.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/ensure-deps.sh
 # Lint first: a formatting or type error fails in seconds, not after the suite.
 npm run --silent lint
+# The unit tier next: seconds, and no service needed to learn that the logic is broken.
+if (($# == 0)); then bash scripts/test-unit.sh; fi
 bash scripts/ensure-postgres.sh
 bash scripts/ensure-redis.sh
 if [[ -f scripts/build-kafka-mock.sh ]]; then bash scripts/build-kafka-mock.sh; fi
@@ -27,6 +30,6 @@ export LOG_LEVEL=${LOG_LEVEL:-warn}
 node --import tsx test/setup/prepare-template.ts
 
 # Node 20's runner has no globs: pass the files explicitly (or those given as arguments).
-if (($# > 0)); then files=("$@"); else mapfile -t files < <(find test -name '*.test.ts' | sort); fi
+if (($# > 0)); then files=("$@"); else mapfile -t files < <(find test -path test/unit -prune -o -name '*.test.ts' -print | sort); fi
 ((${#files[@]} > 0)) || { echo "no test files found" >&2; exit 1; }
 node --import tsx --test --test-concurrency="${TEST_CONCURRENCY:-2}" --test-timeout=300000 "${files[@]}"
