@@ -1,12 +1,8 @@
-import { execFile } from "node:child_process";
 import { mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { promisify } from "node:util";
-import pg from "pg";
 import { loadConfig } from "../internal/config/config.js";
-import { adminUrl, templateName } from "../test/helpers/database.js";
-import { startKafkaMock } from "../test/helpers/kafka-mock.js";
+import { startBenchBase } from "./lib/bench-stack.js";
 import type { BenchConfig, BenchContext } from "./lib/context.js";
 import { round } from "./lib/cpu.js";
 import { gitInfo, loadAverage, machineInfo } from "./lib/machine.js";
@@ -28,16 +24,6 @@ const targets = {
   emptyClaimShare: 0.01,
   cpuRatio: 1.25,
 } as const;
-
-async function dropDatabase(name: string): Promise<void> {
-  const client = new pg.Client({ connectionString: adminUrl });
-  await client.connect();
-  try {
-    await client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-  } finally {
-    await client.end();
-  }
-}
 
 export async function runRelayV2(options: { quick: boolean }): Promise<number> {
   const started = performance.now();
@@ -71,13 +57,7 @@ export async function runRelayV2(options: { quick: boolean }): Promise<number> {
   log(`relay-v2 bench, ${config.mode} mode; load average at start ${loadStart.join(" ")}`);
   try {
     const machine = await machineInfo();
-    resources.add(`template ${templateName}`, () => dropDatabase(templateName));
-    await promisify(execFile)(process.execPath, ["--import", "tsx", "test/setup/prepare-template.ts"], {
-      cwd: root,
-      env: process.env,
-    });
-    const kafka = await startKafkaMock();
-    resources.add("kafka-mock", () => kafka.stop());
+    const { kafka } = await startBenchBase(resources);
     const ctx: BenchContext = { config, resources, kafka, logDir, profileDir: logDir, log };
     const appConfig = loadConfig({ path: await configFile(ctx, {}), env: {} });
 

@@ -1,12 +1,9 @@
-import { execFile } from "node:child_process";
 import { mkdir, mkdtemp, rename, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { promisify } from "node:util";
-import pg from "pg";
 import { loadConfig } from "../internal/config/config.js";
-import { adminUrl, templateName } from "../test/helpers/database.js";
-import { startKafkaMock } from "../test/helpers/kafka-mock.js";
+import { templateName } from "../test/helpers/database.js";
+import { startBenchBase } from "./lib/bench-stack.js";
 import type { BenchConfig, BenchContext } from "./lib/context.js";
 import { type CpuWindow, round } from "./lib/cpu.js";
 import { gitInfo, loadAverage, machineInfo } from "./lib/machine.js";
@@ -142,13 +139,7 @@ export async function runSuite(options: SuiteOptions): Promise<number> {
     const git = gitInfo();
 
     log(`preparing the migrated template database ${templateName}`);
-    resources.add(`template ${templateName}`, () => dropDatabase(templateName));
-    await promisify(execFile)(process.execPath, ["--import", "tsx", "test/setup/prepare-template.ts"], {
-      cwd: root,
-      env: process.env,
-    });
-    const kafka = await startKafkaMock();
-    resources.add("kafka-mock", () => kafka.stop());
+    const { kafka } = await startBenchBase(resources);
     log(`broker: ${machine.broker} at ${kafka.brokers.join(",")}`);
     const ctx: BenchContext = { config, resources, kafka, logDir, profileDir, log };
     // The configuration the children get (config.yml + --set), also used by the bounds.
@@ -314,16 +305,6 @@ export async function runSuite(options: SuiteOptions): Promise<number> {
     if (!failed) await rm(logDir, { recursive: true, force: true });
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
-  }
-}
-
-async function dropDatabase(name: string): Promise<void> {
-  const client = new pg.Client({ connectionString: adminUrl });
-  await client.connect();
-  try {
-    await client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-  } finally {
-    await client.end();
   }
 }
 

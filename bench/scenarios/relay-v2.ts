@@ -2,7 +2,7 @@ import type { Config } from "../../internal/config/config.js";
 import type { Database } from "../../internal/database/database.js";
 import type { BenchContext } from "../lib/context.js";
 import { type CpuWindow, cpuWindow, postgresBackends, round } from "../lib/cpu.js";
-import { readOutbox, waitForEmptyOutbox } from "../lib/outbox.js";
+import { readOutbox, type Seeded, seedEvents, waitForEmptyOutbox } from "../lib/outbox.js";
 import { childPids } from "../lib/procs.js";
 import { benchDatabase, benchTopic, type RunningRetranslator, startRetranslatorChild } from "../lib/stack.js";
 import { fmtInt } from "../lib/stats.js";
@@ -42,35 +42,12 @@ const perEvent = (cpu: CpuWindow, events: number) =>
   round((Object.values(cpu.cpuSeconds).reduce((a, b) => a + b, 0) * 1e6) / events);
 
 /**
- * `events` events over `packages` new packages in one statement, without
- * ANALYZE (unlike lib/outbox.ts seedEvents, which models a live database
- * whose autovacuum keeps statistics fresh): the burst arrives while the
+ * A burst seeded without ANALYZE (unlike the drain rows, which model a live
+ * database whose autovacuum keeps statistics fresh): it arrives while the
  * statistics still describe the emptied outbox.
  */
-async function seedBurst(db: Database, events: number, packages: number): Promise<{ lastId: bigint; seconds: number }> {
-  const started = performance.now();
-  const result = await db.raw(
-    `WITH p AS (
-       INSERT INTO package (title, material, maximum_volume, reusable)
-       SELECT 'bench package ' || g, 'cardboard', 250 + g, false FROM generate_series(1, ?::int) g
-       RETURNING id, package_event_payload(package) AS payload
-     ), numbered AS (
-       SELECT id, payload, row_number() OVER (ORDER BY id) - 1 AS k FROM p
-     ), e AS (
-       INSERT INTO package_event (package_id, type, payload, traceparent)
-       SELECT n.id, CASE WHEN g < ?::int THEN 'Created' ELSE 'Updated' END, n.payload,
-              '00-' || md5(g::text) || '-' || left(md5((-g)::text), 16) || '-01'
-       FROM generate_series(0, ?::int - 1) g JOIN numbered n ON n.k = g % ?::int
-       ORDER BY g
-       RETURNING id
-     )
-     SELECT max(id) AS last FROM e`,
-    [packages, packages, events, packages],
-  );
-  return {
-    lastId: (result as { rows: { last: bigint }[] }).rows[0]!.last,
-    seconds: (performance.now() - started) / 1000,
-  };
+function seedBurst(db: Database, events: number, packages: number): Promise<Seeded> {
+  return seedEvents(db, events, packages, { analyze: false });
 }
 
 /** The outbox used, emptied and analyzed: "no rows" over pages that still exist. Autovacuum kept away. */
