@@ -126,6 +126,17 @@ export interface BoundResult {
   requests?: number;
 }
 
+/** A bound's row from what it measured. */
+export function boundResult(events: number, seconds: number, cpu: CpuWindow): BoundResult {
+  return {
+    events,
+    seconds: round(seconds, 2),
+    eventsPerSecond: round(events / seconds),
+    cpu,
+    cpuMicrosPerEvent: perEvent(cpu, events),
+  };
+}
+
 /**
  * Bound (a), the database alone: the relay's own statements (claimEvents,
  * then deleteEvents of what was claimed) in a loop on one connection, same
@@ -167,16 +178,7 @@ export async function claimDeleteBound(
     const seconds = (performance.now() - started) / 1000;
     const cpu = endCpu();
     if (done !== events) throw new Error(`bound (a): claimed and deleted ${done} of ${events} events`);
-    return {
-      bound: {
-        events,
-        seconds: round(seconds, 2),
-        eventsPerSecond: round(events / seconds),
-        cpu,
-        cpuMicrosPerEvent: perEvent(cpu, events),
-      },
-      rows,
-    };
+    return { bound: boundResult(events, seconds, cpu), rows };
   } finally {
     await db.close();
   }

@@ -6,7 +6,7 @@ import { readOutbox, type Seeded, seedEvents, waitForEmptyOutbox } from "../lib/
 import { childPids } from "../lib/procs.js";
 import { benchDatabase, benchTopic, type RunningRetranslator, startRetranslatorChild } from "../lib/stack.js";
 import { fmtInt } from "../lib/stats.js";
-import { type BoundResult, kafkaBound } from "./drain.js";
+import { type BoundResult, boundResult, kafkaBound } from "./drain.js";
 
 // The relay's rows of issue "Relay v2": drains of a burst into an outbox whose
 // statistics say "empty" (the state after a quiet period), each beside its
@@ -180,16 +180,7 @@ export async function staleSqlBound(
     const seconds = (performance.now() - started) / 1000;
     const cpu = endCpu();
     if (done !== events) throw new Error(`SQL bound: deleted ${done} of ${events}`);
-    return {
-      bound: {
-        events,
-        seconds: round(seconds, 2),
-        eventsPerSecond: round(events / seconds),
-        cpu,
-        cpuMicrosPerEvent: perEvent(cpu, events),
-      },
-      rows,
-    };
+    return { bound: boundResult(events, seconds, cpu), rows };
   } finally {
     await db.close();
   }
