@@ -1,19 +1,18 @@
-import type { Database } from "../database/database.js";
 import { sleep } from "../lifecycle/abortable.js";
 import type { Logger } from "../logger/logger.js";
-import { readBacklog } from "../repo/outbox/backlog.js";
-import { reapExpiredLeases, releaseAllLeases } from "../repo/outbox/release-events.js";
-import { Cleaner } from "./cleaner/cleaner.js";
-import { runConsumer } from "./consumer/consumer.js";
-import { runNotifyListener } from "./consumer/notify-listener.js";
-import { Wakeup } from "./consumer/wakeup.js";
+import { Acknowledger } from "./acknowledger.js";
+import { runClaimLoop } from "./claim-loop.js";
+import { InFlightPool } from "./in-flight-pool.js";
 import type { RetranslatorMetrics } from "./metrics.js";
-import { InFlightPool } from "./producer/producer.js";
+import { runNotifyListener } from "./notify-listener.js";
+import type { Outbox } from "./outbox.js";
 import type { Sender } from "./sender/sender.js";
+import { Wakeup } from "./wakeup.js";
 
 export interface RetranslatorOptions {
   /** Unique per process: leases name their owner. */
   owner: string;
+  /** For the LISTEN connection (when listenNotify). */
   databaseUrl: string;
   batchSize: number;
   maxInFlightBatches: number;
@@ -26,6 +25,7 @@ export interface RetranslatorOptions {
   maxAttempts: number;
   retryBackoffMinMs: number;
   retryBackoffMaxMs: number;
+  /** The acknowledger's (config: retranslator.cleanerBatchSize, cleanerFlushIntervalMs). */
   cleanerBatchSize: number;
   cleanerFlushIntervalMs: number;
   shutdownTimeoutMs: number;
@@ -40,16 +40,16 @@ export interface RunningRetranslator {
   stop(): Promise<void>;
 }
 
-/** claim loop → in-flight pool (a lane per partition) → sender → cleaner (the acknowledger), with one owner for every loop. */
+/** claim loop → in-flight pool (a lane per partition) → sender → acknowledger, with one owner for every loop. */
 export function startRetranslator(
-  db: Database,
+  outbox: Outbox,
   sender: Sender,
   options: RetranslatorOptions,
   metrics: RetranslatorMetrics,
   logger: Logger,
 ): RunningRetranslator {
   const claiming = new AbortController();
-  const cleaning = new AbortController();
+  const acknowledging = new AbortController();
   const wakeup = new Wakeup();
   // Claimed events of packages that have more events than their claim took
   // (the last package of a full claim). After a claim that found little, the
@@ -60,8 +60,8 @@ export function startRetranslator(
   const awaited = new Set<bigint>();
   let drainDeadline = Number.POSITIVE_INFINITY;
 
-  const cleaner = new Cleaner(
-    db,
+  const acknowledger = new Acknowledger(
+    outbox,
     {
       owner: options.owner,
       batchSize: options.cleanerBatchSize,
@@ -82,9 +82,9 @@ export function startRetranslator(
     },
     logger,
   );
-  const producer = new InFlightPool(
+  const pool = new InFlightPool(
     metrics.instrument(sender),
-    cleaner,
+    acknowledger,
     {
       maxEvents: options.maxInFlightBatches * options.batchSize,
       maxPartitionEvents: 2 * options.batchSize,
@@ -103,9 +103,9 @@ export function startRetranslator(
 
   const loops: Promise<void>[] = [];
   loops.push(
-    runConsumer(
-      db,
-      producer,
+    runClaimLoop(
+      outbox,
+      pool,
       wakeup,
       {
         owner: options.owner,
@@ -132,8 +132,8 @@ export function startRetranslator(
   if (options.listenNotify) {
     loops.push(runNotifyListener(options.databaseUrl, () => wakeup.notify(), logger, claiming.signal));
   }
-  loops.push(runMaintenance(db, options.maintenanceIntervalMs, metrics, logger, claiming.signal));
-  const cleanerLoop = cleaner.run(cleaning.signal, () => drainDeadline);
+  loops.push(runMaintenance(outbox, options.maintenanceIntervalMs, metrics, logger, claiming.signal));
+  const acknowledgerLoop = acknowledger.run(acknowledging.signal, () => drainDeadline);
 
   logger.info({ owner: options.owner }, "retranslator started");
   return {
@@ -141,16 +141,16 @@ export function startRetranslator(
       drainDeadline = Date.now() + options.shutdownTimeoutMs;
       claiming.abort();
       await Promise.all(loops);
-      const drained = await producer.drain(drainDeadline);
-      if (!drained) logger.warn({ events: producer.size }, "in-flight sends did not finish before the deadline");
-      producer.stopSending();
-      // The cleaner always gets a moment to write the outcomes of finished sends:
+      const drained = await pool.drain(drainDeadline);
+      if (!drained) logger.warn({ events: pool.size }, "in-flight sends did not finish before the deadline");
+      pool.stopSending();
+      // The acknowledger always gets a moment to write the outcomes of finished sends:
       // a published event whose delete is lost would be published again.
       drainDeadline = Math.max(drainDeadline, Date.now() + 2000);
-      cleaning.abort();
-      await cleanerLoop;
+      acknowledging.abort();
+      await acknowledgerLoop;
       // Whatever is still ours (sends cut off, outcomes not written) goes back now.
-      const released = await releaseAllLeases(db, options.owner).catch((err: unknown) => {
+      const released = await outbox.releaseAllLeases(options.owner).catch((err: unknown) => {
         logger.error({ err }, "could not release leases; they expire after leaseSeconds");
         return 0;
       });
@@ -162,7 +162,7 @@ export function startRetranslator(
         Math.max(drainDeadline - Date.now(), 1000),
       );
       if (!closed) logger.warn("the Kafka producer did not close before the deadline; leaving it behind");
-      logger.info({ released, unacknowledged: cleaner.pending }, "retranslator stopped");
+      logger.info({ released, unacknowledged: acknowledger.pending }, "retranslator stopped");
     },
   };
 }
@@ -181,7 +181,7 @@ async function withinMs(promise: Promise<unknown>, ms: number): Promise<boolean>
 }
 
 async function runMaintenance(
-  db: Database,
+  outbox: Outbox,
   intervalMs: number,
   metrics: RetranslatorMetrics,
   logger: Logger,
@@ -189,9 +189,9 @@ async function runMaintenance(
 ): Promise<void> {
   while (!signal.aborted) {
     try {
-      const reaped = await reapExpiredLeases(db);
+      const reaped = await outbox.reapExpiredLeases();
       if (reaped > 0) logger.warn({ events: reaped }, "expired leases freed (a retranslator died or stalled)");
-      const backlog = await readBacklog(db);
+      const backlog = await outbox.readBacklog();
       metrics.backlog.set(backlog.events);
       metrics.recordOldestAge(backlog.oldestAgeSeconds);
       metrics.deadLetters.set(backlog.deadLetters);

@@ -1,17 +1,27 @@
 import type { OutboxEvent } from "../../repo/outbox/types.js";
 
-/** What happened to each event of a batch handed to a sender. */
+/**
+ * What happened to each event of a batch handed to a sender: the one outcome
+ * type from the send to the outbox (the in-flight pool hands it to the
+ * acknowledger as it is, and reports events it gives back without a send in
+ * the same shape).
+ */
 export interface SendOutcome {
   /** Acknowledged by the broker (acks=all). */
   published: OutboxEvent[];
-  /**
-   * Sent and failed, with the error; `retriable` failures (outage, timeout)
-   * never dead-letter; `deadLetter` ones (an event that can never be sent,
-   * e.g. larger than any request may be) dead-letter at once.
-   */
-  failed: { event: OutboxEvent; error: string; retriable: boolean; deadLetter?: boolean }[];
-  /** Not sent because an earlier event of its package failed: no attempt made. */
+  /** Sent and failed; whether they dead-letter is decided in dead-letter-policy.ts. */
+  failed: SendFailure[];
+  /** Not sent (an earlier event of its package failed, fencing, shutdown): no attempt made. */
   unsent: OutboxEvent[];
+}
+
+export interface SendFailure {
+  event: OutboxEvent;
+  error: string;
+  /** An outage or timeout of the partition, not the event's fault: never dead-letters. */
+  retriable: boolean;
+  /** The event can never be sent (larger than any request may be): dead-letters at once. */
+  deadLetter?: boolean;
 }
 
 /** Publishes claimed events. Implementations keep per-package order within the batch. */

@@ -1,7 +1,8 @@
-import type { Logger } from "../../logger/logger.js";
-import type { ClaimRef, EventFailure, OutboxEvent } from "../../repo/outbox/types.js";
-import type { Cleaner } from "../cleaner/cleaner.js";
-import { failAll, type Sender, type SendOutcome } from "../sender/sender.js";
+import type { Logger } from "../logger/logger.js";
+import type { OutboxEvent } from "../repo/outbox/types.js";
+import type { Acknowledger } from "./acknowledger.js";
+import { exhaustedAtClaim } from "./dead-letter-policy.js";
+import { failAll, type Sender, type SendFailure, type SendOutcome } from "./sender/sender.js";
 
 export interface InFlightPoolOptions {
   /** Events held at once (claimed, not yet acknowledged or given back): the claim loop waits above this. */
@@ -57,8 +58,9 @@ class Lane {
  * back unsent (their attempt not charged) and the claim passes over its
  * packages (`blockedPackages`), so the rest of the topic keeps flowing.
  *
- * Every outcome goes to the cleaner (the acknowledger), which writes it to
- * the outbox.
+ * Every outcome goes to the acknowledger, which writes it to the outbox:
+ * sends' outcomes as the sender returned them, events given back without a
+ * send as `unsent`.
  */
 export class InFlightPool {
   private held = 0;
@@ -69,7 +71,7 @@ export class InFlightPool {
 
   constructor(
     private readonly sender: Sender,
-    private readonly cleaner: Cleaner,
+    private readonly acknowledger: Acknowledger,
     private readonly options: InFlightPoolOptions,
     private readonly logger: Logger,
     private readonly hooks: InFlightPoolHooks,
@@ -159,7 +161,7 @@ export class InFlightPool {
       this.logger.warn({ err, events: batch.length }, "could not route events to partitions; retrying with backoff");
       const outcome = failAll(batch, error, true);
       this.hooks.onFailed(outcome.failed.length);
-      this.record(outcome);
+      this.acknowledger.add(outcome);
       this.release(batch.length);
       return;
     }
@@ -170,8 +172,7 @@ export class InFlightPool {
       if (lane.backoffUntil > now || full) {
         if (full) lane.refusing = true;
         for (const event of events) lane.blockedPackages.add(event.packageId);
-        this.cleaner.addUnsent(events.map(claimRef));
-        this.release(events.length);
+        this.giveBack(events);
         continue;
       }
       lane.queued.push(...events);
@@ -213,8 +214,7 @@ export class InFlightPool {
       "lease too short for a whole send; giving the events back instead of sending them",
     );
     this.hooks.onFenced(stale.length);
-    this.cleaner.addUnsent(stale.map(claimRef));
-    this.release(stale.length);
+    this.giveBack(stale);
     return events.filter((e) => !late.has(e.packageId));
   }
 
@@ -229,7 +229,7 @@ export class InFlightPool {
       outcome = { published: [], failed: [], unsent: events };
     }
     lane.sending = 0;
-    this.record(outcome);
+    this.acknowledger.add(outcome);
     if (outcome.failed.some((f) => f.retriable)) {
       // The partition (its leader, its broker) failed, not the events: back
       // off the partition alone. What waited behind goes back unsent.
@@ -242,8 +242,7 @@ export class InFlightPool {
       for (const event of events) lane.blockedPackages.add(event.packageId);
       const queued = lane.queued.splice(0, lane.queued.length);
       for (const event of queued) lane.blockedPackages.add(event.packageId);
-      this.cleaner.addUnsent(queued.map(claimRef));
-      this.release(queued.length);
+      this.giveBack(queued);
       this.hooks.onPartitionBackoff(partition, ms);
       this.logger.warn(
         {
@@ -268,19 +267,10 @@ export class InFlightPool {
     this.pump(partition, lane);
   }
 
-  private record(outcome: SendOutcome): void {
-    this.cleaner.addPublished(outcome.published.map((e) => e.id));
-    this.cleaner.addFailed(
-      outcome.failed.map((f) => ({
-        id: f.event.id,
-        lease: f.event.lease,
-        attempts: f.event.attempts,
-        error: f.error,
-        retriable: f.retriable,
-        deadLetter: f.deadLetter,
-      })),
-    );
-    this.cleaner.addUnsent(outcome.unsent.map(claimRef));
+  /** Events that leave the pool without a send: given back, their attempt not charged. */
+  private giveBack(events: OutboxEvent[]): void {
+    this.acknowledger.add({ published: [], failed: [], unsent: events });
+    this.release(events.length);
   }
 
   private hold(n: number): void {
@@ -303,35 +293,29 @@ export class InFlightPool {
   }
 
   /**
-   * An event claimed more often than maxAttempts without a recorded outcome
-   * has taken its relay down (or stalled it past the lease) that many times:
-   * it goes to the dead-letter table instead of being sent again, and its
-   * package's later events in this batch wait behind it.
+   * Events exhausted at claim (dead-letter-policy.ts) are not sent again: they
+   * fail at once (and dead-letter), and their packages' later events in this
+   * batch wait behind them.
    */
   private withoutExhausted(batch: readonly OutboxEvent[]): OutboxEvent[] {
     const blocked = new Set<bigint>();
-    const dead: (EventFailure & { attempts: number })[] = [];
-    const unsent: ClaimRef[] = [];
+    const failed: SendFailure[] = [];
+    const unsent: OutboxEvent[] = [];
     const rest: OutboxEvent[] = [];
     for (const event of batch) {
-      if (blocked.has(event.packageId)) unsent.push(claimRef(event));
-      else if (event.attempts > this.options.maxAttempts) {
+      if (blocked.has(event.packageId)) unsent.push(event);
+      else if (exhaustedAtClaim(event, this.options.maxAttempts)) {
         blocked.add(event.packageId);
-        dead.push({
-          id: event.id,
-          lease: event.lease,
-          attempts: event.attempts,
+        failed.push({
+          event,
           error: `claimed ${event.attempts - 1} times without an outcome: a retranslator crashed or stalled past its lease while publishing it`,
           retriable: false,
         });
       } else rest.push(event);
     }
-    if (dead.length === 0) return [...batch];
-    this.cleaner.addFailed(dead);
-    this.cleaner.addUnsent(unsent);
-    this.release(dead.length + unsent.length);
+    if (failed.length === 0) return [...batch];
+    this.acknowledger.add({ published: [], failed, unsent });
+    this.release(failed.length + unsent.length);
     return rest;
   }
 }
-
-const claimRef = (event: OutboxEvent): ClaimRef => ({ id: event.id, lease: event.lease });

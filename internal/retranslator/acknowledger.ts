@@ -1,20 +1,22 @@
-import type { Database } from "../../database/database.js";
-import { failureBackoffMs } from "../../lifecycle/abortable.js";
-import type { Logger } from "../../logger/logger.js";
-import { deadLetterEvents } from "../../repo/outbox/dead-letter-events.js";
-import { deleteEvents } from "../../repo/outbox/delete-events.js";
-import { type BackoffPolicy, releaseFailedEvents, releaseUnsentEvents } from "../../repo/outbox/release-events.js";
-import type { ClaimRef, EventFailure } from "../../repo/outbox/types.js";
+import { failureBackoffMs } from "../lifecycle/abortable.js";
+import type { Logger } from "../logger/logger.js";
+import type { BackoffPolicy } from "../repo/outbox/release-events.js";
+import type { EventFailure, OutboxEvent } from "../repo/outbox/types.js";
+import { deadLetters } from "./dead-letter-policy.js";
+import type { Outbox } from "./outbox.js";
+import type { SendFailure, SendOutcome } from "./sender/sender.js";
 
-export interface CleanerOptions {
+export interface AcknowledgerOptions {
   owner: string;
+  /** Most published ids deleted by one statement (retranslator.cleanerBatchSize). */
   batchSize: number;
+  /** An idle acknowledger's linger after the first outcome (retranslator.cleanerFlushIntervalMs). */
   flushIntervalMs: number;
   maxAttempts: number;
   backoff: BackoffPolicy;
 }
 
-export interface CleanerHooks {
+export interface AcknowledgerHooks {
   /**
    * Rows left the outbox (`deleted`, their ids) or were given back
    * (`released`): later events of their packages may now be claimable.
@@ -25,53 +27,37 @@ export interface CleanerHooks {
 }
 
 /**
- * Acknowledges outcomes in sets: published ids are deleted with one statement
- * per flush, failures are released with backoff or moved to the dead-letter
- * table. Flushes follow one another without a pause while work is queued, so
- * sets grow with the load while each flush runs (group commit); an idle
- * cleaner waits flushIntervalMs after the first outcome. Deleting early
+ * Writes send outcomes to the outbox, in sets: published ids are deleted with
+ * one statement per flush, failures are released with backoff or moved to the
+ * dead-letter table (dead-letter-policy.ts), unsent events are given back.
+ * Flushes follow one another without a pause while work is queued, so sets
+ * grow with the load while each flush runs (group commit); an idle
+ * acknowledger waits flushIntervalMs after the first outcome. Deleting early
  * matters: a package's next event is claimable only once its predecessor has
  * left the outbox. A database error keeps the work queued and retries it;
  * nothing is dropped. The only loop is `run`, owned by the retranslator,
  * which awaits it on stop.
  */
-export class Cleaner {
+export class Acknowledger {
   private published: bigint[] = [];
-  private failures: EventFailure[] = [];
-  private failureAttempts = new Map<bigint, number>();
-  private unsent: ClaimRef[] = [];
+  private failures: SendFailure[] = [];
+  private unsent: OutboxEvent[] = [];
   /** Set while the loop sleeps: ends the sleep early once `wakeWhen` holds. */
   private wake: { done: () => void; wakeWhen: () => boolean } | undefined;
   private flushing = false;
 
   constructor(
-    private readonly db: Database,
-    private readonly options: CleanerOptions,
-    private readonly hooks: CleanerHooks,
+    private readonly outbox: Outbox,
+    private readonly options: AcknowledgerOptions,
+    private readonly hooks: AcknowledgerHooks,
     private readonly logger: Logger,
   ) {}
 
-  addPublished(ids: readonly bigint[]): void {
-    this.published.push(...ids);
-    this.poke();
-  }
-
-  addFailed(failures: readonly (EventFailure & { attempts: number })[]): void {
-    for (const f of failures) {
-      this.failures.push({
-        id: f.id,
-        error: f.error,
-        retriable: f.retriable,
-        deadLetter: f.deadLetter,
-        lease: f.lease,
-      });
-      this.failureAttempts.set(f.id, f.attempts);
-    }
-    this.poke();
-  }
-
-  addUnsent(claims: readonly ClaimRef[]): void {
-    this.unsent.push(...claims);
+  /** Queues an outcome for the next flush. */
+  add(outcome: SendOutcome): void {
+    for (const event of outcome.published) this.published.push(event.id);
+    this.failures.push(...outcome.failed);
+    this.unsent.push(...outcome.unsent);
     this.poke();
   }
 
@@ -79,7 +65,7 @@ export class Cleaner {
     return this.published.length + this.failures.length + this.unsent.length;
   }
 
-  /** Flushes until `signal` aborts, then once more until everything is written or `drainUntil` passes. */
+  /** Flushes until `signal` aborts, then once more until everything is written or `drainDeadline()` passes. */
   async run(signal: AbortSignal, drainDeadline: () => number): Promise<void> {
     let failuresInARow = 0;
     while (!signal.aborted) {
@@ -113,27 +99,25 @@ export class Cleaner {
       let deleted: bigint[] = [];
       if (this.published.length > 0) {
         const ids = this.published.slice(0, this.options.batchSize);
-        await deleteEvents(this.db, ids);
+        await this.outbox.deleteEvents(ids);
         this.published.splice(0, ids.length);
         deleted = ids;
         progressed = true;
       }
       if (this.failures.length > 0) {
         const batch = this.failures.slice();
-        // The dead-letter policy, in one place: an event that can never be sent
-        // goes at once; one that failed by itself, once it has used maxAttempts;
-        // an outage (retriable) never.
-        const exhausted = (f: EventFailure) =>
-          !f.retriable && (f.deadLetter === true || (this.failureAttempts.get(f.id) ?? 0) >= this.options.maxAttempts);
-        const dead = batch.filter(exhausted);
-        const retry = batch.filter((f) => !exhausted(f));
-        const deadCount = await deadLetterEvents(this.db, this.options.owner, dead);
-        const retryCount = await releaseFailedEvents(this.db, this.options.owner, retry, this.options.backoff);
+        const dead = batch.filter((f) => deadLetters(f, this.options.maxAttempts));
+        const retry = batch.filter((f) => !deadLetters(f, this.options.maxAttempts));
+        const deadCount = await this.outbox.deadLetterEvents(this.options.owner, dead.map(eventFailure));
+        const retryCount = await this.outbox.releaseFailedEvents(
+          this.options.owner,
+          retry.map(eventFailure),
+          this.options.backoff,
+        );
         this.failures.splice(0, batch.length);
-        for (const f of batch) this.failureAttempts.delete(f.id);
         if (deadCount > 0) {
           this.logger.warn(
-            { events: dead.map((f) => ({ id: f.id.toString(), error: f.error })) },
+            { events: dead.map((f) => ({ id: f.event.id.toString(), error: f.error })) },
             "events moved to the dead-letter table",
           );
           this.hooks.onDeadLettered(deadCount);
@@ -143,9 +127,12 @@ export class Cleaner {
         released = true;
       }
       if (this.unsent.length > 0) {
-        const ids = this.unsent.slice();
-        await releaseUnsentEvents(this.db, this.options.owner, ids);
-        this.unsent.splice(0, ids.length);
+        const events = this.unsent.slice();
+        await this.outbox.releaseUnsentEvents(
+          this.options.owner,
+          events.map((e) => ({ id: e.id, lease: e.lease })),
+        );
+        this.unsent.splice(0, events.length);
         progressed = true;
         released = true;
       }
@@ -167,7 +154,7 @@ export class Cleaner {
     if (this.wake?.wakeWhen()) this.wake.done();
   }
 
-  /** Until `ms` passes (forever when undefined), `signal` aborts, or an add*() makes `wakeWhen` true. */
+  /** Until `ms` passes (forever when undefined), `signal` aborts, or an add() makes `wakeWhen` true. */
   private sleep(ms: number | undefined, signal: AbortSignal, wakeWhen: () => boolean): Promise<void> {
     if (signal.aborted || wakeWhen()) return Promise.resolve();
     return new Promise((resolve) => {
@@ -183,3 +170,12 @@ export class Cleaner {
     });
   }
 }
+
+/** A failure as the outbox statements take it: the event named by its claim, with the error. */
+const eventFailure = (f: SendFailure): EventFailure => ({
+  id: f.event.id,
+  lease: f.event.lease,
+  error: f.error,
+  retriable: f.retriable,
+  deadLetter: f.deadLetter,
+});

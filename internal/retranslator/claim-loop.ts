@@ -1,28 +1,27 @@
-import type { Database } from "../../database/database.js";
-import { failureBackoffMs, sleep } from "../../lifecycle/abortable.js";
-import type { Logger } from "../../logger/logger.js";
-import { claimHeads } from "../../repo/outbox/claim-events.js";
-import type { OutboxEvent } from "../../repo/outbox/types.js";
-import type { InFlightPool } from "../producer/producer.js";
+import { failureBackoffMs, sleep } from "../lifecycle/abortable.js";
+import type { Logger } from "../logger/logger.js";
+import type { OutboxEvent } from "../repo/outbox/types.js";
+import type { InFlightPool } from "./in-flight-pool.js";
+import type { Outbox } from "./outbox.js";
 import type { Wakeup } from "./wakeup.js";
 
-export interface ConsumerOptions {
+export interface ClaimLoopOptions {
   owner: string;
   batchSize: number;
   leaseSeconds: number;
   pollIntervalMs: number;
   /** After a short, non-empty claim: the least wait before the next one (like Kafka's linger.ms). */
   claimLingerMs: number;
-  /** The longest one send can take (see send-budget.ts): sends start only while this much lease is left. */
+  /** The longest one send can take (see sender/send-budget.ts): sends start only while this much lease is left. */
   sendBudgetMs: number;
 }
 
 /**
- * The claim loop: waits for a free producer slot, claims a batch (package
- * heads, walking on from where the previous claim stopped, so every package
- * gets its turn), hands it over; claims again at once while batches come
- * back full, otherwise sleeps
- * until a NOTIFY, a cleaner flush, or the poll interval. After a claim that
+ * The claim loop: waits for room in the in-flight pool, claims a batch
+ * (package heads, walking on from where the previous claim stopped, so every
+ * package gets its turn), hands it to the pool; claims again at once while
+ * batches come back full, otherwise sleeps until a NOTIFY, an acknowledgement
+ * that frees more, or the poll interval. After a claim that
  * found a few events it also lingers claimLingerMs: under a steady stream of
  * commits (one NOTIFY each) that claims several commits' events at once
  * instead of one claim, send and delete per commit (measured: about a tenth
@@ -31,11 +30,11 @@ export interface ConsumerOptions {
  * linger, so a drain is not slowed. A database error backs off (never spins)
  * and is retried.
  */
-export async function runConsumer(
-  db: Database,
-  producer: InFlightPool,
+export async function runClaimLoop(
+  outbox: Outbox,
+  pool: InFlightPool,
   wakeup: Wakeup,
-  options: ConsumerOptions,
+  options: ClaimLoopOptions,
   logger: Logger,
   signal: AbortSignal,
   onClaimError: () => void,
@@ -46,19 +45,19 @@ export async function runConsumer(
   let cursor: bigint | undefined;
   const maxVisits = Math.max(1000, options.batchSize * 4);
   while (!signal.aborted) {
-    await producer.waitForSlot(signal);
+    await pool.waitForSlot(signal);
     if (signal.aborted) break;
     let claimed = 0;
     let walkedAll = true;
     try {
       // Measured before the statement: the lease the database writes starts later, never earlier.
       const sendBy = Date.now() + options.leaseSeconds * 1000 - options.sendBudgetMs;
-      const claim = await claimHeads(db, {
+      const claim = await outbox.claimHeads({
         owner: options.owner,
         limit: options.batchSize,
         leaseSeconds: options.leaseSeconds,
         cursor,
-        skipPackages: producer.blockedPackages(),
+        skipPackages: pool.blockedPackages(),
         maxVisits,
       });
       const batch = claim.events;
@@ -77,10 +76,10 @@ export async function runConsumer(
       if (signal.aborted && batch.length > 0) {
         // Claimed while stopping: still handed over, so that the
         // retranslator's drain publishes or releases it like the rest.
-        producer.submit(batch);
+        pool.submit(batch);
         break;
       }
-      if (batch.length > 0) producer.submit(batch);
+      if (batch.length > 0) pool.submit(batch);
     } catch (err) {
       failures += 1;
       onClaimError();

@@ -1,6 +1,6 @@
 import pg from "pg";
-import { failureBackoffMs, sleep, untilAborted } from "../../lifecycle/abortable.js";
-import type { Logger } from "../../logger/logger.js";
+import { failureBackoffMs, sleep, untilAborted } from "../lifecycle/abortable.js";
+import type { Logger } from "../logger/logger.js";
 
 /**
  * Holds one dedicated connection with LISTEN package_event and calls

@@ -1,0 +1,48 @@
+import type { Database } from "../database/database.js";
+import { type Backlog, readBacklog } from "../repo/outbox/backlog.js";
+import { type Claim, type ClaimRequest, claimHeads } from "../repo/outbox/claim-events.js";
+import { deadLetterEvents } from "../repo/outbox/dead-letter-events.js";
+import { deleteEvents } from "../repo/outbox/delete-events.js";
+import {
+  type BackoffPolicy,
+  reapExpiredLeases,
+  releaseAllLeases,
+  releaseFailedEvents,
+  releaseUnsentEvents,
+} from "../repo/outbox/release-events.js";
+import type { ClaimRef, EventFailure } from "../repo/outbox/types.js";
+
+/**
+ * What the relay needs of the outbox table: one method per statement of
+ * internal/repo/outbox/ (each documented there), so that the relay can run
+ * against an in-memory outbox in the unit tests (test/unit/fakes/). Every
+ * outcome names the claim it answers (owner and lease): an outcome of an
+ * expired claim changes nothing.
+ */
+export interface Outbox {
+  claimHeads(request: ClaimRequest): Promise<Claim>;
+  /** Published: the rows leave the outbox. */
+  deleteEvents(ids: readonly bigint[]): Promise<number>;
+  deadLetterEvents(owner: string, failures: readonly EventFailure[]): Promise<number>;
+  /** Failed: given back with backoff (a retriable failure's attempt given back too). */
+  releaseFailedEvents(owner: string, failures: readonly EventFailure[], backoff: BackoffPolicy): Promise<number>;
+  /** Never sent: given back at once, attempt given back. */
+  releaseUnsentEvents(owner: string, claims: readonly ClaimRef[]): Promise<number>;
+  releaseAllLeases(owner: string): Promise<number>;
+  reapExpiredLeases(): Promise<number>;
+  readBacklog(): Promise<Backlog>;
+}
+
+/** The outbox in Postgres: the statements of internal/repo/outbox/ on `db`. */
+export function postgresOutbox(db: Database): Outbox {
+  return {
+    claimHeads: (request) => claimHeads(db, request),
+    deleteEvents: (ids) => deleteEvents(db, ids),
+    deadLetterEvents: (owner, failures) => deadLetterEvents(db, owner, failures),
+    releaseFailedEvents: (owner, failures, backoff) => releaseFailedEvents(db, owner, failures, backoff),
+    releaseUnsentEvents: (owner, claims) => releaseUnsentEvents(db, owner, claims),
+    releaseAllLeases: (owner) => releaseAllLeases(db, owner),
+    reapExpiredLeases: () => reapExpiredLeases(db),
+    readBacklog: () => readBacklog(db),
+  };
+}
