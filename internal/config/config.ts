@@ -19,51 +19,79 @@ const port = int(0, 65535);
 const nonEmpty = z.string().trim().min(1);
 const logLevel = z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]);
 
+/** One key's problem, found by a check across keys; `key` is relative to the section checked. */
+function problem(ctx: z.RefinementCtx, key: string | string[], message: string): void {
+  ctx.addIssue({ code: "custom", path: Array.isArray(key) ? key : [key], message });
+}
+
+/**
+ * A section of the file: an unknown key is an error (a typo must not pass as a
+ * default), a missing section takes every default, and `check` looks at keys
+ * that only make sense together.
+ */
+function section<Shape extends z.ZodRawShape>(
+  shape: Shape,
+  check: (value: z.output<z.ZodObject<Shape, z.core.$strict>>, ctx: z.RefinementCtx) => void = () => {},
+) {
+  return z
+    .strictObject(shape)
+    .superRefine(check)
+    .prefault({} as z.input<z.ZodObject<Shape, z.core.$strict>>);
+}
+
+/**
+ * A list as YAML writes it, or as an environment variable does: comma-separated,
+ * each item trimmed and given to `item` (a number from digits) before `list` checks it.
+ */
+function listOrCommaSeparated<List extends z.ZodType>(list: List, item: (text: string) => unknown = (text) => text) {
+  return z.preprocess(
+    (v) =>
+      typeof v === "string"
+        ? v
+            .split(",")
+            .map((s) => s.trim())
+            .filter((s) => s !== "")
+            .map(item)
+        : v,
+    list,
+  );
+}
+
 const schema = z
-  .object({
-    project: z
-      .object({
-        name: nonEmpty.default("logistic-package-api"),
-        environment: nonEmpty.default("development"),
-        // Lets a client raise one request's log level with `log_level: debug` metadata.
-        // Off by default: it lets any caller write request bodies into the logs
-        // (bounded and without headers, but still the caller's choice, not the operator's).
-        allowRiseToDebug: bool.default(false),
-      })
-      .strict()
-      .prefault({}),
-    log: z
-      .object({
-        level: logLevel.default("info"),
-      })
-      .strict()
-      .prefault({}),
-    database: z
-      .object({
-        url: nonEmpty.default("postgres://postgres:postgres@127.0.0.1:5432/logistic_package_api"),
-        // Pool size per process: 2 cores here, so 10 keeps Postgres busy without queueing in it.
-        maxConnections: int(1, 1000).default(10),
-        // Bounds every statement so that a stuck query cannot hold a request forever.
-        statementTimeoutMs: int(0, 3_600_000).default(5000),
-        // How long a request waits for a free pooled connection before failing.
-        acquireTimeoutMs: int(100, 600_000).default(5000),
-        migrateOnStart: bool.default(true),
-        // Migrations (migrateOnStart, `npm run migrate`) connect with this URL: the schema
-        // owner's, so that url can be a role that may only read and write the tables
-        // (db/roles.sql). Empty = url. Never logged. env: DATABASE_MIGRATION_URL
-        migrationUrl: z.string().trim().default(""),
-        // Group commit of CreatePackageV1 without x-request-id: while createConcurrency
-        // create statements run, new creates wait and then share one statement, up to
-        // createBatchSize (1 = off). Idle, a create goes at once and alone.
-        createBatchSize: int(1, 1000).default(50),
-        createConcurrency: int(1, 1000).default(2),
-        // Creates waiting for a statement; more fail at once with Unavailable (retry).
-        createMaxWaiting: int(1, 1_000_000).default(1000),
-      })
-      .strict()
-      .prefault({}),
-    grpc: z
-      .object({
+  .strictObject({
+    project: section({
+      name: nonEmpty.default("logistic-package-api"),
+      // Lets a client raise one request's log level with `log_level: debug` metadata.
+      // Off by default: it lets any caller write request bodies into the logs
+      // (bounded and without headers, but still the caller's choice, not the operator's).
+      allowRiseToDebug: bool.default(false),
+    }),
+    log: section({
+      level: logLevel.default("info"),
+    }),
+    database: section({
+      url: nonEmpty.default("postgres://postgres:postgres@127.0.0.1:5432/logistic_package_api"),
+      // Pool size per process: 2 cores here, so 10 keeps Postgres busy without queueing in it.
+      maxConnections: int(1, 1000).default(10),
+      // Bounds every statement so that a stuck query cannot hold a request forever.
+      statementTimeoutMs: int(0, 3_600_000).default(5000),
+      // How long a request waits for a free pooled connection before failing.
+      acquireTimeoutMs: int(100, 600_000).default(5000),
+      migrateOnStart: bool.default(true),
+      // Migrations (migrateOnStart, `npm run migrate`) connect with this URL: the schema
+      // owner's, so that url can be a role that may only read and write the tables
+      // (db/roles.sql). Empty = url. Never logged. env: DATABASE_MIGRATION_URL
+      migrationUrl: z.string().trim().default(""),
+      // Group commit of CreatePackageV1 without x-request-id: while createConcurrency
+      // create statements run, new creates wait and then share one statement, up to
+      // createBatchSize (1 = off). Idle, a create goes at once and alone.
+      createBatchSize: int(1, 1000).default(50),
+      createConcurrency: int(1, 1000).default(2),
+      // Creates waiting for a statement; more fail at once with Unavailable (retry).
+      createMaxWaiting: int(1, 1_000_000).default(1000),
+    }),
+    grpc: section(
+      {
         host: nonEmpty.default("0.0.0.0"),
         port: port.default(8082),
         // Requests larger than this are rejected before they are parsed.
@@ -95,16 +123,15 @@ const schema = z
         // HTTP/2 rapid reset (CVE-2023-44487): a connection whose client cancels more
         // streams than this within 10 s is sent GOAWAY (ENHANCE_YOUR_CALM) and closed.
         maxResetStreamsPer10s: int(10, 1_000_000).default(500),
-      })
-      .strict()
-      // Node refuses an HTTP/1.1 server whose headers may take longer than the whole request.
-      .refine((g) => g.headersTimeoutMs <= g.requestTimeoutMs, {
-        message: "must not exceed grpc.requestTimeoutMs",
-        path: ["headersTimeoutMs"],
-      })
-      .prefault({}),
-    tls: z
-      .object({
+      },
+      (g, ctx) => {
+        // Node refuses an HTTP/1.1 server whose headers may take longer than the whole request.
+        if (g.headersTimeoutMs > g.requestTimeoutMs)
+          problem(ctx, "headersTimeoutMs", "must not exceed grpc.requestTimeoutMs");
+      },
+    ),
+    tls: section(
+      {
         // PEM certificate chain and key: when both are set, the gRPC port and the REST
         // gateway speak only TLS (HTTP/2 and HTTP/1.1 by ALPN). Both files are re-read
         // on SIGHUP and when they change. env: TLS_CERT_FILE, TLS_KEY_FILE
@@ -113,109 +140,75 @@ const schema = z
         // PEM CA bundle: when set, clients must present a certificate it signed (mutual
         // TLS). env: TLS_CLIENT_CA_FILE
         clientCaFile: z.string().trim().default(""),
-      })
-      .strict()
-      .refine((t) => (t.certFile === "") === (t.keyFile === ""), {
-        message: "tls.certFile and tls.keyFile must be set together",
-        path: ["certFile"],
-      })
-      .refine((t) => t.clientCaFile === "" || t.certFile !== "", {
-        message: "mutual TLS needs tls.certFile and tls.keyFile too",
-        path: ["clientCaFile"],
-      })
-      .prefault({}),
-    auth: z
-      .object({
-        // YAML file of API tokens with a name and a role (reader | writer | admin).
-        // Empty = no authentication (a warning at start). Re-read on SIGHUP.
-        // env: AUTH_TOKENS_FILE
-        tokensFile: z.string().trim().default(""),
-      })
-      .strict()
-      .prefault({}),
-    gateway: z
-      .object({
-        enabled: bool.default(true),
-        port: port.default(8080),
-      })
-      .strict()
-      .prefault({}),
-    status: z
-      .object({
-        // Interface of /live, /ready, /version; empty = grpc.host. A probe port can then stay
-        // on a private interface while the API is public. env: STATUS_HOST
-        host: z.string().trim().default(""),
-        port: port.default(8000),
-        // /ready fails when the database does not answer `select 1` within this time.
-        readinessTimeoutMs: int(50, 60_000).default(1000),
-        // /ready, gRPC health Check and every Watch share one probe, on a pool of its own
-        // (one connection): its result is reused this long, so a probe flood or many
-        // watchers cost at most one database ping per interval in total.
-        readinessCacheMs: int(100, 60_000).default(1000),
-      })
-      .strict()
-      .prefault({}),
-    health: z
-      .object({
-        // gRPC health Watch streams open at once; each holds a stream for as long as its
-        // client likes, so more are refused with ResourceExhausted.
-        maxWatchers: int(1, 100_000).default(100),
-      })
-      .strict()
-      .prefault({}),
-    metrics: z
-      .object({
-        // Interface of every binary's metrics listener (grpc-server metrics.port, and the
-        // retranslator's and facade's metricsPort with their /live, /ready); empty = grpc.host.
-        // env: METRICS_HOST
-        host: z.string().trim().default(""),
-        port: port.default(9100),
-      })
-      .strict()
-      .prefault({}),
-    api: z
-      .object({
-        defaultListLimit: int(1, 500).default(50),
-        maxListLimit: int(1, 10_000).default(500),
-        // A larger List Offset is rejected (InvalidArgument): Postgres reads and
-        // discards every skipped row, so without a cap one request could scan the table.
-        maxListOffset: int(0, 100_000_000).default(100_000),
-      })
-      .strict()
-      .prefault({}),
-    idempotency: z
-      .object({
-        // How long an x-request-id is remembered (docs/design.md §1.3: 24 h by default).
-        retentionSeconds: int(1, 365 * 24 * 3600).default(24 * 3600),
-        // Expired keys are deleted in batches of this size at this interval.
-        cleanupIntervalSeconds: int(1, 86_400).default(60),
-        cleanupBatchSize: int(1, 100_000).default(1000),
-      })
-      .strict()
-      .prefault({}),
-    tracing: z
-      .object({
-        // OTLP/HTTP endpoint of the trace collector (Jaeger: http://jaeger:4318).
-        // Empty = tracing off. env: OTEL_EXPORTER_OTLP_ENDPOINT
-        otlpEndpoint: z.string().trim().default(""),
-      })
-      .strict()
-      .prefault({}),
-    kafka: z
-      .object({
+      },
+      (t, ctx) => {
+        if ((t.certFile === "") !== (t.keyFile === "")) {
+          problem(ctx, "certFile", "tls.certFile and tls.keyFile must be set together");
+        }
+        if (t.clientCaFile !== "" && t.certFile === "") {
+          problem(ctx, "clientCaFile", "mutual TLS needs tls.certFile and tls.keyFile too");
+        }
+      },
+    ),
+    auth: section({
+      // YAML file of API tokens with a name and a role (reader | writer | admin).
+      // Empty = no authentication (a warning at start). Re-read on SIGHUP.
+      // env: AUTH_TOKENS_FILE
+      tokensFile: z.string().trim().default(""),
+    }),
+    gateway: section({
+      enabled: bool.default(true),
+      port: port.default(8080),
+    }),
+    status: section({
+      // Interface of /live, /ready, /version; empty = grpc.host. A probe port can then stay
+      // on a private interface while the API is public. env: STATUS_HOST
+      host: z.string().trim().default(""),
+      port: port.default(8000),
+      // /ready fails when the database does not answer `select 1` within this time.
+      readinessTimeoutMs: int(50, 60_000).default(1000),
+      // /ready, gRPC health Check and every Watch share one probe, on a pool of its own
+      // (one connection): its result is reused this long, so a probe flood or many
+      // watchers cost at most one database ping per interval in total.
+      readinessCacheMs: int(100, 60_000).default(1000),
+    }),
+    health: section({
+      // gRPC health Watch streams open at once; each holds a stream for as long as its
+      // client likes, so more are refused with ResourceExhausted.
+      maxWatchers: int(1, 100_000).default(100),
+    }),
+    metrics: section({
+      // Interface of every binary's metrics listener (grpc-server metrics.port, and the
+      // retranslator's and facade's metricsPort with their /live, /ready); empty = grpc.host.
+      // env: METRICS_HOST
+      host: z.string().trim().default(""),
+      port: port.default(9100),
+    }),
+    api: section({
+      defaultListLimit: int(1, 500).default(50),
+      maxListLimit: int(1, 10_000).default(500),
+      // A larger List Offset is rejected (InvalidArgument): Postgres reads and
+      // discards every skipped row, so without a cap one request could scan the table.
+      maxListOffset: int(0, 100_000_000).default(100_000),
+    }),
+    idempotency: section({
+      // How long an x-request-id is remembered (docs/design.md §1.3: 24 h by default).
+      retentionSeconds: int(1, 365 * 24 * 3600).default(24 * 3600),
+      // Expired keys are deleted in batches of this size at this interval.
+      cleanupIntervalSeconds: int(1, 86_400).default(60),
+      cleanupBatchSize: int(1, 100_000).default(1000),
+    }),
+    tracing: section({
+      // OTLP/HTTP endpoint of the trace collector (Jaeger: http://jaeger:4318).
+      // Empty = tracing off. env: OTEL_EXPORTER_OTLP_ENDPOINT
+      otlpEndpoint: z.string().trim().default(""),
+    }),
+    kafka: section(
+      {
         // Comma-separated host:port list (env KAFKA_BROKERS) or a YAML list.
-        brokers: z
-          .preprocess(
-            (v) =>
-              typeof v === "string"
-                ? v
-                    .split(",")
-                    .map((b) => b.trim())
-                    .filter((b) => b !== "")
-                : v,
-            z.array(z.string().regex(/^[^\s:]+:\d{1,5}$/, "expected host:port")).min(1),
-          )
-          .default(["127.0.0.1:9092"]),
+        brokers: listOrCommaSeparated(
+          z.array(z.string().regex(/^[^\s:]+:\d{1,5}$/, "expected host:port")).min(1),
+        ).default(["127.0.0.1:9092"]),
         topic: nonEmpty.default("omp-package-events"),
         clientId: nonEmpty.default("logistic-package-api"),
         // Used when the retranslator creates the topic at start (where the cluster allows it).
@@ -252,70 +245,60 @@ const schema = z
         saslUsername: z.string().default(""),
         // Never logged, never part of an error message.
         saslPassword: z.string().default(""),
-      })
-      .strict()
-      .superRefine((k, ctx) => {
+      },
+      (k, ctx) => {
         // A CA without TLS would be silently ignored and the cluster reached in clear.
         if (!k.ssl && k.sslCaFile !== "") {
-          ctx.addIssue({ code: "custom", path: ["sslCaFile"], message: "is set but kafka.ssl (KAFKA_SSL) is false" });
+          problem(ctx, "sslCaFile", "is set but kafka.ssl (KAFKA_SSL) is false");
         }
         if (k.saslMechanism !== "") {
           for (const key of ["saslUsername", "saslPassword"] as const) {
-            if (k[key] === "") {
-              ctx.addIssue({
-                code: "custom",
-                path: [key],
-                message: `is required with kafka.saslMechanism ${k.saslMechanism}`,
-              });
-            }
+            if (k[key] === "") problem(ctx, key, `is required with kafka.saslMechanism ${k.saslMechanism}`);
           }
         }
-      })
-      .prefault({}),
-    retranslator: z
-      .object({
-        // Events per claim; a full batch is followed by the next claim at once.
-        batchSize: int(1, 10_000).default(500),
-        // The in-flight pool holds at most maxInFlightBatches × batchSize claimed events
-        // (one partition at most 2 × batchSize): a slow broker cannot make the relay
-        // claim without limit, nor one slow partition take the whole pool.
-        maxInFlightBatches: int(1, 64).default(4),
-        // How long a claim is ours; a crashed relay's events are taken over after it. A send
-        // starts only while a whole send's time (kafka: (connect + requestTimeoutMs) ×
-        // (sendRetries + 1) + retry backoff) is left; a shorter lease is rejected at start.
-        leaseSeconds: int(1, 3600).default(60),
-        // Poll interval when idle; LISTEN/NOTIFY wakes the relay sooner.
-        pollIntervalMs: int(10, 600_000).default(1000),
-        listenNotify: bool.default(true),
-        // After a claim that found only a few events, wait at least this long before the
-        // next: steady traffic is claimed several commits at a time (adds up to this latency).
-        claimLingerMs: int(0, 1000).default(5),
-        // After this many attempts an event moves to the dead-letter table. Only
-        // non-retriable failures and crashes count; outages retry indefinitely.
-        maxAttempts: int(1, 1000).default(10),
-        retryBackoffMinMs: int(1, 3_600_000).default(500),
-        retryBackoffMaxMs: int(1, 86_400_000).default(60_000),
-        // Published events are deleted in sets of up to cleanerBatchSize, one set right
-        // after another while outcomes keep coming (sets grow with the load); an idle
-        // cleaner lingers cleanerFlushIntervalMs after the first outcome. Short, because
-        // a package's next event is claimable only after its predecessor's delete.
-        cleanerBatchSize: int(1, 100_000).default(1000),
-        cleanerFlushIntervalMs: int(0, 60_000).default(2),
-        // SIGTERM: time to finish in-flight sends before releasing what is left.
-        shutdownTimeoutMs: int(0, 600_000).default(10_000),
-        // How often expired leases of crashed relays are freed, and metrics refreshed.
-        maintenanceIntervalMs: int(100, 600_000).default(5000),
-        // Objective for commit → broker ack. Exported as a gauge (alerts and the dashboard
-        // compare against it), events are counted within/over it, and /ready answers
-        // "degraded" (still 200) while the oldest unpublished event is older.
-        sloSeconds: int(1, 3600).default(5),
-        // /metrics, /live, /ready of the retranslator. env: RETRANSLATOR_METRICS_PORT
-        metricsPort: port.default(9101),
-      })
-      .strict()
-      .prefault({}),
-    facade: z
-      .object({
+      },
+    ),
+    retranslator: section({
+      // Events per claim; a full batch is followed by the next claim at once.
+      batchSize: int(1, 10_000).default(500),
+      // The in-flight pool holds at most maxInFlightBatches × batchSize claimed events
+      // (one partition at most 2 × batchSize): a slow broker cannot make the relay
+      // claim without limit, nor one slow partition take the whole pool.
+      maxInFlightBatches: int(1, 64).default(4),
+      // How long a claim is ours; a crashed relay's events are taken over after it. A send
+      // starts only while a whole send's time (kafka: (connect + requestTimeoutMs) ×
+      // (sendRetries + 1) + retry backoff) is left; a shorter lease is rejected at start.
+      leaseSeconds: int(1, 3600).default(60),
+      // Poll interval when idle; LISTEN/NOTIFY wakes the relay sooner.
+      pollIntervalMs: int(10, 600_000).default(1000),
+      listenNotify: bool.default(true),
+      // After a claim that found only a few events, wait at least this long before the
+      // next: steady traffic is claimed several commits at a time (adds up to this latency).
+      claimLingerMs: int(0, 1000).default(5),
+      // After this many attempts an event moves to the dead-letter table. Only
+      // non-retriable failures and crashes count; outages retry indefinitely.
+      maxAttempts: int(1, 1000).default(10),
+      retryBackoffMinMs: int(1, 3_600_000).default(500),
+      retryBackoffMaxMs: int(1, 86_400_000).default(60_000),
+      // Published events are deleted in sets of up to cleanerBatchSize, one set right
+      // after another while outcomes keep coming (sets grow with the load); an idle
+      // cleaner lingers cleanerFlushIntervalMs after the first outcome. Short, because
+      // a package's next event is claimable only after its predecessor's delete.
+      cleanerBatchSize: int(1, 100_000).default(1000),
+      cleanerFlushIntervalMs: int(0, 60_000).default(2),
+      // SIGTERM: time to finish in-flight sends before releasing what is left.
+      shutdownTimeoutMs: int(0, 600_000).default(10_000),
+      // How often expired leases of crashed relays are freed, and metrics refreshed.
+      maintenanceIntervalMs: int(100, 600_000).default(5000),
+      // Objective for commit → broker ack. Exported as a gauge (alerts and the dashboard
+      // compare against it), events are counted within/over it, and /ready answers
+      // "degraded" (still 200) while the oldest unpublished event is older.
+      sloSeconds: int(1, 3600).default(5),
+      // /metrics, /live, /ready of the retranslator. env: RETRANSLATOR_METRICS_PORT
+      metricsPort: port.default(9101),
+    }),
+    facade: section(
+      {
         // The read model's own database, created at start when missing (through the
         // server's `postgres` database). env: FACADE_DATABASE_URL
         databaseUrl: nonEmpty.default("postgres://postgres:postgres@127.0.0.1:5432/logistic_package_api_facade"),
@@ -364,12 +347,11 @@ const schema = z
         shutdownTimeoutMs: int(0, 600_000).default(10_000),
         // /metrics, /live, /ready of the facade. env: FACADE_METRICS_PORT
         metricsPort: port.default(9102),
-      })
-      .strict()
-      .superRefine((f, ctx) => {
+      },
+      (f, ctx) => {
         // Checked together: each pair below, if wrong, leaves a restarted facade outside
         // its group (a request times out while the coordinator legitimately waits).
-        const issue = (key: string, message: string) => ctx.addIssue({ code: "custom", path: [key], message });
+        const issue = (key: string, message: string) => problem(ctx, key, message);
         if (f.heartbeatIntervalMs * 3 > f.sessionTimeoutMs) {
           issue("heartbeatIntervalMs", `must be at most a third of facade.sessionTimeoutMs (${f.sessionTimeoutMs})`);
         }
@@ -391,29 +373,19 @@ const schema = z
             `must be at least facade.sessionTimeoutMs + facade.rebalanceTimeoutMs (${f.sessionTimeoutMs + f.rebalanceTimeoutMs}), the longest rebalance`,
           );
         }
-      })
-      .prefault({}),
-    bot: z
-      .object({
+      },
+    ),
+    bot: section(
+      {
         // Bot API token from @BotFather. Only the bot binary needs it, and it refuses
         // to start while it is empty. env: TELEGRAM_BOT_TOKEN
         token: z.string().trim().default(""),
         // Chats that may use the bot (a private chat's id is the user's id; groups are
         // negative). Empty = nobody: every chat is told it is not allowed.
         // env: TELEGRAM_ALLOWED_CHAT_IDS (comma-separated) or a YAML list.
-        allowedChatIds: z
-          .preprocess(
-            (v) =>
-              typeof v === "string"
-                ? v
-                    .split(",")
-                    .map((s) => s.trim())
-                    .filter((s) => s !== "")
-                    .map((s) => (/^-?\d+$/.test(s) ? Number(s) : s))
-                : v,
-            z.array(z.number({ error: "expected an integer chat id" }).int()),
-          )
-          .default([]),
+        allowedChatIds: listOrCommaSeparated(z.array(z.number({ error: "expected an integer chat id" }).int()), (s) =>
+          /^-?\d+$/.test(s) ? Number(s) : s,
+        ).default([]),
         // Bot API server: Telegram's, a local Bot API server, or a test fake.
         apiRoot: z
           .url({ protocol: /^https?$/ })
@@ -423,34 +395,23 @@ const schema = z
         // writer (+ /new, /edit), admin (+ /delete). A message needs an allowed chat AND
         // a listed user. Empty = nobody (fail closed). env: TELEGRAM_USERS as
         // "123:writer,456:admin", or a YAML list of {id, role}.
-        users: z
-          .preprocess(
-            (v) =>
-              typeof v === "string"
-                ? v
-                    .split(",")
-                    .map((s) => s.trim())
-                    .filter((s) => s !== "")
-                    .map((s) => {
-                      const m = /^(-?\d+):(\w+)$/.exec(s);
-                      return m === null ? s : { id: Number(m[1]), role: m[2] };
-                    })
-                : v,
-            z
-              .array(
-                z
-                  .object(
-                    {
-                      id: z.number({ error: "expected a Telegram user id" }).int().positive(),
-                      role: z.enum(["reader", "writer", "admin"]),
-                    },
-                    { error: 'expected {id, role}, or "id:role" in TELEGRAM_USERS' },
-                  )
-                  .strict(),
-              )
-              .refine((users) => new Set(users.map((u) => u.id)).size === users.length, "a user id is listed twice"),
-          )
-          .default([]),
+        users: listOrCommaSeparated(
+          z
+            .array(
+              z.strictObject(
+                {
+                  id: z.number({ error: "expected a Telegram user id" }).int().positive(),
+                  role: z.enum(["reader", "writer", "admin"]),
+                },
+                { error: 'expected {id, role}, or "id:role" in TELEGRAM_USERS' },
+              ),
+            )
+            .refine((users) => new Set(users.map((u) => u.id)).size === users.length, "a user id is listed twice"),
+          (s) => {
+            const m = /^(-?\d+):(\w+)$/.exec(s);
+            return m === null ? s : { id: Number(m[1]), role: m[2] };
+          },
+        ).default([]),
         // The grpc-server the bot calls. env: BOT_GRPC_ADDRESS
         grpcAddress: z
           .string()
@@ -478,86 +439,74 @@ const schema = z
         deleteConfirmTimeoutMs: int(1000, 3_600_000).default(60_000),
         // The bot's /metrics (cache, Kafka publishing) with /live. env: BOT_METRICS_PORT
         metricsPort: port.default(9103),
-        cache: z
-          .object({
-            // Redis holding the Describe cache (/get, /edit, /delete), e.g.
-            // redis://127.0.0.1:6379/0. Empty = no cache: every command calls the API.
-            // env: REDIS_URL
-            redisUrl: z
-              .string()
-              .trim()
-              .refine(
-                (u) => u === "" || /^rediss?:\/\/[^\s]+$/.test(u),
-                "expected redis://host:port[/db] or rediss://…, or empty",
-              )
-              .default(""),
-            // Every key starts with this, so several deployments can share one Redis.
-            keyPrefix: nonEmpty.default("logistic-package-api:bot:"),
-            // Lifetime of a cached package: the bound on staleness if the package events
-            // stop arriving (bot.kafka.enabled off, the consumer down).
-            ttlSeconds: int(1, 30 * 86_400).default(300),
-            // How long each package's newest event id is remembered, so that a late copy of
-            // an older event cannot put an older state back. Keep it above the topic's retention.
-            versionTtlSeconds: int(60, 365 * 86_400).default(7 * 86_400),
-            // Deadline of one Redis command; past it (or with Redis down) the command is
-            // answered from the API and counted as a cache error.
-            timeoutMs: int(10, 10_000).default(200),
-          })
-          .strict()
-          .prefault({}),
-        kafka: z
-          .object({
-            // Publish every update and cache operation, and consume kafka.topic (package
-            // events) to keep the cache coherent. Uses kafka.brokers and the kafka.ssl*,
-            // kafka.sasl* keys. env: BOT_KAFKA_ENABLED
-            enabled: bool.default(true),
-            // Every Telegram update as JSON (UserId, Username, MessageText, CallbackQueryData, TimeStamp).
-            commandsTopic: nonEmpty.default("omp-tgbot-commands"),
-            // Every cache operation as JSON (id, cacheEventType, success, timestamp).
-            cacheEventsTopic: nonEmpty.default("omp-tgbot-cache-events"),
-            // Consumer group on kafka.topic that applies package events to the cache: one per
-            // Redis (instances sharing a Redis share the group).
-            groupId: nonEmpty.default("logistic-package-api-bot-cache"),
-            // Messages waiting to be published; when full the oldest is dropped (and counted),
-            // so a broker outage never holds a command or grows memory.
-            queueSize: int(1, 1_000_000).default(1000),
-            // Attempts after the first for one message, with backoff, before it is dropped.
-            sendRetries: int(0, 20).default(3),
-          })
-          .strict()
-          .prefault({}),
-      })
-      .strict()
-      .superRefine((b, ctx) => {
+        cache: section({
+          // Redis holding the Describe cache (/get, /edit, /delete), e.g.
+          // redis://127.0.0.1:6379/0. Empty = no cache: every command calls the API.
+          // env: REDIS_URL
+          redisUrl: z
+            .string()
+            .trim()
+            .refine(
+              (u) => u === "" || /^rediss?:\/\/[^\s]+$/.test(u),
+              "expected redis://host:port[/db] or rediss://…, or empty",
+            )
+            .default(""),
+          // Every key starts with this, so several deployments can share one Redis.
+          keyPrefix: nonEmpty.default("logistic-package-api:bot:"),
+          // Lifetime of a cached package: the bound on staleness if the package events
+          // stop arriving (bot.kafka.enabled off, the consumer down).
+          ttlSeconds: int(1, 30 * 86_400).default(300),
+          // How long each package's newest event id is remembered, so that a late copy of
+          // an older event cannot put an older state back. Keep it above the topic's retention.
+          versionTtlSeconds: int(60, 365 * 86_400).default(7 * 86_400),
+          // Deadline of one Redis command; past it (or with Redis down) the command is
+          // answered from the API and counted as a cache error.
+          timeoutMs: int(10, 10_000).default(200),
+        }),
+        kafka: section({
+          // Publish every update and cache operation, and consume kafka.topic (package
+          // events) to keep the cache coherent. Uses kafka.brokers and the kafka.ssl*,
+          // kafka.sasl* keys. env: BOT_KAFKA_ENABLED
+          enabled: bool.default(true),
+          // Every Telegram update as JSON (UserId, Username, MessageText, CallbackQueryData, TimeStamp).
+          commandsTopic: nonEmpty.default("omp-tgbot-commands"),
+          // Every cache operation as JSON (id, cacheEventType, success, timestamp).
+          cacheEventsTopic: nonEmpty.default("omp-tgbot-cache-events"),
+          // Consumer group on kafka.topic that applies package events to the cache: one per
+          // Redis (instances sharing a Redis share the group).
+          groupId: nonEmpty.default("logistic-package-api-bot-cache"),
+          // Messages waiting to be published; when full the oldest is dropped (and counted),
+          // so a broker outage never holds a command or grows memory.
+          queueSize: int(1, 1_000_000).default(1000),
+          // Attempts after the first for one message, with backoff, before it is dropped.
+          sendRetries: int(0, 20).default(3),
+        }),
+      },
+      (b, ctx) => {
         // A CA or client certificate without TLS would be silently ignored: say so instead.
         for (const key of ["apiCaFile", "apiCertFile", "apiKeyFile"] as const) {
           if (!b.apiTls && b[key] !== "") {
-            ctx.addIssue({ code: "custom", path: [key], message: "is set but bot.apiTls (BOT_API_TLS) is false" });
+            problem(ctx, key, "is set but bot.apiTls (BOT_API_TLS) is false");
           }
         }
         if ((b.apiCertFile === "") !== (b.apiKeyFile === "")) {
           const missing = b.apiCertFile === "" ? "apiCertFile" : "apiKeyFile";
-          ctx.addIssue({
-            code: "custom",
-            path: [missing],
-            message: "bot.apiCertFile and bot.apiKeyFile go together: set both",
-          });
+          problem(ctx, missing, "bot.apiCertFile and bot.apiKeyFile go together: set both");
         }
-      })
-      .prefault({}),
+      },
+    ),
   })
-  .strict()
   .superRefine((c, ctx) => {
     // Fencing: the relay starts a send only while the events' lease has a whole
     // send's time left. A lease shorter than one send could never be honoured.
     // A second on top is the least slack for the claim and the wait in a partition's queue.
     const budget = sendBudgetMs(c.kafka);
     if (c.retranslator.leaseSeconds * 1000 < budget + 1000) {
-      ctx.addIssue({
-        code: "custom",
-        path: ["retranslator", "leaseSeconds"],
-        message: `must exceed one send's time by a second at least: a send may take ${budget} ms (kafka.requestTimeoutMs and its connect, times kafka.sendRetries + 1, plus retry backoff)`,
-      });
+      problem(
+        ctx,
+        ["retranslator", "leaseSeconds"],
+        `must exceed one send's time by a second at least: a send may take ${budget} ms (kafka.requestTimeoutMs and its connect, times kafka.sendRetries + 1, plus retry backoff)`,
+      );
     }
   });
 
