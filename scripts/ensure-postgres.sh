@@ -21,9 +21,7 @@ esac
 
 if ! ls /etc/postgresql/*/main/postgresql.conf >/dev/null 2>&1; then
   log "PostgreSQL is not installed: installing it from Debian (apt-get)"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq postgresql >/dev/null
+  bash "$(dirname "$0")/ensure-apt-packages.sh" postgresql
 fi
 
 if ! pg_isready -h "$host" -p "$port" -q; then

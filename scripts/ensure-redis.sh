@@ -17,9 +17,7 @@ if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/nul
     *) log "redis-cli is missing and $host is not local: install redis-tools to check it"; exit 1 ;;
   esac
   log "Redis is not installed: installing it from Debian (apt-get)"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq redis-server >/dev/null
+  bash "$(dirname "$0")/ensure-apt-packages.sh" redis-server
 fi
 
 case "$host" in
