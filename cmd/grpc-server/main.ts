@@ -1,4 +1,5 @@
-import { startGrpcServer } from "../../internal/app/grpc-server.js";
 import { runMain } from "../../internal/app/run-main.js";
+import { startGrpcServer } from "../../internal/app/start-grpc-server.js";
 
+// `npm run grpc-server`: the API (gRPC, Connect, gRPC-Web, REST) over PostgreSQL.
 await runMain("grpc-server", startGrpcServer);

@@ -19,13 +19,16 @@ export async function runMain(
   start: (config: Readonly<Config>, logger: Logger) => Promise<Stoppable>,
 ): Promise<void> {
   let config: Readonly<Config>;
+  // A bad key, or a value start-up finds wrong (a rejected bot token): one line on stderr, exit 2.
+  const exitOnConfigError = (err: unknown) => {
+    if (!(err instanceof ConfigError)) return;
+    process.stderr.write(`${name}: invalid configuration: ${err.message}\n`);
+    process.exit(2);
+  };
   try {
     config = loadConfig();
   } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`${name}: invalid configuration: ${err.message}\n`);
-      process.exit(2);
-    }
+    exitOnConfigError(err);
     throw err;
   }
   const logger = createLogger({ name: `${config.project.name}/${name}`, level: config.log.level });
@@ -92,6 +95,8 @@ export async function runMain(
   try {
     app = await start(config, logger);
   } catch (err) {
+    logger.flush();
+    exitOnConfigError(err);
     logger.fatal({ err }, `${name} failed to start`);
     logger.flush();
     await telemetry.shutdown();

@@ -1,6 +1,7 @@
 import { fileURLToPath } from "node:url";
 import knexFactory, { type Knex } from "knex";
 import pg from "pg";
+import { withDeadline } from "../lifecycle/deadline.js";
 import { RecordedNameMigrationSource } from "./migration-source.js";
 
 export type Database = Knex;
@@ -56,13 +57,5 @@ export async function migrateLatest(db: Database): Promise<string[]> {
 
 /** `select 1` within a deadline: the readiness probe. */
 export async function ping(db: Database, timeoutMs: number): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`database did not answer within ${timeoutMs} ms`)), timeoutMs);
-  });
-  try {
-    await Promise.race([db.raw("select 1"), timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
+  await withDeadline(db.raw("select 1"), timeoutMs, () => new Error(`database did not answer within ${timeoutMs} ms`));
 }

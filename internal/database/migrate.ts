@@ -17,6 +17,11 @@ export interface MigrationTarget {
   migrationUrl: string;
   /** Config keys and variables to name in the error, e.g. database.migrationUrl / DATABASE_MIGRATION_URL. */
   keys: { url: string; migrationUrl: string; migrationEnv: string };
+  /** Applies the set's pending migrations; resolves with their names. */
+  migrate: (db: Database) => Promise<string[]>;
+}
+
+export interface MigrationConnection {
   acquireTimeoutMs: number;
   applicationName: string;
 }
@@ -28,21 +33,18 @@ const INSUFFICIENT_PRIVILEGE = "42501";
  * empty), so that the serving pool never holds the owner's credentials, and
  * closes it. No statement timeout: a migration may rewrite a large table.
  */
-export async function runMigrations(
-  target: MigrationTarget,
-  migrate: (db: Database) => Promise<string[]>,
-): Promise<string[]> {
+export async function runMigrations(target: MigrationTarget, connection: MigrationConnection): Promise<string[]> {
   const ownUrl = target.migrationUrl !== "";
   const url = ownUrl ? target.migrationUrl : target.url;
   const db = createDatabase({
     url,
     maxConnections: 1,
     statementTimeoutMs: 0,
-    acquireTimeoutMs: target.acquireTimeoutMs,
-    applicationName: target.applicationName,
+    acquireTimeoutMs: connection.acquireTimeoutMs,
+    applicationName: connection.applicationName,
   });
   try {
-    return await migrate(db);
+    return await target.migrate(db);
   } catch (err) {
     if ((err as { code?: unknown }).code !== INSUFFICIENT_PRIVILEGE) throw err;
     const role = roleOf(url);
@@ -72,15 +74,11 @@ function roleOf(url: string): string {
 }
 
 /** The API's migrations (db/migrations) under database.migrationUrl, or database.url. */
-export function migrateApiDatabase(config: Readonly<Config>, applicationName: string): Promise<string[]> {
-  return runMigrations(
-    {
-      url: config.database.url,
-      migrationUrl: config.database.migrationUrl,
-      keys: { url: "database.url", migrationUrl: "database.migrationUrl", migrationEnv: "DATABASE_MIGRATION_URL" },
-      acquireTimeoutMs: config.database.acquireTimeoutMs,
-      applicationName,
-    },
-    migrateLatest,
-  );
+export function apiMigrations(config: Readonly<Config>): MigrationTarget {
+  return {
+    url: config.database.url,
+    migrationUrl: config.database.migrationUrl,
+    keys: { url: "database.url", migrationUrl: "database.migrationUrl", migrationEnv: "DATABASE_MIGRATION_URL" },
+    migrate: migrateLatest,
+  };
 }

@@ -1,7 +1,5 @@
-import type http from "node:http";
 import { type ConnectRouter, createRouterTransport } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
-import { collectDefaultMetrics, Registry } from "prom-client";
 import { Health } from "../../pkg/grpc/health/v1/health_pb.js";
 import { ServerReflection } from "../../pkg/grpc/reflection/v1/reflection_pb.js";
 import { ServerReflection as ServerReflectionV1Alpha } from "../../pkg/grpc/reflection/v1alpha/reflection_pb.js";
@@ -15,24 +13,20 @@ import { serviceWithStrictJson } from "../api/json-body.js";
 import { reflectionHandlers, reflectionV1AlphaHandlers } from "../api/reflection.js";
 import type { Config } from "../config/config.js";
 import { metricsHost, statusHost } from "../config/listen-hosts.js";
-import { createDatabase, ping } from "../database/database.js";
-import { migrateApiDatabase } from "../database/migrate.js";
+import { apiMigrations } from "../database/migrate.js";
 import type { Logger } from "../logger/logger.js";
 import { ApiMetrics } from "../metrics/api-metrics.js";
-import { createMetricsServer } from "../metrics/metrics-server.js";
 import { CreateBatchingRepository } from "../repo/create-batcher.js";
 import { PgPackageRepository } from "../repo/package-repo.js";
 import { ApiListener, type StreamRoute } from "../server/api-listener.js";
-import { closeServer, listen } from "../server/listen.js";
+import { listen } from "../server/listen.js";
 import { NativeGrpcServer, serviceBinding } from "../server/native-grpc.js";
-import { SharedProbe } from "../server/shared-probe.js";
-import { createStatusServer } from "../server/status-server.js";
 import { watchTlsFiles } from "../server/tls-files.js";
 import { runKeySweeper } from "../service/key-sweeper.js";
 import { PackageService } from "../service/package-service.js";
 import { traceMethods } from "../tracer/trace-repository.js";
 import { ApiSecurity } from "./api-security.js";
-import { versionInfo } from "./version.js";
+import { startWithScaffold } from "./scaffold.js";
 
 export interface GrpcServerApp {
   ports: { grpc: number; gateway: number; status: number; metrics: number };
@@ -42,52 +36,15 @@ export interface GrpcServerApp {
   reload(): void;
 }
 
-/** Wires the grpc-server binary: the one place that builds and owns every part. */
-export async function startGrpcServer(config: Readonly<Config>, logger: Logger): Promise<GrpcServerApp> {
-  const db = createDatabase({
-    url: config.database.url,
-    maxConnections: config.database.maxConnections,
-    statementTimeoutMs: config.database.statementTimeoutMs,
-    acquireTimeoutMs: config.database.acquireTimeoutMs,
-    applicationName: "logistic-package-api/grpc-server",
-  });
-  // Readiness has its own connection: a flood of probes (or a probe during a
-  // request storm) can neither take request connections nor wait behind them.
-  const probeDb = createDatabase({
-    url: config.database.url,
-    maxConnections: 1,
-    statementTimeoutMs: config.status.readinessTimeoutMs,
-    acquireTimeoutMs: config.status.readinessTimeoutMs,
-    applicationName: "logistic-package-api/grpc-server readiness",
-  });
-  const owned = new AbortController();
-  const servers: { name: string; close: () => Promise<void> }[] = [];
-  let sweeper: Promise<void> = Promise.resolve();
-  let stopping = false;
-
-  const stop = async () => {
-    stopping = true;
-    owned.abort();
-    // Reverse order: stop taking requests first, the database last.
-    for (const server of servers.reverse()) {
-      await server.close().catch((err: unknown) => logger.warn({ err, server: server.name }, "close failed"));
-    }
-    await sweeper;
-    await probeDb.destroy();
-    await db.destroy();
-  };
-
-  try {
-    if (config.database.migrateOnStart) {
-      // Under database.migrationUrl when set: the serving pool's role need not own the schema.
-      const applied = await migrateApiDatabase(config, "logistic-package-api/grpc-server migrate");
-      if (applied.length > 0) logger.info({ applied }, "migrations applied");
-    }
+/** Wires the grpc-server binary's own parts on the process scaffold (scaffold.ts). */
+export function startGrpcServer(config: Readonly<Config>, logger: Logger): Promise<GrpcServerApp> {
+  const options = { binary: "grpc-server", config, logger, drainMs: config.grpc.shutdownTimeoutMs } as const;
+  return startWithScaffold(options, async (scaffold) => {
+    const db = scaffold.database({ maxConnections: config.database.maxConnections });
+    await scaffold.migrate(apiMigrations(config));
 
     const security = new ApiSecurity(config, logger);
-    const registry = new Registry();
-    collectDefaultMetrics({ register: registry });
-    const metrics = new ApiMetrics(registry);
+    const metrics = new ApiMetrics(scaffold.registry);
     const pgRepo = new PgPackageRepository(db);
     const batching = new CreateBatchingRepository(pgRepo, {
       maxBatch: config.database.createBatchSize,
@@ -96,15 +53,8 @@ export async function startGrpcServer(config: Readonly<Config>, logger: Logger):
     });
     const repo = metrics.instrument(traceMethods("PackageRepository", batching));
     const service = new PackageService(repo, { idempotencyRetentionSeconds: config.idempotency.retentionSeconds });
-    const probe = new SharedProbe(
-      () => ping(probeDb, config.status.readinessTimeoutMs),
-      config.status.readinessCacheMs,
-      () => metrics.readinessProbes.inc(),
-    );
-    const ready = async () => {
-      if (stopping) throw new Error("shutting down");
-      await probe.check();
-    };
+    // /ready, gRPC health Check and every Watch share one probe.
+    const ready = scaffold.readiness(scaffold.databaseProbe(config.database.url, () => metrics.readinessProbes.inc()));
     // The first interceptor is the outermost: metrics wrap the request
     // interceptor, which maps errors to codes, so they count exactly the code
     // that the client sees.
@@ -126,7 +76,7 @@ export async function startGrpcServer(config: Readonly<Config>, logger: Logger):
     const served = [LogisticPackageApiService, Health, ServerReflection, ServerReflectionV1Alpha];
     const health = healthHandlers({
       services: served.map((s) => s.typeName),
-      probe: ready,
+      probe: async () => void (await ready()),
       watchIntervalMs: config.status.readinessCacheMs,
       maxWatchers: config.health.maxWatchers,
     });
@@ -147,13 +97,18 @@ export async function startGrpcServer(config: Readonly<Config>, logger: Logger):
             serviceBinding(ServerReflection, reflection),
             serviceBinding(ServerReflectionV1Alpha, reflectionV1Alpha),
           ],
-          { interceptors, maxRequestBytes: config.grpc.maxRequestBytes, shutdownSignal: owned.signal },
+          { interceptors, maxRequestBytes: config.grpc.maxRequestBytes, shutdownSignal: scaffold.stopping },
         )
       : undefined;
 
     const listeners: ApiListener[] = [];
-    const apiListener = (
+    // On stop the API port and the gateway drain together, within grpc.shutdownTimeoutMs.
+    scaffold.defer("api listeners", async () => {
+      await Promise.all(listeners.map((listener) => listener.close(config.grpc.shutdownTimeoutMs)));
+    });
+    const serveApi = async (
       name: string,
+      port: number,
       handler: ConstructorParameters<typeof ApiListener>[0],
       streamRoute?: StreamRoute,
     ) => {
@@ -165,15 +120,16 @@ export async function startGrpcServer(config: Readonly<Config>, logger: Logger):
       });
       metrics.watchOpenConnections(name, () => listener.openConnections);
       listeners.push(listener);
-      return listener;
+      return listen(listener.server, port, config.grpc.host);
     };
-    const grpc = apiListener(
+    const grpcPort = await serveApi(
       "grpc",
+      config.grpc.port,
       connectNodeAdapter({
         routes,
         interceptors,
         readMaxBytes: config.grpc.maxRequestBytes,
-        shutdownSignal: owned.signal,
+        shutdownSignal: scaffold.stopping,
       }),
       nativeGrpc === undefined
         ? undefined
@@ -182,37 +138,33 @@ export async function startGrpcServer(config: Readonly<Config>, logger: Logger):
             handleStream: (stream, headers) => nativeGrpc.handleStream(stream, headers),
           },
     );
-    const grpcPort = await listen(grpc.server, config.grpc.port, config.grpc.host);
-    servers.push({ name: "grpc", close: () => grpc.close(config.grpc.shutdownTimeoutMs) });
+    const gatewayPort = !config.gateway.enabled
+      ? 0
+      : await serveApi(
+          "gateway",
+          config.gateway.port,
+          createGatewayHandler({
+            services: [LogisticPackageApiService],
+            transport: createRouterTransport(routes, {
+              router: { interceptors, readMaxBytes: config.grpc.maxRequestBytes },
+            }),
+            maxRequestBytes: config.grpc.maxRequestBytes,
+            onInternalError: (err) => logger.error({ err }, "REST gateway failed a request"),
+            // The API's own description: GET /openapi.json and a Swagger UI page at /docs.
+            docs: loadApiDocs(),
+          }) as ConstructorParameters<typeof ApiListener>[0],
+        );
 
-    let gatewayPort = 0;
-    if (config.gateway.enabled) {
-      const gateway = apiListener(
-        "gateway",
-        createGatewayHandler({
-          services: [LogisticPackageApiService],
-          transport: createRouterTransport(routes, {
-            router: { interceptors, readMaxBytes: config.grpc.maxRequestBytes },
-          }),
-          maxRequestBytes: config.grpc.maxRequestBytes,
-          onInternalError: (err) => logger.error({ err }, "REST gateway failed a request"),
-          // The API's own description: GET /openapi.json and a Swagger UI page at /docs.
-          docs: loadApiDocs(),
-        }) as ConstructorParameters<typeof ApiListener>[0],
-      );
-      gatewayPort = await listen(gateway.server, config.gateway.port, config.grpc.host);
-      servers.push({ name: "gateway", close: () => gateway.close(config.grpc.shutdownTimeoutMs) });
-    }
+    const statusPort = await scaffold.serveStatus(
+      { port: config.status.port, host: statusHost(config) },
+      { probes: { ready } },
+    );
+    const metricsPort = await scaffold.serveStatus(
+      { port: config.metrics.port, host: metricsHost(config) },
+      { metrics: true },
+    );
 
-    const status = createStatusServer({ ready, version: versionInfo() });
-    const statusPort = await listen(status, config.status.port, statusHost(config));
-    servers.push({ name: "status", close: () => closeHttp(status, 1000) });
-
-    const metricsServer = createMetricsServer(registry);
-    const metricsPort = await listen(metricsServer, config.metrics.port, metricsHost(config));
-    servers.push({ name: "metrics", close: () => closeHttp(metricsServer, 1000) });
-
-    sweeper = runKeySweeper(
+    const sweeper = runKeySweeper(
       repo,
       {
         retentionSeconds: config.idempotency.retentionSeconds,
@@ -220,24 +172,15 @@ export async function startGrpcServer(config: Readonly<Config>, logger: Logger):
         batchSize: config.idempotency.cleanupBatchSize,
       },
       logger,
-      owned.signal,
+      scaffold.stopping,
     );
+    scaffold.defer("key sweeper", () => sweeper);
 
     const reload = () => security.reload(listeners);
-    if (security.tls !== undefined) watchTlsFiles(config.tls, reload, owned.signal);
+    if (security.tls !== undefined) watchTlsFiles(config.tls, reload, scaffold.stopping);
 
     const ports = { grpc: grpcPort, gateway: gatewayPort, status: statusPort, metrics: metricsPort };
     logger.info({ ports, tls: security.tls !== undefined }, "grpc-server started");
-    return { ports, stop, reload };
-  } catch (err) {
-    await stop();
-    throw err;
-  }
-}
-
-async function closeHttp(server: http.Server, deadlineMs: number): Promise<void> {
-  server.closeIdleConnections();
-  const timer = setTimeout(() => server.closeAllConnections(), deadlineMs);
-  await closeServer(server);
-  clearTimeout(timer);
+    return { ports, reload };
+  });
 }

@@ -3,20 +3,19 @@ import { readFileSync } from "node:fs";
 import { createSecureContext } from "node:tls";
 import { type Context, GrammyError } from "grammy";
 import { Redis } from "ioredis";
-import { collectDefaultMetrics, Registry } from "prom-client";
+import { commandMenu, createPackageBot, safeTelegramError } from "../bot/bot.js";
+import { type CacheEventSink, cachedPackageApi, cacheEventJson, RedisHealth } from "../bot/cached-package-api.js";
+import { BotMetrics } from "../bot/metrics.js";
+import { type GrpcPackageApiOptions, grpcPackageApi, type PackageApi } from "../bot/package-api.js";
+import { PackageCache } from "../bot/package-cache.js";
+import { PackageEventCache } from "../bot/package-event-cache.js";
+import { TopicPublisher } from "../bot/topic-publisher.js";
 import { type Config, ConfigError } from "../config/config.js";
 import { metricsHost } from "../config/listen-hosts.js";
 import { describeKafkaSecurity, kafkaClientSecurity, kafkaSecurityWarning } from "../kafka/security.js";
+import { withDeadline } from "../lifecycle/deadline.js";
 import type { Logger } from "../logger/logger.js";
-import { createMetricsServer } from "../metrics/metrics-server.js";
-import { closeServer, listen } from "../server/listen.js";
-import { commandMenu, createPackageBot, safeTelegramError } from "./bot.js";
-import { type CacheEventSink, cachedPackageApi, cacheEventJson, RedisHealth } from "./cached-package-api.js";
-import { BotMetrics } from "./metrics.js";
-import { type GrpcPackageApiOptions, grpcPackageApi, type PackageApi } from "./package-api.js";
-import { PackageCache } from "./package-cache.js";
-import { PackageEventCache } from "./package-event-cache.js";
-import { TopicPublisher } from "./topic-publisher.js";
+import { startWithScaffold } from "./scaffold.js";
 
 export interface BotApp {
   /** The bot's @username, from getMe. */
@@ -38,142 +37,139 @@ export interface BotAppOptions {
 // Bounds each shutdown step: a Telegram that does not answer must not keep the process alive.
 const stopStepTimeoutMs = 5000;
 
-/** Wires the bot binary: config → gRPC client → grammY bot with long polling. */
-export async function startBotApp(
-  config: Readonly<Config>,
-  logger: Logger,
-  options: BotAppOptions = {},
-): Promise<BotApp> {
+/**
+ * Wires the bot binary's own parts on the process scaffold (scaffold.ts): the
+ * gRPC client of the API, the grammY bot with long polling, and the cache and
+ * topics where configured. No database: /ready answers while polling runs.
+ */
+export function startBotApp(config: Readonly<Config>, logger: Logger, options: BotAppOptions = {}): Promise<BotApp> {
   const settings = config.bot;
-  if (settings.token === "") {
-    throw new ConfigError(
-      'config key "bot.token" (env TELEGRAM_BOT_TOKEN) is empty: set it to the token @BotFather gave the bot',
-    );
-  }
-  if (settings.allowedChatIds.length === 0) {
-    logger.warn("bot.allowedChatIds (TELEGRAM_ALLOWED_CHAT_IDS) is empty: every chat will be told it is not allowed");
-  }
-  if (settings.users.length === 0) {
-    logger.warn("bot.users (TELEGRAM_USERS) is empty: every user will be told they are not allowed");
-  }
-  const onPollingFailed = options.onPollingFailed ?? (() => void (process.exitCode = 1));
-  const tls = settings.apiTls ? readTlsFiles(settings) : undefined;
-  // An unreadable Kafka CA file stops start-up here, naming the key.
-  const kafkaSecurity = settings.kafka.enabled ? kafkaClientSecurity(config.kafka) : undefined;
-
-  const registry = new Registry();
-  collectDefaultMetrics({ register: registry });
-  const metrics = new BotMetrics(registry);
-  const metricsServer = createMetricsServer(registry, (req, res) => {
-    const path = new URL(req.url ?? "/", "http://bot").pathname;
-    if (path === "/live") res.writeHead(200, { "content-type": "application/json" }).end('{"status":"ok"}');
-    else res.writeHead(404).end();
-  });
-  const metricsPort = await listen(metricsServer, settings.metricsPort, metricsHost(config));
-  const extras = startExtras(config, logger, metrics, kafkaSecurity);
-
-  const api = extras.wrap(
-    grpcPackageApi({
-      address: settings.grpcAddress,
-      timeoutMs: settings.requestTimeoutMs,
-      token: settings.apiToken,
-      ...(tls !== undefined && { tls }),
-    }),
-  );
-  const bot = createPackageBot({
-    onUpdate: extras.onUpdate,
-    token: settings.token,
-    apiRoot: settings.apiRoot,
-    allowedChatIds: settings.allowedChatIds,
-    users: settings.users,
-    pageSize: settings.pageSize,
-    deleteConfirmTimeoutMs: settings.deleteConfirmTimeoutMs,
-    api,
-    logger,
-  });
-
-  try {
-    // getMe: checks the token (grammY retries network errors; a 401 fails at once).
-    logger.info({ apiRoot: settings.apiRoot }, "connecting to the Telegram Bot API");
-    await bot.init();
-  } catch (err) {
-    api.close();
-    await extras.stop();
-    await closeServer(metricsServer);
-    if (err instanceof GrammyError && (err.error_code === 401 || err.error_code === 404)) {
+  // The stop's steps: Telegram's confirmation, then the update in hand (bounded by requestTimeoutMs).
+  const drainMs = stopStepTimeoutMs + settings.requestTimeoutMs + stopStepTimeoutMs;
+  return startWithScaffold({ binary: "bot", config, logger, drainMs }, async (scaffold) => {
+    if (settings.token === "") {
       throw new ConfigError(
-        `config key "bot.token" (env TELEGRAM_BOT_TOKEN): Telegram rejected the token (${err.description})`,
+        'config key "bot.token" (env TELEGRAM_BOT_TOKEN) is empty: set it to the token @BotFather gave the bot',
       );
     }
-    const safe = safeTelegramError(err, settings.token);
-    throw new Error(
-      `getMe at the Telegram Bot API (${settings.apiRoot}) failed: ${String(safe.description ?? safe.message)}`,
-    );
-  }
-  try {
-    await bot.api.setMyCommands(commandMenu);
-  } catch (err) {
-    // Only the clients' command menu depends on it.
-    logger.warn({ err: safeTelegramError(err, settings.token) }, "setMyCommands failed");
-  }
+    if (settings.allowedChatIds.length === 0) {
+      logger.warn("bot.allowedChatIds (TELEGRAM_ALLOWED_CHAT_IDS) is empty: every chat will be told it is not allowed");
+    }
+    if (settings.users.length === 0) {
+      logger.warn("bot.users (TELEGRAM_USERS) is empty: every user will be told they are not allowed");
+    }
+    const onPollingFailed = options.onPollingFailed ?? (() => void (process.exitCode = 1));
+    const tls = settings.apiTls ? readTlsFiles(settings) : undefined;
+    // An unreadable Kafka CA file stops start-up here, naming the key.
+    const kafkaSecurity = settings.kafka.enabled ? kafkaClientSecurity(config.kafka) : undefined;
 
-  let stopping = false;
-  let started = false;
-  let markStarted: () => void = () => {};
-  const polling = bot
-    .start({
-      // Edited messages are not commands to run again.
-      allowed_updates: ["message", "callback_query"],
-      onStart: () => {
-        started = true;
-        logger.info(
-          {
-            username: bot.botInfo.username,
-            grpcAddress: settings.grpcAddress,
-            apiTls: settings.apiTls,
-            // Whether a token is sent, never the token.
-            apiToken: settings.apiToken !== "",
-            allowedChats: settings.allowedChatIds.length,
-            users: settings.users.length,
-          },
-          "bot started",
-        );
-        markStarted();
-      },
-    })
-    .catch((err: unknown) => {
-      if (stopping) return;
-      api.close();
-      void extras.stop();
-      const safe = safeTelegramError(err, settings.token);
-      if (!started) throw new Error(`starting long polling failed: ${String(safe.description ?? safe.message)}`);
-      logger.fatal({ err: safe }, "polling failed: the bot stops");
-      onPollingFailed(err);
+    let pollingFailure: unknown;
+    const ready = scaffold.readiness(async () => {
+      if (pollingFailure !== undefined) throw new Error("polling failed: the bot stopped");
     });
-  // Resolved once deleteWebhook is done and the first long poll goes out.
-  await Promise.race([new Promise<void>((resolve) => (markStarted = resolve)), polling]);
+    const metrics = new BotMetrics(scaffold.registry);
+    const metricsPort = await scaffold.serveStatus(
+      { port: settings.metricsPort, host: metricsHost(config) },
+      { probes: { ready }, metrics: true },
+    );
+    const extras = startExtras(config, logger, metrics, kafkaSecurity);
+    // After the last update: its cache writes and messages are in the queue.
+    scaffold.defer("cache and topics", () => extras.stop());
 
-  return {
-    username: bot.botInfo.username,
-    ports: { metrics: metricsPort },
-    async stop() {
-      stopping = true;
+    const api = extras.wrap(
+      grpcPackageApi({
+        address: settings.grpcAddress,
+        timeoutMs: settings.requestTimeoutMs,
+        token: settings.apiToken,
+        ...(tls !== undefined && { tls }),
+      }),
+    );
+    scaffold.defer("api client", () => api.close());
+    const bot = createPackageBot({
+      onUpdate: extras.onUpdate,
+      token: settings.token,
+      apiRoot: settings.apiRoot,
+      allowedChatIds: settings.allowedChatIds,
+      users: settings.users,
+      pageSize: settings.pageSize,
+      deleteConfirmTimeoutMs: settings.deleteConfirmTimeoutMs,
+      api,
+      logger,
+    });
+
+    try {
+      // getMe: checks the token (grammY retries network errors; a 401 fails at once).
+      logger.info({ apiRoot: settings.apiRoot }, "connecting to the Telegram Bot API");
+      await bot.init();
+    } catch (err) {
+      if (err instanceof GrammyError && (err.error_code === 401 || err.error_code === 404)) {
+        throw new ConfigError(
+          `config key "bot.token" (env TELEGRAM_BOT_TOKEN): Telegram rejected the token (${err.description})`,
+        );
+      }
+      const safe = safeTelegramError(err, settings.token);
+      throw new Error(
+        `getMe at the Telegram Bot API (${settings.apiRoot}) failed: ${String(safe.description ?? safe.message)}`,
+      );
+    }
+    try {
+      await bot.api.setMyCommands(commandMenu);
+    } catch (err) {
+      // Only the clients' command menu depends on it.
+      logger.warn({ err: safeTelegramError(err, settings.token) }, "setMyCommands failed");
+    }
+
+    let started = false;
+    let markStarted: () => void = () => {};
+    const polling = bot
+      .start({
+        // Edited messages are not commands to run again.
+        allowed_updates: ["message", "callback_query"],
+        onStart: () => {
+          started = true;
+          logger.info(
+            {
+              username: bot.botInfo.username,
+              grpcAddress: settings.grpcAddress,
+              apiTls: settings.apiTls,
+              // Whether a token is sent, never the token.
+              apiToken: settings.apiToken !== "",
+              allowedChats: settings.allowedChatIds.length,
+              users: settings.users.length,
+            },
+            "bot started",
+          );
+          markStarted();
+        },
+      })
+      .catch((err: unknown) => {
+        if (scaffold.stopping.aborted) return;
+        pollingFailure = err;
+        api.close();
+        void extras.stop();
+        const safe = safeTelegramError(err, settings.token);
+        if (!started) throw new Error(`starting long polling failed: ${String(safe.description ?? safe.message)}`);
+        logger.fatal({ err: safe }, "polling failed: the bot stops");
+        onPollingFailed(err);
+      });
+    scaffold.defer("polling", async () => {
       // Aborts the long poll and confirms the updates already taken.
-      await withTimeout(bot.stop(), stopStepTimeoutMs).catch((err: unknown) =>
+      await withDeadline(bot.stop(), stopStepTimeoutMs, timedOut(stopStepTimeoutMs)).catch((err: unknown) =>
         logger.warn({ err: safeTelegramError(err, settings.token) }, "telegram did not confirm the last updates"),
       );
       // The update in hand finishes: its API call is bounded by requestTimeoutMs.
-      await withTimeout(polling, settings.requestTimeoutMs + stopStepTimeoutMs).catch((err: unknown) =>
+      const lastUpdateMs = settings.requestTimeoutMs + stopStepTimeoutMs;
+      await withDeadline(polling, lastUpdateMs, timedOut(lastUpdateMs)).catch((err: unknown) =>
         logger.warn({ err: safeTelegramError(err, settings.token) }, "the last update did not finish in time"),
       );
-      api.close();
-      // After the last update: its cache writes and messages are in the queue.
-      await extras.stop();
-      metricsServer.closeIdleConnections();
-      await closeServer(metricsServer);
-    },
-  };
+    });
+    // Resolved once deleteWebhook is done and the first long poll goes out.
+    await Promise.race([new Promise<void>((resolve) => (markStarted = resolve)), polling]);
+    return { username: bot.botInfo.username, ports: { metrics: metricsPort } };
+  });
 }
+
+const timedOut = (ms: number) => () => new Error(`timed out after ${ms} ms`);
 
 /** The original's commands-topic record of one update. */
 export function commandJson(ctx: Context, at = new Date()): string {
@@ -342,12 +338,4 @@ function readTlsFiles(settings: Config["bot"]): NonNullable<GrpcPackageApiOption
     );
   }
   return { ...(ca !== undefined && { ca }), ...(cert !== undefined && { cert }), ...(key !== undefined && { key }) };
-}
-
-function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
