@@ -179,7 +179,7 @@ const schema = z
     }),
     metrics: section({
       // Interface of every binary's metrics listener (grpc-server metrics.port, and the
-      // retranslator's and facade's metricsPort with their /live, /ready); empty = grpc.host.
+      // retranslator's, facade's and bot's metricsPort with their /live, /ready); empty = grpc.host.
       // env: METRICS_HOST
       host: z.string().trim().default(""),
       port: port.default(9100),
@@ -437,7 +437,7 @@ const schema = z
         pageSize: int(1, 50).default(5),
         // How long /delete's Yes/No buttons stay valid; a later press deletes nothing.
         deleteConfirmTimeoutMs: int(1000, 3_600_000).default(60_000),
-        // The bot's /metrics (cache, Kafka publishing) with /live. env: BOT_METRICS_PORT
+        // The bot's /metrics (cache, Kafka publishing) with /live, /ready. env: BOT_METRICS_PORT
         metricsPort: port.default(9103),
         cache: section({
           // Redis holding the Describe cache (/get, /edit, /delete), e.g.
