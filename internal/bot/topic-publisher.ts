@@ -1,6 +1,9 @@
-import { type Admin, Kafka, logLevel, type Producer } from "kafkajs";
+import type { Kafka, Producer } from "kafkajs";
+import { kafkaClient } from "../kafka/client.js";
 import type { KafkaClientSecurity } from "../kafka/security.js";
+import { ensureTopics } from "../kafka/topics.js";
 import { failureBackoffMs, sleep } from "../lifecycle/abortable.js";
+import { Wakeup } from "../lifecycle/wakeup.js";
 import type { Logger } from "../logger/logger.js";
 import type { BotMetrics } from "./metrics.js";
 
@@ -39,7 +42,7 @@ export class TopicPublisher {
   private readonly kafka: Kafka;
   private readonly producer: Producer;
   private readonly queue: Pending[] = [];
-  private wake: (() => void) | undefined;
+  private readonly queued = new Wakeup();
   private connected = false;
   // One warning per outage (the metrics count every attempt), not one per message.
   private failing = false;
@@ -49,49 +52,26 @@ export class TopicPublisher {
     private readonly metrics: BotMetrics,
     private readonly logger: Logger,
   ) {
-    this.kafka = new Kafka({
-      ...options.security,
-      clientId: options.clientId,
-      brokers: [...options.brokers],
-      requestTimeout: options.requestTimeoutMs,
-      connectionTimeout: Math.min(options.requestTimeoutMs, 3000),
-      // Our loop retries with backoff and counts each attempt; kafkajs' own retries
-      // would hide the attempts and hold the loop longer.
-      retry: { retries: 0 },
-      // Every failure reaches send() as an error and is logged there, once per outage.
-      logLevel: logLevel.NOTHING,
-    });
+    // Our loop retries with backoff and counts each attempt: kafkajs' own retries would
+    // hide the attempts and hold the loop longer. Every failure reaches send() as an
+    // error and is logged there, once per outage: kafkajs logs nothing (null).
+    this.kafka = kafkaClient({ ...options, retry: { retries: 0 } }, null);
     this.producer = this.kafka.producer({ allowAutoTopicCreation: true });
     for (const topic of options.topics) this.metrics.queued.set({ topic }, 0);
   }
 
-  /**
-   * Creates the topics where the cluster allows it; an existing topic, or a cluster
-   * that refuses (no rights, a test broker without a controller), is logged and left
-   * to auto-creation or the operator, as the retranslator does with its topic.
-   */
+  /** Creates the bot's topics where the cluster allows it, as the retranslator does with its own. */
   async ensureTopics(): Promise<void> {
-    const admin: Admin = this.kafka.admin();
-    try {
-      await admin.connect();
-      const created = await admin.createTopics({
-        topics: this.options.topics.map((topic) => ({
-          topic,
-          numPartitions: this.options.partitions,
-          replicationFactor: this.options.replicationFactor,
-        })),
-        waitForLeaders: true,
-        timeout: this.options.requestTimeoutMs,
-      });
-      this.logger.info({ topics: this.options.topics, created }, "bot topics ensured");
-    } catch (err) {
-      this.logger.warn(
-        { err, topics: this.options.topics },
-        "could not create the bot's topics; relying on existing or auto-created ones",
-      );
-    } finally {
-      await admin.disconnect().catch(() => undefined);
-    }
+    await ensureTopics(
+      this.kafka,
+      this.options.topics,
+      {
+        partitions: this.options.partitions,
+        replicationFactor: this.options.replicationFactor,
+        timeoutMs: this.options.requestTimeoutMs,
+      },
+      this.logger,
+    );
   }
 
   /** Queues one message; never waits, never throws. */
@@ -103,7 +83,7 @@ export class TopicPublisher {
     }
     this.queue.push({ topic, key, value });
     this.metrics.queued.inc({ topic });
-    this.wake?.();
+    this.queued.wake();
   }
 
   /**
@@ -113,15 +93,7 @@ export class TopicPublisher {
   async run(signal: AbortSignal): Promise<void> {
     while (!signal.aborted) {
       if (this.queue.length === 0) {
-        await new Promise<void>((resolve) => {
-          const done = () => {
-            signal.removeEventListener("abort", done);
-            this.wake = undefined;
-            resolve();
-          };
-          this.wake = done;
-          signal.addEventListener("abort", done, { once: true });
-        });
+        await this.queued.sleep(undefined, signal);
         continue;
       }
       const batch = this.take();
@@ -142,7 +114,9 @@ export class TopicPublisher {
         this.drop(this.take(this.queue.length), "retries");
       }
     }
-    await this.producer.disconnect().catch(() => undefined);
+    await this.producer
+      .disconnect()
+      .catch((err: unknown) => this.logger.warn({ err }, "bot producer disconnect failed"));
   }
 
   private take(count = maxBatch): Pending[] {
@@ -193,6 +167,7 @@ export class TopicPublisher {
       }
       if (this.connected && isConnectionError(err)) {
         this.connected = false;
+        // The connection is broken already: its disconnect error would say nothing the warning above did not.
         await this.producer.disconnect().catch(() => undefined);
       }
       return false;

@@ -1,8 +1,8 @@
-import { type Consumer, Kafka, type KafkaMessage, logLevel } from "kafkajs";
+import type { KafkaMessage } from "kafkajs";
 import { z } from "zod";
-import { kafkaLogCreator } from "../kafka/log.js";
+import { kafkaClient } from "../kafka/client.js";
+import { RestartingConsumer, sideConsumerSettings } from "../kafka/restarting-consumer.js";
 import type { KafkaClientSecurity } from "../kafka/security.js";
-import { failureBackoffMs, sleep } from "../lifecycle/abortable.js";
 import type { Logger } from "../logger/logger.js";
 import { DecodeError, decodePackageEvent } from "./decode.js";
 
@@ -19,11 +19,6 @@ export interface TopicsLoggerOptions {
   shutdownTimeoutMs: number;
 }
 
-// As the facade's read-model consumer: a killed instance's partitions move on after 10 s.
-const sessionTimeoutMs = 10_000;
-const heartbeatIntervalMs = 1000;
-const rebalanceTimeoutMs = 30_000;
-const requestTimeoutMs = 15_000;
 // A message we cannot read is logged with at most this much of its value.
 const maxRawChars = 200;
 
@@ -130,41 +125,36 @@ function parseJson(value: Buffer | null): unknown {
  * per group. Only logging: a failure here never touches the read model.
  */
 export class TopicsLogger {
-  private readonly kafka: Kafka;
+  private readonly group: RestartingConsumer;
 
   constructor(
     private readonly options: TopicsLoggerOptions,
     private readonly logger: Logger,
   ) {
-    this.kafka = new Kafka({
-      ...options.security,
-      clientId: `${options.clientId}-facade-log`,
-      brokers: [...options.brokers],
-      requestTimeout: requestTimeoutMs,
-      logLevel: logLevel.WARN,
-      logCreator: kafkaLogCreator(this.logger),
-    });
-  }
-
-  /** Consumes until `signal` aborts; a consumer that fails is replaced after a backoff. The owner awaits it. */
-  async run(signal: AbortSignal): Promise<void> {
-    const topics = [this.options.packageTopic, this.options.commandsTopic, this.options.cacheEventsTopic];
-    for (let failures = 0; !signal.aborted; ) {
-      const consumer: Consumer = this.kafka.consumer({
-        groupId: this.options.groupId,
-        sessionTimeout: sessionTimeoutMs,
-        heartbeatInterval: heartbeatIntervalMs,
-        rebalanceTimeout: rebalanceTimeoutMs,
-        retry: { restartOnFailure: async () => false },
-      });
-      let crashed: (err: Error) => void = () => {};
-      const crash = new Promise<Error>((resolve) => (crashed = resolve));
-      consumer.on(consumer.events.CRASH, (e) => crashed(e.payload.error));
-      try {
-        await consumer.connect();
+    const kafka = kafkaClient(
+      {
+        ...options,
+        clientId: `${options.clientId}-facade-log`,
+        requestTimeoutMs: sideConsumerSettings.requestTimeoutMs,
+      },
+      logger,
+    );
+    this.group = new RestartingConsumer(
+      kafka,
+      {
+        name: "message log consumer",
+        consumer: {
+          ...sideConsumerSettings.group,
+          groupId: options.groupId,
+          // As the read model's consumer: bounds the stop, which waits for the fetch in flight.
+          maxWaitTimeInMs: 1000,
+        },
         // Without committed offsets every start begins at the end: the log is of what happens from now on.
-        await consumer.subscribe({ topics, fromBeginning: false });
-        await consumer.run({
+        subscription: {
+          topics: [options.packageTopic, options.commandsTopic, options.cacheEventsTopic],
+          fromBeginning: false,
+        },
+        run: {
           // No offset commits: a log needs none, and this consumer must not take the
           // OffsetCommit requests (and their failures) of the read model's consumer on the
           // same broker. So each start logs from the end of every topic: messages published
@@ -177,46 +167,20 @@ export class TopicsLogger {
               `kafka message: ${d.msg}`,
             );
           },
-        });
-        failures = 0;
-        const aborted = new Promise<undefined>((resolve) => {
-          if (signal.aborted) return resolve(undefined);
-          signal.addEventListener("abort", () => resolve(undefined), { once: true });
-        });
-        const err = await Promise.race([aborted, crash]);
-        if (err !== undefined) throw err;
-      } catch (err) {
-        if (!signal.aborted) {
-          const delayMs = failureBackoffMs(++failures);
-          this.logger.warn(
-            { err: { name: (err as Error).name, message: (err as Error).message }, topics, restartInMs: delayMs },
-            "message log consumer failed; starting a new one after a backoff",
-          );
-          await boundedDisconnect(consumer, this.options.shutdownTimeoutMs);
-          await sleep(delayMs, signal);
-          continue;
-        }
-      }
-      // Leaving the group can wait on the coordinator (a join it holds): bounded.
-      const left = await boundedDisconnect(consumer, this.options.shutdownTimeoutMs);
-      if (!left) this.logger.warn("consumer still leaving its group at shutdown; closing anyway");
-    }
+        },
+        restartBackoffMinMs: sideConsumerSettings.restartBackoffMinMs,
+        restartBackoffMaxMs: sideConsumerSettings.restartBackoffMaxMs,
+        disconnectTimeoutMs: options.shutdownTimeoutMs,
+        // Only logging: a failure here must never stop the facade.
+        stopOnNonRetriable: false,
+      },
+      {},
+      logger,
+    );
   }
-}
 
-/** consumer.disconnect() or, after `ms`, false (kafkajs waits for requests in flight, a held join included). */
-async function boundedDisconnect(consumer: Consumer, ms: number): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
-  try {
-    return await Promise.race([
-      consumer.disconnect().then(
-        () => true,
-        () => true,
-      ),
-      timeout,
-    ]);
-  } finally {
-    clearTimeout(timer);
+  /** Consumes until `signal` aborts; a consumer that fails is replaced after a backoff. The owner awaits it. */
+  run(signal: AbortSignal): Promise<void> {
+    return this.group.run(signal);
   }
 }

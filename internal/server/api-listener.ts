@@ -2,6 +2,7 @@ import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
 import tls from "node:tls";
+import { settleWithin } from "../lifecycle/deadline.js";
 
 type Handler = (
   req: http.IncomingMessage | http2.Http2ServerRequest,
@@ -285,12 +286,7 @@ export class ApiListener {
       const check = () => (this.sockets.size === 0 ? resolve() : setTimeout(check, 20).unref());
       check();
     });
-    let timer: NodeJS.Timeout | undefined;
-    const deadline = new Promise<void>((resolve) => {
-      timer = setTimeout(resolve, deadlineMs);
-    });
-    await Promise.race([allClosed, deadline]);
-    clearTimeout(timer);
+    await settleWithin(allClosed, deadlineMs);
     for (const socket of this.sockets) socket.destroy();
     // Ends the connection tracking interval that the constructor started.
     for (const server of [this.h1, this.plaintextRefusal?.h1]) server?.close(() => {});

@@ -1,10 +1,11 @@
-import { type Admin, Kafka, logLevel, Partitioners, type PartitionMetadata, type Producer } from "kafkajs";
-import { kafkaLogCreator } from "../../kafka/log.js";
+import { type Kafka, Partitioners, type PartitionMetadata, type Producer } from "kafkajs";
+import { kafkaClient } from "../../kafka/client.js";
 import type { KafkaClientSecurity } from "../../kafka/security.js";
+import { ensureTopics } from "../../kafka/topics.js";
 import type { Logger } from "../../logger/logger.js";
 import type { OutboxEvent } from "../../repo/outbox/types.js";
 import { type EventMessage, toEventMessage } from "./event-message.js";
-import { connectionTimeoutMs, MAX_RETRY_TIME_MS } from "./send-budget.js";
+import { MAX_RETRY_TIME_MS } from "./send-budget.js";
 import { failAll as failAllWith, type Sender, type SendOutcome } from "./sender.js";
 
 export interface KafkaSenderOptions {
@@ -39,16 +40,10 @@ export class KafkaSender implements Sender {
     private readonly options: KafkaSenderOptions,
     private readonly logger: Logger,
   ) {
-    this.kafka = new Kafka({
-      ...options.security,
-      clientId: options.clientId,
-      brokers: [...options.brokers],
-      requestTimeout: options.requestTimeoutMs,
-      connectionTimeout: connectionTimeoutMs(options.requestTimeoutMs),
-      retry: { retries: options.sendRetries, initialRetryTime: 100, maxRetryTime: MAX_RETRY_TIME_MS },
-      logLevel: logLevel.WARN,
-      logCreator: kafkaLogCreator(this.logger),
-    });
+    this.kafka = kafkaClient(
+      { ...options, retry: { retries: options.sendRetries, initialRetryTime: 100, maxRetryTime: MAX_RETRY_TIME_MS } },
+      this.logger,
+    );
     this.partitioner = Partitioners.DefaultPartitioner();
     this.producer = this.kafka.producer({
       maxInFlightRequests: 1,
@@ -58,35 +53,18 @@ export class KafkaSender implements Sender {
     });
   }
 
-  /**
-   * Creates the topic where the cluster allows it; an existing topic, or a
-   * cluster that refuses (no rights, or a test broker without a controller),
-   * is logged and left to auto-creation or the operator.
-   */
+  /** Creates the relay's topic where the cluster allows it (kafka/topics.ts). */
   async ensureTopic(): Promise<void> {
-    const admin: Admin = this.kafka.admin();
-    try {
-      await admin.connect();
-      const created = await admin.createTopics({
-        topics: [
-          {
-            topic: this.options.topic,
-            numPartitions: this.options.partitions,
-            replicationFactor: this.options.replicationFactor,
-          },
-        ],
-        waitForLeaders: true,
-        timeout: this.options.requestTimeoutMs,
-      });
-      this.logger.info({ topic: this.options.topic, created }, "topic ensured");
-    } catch (err) {
-      this.logger.warn(
-        { err, topic: this.options.topic },
-        "could not create the topic; relying on an existing or auto-created one",
-      );
-    } finally {
-      await admin.disconnect().catch(() => undefined);
-    }
+    await ensureTopics(
+      this.kafka,
+      [this.options.topic],
+      {
+        partitions: this.options.partitions,
+        replicationFactor: this.options.replicationFactor,
+        timeoutMs: this.options.requestTimeoutMs,
+      },
+      this.logger,
+    );
   }
 
   async send(events: readonly OutboxEvent[], partition?: number): Promise<SendOutcome> {

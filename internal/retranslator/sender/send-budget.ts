@@ -1,3 +1,5 @@
+import { connectionTimeoutMs } from "../../kafka/client.js";
+
 /**
  * How long one send may take as the relay configures kafkajs, so that leases
  * can be checked against it: the relay starts a send only while the events'
@@ -7,9 +9,6 @@
  * MAX_RETRY_TIME_MS.
  */
 export const MAX_RETRY_TIME_MS = 2000;
-
-/** kafkajs' connection timeout: at most 3 s, and never above the request timeout. */
-export const connectionTimeoutMs = (requestTimeoutMs: number): number => Math.min(requestTimeoutMs, 3000);
 
 export function sendBudgetMs(kafka: { requestTimeoutMs: number; sendRetries: number }): number {
   return (
