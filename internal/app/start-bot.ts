@@ -20,7 +20,7 @@ import { startWithScaffold } from "./scaffold.js";
 export interface BotApp {
   /** The bot's @username, from getMe. */
   username: string;
-  /** Port of /metrics and /live (bot.metricsPort; 0 there picks a free one). */
+  /** Port of /metrics, /live, /ready and /version (bot.metricsPort; 0 there picks a free one). */
   ports: { metrics: number };
   /** Graceful stop: end the long poll, let the update in hand finish, close the gRPC connection. */
   stop(): Promise<void>;
