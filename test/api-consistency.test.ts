@@ -6,25 +6,11 @@
 
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { count, createTestDatabase, events, type TestDatabase } from "./helpers/database.js";
-import { grpc, type PackageApiClient, packageApiClient, rpcError } from "./helpers/grpc-client.js";
-import { startTestServer, type TestServer } from "./helpers/server.js";
+import { count, events } from "./helpers/database.js";
+import { useFixture } from "./helpers/fixture.js";
+import { grpc, rpcError } from "./helpers/grpc-client.js";
 
-let db: TestDatabase;
-let server: TestServer;
-let client: PackageApiClient;
-
-before(async () => {
-  db = await createTestDatabase();
-  server = await startTestServer(db.url);
-  client = packageApiClient(server.grpcAddress);
-});
-
-after(async () => {
-  client?.close();
-  await server?.stop();
-  await db?.drop();
-});
+const fx = useFixture();
 
 const valid = { Title: "box", Material: "cardboard", MaximumVolume: 2.5, Reusable: false };
 const internalMessage = /^internal error \(trace id ([0-9a-f]{32})\)$/;
@@ -41,21 +27,21 @@ function assertNoLeak(message: string): void {
 
 /** The log line of the failed request with `traceId`: an error line that holds the underlying cause. */
 function errorLogLine(traceId: string): Record<string, unknown> {
-  const line = server.logs.lines.find((l) => l.traceId === traceId && l.level === "error");
+  const line = fx.server.logs.lines.find((l) => l.traceId === traceId && l.level === "error");
   assert.ok(line, `an error log line with traceId ${traceId}`);
   return line;
 }
 
 describe("a. internal errors do not leak SQL to clients", () => {
   before(async () => {
-    await db.db.raw(`ALTER TABLE package_event RENAME TO package_event_gone`);
+    await fx.db.db.raw(`ALTER TABLE package_event RENAME TO package_event_gone`);
   });
   after(async () => {
-    await db.db.raw(`ALTER TABLE package_event_gone RENAME TO package_event`);
+    await fx.db.db.raw(`ALTER TABLE package_event_gone RENAME TO package_event`);
   });
 
   test("Create → INTERNAL with only a trace id; the log has that trace id and the cause", async () => {
-    const err = await rpcError(client.createPackageV1(valid), grpc.status.INTERNAL);
+    const err = await rpcError(fx.client.createPackageV1(valid), grpc.status.INTERNAL);
     const match = internalMessage.exec(err.details);
     assert.ok(match, `details ${JSON.stringify(err.details)} is the generic internal error`);
     assertNoLeak(err.details);
@@ -70,7 +56,7 @@ describe("a. internal errors do not leak SQL to clients", () => {
   test("the caller's traceparent is the trace id in the message and in the log", async () => {
     const traceId = "4bf92f3577b34da6a3ce929d0e0e4736";
     const err = await rpcError(
-      client.createPackageV1(valid, { traceparent: `00-${traceId}-00f067aa0ba902b7-01` }),
+      fx.client.createPackageV1(valid, { traceparent: `00-${traceId}-00f067aa0ba902b7-01` }),
       grpc.status.INTERNAL,
     );
     assert.equal(err.details, `internal error (trace id ${traceId})`);
@@ -79,13 +65,13 @@ describe("a. internal errors do not leak SQL to clients", () => {
 
   test("Update and Remove fail the same way, and no metadata carries the cause", async () => {
     // The package row exists (a package can be inserted without an event only by hand).
-    const rows = await db.db.raw(
+    const rows = await fx.db.db.raw(
       `INSERT INTO package (title, material, maximum_volume) VALUES ('by hand', 'wood', 1) RETURNING id::text AS id`,
     );
     const id = (rows as { rows: { id: string }[] }).rows[0]!.id;
     for (const call of [
-      () => client.updatePackageV1({ PackageID: id, Title: "new" }),
-      () => client.removePackageV1({ PackageID: id }),
+      () => fx.client.updatePackageV1({ PackageID: id, Title: "new" }),
+      () => fx.client.removePackageV1({ PackageID: id }),
     ]) {
       const err = (await rpcError(call(), grpc.status.INTERNAL)) as Awaited<ReturnType<typeof rpcError>> & {
         metadata: grpc.Metadata;
@@ -97,12 +83,12 @@ describe("a. internal errors do not leak SQL to clients", () => {
       }
     }
     // The failed statements rolled back: the hand-made row is unchanged and live.
-    const after = await db.db.raw(`SELECT title, removed FROM package WHERE id = ?`, [id]);
+    const after = await fx.db.db.raw(`SELECT title, removed FROM package WHERE id = ?`, [id]);
     assert.deepEqual((after as { rows: unknown[] }).rows, [{ title: "by hand", removed: false }]);
   });
 
   test("the REST gateway answers 500 with the same generic message", async () => {
-    const res = await fetch(`${server.gatewayUrl}/v1/packages`, {
+    const res = await fetch(`${fx.server.gatewayUrl}/v1/packages`, {
       method: "POST",
       headers: { "content-type": "application/json" },
       body: JSON.stringify(valid),
@@ -119,52 +105,52 @@ describe("a. internal errors do not leak SQL to clients", () => {
 describe("b. a failed transaction leaves neither package nor event", () => {
   let existingId: string;
   before(async () => {
-    existingId = (await client.createPackageV1({ ...valid, Title: "keeper" })).ID;
-    await db.db.raw(`ALTER TABLE package_event ADD CONSTRAINT test_fail CHECK (payload->>'Title' <> 'explode')`);
+    existingId = (await fx.client.createPackageV1({ ...valid, Title: "keeper" })).ID;
+    await fx.db.db.raw(`ALTER TABLE package_event ADD CONSTRAINT test_fail CHECK (payload->>'Title' <> 'explode')`);
   });
   after(async () => {
-    await db.db.raw(`ALTER TABLE package_event DROP CONSTRAINT IF EXISTS test_fail`);
+    await fx.db.db.raw(`ALTER TABLE package_event DROP CONSTRAINT IF EXISTS test_fail`);
   });
 
   test("Create whose event cannot be written → INTERNAL and no package", async () => {
-    const packages = await count(db.db, "package");
-    const eventCount = await count(db.db, "package_event");
-    const err = await rpcError(client.createPackageV1({ ...valid, Title: "explode" }), grpc.status.INTERNAL);
+    const packages = await count(fx.db.db, "package");
+    const eventCount = await count(fx.db.db, "package_event");
+    const err = await rpcError(fx.client.createPackageV1({ ...valid, Title: "explode" }), grpc.status.INTERNAL);
     assert.match(err.details, internalMessage);
-    assert.equal(await count(db.db, "package"), packages, "no package without its event");
-    assert.equal(await count(db.db, "package_event"), eventCount);
-    const listed = (await client.listPackagesV1({ Offset: 0, Limit: 500 })).Packages as { Title: string }[];
+    assert.equal(await count(fx.db.db, "package"), packages, "no package without its event");
+    assert.equal(await count(fx.db.db, "package_event"), eventCount);
+    const listed = (await fx.client.listPackagesV1({ Offset: 0, Limit: 500 })).Packages as { Title: string }[];
     assert.ok(!listed.some((p) => p.Title === "explode"), "the failed package is not listed");
   });
 
   test("an idempotent Create that fails keeps no key, so a retry with that key can succeed", async () => {
     const key = "consistency-retry-key";
     await rpcError(
-      client.createPackageV1({ ...valid, Title: "explode" }, { "x-request-id": key }),
+      fx.client.createPackageV1({ ...valid, Title: "explode" }, { "x-request-id": key }),
       grpc.status.INTERNAL,
     );
-    assert.equal(await count(db.db, "idempotency_key"), 0, "the key was not remembered");
+    assert.equal(await count(fx.db.db, "idempotency_key"), 0, "the key was not remembered");
     // A different body with the same key is not AlreadyExists: the failed request never happened.
-    const res = await client.createPackageV1({ ...valid, Title: "retried" }, { "x-request-id": key });
-    assert.equal((await client.describePackageV1({ PackageID: res.ID })).Value.Title, "retried");
+    const res = await fx.client.createPackageV1({ ...valid, Title: "retried" }, { "x-request-id": key });
+    assert.equal((await fx.client.describePackageV1({ PackageID: res.ID })).Value.Title, "retried");
   });
 
   test("Update whose event cannot be written → INTERNAL, the package keeps its state", async () => {
-    const beforeEvents = await events(db.db, BigInt(existingId));
+    const beforeEvents = await events(fx.db.db, BigInt(existingId));
     const err = await rpcError(
-      client.updatePackageV1({ PackageID: existingId, Title: "explode", Material: "tnt" }),
+      fx.client.updatePackageV1({ PackageID: existingId, Title: "explode", Material: "tnt" }),
       grpc.status.INTERNAL,
     );
     assert.match(err.details, internalMessage);
-    const pkg = (await client.describePackageV1({ PackageID: existingId })).Value;
+    const pkg = (await fx.client.describePackageV1({ PackageID: existingId })).Value;
     assert.equal(pkg.Title, "keeper");
     assert.equal(pkg.Material, valid.Material);
     assert.equal(pkg.Updated, null, "Updated was not set by the failed update");
-    assert.deepEqual(await events(db.db, BigInt(existingId)), beforeEvents, "no event added");
+    assert.deepEqual(await events(fx.db.db, BigInt(existingId)), beforeEvents, "no event added");
 
     // And the package is not wedged: a later update works and writes one event.
-    await client.updatePackageV1({ PackageID: existingId, Title: "fine" });
-    assert.equal((await events(db.db, BigInt(existingId))).length, beforeEvents.length + 1);
+    await fx.client.updatePackageV1({ PackageID: existingId, Title: "fine" });
+    assert.equal((await events(fx.db.db, BigInt(existingId))).length, beforeEvents.length + 1);
   });
 });
 
@@ -178,7 +164,7 @@ describe("c. concurrent updates of one package", () => {
 
   test("event id order is the commit order: each event = previous state + one update's changes", async () => {
     const id = (
-      await client.createPackageV1({ Title: "start", Material: "m-start", MaximumVolume: 1.5, Reusable: false })
+      await fx.client.createPackageV1({ Title: "start", Material: "m-start", MaximumVolume: 1.5, Reusable: false })
     ).ID;
     const n = 40;
     const changes = new Map<string, Change>();
@@ -201,10 +187,10 @@ describe("c. concurrent updates of one package", () => {
       return request;
     });
 
-    const results = await Promise.all(requests.map((r) => client.updatePackageV1(r)));
+    const results = await Promise.all(requests.map((r) => fx.client.updatePackageV1(r)));
     assert.ok(results.every((r) => r.Suc === true));
 
-    const rows = await events(db.db, BigInt(id));
+    const rows = await events(fx.db.db, BigInt(id));
     assert.equal(rows.length, n + 1, "one event per change");
     assert.equal(rows[0]!.type, "Created");
     assert.ok(rows.slice(1).every((r) => r.type === "Updated"));
@@ -230,7 +216,7 @@ describe("c. concurrent updates of one package", () => {
     }
 
     const last = rows[rows.length - 1]!.payload;
-    const pkg = (await client.describePackageV1({ PackageID: id })).Value;
+    const pkg = (await fx.client.describePackageV1({ PackageID: id })).Value;
     assert.deepEqual(
       { Title: pkg.Title, Material: pkg.Material, MaximumVolume: pkg.MaximumVolume, Reusable: pkg.Reusable },
       {

@@ -5,38 +5,21 @@
 //  - a row that fails the shared statement fails only its own call.
 
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
-import { createTestDatabase, events, type TestDatabase } from "./helpers/database.js";
-import { grpc, type PackageApiClient, packageApiClient, rpcError } from "./helpers/grpc-client.js";
-import { writeTestConfig } from "./helpers/retranslator.js";
-import { startTestServer, type TestServer } from "./helpers/server.js";
+import { test } from "node:test";
+import { events } from "./helpers/database.js";
+import { useFixture } from "./helpers/fixture.js";
+import { grpc, packageApiClient, rpcError } from "./helpers/grpc-client.js";
+import { startTestServer } from "./helpers/server.js";
 
-let db: TestDatabase;
-let server: TestServer;
-let client: PackageApiClient;
-let config: { path: string; cleanup(): Promise<void> };
-
-before(async () => {
-  db = await createTestDatabase();
-  // One create statement at a time: calls that arrive meanwhile must wait and share the next one.
-  config = await writeTestConfig({ database: { createBatchSize: 50, createConcurrency: 1 } });
-  server = await startTestServer(db.url, { CONFIG_PATH: config.path });
-  client = packageApiClient(server.grpcAddress);
-});
-
-after(async () => {
-  client?.close();
-  await server?.stop();
-  await db?.drop();
-  await config?.cleanup();
-});
+// One create statement at a time: calls that arrive meanwhile must wait and share the next one.
+const fx = useFixture({ server: { database: { createBatchSize: 50, createConcurrency: 1 } } });
 
 const traceIdOf = (i: number) => `${(0x1000 + i).toString(16).padStart(8, "0")}${"ab".repeat(12)}`;
 const traceparentOf = (i: number) => `00-${traceIdOf(i)}-00f067aa0ba902b7-01`;
 
 /** How many transactions wrote these packages (rows written by one transaction share xmin). */
 async function transactionsOf(ids: readonly string[]): Promise<number> {
-  const result = await db.db.raw(
+  const result = await fx.db.db.raw(
     `SELECT count(DISTINCT xmin::text)::int AS n FROM package WHERE id = ANY(?::bigint[])`,
     [`{${ids.join(",")}}`],
   );
@@ -53,20 +36,22 @@ test("concurrent creates share statements, yet each gets its own package, fields
     Reusable: i % 2 === 0,
   }));
   const responses = await Promise.all(
-    requests.map((req, i) => client.createPackageV1(req, { traceparent: traceparentOf(i) }) as Promise<{ ID: string }>),
+    requests.map(
+      (req, i) => fx.client.createPackageV1(req, { traceparent: traceparentOf(i) }) as Promise<{ ID: string }>,
+    ),
   );
   const ids = responses.map((r) => r.ID);
   assert.equal(new Set(ids).size, n, "every call got its own id");
   assert.ok((await transactionsOf(ids)) < n, "calls shared transactions (else this test checks nothing)");
 
   for (const [i, req] of requests.entries()) {
-    const described = (await client.describePackageV1({ PackageID: ids[i] })) as { Value: Record<string, unknown> };
+    const described = (await fx.client.describePackageV1({ PackageID: ids[i] })) as { Value: Record<string, unknown> };
     assert.equal(described.Value.Title, req.Title, `call ${i}: its id holds its own title`);
     assert.equal(described.Value.Material, req.Material);
     assert.equal(described.Value.MaximumVolume, req.MaximumVolume);
     assert.equal(described.Value.Reusable, req.Reusable);
 
-    const rows = await events(db.db, BigInt(ids[i]!));
+    const rows = await events(fx.db.db, BigInt(ids[i]!));
     assert.equal(rows.length, 1, `call ${i}: exactly one event`);
     assert.equal(rows[0]!.type, "Created");
     assert.equal(rows[0]!.payload.ID, ids[i]);
@@ -79,20 +64,20 @@ test("concurrent creates share statements, yet each gets its own package, fields
 test("a row that fails the shared statement fails only its own call", async () => {
   // A rule the API does not know about (as a DBA might add): the statement
   // that carries this row fails, and with it, at first, every row beside it.
-  await db.db.raw(`
+  await fx.db.db.raw(`
     CREATE FUNCTION refuse_title() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN RAISE EXCEPTION 'title refused by a trigger'; END $$;
     CREATE TRIGGER refuse_title BEFORE INSERT ON package FOR EACH ROW
       WHEN (NEW.title = 'refused') EXECUTE FUNCTION refuse_title();`);
   try {
-    const before = await events(db.db);
+    const before = await events(fx.db.db);
     const n = 60;
     const refused = 30;
     const outcomes = await Promise.allSettled(
       Array.from(
         { length: n },
         (_, i) =>
-          client.createPackageV1(
+          fx.client.createPackageV1(
             { Title: i === refused ? "refused" : `kept-${i}`, Material: "wood", MaximumVolume: 1, Reusable: false },
             { traceparent: traceparentOf(1000 + i) },
           ) as Promise<{ ID: string }>,
@@ -105,24 +90,25 @@ test("a row that fails the shared statement fails only its own call", async () =
 
     const ids = outcomes.flatMap((o) => (o.status === "fulfilled" ? [o.value.ID] : []));
     assert.equal(new Set(ids).size, n - 1);
-    const added = (await events(db.db)).filter((e) => !before.some((b) => b.id === e.id));
+    const added = (await events(fx.db.db)).filter((e) => !before.some((b) => b.id === e.id));
     assert.equal(added.length, n - 1, "one event per created package, none for the refused call, no duplicates");
     assert.deepEqual(added.map((e) => String(e.package_id)).sort(), [...ids].sort());
-    const refusedRows = await db.db.raw(`SELECT count(*)::int AS n FROM package WHERE title = 'refused'`);
+    const refusedRows = await fx.db.db.raw(`SELECT count(*)::int AS n FROM package WHERE title = 'refused'`);
     assert.equal((refusedRows as { rows: { n: number }[] }).rows[0]!.n, 0);
   } finally {
-    await db.db.raw(`DROP TRIGGER refuse_title ON package; DROP FUNCTION refuse_title();`);
+    await fx.db.db.raw(`DROP TRIGGER refuse_title ON package; DROP FUNCTION refuse_title();`);
   }
 });
 
 test("an overloaded server answers Unavailable at once for creates beyond createMaxWaiting, and writes nothing for them", async () => {
-  const busyConfig = await writeTestConfig({
-    database: { createBatchSize: 10, createConcurrency: 1, createMaxWaiting: 20 },
-  });
-  const busy = await startTestServer(db.url, { CONFIG_PATH: busyConfig.path });
+  const busy = await startTestServer(
+    fx.db.url,
+    {},
+    { database: { createBatchSize: 10, createConcurrency: 1, createMaxWaiting: 20 } },
+  );
   const busyClient = packageApiClient(busy.grpcAddress);
   // Holds the server's only create statement for a while, so that the calls below must wait.
-  await db.db.raw(`
+  await fx.db.db.raw(`
     CREATE FUNCTION slow_title() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN PERFORM pg_sleep(2); RETURN NEW; END $$;
     CREATE TRIGGER slow_title BEFORE INSERT ON package FOR EACH ROW
@@ -130,7 +116,7 @@ test("an overloaded server answers Unavailable at once for creates beyond create
   try {
     const slow = busyClient.createPackageV1({ Title: "slow", Material: "wood", MaximumVolume: 1, Reusable: false });
     for (let i = 0; ; i++) {
-      const r = await db.db.raw(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event = 'PgSleep'`);
+      const r = await fx.db.db.raw(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event = 'PgSleep'`);
       if ((r as { rows: { n: number }[] }).rows[0]!.n > 0) break;
       assert.ok(i < 200, "the slow create reached the database");
       await new Promise((resolve) => setTimeout(resolve, 25));
@@ -160,30 +146,30 @@ test("an overloaded server answers Unavailable at once for creates beyond create
       assert.match(err.details, /too many creates waiting; retry/);
     }
     const ids = outcomes.flatMap((o) => (o.status === "fulfilled" ? [o.value.ID] : []));
-    const rows = await db.db.raw(`SELECT id::text AS id FROM package WHERE title LIKE 'flood-%' ORDER BY id`);
+    const rows = await fx.db.db.raw(`SELECT id::text AS id FROM package WHERE title LIKE 'flood-%' ORDER BY id`);
     assert.deepEqual(
       (rows as { rows: { id: string }[] }).rows.map((r) => r.id),
       [...ids].sort((a, b) => Number(a) - Number(b)),
       "a package for every accepted call and none for a rejected one",
     );
-    for (const id of ids) assert.equal((await events(db.db, BigInt(id))).length, 1);
+    for (const id of ids) assert.equal((await events(fx.db.db, BigInt(id))).length, 1);
   } finally {
-    await db.db.raw(`DROP TRIGGER slow_title ON package; DROP FUNCTION slow_title();`);
+    await fx.db.db.raw(`DROP TRIGGER slow_title ON package; DROP FUNCTION slow_title();`);
     busyClient.close();
     await busy.stop();
-    await busyConfig.cleanup();
   }
 });
 
 test("a batch that fails for the database's sake (a statement timeout) fails its calls without retrying each alone", async () => {
-  const slowConfig = await writeTestConfig({
-    database: { createBatchSize: 50, createConcurrency: 1, statementTimeoutMs: 300 },
-  });
-  const slow = await startTestServer(db.url, { CONFIG_PATH: slowConfig.path });
+  const slow = await startTestServer(
+    fx.db.url,
+    {},
+    { database: { createBatchSize: 50, createConcurrency: 1, statementTimeoutMs: 300 } },
+  );
   const slowClient = packageApiClient(slow.grpcAddress);
   // Every statement carrying such a row outlasts the timeout; the sequence (not
   // rolled back with the statement) counts how many statements tried.
-  await db.db.raw(`
+  await fx.db.db.raw(`
     CREATE SEQUENCE slow_statements;
     CREATE FUNCTION slow_insert() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN PERFORM nextval('slow_statements'); PERFORM pg_sleep(2); RETURN NEW; END $$;
@@ -200,7 +186,7 @@ test("a batch that fails for the database's sake (a statement timeout) fails its
       assert.equal(o.status, "rejected", "a statement that times out creates nothing");
       await rpcError(Promise.reject((o as PromiseRejectedResult).reason), grpc.status.INTERNAL);
     }
-    const tried = await db.db.raw(
+    const tried = await fx.db.db.raw(
       `SELECT CASE WHEN is_called THEN last_value ELSE 0 END::int AS n FROM slow_statements`,
     );
     const statements = (tried as { rows: { n: number }[] }).rows[0]!.n;
@@ -208,12 +194,13 @@ test("a batch that fails for the database's sake (a statement timeout) fails its
       statements < n / 2,
       `${statements} statements for ${n} calls: the timed-out batch was not retried call by call`,
     );
-    const rows = await db.db.raw(`SELECT count(*)::int AS n FROM package WHERE title LIKE 'timeout-%'`);
+    const rows = await fx.db.db.raw(`SELECT count(*)::int AS n FROM package WHERE title LIKE 'timeout-%'`);
     assert.equal((rows as { rows: { n: number }[] }).rows[0]!.n, 0);
   } finally {
-    await db.db.raw(`DROP TRIGGER slow_insert ON package; DROP FUNCTION slow_insert(); DROP SEQUENCE slow_statements;`);
+    await fx.db.db.raw(
+      `DROP TRIGGER slow_insert ON package; DROP FUNCTION slow_insert(); DROP SEQUENCE slow_statements;`,
+    );
     slowClient.close();
     await slow.stop();
-    await slowConfig.cleanup();
   }
 });

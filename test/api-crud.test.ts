@@ -4,10 +4,10 @@
 // row whose payload is the package state after the change (docs/design.md §1.3, §2.2).
 
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
-import { count, createTestDatabase, type EventRow, events, type TestDatabase } from "./helpers/database.js";
-import { grpc, type PackageApiClient, packageApiClient, rpcError } from "./helpers/grpc-client.js";
-import { startTestServer, type TestServer } from "./helpers/server.js";
+import { describe, test } from "node:test";
+import { count, type EventRow, events } from "./helpers/database.js";
+import { useFixture } from "./helpers/fixture.js";
+import { grpc, rpcError } from "./helpers/grpc-client.js";
 
 interface WireTimestamp {
   seconds: string;
@@ -24,27 +24,13 @@ interface WirePackage {
   Updated: { Time: WireTimestamp | null } | null;
 }
 
-let db: TestDatabase;
-let server: TestServer;
-let client: PackageApiClient;
-
-before(async () => {
-  db = await createTestDatabase();
-  server = await startTestServer(db.url);
-  client = packageApiClient(server.grpcAddress);
-});
-
-after(async () => {
-  client?.close();
-  await server?.stop();
-  await db?.drop();
-});
+const fx = useFixture();
 
 const millis = (t: WireTimestamp): number => Number(t.seconds) * 1000 + Math.floor(t.nanos / 1e6);
 const isoPattern = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/;
 
 async function create(fields: Partial<Omit<WirePackage, "ID" | "Created" | "Updated">> = {}): Promise<string> {
-  const res = await client.createPackageV1({
+  const res = await fx.client.createPackageV1({
     Title: "box",
     Material: "cardboard",
     MaximumVolume: 2.5,
@@ -55,13 +41,13 @@ async function create(fields: Partial<Omit<WirePackage, "ID" | "Created" | "Upda
 }
 
 async function describePackage(id: string): Promise<WirePackage> {
-  const res = await client.describePackageV1({ PackageID: id });
+  const res = await fx.client.describePackageV1({ PackageID: id });
   assert.ok(res.Value, "Describe returns a Value");
   return res.Value as WirePackage;
 }
 
 async function lastEvent(id: string): Promise<EventRow> {
-  const rows = await events(db.db, BigInt(id));
+  const rows = await events(fx.db.db, BigInt(id));
   assert.ok(rows.length > 0, `package ${id} has events`);
   return rows[rows.length - 1]!;
 }
@@ -111,11 +97,11 @@ describe("CreatePackageV1 and DescribePackageV1", () => {
   });
 
   test("Create writes exactly one Created event carrying the new state", async () => {
-    const eventsBefore = await count(db.db, "package_event");
+    const eventsBefore = await count(fx.db.db, "package_event");
     const id = await create({ Title: "crate", Material: "pine", MaximumVolume: 40, Reusable: true });
-    assert.equal(await count(db.db, "package_event"), eventsBefore + 1);
+    assert.equal(await count(fx.db.db, "package_event"), eventsBefore + 1);
 
-    const rows = await events(db.db, BigInt(id));
+    const rows = await events(fx.db.db, BigInt(id));
     assert.equal(rows.length, 1);
     assert.equal(rows[0]!.type, "Created");
     assert.equal(String(rows[0]!.package_id), id);
@@ -130,11 +116,11 @@ describe("CreatePackageV1 and DescribePackageV1", () => {
 
   test("Describe and List write no events", async () => {
     const id = await create();
-    const eventsBefore = await count(db.db, "package_event");
+    const eventsBefore = await count(fx.db.db, "package_event");
     await describePackage(id);
-    await client.listPackagesV1({ Offset: 0, Limit: 10 });
-    await client.listPackagesV1({});
-    assert.equal(await count(db.db, "package_event"), eventsBefore);
+    await fx.client.listPackagesV1({ Offset: 0, Limit: 10 });
+    await fx.client.listPackagesV1({});
+    assert.equal(await count(fx.db.db, "package_event"), eventsBefore);
   });
 });
 
@@ -143,7 +129,7 @@ describe("ListPackagesV1", () => {
     const created: string[] = [];
     for (let i = 0; i < 7; i++) created.push(await create({ Title: `list-${i}` }));
 
-    const all = (await client.listPackagesV1({ Offset: 0, Limit: 500 })).Packages as WirePackage[];
+    const all = (await fx.client.listPackagesV1({ Offset: 0, Limit: 500 })).Packages as WirePackage[];
     const ids = all.map((p) => BigInt(p.ID));
     const sorted = [...ids].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
     assert.deepEqual(ids, sorted, "List is ordered by ID");
@@ -160,20 +146,20 @@ describe("ListPackagesV1", () => {
       [5, 2],
       [all.length - 2, 5],
     ] as const) {
-      const page = (await client.listPackagesV1({ Offset: offset, Limit: limit })).Packages as WirePackage[];
+      const page = (await fx.client.listPackagesV1({ Offset: offset, Limit: limit })).Packages as WirePackage[];
       assert.deepEqual(
         page.map((p) => p.ID),
         allIds.slice(offset, offset + limit),
         `page Offset=${offset} Limit=${limit}`,
       );
     }
-    const pastEnd = await client.listPackagesV1({ Offset: all.length, Limit: 10 });
+    const pastEnd = await fx.client.listPackagesV1({ Offset: all.length, Limit: 10 });
     assert.deepEqual(pastEnd.Packages, [], "an offset past the end gives an empty page");
 
     // Walking the pages visits every package once, in order.
     const walked: string[] = [];
     for (let offset = 0; ; offset += 3) {
-      const page = (await client.listPackagesV1({ Offset: offset, Limit: 3 })).Packages as WirePackage[];
+      const page = (await fx.client.listPackagesV1({ Offset: offset, Limit: 3 })).Packages as WirePackage[];
       if (page.length === 0) break;
       walked.push(...page.map((p) => p.ID));
     }
@@ -182,7 +168,7 @@ describe("ListPackagesV1", () => {
 
   test("listed packages carry the same fields as Describe", async () => {
     const id = await create({ Title: "listed", Material: "steel", MaximumVolume: 7.5, Reusable: true });
-    const all = (await client.listPackagesV1({ Offset: 0, Limit: 500 })).Packages as WirePackage[];
+    const all = (await fx.client.listPackagesV1({ Offset: 0, Limit: 500 })).Packages as WirePackage[];
     const listed = all.find((p) => p.ID === id);
     assert.ok(listed, "the new package is listed");
     assert.deepEqual(listed, await describePackage(id));
@@ -208,9 +194,9 @@ describe("UpdatePackageV1", () => {
     test(`updating only ${c.name} changes only that field and sets Updated`, async () => {
       const id = await create(base);
       const original = await describePackage(id);
-      const eventsBefore = await count(db.db, "package_event");
+      const eventsBefore = await count(fx.db.db, "package_event");
 
-      const res = await client.updatePackageV1({ PackageID: id, ...c.request });
+      const res = await fx.client.updatePackageV1({ PackageID: id, ...c.request });
       assert.equal(res.Suc, true);
 
       const updated = await describePackage(id);
@@ -221,7 +207,7 @@ describe("UpdatePackageV1", () => {
       assert.ok(Updated !== null && Updated.Time !== null, "Updated is set after an update");
       assert.ok(millis(Updated.Time) >= millis(original.Created!), "Updated is not before Created");
 
-      assert.equal(await count(db.db, "package_event"), eventsBefore + 1, "exactly one new event");
+      assert.equal(await count(fx.db.db, "package_event"), eventsBefore + 1, "exactly one new event");
       const event = await lastEvent(id);
       assert.equal(event.type, "Updated");
       assertPayloadMatches(event.payload, updated, false);
@@ -230,19 +216,19 @@ describe("UpdatePackageV1", () => {
 
   test("Reusable can be set back to true through the wrapper", async () => {
     const id = await create({ ...base, Reusable: false });
-    await client.updatePackageV1({ PackageID: id, Reusable: { Reusable: true } });
+    await fx.client.updatePackageV1({ PackageID: id, Reusable: { Reusable: true } });
     const pkg = await describePackage(id);
     assert.equal(pkg.Reusable, true);
     assert.equal(pkg.Title, base.Title);
     assert.equal(pkg.Material, base.Material);
     assert.equal(pkg.MaximumVolume, base.MaximumVolume);
 
-    await client.updatePackageV1({ PackageID: id, Reusable: { Reusable: false } });
+    await fx.client.updatePackageV1({ PackageID: id, Reusable: { Reusable: false } });
     assert.equal((await describePackage(id)).Reusable, false);
-    await client.updatePackageV1({ PackageID: id, Reusable: { Reusable: true } });
+    await fx.client.updatePackageV1({ PackageID: id, Reusable: { Reusable: true } });
     assert.equal((await describePackage(id)).Reusable, true);
 
-    const rows = await events(db.db, BigInt(id));
+    const rows = await events(fx.db.db, BigInt(id));
     assert.deepEqual(
       rows.map((r) => [r.type, r.payload.Reusable]),
       [
@@ -256,14 +242,14 @@ describe("UpdatePackageV1", () => {
 
   test("several fields at once, and a later update keeps earlier changes", async () => {
     const id = await create(base);
-    await client.updatePackageV1({ PackageID: id, Title: "t2", MaximumVolume: 1.5 });
-    await client.updatePackageV1({ PackageID: id, Material: "m3" });
+    await fx.client.updatePackageV1({ PackageID: id, Title: "t2", MaximumVolume: 1.5 });
+    await fx.client.updatePackageV1({ PackageID: id, Material: "m3" });
     const pkg = await describePackage(id);
     assert.deepEqual(
       { Title: pkg.Title, Material: pkg.Material, MaximumVolume: pkg.MaximumVolume, Reusable: pkg.Reusable },
       { Title: "t2", Material: "m3", MaximumVolume: 1.5, Reusable: true },
     );
-    const rows = await events(db.db, BigInt(id));
+    const rows = await events(fx.db.db, BigInt(id));
     assert.deepEqual(
       rows.map((r) => r.type),
       ["Created", "Updated", "Updated"],
@@ -277,61 +263,61 @@ describe("UpdatePackageV1", () => {
 describe("RemovePackageV1", () => {
   test("Remove returns Suc, writes one Removed event with the last state, and the package is gone", async () => {
     const id = await create({ Title: "doomed", Material: "foam", MaximumVolume: 5.5, Reusable: true });
-    await client.updatePackageV1({ PackageID: id, Title: "doomed-2" });
+    await fx.client.updatePackageV1({ PackageID: id, Title: "doomed-2" });
     const last = await describePackage(id);
-    const eventsBefore = await count(db.db, "package_event");
+    const eventsBefore = await count(fx.db.db, "package_event");
 
-    const res = await client.removePackageV1({ PackageID: id });
+    const res = await fx.client.removePackageV1({ PackageID: id });
     assert.equal(res.Suc, true);
-    assert.equal(await count(db.db, "package_event"), eventsBefore + 1, "exactly one new event");
+    assert.equal(await count(fx.db.db, "package_event"), eventsBefore + 1, "exactly one new event");
     const event = await lastEvent(id);
     assert.equal(event.type, "Removed");
     assertPayloadMatches(event.payload, last, true);
 
     for (const call of [
-      () => client.describePackageV1({ PackageID: id }),
-      () => client.updatePackageV1({ PackageID: id, Title: "zombie" }),
-      () => client.removePackageV1({ PackageID: id }),
+      () => fx.client.describePackageV1({ PackageID: id }),
+      () => fx.client.updatePackageV1({ PackageID: id, Title: "zombie" }),
+      () => fx.client.removePackageV1({ PackageID: id }),
     ]) {
       const err = await rpcError(call(), grpc.status.NOT_FOUND);
       assert.equal(err.details, "package not found");
     }
     assert.equal(
-      await count(db.db, "package_event"),
+      await count(fx.db.db, "package_event"),
       eventsBefore + 1,
       "failed calls on a removed package write nothing",
     );
 
-    const all = (await client.listPackagesV1({ Offset: 0, Limit: 500 })).Packages as WirePackage[];
+    const all = (await fx.client.listPackagesV1({ Offset: 0, Limit: 500 })).Packages as WirePackage[];
     assert.ok(!all.some((p) => p.ID === id), "a removed package vanishes from List");
     assert.ok(all.length > 0, "other packages are still listed");
   });
 
   test('Describe, Update and Remove of an unknown id → NOT_FOUND "package not found", nothing written', async () => {
-    const eventsBefore = await count(db.db, "package_event");
-    const packagesBefore = await count(db.db, "package");
+    const eventsBefore = await count(fx.db.db, "package_event");
+    const packagesBefore = await count(fx.db.db, "package");
     for (const unknown of ["987654321", "9223372036854775807"]) {
       for (const call of [
-        () => client.describePackageV1({ PackageID: unknown }),
-        () => client.updatePackageV1({ PackageID: unknown, Title: "ghost" }),
-        () => client.updatePackageV1({ PackageID: unknown, Reusable: { Reusable: false } }),
-        () => client.removePackageV1({ PackageID: unknown }),
+        () => fx.client.describePackageV1({ PackageID: unknown }),
+        () => fx.client.updatePackageV1({ PackageID: unknown, Title: "ghost" }),
+        () => fx.client.updatePackageV1({ PackageID: unknown, Reusable: { Reusable: false } }),
+        () => fx.client.removePackageV1({ PackageID: unknown }),
       ]) {
         const err = await rpcError(call(), grpc.status.NOT_FOUND);
         assert.equal(err.details, "package not found");
       }
     }
-    assert.equal(await count(db.db, "package_event"), eventsBefore);
-    assert.equal(await count(db.db, "package"), packagesBefore);
+    assert.equal(await count(fx.db.db, "package_event"), eventsBefore);
+    assert.equal(await count(fx.db.db, "package"), packagesBefore);
   });
 });
 
 test("a package's whole life is one event per change, in order", async () => {
   const id = await create({ Title: "life", Material: "jute", MaximumVolume: 8, Reusable: false });
-  await client.updatePackageV1({ PackageID: id, Material: "hemp" });
-  await client.updatePackageV1({ PackageID: id, Reusable: { Reusable: true } });
-  await client.removePackageV1({ PackageID: id });
-  const rows = await events(db.db, BigInt(id));
+  await fx.client.updatePackageV1({ PackageID: id, Material: "hemp" });
+  await fx.client.updatePackageV1({ PackageID: id, Reusable: { Reusable: true } });
+  await fx.client.removePackageV1({ PackageID: id });
+  const rows = await events(fx.db.db, BigInt(id));
   assert.deepEqual(
     rows.map((r) => [r.type, r.payload.Material, r.payload.Reusable, r.payload.Removed, "Updated" in r.payload]),
     [

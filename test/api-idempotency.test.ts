@@ -5,31 +5,15 @@
 
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { after, before, describe, test } from "node:test";
-import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
+import { describe, test } from "node:test";
 import { PgPackageRepository } from "../internal/repo/package-repo.js";
-import { count, createTestDatabase, events, type TestDatabase } from "./helpers/database.js";
-import { grpc, type PackageApiClient, packageApiClient, rpcError } from "./helpers/grpc-client.js";
-import { startTestServer, type TestServer } from "./helpers/server.js";
+import { count, events } from "./helpers/database.js";
+import { useFixture } from "./helpers/fixture.js";
+import { grpc, packageApiClient, rpcError } from "./helpers/grpc-client.js";
+import { poll } from "./helpers/poll.js";
+import { startTestServer } from "./helpers/server.js";
 
-let db: TestDatabase;
-let server: TestServer;
-let client: PackageApiClient;
-
-before(async () => {
-  db = await createTestDatabase();
-  server = await startTestServer(db.url);
-  client = packageApiClient(server.grpcAddress);
-});
-
-after(async () => {
-  client?.close();
-  await server?.stop();
-  await db?.drop();
-});
+const fx = useFixture();
 
 const body = { Title: "box", Material: "cardboard", MaximumVolume: 2.5, Reusable: true };
 
@@ -41,9 +25,9 @@ interface Counts {
 
 async function counts(): Promise<Counts> {
   return {
-    packages: await count(db.db, "package"),
-    events: await count(db.db, "package_event"),
-    keys: await count(db.db, "idempotency_key"),
+    packages: await count(fx.db.db, "package"),
+    events: await count(fx.db.db, "package_event"),
+    keys: await count(fx.db.db, "idempotency_key"),
   };
 }
 
@@ -52,12 +36,14 @@ function plus(c: Counts, packages: number, eventsAdded: number, keys: number): C
 }
 
 async function keyRow(key: string): Promise<{ package_id: string } | undefined> {
-  const result = await db.db.raw(`SELECT package_id::text AS package_id FROM idempotency_key WHERE key = ?`, [key]);
+  const result = await fx.db.db.raw(`SELECT package_id::text AS package_id FROM idempotency_key WHERE key = ?`, [key]);
   return (result as { rows: { package_id: string }[] }).rows[0];
 }
 
 async function backdate(key: string): Promise<void> {
-  const result = await db.db.raw(`UPDATE idempotency_key SET created = now() - interval '2 days' WHERE key = ?`, [key]);
+  const result = await fx.db.db.raw(`UPDATE idempotency_key SET created = now() - interval '2 days' WHERE key = ?`, [
+    key,
+  ]);
   assert.equal((result as { rowCount: number }).rowCount, 1, `key ${key} exists to backdate`);
 }
 
@@ -70,7 +56,7 @@ async function restCreate(
   if (requestId !== undefined) headers["x-request-id"] = requestId;
   // The body as text, so that a test can send a number spelled exactly as a client would.
   const text = typeof payload === "string" ? payload : JSON.stringify(payload);
-  const res = await fetch(`${server.gatewayUrl}/v1/packages`, { method: "POST", headers, body: text });
+  const res = await fetch(`${fx.server.gatewayUrl}/v1/packages`, { method: "POST", headers, body: text });
   return { status: res.status, body: (await res.json()) as Record<string, unknown> };
 }
 
@@ -78,18 +64,18 @@ describe("gRPC x-request-id", () => {
   test("the same key and body twice → the same ID, one package, one Created event", async () => {
     const key = randomUUID();
     const start = await counts();
-    const first = await client.createPackageV1(body, { "x-request-id": key });
-    const second = await client.createPackageV1(body, { "x-request-id": key });
+    const first = await fx.client.createPackageV1(body, { "x-request-id": key });
+    const second = await fx.client.createPackageV1(body, { "x-request-id": key });
     assert.equal(second.ID, first.ID);
     assert.deepEqual(await counts(), plus(start, 1, 1, 1));
 
-    const rows = await events(db.db, BigInt(first.ID));
+    const rows = await events(fx.db.db, BigInt(first.ID));
     assert.deepEqual(
       rows.map((r) => r.type),
       ["Created"],
     );
     assert.equal((await keyRow(key))?.package_id, first.ID, "the key names its package");
-    const pkg = (await client.describePackageV1({ PackageID: first.ID })).Value;
+    const pkg = (await fx.client.describePackageV1({ PackageID: first.ID })).Value;
     assert.equal(pkg.Title, body.Title);
   });
 
@@ -97,17 +83,17 @@ describe("gRPC x-request-id", () => {
     const key = randomUUID();
     const start = await counts();
     const results = await Promise.all(
-      Array.from({ length: 10 }, () => client.createPackageV1(body, { "x-request-id": key })),
+      Array.from({ length: 10 }, () => fx.client.createPackageV1(body, { "x-request-id": key })),
     );
     const ids = new Set(results.map((r) => r.ID as string));
     assert.equal(ids.size, 1, `all ten got the same ID (got ${[...ids].join(", ")})`);
     assert.deepEqual(await counts(), plus(start, 1, 1, 1));
-    assert.equal((await events(db.db, BigInt([...ids][0]!))).length, 1);
+    assert.equal((await events(fx.db.db, BigInt([...ids][0]!))).length, 1);
   });
 
   test("the same key with a different body → ALREADY_EXISTS naming x-request-id, nothing written", async () => {
     const key = randomUUID();
-    const first = await client.createPackageV1(body, { "x-request-id": key });
+    const first = await fx.client.createPackageV1(body, { "x-request-id": key });
     const start = await counts();
     for (const different of [
       { ...body, Title: "other" },
@@ -116,7 +102,7 @@ describe("gRPC x-request-id", () => {
       { ...body, Reusable: false },
     ]) {
       const err = await rpcError(
-        client.createPackageV1(different, { "x-request-id": key }),
+        fx.client.createPackageV1(different, { "x-request-id": key }),
         grpc.status.ALREADY_EXISTS,
       );
       assert.match(err.details, /x-request-id/);
@@ -124,42 +110,42 @@ describe("gRPC x-request-id", () => {
     assert.deepEqual(await counts(), start);
     assert.equal((await keyRow(key))?.package_id, first.ID, "the key still names the first package");
     // The original request still replays.
-    assert.equal((await client.createPackageV1(body, { "x-request-id": key })).ID, first.ID);
+    assert.equal((await fx.client.createPackageV1(body, { "x-request-id": key })).ID, first.ID);
   });
 
   test("different keys → different packages", async () => {
     const start = await counts();
-    const a = await client.createPackageV1(body, { "x-request-id": randomUUID() });
-    const b = await client.createPackageV1(body, { "x-request-id": randomUUID() });
+    const a = await fx.client.createPackageV1(body, { "x-request-id": randomUUID() });
+    const b = await fx.client.createPackageV1(body, { "x-request-id": randomUUID() });
     assert.notEqual(a.ID, b.ID);
     assert.deepEqual(await counts(), plus(start, 2, 2, 2));
   });
 
   test("creates without a key are not deduplicated", async () => {
     const start = await counts();
-    const a = await client.createPackageV1(body);
-    const b = await client.createPackageV1(body);
+    const a = await fx.client.createPackageV1(body);
+    const b = await fx.client.createPackageV1(body);
     assert.notEqual(a.ID, b.ID);
     assert.deepEqual(await counts(), plus(start, 2, 2, 0));
   });
 
   test("an expired key creates a new package, and then replays that one", async () => {
     const key = randomUUID();
-    const first = await client.createPackageV1(body, { "x-request-id": key });
+    const first = await fx.client.createPackageV1(body, { "x-request-id": key });
     await backdate(key);
 
     const start = await counts();
-    const second = await client.createPackageV1(body, { "x-request-id": key });
+    const second = await fx.client.createPackageV1(body, { "x-request-id": key });
     assert.notEqual(second.ID, first.ID, "an expired key is forgotten");
     assert.deepEqual(await counts(), plus(start, 1, 1, 0), "one new package and event; the key row is reused");
     assert.equal((await keyRow(key))?.package_id, second.ID);
-    assert.equal((await client.createPackageV1(body, { "x-request-id": key })).ID, second.ID);
+    assert.equal((await fx.client.createPackageV1(body, { "x-request-id": key })).ID, second.ID);
 
     // Expired with a different body: not AlreadyExists, a new package.
     await backdate(key);
-    const third = await client.createPackageV1({ ...body, Title: "new body" }, { "x-request-id": key });
+    const third = await fx.client.createPackageV1({ ...body, Title: "new body" }, { "x-request-id": key });
     assert.notEqual(third.ID, second.ID);
-    assert.equal((await client.describePackageV1({ PackageID: third.ID })).Value.Title, "new body");
+    assert.equal((await fx.client.describePackageV1({ PackageID: third.ID })).Value.Title, "new body");
   });
 });
 
@@ -183,7 +169,7 @@ describe("REST gateway x-request-id header", () => {
 
   test("a key first used over gRPC replays over REST (the same request, another protocol)", async () => {
     const key = randomUUID();
-    const viaGrpc = await client.createPackageV1(body, { "x-request-id": key });
+    const viaGrpc = await fx.client.createPackageV1(body, { "x-request-id": key });
     const viaRest = await restCreate(body, key);
     assert.equal(viaRest.status, 200);
     assert.equal(viaRest.body.ID, viaGrpc.ID);
@@ -200,15 +186,9 @@ describe("REST gateway x-request-id header", () => {
 
 describe("expiry sweeper", () => {
   test("expired keys are deleted by the sweeper; live keys stay", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "lpa-idempotency-"));
-    const configPath = join(dir, "config.yml");
-    const config = parseYaml(readFileSync("config.yml", "utf8")) as { idempotency: Record<string, unknown> };
-    config.idempotency.cleanupIntervalSeconds = 1;
-    writeFileSync(configPath, stringifyYaml(config));
-
-    const sweeping = await startTestServer(db.url, { CONFIG_PATH: configPath });
+    const sweeping = await startTestServer(fx.db.url, {}, { idempotency: { cleanupIntervalSeconds: 1 } });
     try {
-      assert.equal(sweeping.config.idempotency.cleanupIntervalSeconds, 1, "CONFIG_PATH was honoured");
+      assert.equal(sweeping.config.idempotency.cleanupIntervalSeconds, 1, "the override was honoured");
       const expired = randomUUID();
       const live = randomUUID();
       const sweepingClient = packageApiClient(sweeping.grpcAddress);
@@ -220,22 +200,23 @@ describe("expiry sweeper", () => {
       }
       await backdate(expired);
 
-      const deadline = Date.now() + 15_000;
-      while ((await keyRow(expired)) !== undefined && Date.now() < deadline) {
-        await new Promise((resolve) => setTimeout(resolve, 200));
-      }
-      assert.equal(await keyRow(expired), undefined, "the expired key was swept within 15 s");
+      await poll(
+        "the expired key to be swept",
+        () => keyRow(expired),
+        (row) => row === undefined,
+        15_000,
+        200,
+      );
       assert.ok((await keyRow(live)) !== undefined, "a live key is kept");
       // (The first server sweeps too, but only once a minute: normally this one logs it.)
       assert.ok(
-        [...sweeping.logs.lines, ...server.logs.lines].some(
+        [...sweeping.logs.lines, ...fx.server.logs.lines].some(
           (l) => l.msg === "expired idempotency keys deleted" && typeof l.deleted === "number" && l.deleted >= 1,
         ),
         "the sweep is logged",
       );
     } finally {
       await sweeping.stop();
-      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
@@ -244,15 +225,15 @@ describe("Idempotency-Key header", () => {
   test("gRPC: a repeat with the same Idempotency-Key → the same ID, no second package, event or key", async () => {
     const key = randomUUID();
     const start = await counts();
-    const first = await client.createPackageV1(body, { "idempotency-key": key });
-    const second = await client.createPackageV1(body, { "idempotency-key": key });
+    const first = await fx.client.createPackageV1(body, { "idempotency-key": key });
+    const second = await fx.client.createPackageV1(body, { "idempotency-key": key });
     assert.equal(second.ID, first.ID);
     assert.deepEqual(await counts(), plus(start, 1, 1, 1), "one package, one package_event row, one key");
-    assert.equal((await events(db.db, BigInt(first.ID))).length, 1);
+    assert.equal((await events(fx.db.db, BigInt(first.ID))).length, 1);
     assert.equal((await keyRow(key))?.package_id, first.ID);
 
     const err = await rpcError(
-      client.createPackageV1({ ...body, Title: "other" }, { "idempotency-key": key }),
+      fx.client.createPackageV1({ ...body, Title: "other" }, { "idempotency-key": key }),
       grpc.status.ALREADY_EXISTS,
     );
     assert.match(err.details, /Idempotency-Key/, "the message names the header the client used");
@@ -272,9 +253,9 @@ describe("Idempotency-Key header", () => {
 
   test("a key sent as x-request-id replays when retried as Idempotency-Key (one key space)", async () => {
     const key = randomUUID();
-    const first = await client.createPackageV1(body, { "x-request-id": key });
+    const first = await fx.client.createPackageV1(body, { "x-request-id": key });
     const start = await counts();
-    const second = await client.createPackageV1(body, { "idempotency-key": key });
+    const second = await fx.client.createPackageV1(body, { "idempotency-key": key });
     assert.equal(second.ID, first.ID);
     assert.deepEqual(await counts(), start);
   });
@@ -282,10 +263,10 @@ describe("Idempotency-Key header", () => {
   test("both headers with the same key are fine; with different keys → INVALID_ARGUMENT naming both, nothing written", async () => {
     const key = randomUUID();
     const start = await counts();
-    const same = await client.createPackageV1(body, { "idempotency-key": key, "x-request-id": key });
+    const same = await fx.client.createPackageV1(body, { "idempotency-key": key, "x-request-id": key });
     assert.equal((await keyRow(key))?.package_id, same.ID);
     const err = await rpcError(
-      client.createPackageV1(body, { "idempotency-key": randomUUID(), "x-request-id": randomUUID() }),
+      fx.client.createPackageV1(body, { "idempotency-key": randomUUID(), "x-request-id": randomUUID() }),
       grpc.status.INVALID_ARGUMENT,
     );
     assert.match(err.details, /Idempotency-Key/);
@@ -301,7 +282,7 @@ describe("Idempotency-Key header", () => {
   test("invalid keys → INVALID_ARGUMENT naming the header: too long, not printable ASCII", async () => {
     const start = await counts();
     const long = await rpcError(
-      client.createPackageV1(body, { "idempotency-key": "k".repeat(256) }),
+      fx.client.createPackageV1(body, { "idempotency-key": "k".repeat(256) }),
       grpc.status.INVALID_ARGUMENT,
     );
     assert.match(long.details, /Idempotency-Key must be 1 to 255 characters \(got 256\)/);
@@ -316,7 +297,7 @@ describe("Idempotency-Key header", () => {
     // 255 printable characters, spaces and punctuation included, are a key (HTTP
     // trims spaces at either end of a header value, so they sit inside).
     const edge = `~ !"#$%&'()*+,-./:;<=>?@[\\]^_\`{|}`.padEnd(255, "z");
-    const ok = await client.createPackageV1(body, { "idempotency-key": edge });
+    const ok = await fx.client.createPackageV1(body, { "idempotency-key": edge });
     assert.equal((await keyRow(edge))?.package_id, ok.ID);
   });
 });
@@ -334,7 +315,7 @@ describe("the same body over another protocol", () => {
       },
     );
     assert.equal(viaRest.status, 200, JSON.stringify(viaRest.body));
-    const viaGrpc = await client.createPackageV1(
+    const viaGrpc = await fx.client.createPackageV1(
       { Title: "tenth", Material: "foil", MaximumVolume: 0.1, Reusable: false },
       { "idempotency-key": key },
     );
@@ -343,7 +324,7 @@ describe("the same body over another protocol", () => {
 
     // And the other way round, with a value that is not a float32 either.
     const key2 = randomUUID();
-    const grpcFirst = await client.createPackageV1(
+    const grpcFirst = await fx.client.createPackageV1(
       { Title: "third", Material: "foil", MaximumVolume: 1 / 3, Reusable: true },
       { "x-request-id": key2 },
     );
@@ -357,7 +338,7 @@ describe("the same body over another protocol", () => {
     // unlike the gateway's in-process transport), so the value stays a double.
     const key3 = randomUUID();
     const connect = await fetch(
-      `${server.grpcUrl}/hablof.logistic_package_api.v1.LogisticPackageApiService/CreatePackageV1`,
+      `${fx.server.grpcUrl}/hablof.logistic_package_api.v1.LogisticPackageApiService/CreatePackageV1`,
       {
         method: "POST",
         headers: { "content-type": "application/json", "idempotency-key": key3 },
@@ -366,7 +347,7 @@ describe("the same body over another protocol", () => {
     );
     assert.equal(connect.status, 200);
     const viaConnect = (await connect.json()) as { ID: string };
-    const retried = await client.createPackageV1(
+    const retried = await fx.client.createPackageV1(
       { Title: "tenth", Material: "foil", MaximumVolume: 0.1 },
       { "idempotency-key": key3 },
     );
@@ -384,14 +365,14 @@ describe("the same body over another protocol", () => {
 describe("sweeper race", () => {
   test("a key renewed while a sweep that selected it as expired waits for its row lock survives the sweep", async () => {
     const key = randomUUID();
-    const created = await client.createPackageV1(body, { "x-request-id": key });
+    const created = await fx.client.createPackageV1(body, { "x-request-id": key });
     await backdate(key);
-    const repo = new PgPackageRepository(db.db);
+    const repo = new PgPackageRepository(fx.db.db);
 
     // The renewal createOnce makes when it takes an expired key over (ON CONFLICT DO
     // UPDATE ... created = now()), held open in a transaction so that the sweep
     // starts while the key is still old in every snapshot and then has to wait.
-    const renewal = await db.db.transaction();
+    const renewal = await fx.db.db.transaction();
     try {
       await renewal.raw(`UPDATE idempotency_key SET created = now() WHERE key = ?`, [key]);
       const sweep = repo.deleteExpiredKeys(3600, 1000);
@@ -399,7 +380,7 @@ describe("sweeper race", () => {
       // blocked on the renewal's row lock; its subquery has selected the key by then.
       const deadline = Date.now() + 10_000;
       for (;;) {
-        const waiting = await db.db.raw(
+        const waiting = await fx.db.db.raw(
           `SELECT count(*)::int AS n FROM pg_stat_activity
            WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE 'DELETE FROM idempotency_key%'`,
         );

@@ -1,28 +1,13 @@
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
-import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
-import { grpc, type PackageApiClient, packageApiClient, rpcError } from "./helpers/grpc-client.js";
-import { startTestServer, type TestServer } from "./helpers/server.js";
+import { test } from "node:test";
+import { useFixture } from "./helpers/fixture.js";
+import { grpc, rpcError } from "./helpers/grpc-client.js";
 
-let db: TestDatabase;
-let server: TestServer;
-let client: PackageApiClient;
-
-before(async () => {
-  db = await createTestDatabase();
-  server = await startTestServer(db.url);
-  client = packageApiClient(server.grpcAddress);
-});
-
-after(async () => {
-  client?.close();
-  await server?.stop();
-  await db?.drop();
-});
+const fx = useFixture();
 
 /** Parses the Prometheus text format into "name{labels}" → value. */
 async function scrape(): Promise<Map<string, number>> {
-  const text = await (await fetch(`http://127.0.0.1:${server.ports.metrics}/metrics`)).text();
+  const text = await (await fetch(`http://127.0.0.1:${fx.server.ports.metrics}/metrics`)).text();
   const samples = new Map<string, number>();
   for (const line of text.split("\n")) {
     if (line.startsWith("#") || line.trim() === "") continue;
@@ -33,18 +18,21 @@ async function scrape(): Promise<Map<string, number>> {
 }
 
 test("after a scripted set of calls, each grpc-server metric has the right value", async () => {
-  const a = await client.createPackageV1({ Title: "a", Material: "m", MaximumVolume: 1 });
-  const b = await client.createPackageV1({ Title: "b", Material: "m", MaximumVolume: 1 }, { "x-request-id": "k-1" });
+  const a = await fx.client.createPackageV1({ Title: "a", Material: "m", MaximumVolume: 1 });
+  const b = await fx.client.createPackageV1({ Title: "b", Material: "m", MaximumVolume: 1 }, { "x-request-id": "k-1" });
   // A replay writes no event and must not count as one.
-  await client.createPackageV1({ Title: "b", Material: "m", MaximumVolume: 1 }, { "x-request-id": "k-1" });
-  await client.updatePackageV1({ PackageID: a.ID, Title: "a2" });
-  await client.removePackageV1({ PackageID: b.ID });
-  await client.describePackageV1({ PackageID: a.ID });
-  await rpcError(client.describePackageV1({ PackageID: b.ID }), grpc.status.NOT_FOUND);
-  await rpcError(client.removePackageV1({ PackageID: "999999" }), grpc.status.NOT_FOUND);
-  await rpcError(client.createPackageV1({ Title: "", Material: "m", MaximumVolume: 1 }), grpc.status.INVALID_ARGUMENT);
+  await fx.client.createPackageV1({ Title: "b", Material: "m", MaximumVolume: 1 }, { "x-request-id": "k-1" });
+  await fx.client.updatePackageV1({ PackageID: a.ID, Title: "a2" });
+  await fx.client.removePackageV1({ PackageID: b.ID });
+  await fx.client.describePackageV1({ PackageID: a.ID });
+  await rpcError(fx.client.describePackageV1({ PackageID: b.ID }), grpc.status.NOT_FOUND);
+  await rpcError(fx.client.removePackageV1({ PackageID: "999999" }), grpc.status.NOT_FOUND);
+  await rpcError(
+    fx.client.createPackageV1({ Title: "", Material: "m", MaximumVolume: 1 }),
+    grpc.status.INVALID_ARGUMENT,
+  );
   // REST goes through the same interceptors.
-  const rest = await fetch(`${server.gatewayUrl}/v1/packages/${b.ID}`);
+  const rest = await fetch(`${fx.server.gatewayUrl}/v1/packages/${b.ID}`);
   assert.equal(rest.status, 404);
 
   const m = await scrape();

@@ -4,23 +4,17 @@
 // that fills them.
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { parse as parseYaml } from "yaml";
-import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
-import { facadeEnv, readFacadeMetric, startTestFacade, type TestFacade } from "./helpers/facade.js";
-import { type KafkaMock, startKafkaMock } from "./helpers/kafka-mock.js";
-import {
-  fastRetranslatorEnv,
-  startTestRetranslator,
-  type TestRetranslator,
-  writeTestConfig,
-} from "./helpers/retranslator.js";
-import { startTestServer, type TestServer } from "./helpers/server.js";
+import { writeTokensFile } from "./helpers/config.js";
+import { readFacadeMetric } from "./helpers/facade.js";
+import { useFixture } from "./helpers/fixture.js";
+import { poll } from "./helpers/poll.js";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const topic = "dashboard-metrics-events";
@@ -79,16 +73,21 @@ function merge(a: Exposition, b: Exposition): Exposition {
   return { types: new Map([...a.types, ...b.types]), samples: new Map([...a.samples, ...b.samples]) };
 }
 
-let db: TestDatabase;
-let kafka: KafkaMock;
-let server: TestServer;
-let relay: TestRetranslator;
-let facadeDb: TestDatabase;
-let facade: TestFacade;
-let exported: Exposition;
-let serverConfig: { path: string; cleanup(): Promise<void> };
 const tokensDir = mkdtempSync(join(tmpdir(), "lpa-dashboard-"));
 const TOKEN = "dashboard-metrics-test-token";
+// Tokens (auth decisions) and a short first-byte timeout (a closed connection) give those
+// labelled families samples too.
+const fx = useFixture({
+  kafka: { topic, partitions: 2 },
+  server: {
+    grpc: { firstByteTimeoutMs: 200 },
+    auth: { tokensFile: writeTokensFile(tokensDir, [{ name: "dashboard", token: TOKEN, role: "admin" }]) },
+  },
+  relay: {},
+  facade: {},
+});
+fx.onTearDown(() => rmSync(tokensDir, { recursive: true, force: true }));
+let exported: Exposition;
 
 async function scrape(port: number): Promise<string> {
   const res = await fetch(`http://127.0.0.1:${port}/metrics`);
@@ -96,20 +95,8 @@ async function scrape(port: number): Promise<string> {
   return res.text();
 }
 
-before(async () => {
-  db = await createTestDatabase();
-  kafka = await startKafkaMock();
-  await kafka.createTopic(topic, 2);
-  // Tokens (auth decisions) and a short first-byte timeout (a closed connection) give those
-  // labelled families samples too.
-  const tokensFile = join(tokensDir, "tokens.yml");
-  writeFileSync(tokensFile, `tokens:\n  - { name: dashboard, token: "${TOKEN}", role: admin }\n`);
-  serverConfig = await writeTestConfig({ grpc: { firstByteTimeoutMs: 200 } });
-  server = await startTestServer(db.url, { CONFIG_PATH: serverConfig.path, AUTH_TOKENS_FILE: tokensFile });
-  relay = await startTestRetranslator(fastRetranslatorEnv(db.url, kafka.brokers, topic));
-  facadeDb = await createTestDatabase();
-  facade = await startTestFacade(facadeEnv(facadeDb.url, kafka.brokers, topic));
-
+fx.onSetUp(async () => {
+  const { kafka, server, relay, facade } = fx;
   // Traffic that gives the labelled families samples, through the REST gateway: a create
   // (request counter and latency histogram, a CUD event, an outbox event to publish), a
   // NotFound, a call without a token. The first Produce requests fail (retriable codes, as
@@ -139,37 +126,25 @@ before(async () => {
     });
   });
   // Until the event is acknowledged, so that the publish-latency histogram has a sample.
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    const m = /^logistic_package_api_retranslator_publish_latency_seconds_count (\S+)$/m.exec(
-      await scrape(relay.ports.metrics),
-    );
-    if (m && Number(m[1]) >= 1) break;
-    assert.ok(Date.now() < deadline, "the retranslator published the event within 30 s");
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  await poll(
+    "the retranslator to publish the event",
+    async () =>
+      /^logistic_package_api_retranslator_publish_latency_seconds_count (\S+)$/m.exec(
+        await scrape(relay.ports.metrics),
+      ),
+    (m) => m !== null && Number(m[1]) >= 1,
+  );
   // Until the facade has applied it, so that its per-partition lag gauge has a sample.
-  for (;;) {
-    if ((await readFacadeMetric(facade.metricsUrl, "logistic_package_api_facade_events_applied_total")) >= 1) break;
-    assert.ok(Date.now() < deadline + 30_000, "the facade applied the event within 30 s");
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  await poll(
+    "the facade to apply the event",
+    () => readFacadeMetric(facade.metricsUrl, "logistic_package_api_facade_events_applied_total"),
+    (n) => n >= 1,
+  );
   exported = [
     parseExposition(await scrape(server.ports.metrics)),
     parseExposition(await scrape(relay.ports.metrics)),
     parseExposition(await (await fetch(`${facade.metricsUrl}/metrics`)).text()),
   ].reduce(merge);
-});
-
-after(async () => {
-  await facade?.stop();
-  await relay?.stop();
-  await server?.stop();
-  await kafka?.stop();
-  await db?.drop();
-  await facadeDb?.drop();
-  await serverConfig?.cleanup();
-  rmSync(tokensDir, { recursive: true, force: true });
 });
 
 test("the dashboard has queries", () => {
@@ -286,9 +261,9 @@ test("the image's and compose's healthchecks pass against the real binaries' /re
     services: Record<string, { healthcheck?: { test: string[] } }>;
   };
   const relayCheck = compose.services.retranslator!.healthcheck!.test.slice(1);
-  assert.equal(await runHealthcheck(image, { STATUS_PORT: String(server.ports.status) }), 0, "grpc-server healthy");
+  assert.equal(await runHealthcheck(image, { STATUS_PORT: String(fx.server.ports.status) }), 0, "grpc-server healthy");
   assert.equal(
-    await runHealthcheck(relayCheck, { RETRANSLATOR_METRICS_PORT: String(relay.ports.metrics) }),
+    await runHealthcheck(relayCheck, { RETRANSLATOR_METRICS_PORT: String(fx.relay.ports.metrics) }),
     0,
     "retranslator healthy",
   );

@@ -2,34 +2,26 @@
 // grpc-server and the retranslator serve under its app role, which can read
 // and write rows but cannot change the schema or the migrations' bookkeeping.
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { after, before, test } from "node:test";
-import { fileURLToPath } from "node:url";
 import pg from "pg";
 import { MigrationPermissionError } from "../internal/database/migrate.js";
 import { EventType } from "../pkg/hablof/logistic_package_api/v1/kafka_proto_pb.js";
+import { runBinary } from "./helpers/binaries.js";
 import { createRoleDatabase, type RoleDatabase } from "./helpers/db-roles.js";
 import { facadeEnv, startTestFacade, type TestFacade } from "./helpers/facade.js";
 import { type PackageApiClient, packageApiClient } from "./helpers/grpc-client.js";
 import { type KafkaMock, startKafkaMock } from "./helpers/kafka-mock.js";
-import {
-  fastRetranslatorEnv,
-  runAdmin,
-  startTestRetranslator,
-  type TestRetranslator,
-  writeTestConfig,
-} from "./helpers/retranslator.js";
+import { poll } from "./helpers/poll.js";
+import { fastRetranslatorEnv, runAdmin, startTestRetranslator, type TestRetranslator } from "./helpers/retranslator.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 import { readTopic, type TopicMessage } from "./helpers/topic-checker.js";
 
-const root = fileURLToPath(new URL("..", import.meta.url));
 const topic = "roles-package-events";
 let rdb: RoleDatabase;
 let kafka: KafkaMock | undefined;
 let server: TestServer | undefined;
 let relay: TestRetranslator | undefined;
 let client: PackageApiClient | undefined;
-let relayConfig: { path: string; cleanup(): Promise<void> } | undefined;
 let facadeRdb: RoleDatabase | undefined;
 let facade: TestFacade | undefined;
 
@@ -44,26 +36,11 @@ after(async () => {
   await relay?.stop();
   await server?.stop();
   await kafka?.stop();
-  await relayConfig?.cleanup();
   await rdb?.drop();
 });
 
 /** `npm run migrate` as a child process with these variables. */
-function runMigrate(env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["--import", "tsx", "cmd/migrate/main.ts"], {
-      cwd: root,
-      env: { ...process.env, ...env },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.setEncoding("utf8").on("data", (s: string) => (stdout += s));
-    child.stderr.setEncoding("utf8").on("data", (s: string) => (stderr += s));
-    child.once("error", reject);
-    child.once("close", (code) => resolve({ code, stdout, stderr }));
-  });
-}
+const runMigrate = (env: Record<string, string>) => runBinary("migrate", env);
 
 async function asApp<T>(fn: (c: pg.Client) => Promise<T>): Promise<T> {
   const c = new pg.Client({ connectionString: rdb.app.url });
@@ -89,16 +66,6 @@ async function deniedAsApp(sql: string): Promise<string> {
     }
     assert.fail(`${sql}: the app role was allowed`);
   });
-}
-
-async function poll<T>(what: string, fn: () => Promise<T>, ok: (v: T) => boolean, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (ok(v)) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 const typesOf = (messages: TopicMessage[], id: string) =>
@@ -154,12 +121,9 @@ test("grpc-server and retranslator under the app role: Create, Update, Remove re
   // migrateOnStart stays on: both binaries migrate (nothing pending) through the owner's URL.
   server = await startTestServer(rdb.app.url, { DATABASE_MIGRATION_URL: rdb.owner.url });
   // maxAttempts 1: one non-retriable produce error dead-letters an event (under the app role).
-  relayConfig = await writeTestConfig({
-    retranslator: { maxAttempts: 1, retryBackoffMinMs: 50, retryBackoffMaxMs: 200 },
-  });
   relay = await startTestRetranslator(
     { ...fastRetranslatorEnv(rdb.app.url, kafka.brokers, topic), DATABASE_MIGRATION_URL: rdb.owner.url },
-    relayConfig.path,
+    { retranslator: { maxAttempts: 1, retryBackoffMinMs: 50, retryBackoffMaxMs: 200 } },
   );
   client = packageApiClient(server.grpcAddress);
 

@@ -14,35 +14,32 @@ import assert from "node:assert/strict";
 import type { ChildProcess } from "node:child_process";
 import { randomBytes, randomInt } from "node:crypto";
 import { once } from "node:events";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import { create, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { Kafka, logLevel, Partitioners, type Producer } from "kafkajs";
 import { loadConfig } from "../internal/config/config.js";
-import { restartBackoffMs } from "../internal/facade/consumer.js";
 import { DecodeError, decodePackageEvent } from "../internal/facade/decode.js";
+import { restartBackoffMs } from "../internal/kafka/restarting-consumer.js";
 import { toEventMessage } from "../internal/retranslator/sender/event-message.js";
 import { EventType, PackageEventSchema } from "../pkg/hablof/logistic_package_api/v1/kafka_proto_pb.js";
-import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
+import { writeConfigFile } from "./helpers/config.js";
 import {
   apiPackages,
   facadeEnv,
   facadePackages,
   inboxIds,
-  migrateFacadeDatabase,
-  poll,
   readFacadeMetric,
   rejectedRows,
+  shortSession,
   spawnFacade,
   startTestFacade,
   type TestFacade,
-  writeFacadeConfig,
 } from "./helpers/facade.js";
-import { type PackageApiClient, packageApiClient, type RpcError } from "./helpers/grpc-client.js";
-import { type KafkaMock, startKafkaMock } from "./helpers/kafka-mock.js";
-import { fastRetranslatorEnv, startTestRetranslator, type TestRetranslator } from "./helpers/retranslator.js";
-import { startTestServer, type TestServer } from "./helpers/server.js";
-import { allDelivered, committedEvents, installEventLog, readTopic } from "./helpers/topic-checker.js";
+import { useFixture } from "./helpers/fixture.js";
+import type { RpcError } from "./helpers/grpc-client.js";
+import { poll } from "./helpers/poll.js";
+import { allDelivered, committedEvents, readTopic } from "./helpers/topic-checker.js";
 
 const topic = "facade-package-events";
 // API event ids start here, so that ids below it are free for hand-made "older" events.
@@ -54,48 +51,28 @@ const POISON_EVENT_ID = 900_000_001n;
 const OFFSET_COMMIT = 8;
 const REQUEST_TIMED_OUT = 7;
 
-let apiDb: TestDatabase;
-let facadeDb: TestDatabase;
-let kafka: KafkaMock;
-let server: TestServer;
-let relay: TestRetranslator;
-let client: PackageApiClient;
+const fx = useFixture({ eventLog: true, facadeDb: true, kafka: { topic, partitions: 4 }, relay: {} });
 let producer: Producer;
 let facade: TestFacade | undefined;
 let env: Record<string, string>;
 const children: ChildProcess[] = [];
 const cleanups: (() => Promise<void>)[] = [];
 
-before(async () => {
-  [apiDb, facadeDb] = await Promise.all([createTestDatabase(), createTestDatabase()]);
-  await installEventLog(apiDb.db);
-  await apiDb.db.raw(`ALTER TABLE package_event ALTER COLUMN id RESTART WITH ${FIRST_API_EVENT_ID}`);
-  await migrateFacadeDatabase(facadeDb.url);
-  kafka = await startKafkaMock();
-  await kafka.createTopic(topic, 4);
-  // A member that is gone (killed, or left: the mock broker seems to ignore
-  // LeaveGroup) holds up the next join until its session expires: keep it short.
-  const config = await writeFacadeConfig({ sessionTimeoutMs: 6000, heartbeatIntervalMs: 500 });
+fx.onSetUp(async () => {
+  await fx.db.db.raw(`ALTER TABLE package_event ALTER COLUMN id RESTART WITH ${FIRST_API_EVENT_ID}`);
+  // The facade child processes (kill -9) read the short session from a file.
+  const config = await writeConfigFile({ facade: shortSession });
   cleanups.push(config.cleanup);
-  env = { ...facadeEnv(facadeDb.url, kafka.brokers, topic), CONFIG_PATH: config.path };
-  server = await startTestServer(apiDb.url);
-  relay = await startTestRetranslator(fastRetranslatorEnv(apiDb.url, kafka.brokers, topic));
-  client = packageApiClient(server.grpcAddress);
-  producer = new Kafka({ clientId: "facade-test", brokers: kafka.brokers, logLevel: logLevel.NOTHING }).producer({
+  env = { ...facadeEnv(fx.facadeDb.url, fx.kafka.brokers, topic), CONFIG_PATH: config.path };
+  producer = new Kafka({ clientId: "facade-test", brokers: fx.kafka.brokers, logLevel: logLevel.NOTHING }).producer({
     createPartitioner: Partitioners.DefaultPartitioner,
   });
   await producer.connect();
 });
-
-after(async () => {
+fx.onTearDown(async () => {
   for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
-  client?.close();
   await producer?.disconnect();
   await facade?.stop();
-  await relay?.stop();
-  await server?.stop();
-  await kafka?.stop();
-  await Promise.all([apiDb?.drop(), facadeDb?.drop()]);
   for (const cleanup of cleanups) await cleanup();
 });
 
@@ -103,15 +80,15 @@ after(async () => {
 async function converged(timeoutMs = 30_000): Promise<void> {
   await poll(
     "the read model to equal the API's packages",
-    async () => ({ api: await apiPackages(apiDb.db), facade: await facadePackages(facadeDb.db) }),
+    async () => ({ api: await apiPackages(fx.db.db), facade: await facadePackages(fx.facadeDb.db) }),
     ({ api, facade }) => JSON.stringify(api) === JSON.stringify(facade),
     timeoutMs,
   );
-  assert.deepEqual(await facadePackages(facadeDb.db), await apiPackages(apiDb.db));
+  assert.deepEqual(await facadePackages(fx.facadeDb.db), await apiPackages(fx.db.db));
 }
 
 async function apiEventIds(): Promise<string[]> {
-  return [...(await committedEvents(apiDb.db)).values()].flat().sort((a, b) => Number(BigInt(a) - BigInt(b)));
+  return [...(await committedEvents(fx.db.db)).values()].flat().sort((a, b) => Number(BigInt(a) - BigInt(b)));
 }
 
 const metric = (name: string) => readFacadeMetric(facade!.metricsUrl, `logistic_package_api_facade_${name}`);
@@ -135,7 +112,7 @@ test("API changes reach the read model: same packages, fields and removed flags;
   facade = await startTestFacade(env);
   const ids: string[] = [];
   for (let i = 0; i < 12; i++) {
-    const res = await client.createPackageV1({
+    const res = await fx.client.createPackageV1({
       Title: `Box ${i}`,
       Material: "cardboard",
       MaximumVolume: 10.1 + i,
@@ -144,13 +121,13 @@ test("API changes reach the read model: same packages, fields and removed flags;
     ids.push(res.ID);
   }
   for (const id of ids.slice(0, 6))
-    await client.updatePackageV1({ PackageID: id, Title: `Box ${id} v2`, Reusable: { Reusable: true } });
-  for (const id of ids.slice(0, 3)) await client.removePackageV1({ PackageID: id });
+    await fx.client.updatePackageV1({ PackageID: id, Title: `Box ${id} v2`, Reusable: { Reusable: true } });
+  for (const id of ids.slice(0, 3)) await fx.client.removePackageV1({ PackageID: id });
 
   await converged();
   const events = await apiEventIds();
   assert.equal(events.length, 12 + 6 + 3);
-  assert.deepEqual(await inboxIds(facadeDb.db), events);
+  assert.deepEqual(await inboxIds(fx.facadeDb.db), events);
   assert.equal(await metric("events_applied_total"), 21);
   assert.equal(await metric("duplicates_skipped_total"), 0);
 
@@ -176,10 +153,10 @@ test("API changes reach the read model: same packages, fields and removed flags;
 });
 
 test("copies of applied messages and an event older than the state change nothing, and are counted", async () => {
-  const committed = await committedEvents(apiDb.db);
-  const messages = await readTopic(kafka.brokers, topic, allDelivered(committed));
-  const before = await facadePackages(facadeDb.db);
-  const inboxBefore = await inboxIds(facadeDb.db);
+  const committed = await committedEvents(fx.db.db);
+  const messages = await readTopic(fx.kafka.brokers, topic, allDelivered(committed));
+  const before = await facadePackages(fx.facadeDb.db);
+  const inboxBefore = await inboxIds(fx.facadeDb.db);
   const [dupBefore, staleBefore, appliedBefore] = [
     await metric("duplicates_skipped_total"),
     await metric("stale_events_ignored_total"),
@@ -216,15 +193,15 @@ test("copies of applied messages and an event older than the state change nothin
     ([d, s]) => d === dupBefore + 2 * messages.length && s === staleBefore + 1,
   );
   assert.equal(await metric("events_applied_total"), appliedBefore);
-  assert.deepEqual(await facadePackages(facadeDb.db), before);
+  assert.deepEqual(await facadePackages(fx.facadeDb.db), before);
   // The stale event is taken in (a copy of it will be a duplicate), not applied.
-  assert.deepEqual(await inboxIds(facadeDb.db), [STALE_EVENT_ID.toString(), ...inboxBefore]);
+  assert.deepEqual(await inboxIds(fx.facadeDb.db), [STALE_EVENT_ID.toString(), ...inboxBefore]);
   const line = facade!.logs.lines.find((l) => l.msg?.toString().startsWith("stale event ignored"));
   assert.equal(line?.eventId, STALE_EVENT_ID.toString());
 });
 
 test("unusable messages land in facade_rejected and later messages of the same partition are still applied", async () => {
-  const live = (await apiPackages(apiDb.db)).find((p) => !p.removed && p.title.startsWith("Box"))!;
+  const live = (await apiPackages(fx.db.db)).find((p) => !p.removed && p.title.startsWith("Box"))!;
   const garbage = randomBytes(64);
   const badJson = Buffer.from(
     toBinary(
@@ -239,7 +216,7 @@ test("unusable messages land in facade_rejected and later messages of the same p
   );
   // Decodes fine, but this test's facade database refuses its title (a CHECK
   // added below): the database, not the decoder, rejects it.
-  await facadeDb.db.raw(`ALTER TABLE facade_package ADD CONSTRAINT test_refuses_poison CHECK (title <> 'poison')`);
+  await fx.facadeDb.db.raw(`ALTER TABLE facade_package ADD CONSTRAINT test_refuses_poison CHECK (title <> 'poison')`);
   const poison = toEventMessage({
     id: POISON_EVENT_ID,
     packageId: BigInt(live.id),
@@ -262,11 +239,11 @@ test("unusable messages land in facade_rejected and later messages of the same p
   });
   const { partition, baseOffset } = sent[0]!;
   // Published after the bad ones, to the same partition (same key).
-  await client.updatePackageV1({ PackageID: live.id, Title: "after the garbage" });
+  await fx.client.updatePackageV1({ PackageID: live.id, Title: "after the garbage" });
 
   await converged();
-  assert.equal((await facadePackages(facadeDb.db)).find((p) => p.id === live.id)!.title, "after the garbage");
-  const rejected = await rejectedRows(facadeDb.db);
+  assert.equal((await facadePackages(fx.facadeDb.db)).find((p) => p.id === live.id)!.title, "after the garbage");
+  const rejected = await rejectedRows(fx.facadeDb.db);
   assert.deepEqual(
     rejected.map((r) => [r.topic, r.partition, r.offset]),
     [0, 1, 2, 3].map((i) => [topic, partition, (BigInt(baseOffset!) + BigInt(i)).toString()]),
@@ -293,7 +270,7 @@ function startWriter(): { stop(): Promise<number> } {
     while (running) {
       const roll = randomInt(100);
       if (live.length < 5 || roll < 35) {
-        const res = await client.createPackageV1({
+        const res = await fx.client.createPackageV1({
           Title: `Crate ${ops}`,
           Material: "wood",
           MaximumVolume: 1 + randomInt(1000) / 8,
@@ -302,14 +279,14 @@ function startWriter(): { stop(): Promise<number> } {
         live.push(res.ID);
       } else if (roll < 85) {
         const id = live[randomInt(live.length)]!;
-        await client.updatePackageV1({
+        await fx.client.updatePackageV1({
           PackageID: id,
           Title: `Crate ${id} #${ops}`,
           MaximumVolume: 1 + randomInt(1000) / 4,
         });
       } else {
         const id = live.splice(randomInt(live.length), 1)[0]!;
-        await client.removePackageV1({ PackageID: id });
+        await fx.client.removePackageV1({ PackageID: id });
       }
       ops += 1;
       await new Promise((r) => setTimeout(r, 10));
@@ -358,14 +335,14 @@ const appliedLines = (p: FacadeProcess) => p.lines.filter((l) => l.msg === "even
  * with its removed flag here.
  */
 async function assertReadModelDescribesLikeApi(): Promise<void> {
-  const rows = new Map((await facadePackages(facadeDb.db)).map((r) => [r.id, r]));
-  const ids = (await apiPackages(apiDb.db)).map((p) => p.id);
+  const rows = new Map((await facadePackages(fx.facadeDb.db)).map((r) => [r.id, r]));
+  const ids = (await apiPackages(fx.db.db)).map((p) => p.id);
   assert.deepEqual([...rows.keys()], ids, "the read model holds every package the API ever had, and no other");
   for (const id of ids) {
     const row = rows.get(id)!;
     let described: Record<string, unknown> | undefined;
     try {
-      described = (await client.describePackageV1({ PackageID: id })).Value as Record<string, unknown>;
+      described = (await fx.client.describePackageV1({ PackageID: id })).Value as Record<string, unknown>;
     } catch (err) {
       assert.equal((err as RpcError).code, grpc.status.NOT_FOUND, `Describe ${id}: ${(err as Error).message}`);
     }
@@ -409,7 +386,7 @@ test("crash test, default config: kill -9 three times during creates, updates an
   // database, the brokers, the topic and the metrics port are set (facadeEnv).
   // LOG_LEVEL=debug adds log lines only (redelivered copies are logged at debug).
   const defaults = loadConfig({ env: {} }).facade;
-  const childEnv = { ...facadeEnv(facadeDb.url, kafka.brokers, topic), LOG_LEVEL: "debug" };
+  const childEnv = { ...facadeEnv(fx.facadeDb.url, fx.kafka.brokers, topic), LOG_LEVEL: "debug" };
   // A restarted facade joins once its killed predecessor's session has ended.
   // On this broker a join round lasts a session (less 1 s); when the dead
   // member is still listed as the round ends, it is elected leader, the
@@ -444,7 +421,7 @@ test("crash test, default config: kill -9 three times during creates, updates an
         5,
       );
       if (kill === 2) {
-        await kafka.pushErrors(OFFSET_COMMIT, 3, [REQUEST_TIMED_OUT]);
+        await fx.kafka.pushErrors(OFFSET_COMMIT, 3, [REQUEST_TIMED_OUT]);
         await poll(
           "an offset commit to fail",
           async () => p.lines.some((l) => String(l.msg).startsWith("offset commit failed")),
@@ -472,7 +449,7 @@ test("crash test, default config: kill -9 three times during creates, updates an
     );
   }
   await assertReadModelDescribesLikeApi();
-  assert.deepEqual(await inboxIds(facadeDb.db), [STALE_EVENT_ID.toString(), ...(await apiEventIds())]);
+  assert.deepEqual(await inboxIds(fx.facadeDb.db), [STALE_EVENT_ID.toString(), ...(await apiEventIds())]);
   // Events applied by a killed facade whose offsets were not committed came
   // again to its successor, which skipped them.
   const redelivered = runs
@@ -495,22 +472,16 @@ test("crash test, default config: kill -9 three times during creates, updates an
 
 test("a group without committed offsets (as if every commit was lost after its transaction) re-reads the topic and changes nothing", async () => {
   const before = {
-    packages: await facadePackages(facadeDb.db),
-    inbox: await inboxIds(facadeDb.db),
-    rejected: await rejectedRows(facadeDb.db),
+    packages: await facadePackages(fx.facadeDb.db),
+    inbox: await inboxIds(fx.facadeDb.db),
+    rejected: await rejectedRows(fx.facadeDb.db),
   };
-  const admin = new Kafka({ clientId: "facade-test", brokers: kafka.brokers, logLevel: logLevel.NOTHING }).admin();
+  const admin = new Kafka({ clientId: "facade-test", brokers: fx.kafka.brokers, logLevel: logLevel.NOTHING }).admin();
   await admin.connect();
   const total = (await admin.fetchTopicOffsets(topic)).reduce((sum, p) => sum + Number(p.high), 0);
   await admin.disconnect();
 
-  const config = await writeFacadeConfig({
-    sessionTimeoutMs: 6000,
-    heartbeatIntervalMs: 500,
-    groupId: "facade-replay",
-  });
-  cleanups.push(config.cleanup);
-  facade = await startTestFacade({ ...env, CONFIG_PATH: config.path });
+  facade = await startTestFacade(env, { facade: { groupId: "facade-replay" } });
   await poll(
     "every message on the topic to be skipped as a duplicate",
     () => metric("duplicates_skipped_total"),
@@ -524,9 +495,9 @@ test("a group without committed offsets (as if every commit was lost after its t
   );
   assert.deepEqual(
     {
-      packages: await facadePackages(facadeDb.db),
-      inbox: await inboxIds(facadeDb.db),
-      rejected: await rejectedRows(facadeDb.db),
+      packages: await facadePackages(fx.facadeDb.db),
+      inbox: await inboxIds(fx.facadeDb.db),
+      rejected: await rejectedRows(fx.facadeDb.db),
     },
     before,
   );
@@ -601,7 +572,7 @@ test("restart backoff: jittered, doubling from restartBackoffMinMs, never above 
 });
 
 test("timeouts that would let a group request time out while the coordinator waits stop start-up, naming the keys", async () => {
-  const bad = await writeFacadeConfig({ sessionTimeoutMs: 30_000, heartbeatIntervalMs: 15_000 });
+  const bad = await writeConfigFile({ facade: { sessionTimeoutMs: 30_000, heartbeatIntervalMs: 15_000 } });
   cleanups.push(bad.cleanup);
   assert.throws(
     () => loadConfig({ path: bad.path, env: {} }),
@@ -622,10 +593,8 @@ test("timeouts that would let a group request time out while the coordinator wai
       return true;
     },
   );
-  const rebalance = await writeFacadeConfig({
-    rebalanceTimeoutMs: 5000,
-    restartBackoffMinMs: 2000,
-    restartBackoffMaxMs: 1000,
+  const rebalance = await writeConfigFile({
+    facade: { rebalanceTimeoutMs: 5000, restartBackoffMinMs: 2000, restartBackoffMaxMs: 1000 },
   });
   cleanups.push(rebalance.cleanup);
   assert.throws(
@@ -640,19 +609,11 @@ test("timeouts that would let a group request time out while the coordinator wai
 test("/ready: an instance the group gives no partition turns not ready after maxUnassignedMs, with the reason; it takes over when the holder leaves", async () => {
   // One partition, two instances: one holds it, the other is a standby.
   const single = "facade-single-partition";
-  await kafka.createTopic(single, 1);
-  const config = await writeFacadeConfig({
-    sessionTimeoutMs: 6000,
-    heartbeatIntervalMs: 500,
-    rebalanceTimeoutMs: 6000,
-    maxUnassignedMs: 12_000,
-    groupId: "facade-standby",
-  });
-  cleanups.push(config.cleanup);
-  const standbyEnv = { ...env, KAFKA_TOPIC: single, CONFIG_PATH: config.path };
+  await fx.kafka.createTopic(single, 1);
+  const standby = { rebalanceTimeoutMs: 6000, maxUnassignedMs: 12_000, groupId: "facade-standby" };
   const running = new Set<TestFacade>();
   const start = async () => {
-    const app = await startTestFacade(standbyEnv);
+    const app = await startTestFacade({ ...env, KAFKA_TOPIC: single }, { facade: standby });
     running.add(app);
     return app;
   };
@@ -714,7 +675,7 @@ test("broker restart, default config: the consumer fails, restarts after a backo
   const defaults = loadConfig({ env: {} }).facade;
   const relayBackoffMaxMs = loadConfig({ env: {} }).retranslator.retryBackoffMaxMs;
   await facade?.stop();
-  facade = await startTestFacade(facadeEnv(facadeDb.url, kafka.brokers, topic));
+  facade = await startTestFacade(facadeEnv(fx.facadeDb.url, fx.kafka.brokers, topic));
   await poll(
     "the facade to hold partitions",
     () => metric("assigned_partitions"),
@@ -724,11 +685,11 @@ test("broker restart, default config: the consumer fails, restarts after a backo
   const rebalancesBefore = await metric("rebalances_total");
 
   const downAt = Date.now();
-  await kafka.brokerDown(1);
+  await fx.kafka.brokerDown(1);
   try {
     // Changes while the broker is away wait in the outbox.
     for (let i = 0; i < 5; i++)
-      await client.createPackageV1({ Title: `During outage ${i}`, Material: "steel", MaximumVolume: 3 + i });
+      await fx.client.createPackageV1({ Title: `During outage ${i}`, Material: "steel", MaximumVolume: 3 + i });
     await poll(
       "the consumer to fail and be restarted",
       () => metric("consumer_restarts_total"),
@@ -737,7 +698,7 @@ test("broker restart, default config: the consumer fails, restarts after a backo
       250,
     );
   } finally {
-    await kafka.brokerUp(1);
+    await fx.kafka.brokerUp(1);
   }
   const restarts = facade.logs.lines.filter((l) => l.msg === "consumer failed; restarting it after a backoff");
   t.diagnostic(
@@ -769,23 +730,17 @@ test("inbox retention: rows older than inboxRetentionHours are deleted in batche
   // two just inside the retention.
   const old = ["11", "12", "13", "14", "15"];
   const recent = ["21", "22"];
-  await facadeDb.db.raw(
+  await fx.facadeDb.db.raw(
     `INSERT INTO facade_inbox (event_id, package_id, type, applied_at)
      SELECT id, 1, 'Updated', now() - make_interval(mins => CASE WHEN id < 20 THEN 121 ELSE 119 END)
      FROM unnest(?::bigint[]) AS id`,
     [`{${[...old, ...recent].join(",")}}`],
   );
-  const inboxBefore = await inboxIds(facadeDb.db);
-  const config = await writeFacadeConfig({
-    sessionTimeoutMs: 6000,
-    heartbeatIntervalMs: 500,
-    inboxRetentionHours: 2,
-    inboxCleanupIntervalMs: 200,
-    inboxCleanupBatchSize: 2,
-  });
-  cleanups.push(config.cleanup);
+  const inboxBefore = await inboxIds(fx.facadeDb.db);
   await facade?.stop();
-  facade = await startTestFacade({ ...env, CONFIG_PATH: config.path });
+  facade = await startTestFacade(env, {
+    facade: { inboxRetentionHours: 2, inboxCleanupIntervalMs: 200, inboxCleanupBatchSize: 2 },
+  });
 
   await poll(
     "the old inbox rows to be deleted",
@@ -794,7 +749,7 @@ test("inbox retention: rows older than inboxRetentionHours are deleted in batche
     30_000,
   );
   assert.deepEqual(
-    await inboxIds(facadeDb.db),
+    await inboxIds(fx.facadeDb.db),
     inboxBefore.filter((id) => !old.includes(id)),
   );
   assert.ok(recent.every((id) => inboxBefore.includes(id)));

@@ -9,55 +9,36 @@
 // Run: bash scripts/test.sh test/health-readiness.test.ts
 
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { setTimeout as delay } from "node:timers/promises";
 import { type Client, Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import pg from "pg";
 import { Health, HealthCheckResponse_ServingStatus as ServingStatus } from "../pkg/grpc/health/v1/health_pb.js";
-import { count, createTestDatabase, type TestDatabase } from "./helpers/database.js";
-import { type PackageApiClient, packageApiClient } from "./helpers/grpc-client.js";
+import { count } from "./helpers/database.js";
+import { useFixture } from "./helpers/fixture.js";
 import { type KafkaMock, startKafkaMock } from "./helpers/kafka-mock.js";
 import { fastRetranslatorEnv, startTestRetranslator, type TestRetranslator } from "./helpers/retranslator.js";
-import { startTestServer, type TestServer } from "./helpers/server.js";
 
 const requestPoolName = "logistic-package-api/grpc-server";
 const probePoolName = "logistic-package-api/grpc-server readiness";
 
-let db: TestDatabase;
-let server: TestServer;
-let api: PackageApiClient;
-let configDir: string;
+// A request pool of two connections, easy to saturate; statements may wait
+// on a lock for longer than the test holds it.
+const smallPool = { database: { maxConnections: 2, statementTimeoutMs: 30000 } };
+const fx = useFixture({ server: smallPool });
 /** Every Watch opened by a test, cancelled at the end. */
 const watchers = new AbortController();
+fx.onTearDown(() => watchers.abort());
 
-before(async () => {
-  db = await createTestDatabase();
-  configDir = mkdtempSync(join(tmpdir(), "lpa-readiness-"));
-  const configPath = join(configDir, "config.yml");
-  // A request pool of two connections, easy to saturate; statements may wait
-  // on a lock for longer than the test holds it.
-  writeFileSync(configPath, "database:\n  maxConnections: 2\n  statementTimeoutMs: 30000\n");
-  server = await startTestServer(db.url, { CONFIG_PATH: configPath });
-  assert.equal(server.config.database.maxConnections, 2, "the temp config is the one in use");
-  assert.equal(server.config.health.maxWatchers, 100, "the default cap");
-  assert.equal(server.config.status.readinessCacheMs, 1000, "the default cache");
-  api = packageApiClient(server.grpcAddress);
-});
-
-after(async () => {
-  watchers.abort();
-  api?.close();
-  await server?.stop();
-  await db?.drop();
-  if (configDir) rmSync(configDir, { recursive: true, force: true });
+fx.onSetUp(() => {
+  assert.equal(fx.server.config.database.maxConnections, 2, "the override is the config in use");
+  assert.equal(fx.server.config.health.maxWatchers, 100, "the default cap");
+  assert.equal(fx.server.config.status.readinessCacheMs, 1000, "the default cache");
 });
 
 async function probes(
-  port = server.ports.metrics,
+  port = fx.server.ports.metrics,
   name = "logistic_package_api_readiness_probes_total",
 ): Promise<number> {
   const res = await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(10_000) });
@@ -67,16 +48,16 @@ async function probes(
 }
 
 async function connectionsNamed(name: string): Promise<number> {
-  const { rows } = (await db.db.raw(
+  const { rows } = (await fx.db.db.raw(
     `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = ? AND application_name = ?`,
-    [db.name, name],
+    [fx.db.name, name],
   )) as { rows: { n: number }[] };
   return rows[0]!.n;
 }
 
 /** A client on a connection of its own (HTTP/2 caps streams per connection). */
 function healthOnOwnConnection(): Client<typeof Health> {
-  return createClient(Health, createGrpcTransport({ baseUrl: server.grpcUrl }));
+  return createClient(Health, createGrpcTransport({ baseUrl: fx.server.grpcUrl }));
 }
 
 interface OpenWatch {
@@ -105,7 +86,7 @@ function watch(client: Client<typeof Health>): OpenWatch {
   return { first, cancel: () => own.abort() };
 }
 
-async function ready(baseUrl = server.statusUrl): Promise<number> {
+async function ready(baseUrl = fx.server.statusUrl): Promise<number> {
   const res = await fetch(`${baseUrl}/ready`, { signal: AbortSignal.timeout(10_000) });
   await res.arrayBuffer();
   return res.status;
@@ -177,19 +158,19 @@ describe("/ready has its own connection", () => {
   });
 
   test("/ready answers 200 while every request connection waits on a lock; the Creates finish afterwards", async () => {
-    const locker = new pg.Client({ connectionString: db.url });
+    const locker = new pg.Client({ connectionString: fx.db.url });
     await locker.connect();
     try {
       await locker.query("BEGIN");
       await locker.query("LOCK TABLE package IN ACCESS EXCLUSIVE MODE");
-      const creates = Array.from({ length: 4 }, () => api.createPackageV1(valid));
+      const creates = Array.from({ length: 4 }, () => fx.client.createPackageV1(valid));
       // Bounded wait until both request connections are stuck behind the lock.
       const deadline = Date.now() + 10_000;
       for (;;) {
         // Not through the locker: inside its transaction pg_stat_activity is a snapshot.
-        const { rows } = (await db.db.raw(
+        const { rows } = (await fx.db.db.raw(
           `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = ? AND application_name = ? AND wait_event_type = 'Lock'`,
-          [db.name, requestPoolName],
+          [fx.db.name, requestPoolName],
         )) as { rows: { n: number }[] };
         if (rows[0]!.n === 2) break;
         assert.ok(Date.now() < deadline, `request connections waiting on the lock: ${rows[0]!.n} of 2`);
@@ -222,7 +203,7 @@ describe("/ready has its own connection", () => {
     const started = performance.now();
     const [statuses, created] = await Promise.all([
       Promise.all(Array.from({ length: 200 }, () => ready())),
-      Promise.all(Array.from({ length: 20 }, () => api.createPackageV1(valid))),
+      Promise.all(Array.from({ length: 20 }, () => fx.client.createPackageV1(valid))),
     ]);
     const elapsedMs = performance.now() - started;
     assert.ok(statuses.every((s) => s === 200));
@@ -241,10 +222,7 @@ describe("the retranslator's /ready", () => {
   before(async () => {
     kafka = await startKafkaMock();
     await kafka.createTopic(topic, 2);
-    relay = await startTestRetranslator(
-      fastRetranslatorEnv(db.url, kafka.brokers, topic),
-      join(configDir, "config.yml"),
-    );
+    relay = await startTestRetranslator(fastRetranslatorEnv(fx.db.url, kafka.brokers, topic), smallPool);
   });
 
   after(async () => {
@@ -260,7 +238,7 @@ describe("the retranslator's /ready", () => {
     const started = performance.now();
     const [statuses] = await Promise.all([
       Promise.all(Array.from({ length: 200 }, () => ready(relayUrl))),
-      Promise.all(Array.from({ length: 20 }, () => api.createPackageV1(valid))),
+      Promise.all(Array.from({ length: 20 }, () => fx.client.createPackageV1(valid))),
     ]);
     const elapsedMs = performance.now() - started;
     assert.ok(
@@ -273,7 +251,7 @@ describe("the retranslator's /ready", () => {
     assert.equal(await connectionsNamed("logistic-package-api/retranslator readiness"), 1);
 
     const deadline = Date.now() + 30_000;
-    while ((await count(db.db, "package_event")) > 0) {
+    while ((await count(fx.db.db, "package_event")) > 0) {
       assert.ok(Date.now() < deadline, "the outbox drains");
       await delay(100);
     }

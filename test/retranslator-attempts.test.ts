@@ -1,65 +1,33 @@
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { after, before, test } from "node:test";
-import { parse, stringify } from "yaml";
+import { test } from "node:test";
 import { PgPackageRepository } from "../internal/repo/package-repo.js";
-import { count, createTestDatabase, type TestDatabase } from "./helpers/database.js";
-import { type KafkaMock, startKafkaMock } from "./helpers/kafka-mock.js";
+import { count } from "./helpers/database.js";
+import { useFixture } from "./helpers/fixture.js";
+import { poll } from "./helpers/poll.js";
 import { fastRetranslatorEnv, startTestRetranslator, type TestRetranslator } from "./helpers/retranslator.js";
-import { allDelivered, checkDelivery, committedEvents, installEventLog, readTopic } from "./helpers/topic-checker.js";
+import { allDelivered, checkDelivery, committedEvents, readTopic } from "./helpers/topic-checker.js";
 
 // What spends the dead-letter budget (retranslator.maxAttempts) and what does not.
 
-let db: TestDatabase;
-let kafka: KafkaMock;
+const fx = useFixture({ eventLog: true, server: false, kafka: {} });
 let repo: PgPackageRepository;
 const relays: TestRetranslator[] = [];
-
-function configWith(retranslator: Record<string, unknown>, kafkaKeys: Record<string, unknown> = {}): string {
-  const config = parse(readFileSync("config.yml", "utf8")) as Record<string, Record<string, unknown>>;
-  Object.assign(config.retranslator!, retranslator);
-  Object.assign(config.kafka!, kafkaKeys);
-  const path = join(mkdtempSync(join(tmpdir(), "lpa-attempts-")), "config.yml");
-  writeFileSync(path, stringify(config));
-  return path;
-}
-
-async function poll<T>(what: string, fn: () => Promise<T>, ok: (v: T) => boolean, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (ok(v)) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; last ${JSON.stringify(v)}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-before(async () => {
-  db = await createTestDatabase();
-  await installEventLog(db.db);
-  repo = new PgPackageRepository(db.db);
-  kafka = await startKafkaMock();
+fx.onTearDown(async () => {
+  for (const relay of relays) await relay.stop().catch(() => undefined);
 });
 
-after(async () => {
-  for (const relay of relays) await relay.stop().catch(() => undefined);
-  await kafka?.stop();
-  await db?.drop();
+fx.onSetUp(() => {
+  repo = new PgPackageRepository(fx.db.db);
 });
 
 test("a broker outage never dead-letters, even with maxAttempts 1: events wait and are delivered when it is back", async () => {
   const topic = "attempts-outage";
-  await kafka.createTopic(topic, 2);
-  await kafka.brokerDown(1);
-  const relay = await startTestRetranslator(
-    fastRetranslatorEnv(db.url, kafka.brokers, topic),
-    configWith(
-      { maxAttempts: 1, retryBackoffMinMs: 50, retryBackoffMaxMs: 300, pollIntervalMs: 100 },
-      { requestTimeoutMs: 1000, sendRetries: 0 },
-    ),
-  );
+  await fx.kafka.createTopic(topic, 2);
+  await fx.kafka.brokerDown(1);
+  const relay = await startTestRetranslator(fastRetranslatorEnv(fx.db.url, fx.kafka.brokers, topic), {
+    retranslator: { maxAttempts: 1, retryBackoffMinMs: 50, retryBackoffMaxMs: 300, pollIntervalMs: 100 },
+    kafka: { requestTimeoutMs: 1000, sendRetries: 0 },
+  });
   relays.push(relay);
   const a = await repo.create({ title: "a", material: "m", maximumVolume: 1, reusable: false }, undefined);
   await repo.update(a, { title: "a2" }, undefined);
@@ -75,12 +43,12 @@ test("a broker outage never dead-letters, even with maxAttempts 1: events wait a
     (n) => n >= 3,
   );
   // …and none of them spent the budget.
-  const dead = await db.db.raw(`SELECT count(*)::int AS n FROM package_event_dead_letter`);
+  const dead = await fx.db.db.raw(`SELECT count(*)::int AS n FROM package_event_dead_letter`);
   assert.equal((dead as { rows: { n: number }[] }).rows[0]!.n, 0);
 
-  await kafka.brokerUp(1);
-  const committed = await committedEvents(db.db);
-  const messages = await readTopic(kafka.brokers, topic, allDelivered(committed));
+  await fx.kafka.brokerUp(1);
+  const committed = await committedEvents(fx.db.db);
+  const messages = await readTopic(fx.kafka.brokers, topic, allDelivered(committed));
   assert.deepEqual(checkDelivery(committed, messages), {
     lost: [],
     duplicated: [],
@@ -90,7 +58,7 @@ test("a broker outage never dead-letters, even with maxAttempts 1: events wait a
   });
   await poll(
     "the outbox to empty",
-    () => count(db.db, "package_event"),
+    () => count(fx.db.db, "package_event"),
     (n) => n === 0,
   );
   assert.ok(b > a);
@@ -100,28 +68,27 @@ test("a broker outage never dead-letters, even with maxAttempts 1: events wait a
 
 test("an event claimed maxAttempts times without an outcome (crash loop) is dead-lettered instead of sent again", async () => {
   const topic = "attempts-crash-loop";
-  await kafka.createTopic(topic, 2);
+  await fx.kafka.createTopic(topic, 2);
   const poison = await repo.create({ title: "poison", material: "m", maximumVolume: 1, reusable: false }, undefined);
   await repo.update(poison, { title: "parked" }, undefined);
   const other = await repo.create({ title: "other", material: "m", maximumVolume: 1, reusable: false }, undefined);
   // As left behind by three relays that each claimed it and died mid-send.
-  await db.db.raw(
+  await fx.db.db.raw(
     `UPDATE package_event SET attempts = 3, last_error = 'lease expired'
      WHERE id = (SELECT min(id) FROM package_event WHERE package_id = ?)`,
     [poison.toString()],
   );
 
-  const relay = await startTestRetranslator(
-    fastRetranslatorEnv(db.url, kafka.brokers, topic),
-    configWith({ maxAttempts: 3, pollIntervalMs: 100 }),
-  );
+  const relay = await startTestRetranslator(fastRetranslatorEnv(fx.db.url, fx.kafka.brokers, topic), {
+    retranslator: { maxAttempts: 3, pollIntervalMs: 100 },
+  });
   relays.push(relay);
 
   const rows = await poll(
     "the crash-looping event to be dead-lettered",
     async () =>
       (
-        (await db.db.raw(`SELECT package_id::text, attempts, last_error FROM package_event_dead_letter`)) as {
+        (await fx.db.db.raw(`SELECT package_id::text, attempts, last_error FROM package_event_dead_letter`)) as {
           rows: { package_id: string; attempts: number; last_error: string }[];
         }
       ).rows,
@@ -132,12 +99,12 @@ test("an event claimed maxAttempts times without an outcome (crash loop) is dead
   assert.match(rows[0]!.last_error, /without an outcome/);
 
   // The other package flows; the poison package's later event stays parked, unpublished.
-  const messages = await readTopic(kafka.brokers, topic, (m) => m.some((x) => x.event.PackageID === other));
+  const messages = await readTopic(fx.kafka.brokers, topic, (m) => m.some((x) => x.event.PackageID === other));
   assert.ok(
     messages.every((m) => m.event.PackageID !== poison),
     "nothing of the dead-lettered package was published",
   );
-  const parked = await db.db.raw(`SELECT count(*)::int AS n FROM package_event WHERE package_id = ?`, [
+  const parked = await fx.db.db.raw(`SELECT count(*)::int AS n FROM package_event WHERE package_id = ?`, [
     poison.toString(),
   ]);
   assert.equal((parked as { rows: { n: number }[] }).rows[0]!.n, 1);

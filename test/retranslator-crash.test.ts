@@ -10,17 +10,15 @@
 // stop a relay in the middle of them.
 import assert from "node:assert/strict";
 import type { ChildProcess } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { after, before, type TestContext, test } from "node:test";
-import { fileURLToPath } from "node:url";
-import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
 import { createDatabase, type Database } from "../internal/database/database.js";
 import { PgPackageRepository } from "../internal/repo/package-repo.js";
+import { type ConfigFile, writeConfigFile } from "./helpers/config.js";
 import { count, createTestDatabase, type TestDatabase } from "./helpers/database.js";
 import { type KafkaMock, startKafkaMock } from "./helpers/kafka-mock.js";
+import { poll } from "./helpers/poll.js";
+import { freePort } from "./helpers/ports.js";
 import {
   fastRetranslatorEnv,
   spawnRetranslator,
@@ -36,68 +34,32 @@ import {
   readTopic,
 } from "./helpers/topic-checker.js";
 
-const root = fileURLToPath(new URL("..", import.meta.url));
 const EXPIRED_LEASES_MSG = "expired leases freed (a retranslator died or stalled)";
 
 let kafka: KafkaMock;
-let configDir: string;
-// Read once, next to the config schema this process imported, so that both stay of one version.
-let baseConfig: string;
+const configFiles: ConfigFile[] = [];
 
 before(async () => {
-  baseConfig = readFileSync(join(root, "config.yml"), "utf8");
   kafka = await startKafkaMock();
-  configDir = mkdtempSync(join(tmpdir(), "lpa-crash-"));
 });
 
 after(async () => {
   await kafka?.stop();
-  if (configDir !== undefined) rmSync(configDir, { recursive: true, force: true });
+  for (const file of configFiles) await file.cleanup();
 });
 
 // ---------------------------------------------------------------- helpers
 
-/** config.yml with some retranslator keys changed, written to a temp file (CONFIG_PATH). */
-function writeConfig(name: string, retranslator: Record<string, number | boolean>): string {
-  const base = parseYaml(baseConfig) as Record<string, Record<string, unknown>>;
-  base.retranslator = { ...(base.retranslator ?? {}), ...retranslator };
+/** config.yml with some retranslator keys changed, in a temp file for CONFIG_PATH (child relays read it too). */
+async function writeConfig(retranslator: Record<string, number | boolean>): Promise<string> {
   // A lease of a few seconds needs sends that fit into it (start-up rejects
   // a lease shorter than one send): short Kafka request timeouts, no retries.
   const lease = retranslator.leaseSeconds;
-  if (typeof lease === "number" && lease < 45) {
-    base.kafka = { ...(base.kafka ?? {}), requestTimeoutMs: Math.floor((lease * 1000) / 4), sendRetries: 0 };
-  }
-  const path = join(configDir, `${name}.yml`);
-  writeFileSync(path, stringifyYaml(base));
-  return path;
-}
-
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => resolve());
-  });
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
-
-async function poll<T>(
-  what: string,
-  fn: () => Promise<T>,
-  ok: (v: T) => boolean,
-  timeoutMs = 30_000,
-  everyMs = 50,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (ok(v)) return v;
-    if (Date.now() > deadline)
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; last value ${JSON.stringify(v)}`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
+  const kafkaKeys =
+    typeof lease === "number" && lease < 45 ? { requestTimeoutMs: Math.floor((lease * 1000) / 4), sendRetries: 0 } : {};
+  const file = await writeConfigFile({ retranslator, kafka: kafkaKeys });
+  configFiles.push(file);
+  return file.path;
 }
 
 async function rows<T>(db: Database, sql: string, bindings: readonly string[] = []): Promise<T[]> {
@@ -353,7 +315,7 @@ async function spawnIn(world: World, name: string, configPath: string, metricsPo
 }
 
 async function startIn(world: World, name: string, configPath: string): Promise<TestRetranslator> {
-  const relay = await startTestRetranslator(world.env, configPath);
+  const relay = await startTestRetranslator({ ...world.env, CONFIG_PATH: configPath });
   world.inProcess.push({ name, relay });
   return relay;
 }
@@ -392,7 +354,7 @@ async function waitForEmptyOutbox(world: World, timeoutMs = 60_000): Promise<voi
 test("two retranslators side by side: everything delivered once, in order, and both did work", async (t) => {
   await withWorld(t, "crash-two-instances", 6, async (world) => {
     const { note } = world;
-    const configPath = writeConfig("two-instances", { batchSize: 50, maxInFlightBatches: 2, pollIntervalMs: 100 });
+    const configPath = await writeConfig({ batchSize: 50, maxInFlightBatches: 2, pollIntervalMs: 100 });
     const a = await startIn(world, "relay A", configPath);
     const b = await startIn(world, "relay B", configPath);
     assert.notEqual(a.owner, b.owner);
@@ -429,7 +391,7 @@ test("kill -9 mid-batch, then a replacement: nothing lost or reordered, duplicat
     const written = await writeEvents(world.db.url, { packages: 200, updates: 4780, removes: 20, seed: 2 });
     note(`${written} events written`);
     assert.equal(await count(world.db.db, "package_event"), written);
-    const configPath = writeConfig("kill9", {
+    const configPath = await writeConfig({
       leaseSeconds: 3,
       maintenanceIntervalMs: 500,
       batchSize: 50,
@@ -485,7 +447,7 @@ test("a running instance takes over a killed instance's leases once they expire"
     const { note } = world;
     const written = await writeEvents(world.db.url, { packages: 150, updates: 2840, removes: 10, seed: 3 });
     note(`${written} events written`);
-    const configPath = writeConfig("takeover", {
+    const configPath = await writeConfig({
       leaseSeconds: 3,
       maintenanceIntervalMs: 500,
       batchSize: 50,
@@ -542,7 +504,7 @@ test("kill -9 of one of three instances: the other two take over its events with
     note(`${written} events written`);
     const leaseSeconds = 3;
     const maintenanceIntervalMs = 500;
-    const configPath = writeConfig("three-kill9", {
+    const configPath = await writeConfig({
       leaseSeconds,
       maintenanceIntervalMs,
       batchSize: 50,
@@ -616,7 +578,7 @@ test("an instance that joins a running one takes a share of the backlog at once:
   await withWorld(t, "crash-join", 6, async (world) => {
     const { note } = world;
     const written = await writeEvents(world.db.url, { packages: 300, updates: 5700, removes: 0, seed: 12 });
-    const configPath = writeConfig("join", { batchSize: 50, maxInFlightBatches: 2, pollIntervalMs: 200 });
+    const configPath = await writeConfig({ batchSize: 50, maxInFlightBatches: 2, pollIntervalMs: 200 });
     // Slow acks: A alone would take a while, so B joins mid-backlog.
     await kafka.setRtt(1, 20);
     const a = await startIn(world, "relay A", configPath);
@@ -659,7 +621,7 @@ test("SIGTERM with sends in flight: drains, exits 0, leaves nothing leased; a re
     const written = await writeEvents(world.db.url, { packages: 100, updates: 1900, removes: 0, seed: 4 });
     note(`${written} events written`);
     const shutdownTimeoutMs = 8000;
-    const configPath = writeConfig("sigterm", {
+    const configPath = await writeConfig({
       // Long lease: whatever is free afterwards was released by the shutdown, not reaped.
       leaseSeconds: 60,
       batchSize: 50,
@@ -720,7 +682,7 @@ test("SIGTERM while the broker hangs: cut off at the deadline, leases released, 
     note(`${written} events written`);
     const shutdownTimeoutMs = 1000;
     const hung = 60_000;
-    const configPath = writeConfig("sigterm-hung", {
+    const configPath = await writeConfig({
       leaseSeconds: 60,
       batchSize: 50,
       maxInFlightBatches: 4,
@@ -767,7 +729,7 @@ test("SIGTERM while the broker hangs: cut off at the deadline, leases released, 
     const c = await spawnIn(
       world,
       "relay C (two signals)",
-      writeConfig("two-signals", {
+      await writeConfig({
         leaseSeconds: 2,
         maintenanceIntervalMs: 500,
         batchSize: 50,
@@ -802,7 +764,7 @@ test("SIGTERM while the broker hangs: cut off at the deadline, leases released, 
     const b = await spawnIn(
       world,
       "relay B (restart)",
-      writeConfig("restart", {
+      await writeConfig({
         leaseSeconds: 2,
         maintenanceIntervalMs: 500,
         batchSize: 100,
@@ -847,7 +809,7 @@ test("a crash-looping event is dead-lettered, and its package's parked events (m
     const relay = await startIn(
       world,
       "relay",
-      writeConfig("crash-loop", { batchSize, maxInFlightBatches: 2, pollIntervalMs: 100, maxAttempts }),
+      await writeConfig({ batchSize, maxInFlightBatches: 2, pollIntervalMs: 100, maxAttempts }),
     );
     const parked = 4 * batchSize - 1;
     const left = await poll(
@@ -901,7 +863,7 @@ test("a relay whose start fails after it began claiming (metrics port taken) sto
       const port = (blocker.address() as net.AddressInfo).port;
       // Long lease and maintenance interval: a lease left behind would stay, and
       // a stop waiting out a maintenance sleep would not end within the bound.
-      const configPath = writeConfig("start-failure", {
+      const configPath = await writeConfig({
         leaseSeconds: 600,
         maintenanceIntervalMs: 600_000,
         batchSize: 50,

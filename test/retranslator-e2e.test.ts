@@ -1,64 +1,30 @@
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import { EventType } from "../pkg/hablof/logistic_package_api/v1/kafka_proto_pb.js";
-import { count, createTestDatabase, type TestDatabase } from "./helpers/database.js";
-import { type PackageApiClient, packageApiClient } from "./helpers/grpc-client.js";
-import { type KafkaMock, startKafkaMock } from "./helpers/kafka-mock.js";
-import { fastRetranslatorEnv, startTestRetranslator, type TestRetranslator } from "./helpers/retranslator.js";
-import { startTestServer, type TestServer } from "./helpers/server.js";
-import { allDelivered, checkDelivery, committedEvents, installEventLog, readTopic } from "./helpers/topic-checker.js";
+import { count } from "./helpers/database.js";
+import { useFixture } from "./helpers/fixture.js";
+import { poll } from "./helpers/poll.js";
+import { allDelivered, checkDelivery, committedEvents, readTopic } from "./helpers/topic-checker.js";
 
 const topic = "e2e-package-events";
-let db: TestDatabase;
-let kafka: KafkaMock;
-let server: TestServer;
-let relay: TestRetranslator;
-let client: PackageApiClient;
-
-before(async () => {
-  db = await createTestDatabase();
-  await installEventLog(db.db);
-  kafka = await startKafkaMock();
-  await kafka.createTopic(topic, 4);
-  server = await startTestServer(db.url);
-  relay = await startTestRetranslator(fastRetranslatorEnv(db.url, kafka.brokers, topic));
-  client = packageApiClient(server.grpcAddress);
-});
-
-after(async () => {
-  client?.close();
-  await relay?.stop();
-  await server?.stop();
-  await kafka?.stop();
-  await db?.drop();
-});
-
-async function poll<T>(what: string, fn: () => Promise<T>, ok: (v: T) => boolean, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (ok(v)) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; last value ${String(v)}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+const fx = useFixture({ eventLog: true, kafka: { topic, partitions: 4 }, relay: {} });
 
 test("API changes reach the topic as PackageEvent messages with key, headers and payload, then leave the outbox", async () => {
   const traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
   const ids: string[] = [];
   for (let i = 0; i < 12; i++) {
-    const res = await client.createPackageV1(
+    const res = await fx.client.createPackageV1(
       { Title: `Box ${i}`, Material: "cardboard", MaximumVolume: 10 + i, Reusable: i % 2 === 0 },
       { traceparent },
     );
     ids.push(res.ID);
   }
-  for (const id of ids.slice(0, 6)) await client.updatePackageV1({ PackageID: id, Title: `Box ${id} v2` });
-  for (const id of ids.slice(0, 3)) await client.removePackageV1({ PackageID: id });
+  for (const id of ids.slice(0, 6)) await fx.client.updatePackageV1({ PackageID: id, Title: `Box ${id} v2` });
+  for (const id of ids.slice(0, 3)) await fx.client.removePackageV1({ PackageID: id });
 
-  const committed = await committedEvents(db.db);
+  const committed = await committedEvents(fx.db.db);
   assert.equal([...committed.values()].flat().length, 12 + 6 + 3);
-  const messages = await readTopic(kafka.brokers, topic, allDelivered(committed));
+  const messages = await readTopic(fx.kafka.brokers, topic, allDelivered(committed));
   const report = checkDelivery(committed, messages);
   assert.deepEqual(report, { lost: [], duplicated: [], reordered: [], malformed: [], unexpected: [] });
 
@@ -89,12 +55,12 @@ test("API changes reach the topic as PackageEvent messages with key, headers and
 
   await poll(
     "the outbox to empty",
-    () => count(db.db, "package_event"),
+    () => count(fx.db.db, "package_event"),
     (n) => n === 0,
   );
-  const metrics = await (await fetch(`http://127.0.0.1:${relay.ports.metrics}/metrics`)).text();
+  const metrics = await (await fetch(`http://127.0.0.1:${fx.relay.ports.metrics}/metrics`)).text();
   assert.match(metrics, /^logistic_package_api_retranslator_events_published_total 21$/m);
   assert.match(metrics, /^logistic_package_api_retranslator_events_processing 0$/m);
-  const ready = await fetch(`http://127.0.0.1:${relay.ports.metrics}/ready`);
+  const ready = await fetch(`http://127.0.0.1:${fx.relay.ports.metrics}/ready`);
   assert.equal(ready.status, 200);
 });

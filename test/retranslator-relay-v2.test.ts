@@ -4,80 +4,24 @@
 // Kafka mock cluster and topic; the delivery checker compares what was
 // committed with what a consumer reads back.
 import assert from "node:assert/strict";
-import { type TestContext, test } from "node:test";
+import { test } from "node:test";
 import { Kafka, logLevel, Partitioners } from "kafkajs";
 import { loadConfig } from "../internal/config/config.js";
 import type { Database } from "../internal/database/database.js";
-import { count, createTestDatabase, type TestDatabase } from "./helpers/database.js";
-import { type KafkaMock, startKafkaMock } from "./helpers/kafka-mock.js";
-import {
-  fastRetranslatorEnv,
-  startTestRetranslator,
-  type TestRetranslator,
-  writeTestConfig,
-} from "./helpers/retranslator.js";
-import { allDelivered, checkDelivery, committedEvents, installEventLog, readTopic } from "./helpers/topic-checker.js";
+import { writeConfigFile } from "./helpers/config.js";
+import { count } from "./helpers/database.js";
+import { poll } from "./helpers/poll.js";
+import { type RelayWorld, relayWorld } from "./helpers/relay-world.js";
+import { allDelivered, checkDelivery, committedEvents, readTopic } from "./helpers/topic-checker.js";
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-/** Cleanups run in reverse order whatever happened; a failing one does not stop the rest. */
-class Resources {
-  private readonly stack: (() => Promise<unknown> | unknown)[] = [];
-  defer(fn: () => Promise<unknown> | unknown): void {
-    this.stack.push(fn);
-  }
-  async release(t: TestContext): Promise<void> {
-    for (const fn of this.stack.reverse()) {
-      try {
-        await fn();
-      } catch (err) {
-        t.diagnostic(`cleanup failed: ${String(err)}`);
-      }
-    }
-  }
-}
-
-interface Env {
-  db: TestDatabase;
-  kafka: KafkaMock;
-  topic: string;
-}
-
-async function environment(res: Resources, topic: string, partitions: number, brokers = 1): Promise<Env> {
-  const db = await createTestDatabase();
-  res.defer(() => db.drop());
-  await installEventLog(db.db);
-  const kafka = await startKafkaMock({ brokers });
-  res.defer(() => kafka.stop());
-  await kafka.createTopic(topic, partitions);
-  return { db, kafka, topic };
-}
-
-async function relay(res: Resources, env: Env, overrides: Record<string, unknown> = {}): Promise<TestRetranslator> {
-  const config = await writeTestConfig(overrides);
-  res.defer(() => config.cleanup());
-  const r = await startTestRetranslator(fastRetranslatorEnv(env.db.url, env.kafka.brokers, env.topic), config.path);
-  res.defer(() => r.stop());
-  return r;
-}
-
-async function poll<T>(what: string, fn: () => Promise<T>, ok: (v: T) => boolean, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (ok(v)) return v;
-    if (Date.now() > deadline)
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; last value ${JSON.stringify(v)}`);
-    await sleep(100);
-  }
-}
-
 /** Messages appended to the topic (sum of its partitions' high watermarks). */
-async function topicSize(env: Env): Promise<number> {
-  const admin = new Kafka({ clientId: "topic-size", brokers: env.kafka.brokers, logLevel: logLevel.NOTHING }).admin();
+async function topicSize(world: RelayWorld): Promise<number> {
+  const admin = new Kafka({ clientId: "topic-size", brokers: world.kafka.brokers, logLevel: logLevel.NOTHING }).admin();
   await admin.connect();
   try {
-    const offsets = await admin.fetchTopicOffsets(env.topic);
+    const offsets = await admin.fetchTopicOffsets(world.topic);
     return offsets.reduce((sum, o) => sum + Number(o.high), 0);
   } finally {
     await admin.disconnect();
@@ -107,59 +51,54 @@ async function createPackages(db: Database, packages: number): Promise<void> {
 }
 
 test("a 20,000-event burst into an outbox whose statistics say it is empty drains, in order", async (t) => {
-  const res = new Resources();
-  try {
-    const env = await environment(res, "relay-v2-stale", 4);
-    const db = env.db.db;
-    // The outbox after a quiet period: used, emptied, analyzed ("no rows"
-    // over pages that still exist). Autovacuum is kept from refreshing it.
-    await q(db, `ALTER TABLE package_event SET (autovacuum_enabled = false)`);
-    await createPackages(db, 1000);
-    await q(db, `ALTER TABLE package_event DISABLE TRIGGER test_event_log`);
-    await burst(db, 1000, 20_000);
-    await q(db, `DELETE FROM package_event`);
-    await q(db, `ALTER TABLE package_event ENABLE TRIGGER test_event_log`);
-    await q(db, `ANALYZE package_event`);
-    const stats = (await q(db, `SELECT reltuples FROM pg_class WHERE relname = 'package_event'`)) as {
-      rows: { reltuples: number }[];
-    };
-    assert.equal(stats.rows[0]!.reltuples, 0);
+  const world = await relayWorld(t, "relay-v2-stale", 4);
+  const db = world.db.db;
+  // The outbox after a quiet period: used, emptied, analyzed ("no rows"
+  // over pages that still exist). Autovacuum is kept from refreshing it.
+  await q(db, `ALTER TABLE package_event SET (autovacuum_enabled = false)`);
+  await createPackages(db, 1000);
+  await q(db, `ALTER TABLE package_event DISABLE TRIGGER test_event_log`);
+  await burst(db, 1000, 20_000);
+  await q(db, `DELETE FROM package_event`);
+  await q(db, `ALTER TABLE package_event ENABLE TRIGGER test_event_log`);
+  await q(db, `ANALYZE package_event`);
+  const stats = (await q(db, `SELECT reltuples FROM pg_class WHERE relname = 'package_event'`)) as {
+    rows: { reltuples: number }[];
+  };
+  assert.equal(stats.rows[0]!.reltuples, 0);
 
-    const r = await relay(res, env);
-    await burst(db, 1000, 20_000);
-    const started = Date.now();
-    // Bounded wait, not a timing assertion: the old claim drained none of these in 60 s.
-    await poll(
-      "the burst to drain",
-      () => count(db, "package_event"),
-      (n) => n === 0,
-      120_000,
-    );
-    t.diagnostic(`20,000 events drained in ${Date.now() - started} ms`);
-    const stillStale = (await q(db, `SELECT reltuples FROM pg_class WHERE relname = 'package_event'`)) as {
-      rows: { reltuples: number }[];
-    };
-    assert.equal(stillStale.rows[0]!.reltuples, 0, "nobody refreshed the statistics meanwhile");
+  const r = await world.startRelay();
+  await burst(db, 1000, 20_000);
+  const started = Date.now();
+  // Bounded wait, not a timing assertion: the old claim drained none of these in 60 s.
+  await poll(
+    "the burst to drain",
+    () => count(db, "package_event"),
+    (n) => n === 0,
+    120_000,
+  );
+  t.diagnostic(`20,000 events drained in ${Date.now() - started} ms`);
+  const stillStale = (await q(db, `SELECT reltuples FROM pg_class WHERE relname = 'package_event'`)) as {
+    rows: { reltuples: number }[];
+  };
+  assert.equal(stillStale.rows[0]!.reltuples, 0, "nobody refreshed the statistics meanwhile");
 
-    const committed = await committedEvents(db);
-    t.diagnostic(`messages on the topic: ${await topicSize(env)}`);
-    const messages = await readTopic(env.kafka.brokers, env.topic, allDelivered(committed), 120_000);
-    const report = checkDelivery(committed, messages);
-    if (report.lost.length > 0) {
-      const lostSet = new Set(report.lost);
-      const packages = [...committed].filter(([, ids]) => ids.some((id) => lostSet.has(id))).map(([p]) => Number(p));
-      t.diagnostic(
-        `read ${messages.length}; lost ${report.lost.length} of ${packages.length} packages, partitions ${[...new Set(packages.map((p) => partitionOf(p, 4)))].join(",")}`,
-      );
-    }
-    assert.deepEqual(
-      { lost: report.lost.length, reordered: report.reordered, duplicated: report.duplicated.length },
-      { lost: 0, reordered: [], duplicated: 0 },
+  const committed = await committedEvents(db);
+  t.diagnostic(`messages on the topic: ${await topicSize(world)}`);
+  const messages = await readTopic(world.kafka.brokers, world.topic, allDelivered(committed), 120_000);
+  const report = checkDelivery(committed, messages);
+  if (report.lost.length > 0) {
+    const lostSet = new Set(report.lost);
+    const packages = [...committed].filter(([, ids]) => ids.some((id) => lostSet.has(id))).map(([p]) => Number(p));
+    t.diagnostic(
+      `read ${messages.length}; lost ${report.lost.length} of ${packages.length} packages, partitions ${[...new Set(packages.map((p) => partitionOf(p, 4)))].join(",")}`,
     );
-    void r;
-  } finally {
-    await res.release(t);
   }
+  assert.deepEqual(
+    { lost: report.lost.length, reordered: report.reordered, duplicated: report.duplicated.length },
+    { lost: 0, reordered: [], duplicated: 0 },
+  );
+  void r;
 });
 
 /** The partition kafkajs' default partitioner (murmur2 of the key, as the relay uses) gives a package. */
@@ -185,89 +124,82 @@ const outboxIds = async (db: Database, packages: readonly number[]): Promise<num
 };
 
 test("a partition without a leader and a backlog larger than a claim: other partitions keep flowing, all delivered in order after it returns", async (t) => {
-  const res = new Resources();
-  try {
-    const env = await environment(res, "relay-v2-leaderless", 3, 3);
-    const db = env.db.db;
-    await createPackages(db, 600);
-    const all = Array.from({ length: 600 }, (_, i) => i + 1);
-    const onZero = all.filter((p) => partitionOf(p, 3) === 0);
-    const healthy = all.filter((p) => partitionOf(p, 3) !== 0);
-    assert.ok(onZero.length > 100 && healthy.length > 300);
-    // Short backoffs, so that the return of the leader is noticed within the test.
-    const r = await relay(res, env, {
-      retranslator: { batchSize: 50, retryBackoffMinMs: 100, retryBackoffMaxMs: 1000 },
-    });
+  const world = await relayWorld(t, "relay-v2-leaderless", 3, 3);
+  const db = world.db.db;
+  await createPackages(db, 600);
+  const all = Array.from({ length: 600 }, (_, i) => i + 1);
+  const onZero = all.filter((p) => partitionOf(p, 3) === 0);
+  const healthy = all.filter((p) => partitionOf(p, 3) !== 0);
+  assert.ok(onZero.length > 100 && healthy.length > 300);
+  // Short backoffs, so that the return of the leader is noticed within the test.
+  const r = await world.startRelay({
+    retranslator: { batchSize: 50, retryBackoffMinMs: 100, retryBackoffMaxMs: 1000 },
+  });
 
-    // Warm: every package once, so the relay knows the topic.
-    await burst(db, 600, 600);
-    await poll(
-      "the warm-up to drain",
-      () => count(db, "package_event"),
-      (n) => n === 0,
-      30_000,
-    );
+  // Warm: every package once, so the relay knows the topic.
+  await burst(db, 600, 600);
+  await poll(
+    "the warm-up to drain",
+    () => count(db, "package_event"),
+    (n) => n === 0,
+    30_000,
+  );
 
-    await env.kafka.setPartitionLeader(env.topic, 0, -1);
-    // Partition 0's packages queue 10 events each: far more than one claim (50).
-    await q(
-      db,
-      `INSERT INTO package_event (package_id, type, payload)
-       SELECT p, 'Updated', jsonb_build_object('ID', p::text, 'n', n) FROM unnest(?::bigint[]) p, generate_series(1, 10) n ORDER BY n, p`,
-      [`{${onZero.join(",")}}`],
-    );
-    // Let the relay run into the leader-less partition first.
-    await sleep(1500);
-    const target = healthy.slice(0, 100);
-    await q(
-      db,
-      `INSERT INTO package_event (package_id, type, payload) SELECT p, 'Updated', jsonb_build_object('ID', p::text) FROM unnest(?::bigint[]) p`,
-      [`{${target.join(",")}}`],
-    );
-    // Bounded wait: before, none of these 100 was published within 10 s.
-    await poll(
-      "the 100 updates on healthy partitions to be acknowledged",
-      () => outboxIds(db, target),
-      (n) => n === 0,
-      15_000,
-    );
-    assert.equal(await outboxIds(db, onZero), onZero.length * 10, "partition 0's backlog waits (no leader to take it)");
-    const dead = (await q(db, `SELECT count(*)::int AS n FROM package_event_dead_letter`)) as { rows: { n: number }[] };
-    assert.equal(dead.rows[0]!.n, 0, "nothing dead-lettered while the partition had no leader");
-    assert.ok(
-      r.logs.lines.some(
-        (l) => l.msg === "partition failed; backing it off, other partitions go on" && l.partition === 0,
-      ),
-      "the relay did run into the leader-less partition",
-    );
+  await world.kafka.setPartitionLeader(world.topic, 0, -1);
+  // Partition 0's packages queue 10 events each: far more than one claim (50).
+  await q(
+    db,
+    `INSERT INTO package_event (package_id, type, payload)
+     SELECT p, 'Updated', jsonb_build_object('ID', p::text, 'n', n) FROM unnest(?::bigint[]) p, generate_series(1, 10) n ORDER BY n, p`,
+    [`{${onZero.join(",")}}`],
+  );
+  // Let the relay run into the leader-less partition first.
+  await sleep(1500);
+  const target = healthy.slice(0, 100);
+  await q(
+    db,
+    `INSERT INTO package_event (package_id, type, payload) SELECT p, 'Updated', jsonb_build_object('ID', p::text) FROM unnest(?::bigint[]) p`,
+    [`{${target.join(",")}}`],
+  );
+  // Bounded wait: before, none of these 100 was published within 10 s.
+  await poll(
+    "the 100 updates on healthy partitions to be acknowledged",
+    () => outboxIds(db, target),
+    (n) => n === 0,
+    15_000,
+  );
+  assert.equal(await outboxIds(db, onZero), onZero.length * 10, "partition 0's backlog waits (no leader to take it)");
+  const dead = (await q(db, `SELECT count(*)::int AS n FROM package_event_dead_letter`)) as { rows: { n: number }[] };
+  assert.equal(dead.rows[0]!.n, 0, "nothing dead-lettered while the partition had no leader");
+  assert.ok(
+    r.logs.lines.some((l) => l.msg === "partition failed; backing it off, other partitions go on" && l.partition === 0),
+    "the relay did run into the leader-less partition",
+  );
 
-    await env.kafka.setPartitionLeader(env.topic, 0, 1);
-    await poll(
-      "partition 0's backlog to drain after its leader returned",
-      () => count(db, "package_event"),
-      (n) => n === 0,
-      60_000,
-    );
-    const deadAfter = (await q(db, `SELECT count(*)::int AS n FROM package_event_dead_letter`)) as {
-      rows: { n: number }[];
-    };
-    assert.equal(deadAfter.rows[0]!.n, 0, "none dead-lettered");
+  await world.kafka.setPartitionLeader(world.topic, 0, 1);
+  await poll(
+    "partition 0's backlog to drain after its leader returned",
+    () => count(db, "package_event"),
+    (n) => n === 0,
+    60_000,
+  );
+  const deadAfter = (await q(db, `SELECT count(*)::int AS n FROM package_event_dead_letter`)) as {
+    rows: { n: number }[];
+  };
+  assert.equal(deadAfter.rows[0]!.n, 0, "none dead-lettered");
 
-    const committed = await committedEvents(db);
-    const messages = await readTopic(env.kafka.brokers, env.topic, allDelivered(committed), 60_000);
-    const report = checkDelivery(committed, messages);
-    assert.deepEqual({ lost: report.lost, reordered: report.reordered }, { lost: [], reordered: [] });
-  } finally {
-    await res.release(t);
-  }
+  const committed = await committedEvents(db);
+  const messages = await readTopic(world.kafka.brokers, world.topic, allDelivered(committed), 60_000);
+  const report = checkDelivery(committed, messages);
+  assert.deepEqual({ lost: report.lost, reordered: report.reordered }, { lost: [], reordered: [] });
 });
 
 test("start-up rejects a lease shorter than one send (connect + request timeout, times retries + 1, plus backoff)", async () => {
-  const short = await writeTestConfig({
+  const short = await writeConfigFile({
     retranslator: { leaseSeconds: 10 },
     kafka: { requestTimeoutMs: 10_000, sendRetries: 2 },
   });
-  const fits = await writeTestConfig({
+  const fits = await writeConfigFile({
     retranslator: { leaseSeconds: 10 },
     kafka: { requestTimeoutMs: 2000, sendRetries: 1 },
   });
@@ -278,7 +210,7 @@ test("start-up rejects a lease shorter than one send (connect + request timeout,
     );
     // (2 s connect, capped at the request timeout, + 2 s request) × 2 attempts + 2 s backoff = 10 s: no second of slack.
     assert.throws(() => loadConfig({ path: fits.path, env: {} }), /retranslator\.leaseSeconds/);
-    const ok = await writeTestConfig({
+    const ok = await writeConfigFile({
       retranslator: { leaseSeconds: 11 },
       kafka: { requestTimeoutMs: 2000, sendRetries: 1 },
     });
@@ -294,65 +226,60 @@ test("start-up rejects a lease shorter than one send (connect + request timeout,
 });
 
 test("fencing: events whose lease has less than a whole send left are given back, not sent; all arrive once, in order", async (t) => {
-  const res = new Resources();
-  try {
-    const env = await environment(res, "relay-v2-fencing", 1);
-    const db = env.db.db;
-    await createPackages(db, 10);
-    // A send may take (3 s + 3 s) × 1 = 6 s; the lease is 7 s: one second of slack.
-    const r = await relay(res, env, {
-      retranslator: { leaseSeconds: 7, batchSize: 20, maxInFlightBatches: 4, pollIntervalMs: 200 },
-      kafka: { requestTimeoutMs: 3000, sendRetries: 0 },
-    });
-    await burst(db, 10, 10);
-    await poll(
-      "the warm-up to drain",
-      () => count(db, "package_event"),
-      (n) => n === 0,
-      30_000,
-    );
+  const world = await relayWorld(t, "relay-v2-fencing", 1);
+  const db = world.db.db;
+  await createPackages(db, 10);
+  // A send may take (3 s + 3 s) × 1 = 6 s; the lease is 7 s: one second of slack.
+  const r = await world.startRelay({
+    retranslator: { leaseSeconds: 7, batchSize: 20, maxInFlightBatches: 4, pollIntervalMs: 200 },
+    kafka: { requestTimeoutMs: 3000, sendRetries: 0 },
+  });
+  await burst(db, 10, 10);
+  await poll(
+    "the warm-up to drain",
+    () => count(db, "package_event"),
+    (n) => n === 0,
+    30_000,
+  );
 
-    // Acks now take 2 s: a claim queued behind a send in flight waits longer
-    // than its slack, and must not be sent with the lease it has left.
-    await env.kafka.setRtt(1, 2000);
-    await burst(db, 10, 100);
-    await poll(
-      "the events to be published",
-      () => count(db, "package_event"),
-      (n) => n === 0,
-      90_000,
-    );
-    await env.kafka.setRtt(1, 0);
+  // Acks now take 2 s: a claim queued behind a send in flight waits longer
+  // than its slack, and must not be sent with the lease it has left.
+  await world.kafka.setRtt(1, 2000);
+  await burst(db, 10, 100);
+  await poll(
+    "the events to be published",
+    () => count(db, "package_event"),
+    (n) => n === 0,
+    90_000,
+  );
+  await world.kafka.setRtt(1, 0);
 
-    const text = await (await fetch(`http://127.0.0.1:${r.ports.metrics}/metrics`)).text();
-    const fenced = Number(/^logistic_package_api_retranslator_events_fenced_total (\S+)/m.exec(text)?.[1] ?? "NaN");
-    t.diagnostic(`events given back for want of lease: ${fenced}`);
-    assert.ok(fenced > 0, "some claims waited past their slack and were given back");
+  const text = await (await fetch(`http://127.0.0.1:${r.ports.metrics}/metrics`)).text();
+  const fenced = Number(/^logistic_package_api_retranslator_events_fenced_total (\S+)/m.exec(text)?.[1] ?? "NaN");
+  t.diagnostic(`events given back for want of lease: ${fenced}`);
+  assert.ok(fenced > 0, "some claims waited past their slack and were given back");
 
-    const committed = await committedEvents(db);
-    const messages = await readTopic(env.kafka.brokers, env.topic, allDelivered(committed), 60_000);
-    const report = checkDelivery(committed, messages);
-    assert.deepEqual(
-      { lost: report.lost, reordered: report.reordered, duplicated: report.duplicated },
-      { lost: [], reordered: [], duplicated: [] },
-      "fenced events were never sent: no copies",
-    );
-  } finally {
-    await res.release(t);
-  }
+  const committed = await committedEvents(db);
+  const messages = await readTopic(world.kafka.brokers, world.topic, allDelivered(committed), 60_000);
+  const report = checkDelivery(committed, messages);
+  assert.deepEqual(
+    { lost: report.lost, reordered: report.reordered, duplicated: report.duplicated },
+    { lost: [], reordered: [], duplicated: [] },
+    "fenced events were never sent: no copies",
+  );
 });
 
 /** The topic's records with the record batch (one per produce request) each came in. */
 async function readRecordBatches(
-  env: Env,
+  world: RelayWorld,
   expected: number,
 ): Promise<{ eventId: string; packageId: string; batch: string; bytes: number }[]> {
-  const kafka = new Kafka({ clientId: "batch-reader", brokers: env.kafka.brokers, logLevel: logLevel.NOTHING });
+  const kafka = new Kafka({ clientId: "batch-reader", brokers: world.kafka.brokers, logLevel: logLevel.NOTHING });
   const consumer = kafka.consumer({ groupId: `batch-reader-${Date.now()}`, maxWaitTimeInMs: 100 });
   const records: { eventId: string; packageId: string; batch: string; bytes: number }[] = [];
   await consumer.connect();
   try {
-    await consumer.subscribe({ topic: env.topic, fromBeginning: true });
+    await consumer.subscribe({ topic: world.topic, fromBeginning: true });
     await consumer.run({
       eachMessage: async ({ message }) => {
         const headers = message.headers ?? {};
@@ -379,94 +306,89 @@ async function readRecordBatches(
 }
 
 test("a package's backlog larger than one request goes out as several requests in order; a request refused as too large is split, not charged; only an event too large alone is dead-lettered", async (t) => {
-  const res = new Resources();
-  try {
-    const env = await environment(res, "relay-v2-request-size", 1);
-    const db = env.db.db;
-    await createPackages(db, 3);
-    const maxRequestBytes = 4096;
-    const r = await relay(res, env, {
-      retranslator: { batchSize: 500, pollIntervalMs: 200 },
-      kafka: { maxRequestBytes },
-    });
-    await burst(db, 3, 3);
-    await poll(
-      "the warm-up to drain",
-      () => count(db, "package_event"),
-      (n) => n === 0,
-      30_000,
-    );
+  const world = await relayWorld(t, "relay-v2-request-size", 1);
+  const db = world.db.db;
+  await createPackages(db, 3);
+  const maxRequestBytes = 4096;
+  const r = await world.startRelay({
+    retranslator: { batchSize: 500, pollIntervalMs: 200 },
+    kafka: { maxRequestBytes },
+  });
+  await burst(db, 3, 3);
+  await poll(
+    "the warm-up to drain",
+    () => count(db, "package_event"),
+    (n) => n === 0,
+    30_000,
+  );
 
-    // The broker refuses the next Produce request as too large.
-    await env.kafka.pushErrors(0, 1, [10]);
-    // Package 1: 60 events of ~400 bytes (about 6 requests' worth); package 2: 10 small
-    // ones; package 3: one event larger than any request may be, then one behind it.
-    await q(
-      db,
-      `INSERT INTO package_event (package_id, type, payload)
-       SELECT 1, 'Updated', jsonb_build_object('ID', '1', 'n', n, 'Title', repeat('x', 300)) FROM generate_series(1, 60) n
-       UNION ALL SELECT 2, 'Updated', jsonb_build_object('ID', '2', 'n', n) FROM generate_series(1, 10) n`,
-    );
-    await q(
-      db,
-      `INSERT INTO package_event (package_id, type, payload) VALUES (3, 'Updated', jsonb_build_object('ID', '3', 'Title', repeat('y', 5000)))`,
-    );
-    await q(
-      db,
-      `INSERT INTO package_event (package_id, type, payload) VALUES (3, 'Updated', jsonb_build_object('ID', '3', 'n', 2))`,
-    );
+  // The broker refuses the next Produce request as too large.
+  await world.kafka.pushErrors(0, 1, [10]);
+  // Package 1: 60 events of ~400 bytes (about 6 requests' worth); package 2: 10 small
+  // ones; package 3: one event larger than any request may be, then one behind it.
+  await q(
+    db,
+    `INSERT INTO package_event (package_id, type, payload)
+     SELECT 1, 'Updated', jsonb_build_object('ID', '1', 'n', n, 'Title', repeat('x', 300)) FROM generate_series(1, 60) n
+     UNION ALL SELECT 2, 'Updated', jsonb_build_object('ID', '2', 'n', n) FROM generate_series(1, 10) n`,
+  );
+  await q(
+    db,
+    `INSERT INTO package_event (package_id, type, payload) VALUES (3, 'Updated', jsonb_build_object('ID', '3', 'Title', repeat('y', 5000)))`,
+  );
+  await q(
+    db,
+    `INSERT INTO package_event (package_id, type, payload) VALUES (3, 'Updated', jsonb_build_object('ID', '3', 'n', 2))`,
+  );
 
-    const dead = await poll(
-      "the oversized event to be dead-lettered and the rest published",
-      async () => ({
-        left: (
-          (await q(db, `SELECT count(*)::int AS n FROM package_event WHERE package_id <> 3`)) as {
-            rows: { n: number }[];
-          }
-        ).rows[0]!.n,
-        dead: (
-          (await q(db, `SELECT package_id::int AS p, last_error FROM package_event_dead_letter`)) as {
-            rows: { p: number; last_error: string }[];
-          }
-        ).rows,
-      }),
-      (v) => v.left === 0 && v.dead.length === 1,
-      30_000,
-    );
-    assert.equal(dead.dead[0]!.p, 3);
-    assert.match(dead.dead[0]!.last_error, /larger than kafka\.maxRequestBytes/);
-    const parked = (
-      (await q(db, `SELECT count(*)::int AS n FROM package_event WHERE package_id = 3`)) as { rows: { n: number }[] }
-    ).rows[0]!.n;
-    assert.equal(parked, 1, "the event behind the dead letter waits, unpublished");
+  const dead = await poll(
+    "the oversized event to be dead-lettered and the rest published",
+    async () => ({
+      left: (
+        (await q(db, `SELECT count(*)::int AS n FROM package_event WHERE package_id <> 3`)) as {
+          rows: { n: number }[];
+        }
+      ).rows[0]!.n,
+      dead: (
+        (await q(db, `SELECT package_id::int AS p, last_error FROM package_event_dead_letter`)) as {
+          rows: { p: number; last_error: string }[];
+        }
+      ).rows,
+    }),
+    (v) => v.left === 0 && v.dead.length === 1,
+    30_000,
+  );
+  assert.equal(dead.dead[0]!.p, 3);
+  assert.match(dead.dead[0]!.last_error, /larger than kafka\.maxRequestBytes/);
+  const parked = (
+    (await q(db, `SELECT count(*)::int AS n FROM package_event WHERE package_id = 3`)) as { rows: { n: number }[] }
+  ).rows[0]!.n;
+  assert.equal(parked, 1, "the event behind the dead letter waits, unpublished");
 
-    const text = await (await fetch(`http://127.0.0.1:${r.ports.metrics}/metrics`)).text();
-    const failed = Number(/^logistic_package_api_retranslator_events_failed_total (\S+)/m.exec(text)?.[1] ?? "NaN");
-    assert.equal(failed, 1, "only the oversized event failed: the request refused as too large was split, not charged");
+  const text = await (await fetch(`http://127.0.0.1:${r.ports.metrics}/metrics`)).text();
+  const failed = Number(/^logistic_package_api_retranslator_events_failed_total (\S+)/m.exec(text)?.[1] ?? "NaN");
+  assert.equal(failed, 1, "only the oversized event failed: the request refused as too large was split, not charged");
 
-    const records = (await readRecordBatches(env, 3 + 70)).slice(3);
-    const batches = new Map<string, number>();
-    for (const rec of records) batches.set(rec.batch, (batches.get(rec.batch) ?? 0) + rec.bytes);
-    t.diagnostic(`70 events in ${batches.size} requests of ${[...batches.values()].join(", ")} bytes`);
-    assert.ok(batches.size >= 6, `package 1's 24 KB went out in several requests (${batches.size})`);
-    for (const bytes of batches.values())
-      assert.ok(bytes <= maxRequestBytes, `a request of ${bytes} bytes fits ${maxRequestBytes}`);
-    for (const pkg of ["1", "2"]) {
-      const ids = records.filter((rec) => rec.packageId === pkg).map((rec) => BigInt(rec.eventId));
-      assert.equal(ids.length, pkg === "1" ? 60 : 10, `package ${pkg} delivered once each`);
-      assert.deepEqual(
-        ids,
-        [...ids].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)),
-        `package ${pkg} in order`,
-      );
-    }
-    assert.ok(
-      records.every((rec) => rec.packageId !== "3"),
-      "nothing of the dead-lettered package was published",
+  const records = (await readRecordBatches(world, 3 + 70)).slice(3);
+  const batches = new Map<string, number>();
+  for (const rec of records) batches.set(rec.batch, (batches.get(rec.batch) ?? 0) + rec.bytes);
+  t.diagnostic(`70 events in ${batches.size} requests of ${[...batches.values()].join(", ")} bytes`);
+  assert.ok(batches.size >= 6, `package 1's 24 KB went out in several requests (${batches.size})`);
+  for (const bytes of batches.values())
+    assert.ok(bytes <= maxRequestBytes, `a request of ${bytes} bytes fits ${maxRequestBytes}`);
+  for (const pkg of ["1", "2"]) {
+    const ids = records.filter((rec) => rec.packageId === pkg).map((rec) => BigInt(rec.eventId));
+    assert.equal(ids.length, pkg === "1" ? 60 : 10, `package ${pkg} delivered once each`);
+    assert.deepEqual(
+      ids,
+      [...ids].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)),
+      `package ${pkg} in order`,
     );
-  } finally {
-    await res.release(t);
   }
+  assert.ok(
+    records.every((rec) => rec.packageId !== "3"),
+    "nothing of the dead-lettered package was published",
+  );
 });
 
 test("a slow broker with two instances: acks slower than the lease's slack, yet no package out of order and no copy of any event", async (t) => {
@@ -476,63 +398,58 @@ test("a slow broker with two instances: acks slower than the lease's slack, yet 
   // makes the broker write records the client reports as failed, and their
   // retry is a copy that only the idempotent producer can prevent (measured:
   // 2.5 s against 3 s on this loaded machine already did; see docs/relay.md).
-  const res = new Resources();
-  try {
-    const env = await environment(res, "relay-v2-slow-two", 2);
-    const db = env.db.db;
-    await createPackages(db, 20);
-    const overrides = {
-      retranslator: {
-        leaseSeconds: 9,
-        batchSize: 20,
-        maxInFlightBatches: 4,
-        pollIntervalMs: 200,
-        maintenanceIntervalMs: 500,
-      },
-      kafka: { requestTimeoutMs: 4000, sendRetries: 0 },
-    };
-    const a = await relay(res, env, overrides);
-    const b = await relay(res, env, overrides);
-    await burst(db, 20, 20);
-    await poll(
-      "the warm-up to drain",
-      () => count(db, "package_event"),
-      (n) => n === 0,
-      30_000,
-    );
+  const world = await relayWorld(t, "relay-v2-slow-two", 2);
+  const db = world.db.db;
+  await createPackages(db, 20);
+  const overrides = {
+    retranslator: {
+      leaseSeconds: 9,
+      batchSize: 20,
+      maxInFlightBatches: 4,
+      pollIntervalMs: 200,
+      maintenanceIntervalMs: 500,
+    },
+    kafka: { requestTimeoutMs: 4000, sendRetries: 0 },
+  };
+  const a = await world.startRelay(overrides);
+  const b = await world.startRelay(overrides);
+  await burst(db, 20, 20);
+  await poll(
+    "the warm-up to drain",
+    () => count(db, "package_event"),
+    (n) => n === 0,
+    30_000,
+  );
 
-    await env.kafka.setRtt(1, 1500);
-    await burst(db, 20, 200);
-    await poll(
-      "the events to be published",
-      () => count(db, "package_event"),
-      (n) => n === 0,
-      120_000,
-    );
-    await env.kafka.setRtt(1, 0);
+  await world.kafka.setRtt(1, 1500);
+  await burst(db, 20, 200);
+  await poll(
+    "the events to be published",
+    () => count(db, "package_event"),
+    (n) => n === 0,
+    120_000,
+  );
+  await world.kafka.setRtt(1, 0);
 
-    let fenced = 0;
-    for (const r of [a, b]) {
-      const text = await (await fetch(`http://127.0.0.1:${r.ports.metrics}/metrics`)).text();
-      fenced += Number(/^logistic_package_api_retranslator_events_fenced_total (\S+)/m.exec(text)?.[1] ?? 0);
-    }
-    t.diagnostic(`events given back for want of lease: ${fenced}`);
-    const committed = await committedEvents(db);
-    const messages = await readTopic(env.kafka.brokers, env.topic, allDelivered(committed), 60_000);
-    const report = checkDelivery(committed, messages);
-    assert.deepEqual(
-      { lost: report.lost, reordered: report.reordered, duplicated: report.duplicated },
-      { lost: [], reordered: [], duplicated: [] },
-      "in order, and no copy of any event (so none after a later event of its package)",
-    );
-    // For reading a run: what the relays warned about (fenced claims, slow partitions, freed leases).
-    for (const r of [a, b]) {
-      const warnings = r.logs.lines
-        .filter((l) => ["warn", "error", "fatal"].includes(String(l.level)))
-        .map((l) => String(l.msg));
-      t.diagnostic(`${r.owner}: ${[...new Set(warnings)].join(" | ")}`);
-    }
-  } finally {
-    await res.release(t);
+  let fenced = 0;
+  for (const r of [a, b]) {
+    const text = await (await fetch(`http://127.0.0.1:${r.ports.metrics}/metrics`)).text();
+    fenced += Number(/^logistic_package_api_retranslator_events_fenced_total (\S+)/m.exec(text)?.[1] ?? 0);
+  }
+  t.diagnostic(`events given back for want of lease: ${fenced}`);
+  const committed = await committedEvents(db);
+  const messages = await readTopic(world.kafka.brokers, world.topic, allDelivered(committed), 60_000);
+  const report = checkDelivery(committed, messages);
+  assert.deepEqual(
+    { lost: report.lost, reordered: report.reordered, duplicated: report.duplicated },
+    { lost: [], reordered: [], duplicated: [] },
+    "in order, and no copy of any event (so none after a later event of its package)",
+  );
+  // For reading a run: what the relays warned about (fenced claims, slow partitions, freed leases).
+  for (const r of [a, b]) {
+    const warnings = r.logs.lines
+      .filter((l) => ["warn", "error", "fatal"].includes(String(l.level)))
+      .map((l) => String(l.msg));
+    t.diagnostic(`${r.owner}: ${[...new Set(warnings)].join(" | ")}`);
   }
 });

@@ -5,60 +5,21 @@
 // counted over the objective.
 // Run: bash scripts/test.sh test/retranslator-slo.test.ts
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
-import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
-import { type PackageApiClient, packageApiClient } from "./helpers/grpc-client.js";
-import { type KafkaMock, startKafkaMock } from "./helpers/kafka-mock.js";
-import {
-  fastRetranslatorEnv,
-  startTestRetranslator,
-  type TestRetranslator,
-  writeTestConfig,
-} from "./helpers/retranslator.js";
-import { startTestServer, type TestServer } from "./helpers/server.js";
+import { test } from "node:test";
+import { useFixture } from "./helpers/fixture.js";
+import { until } from "./helpers/poll.js";
 
 const topic = "slo-package-events";
-let db: TestDatabase;
-let kafka: KafkaMock;
-let server: TestServer;
-let relay: TestRetranslator;
-let client: PackageApiClient;
-let config: { path: string; cleanup(): Promise<void> };
-
-before(async () => {
-  db = await createTestDatabase();
-  kafka = await startKafkaMock();
-  await kafka.createTopic(topic, 2);
-  server = await startTestServer(db.url);
-  config = await writeTestConfig({ retranslator: { sloSeconds: 1, maintenanceIntervalMs: 200 } });
-  relay = await startTestRetranslator(fastRetranslatorEnv(db.url, kafka.brokers, topic), config.path);
-  client = packageApiClient(server.grpcAddress);
+const fx = useFixture({
+  kafka: { topic, partitions: 2 },
+  relay: { retranslator: { sloSeconds: 1, maintenanceIntervalMs: 200 } },
 });
 
-after(async () => {
-  client?.close();
-  await relay?.stop();
-  await server?.stop();
-  await kafka?.stop();
-  await db?.drop();
-  await config?.cleanup();
-});
-
-const base = () => `http://127.0.0.1:${relay.ports.metrics}`;
+const base = () => `http://127.0.0.1:${fx.relay.ports.metrics}`;
 
 async function ready(): Promise<{ status: number; body: Record<string, unknown> }> {
   const res = await fetch(`${base()}/ready`);
   return { status: res.status, body: (await res.json()) as Record<string, unknown> };
-}
-
-async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 test("an event older than retranslator.sloSeconds makes /ready 'degraded' (still 200) until it is published", async () => {
@@ -66,8 +27,8 @@ test("an event older than retranslator.sloSeconds makes /ready 'degraded' (still
   const metricsBefore = await (await fetch(`${base()}/metrics`)).text();
   assert.match(metricsBefore, /^logistic_package_api_retranslator_slo_seconds 1$/m);
 
-  await kafka.brokerDown(1);
-  await client.createPackageV1({ Title: "late", Material: "lead", MaximumVolume: 1 });
+  await fx.kafka.brokerDown(1);
+  await fx.client.createPackageV1({ Title: "late", Material: "lead", MaximumVolume: 1 });
   const degraded = await until("/ready to say degraded", async () => {
     const r = await ready();
     return r.body.status === "degraded" ? r : undefined;
@@ -77,7 +38,7 @@ test("an event older than retranslator.sloSeconds makes /ready 'degraded' (still
   assert.equal(degraded.body.sloSeconds, 1);
   assert.match(String(degraded.body.reason), /above retranslator\.sloSeconds \(1 s\)/);
 
-  await kafka.brokerUp(1);
+  await fx.kafka.brokerUp(1);
   await until("/ready to be plain ready again", async () =>
     (await ready()).body.status === "ready" ? true : undefined,
   );

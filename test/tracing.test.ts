@@ -1,43 +1,14 @@
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import { InMemorySpanExporter, type ReadableSpan } from "@opentelemetry/sdk-trace-base";
-import { startTelemetry, type Telemetry } from "../internal/tracer/telemetry.js";
-import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
-import { type PackageApiClient, packageApiClient } from "./helpers/grpc-client.js";
-import { type KafkaMock, startKafkaMock } from "./helpers/kafka-mock.js";
-import { fastRetranslatorEnv, startTestRetranslator, type TestRetranslator } from "./helpers/retranslator.js";
-import { startTestServer, type TestServer } from "./helpers/server.js";
+import { useFixture } from "./helpers/fixture.js";
 import { readTopic } from "./helpers/topic-checker.js";
 
-// Telemetry starts first, as in the binaries: the pg instrumentation must
-// patch the driver before any database client exists.
+// Tracing on: the fixture starts telemetry first, as the binaries do (the pg
+// instrumentation must patch the driver before any database client exists).
 const exporter = new InMemorySpanExporter();
-let telemetry: Telemetry;
-let db: TestDatabase;
-let kafka: KafkaMock;
-let server: TestServer;
-let relay: TestRetranslator;
-let client: PackageApiClient;
 const topic = "tracing-package-events";
-
-before(async () => {
-  telemetry = await startTelemetry({ serviceName: "test", serviceVersion: "0", otlpEndpoint: "", exporter });
-  db = await createTestDatabase();
-  kafka = await startKafkaMock();
-  await kafka.createTopic(topic, 2);
-  server = await startTestServer(db.url);
-  relay = await startTestRetranslator(fastRetranslatorEnv(db.url, kafka.brokers, topic));
-  client = packageApiClient(server.grpcAddress);
-});
-
-after(async () => {
-  client?.close();
-  await relay?.stop();
-  await server?.stop();
-  await kafka?.stop();
-  await db?.drop();
-  await telemetry?.shutdown();
-});
+const fx = useFixture({ spans: exporter, kafka: { topic, partitions: 2 }, relay: {} });
 
 const spanId = (s: ReadableSpan) => s.spanContext().spanId;
 const parentId = (s: ReadableSpan) => s.parentSpanContext?.spanId;
@@ -45,12 +16,14 @@ const parentId = (s: ReadableSpan) => s.parentSpanContext?.spanId;
 test("one Create gives the span tree RPC → repository method → SQL, and the publish span continues the same trace", async () => {
   const callerTraceId = "4bf92f3577b34da6a3ce929d0e0e4736";
   const callerSpanId = "00f067aa0ba902b7";
-  const res = await client.createPackageV1(
+  const res = await fx.client.createPackageV1(
     { Title: "traced", Material: "m", MaximumVolume: 1 },
     { traceparent: `00-${callerTraceId}-${callerSpanId}-01` },
   );
 
-  const messages = await readTopic(kafka.brokers, topic, (m) => m.some((x) => x.event.PackageID.toString() === res.ID));
+  const messages = await readTopic(fx.kafka.brokers, topic, (m) =>
+    m.some((x) => x.event.PackageID.toString() === res.ID),
+  );
   const message = messages.find((m) => m.event.PackageID.toString() === res.ID)!;
 
   // Spans end asynchronously (the publish span after the send resolves): wait for it.
@@ -90,7 +63,7 @@ test("one Create gives the span tree RPC → repository method → SQL, and the 
 });
 
 test("every RPC gets a server span, including failures, with the gRPC code", async () => {
-  await client.describePackageV1({ PackageID: "999999" }).catch(() => undefined);
+  await fx.client.describePackageV1({ PackageID: "999999" }).catch(() => undefined);
   const span = exporter
     .getFinishedSpans()
     .find((s) => s.name.endsWith("/DescribePackageV1") && s.attributes["rpc.grpc.status_code"] === 5);

@@ -1,5 +1,5 @@
+import { writeConfigFile } from "../../test/helpers/config.js";
 import { createTestDatabase, type TestDatabase } from "../../test/helpers/database.js";
-import { writeTestConfig } from "../../test/helpers/retranslator.js";
 import type { BenchContext } from "./context.js";
 import { type BinaryProcess, freePorts, spawnBinary, waitReady } from "./procs.js";
 
@@ -39,7 +39,7 @@ export function deepMerge(...trees: Tree[]): Tree {
 
 /** A temp copy of config.yml with the run's overrides and `overrides` (CONFIG_PATH of a child). */
 export async function configFile(ctx: BenchContext, overrides: Tree): Promise<string> {
-  const file = await writeTestConfig(deepMerge({ grpc: { host: "127.0.0.1" } }, ctx.config.overrides, overrides));
+  const file = await writeConfigFile(deepMerge({ grpc: { host: "127.0.0.1" } }, ctx.config.overrides, overrides));
   ctx.resources.add(`config ${file.path}`, () => file.cleanup());
   return file.path;
 }

@@ -1,16 +1,11 @@
-import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
-import { type Config, loadConfig } from "../../internal/config/config.js";
+import type { ChildProcess } from "node:child_process";
+import { type FacadeApp, startFacadeApp } from "../../internal/app/start-facade.js";
+import type { Config } from "../../internal/config/config.js";
 import { createDatabase, type Database } from "../../internal/database/database.js";
-import { type FacadeApp, startFacadeApp } from "../../internal/facade/app.js";
 import { migrateFacade } from "../../internal/facade/database.js";
+import { spawnBinary } from "./binaries.js";
+import { type ConfigOverrides, testConfig } from "./config.js";
 import { type CapturedLogs, captureLogs } from "./logs.js";
-
-const root = fileURLToPath(new URL("../..", import.meta.url));
 
 /** The facade's environment for a test: its database, the file's Kafka mock and topic, an ephemeral metrics port. */
 export const facadeEnv = (facadeDatabaseUrl: string, brokers: string[], topic: string): Record<string, string> => ({
@@ -37,22 +32,11 @@ export async function migrateFacadeDatabase(url: string): Promise<void> {
 }
 
 /**
- * config.yml with some `facade:` keys changed (those without an environment
- * variable, e.g. a short session timeout), in a temp file for CONFIG_PATH.
+ * A session short enough for tests that stop or kill a member: one that is
+ * gone holds up the group's next join until its session expires (the Kafka
+ * mock seems to ignore LeaveGroup).
  */
-export async function writeFacadeConfig(
-  facade: Record<string, number | string>,
-): Promise<{ path: string; cleanup(): Promise<void> }> {
-  const base = (parseYaml(await readFile(join(root, "config.yml"), "utf8")) ?? {}) as Record<
-    string,
-    Record<string, unknown>
-  >;
-  base.facade = { ...(base.facade ?? {}), ...facade };
-  const dir = await mkdtemp(join(tmpdir(), "lpa-facade-"));
-  const path = join(dir, "config.yml");
-  await writeFile(path, stringifyYaml(base));
-  return { path, cleanup: () => rm(dir, { recursive: true, force: true }) };
-}
+export const shortSession = { sessionTimeoutMs: 6000, heartbeatIntervalMs: 500 } as const;
 
 export interface TestFacade extends FacadeApp {
   config: Readonly<Config>;
@@ -60,22 +44,20 @@ export interface TestFacade extends FacadeApp {
   metricsUrl: string;
 }
 
-/** The real facade wiring in this process, logging at debug into `logs`. */
-export async function startTestFacade(env: Record<string, string>): Promise<TestFacade> {
-  const config = loadConfig({ path: env.CONFIG_PATH ?? join(root, "config.yml"), env });
-  const hostConfig = { ...config, grpc: { ...config.grpc, host: "127.0.0.1" } };
+/** The real facade wiring in this process, logging at debug into `logs`; `overrides` for keys without a variable. */
+export async function startTestFacade(
+  env: Record<string, string>,
+  overrides: ConfigOverrides = {},
+): Promise<TestFacade> {
+  const config = testConfig(env, overrides);
   const logs = captureLogs("debug");
-  const app = await startFacadeApp(hostConfig, logs.logger);
-  return { ...app, config: hostConfig, logs, metricsUrl: `http://127.0.0.1:${app.ports.metrics}` };
+  const app = await startFacadeApp(config, logs.logger);
+  return { ...app, config, logs, metricsUrl: `http://127.0.0.1:${app.ports.metrics}` };
 }
 
 /** The real binary (`npm run facade`) as a child process, for kill -9 and SIGTERM. */
 export function spawnFacade(env: Record<string, string>): ChildProcess {
-  return spawn(process.execPath, ["--import", "tsx", "cmd/facade/main.ts"], {
-    cwd: root,
-    env: { ...process.env, LOG_LEVEL: "info", ...env },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
+  return spawnBinary("facade", { LOG_LEVEL: "info", ...env });
 }
 
 /** Samples of one metric from a /metrics text: the unlabelled value, or the sum over labels. */
@@ -133,24 +115,4 @@ export async function rejectedRows(db: Database): Promise<RejectedRow[]> {
     `SELECT topic, partition, "offset"::text AS "offset", key, raw, error FROM facade_rejected ORDER BY partition, "offset"`,
   );
   return (result as { rows: RejectedRow[] }).rows;
-}
-
-export async function poll<T>(
-  what: string,
-  fn: () => Promise<T>,
-  ok: (v: T) => boolean,
-  timeoutMs = 30_000,
-  everyMs = 100,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (ok(v)) return v;
-    if (Date.now() > deadline) {
-      throw new Error(
-        `timed out after ${timeoutMs} ms waiting for ${what}; last value ${JSON.stringify(v, (_k, x: unknown) => (typeof x === "bigint" ? x.toString() : x)).slice(0, 2000)}`,
-      );
-    }
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
 }

@@ -1,5 +1,6 @@
-import { type GrpcServerApp, startGrpcServer } from "../../internal/app/grpc-server.js";
-import { type Config, loadConfig } from "../../internal/config/config.js";
+import { type GrpcServerApp, startGrpcServer } from "../../internal/app/start-grpc-server.js";
+import type { Config } from "../../internal/config/config.js";
+import { type ConfigOverrides, testConfig } from "./config.js";
 import { type CapturedLogs, captureLogs } from "./logs.js";
 
 export interface TestServer extends GrpcServerApp {
@@ -13,20 +14,23 @@ export interface TestServer extends GrpcServerApp {
 
 /**
  * The real grpc-server wiring on ephemeral loopback ports, against `databaseUrl`.
- * `env` takes the same overrides as production (plus CONFIG_PATH).
+ * `env` takes the same overrides as production (plus CONFIG_PATH); `overrides`
+ * the keys that have no environment variable.
  */
-export async function startTestServer(databaseUrl: string, env: Record<string, string> = {}): Promise<TestServer> {
-  const config = loadConfig({
-    // CONFIG_PATH (when given) picks the YAML file, as in production.
-    path: env.CONFIG_PATH ?? "config.yml",
-    env: { DATABASE_URL: databaseUrl, GRPC_PORT: "0", GATEWAY_PORT: "0", STATUS_PORT: "0", METRICS_PORT: "0", ...env },
-  });
-  const hostConfig = { ...config, grpc: { ...config.grpc, host: "127.0.0.1" } };
+export async function startTestServer(
+  databaseUrl: string,
+  env: Record<string, string> = {},
+  overrides: ConfigOverrides = {},
+): Promise<TestServer> {
+  const config = testConfig(
+    { DATABASE_URL: databaseUrl, GRPC_PORT: "0", GATEWAY_PORT: "0", STATUS_PORT: "0", METRICS_PORT: "0", ...env },
+    overrides,
+  );
   const logs = captureLogs("info");
-  const app = await startGrpcServer(hostConfig, logs.logger);
+  const app = await startGrpcServer(config, logs.logger);
   return {
     ...app,
-    config: hostConfig,
+    config,
     logs,
     grpcAddress: `127.0.0.1:${app.ports.grpc}`,
     grpcUrl: `http://127.0.0.1:${app.ports.grpc}`,

@@ -5,15 +5,7 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { test } from "node:test";
-import type { TestDatabase } from "./database.js";
-import type { PackageApiClient } from "./grpc-client.js";
-import type { TestServer } from "./server.js";
-
-export interface TraceHeaderContext {
-  db(): TestDatabase;
-  server(): TestServer;
-  client(): PackageApiClient;
-}
+import type { Fixture } from "./fixture.js";
 
 interface StoredTrace {
   traceparent: string | null;
@@ -24,18 +16,16 @@ const w3c = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
 const hex = (bytes: number) => randomBytes(bytes).toString("hex");
 const body = { Title: "traced", Material: "tin", MaximumVolume: 1 };
 
-export function traceHeaderCases(ctx: TraceHeaderContext): void {
+export function traceHeaderCases(fx: Pick<Fixture, "db" | "server" | "client">): void {
   async function stored(id: string): Promise<StoredTrace> {
-    const result = await ctx
-      .db()
-      .db.raw(`SELECT traceparent, tracestate FROM package_event WHERE package_id = ?`, [id]);
+    const result = await fx.db.db.raw(`SELECT traceparent, tracestate FROM package_event WHERE package_id = ?`, [id]);
     const rows = (result as { rows: StoredTrace[] }).rows;
     assert.equal(rows.length, 1, "one event");
     return rows[0]!;
   }
 
   async function create(headers: Record<string, string>): Promise<StoredTrace> {
-    const { ID } = await ctx.client().createPackageV1(body, headers);
+    const { ID } = await fx.client.createPackageV1(body, headers);
     return stored(ID);
   }
 
@@ -113,7 +103,7 @@ export function traceHeaderCases(ctx: TraceHeaderContext): void {
 
   test("REST: the gateway's forwarded trace headers go through the same checks", async () => {
     const traceId = hex(16);
-    const res = await fetch(`${ctx.server().gatewayUrl}/v1/packages`, {
+    const res = await fetch(`${fx.server.gatewayUrl}/v1/packages`, {
       method: "POST",
       headers: { traceparent: `00-${traceId}-${hex(8)}-01`, tracestate: `a=${"b".repeat(300)},c=${"d".repeat(300)}` },
       body: JSON.stringify(body),

@@ -1,0 +1,50 @@
+import type { TestContext } from "node:test";
+import type { ConfigOverrides } from "./config.js";
+import { createTestDatabase, type TestDatabase } from "./database.js";
+import { type KafkaMock, startKafkaMock } from "./kafka-mock.js";
+import { fastRetranslatorEnv, startTestRetranslator, type TestRetranslator } from "./retranslator.js";
+import { TearDown } from "./tear-down.js";
+import { installEventLog } from "./topic-checker.js";
+
+/** What one relay test runs against, all its own: a database, a Kafka mock cluster and a topic. */
+export interface RelayWorld {
+  db: TestDatabase;
+  kafka: KafkaMock;
+  topic: string;
+  /** A tear-down step of the test's own, run before the world's (last added first). */
+  defer(step: () => Promise<unknown> | unknown): void;
+  /** A retranslator in this process on the world's database and topic; `env` overrides its variables. */
+  startRelay(overrides?: ConfigOverrides, env?: Record<string, string>): Promise<TestRetranslator>;
+}
+
+/**
+ * A fresh world for test `t`, torn down when it ends (failed tear-down steps
+ * become diagnostics: they must not hide the test's own result). The event log
+ * is installed before any event is written, for the delivery checker.
+ */
+export async function relayWorld(t: TestContext, topic: string, partitions: number, brokers = 1): Promise<RelayWorld> {
+  const tearDown = new TearDown();
+  t.after(async () => {
+    for (const err of await tearDown.run()) t.diagnostic(`tear-down failed: ${String(err)}`);
+  });
+  const db = await createTestDatabase();
+  tearDown.defer(() => db.drop());
+  await installEventLog(db.db);
+  const kafka = await startKafkaMock({ brokers });
+  tearDown.defer(() => kafka.stop());
+  await kafka.createTopic(topic, partitions);
+  return {
+    db,
+    kafka,
+    topic,
+    defer: (step) => tearDown.defer(step),
+    async startRelay(overrides = {}, env = {}) {
+      const relay = await startTestRetranslator(
+        { ...fastRetranslatorEnv(db.url, kafka.brokers, topic), ...env },
+        overrides,
+      );
+      tearDown.defer(() => relay.stop());
+      return relay;
+    },
+  };
+}
