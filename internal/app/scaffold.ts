@@ -61,9 +61,10 @@ interface Closer {
  * What every long-running binary has in common, built one way: database pools
  * from config, migrations at start (database.migrateOnStart), the metrics
  * registry, readiness on a connection of its own, the status server, and a
- * graceful stop. A binary's start creates one, wires its own parts, registers
- * how to stop each (`defer`), and returns `scaffold.started(…)`; a failure on
- * the way is handed to `scaffold.failed`, which releases what was opened.
+ * graceful stop with a deadline. runMain (run-main.ts) does what comes before:
+ * config, logger, tracing, and the signals that call the stop. A binary's
+ * start (start-<binary>.ts, through startWithScaffold) wires its own parts and
+ * registers how to stop each (`defer`); when it fails, what it opened is released.
  *
  * Stop order: `stopping` is aborted first (loops end, /ready answers "shutting
  * down"), then the binary's own parts in reverse order of their `defer` (the
