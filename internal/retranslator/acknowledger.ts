@@ -1,4 +1,6 @@
+import { setTimeout as pause } from "node:timers/promises";
 import { failureBackoffMs } from "../lifecycle/abortable.js";
+import { Wakeup } from "../lifecycle/wakeup.js";
 import type { Logger } from "../logger/logger.js";
 import type { BackoffPolicy } from "../repo/outbox/release-events.js";
 import type { EventFailure, OutboxEvent } from "../repo/outbox/types.js";
@@ -42,8 +44,9 @@ export class Acknowledger {
   private published: bigint[] = [];
   private failures: SendFailure[] = [];
   private unsent: OutboxEvent[] = [];
-  /** Set while the loop sleeps: ends the sleep early once `wakeWhen` holds. */
-  private wake: { done: () => void; wakeWhen: () => boolean } | undefined;
+  private readonly wakeup = new Wakeup();
+  /** While the loop sleeps: whether an add() ends the sleep (never while it does not sleep). */
+  private wakeWhen: () => boolean = () => false;
   private flushing = false;
 
   constructor(
@@ -83,9 +86,7 @@ export class Acknowledger {
     while (this.pending > 0 && Date.now() < drainDeadline()) {
       if (await this.flush()) continue;
       failuresInARow += 1;
-      await new Promise((r) =>
-        setTimeout(r, Math.min(failureBackoffMs(failuresInARow), Math.max(0, drainDeadline() - Date.now()))),
-      );
+      await pause(Math.min(failureBackoffMs(failuresInARow), Math.max(0, drainDeadline() - Date.now())));
     }
   }
 
@@ -151,23 +152,18 @@ export class Acknowledger {
   }
 
   private poke(): void {
-    if (this.wake?.wakeWhen()) this.wake.done();
+    if (this.wakeWhen()) this.wakeup.wake();
   }
 
   /** Until `ms` passes (forever when undefined), `signal` aborts, or an add() makes `wakeWhen` true. */
-  private sleep(ms: number | undefined, signal: AbortSignal, wakeWhen: () => boolean): Promise<void> {
-    if (signal.aborted || wakeWhen()) return Promise.resolve();
-    return new Promise((resolve) => {
-      const done = () => {
-        if (timer !== undefined) clearTimeout(timer);
-        signal.removeEventListener("abort", done);
-        this.wake = undefined;
-        resolve();
-      };
-      const timer = ms === undefined ? undefined : setTimeout(done, ms);
-      signal.addEventListener("abort", done, { once: true });
-      this.wake = { done, wakeWhen };
-    });
+  private async sleep(ms: number | undefined, signal: AbortSignal, wakeWhen: () => boolean): Promise<void> {
+    if (signal.aborted || wakeWhen()) return;
+    this.wakeWhen = wakeWhen;
+    try {
+      await this.wakeup.sleep(ms, signal);
+    } finally {
+      this.wakeWhen = () => false;
+    }
   }
 }
 

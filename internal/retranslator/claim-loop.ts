@@ -1,9 +1,9 @@
 import { failureBackoffMs, sleep } from "../lifecycle/abortable.js";
+import type { Wakeup } from "../lifecycle/wakeup.js";
 import type { Logger } from "../logger/logger.js";
 import type { OutboxEvent } from "../repo/outbox/types.js";
 import type { InFlightPool } from "./in-flight-pool.js";
 import type { Outbox } from "./outbox.js";
-import type { Wakeup } from "./wakeup.js";
 
 export interface ClaimLoopOptions {
   owner: string;
@@ -84,11 +84,11 @@ export async function runClaimLoop(
       failures += 1;
       onClaimError();
       logger.warn({ err }, "claim failed; backing off");
-      await wakeup.wait(failureBackoffMs(failures), signal);
+      await wakeup.sleep(failureBackoffMs(failures), signal);
       continue;
     }
     if (claimed < options.batchSize && walkedAll) {
-      await wakeup.wait(options.pollIntervalMs, signal);
+      await wakeup.sleep(options.pollIntervalMs, signal);
       if (claimed > 0 && options.claimLingerMs > 0) await sleep(options.claimLingerMs, signal);
     }
   }

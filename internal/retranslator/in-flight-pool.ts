@@ -1,3 +1,5 @@
+import { settleWithin } from "../lifecycle/deadline.js";
+import { Wakeup } from "../lifecycle/wakeup.js";
 import type { Logger } from "../logger/logger.js";
 import type { OutboxEvent } from "../repo/outbox/types.js";
 import type { Acknowledger } from "./acknowledger.js";
@@ -66,7 +68,8 @@ export class InFlightPool {
   private held = 0;
   private readonly lanes = new Map<number, Lane>();
   private readonly tasks = new Set<Promise<void>>();
-  private capacityFreed: (() => void) | undefined;
+  /** Woken when events leave the pool: the claim loop waits on it while the pool is full. */
+  private readonly capacityFreed = new Wakeup();
   private stopped = false;
 
   constructor(
@@ -79,17 +82,7 @@ export class InFlightPool {
 
   /** Resolves when more events may be claimed (or `signal` aborts). */
   async waitForSlot(signal: AbortSignal): Promise<void> {
-    while (this.held >= this.options.maxEvents && !signal.aborted) {
-      await new Promise<void>((resolve) => {
-        const done = () => {
-          signal.removeEventListener("abort", done);
-          this.capacityFreed = undefined;
-          resolve();
-        };
-        this.capacityFreed = done;
-        signal.addEventListener("abort", done, { once: true });
-      });
-    }
+    while (this.held >= this.options.maxEvents && !signal.aborted) await this.capacityFreed.sleep(undefined, signal);
   }
 
   submit(batch: readonly OutboxEvent[]): void {
@@ -102,14 +95,7 @@ export class InFlightPool {
     while (this.tasks.size > 0) {
       const left = deadline - Date.now();
       if (left <= 0) return false;
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([
-        Promise.allSettled([...this.tasks]),
-        new Promise((r) => {
-          timer = setTimeout(r, left);
-        }),
-      ]);
-      clearTimeout(timer);
+      await settleWithin(Promise.allSettled([...this.tasks]), left);
     }
     return true;
   }
@@ -282,7 +268,7 @@ export class InFlightPool {
     if (n === 0) return;
     this.held -= n;
     this.hooks.onProcessing(-n);
-    if (this.held < this.options.maxEvents) this.capacityFreed?.();
+    if (this.held < this.options.maxEvents) this.capacityFreed.wake();
   }
 
   private track(task: Promise<void>): void {

@@ -1,4 +1,6 @@
 import { sleep } from "../lifecycle/abortable.js";
+import { settleWithin } from "../lifecycle/deadline.js";
+import { Wakeup } from "../lifecycle/wakeup.js";
 import type { Logger } from "../logger/logger.js";
 import { Acknowledger } from "./acknowledger.js";
 import { runClaimLoop } from "./claim-loop.js";
@@ -7,7 +9,6 @@ import type { RetranslatorMetrics } from "./metrics.js";
 import { runNotifyListener } from "./notify-listener.js";
 import type { Outbox } from "./outbox.js";
 import type { Sender } from "./sender/sender.js";
-import { Wakeup } from "./wakeup.js";
 
 export interface RetranslatorOptions {
   /** Unique per process: leases name their owner. */
@@ -75,7 +76,7 @@ export function startRetranslator(
         if (awaited.size > 0) {
           for (const id of deleted) if (awaited.delete(id)) wake = true;
         }
-        if (wake) wakeup.notify();
+        if (wake) wakeup.wake();
       },
       onDeadLettered: (n) => metrics.deadLettered.inc(n),
       onRetryScheduled: (n) => metrics.retried.inc(n),
@@ -130,7 +131,7 @@ export function startRetranslator(
     ),
   );
   if (options.listenNotify) {
-    loops.push(runNotifyListener(options.databaseUrl, () => wakeup.notify(), logger, claiming.signal));
+    loops.push(runNotifyListener(options.databaseUrl, () => wakeup.wake(), logger, claiming.signal));
   }
   loops.push(runMaintenance(outbox, options.maintenanceIntervalMs, metrics, logger, claiming.signal));
   const acknowledgerLoop = acknowledger.run(acknowledging.signal, () => drainDeadline);
@@ -157,7 +158,7 @@ export function startRetranslator(
       // kafkajs' disconnect waits for pending requests, which a hung broker
       // holds for up to requestTimeoutMs (and retries): the stop must not wait
       // for them past its deadline. Their leases were released above.
-      const closed = await withinMs(
+      const closed = await settleWithin(
         sender.close().catch((err: unknown) => logger.warn({ err }, "closing the Kafka producer failed")),
         Math.max(drainDeadline - Date.now(), 1000),
       );
@@ -165,19 +166,6 @@ export function startRetranslator(
       logger.info({ released, unacknowledged: acknowledger.pending }, "retranslator stopped");
     },
   };
-}
-
-/** Waits for `promise` at most `ms`; true when it settled in time. */
-async function withinMs(promise: Promise<unknown>, ms: number): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
-  const settled = await Promise.race([
-    promise.then(() => true),
-    new Promise<boolean>((resolve) => {
-      timer = setTimeout(() => resolve(false), ms);
-    }),
-  ]);
-  clearTimeout(timer);
-  return settled;
 }
 
 async function runMaintenance(
