@@ -1,0 +1,80 @@
+// A Sender without Kafka: routes a package to partition packageId % partitions (so tests know where
+// each package lands), acknowledges what the test lets through, and records every request. Failures
+// follow the real sender's contract (sender/sender.ts): a failed event's later events of the same
+// package in the request come back unsent; an event past its sendBy is never sent.
+
+import type { OutboxEvent } from "../../../internal/repo/outbox/types.js";
+import { failAll, type Sender, type SendOutcome } from "../../../internal/retranslator/sender/sender.js";
+
+export interface EventFault {
+  error: string;
+  retriable: boolean;
+  deadLetter?: boolean;
+}
+
+export interface SentRequest {
+  partition: number;
+  ids: bigint[];
+  startedAt: number;
+}
+
+export class FakeSender implements Sender {
+  /** Acknowledged events, in acknowledgement order. */
+  readonly published: OutboxEvent[] = [];
+  readonly requests: SentRequest[] = [];
+  /** Events handed to send() after their sendBy: a fencing violation. */
+  readonly sentLate: OutboxEvent[] = [];
+  /** Partitions whose every request fails as retriable (no leader). */
+  readonly leaderless = new Set<number>();
+  /** Decides an event's failure; undefined lets it through. */
+  fault: (event: OutboxEvent) => EventFault | undefined = () => undefined;
+  /** Awaited at the start of every request (a slow or stalled broker). */
+  delay: (partition: number) => Promise<void> = async () => undefined;
+  routeError: Error | undefined;
+  closed = false;
+
+  constructor(readonly partitions = 3) {}
+
+  partitionOf(packageId: bigint): number {
+    return Number(packageId % BigInt(this.partitions));
+  }
+
+  /** The published ids of one package, in acknowledgement order. */
+  publishedOf(packageId: bigint): bigint[] {
+    return this.published.filter((e) => e.packageId === packageId).map((e) => e.id);
+  }
+
+  async route(events: readonly OutboxEvent[]): Promise<Map<number, OutboxEvent[]>> {
+    if (this.routeError !== undefined) throw this.routeError;
+    const routed = new Map<number, OutboxEvent[]>();
+    for (const event of events) {
+      const partition = this.partitionOf(event.packageId);
+      routed.set(partition, [...(routed.get(partition) ?? []), event]);
+    }
+    return routed;
+  }
+
+  async send(events: readonly OutboxEvent[], partition = 0): Promise<SendOutcome> {
+    const now = Date.now();
+    this.sentLate.push(...events.filter((e) => e.sendBy !== undefined && e.sendBy < now));
+    this.requests.push({ partition, ids: events.map((e) => e.id), startedAt: now });
+    await this.delay(partition);
+    if (this.leaderless.has(partition)) return failAll(events, "LEADER_NOT_AVAILABLE (fake)", true);
+    const outcome: SendOutcome = { published: [], failed: [], unsent: [] };
+    const failedPackages = new Set<bigint>();
+    for (const event of events) {
+      const fault = failedPackages.has(event.packageId) ? undefined : this.fault(event);
+      if (failedPackages.has(event.packageId)) outcome.unsent.push(event);
+      else if (fault !== undefined) {
+        failedPackages.add(event.packageId);
+        outcome.failed.push({ event, ...fault });
+      } else outcome.published.push(event);
+    }
+    this.published.push(...outcome.published);
+    return outcome;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+  }
+}

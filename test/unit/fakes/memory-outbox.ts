@@ -1,0 +1,237 @@
+// An in-memory outbox with the semantics the relay relies on (internal/repo/outbox/ in Postgres):
+// claims take package heads and the unleased run after them, outcomes change a row only while it
+// carries the claim's owner and lease, attempts are counted at claim and given back as the SQL does.
+// Backoff has no jitter here, so tests can reason about it.
+
+import type { Backlog } from "../../../internal/repo/outbox/backlog.js";
+import type { Claim, ClaimRequest } from "../../../internal/repo/outbox/claim-events.js";
+import type { BackoffPolicy } from "../../../internal/repo/outbox/release-events.js";
+import type { ClaimRef, EventFailure, OutboxEvent } from "../../../internal/repo/outbox/types.js";
+import type { Outbox } from "../../../internal/retranslator/outbox.js";
+
+export interface OutboxRowState {
+  event: OutboxEvent;
+  lockedBy: string | null;
+  /** Epoch ms. */
+  lockedUntil: number | null;
+  availableAt: number;
+  retries: number;
+  lastError: string | null;
+}
+
+type Method = keyof Outbox;
+
+export class MemoryOutbox implements Outbox {
+  /** In id order (ids are handed out increasing). */
+  readonly rows = new Map<bigint, OutboxRowState>();
+  readonly deadLetters = new Map<bigint, OutboxRowState>();
+  /** Outcome rows that named a claim the row no longer carries (changed nothing, as in SQL). */
+  staleOutcomes = 0;
+  claims = 0;
+  private nextId = 1n;
+  private leaseSerial = 0;
+  private readonly failures = new Map<Method, number>();
+
+  /** Commits `count` events of `packageId`; returns their ids. */
+  write(packageId: bigint, count = 1, attempts = 0): bigint[] {
+    const ids: bigint[] = [];
+    for (let i = 0; i < count; i++) {
+      const id = this.nextId++;
+      ids.push(id);
+      this.rows.set(id, {
+        event: {
+          id,
+          packageId,
+          type: "Updated",
+          payload: `{"id":"${packageId}"}`,
+          created: new Date(),
+          traceparent: null,
+          tracestate: null,
+          reason: null,
+          attempts,
+          lease: "",
+        },
+        lockedBy: null,
+        lockedUntil: null,
+        availableAt: 0,
+        retries: 0,
+        lastError: null,
+      });
+    }
+    return ids;
+  }
+
+  /** The next `times` calls of `method` reject (a database outage). */
+  failNext(method: Method, times = 1): void {
+    this.failures.set(method, times);
+  }
+
+  /**
+   * Every leased row passes to `owner` under a new claim, at once: as if the
+   * leases ran out while their relay stalled, were reaped, and another
+   * instance claimed the rows. Returns their ids.
+   */
+  takeOverLeases(owner: string, leaseSeconds = 30): bigint[] {
+    const lease = `lease-${++this.leaseSerial}`;
+    const taken = this.leased;
+    for (const row of taken) {
+      row.lockedBy = owner;
+      row.lockedUntil = Date.now() + leaseSeconds * 1000;
+      row.event = { ...row.event, attempts: row.event.attempts + 1, lease };
+    }
+    return taken.map((r) => r.event.id);
+  }
+
+  get leased(): OutboxRowState[] {
+    return [...this.rows.values()].filter((r) => r.lockedBy !== null);
+  }
+
+  async claimHeads(request: ClaimRequest): Promise<Claim> {
+    await this.maybeFail("claimHeads");
+    this.claims += 1;
+    const now = Date.now();
+    const skip = new Set(request.skipPackages ?? []);
+    const maxVisits = request.maxVisits ?? Math.max(1000, request.limit * 4);
+    const byPackage = new Map<bigint, OutboxRowState[]>();
+    for (const row of this.rows.values()) {
+      const list = byPackage.get(row.event.packageId) ?? [];
+      list.push(row);
+      byPackage.set(row.event.packageId, list);
+    }
+    const packages = [...byPackage.keys()].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    const start = request.cursor === undefined ? 0 : packages.findIndex((p) => p > request.cursor!);
+    const walk = start <= 0 ? packages : [...packages.slice(start), ...packages.slice(0, start)];
+    const lease = `lease-${++this.leaseSerial}`;
+    const events: OutboxEvent[] = [];
+    let visited = 0;
+    let cursor = request.cursor ?? 0n;
+    for (const packageId of walk) {
+      if (events.length >= request.limit || visited >= maxVisits) break;
+      visited += 1;
+      cursor = packageId;
+      const list = byPackage.get(packageId)!;
+      const head = list[0]!;
+      if (head.lockedBy !== null || head.availableAt > now || skip.has(packageId)) continue;
+      if ([...this.deadLetters.values()].some((d) => d.event.packageId === packageId)) continue;
+      for (const row of list) {
+        if (events.length >= request.limit || row.lockedBy !== null) break;
+        row.lockedBy = request.owner;
+        row.lockedUntil = now + request.leaseSeconds * 1000;
+        row.event = { ...row.event, attempts: row.event.attempts + 1, lease };
+        events.push({ ...row.event });
+      }
+    }
+    return { events, cursor, visited, collided: 0 };
+  }
+
+  async deleteEvents(ids: readonly bigint[]): Promise<number> {
+    await this.maybeFail("deleteEvents");
+    let n = 0;
+    for (const id of ids) if (this.rows.delete(id)) n += 1;
+    return n;
+  }
+
+  async deadLetterEvents(owner: string, failures: readonly EventFailure[]): Promise<number> {
+    await this.maybeFail("deadLetterEvents");
+    let n = 0;
+    for (const f of failures) {
+      const row = this.ownRow(owner, f);
+      if (row === undefined) continue;
+      this.rows.delete(f.id);
+      this.deadLetters.set(f.id, { ...row, lastError: f.error });
+      n += 1;
+    }
+    return n;
+  }
+
+  async releaseFailedEvents(owner: string, failures: readonly EventFailure[], backoff: BackoffPolicy): Promise<number> {
+    await this.maybeFail("releaseFailedEvents");
+    let n = 0;
+    for (const f of failures) {
+      const row = this.ownRow(owner, f);
+      if (row === undefined) continue;
+      row.availableAt = Date.now() + Math.min(backoff.maxMs, backoff.minMs * 2 ** row.retries);
+      row.retries += 1;
+      row.lastError = f.error;
+      if (f.retriable) row.event = { ...row.event, attempts: Math.max(row.event.attempts - 1, 0) };
+      this.unlock(row);
+      n += 1;
+    }
+    return n;
+  }
+
+  async releaseUnsentEvents(owner: string, claims: readonly ClaimRef[]): Promise<number> {
+    await this.maybeFail("releaseUnsentEvents");
+    let n = 0;
+    for (const c of claims) {
+      const row = this.ownRow(owner, c);
+      if (row === undefined) continue;
+      row.event = { ...row.event, attempts: Math.max(row.event.attempts - 1, 0) };
+      this.unlock(row);
+      n += 1;
+    }
+    return n;
+  }
+
+  async releaseAllLeases(owner: string): Promise<number> {
+    await this.maybeFail("releaseAllLeases");
+    let n = 0;
+    for (const row of this.rows.values()) {
+      if (row.lockedBy !== owner) continue;
+      row.event = { ...row.event, attempts: Math.max(row.event.attempts - 1, 0) };
+      this.unlock(row);
+      n += 1;
+    }
+    return n;
+  }
+
+  async reapExpiredLeases(): Promise<number> {
+    await this.maybeFail("reapExpiredLeases");
+    let n = 0;
+    for (const row of this.rows.values()) {
+      if (row.lockedBy === null || row.lockedUntil! >= Date.now()) continue;
+      row.lastError ??= "lease expired";
+      this.unlock(row);
+      n += 1;
+    }
+    return n;
+  }
+
+  async readBacklog(): Promise<Backlog> {
+    await this.maybeFail("readBacklog");
+    const oldest = this.rows.values().next().value?.event.created;
+    return {
+      events: this.rows.size,
+      oldestAgeSeconds: oldest === undefined ? 0 : (Date.now() - oldest.getTime()) / 1000,
+      deadLetters: this.deadLetters.size,
+    };
+  }
+
+  private ownRow(owner: string, claim: ClaimRef): OutboxRowState | undefined {
+    const row = this.rows.get(claim.id);
+    if (row === undefined) return undefined;
+    if (row.lockedBy !== owner || row.event.lease !== claim.lease) {
+      this.staleOutcomes += 1;
+      return undefined;
+    }
+    return row;
+  }
+
+  private unlock(row: OutboxRowState): void {
+    row.lockedBy = null;
+    row.lockedUntil = null;
+  }
+
+  /**
+   * Every method first yields to the event loop, as a round trip to Postgres
+   * would: a relay loop that found nothing to wait for must still let timers
+   * (and the test) run.
+   */
+  private async maybeFail(method: Method): Promise<void> {
+    await new Promise((resolve) => setImmediate(resolve));
+    const left = this.failures.get(method) ?? 0;
+    if (left === 0) return;
+    this.failures.set(method, left - 1);
+    throw new Error(`${method}: connection terminated (injected)`);
+  }
+}

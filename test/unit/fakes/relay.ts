@@ -1,0 +1,59 @@
+// Runs the real relay (startRetranslator: claim loop, in-flight pool, acknowledger) against a
+// MemoryOutbox and a FakeSender, with short intervals so that a test takes milliseconds.
+
+import { Registry } from "prom-client";
+import { RetranslatorMetrics } from "../../../internal/retranslator/metrics.js";
+import {
+  type RetranslatorOptions,
+  type RunningRetranslator,
+  startRetranslator,
+} from "../../../internal/retranslator/retranslator.js";
+import { type CapturedLogs, captureLogs } from "../../helpers/logs.js";
+import type { FakeSender } from "./fake-sender.js";
+import type { MemoryOutbox } from "./memory-outbox.js";
+
+export const relayDefaults: RetranslatorOptions = {
+  owner: "relay-1",
+  databaseUrl: "",
+  batchSize: 8,
+  maxInFlightBatches: 4,
+  leaseSeconds: 30,
+  sendBudgetMs: 1000,
+  pollIntervalMs: 10,
+  claimLingerMs: 0,
+  listenNotify: false,
+  maxAttempts: 3,
+  retryBackoffMinMs: 5,
+  retryBackoffMaxMs: 20,
+  cleanerBatchSize: 100,
+  cleanerFlushIntervalMs: 0,
+  shutdownTimeoutMs: 2000,
+  maintenanceIntervalMs: 20,
+};
+
+export interface TestRelay {
+  running: RunningRetranslator;
+  metrics: RetranslatorMetrics;
+  logs: CapturedLogs;
+  /** A counter's or gauge's value (summed over its labels). */
+  value(metric: keyof RetranslatorMetrics): Promise<number>;
+}
+
+export function startTestRelay(
+  outbox: MemoryOutbox,
+  sender: FakeSender,
+  options: Partial<RetranslatorOptions> = {},
+): TestRelay {
+  const metrics = new RetranslatorMetrics(new Registry());
+  const logs = captureLogs("warn");
+  const running = startRetranslator(outbox, sender, { ...relayDefaults, ...options }, metrics, logs.logger);
+  return {
+    running,
+    metrics,
+    logs,
+    async value(metric) {
+      const m = metrics[metric] as { get(): Promise<{ values: { value: number }[] }> };
+      return (await m.get()).values.reduce((sum, v) => sum + v.value, 0);
+    },
+  };
+}
