@@ -8,13 +8,13 @@
 //   FC_SEED=<seed> FC_PATH=<path> bash scripts/test.sh test/api-hostile-input.test.ts
 
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import fc from "fast-check";
 import { parseJsonFor } from "../internal/api/json-body.js";
 import { UpdatePackageV1RequestSchema } from "../pkg/hablof/logistic_package_api/v1/logistic_package_api_pb.js";
-import { count, createTestDatabase, type TestDatabase } from "./helpers/database.js";
-import { grpc, type PackageApiClient, packageApiClient, rpcError } from "./helpers/grpc-client.js";
-import { startTestServer, type TestServer } from "./helpers/server.js";
+import { count } from "./helpers/database.js";
+import { useFixture } from "./helpers/fixture.js";
+import { grpc, rpcError } from "./helpers/grpc-client.js";
 
 const serviceName = "hablof.logistic_package_api.v1.LogisticPackageApiService";
 const methods = [
@@ -29,25 +29,13 @@ const methods = [
 const below = 9007199254740992n; // 2^53
 const above = 9007199254740993n; // 2^53 + 1
 
-let db: TestDatabase;
-let server: TestServer;
-let api: PackageApiClient;
-
-before(async () => {
-  db = await createTestDatabase();
-  server = await startTestServer(db.url);
-  api = packageApiClient(server.grpcAddress);
-  await db.db.raw(
+const fx = useFixture();
+fx.onSetUp(() =>
+  fx.db.db.raw(
     `INSERT INTO package (id, title, material, maximum_volume) VALUES (?, 'two to the 53', 'steel', 1), (?, 'one more', 'steel', 1)`,
     [below.toString(), above.toString()],
-  );
-});
-
-after(async () => {
-  api?.close();
-  await server?.stop();
-  await db?.drop();
-});
+  ),
+);
 
 interface HttpResult {
   status: number;
@@ -71,9 +59,9 @@ async function send(
 }
 
 const rest = (method: string, path: string, body?: string | Uint8Array) =>
-  send(`${server.gatewayUrl}${path}`, method, body, body === undefined ? undefined : "application/json");
+  send(`${fx.server.gatewayUrl}${path}`, method, body, body === undefined ? undefined : "application/json");
 const connect = (method: string, body: string | Uint8Array) =>
-  send(`${server.grpcUrl}/${serviceName}/${method}`, "POST", body, "application/json");
+  send(`${fx.server.grpcUrl}/${serviceName}/${method}`, "POST", body, "application/json");
 
 function describeCall(res: HttpResult): string {
   return `${res.status} ${res.contentType} ${res.text.slice(0, 300)}`;
@@ -141,7 +129,7 @@ describe("known hostile inputs, each answered 4xx with a message that names the 
     const json = Buffer.from(`{"PackageID": ${below}}`);
     const frame = Buffer.alloc(5);
     frame.writeUInt32BE(json.length, 1);
-    const res = await fetch(`${server.grpcUrl}/${serviceName}/DescribePackageV1`, {
+    const res = await fetch(`${fx.server.grpcUrl}/${serviceName}/DescribePackageV1`, {
       method: "POST",
       headers: { "content-type": "application/grpc-web+json" },
       body: Buffer.concat([frame, json]),
@@ -157,7 +145,7 @@ describe("known hostile inputs, each answered 4xx with a message that names the 
     assert.deepEqual(value, { PackageID: above.toString(), Title: "x" });
   });
 
-  test("Offset is capped at api.maxListOffset (100,000), as string or as number, on every protocol", async () => {
+  test("Offset is capped at fx.client.maxListOffset (100,000), as string or as number, on every protocol", async () => {
     const ok = await rest("GET", "/v1/packages?Offset=100000");
     assert.equal(ok.status, 200, describeCall(ok));
     for (const res of [
@@ -177,12 +165,12 @@ describe("known hostile inputs, each answered 4xx with a message that names the 
         `Offset ${offset} is read exactly, then capped`,
       );
     }
-    const err = await rpcError(api.listPackagesV1({ Offset: "100001", Limit: 1 }), grpc.status.INVALID_ARGUMENT);
+    const err = await rpcError(fx.client.listPackagesV1({ Offset: "100001", Limit: 1 }), grpc.status.INVALID_ARGUMENT);
     assert.match(err.details, /Offset must be at most 100000/);
   });
 
   test("invalid UTF-8 in a body is refused, not stored as U+FFFD", async () => {
-    const before = await count(db.db, "package");
+    const before = await count(fx.db.db, "package");
     const body = Buffer.concat([
       Buffer.from('{"Title":"bad'),
       Buffer.from([0xff, 0xfe]),
@@ -196,7 +184,7 @@ describe("known hostile inputs, each answered 4xx with a message that names the 
     const surrogate = await rest("POST", "/v1/packages", '{"Title":"a\\ud800","Material":"wood","MaximumVolume":1}');
     assert.equal(surrogate.status, 400, describeCall(surrogate));
     assert.match(errorOf(surrogate).message, /Title.*invalid UTF8/);
-    assert.equal(await count(db.db, "package"), before, "nothing was created");
+    assert.equal(await count(fx.db.db, "package"), before, "nothing was created");
   });
 
   test("duplicate keys, deep nesting, wrong types and huge floats are refused, naming the problem", async () => {
@@ -427,7 +415,7 @@ describe("generated input (fast-check) never makes a 5xx", () => {
     const id = JSON.parse(created.text).ID as string;
     const described = await connect("DescribePackageV1", `{"PackageID": ${id}}`);
     assert.equal(JSON.parse(described.text).Value.Title, "after the storm");
-    const internal = server.logs.lines.filter(
+    const internal = fx.server.logs.lines.filter(
       (l) => l.code === "Internal" || l.code === "Unknown" || l.msg === "REST gateway failed a request",
     );
     assert.deepEqual(internal, [], "no request ended as an internal error");

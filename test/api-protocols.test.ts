@@ -5,48 +5,31 @@
 
 import assert from "node:assert/strict";
 import { randomBytes, randomUUID } from "node:crypto";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { fromBinary } from "@bufbuild/protobuf";
 import { type FileDescriptorProto, FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import { type Client, Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcWebTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { LogisticPackageApiService } from "../pkg/hablof/logistic_package_api/v1/logistic_package_api_pb.js";
-import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
-import {
-  grpc,
-  healthClient,
-  type PackageApiClient,
-  packageApiClient,
-  reflectionClient,
-  rpcError,
-} from "./helpers/grpc-client.js";
-import { startTestServer, type TestServer } from "./helpers/server.js";
+import { useFixture } from "./helpers/fixture.js";
+import { grpc, healthClient, packageApiClient, reflectionClient, rpcError } from "./helpers/grpc-client.js";
+import { startTestServer } from "./helpers/server.js";
 
 const serviceName = "hablof.logistic_package_api.v1.LogisticPackageApiService";
 
-let db: TestDatabase;
-let server: TestServer;
-let api: PackageApiClient;
+const fx = useFixture();
 let health: ReturnType<typeof healthClient>;
 let reflection: grpc.Client;
 let h2Sessions: Http2SessionManager;
-
-before(async () => {
-  db = await createTestDatabase();
-  server = await startTestServer(db.url);
-  api = packageApiClient(server.grpcAddress);
-  health = healthClient(server.grpcAddress);
-  reflection = reflectionClient(server.grpcAddress);
-  h2Sessions = new Http2SessionManager(server.grpcUrl);
+fx.onSetUp(() => {
+  health = healthClient(fx.server.grpcAddress);
+  reflection = reflectionClient(fx.server.grpcAddress);
+  h2Sessions = new Http2SessionManager(fx.server.grpcUrl);
 });
-
-after(async () => {
-  api?.close();
+fx.onTearDown(() => {
   health?.close();
   reflection?.close();
   h2Sessions?.abort();
-  await server?.stop();
-  await db?.drop();
 });
 
 interface HttpResult {
@@ -81,7 +64,7 @@ async function call(
 const rest = (method: string, path: string, body?: unknown) =>
   call(
     method,
-    `${server.gatewayUrl}${path}`,
+    `${fx.server.gatewayUrl}${path}`,
     body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
   );
 
@@ -199,7 +182,7 @@ describe("REST gateway", () => {
 });
 
 describe("Connect, gRPC-Web and Connect over HTTP/2 on the gRPC port", () => {
-  const connectUrl = (method: string) => `${server.grpcUrl}/${serviceName}/${method}`;
+  const connectUrl = (method: string) => `${fx.server.grpcUrl}/${serviceName}/${method}`;
 
   test("Connect JSON over HTTP/1.1 (curl-style fetch)", async () => {
     const created = await call(
@@ -228,7 +211,7 @@ describe("Connect, gRPC-Web and Connect over HTTP/2 on the gRPC port", () => {
   test("gRPC-Web over HTTP/1.1: create and describe round trip", async () => {
     const client: Client<typeof LogisticPackageApiService> = createClient(
       LogisticPackageApiService,
-      createGrpcWebTransport({ baseUrl: server.grpcUrl, httpVersion: "1.1" }),
+      createGrpcWebTransport({ baseUrl: fx.server.grpcUrl, httpVersion: "1.1" }),
     );
     const { ID } = await client.createPackageV1({
       Title: "web",
@@ -255,7 +238,7 @@ describe("Connect, gRPC-Web and Connect over HTTP/2 on the gRPC port", () => {
   test("Connect protocol over HTTP/2: create and describe round trip", async () => {
     const client = createClient(
       LogisticPackageApiService,
-      createConnectTransport({ baseUrl: server.grpcUrl, httpVersion: "2", sessionManager: h2Sessions }),
+      createConnectTransport({ baseUrl: fx.server.grpcUrl, httpVersion: "2", sessionManager: h2Sessions }),
     );
     const { ID } = await client.createPackageV1({ Title: "h2", Material: "foam", MaximumVolume: 7, Reusable: false });
     const { Value } = await client.describePackageV1({ PackageID: ID });
@@ -372,7 +355,7 @@ describe("gRPC server reflection v1 (stock grpc-js client)", () => {
 describe("one port, two engines: native gRPC by grpc-js, Connect and gRPC-Web by connect-node", () => {
   // What a client sees of each engine: grpc-js announces the compressions it
   // accepts and sends "OK" as the status message; connect-node does neither.
-  async function rawCall(contentType: string, body: Buffer, port = server.ports.grpc) {
+  async function rawCall(contentType: string, body: Buffer, port = fx.server.ports.grpc) {
     const http2 = await import("node:http2");
     const session = http2.connect(`http://127.0.0.1:${port}`);
     try {
@@ -413,7 +396,7 @@ describe("one port, two engines: native gRPC by grpc-js, Connect and gRPC-Web by
   });
 
   test("reflection v1alpha answers like v1 (older grpcurl)", async () => {
-    const v1alpha = reflectionClient(server.grpcAddress, undefined, "v1alpha");
+    const v1alpha = reflectionClient(fx.server.grpcAddress, undefined, "v1alpha");
     try {
       const res = await new Promise<any>((resolve, reject) => {
         const stream = (v1alpha as any).ServerReflectionInfo();
@@ -430,12 +413,7 @@ describe("one port, two engines: native gRPC by grpc-js, Connect and gRPC-Web by
   });
 
   test("with grpc.nativeGrpcJs false, connect-node serves native gRPC and stock clients still work", async () => {
-    const { mkdtempSync, writeFileSync } = await import("node:fs");
-    const { tmpdir } = await import("node:os");
-    const { join } = await import("node:path");
-    const configPath = join(mkdtempSync(join(tmpdir(), "lpa-engine-")), "config.yml");
-    writeFileSync(configPath, "grpc:\n  nativeGrpcJs: false\n");
-    const fallback = await startTestServer(db.url, { CONFIG_PATH: configPath });
+    const fallback = await startTestServer(fx.db.url, {}, { grpc: { nativeGrpcJs: false } });
     const client = packageApiClient(fallback.grpcAddress);
     try {
       const { ID } = await client.createPackageV1({ Title: "fallback", Material: "tin", MaximumVolume: 2 });
@@ -452,7 +430,7 @@ describe("one port, two engines: native gRPC by grpc-js, Connect and gRPC-Web by
 describe("request logs", () => {
   const newTraceId = () => randomBytes(16).toString("hex");
   const traceparent = (traceId: string) => `00-${traceId}-${randomBytes(8).toString("hex")}-01`;
-  const linesWhere = (pred: (line: Record<string, unknown>) => boolean) => server.logs.lines.filter(pred);
+  const linesWhere = (pred: (line: Record<string, unknown>) => boolean) => fx.server.logs.lines.filter(pred);
 
   /** Lines can be written just after the response is sent: poll (bounded) for the expected one. */
   async function waitForLines(pred: (line: Record<string, unknown>) => boolean): Promise<Record<string, unknown>[]> {
@@ -464,7 +442,7 @@ describe("request logs", () => {
   test("one line per gRPC call with method, code, duration and a trace id", async () => {
     const requestId = randomUUID();
     await rpcError(
-      api.describePackageV1({ PackageID: "987654321" }, { "x-request-id": requestId }),
+      fx.client.describePackageV1({ PackageID: "987654321" }, { "x-request-id": requestId }),
       grpc.status.NOT_FOUND,
     );
     const lines = await waitForLines((l) => l.requestId === requestId);
@@ -480,7 +458,7 @@ describe("request logs", () => {
 
   test("a traceparent in the metadata gives the logged trace id", async () => {
     const traceId = newTraceId();
-    const { ID } = await api.createPackageV1(
+    const { ID } = await fx.client.createPackageV1(
       { Title: "traced", Material: "tin", MaximumVolume: 1, Reusable: false },
       { traceparent: traceparent(traceId) },
     );

@@ -7,70 +7,44 @@
 
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, writeFileSync } from "node:fs";
 import http2 from "node:http2";
 import net from "node:net";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { after, before, describe, test } from "node:test";
-import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
-import { type PackageApiClient, packageApiClient } from "./helpers/grpc-client.js";
-import { startTestServer, type TestServer } from "./helpers/server.js";
+import { describe, test } from "node:test";
+import { useFixture } from "./helpers/fixture.js";
+import { until } from "./helpers/poll.js";
 
 const createPath = "/hablof.logistic_package_api.v1.LogisticPackageApiService/CreatePackageV1";
 
-let db: TestDatabase;
-let server: TestServer;
-let api: PackageApiClient;
-
 // Small limits so that each protection shows within a test's time; the
 // defaults are the same mechanisms with production values.
-const limitsYaml = `grpc:
-  maxConnections: 300
-  firstByteTimeoutMs: 700
-  idleTimeoutMs: 1500
-  headersTimeoutMs: 800
-  maxResetStreamsPer10s: 200
-`;
-
-before(async () => {
-  db = await createTestDatabase();
-  const configPath = join(mkdtempSync(join(tmpdir(), "lpa-robustness-")), "config.yml");
-  writeFileSync(configPath, limitsYaml);
-  server = await startTestServer(db.url, { CONFIG_PATH: configPath });
-  api = packageApiClient(server.grpcAddress);
+const fx = useFixture({
+  server: {
+    grpc: {
+      maxConnections: 300,
+      firstByteTimeoutMs: 700,
+      idleTimeoutMs: 1500,
+      headersTimeoutMs: 800,
+      maxResetStreamsPer10s: 200,
+    },
+  },
 });
 
-after(async () => {
-  api?.close();
-  await server?.stop();
-  await db?.drop();
-});
-
-const port = () => server.ports.grpc;
+const port = () => fx.server.ports.grpc;
 
 /** A well-behaved client still gets its package created (and it is really stored). */
 async function assertStillServing(title: string) {
-  const { ID } = await api.createPackageV1({ Title: title, Material: "steel", MaximumVolume: 5, Reusable: true });
-  const res = await api.describePackageV1({ PackageID: ID });
+  const { ID } = await fx.client.createPackageV1({ Title: title, Material: "steel", MaximumVolume: 5, Reusable: true });
+  const res = await fx.client.describePackageV1({ PackageID: ID });
   assert.equal(res.Value.Title, title);
 }
 
 async function metric(name: string, labels: Record<string, string>): Promise<number> {
-  const text = await (await fetch(`http://127.0.0.1:${server.ports.metrics}/metrics`)).text();
+  const text = await (await fetch(`http://127.0.0.1:${fx.server.ports.metrics}/metrics`)).text();
   const selector = Object.entries(labels)
     .map(([k, v]) => `${k}="${v}"`)
     .join(",");
   const line = text.split("\n").find((l) => l.startsWith(`${name}{`) && l.includes(selector));
   return line === undefined ? 0 : Number(line.split(" ").at(-1));
-}
-
-async function until(what: string, probe: () => Promise<boolean> | boolean, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await probe())) {
-    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 function connect(): Promise<net.Socket> {
@@ -107,7 +81,7 @@ describe("API listener under hostile connections", () => {
       socket.resetAndDestroy();
     }
     await assertStillServing("after resets");
-    await until("the reset sockets to be gone", async () => (await openConnections()) <= 1);
+    await until("the reset sockets to be gone", async () => (await openConnections()) <= 1, 20_000, 50);
   });
 
   test("500 idle sockets are closed after firstByteTimeoutMs while requests go on", async () => {
@@ -128,7 +102,7 @@ describe("API listener under hostile connections", () => {
       (await metric("logistic_package_api_connections_closed_total", { listener: "grpc", reason: "over_limit" })) >=
         150,
     );
-    await until("the idle sockets to be released", async () => (await openConnections()) <= 1);
+    await until("the idle sockets to be released", async () => (await openConnections()) <= 1, 20_000, 50);
     const heapGrowth = process.memoryUsage().heapUsed - heapBefore;
     assert.ok(heapGrowth < 64 * 1024 * 1024, `heap grew by ${Math.round(heapGrowth / 1024 / 1024)} MiB`);
     await assertStillServing("after idle sockets");
@@ -201,7 +175,7 @@ describe("API listener under hostile connections", () => {
     await new Promise<void>((resolve) => session.once("remoteSettings", () => resolve()));
     assert.equal(session.remoteSettings.maxConcurrentStreams, 100);
     const goaway = new Promise<number>((resolve) => session.once("goaway", (code: number) => resolve(code)));
-    await until("the idle session to be closed", () => session.closed || session.destroyed, 10_000);
+    await until("the idle session to be closed", () => session.closed || session.destroyed, 10_000, 50);
     assert.equal(await goaway, http2.constants.NGHTTP2_NO_ERROR);
   });
 

@@ -3,38 +3,26 @@
 // no event, no idempotency key.
 
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
-import { count, createTestDatabase, type TestDatabase } from "./helpers/database.js";
-import { grpc, type PackageApiClient, packageApiClient, rpcError } from "./helpers/grpc-client.js";
-import { startTestServer, type TestServer } from "./helpers/server.js";
+import { before, describe, test } from "node:test";
+import { count } from "./helpers/database.js";
+import { useFixture } from "./helpers/fixture.js";
+import { grpc, rpcError } from "./helpers/grpc-client.js";
 
-let db: TestDatabase;
-let server: TestServer;
-let client: PackageApiClient;
+const fx = useFixture();
 /** A live package for the Update cases, so that only the rule under test can fail. */
 let existingId: string;
 
 const valid = { Title: "box", Material: "cardboard", MaximumVolume: 2.5, Reusable: false };
 const maxBigint = "9223372036854775807"; // 2^63-1: the largest id Postgres' bigint can hold
-
-before(async () => {
-  db = await createTestDatabase();
-  server = await startTestServer(db.url);
-  client = packageApiClient(server.grpcAddress);
-  existingId = (await client.createPackageV1(valid)).ID;
-});
-
-after(async () => {
-  client?.close();
-  await server?.stop();
-  await db?.drop();
+fx.onSetUp(async () => {
+  existingId = (await fx.client.createPackageV1(valid)).ID;
 });
 
 async function snapshot(): Promise<{ packages: number; events: number; keys: number }> {
   return {
-    packages: await count(db.db, "package"),
-    events: await count(db.db, "package_event"),
-    keys: await count(db.db, "idempotency_key"),
+    packages: await count(fx.db.db, "package"),
+    events: await count(fx.db.db, "package_event"),
+    keys: await count(fx.db.db, "idempotency_key"),
   };
 }
 
@@ -53,76 +41,76 @@ describe("invalid requests are rejected and write nothing", () => {
   });
 
   test("Create: Title empty, longer than 32 code points, or containing NUL", async () => {
-    await invalid(client.createPackageV1({ ...valid, Title: "" }), "Title", /1 to 32/);
-    await invalid(client.createPackageV1({ ...valid, Title: "a".repeat(33) }), "Title", /32/);
-    await invalid(client.createPackageV1({ ...valid, Title: "📦".repeat(33) }), "Title", /32/);
-    await invalid(client.createPackageV1({ ...valid, Title: "bad\u0000title" }), "Title", /NUL/);
+    await invalid(fx.client.createPackageV1({ ...valid, Title: "" }), "Title", /1 to 32/);
+    await invalid(fx.client.createPackageV1({ ...valid, Title: "a".repeat(33) }), "Title", /32/);
+    await invalid(fx.client.createPackageV1({ ...valid, Title: "📦".repeat(33) }), "Title", /32/);
+    await invalid(fx.client.createPackageV1({ ...valid, Title: "bad\u0000title" }), "Title", /NUL/);
   });
 
   test("Create: Material empty, longer than 32 characters, or containing NUL", async () => {
-    await invalid(client.createPackageV1({ ...valid, Material: "" }), "Material", /1 to 32/);
-    await invalid(client.createPackageV1({ ...valid, Material: "m".repeat(33) }), "Material", /32/);
-    await invalid(client.createPackageV1({ ...valid, Material: "\u0000" }), "Material", /NUL/);
+    await invalid(fx.client.createPackageV1({ ...valid, Material: "" }), "Material", /1 to 32/);
+    await invalid(fx.client.createPackageV1({ ...valid, Material: "m".repeat(33) }), "Material", /32/);
+    await invalid(fx.client.createPackageV1({ ...valid, Material: "\u0000" }), "Material", /NUL/);
   });
 
   test("Create: MaximumVolume 0, negative, NaN or infinite", async () => {
     for (const volume of [0, -1, -0.5, NaN, Infinity, -Infinity]) {
-      await invalid(client.createPackageV1({ ...valid, MaximumVolume: volume }), "MaximumVolume");
+      await invalid(fx.client.createPackageV1({ ...valid, MaximumVolume: volume }), "MaximumVolume");
     }
   });
 
   test("Create: an x-request-id longer than 255 characters", async () => {
-    await invalid(client.createPackageV1(valid, { "x-request-id": "r".repeat(300) }), "x-request-id", /255/);
+    await invalid(fx.client.createPackageV1(valid, { "x-request-id": "r".repeat(300) }), "x-request-id", /255/);
   });
 
   test("Update: PackageID 0", async () => {
-    await invalid(client.updatePackageV1({ PackageID: 0, Title: "new" }), "PackageID");
+    await invalid(fx.client.updatePackageV1({ PackageID: 0, Title: "new" }), "PackageID");
   });
 
   test("Update: Title or Material longer than 32 characters, or containing NUL", async () => {
-    await invalid(client.updatePackageV1({ PackageID: existingId, Title: "a".repeat(33) }), "Title", /32/);
-    await invalid(client.updatePackageV1({ PackageID: existingId, Material: "m".repeat(33) }), "Material", /32/);
-    await invalid(client.updatePackageV1({ PackageID: existingId, Title: "x\u0000" }), "Title", /NUL/);
+    await invalid(fx.client.updatePackageV1({ PackageID: existingId, Title: "a".repeat(33) }), "Title", /32/);
+    await invalid(fx.client.updatePackageV1({ PackageID: existingId, Material: "m".repeat(33) }), "Material", /32/);
+    await invalid(fx.client.updatePackageV1({ PackageID: existingId, Title: "x\u0000" }), "Title", /NUL/);
   });
 
   test("Update: MaximumVolume negative, NaN or infinite", async () => {
     for (const volume of [-1, NaN, Infinity, -Infinity]) {
-      await invalid(client.updatePackageV1({ PackageID: existingId, MaximumVolume: volume }), "MaximumVolume");
+      await invalid(fx.client.updatePackageV1({ PackageID: existingId, MaximumVolume: volume }), "MaximumVolume");
     }
   });
 
   test('Update with no field set → "no changes specified"', async () => {
-    const err = await rpcError(client.updatePackageV1({ PackageID: existingId }), grpc.status.INVALID_ARGUMENT);
+    const err = await rpcError(fx.client.updatePackageV1({ PackageID: existingId }), grpc.status.INVALID_ARGUMENT);
     assert.equal(err.details, "no changes specified");
     // Zero values mean "unchanged" in v1, so this is no change either.
     const zeros = await rpcError(
-      client.updatePackageV1({ PackageID: existingId, Title: "", Material: "", MaximumVolume: 0 }),
+      fx.client.updatePackageV1({ PackageID: existingId, Title: "", Material: "", MaximumVolume: 0 }),
       grpc.status.INVALID_ARGUMENT,
     );
     assert.equal(zeros.details, "no changes specified");
   });
 
   test("Describe and Remove: PackageID 0", async () => {
-    await invalid(client.describePackageV1({ PackageID: 0 }), "PackageID");
-    await invalid(client.removePackageV1({ PackageID: 0 }), "PackageID");
+    await invalid(fx.client.describePackageV1({ PackageID: 0 }), "PackageID");
+    await invalid(fx.client.removePackageV1({ PackageID: 0 }), "PackageID");
   });
 
   test("PackageID above 2^63-1 (no bigint can hold it) → INVALID_ARGUMENT, not INTERNAL", async () => {
     for (const id of ["9223372036854775808", "18446744073709551615"]) {
-      await invalid(client.describePackageV1({ PackageID: id }), "PackageID");
-      await invalid(client.updatePackageV1({ PackageID: id, Title: "new" }), "PackageID");
-      await invalid(client.removePackageV1({ PackageID: id }), "PackageID");
+      await invalid(fx.client.describePackageV1({ PackageID: id }), "PackageID");
+      await invalid(fx.client.updatePackageV1({ PackageID: id, Title: "new" }), "PackageID");
+      await invalid(fx.client.removePackageV1({ PackageID: id }), "PackageID");
     }
   });
 
   test("List: Limit above 500, or an Offset no bigint can hold", async () => {
-    await invalid(client.listPackagesV1({ Offset: 0, Limit: 501 }), "Limit", /500/);
-    await invalid(client.listPackagesV1({ Offset: 0, Limit: "18446744073709551615" }), "Limit");
-    await invalid(client.listPackagesV1({ Offset: "18446744073709551615", Limit: 10 }), "Offset");
+    await invalid(fx.client.listPackagesV1({ Offset: 0, Limit: 501 }), "Limit", /500/);
+    await invalid(fx.client.listPackagesV1({ Offset: 0, Limit: "18446744073709551615" }), "Limit");
+    await invalid(fx.client.listPackagesV1({ Offset: "18446744073709551615", Limit: 10 }), "Offset");
   });
 
   test("the existing package is untouched by the rejected updates", async () => {
-    const pkg = (await client.describePackageV1({ PackageID: existingId })).Value;
+    const pkg = (await fx.client.describePackageV1({ PackageID: existingId })).Value;
     assert.equal(pkg.Title, valid.Title);
     assert.equal(pkg.Material, valid.Material);
     assert.equal(pkg.MaximumVolume, valid.MaximumVolume);
@@ -139,65 +127,65 @@ describe("boundaries that are accepted", () => {
   test("a Title of 32 emoji (32 code points, 64 UTF-16 units) is accepted and stored intact", async () => {
     const title = "📦".repeat(32);
     assert.equal(title.length, 64);
-    const id = (await client.createPackageV1({ ...valid, Title: title, Material: "🧱".repeat(32) })).ID;
-    const pkg = (await client.describePackageV1({ PackageID: id })).Value;
+    const id = (await fx.client.createPackageV1({ ...valid, Title: title, Material: "🧱".repeat(32) })).ID;
+    const pkg = (await fx.client.describePackageV1({ PackageID: id })).Value;
     assert.equal(pkg.Title, title);
     assert.equal(pkg.Material, "🧱".repeat(32));
 
-    await client.updatePackageV1({ PackageID: id, Title: "é".repeat(32) });
-    assert.equal((await client.describePackageV1({ PackageID: id })).Value.Title, "é".repeat(32));
+    await fx.client.updatePackageV1({ PackageID: id, Title: "é".repeat(32) });
+    assert.equal((await fx.client.describePackageV1({ PackageID: id })).Value.Title, "é".repeat(32));
   });
 
   test("32 ASCII characters and a single character are accepted", async () => {
-    const id = (await client.createPackageV1({ ...valid, Title: "t".repeat(32), Material: "m" })).ID;
-    const pkg = (await client.describePackageV1({ PackageID: id })).Value;
+    const id = (await fx.client.createPackageV1({ ...valid, Title: "t".repeat(32), Material: "m" })).ID;
+    const pkg = (await fx.client.describePackageV1({ PackageID: id })).Value;
     assert.equal(pkg.Title, "t".repeat(32));
     assert.equal(pkg.Material, "m");
   });
 
   test("Update with MaximumVolume 0 means unchanged, alongside a real change", async () => {
-    const id = (await client.createPackageV1({ ...valid, MaximumVolume: 4.5 })).ID;
-    await client.updatePackageV1({ PackageID: id, Title: "renamed", MaximumVolume: 0 });
-    const pkg = (await client.describePackageV1({ PackageID: id })).Value;
+    const id = (await fx.client.createPackageV1({ ...valid, MaximumVolume: 4.5 })).ID;
+    await fx.client.updatePackageV1({ PackageID: id, Title: "renamed", MaximumVolume: 0 });
+    const pkg = (await fx.client.describePackageV1({ PackageID: id })).Value;
     assert.equal(pkg.Title, "renamed");
     assert.equal(pkg.MaximumVolume, 4.5);
   });
 
   test("PackageID 2^63-1 is a valid id: NOT_FOUND, not INVALID_ARGUMENT", async () => {
-    await rpcError(client.describePackageV1({ PackageID: maxBigint }), grpc.status.NOT_FOUND);
-    await rpcError(client.removePackageV1({ PackageID: maxBigint }), grpc.status.NOT_FOUND);
+    await rpcError(fx.client.describePackageV1({ PackageID: maxBigint }), grpc.status.NOT_FOUND);
+    await rpcError(fx.client.removePackageV1({ PackageID: maxBigint }), grpc.status.NOT_FOUND);
   });
 
   test("an x-request-id of 255 characters is accepted", async () => {
-    const res = await client.createPackageV1(valid, { "x-request-id": "k".repeat(255) });
+    const res = await fx.client.createPackageV1(valid, { "x-request-id": "k".repeat(255) });
     assert.match(res.ID, /^[1-9][0-9]*$/);
   });
 });
 
 describe("List limits", () => {
   before(async () => {
-    const live = (await client.listPackagesV1({ Offset: 0, Limit: 500 })).Packages.length;
-    for (let i = live; i < 55; i++) await client.createPackageV1({ ...valid, Title: `p${i}` });
-    assert.equal((await client.listPackagesV1({ Offset: 0, Limit: 500 })).Packages.length, 55);
+    const live = (await fx.client.listPackagesV1({ Offset: 0, Limit: 500 })).Packages.length;
+    for (let i = live; i < 55; i++) await fx.client.createPackageV1({ ...valid, Title: `p${i}` });
+    assert.equal((await fx.client.listPackagesV1({ Offset: 0, Limit: 500 })).Packages.length, 55);
   });
 
   test("Limit 0 (or no Limit) returns the default of 50", async () => {
-    const zero = await client.listPackagesV1({ Offset: 0, Limit: 0 });
+    const zero = await fx.client.listPackagesV1({ Offset: 0, Limit: 0 });
     assert.equal(zero.Packages.length, 50);
-    const unset = await client.listPackagesV1({});
+    const unset = await fx.client.listPackagesV1({});
     assert.equal(unset.Packages.length, 50);
     assert.deepEqual(
       unset.Packages.map((p: { ID: string }) => p.ID),
       zero.Packages.map((p: { ID: string }) => p.ID),
     );
     // The default page is the first 50 by id; the rest follows at Offset 50.
-    const rest = await client.listPackagesV1({ Offset: 50, Limit: 0 });
+    const rest = await fx.client.listPackagesV1({ Offset: 50, Limit: 0 });
     assert.equal(rest.Packages.length, 5);
   });
 
   test("Limit 500 is accepted, Limit 501 is not", async () => {
-    const max = await client.listPackagesV1({ Offset: 0, Limit: 500 });
+    const max = await fx.client.listPackagesV1({ Offset: 0, Limit: 500 });
     assert.equal(max.Packages.length, 55);
-    await invalid(client.listPackagesV1({ Offset: 0, Limit: 501 }), "Limit");
+    await invalid(fx.client.listPackagesV1({ Offset: 0, Limit: 501 }), "Limit");
   });
 });

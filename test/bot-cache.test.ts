@@ -5,21 +5,22 @@
 
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
-import net from "node:net";
 import { after, before, test } from "node:test";
 import { create } from "@bufbuild/protobuf";
 import { Redis } from "ioredis";
 import { type Consumer, Kafka, type KafkaMessage, logLevel } from "kafkajs";
-import { type BotApp, startBotApp } from "../internal/bot/app.js";
+import { type BotApp, startBotApp } from "../internal/app/start-bot.js";
 import { PackageCache } from "../internal/bot/package-cache.js";
 import { type Config, loadConfig } from "../internal/config/config.js";
 import { PackageSchema } from "../pkg/hablof/logistic_package_api/v1/logistic_package_api_pb.js";
 import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
-import { facadeEnv, poll, readFacadeMetric, startTestFacade, type TestFacade } from "./helpers/facade.js";
+import { facadeEnv, readFacadeMetric, startTestFacade, type TestFacade } from "./helpers/facade.js";
 import { FakeTelegram } from "./helpers/fake-telegram.js";
 import { type PackageApiClient, packageApiClient } from "./helpers/grpc-client.js";
 import { type KafkaMock, startKafkaMock } from "./helpers/kafka-mock.js";
 import { type CapturedLogs, captureLogs } from "./helpers/logs.js";
+import { poll } from "./helpers/poll.js";
+import { freePort } from "./helpers/ports.js";
 import { fastRetranslatorEnv, startTestRetranslator, type TestRetranslator } from "./helpers/retranslator.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 
@@ -531,14 +532,6 @@ test("the facade logs a readable line for a message of each topic", async () => 
     await facade?.stop();
   }
 });
-
-async function freePort(): Promise<number> {
-  const probe = net.createServer();
-  await new Promise<void>((resolve) => probe.listen(0, "127.0.0.1", resolve));
-  const port = (probe.address() as net.AddressInfo).port;
-  await new Promise<void>((resolve) => probe.close(() => resolve()));
-  return port;
-}
 
 /** A redis-server of this test alone (the machine's is shared), in memory, answering PING. */
 async function startRedis(port: number): Promise<ChildProcess> {

@@ -14,13 +14,14 @@ import { after, before, describe, test } from "node:test";
 import type { TLSSocket } from "node:tls";
 import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
-import { type BotApp, startBotApp } from "../internal/bot/app.js";
+import { type BotApp, startBotApp } from "../internal/app/start-bot.js";
 import { ConfigError, loadConfig } from "../internal/config/config.js";
 import { LogisticPackageApiService } from "../pkg/hablof/logistic_package_api/v1/logistic_package_api_pb.js";
 import { count, createTestDatabase, type TestDatabase } from "./helpers/database.js";
 import { FakeTelegram, type UpdateResult } from "./helpers/fake-telegram.js";
 import { grpc, type PackageApiClient, packageApiClient, rpcError } from "./helpers/grpc-client.js";
 import { type CapturedLogs, captureLogs } from "./helpers/logs.js";
+import { freePort } from "./helpers/ports.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 
 // Private chats: chat id = user id. The main chat's user is an admin.
@@ -1067,14 +1068,6 @@ async function startStubApi(pki: Pki, token: string): Promise<StubApi> {
 function onlyReplyOf(result: UpdateResult): string {
   assert.equal(result.replies.length, 1, JSON.stringify(result.replies));
   return result.replies[0]!;
-}
-
-async function freePort(): Promise<number> {
-  const probe = net.createServer();
-  await new Promise<void>((resolve) => probe.listen(0, "127.0.0.1", resolve));
-  const port = (probe.address() as net.AddressInfo).port;
-  await new Promise<void>((resolve) => probe.close(() => resolve()));
-  return port;
 }
 
 type BinaryRun = Promise<{ code: number | null; output: string }> & {

@@ -14,6 +14,8 @@ import { fileURLToPath } from "node:url";
 import pg from "pg";
 import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
 import { packageApiClient } from "./helpers/grpc-client.js";
+import { until } from "./helpers/poll.js";
+import { freePort } from "./helpers/ports.js";
 
 const repoRoot = fileURLToPath(new URL("..", import.meta.url));
 const applicationName = "logistic-package-api/grpc-server";
@@ -24,14 +26,6 @@ function serverCommand(): { command: string; args: string[] } {
   const [bin, ...args] = pkg.scripts["grpc-server"]!.split(/\s+/);
   assert.equal(bin, "node", `the grpc-server script runs node: ${pkg.scripts["grpc-server"]}`);
   return { command: process.execPath, args };
-}
-
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
 }
 
 interface ServerProcess {
@@ -75,14 +69,9 @@ async function exitCode(server: ServerProcess, timeoutMs = 30_000): Promise<numb
   return result;
 }
 
-async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe().catch(() => undefined);
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
+/** Waits for a child process: its ports refuse connections until it listens, so a failed probe means "not yet". */
+function untilUp<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
+  return until(what, () => probe().catch(() => undefined), timeoutMs);
 }
 
 function connectRefused(port: number): Promise<boolean> {
@@ -141,7 +130,7 @@ describe("grpc-server process", () => {
     failedEarly.catch(() => undefined);
 
     const ready = await Promise.race([
-      until("/ready 200", async () => {
+      untilUp("/ready 200", async () => {
         const res = await fetch(`http://127.0.0.1:${ports.status}/ready`, { signal: AbortSignal.timeout(5000) });
         return res.status === 200 ? res.status : undefined;
       }),
@@ -150,7 +139,7 @@ describe("grpc-server process", () => {
     assert.equal(ready, 200);
 
     // Structured logs on stdout: every line is JSON, and start-up is announced.
-    const started = await until("the start-up log line", async () => {
+    const started = await untilUp("the start-up log line", async () => {
       const lines = server
         .stdout()
         .split("\n")
@@ -179,7 +168,7 @@ describe("grpc-server process", () => {
 
     const update = api.updatePackageV1({ PackageID: ID, Title: "drained" });
     update.catch(() => undefined); // awaited below; avoid an unhandled rejection meanwhile
-    await until(
+    await untilUp(
       "the Update to wait on the row lock",
       async () => {
         const res = await locker.query(
@@ -209,7 +198,7 @@ describe("grpc-server process", () => {
 
   test("a port scanner's resets before the first byte and a SIGHUP leave the process serving", async () => {
     const { ports, server } = await startOnFreePorts();
-    await until("/ready 200", async () => {
+    await untilUp("/ready 200", async () => {
       const res = await fetch(`http://127.0.0.1:${ports.status}/ready`, { signal: AbortSignal.timeout(5000) });
       return res.status === 200 ? true : undefined;
     });
@@ -224,7 +213,7 @@ describe("grpc-server process", () => {
       }
     }
     server.child.kill("SIGHUP");
-    await until(
+    await untilUp(
       "the reload log line",
       async () => (server.stdout().includes('"msg":"reloading"') ? true : undefined),
       10_000,
