@@ -5,8 +5,6 @@
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
-import { createServer } from "node:net";
-import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
@@ -14,6 +12,7 @@ import pg from "pg";
 import { createDatabase, migrateLatest, migrationsDirectory } from "../internal/database/database.js";
 import { adminUrl, databaseUrl } from "./helpers/database.js";
 import { type KafkaMock, startKafkaMock } from "./helpers/kafka-mock.js";
+import { freePort } from "./helpers/ports.js";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 // A build of this run's own at the repository root (one level, like dist/: the
@@ -46,17 +45,6 @@ function walk(dir: string): string[] {
   return readdirSync(dir).flatMap((name) => {
     const path = join(dir, name);
     return statSync(path).isDirectory() ? walk(path) : [path];
-  });
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const port = (server.address() as { port: number }).port;
-      server.close(() => resolve(port));
-    });
   });
 }
 
@@ -210,8 +198,9 @@ test("upgrade: a database migrated from the .ts sources is continued by the comp
     .sort();
   assert.ok(all.length >= 2);
   // The sources as the previous release had them: every migration but the newest, applied the way it
-  // applied them (knex's directory source over .ts files, which records file names).
-  const previous = mkdtempSync(join(tmpdir(), "lpa-previous-migrations-"));
+  // applied them (knex's directory source over .ts files, which records file names). Two levels below
+  // the root, as db/migrations is: a migration imports its helpers from ../../internal/.
+  const previous = mkdtempSync(join(out, "previous-migrations-"));
   for (const f of all.slice(0, -1)) cpSync(join(migrationsDirectory, f), join(previous, f));
   const db = createDatabase({
     url: database.url,
@@ -279,7 +268,7 @@ test("the compiled facade creates and migrates its database, keeps recorded name
     .filter((f) => f.endsWith(".ts"))
     .sort();
   // The previous release's facade migrations (all but the newest), applied from the .ts sources.
-  const previous = mkdtempSync(join(tmpdir(), "lpa-previous-facade-migrations-"));
+  const previous = mkdtempSync(join(out, "previous-facade-migrations-"));
   for (const f of all.slice(0, -1)) cpSync(join(facadeDir, f), join(previous, f));
   const db = createDatabase({
     url: database.url,
