@@ -1,0 +1,198 @@
+// The create batcher (internal/repo/create-batcher.ts) over a fake repository: a create goes alone
+// when a slot is free, creates that wait go together, the queue is bounded, and a failed batch is
+// retried call by call only when a row caused it. The same against Postgres:
+// test/api-create-batching.test.ts.
+
+import assert from "node:assert/strict";
+import { AsyncLocalStorage } from "node:async_hooks";
+import { describe, test } from "node:test";
+import { UnavailableError } from "../../internal/domain/errors.js";
+import type { NewPackage } from "../../internal/domain/package.js";
+import {
+  type BatchablePackageRepository,
+  type CreateBatchingOptions,
+  CreateBatchingRepository,
+} from "../../internal/repo/create-batcher.js";
+import type { CreateItem } from "../../internal/repo/package-repo.js";
+
+const caller = new AsyncLocalStorage<string>();
+
+/** A repository whose statements wait until the test opens the gate, recording what ran and for whom. */
+class FakeRepository {
+  readonly statements: { kind: "create" | "createMany"; titles: string[]; caller: string | undefined }[] = [];
+  private nextId = 1n;
+  private gate: Promise<void> = Promise.resolve();
+  private openGate: () => void = () => undefined;
+  /** A title whose row the database refuses, and with which error. */
+  refuse: { title: string; error: Error } | undefined;
+  /** An error every createMany fails with (the database's state, not a row). */
+  batchError: Error | undefined;
+
+  hold(): void {
+    this.gate = new Promise((resolve) => {
+      this.openGate = resolve;
+    });
+  }
+
+  open(): void {
+    this.openGate();
+  }
+
+  async create(input: NewPackage): Promise<bigint> {
+    this.statements.push({ kind: "create", titles: [input.title], caller: caller.getStore() });
+    await this.gate;
+    if (this.refuse?.title === input.title) throw this.refuse.error;
+    return this.nextId++;
+  }
+
+  async createMany(items: readonly CreateItem[]): Promise<bigint[]> {
+    this.statements.push({ kind: "createMany", titles: items.map((i) => i.input.title), caller: caller.getStore() });
+    await this.gate;
+    if (this.batchError !== undefined) throw this.batchError;
+    if (items.some((i) => i.input.title === this.refuse?.title)) throw this.refuse!.error;
+    return items.map(() => this.nextId++);
+  }
+}
+
+function batcher(repo: FakeRepository, options: Partial<CreateBatchingOptions> = {}) {
+  // Only create and createMany are reached by creates; the other methods forward unchanged.
+  const inner = repo as unknown as BatchablePackageRepository;
+  return new CreateBatchingRepository(inner, { maxBatch: 10, maxInFlight: 1, maxWaiting: 100, ...options });
+}
+
+const box = (title: string): NewPackage => ({ title, material: "cardboard", maximumVolume: 1, reusable: false });
+const sqlError = (code: string, message: string) => Object.assign(new Error(message), { code });
+/** Lets queued callbacks and promise chains run. */
+const settle = () => new Promise((resolve) => setImmediate(resolve));
+
+describe("create batcher", () => {
+  test("with a free slot a create goes at once, alone", async () => {
+    const repo = new FakeRepository();
+    const id = await batcher(repo).create(box("a"), undefined);
+    assert.equal(id, 1n);
+    assert.deepEqual(repo.statements, [{ kind: "create", titles: ["a"], caller: undefined }]);
+  });
+
+  test("maxBatch 1 turns batching off: every create is its own statement", async () => {
+    const repo = new FakeRepository();
+    repo.hold();
+    const b = batcher(repo, { maxBatch: 1, maxInFlight: 1 });
+    const ids = Promise.all(["a", "b", "c"].map((t) => b.create(box(t), undefined)));
+    await settle();
+    assert.equal(repo.statements.length, 3, "none waited for a slot");
+    repo.open();
+    assert.deepEqual(await ids, [1n, 2n, 3n]);
+    assert.ok(repo.statements.every((s) => s.kind === "create"));
+  });
+
+  test("creates that wait for a slot go together in one statement, each with its own id", async () => {
+    const repo = new FakeRepository();
+    repo.hold();
+    const b = batcher(repo);
+    const first = b.create(box("first"), undefined);
+    const waiting = ["w1", "w2", "w3", "w4"].map((t) => b.create(box(t), undefined));
+    await settle();
+    assert.equal(repo.statements.length, 1, "the others wait while the slot is taken");
+    repo.open();
+    assert.equal(await first, 1n);
+    assert.deepEqual(await Promise.all(waiting), [2n, 3n, 4n, 5n]);
+    assert.deepEqual(repo.statements[1], { kind: "createMany", titles: ["w1", "w2", "w3", "w4"], caller: undefined });
+  });
+
+  test("a statement takes at most maxBatch creates", async () => {
+    const repo = new FakeRepository();
+    repo.hold();
+    const b = batcher(repo, { maxBatch: 4 });
+    const all = Array.from({ length: 10 }, (_, i) => b.create(box(`p${i}`), undefined));
+    await settle();
+    repo.open();
+    await Promise.all(all);
+    assert.deepEqual(
+      repo.statements.map((s) => s.titles.length),
+      [1, 4, 4, 1],
+    );
+  });
+
+  test("beyond maxWaiting a create fails at once with Unavailable", async () => {
+    const repo = new FakeRepository();
+    repo.hold();
+    const b = batcher(repo, { maxWaiting: 2 });
+    const accepted = ["a", "b", "c"].map((t) => b.create(box(t), undefined));
+    await assert.rejects(b.create(box("d"), undefined), (err: unknown) => {
+      assert.ok(err instanceof UnavailableError);
+      assert.match(err.message, /too many creates waiting; retry/);
+      return true;
+    });
+    repo.open();
+    assert.deepEqual(await Promise.all(accepted), [1n, 2n, 3n], "the creates already waiting still go");
+  });
+
+  for (const [what, code] of [
+    ["a constraint (23xxx)", "23514"],
+    ["a value (22xxx)", "22001"],
+    ["a trigger's RAISE (P0xxx)", "P0001"],
+  ] as const) {
+    test(`a batch refused because of ${what} is retried call by call: only that call fails`, async () => {
+      const repo = new FakeRepository();
+      repo.hold();
+      repo.refuse = { title: "bad", error: sqlError(code, "row refused") };
+      const b = batcher(repo);
+      const first = b.create(box("first"), undefined);
+      const results = ["ok1", "bad", "ok2"].map((t) => b.create(box(t), undefined));
+      await settle();
+      repo.open();
+      await first;
+      const [ok1, bad, ok2] = await Promise.allSettled(results);
+      assert.equal(ok1.status, "fulfilled");
+      assert.equal(ok2.status, "fulfilled");
+      assert.equal(bad!.status, "rejected");
+      assert.equal((bad as PromiseRejectedResult).reason, repo.refuse.error);
+      assert.deepEqual(
+        repo.statements.map((s) => s.kind),
+        ["create", "createMany", "create", "create", "create"],
+      );
+    });
+  }
+
+  for (const [what, error] of [
+    ["a statement timeout", sqlError("57014", "canceling statement due to statement timeout")],
+    [
+      "a lost connection",
+      Object.assign(new Error("connect ECONNREFUSED"), { code: "ECONNREFUSED", syscall: "connect" }),
+    ],
+  ] as const) {
+    test(`a batch that fails for ${what} fails every call in it, without retries`, async () => {
+      const repo = new FakeRepository();
+      repo.hold();
+      repo.batchError = error;
+      const b = batcher(repo);
+      const first = b.create(box("first"), undefined);
+      const results = ["a", "b", "c"].map((t) => b.create(box(t), undefined));
+      await settle();
+      repo.open();
+      await first;
+      for (const r of await Promise.allSettled(results)) {
+        assert.equal(r.status, "rejected");
+        assert.equal((r as PromiseRejectedResult).reason, error);
+      }
+      assert.equal(repo.statements.length, 2, "no create alone after the batch");
+    });
+  }
+
+  test("a statement runs in its caller's async context (trace spans, log fields)", async () => {
+    const repo = new FakeRepository();
+    repo.hold();
+    const b = batcher(repo);
+    const calls = ["r1", "r2", "r3"].map((request) => caller.run(request, () => b.create(box(request), undefined)));
+    await settle();
+    repo.open();
+    await Promise.all(calls);
+    assert.deepEqual(
+      repo.statements.map((s) => [s.kind, s.caller]),
+      [
+        ["create", "r1"],
+        ["createMany", "r2"],
+      ],
+    );
+  });
+});
