@@ -1,6 +1,6 @@
 import type { Database } from "../../internal/database/database.js";
-import type { OutboxEvent, OutboxRow } from "../../internal/repo/outbox/types.js";
-import { toOutboxEvent } from "../../internal/repo/outbox/types.js";
+import { query } from "../../internal/database/query.js";
+import type { OutboxEvent } from "../../internal/repo/outbox/types.js";
 import { sleep } from "./procs.js";
 
 export interface Seeded {
@@ -67,12 +67,13 @@ export async function seedEvents(
 }
 
 /** Every outbox row, as claimEvents would return it (for the broker-only bound). */
-export async function readOutbox(db: Database): Promise<OutboxEvent[]> {
-  const result = await db.raw(
-    `SELECT id, package_id, type, payload::text AS payload, created, traceparent, tracestate, attempts
+export function readOutbox(db: Database): Promise<OutboxEvent[]> {
+  return query<OutboxEvent>(
+    db,
+    `SELECT id, package_id AS "packageId", type, payload::text AS payload, created, traceparent, tracestate, reason,
+            attempts, coalesce(locked_until::text, '') AS lease
      FROM package_event ORDER BY id`,
   );
-  return (result as { rows: OutboxRow[] }).rows.map(toOutboxEvent);
 }
 
 /**

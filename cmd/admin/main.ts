@@ -6,7 +6,7 @@ import { parseArgs } from "node:util";
 import { loadConfig } from "../../internal/config/config.js";
 import { createDatabase, type Database } from "../../internal/database/database.js";
 import { NotFoundError } from "../../internal/domain/errors.js";
-import { discardDeadLetter, listDeadLetters, requeueDeadLetter } from "../../internal/repo/outbox/dead-letters.js";
+import { discardDeadLetter, listDeadLetters, requeueDeadLetter } from "../../internal/repo/outbox/dead-letter-admin.js";
 import {
   countRepublishable,
   type RepublishFilter,

@@ -1,19 +1,46 @@
 import { UnavailableError } from "../domain/errors.js";
 
-// SQLSTATEs and socket errors that mean "the database is not reachable now",
-// as opposed to a bug in a query. They become Unavailable at the edge so that
-// clients retry, instead of Internal.
-const unavailableSqlStates = new Set([
-  "57P01", // admin_shutdown
-  "57P02", // crash_shutdown
-  "57P03", // cannot_connect_now
-  "08000", // connection_exception
-  "08003", // connection_does_not_exist
-  "08006", // connection_failure
-  "08001", // sqlclient_unable_to_establish_sqlconnection
-  "08004", // sqlserver_rejected_establishment_of_sqlconnection
-  "53300", // too_many_connections
+/**
+ * What a failed statement says about who is at fault, which decides what its
+ * caller does with it:
+ * - `unavailable`: the database cannot be reached now. The API answers
+ *   Unavailable, so clients retry; the relay and the facade retry later.
+ * - `row`: one row's values were refused. The create batcher retries a failed
+ *   batch call by call, so only the request at fault fails; the facade records
+ *   the message as rejected instead of blocking its partition.
+ * - `other`: a bug or the database's state (a statement timeout, a deadlock,
+ *   a missing table). Retrying each row alone would meet it again N times over;
+ *   the API answers Internal and logs the cause.
+ */
+export type DatabaseErrorKind = "unavailable" | "row" | "other";
+
+/**
+ * The one SQLSTATE table (https://www.postgresql.org/docs/current/errcodes-appendix.html),
+ * by full code first, then by class (the first two characters).
+ */
+const sqlStateKinds: ReadonlyMap<string, DatabaseErrorKind> = new Map([
+  // Connection exceptions: the connection, not the statement, failed. Not the
+  // whole class 08: 08P01 (protocol_violation) is a client bug.
+  ["08000", "unavailable"], // connection_exception
+  ["08001", "unavailable"], // sqlclient_unable_to_establish_sqlconnection
+  ["08003", "unavailable"], // connection_does_not_exist
+  ["08004", "unavailable"], // sqlserver_rejected_establishment_of_sqlconnection
+  ["08006", "unavailable"], // connection_failure
+  // The server is stopping or starting (a restart, a failover): back in a moment.
+  ["57P01", "unavailable"], // admin_shutdown
+  ["57P02", "unavailable"], // crash_shutdown
+  ["57P03", "unavailable"], // cannot_connect_now
+  // Freed as other clients disconnect. The rest of class 53 (disk full, out of memory) needs an operator.
+  ["53300", "unavailable"], // too_many_connections
+  // A value of one row: too long, out of range, not valid in its type or encoding.
+  ["22", "row"], // data_exception
+  // A constraint on one row (CHECK, NOT NULL, UNIQUE, foreign key).
+  ["23", "row"], // integrity_constraint_violation
+  // RAISE in a PL/pgSQL trigger or function: the trigger refused the row it was given.
+  ["P0", "row"], // plpgsql_error
 ]);
+
+// Socket errors of the driver: the server is down, unreachable or went away.
 const unavailableSocketCodes = new Set([
   "ECONNREFUSED",
   "ECONNRESET",
@@ -23,20 +50,49 @@ const unavailableSocketCodes = new Set([
   "EHOSTUNREACH",
 ]);
 
-export function isUnavailable(err: unknown): boolean {
-  if (typeof err !== "object" || err === null) return false;
+// Failures that carry no code: the pool's acquire timeout (knex) and a
+// connection the server closed mid-statement or that never opened in time (pg).
+const unavailableMessages = ["Knex: Timeout acquiring a connection", "Connection terminated", "timeout expired"];
+
+/**
+ * The SQLSTATE of a Postgres error (`code`, five characters), else undefined.
+ * Node's socket errors have five-letter codes too (EPIPE): they carry `syscall`.
+ */
+export function sqlStateOf(err: unknown): string | undefined {
+  if (typeof err !== "object" || err === null || "syscall" in err) return undefined;
   const code = (err as { code?: unknown }).code;
-  if (typeof code === "string" && (unavailableSqlStates.has(code) || unavailableSocketCodes.has(code))) return true;
+  return typeof code === "string" && /^[0-9A-Z]{5}$/.test(code) ? code : undefined;
+}
+
+export function databaseErrorKind(err: unknown): DatabaseErrorKind {
+  if (err instanceof UnavailableError) return "unavailable";
+  if (typeof err !== "object" || err === null) return "other";
+  const code = (err as { code?: unknown }).code;
+  if (typeof code === "string" && unavailableSocketCodes.has(code)) return "unavailable";
+  const state = sqlStateOf(err);
+  if (state !== undefined) return sqlStateKinds.get(state) ?? sqlStateKinds.get(state.slice(0, 2)) ?? "other";
   const message = (err as { message?: unknown }).message;
-  return (
-    typeof message === "string" &&
-    (message.includes("Knex: Timeout acquiring a connection") ||
-      message.includes("Connection terminated") ||
-      message.includes("timeout expired"))
-  );
+  return typeof message === "string" && unavailableMessages.some((m) => message.includes(m)) ? "unavailable" : "other";
 }
 
 /** Wraps connectivity failures in the domain's UnavailableError; leaves others as they are. */
 export function classifyDatabaseError(err: unknown): unknown {
-  return isUnavailable(err) ? new UnavailableError("database unavailable", { cause: err }) : err;
+  return databaseErrorKind(err) === "unavailable" && !(err instanceof UnavailableError)
+    ? new UnavailableError("database unavailable", { cause: err })
+    : err;
+}
+
+/**
+ * A failed statement's SQLSTATE and Postgres' own message, for logs and
+ * facade_rejected. knex prefixes the message with the statement (its
+ * placeholders, not its values: database.ts turns compileSqlOnError off), a
+ * whole batch's worth of SQL that says nothing about the failure.
+ */
+export function describeDatabaseError(err: unknown): { code?: string; message: string } {
+  if (err instanceof UnavailableError && err.cause !== undefined) return describeDatabaseError(err.cause);
+  if (!(err instanceof Error)) return { message: String(err) };
+  const code = sqlStateOf(err);
+  if (code === undefined) return { message: `${err.name}: ${err.message}` };
+  const at = err.message.lastIndexOf(" - ");
+  return { code, message: at >= 0 ? err.message.slice(at + 3) : err.message };
 }

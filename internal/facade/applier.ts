@@ -1,4 +1,5 @@
 import type { Database } from "../database/database.js";
+import { databaseErrorKind, describeDatabaseError } from "../database/pg-errors.js";
 import type { Logger } from "../logger/logger.js";
 import { decodePackageEvent, type PackageChange } from "./decode.js";
 import { lockPackages } from "./repo/lock-packages.js";
@@ -62,7 +63,7 @@ export class PgBatchApplier implements BatchApplier {
     try {
       return { batch, outcomes: await this.transact(batch, items) };
     } catch (err) {
-      if (!isDataError(err)) throw err;
+      if (databaseErrorKind(err) !== "row") throw err;
       this.logger.warn(
         {
           err: describeDatabaseError(err),
@@ -73,7 +74,7 @@ export class PgBatchApplier implements BatchApplier {
         "the database refused a batch; applying its messages one at a time to set the refused one aside",
       );
     }
-    // A message the database refuses (a data error, not an outage) would fail
+    // A message the database refuses (its row, not an outage: pg-errors.ts) would fail
     // every retry of its batch and block the partition: find it, reject it,
     // apply the rest. Redelivery after a crash in here is deduplicated as usual.
     const outcomes: MessageOutcome[] = [];
@@ -81,7 +82,7 @@ export class PgBatchApplier implements BatchApplier {
       try {
         outcomes.push(...(await this.transact(batch, [item])));
       } catch (err) {
-        if (!isDataError(err)) throw err;
+        if (databaseErrorKind(err) !== "row") throw err;
         const error = `refused by the database: ${describeDatabaseError(err).message}`;
         outcomes.push(...(await this.transact(batch, [{ message: item.message, error }])));
       }
@@ -131,22 +132,4 @@ function decodeItem(message: BatchMessage): Item {
   } catch (err) {
     return { message, error: (err as Error).message };
   }
-}
-
-/** SQLSTATE classes 22 (data exception) and 23 (integrity violation): the data, not the database, is at fault. */
-function isDataError(err: unknown): boolean {
-  const code = (err as { code?: unknown } | null)?.code;
-  return typeof code === "string" && /^2[23]/.test(code);
-}
-
-/**
- * knex prefixes a failed query's message with the SQL and its bindings (here:
- * a whole batch); logs and facade_rejected get Postgres' own message back.
- */
-export function describeDatabaseError(err: unknown): { code?: string; message: string } {
-  if (!(err instanceof Error)) return { message: String(err) };
-  const code = (err as { code?: unknown }).code;
-  if (typeof code !== "string") return { message: `${err.name}: ${err.message}` };
-  const at = err.message.lastIndexOf(" - ");
-  return { code, message: at >= 0 ? err.message.slice(at + 3) : err.message };
 }

@@ -7,11 +7,12 @@ import {
   type PartitionAssigner,
   PartitionAssigners,
 } from "kafkajs";
+import { describeDatabaseError } from "../database/pg-errors.js";
 import { kafkaLogCreator } from "../kafka/log.js";
 import type { KafkaClientSecurity } from "../kafka/security.js";
 import { sleep } from "../lifecycle/abortable.js";
 import type { Logger } from "../logger/logger.js";
-import { type BatchApplier, type BatchOutcome, describeDatabaseError } from "./applier.js";
+import type { BatchApplier, BatchOutcome } from "./applier.js";
 
 export interface FacadeConsumerOptions {
   brokers: readonly string[];
@@ -310,7 +311,7 @@ export class FacadeConsumer {
         "batch not applied (rolled back, offsets kept); kafkajs fetches it again",
       );
       // A short error of our own: kafkajs logs what it is given, and knex's
-      // message carries the whole batch.
+      // message starts with the whole statement.
       throw new Error(
         `batch of partition ${batch.partition} at offset ${where.firstOffset} not applied: ${cause.message}`,
       );

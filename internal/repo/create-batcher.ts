@@ -1,4 +1,5 @@
 import { AsyncResource } from "node:async_hooks";
+import { databaseErrorKind } from "../database/pg-errors.js";
 import { UnavailableError } from "../domain/errors.js";
 import type { NewPackage, PackageChanges, PackageRecord, TraceContext } from "../domain/package.js";
 import type { CreateItem, CreateOnceResult, IdempotencyKey, PackageRepository } from "./package-repo.js";
@@ -78,7 +79,7 @@ export class CreateBatchingRepository implements PackageRepository {
         const ids = await batch[0]!.scope.runInAsyncScope(() => this.inner.createMany(batch.map((p) => p.item)));
         for (const [i, p] of batch.entries()) p.resolve(ids[i]!);
       } catch (err) {
-        if (!causedByARow(err)) {
+        if (databaseErrorKind(err) !== "row") {
           // The database's state (unreachable, a timeout, ...): each call alone would
           // only meet it again, N times over, at the worst moment.
           for (const p of batch) p.reject(err);
@@ -119,14 +120,4 @@ export class CreateBatchingRepository implements PackageRepository {
   deleteExpiredKeys(retentionSeconds: number, batchSize: number): Promise<number> {
     return this.inner.deleteExpiredKeys(retentionSeconds, batchSize);
   }
-}
-
-/**
- * Errors one row can cause: SQLSTATE class 22 (data exception), 23 (integrity
- * constraint violation) and P0 (raised by a PL/pgSQL trigger or function).
- */
-function causedByARow(err: unknown): boolean {
-  if (err instanceof UnavailableError) return false;
-  const code = (err as { code?: unknown } | null)?.code;
-  return typeof code === "string" && /^(22|23|P0)/.test(code);
 }

@@ -1,5 +1,5 @@
 import type { Database } from "../database/database.js";
-import { classifyDatabaseError } from "../database/pg-errors.js";
+import { query, rowsJson } from "../database/query.js";
 import { AlreadyExistsError, packageNotFound } from "../domain/errors.js";
 import type { NewPackage, PackageChanges, PackageRecord, TraceContext } from "../domain/package.js";
 
@@ -42,7 +42,7 @@ export interface CreateOnceResult {
   replayed: boolean;
 }
 
-const columns = "id, title, material, maximum_volume, reusable, created, updated";
+const columns = `id, title, material, maximum_volume AS "maximumVolume", reusable, created, updated`;
 
 // Shared tail of every change: write the event from the row the CTE `p` returned.
 const insertEventFrom = (type: string) => `
@@ -51,21 +51,12 @@ const insertEventFrom = (type: string) => `
     SELECT p.id, '${type}', package_event_payload(ROW(p.*)::package), ?, ? FROM p
   )`;
 
-interface PackageRow {
-  id: bigint;
-  title: string;
-  material: string;
-  maximum_volume: number;
-  reusable: boolean;
-  created: Date;
-  updated: Date | null;
-}
-
 export class PgPackageRepository implements PackageRepository {
   constructor(private readonly db: Database) {}
 
   async create(input: NewPackage, trace: TraceContext | undefined): Promise<bigint> {
-    const rows = await this.query<{ id: bigint }>(
+    const rows = await query<{ id: bigint }>(
+      this.db,
       `WITH p AS (
          INSERT INTO package (title, material, maximum_volume, reusable)
          VALUES (?, ?, ?, ?) RETURNING *
@@ -81,8 +72,7 @@ export class PgPackageRepository implements PackageRepository {
    * one transaction): the ids come back in the order of `items`. All or none.
    */
   async createMany(items: readonly CreateItem[]): Promise<bigint[]> {
-    // One JSON parameter: knex would expand JS arrays into lists of placeholders.
-    const input = JSON.stringify(
+    const input = rowsJson(
       items.map((i, ord) => ({
         ord,
         title: i.input.title,
@@ -93,7 +83,8 @@ export class PgPackageRepository implements PackageRepository {
         tracestate: i.trace?.tracestate ?? null,
       })),
     );
-    const rows = await this.query<{ id: bigint }>(
+    const rows = await query<{ id: bigint }>(
+      this.db,
       `WITH input AS (
          -- Volatile (nextval): materialized once, so p, e and the result see the same ids.
          SELECT nextval(pg_get_serial_sequence('package', 'id')) AS id, t.*
@@ -118,7 +109,8 @@ export class PgPackageRepository implements PackageRepository {
     // statement. A concurrent request with the same key waits on the key's
     // unique index until the first commits, then finds the conflict and creates
     // nothing; an expired key is taken over (the WHERE on DO UPDATE).
-    const rows = await this.query<{ id: bigint }>(
+    const rows = await query<{ id: bigint }>(
+      this.db,
       `WITH new_id AS (
          SELECT nextval(pg_get_serial_sequence('package', 'id')) AS id
        ), k AS (
@@ -146,8 +138,9 @@ export class PgPackageRepository implements PackageRepository {
     );
     if (rows.length > 0) return { id: rows[0]!.id, replayed: false };
 
-    const existing = await this.query<{ request_hash: Buffer; package_id: bigint }>(
-      `SELECT request_hash, package_id FROM idempotency_key WHERE key = ?`,
+    const existing = await query<{ requestHash: Buffer; packageId: bigint }>(
+      this.db,
+      `SELECT request_hash AS "requestHash", package_id AS "packageId" FROM idempotency_key WHERE key = ?`,
       [key.key],
     );
     const first = existing[0];
@@ -155,28 +148,31 @@ export class PgPackageRepository implements PackageRepository {
       // Expired and swept between the two statements: the key is free again.
       return this.createOnce(input, trace, key);
     }
-    if (!first.request_hash.equals(key.requestHash)) {
+    if (!first.requestHash.equals(key.requestHash)) {
       throw new AlreadyExistsError(`${key.header} was already used with a different request`);
     }
-    return { id: first.package_id, replayed: true };
+    return { id: first.packageId, replayed: true };
   }
 
   async describe(id: bigint): Promise<PackageRecord> {
-    const rows = await this.query<PackageRow>(`SELECT ${columns} FROM package WHERE id = ? AND NOT removed`, [id]);
+    const rows = await query<PackageRecord>(this.db, `SELECT ${columns} FROM package WHERE id = ? AND NOT removed`, [
+      id,
+    ]);
     if (rows.length === 0) throw packageNotFound();
-    return toRecord(rows[0]!);
+    return rows[0]!;
   }
 
   async list(offset: bigint, limit: number): Promise<PackageRecord[]> {
-    const rows = await this.query<PackageRow>(
+    return query<PackageRecord>(
+      this.db,
       `SELECT ${columns} FROM package WHERE NOT removed ORDER BY id LIMIT ? OFFSET ?`,
       [limit, offset],
     );
-    return rows.map(toRecord);
   }
 
   async update(id: bigint, changes: PackageChanges, trace: TraceContext | undefined): Promise<void> {
-    const rows = await this.query<{ id: bigint }>(
+    const rows = await query<{ id: bigint }>(
+      this.db,
       `WITH p AS (
          UPDATE package SET
            title          = coalesce(?::text, title),
@@ -201,7 +197,8 @@ export class PgPackageRepository implements PackageRepository {
   }
 
   async remove(id: bigint, trace: TraceContext | undefined): Promise<void> {
-    const rows = await this.query<{ id: bigint }>(
+    const rows = await query<{ id: bigint }>(
+      this.db,
       `WITH p AS (
          UPDATE package SET removed = true WHERE id = ? AND NOT removed RETURNING *
        ), ${insertEventFrom("Removed")}
@@ -219,7 +216,8 @@ export class PgPackageRepository implements PackageRepository {
     // against the new row version (READ COMMITTED), not the subquery. Without
     // the repeat the renewed key, which names a package just created, would be
     // deleted, and a retry of that create would make a second package.
-    const rows = await this.query<{ key: string }>(
+    const rows = await query<{ key: string }>(
+      this.db,
       `DELETE FROM idempotency_key
        WHERE key IN (
          SELECT key FROM idempotency_key
@@ -232,29 +230,8 @@ export class PgPackageRepository implements PackageRepository {
     );
     return rows.length;
   }
-
-  private async query<Row>(sql: string, bindings: readonly unknown[]): Promise<Row[]> {
-    try {
-      const result = await this.db.raw(sql, bindings as Parameters<Database["raw"]>[1]);
-      return (result as { rows: Row[] }).rows;
-    } catch (err) {
-      throw classifyDatabaseError(err);
-    }
-  }
 }
 
 function traceBindings(trace: TraceContext | undefined): [string | null, string | null] {
   return [trace?.traceparent ?? null, trace?.tracestate ?? null];
-}
-
-function toRecord(row: PackageRow): PackageRecord {
-  return {
-    id: row.id,
-    title: row.title,
-    material: row.material,
-    maximumVolume: row.maximum_volume,
-    reusable: row.reusable,
-    created: row.created,
-    updated: row.updated,
-  };
 }

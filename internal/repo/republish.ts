@@ -1,5 +1,5 @@
 import type { Database } from "../database/database.js";
-import { classifyDatabaseError } from "../database/pg-errors.js";
+import { query, type SqlValue } from "../database/query.js";
 import { packageNotFound } from "../domain/errors.js";
 
 /**
@@ -34,17 +34,9 @@ export interface RepublishBatch {
 
 const payloadAndReason = `'Updated', package_event_payload(ROW(p.*)::package), 'republish'`;
 
-function sinceClause(filter: RepublishFilter, alias: string): { sql: string; bindings: unknown[] } {
+function sinceClause(filter: RepublishFilter, alias: string): { sql: string; bindings: SqlValue[] } {
   if (filter.since === undefined) return { sql: "", bindings: [] };
   return { sql: ` AND (${alias}.created >= ? OR ${alias}.updated >= ?)`, bindings: [filter.since, filter.since] };
-}
-
-async function query<Row>(db: Database, sql: string, bindings: readonly unknown[]): Promise<Row[]> {
-  try {
-    return ((await db.raw(sql, bindings as Parameters<Database["raw"]>[1])) as { rows: Row[] }).rows;
-  } catch (err) {
-    throw classifyDatabaseError(err);
-  }
 }
 
 /** One package's current state as a new event; NotFound when it does not exist, is removed, or is outside `filter`. */
@@ -60,7 +52,7 @@ export async function republishPackage(db: Database, id: bigint, filter: Republi
        RETURNING id
      )
      SELECT id FROM e`,
-    [id.toString(), ...since.bindings],
+    [id, ...since.bindings],
   );
   if (rows.length === 0) throw packageNotFound();
   return rows[0]!.id;
@@ -80,7 +72,7 @@ export async function republishBatch(
   filter: RepublishFilter = {},
 ): Promise<RepublishBatch> {
   const since = sinceClause(filter, "c");
-  const rows = await query<{ scanned: number; written: number; last_id: bigint | null }>(
+  const [batch] = await query<RepublishBatch>(
     db,
     `WITH candidates AS MATERIALIZED (
        SELECT c.id FROM package c
@@ -97,11 +89,10 @@ export async function republishBatch(
      )
      SELECT (SELECT count(*) FROM candidates)::int AS scanned,
             (SELECT count(*) FROM e)::int AS written,
-            (SELECT max(id) FROM candidates) AS last_id`,
-    [afterId.toString(), ...since.bindings, batchSize],
+            (SELECT max(id) FROM candidates) AS "lastId"`,
+    [afterId, ...since.bindings, batchSize],
   );
-  const row = rows[0]!;
-  return { scanned: row.scanned, written: row.written, lastId: row.last_id };
+  return batch!;
 }
 
 /** How many live packages after `afterId` (and within `filter`) a republish would write an event for. */
@@ -116,7 +107,7 @@ export async function countRepublishable(
   const rows = await query<{ n: number }>(
     db,
     `SELECT count(*)::int AS n FROM package c WHERE c.id > ? AND NOT c.removed${since.sql}${byId}`,
-    [afterId.toString(), ...since.bindings, ...(id === undefined ? [] : [id.toString()])],
+    [afterId, ...since.bindings, ...(id === undefined ? [] : [id])],
   );
   return rows[0]!.n;
 }

@@ -1,4 +1,5 @@
 import type { Database } from "../../database/database.js";
+import { execute } from "../../database/query.js";
 
 /**
  * Deletes up to `limit` inbox rows taken in more than `retentionHours` ago;
@@ -6,8 +7,9 @@ import type { Database } from "../../database/database.js";
  * the sweep never waits on, nor delays, the applier. Served by
  * facade_inbox_applied_at.
  */
-export async function deleteOldInbox(db: Database, retentionHours: number, limit: number): Promise<number> {
-  const result = await db.raw(
+export function deleteOldInbox(db: Database, retentionHours: number, limit: number): Promise<number> {
+  return execute(
+    db,
     `DELETE FROM facade_inbox
      WHERE event_id IN (
        SELECT event_id FROM facade_inbox
@@ -17,5 +19,4 @@ export async function deleteOldInbox(db: Database, retentionHours: number, limit
      )`,
     [retentionHours, limit],
   );
-  return (result as { rowCount: number | null }).rowCount ?? 0;
 }

@@ -1,5 +1,5 @@
 import type { Database } from "../../database/database.js";
-import { idArray } from "./types.js";
+import { query } from "../../database/query.js";
 
 /**
  * The event id each package's stored state comes from, with the rows locked
@@ -8,11 +8,10 @@ import { idArray } from "./types.js";
  */
 export async function lockPackages(db: Database, packageIds: readonly bigint[]): Promise<Map<bigint, bigint>> {
   if (packageIds.length === 0) return new Map();
-  const result = await db.raw(
-    `SELECT id, last_event_id FROM facade_package WHERE id = ANY(?::bigint[]) ORDER BY id FOR UPDATE`,
-    [idArray(packageIds)],
+  const rows = await query<{ id: bigint; lastEventId: bigint }>(
+    db,
+    `SELECT id, last_event_id AS "lastEventId" FROM facade_package WHERE id = ANY(?::bigint[]) ORDER BY id FOR UPDATE`,
+    [packageIds],
   );
-  return new Map(
-    (result as { rows: { id: bigint; last_event_id: bigint }[] }).rows.map((r) => [r.id, r.last_event_id]),
-  );
+  return new Map(rows.map((r) => [r.id, r.lastEventId]));
 }

@@ -1,6 +1,6 @@
 import type { Database } from "../../database/database.js";
+import { query, rowsJson } from "../../database/query.js";
 import type { EventType } from "../../domain/package.js";
-import { rowsJson } from "./types.js";
 
 export interface InboxEntry {
   eventId: bigint;
@@ -15,13 +15,14 @@ export interface InboxEntry {
  */
 export async function recordInbox(db: Database, entries: readonly InboxEntry[]): Promise<Set<bigint>> {
   if (entries.length === 0) return new Set();
-  const result = await db.raw(
+  const rows = await query<{ eventId: bigint }>(
+    db,
     `INSERT INTO facade_inbox (event_id, package_id, type)
      SELECT event_id, package_id, type
      FROM jsonb_to_recordset(?::jsonb) AS e(event_id bigint, package_id bigint, type text)
      ON CONFLICT (event_id) DO NOTHING
-     RETURNING event_id`,
+     RETURNING event_id AS "eventId"`,
     [rowsJson(entries.map((e) => ({ event_id: e.eventId, package_id: e.packageId, type: e.type })))],
   );
-  return new Set((result as { rows: { event_id: bigint }[] }).rows.map((r) => r.event_id));
+  return new Set(rows.map((r) => r.eventId));
 }

@@ -1,5 +1,5 @@
 import type { Database } from "../../database/database.js";
-import { rowsJson } from "./types.js";
+import { query, rowsJson } from "../../database/query.js";
 
 export interface Rejection {
   topic: string;
@@ -17,7 +17,8 @@ export interface Rejection {
  */
 export async function recordRejected(db: Database, rejections: readonly Rejection[]): Promise<Set<string>> {
   if (rejections.length === 0) return new Set();
-  const result = await db.raw(
+  const rows = await query<{ partition: number; offset: bigint }>(
+    db,
     `INSERT INTO facade_rejected (topic, partition, "offset", key, raw, error)
      SELECT topic, partition, "offset", decode(key, 'base64'), decode(raw, 'base64'), error
      FROM jsonb_to_recordset(?::jsonb) AS r(topic text, partition integer, "offset" bigint, key text, raw text, error text)
@@ -36,9 +37,7 @@ export async function recordRejected(db: Database, rejections: readonly Rejectio
       ),
     ],
   );
-  return new Set(
-    (result as { rows: { partition: number; offset: bigint }[] }).rows.map((r) => `${r.partition}:${r.offset}`),
-  );
+  return new Set(rows.map((r) => `${r.partition}:${r.offset}`));
 }
 
 // Error texts may quote the bad input (JSON.parse does): Postgres text takes

@@ -1,6 +1,6 @@
 import type { Database } from "../../database/database.js";
+import { execute, rowsJson } from "../../database/query.js";
 import type { PackageState } from "../decode.js";
-import { rowsJson } from "./types.js";
 
 export interface PackageVersion {
   eventId: bigint;
@@ -15,7 +15,8 @@ export interface PackageVersion {
  */
 export async function upsertPackages(db: Database, versions: readonly PackageVersion[]): Promise<number> {
   if (versions.length === 0) return 0;
-  const result = await db.raw(
+  return execute(
+    db,
     `INSERT INTO facade_package AS p
        (id, title, material, maximum_volume, reusable, created, updated, removed, last_event_id)
      SELECT id, title, material, maximum_volume, reusable, created, updated, removed, last_event_id
@@ -48,5 +49,4 @@ export async function upsertPackages(db: Database, versions: readonly PackageVer
       ),
     ],
   );
-  return (result as { rowCount: number }).rowCount;
 }

@@ -1,4 +1,5 @@
 import type { Database } from "../../database/database.js";
+import { query } from "../../database/query.js";
 
 export interface Backlog {
   events: number;
@@ -9,12 +10,13 @@ export interface Backlog {
 
 /** Outbox size for the metrics; the outbox stays small, so count(*) is cheap. */
 export async function readBacklog(db: Database): Promise<Backlog> {
-  const result = await db.raw(
+  const [row] = await query<Backlog>(
+    db,
     `SELECT (SELECT count(*)::int FROM package_event) AS events,
             -- The oldest by id (the primary key), not min(created), which would read every row.
-            coalesce(extract(epoch FROM now() - (SELECT created FROM package_event ORDER BY id LIMIT 1)), 0)::float8 AS age,
-            (SELECT count(*)::int FROM package_event_dead_letter) AS dead`,
+            greatest(coalesce(extract(epoch FROM now() - (SELECT created FROM package_event ORDER BY id LIMIT 1)), 0), 0)::float8
+              AS "oldestAgeSeconds",
+            (SELECT count(*)::int FROM package_event_dead_letter) AS "deadLetters"`,
   );
-  const row = (result as { rows: { events: number; age: number; dead: number }[] }).rows[0]!;
-  return { events: row.events, oldestAgeSeconds: Math.max(0, row.age), deadLetters: row.dead };
+  return row!;
 }

@@ -1,5 +1,6 @@
 import type { Database } from "../../database/database.js";
-import { idArray, type OutboxEvent, type OutboxRow, toOutboxEvent } from "./types.js";
+import { query } from "../../database/query.js";
+import type { OutboxEvent } from "./types.js";
 
 export interface ClaimRequest {
   owner: string;
@@ -28,6 +29,9 @@ export interface Claim {
   collided: number;
 }
 
+/** A claimed event beside the walk's figures; one row of NULLs with them when nothing was claimed. */
+type ClaimRow = { cursor: bigint; visits: number; collided: number } & (OutboxEvent | { id: null });
+
 /**
  * Claims whole package heads: walks the packages that have events in
  * package_id order, starting after `cursor` and wrapping around once, and
@@ -52,11 +56,11 @@ export interface Claim {
  * anywhere, and its events leave in id order. Attempts are counted here, so
  * an event whose relay crashes mid-send still runs out of attempts.
  */
+
 export async function claimHeads(db: Database, request: ClaimRequest): Promise<Claim> {
   const maxVisits = request.maxVisits ?? Math.max(1000, request.limit * 4);
-  const cursor = request.cursor === undefined ? null : request.cursor.toString();
-  const skip = idArray(request.skipPackages ?? []);
-  const result = await db.raw(
+  const rows = await query<ClaimRow>(
+    db,
     `WITH RECURSIVE start AS (
        -- A random place among the packages that have events, when no cursor is given.
        -- (Two LIMIT 1 probes of the index, not min()/max() in one aggregate, which reads it whole.)
@@ -108,25 +112,29 @@ export async function claimHeads(db: Database, request: ClaimRequest): Promise<C
        UPDATE package_event e
        SET locked_by = ?, locked_until = now() + make_interval(secs => ?), attempts = e.attempts + 1
        WHERE e.id = ANY(ARRAY(SELECT id FROM chosen)) AND e.locked_by IS NULL
-       RETURNING e.id, e.package_id, e.type, e.payload::text AS payload, e.created,
+       RETURNING e.id, e.package_id AS "packageId", e.type, e.payload::text AS payload, e.created,
                  e.traceparent, e.tracestate, e.reason, e.attempts, e.locked_until::text AS lease
      )
      SELECT last.package_id AS cursor, last.visits,
             (SELECT count(*) FROM heads)::int - (SELECT count(*) FROM locked)::int AS collided, c.*
      FROM (SELECT package_id, visits FROM walk ORDER BY visits DESC LIMIT 1) last
      LEFT JOIN claimed c ON true`,
-    [cursor, skip, request.limit, request.limit, maxVisits, request.owner, request.leaseSeconds],
+    [
+      request.cursor ?? null,
+      request.skipPackages ?? [],
+      request.limit,
+      request.limit,
+      maxVisits,
+      request.owner,
+      request.leaseSeconds,
+    ],
   );
-  const rows = (result as { rows: (Partial<OutboxRow> & { cursor: bigint; visits: number; collided: number })[] }).rows;
   const events = rows
-    .filter(
-      (r): r is OutboxRow & { cursor: bigint; visits: number; collided: number } => r.id !== null && r.id !== undefined,
-    )
-    .map(toOutboxEvent)
+    .flatMap(({ cursor, visits, collided, ...event }) => (event.id === null ? [] : [event as OutboxEvent]))
     .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   return {
     events,
-    cursor: BigInt(rows[0]?.cursor ?? 0),
+    cursor: rows[0]?.cursor ?? 0n,
     visited: rows[0]?.visits ?? 0,
     collided: rows[0]?.collided ?? 0,
   };

@@ -1,5 +1,6 @@
 import type { Database } from "../../database/database.js";
-import { type EventFailure, failuresJson, idArray } from "./types.js";
+import { execute } from "../../database/query.js";
+import { type EventFailure, failuresJson } from "./types.js";
 
 /**
  * Moves events that ran out of attempts to the dead-letter table, with their
@@ -13,7 +14,8 @@ export async function deadLetterEvents(
   failures: readonly EventFailure[],
 ): Promise<number> {
   if (failures.length === 0) return 0;
-  const result = await db.raw(
+  return execute(
+    db,
     `WITH failed AS (
        SELECT * FROM jsonb_to_recordset(?::jsonb) AS f(id bigint, error text, retriable boolean, lease timestamptz)
      ), moved AS (
@@ -24,7 +26,6 @@ export async function deadLetterEvents(
      INSERT INTO package_event_dead_letter
        (id, package_id, type, payload, created, traceparent, tracestate, reason, attempts, last_error)
      SELECT id, package_id, type, payload, created, traceparent, tracestate, reason, attempts, error FROM moved`,
-    [failuresJson(failures), idArray(failures.map((f) => f.id)), owner],
+    [failuresJson(failures), failures.map((f) => f.id), owner],
   );
-  return (result as { rowCount: number }).rowCount;
 }

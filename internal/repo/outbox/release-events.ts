@@ -1,5 +1,6 @@
 import type { Database } from "../../database/database.js";
-import { type ClaimRef, claimsJson, type EventFailure, failuresJson, idArray } from "./types.js";
+import { execute } from "../../database/query.js";
+import { type ClaimRef, claimsJson, type EventFailure, failuresJson } from "./types.js";
 
 export interface BackoffPolicy {
   minMs: number;
@@ -26,7 +27,8 @@ export async function releaseFailedEvents(
   backoff: BackoffPolicy,
 ): Promise<number> {
   if (failures.length === 0) return 0;
-  const result = await db.raw(
+  return execute(
+    db,
     `UPDATE package_event e
      SET locked_by = NULL, locked_until = NULL, last_error = f.error,
          attempts = CASE WHEN f.retriable THEN greatest(e.attempts - 1, 0) ELSE e.attempts END,
@@ -35,9 +37,8 @@ export async function releaseFailedEvents(
            least(?::float8, ?::float8 * power(2, least(e.retries, 30))) * (0.5 + random() / 2) / 1000)
      FROM jsonb_to_recordset(?::jsonb) AS f(id bigint, error text, retriable boolean, lease timestamptz)
      WHERE e.id = ANY(?::bigint[]) AND e.id = f.id AND coalesce(e.locked_by, '') = ? AND e.locked_until = f.lease`,
-    [backoff.maxMs, backoff.minMs, failuresJson(failures), idArray(failures.map((f) => f.id)), owner],
+    [backoff.maxMs, backoff.minMs, failuresJson(failures), failures.map((f) => f.id), owner],
   );
-  return (result as { rowCount: number }).rowCount;
 }
 
 /**
@@ -47,31 +48,31 @@ export async function releaseFailedEvents(
  */
 export async function releaseUnsentEvents(db: Database, owner: string, claims: readonly ClaimRef[]): Promise<number> {
   if (claims.length === 0) return 0;
-  const result = await db.raw(
+  return execute(
+    db,
     `UPDATE package_event e
      SET locked_by = NULL, locked_until = NULL, attempts = greatest(e.attempts - 1, 0)
      FROM jsonb_to_recordset(?::jsonb) AS c(id bigint, lease timestamptz)
      WHERE e.id = ANY(?::bigint[]) AND e.id = c.id AND coalesce(e.locked_by, '') = ? AND e.locked_until = c.lease`,
-    [claimsJson(claims), idArray(claims.map((c) => c.id)), owner],
+    [claimsJson(claims), claims.map((c) => c.id), owner],
   );
-  return (result as { rowCount: number }).rowCount;
 }
 
 /** Shutdown's last word: nothing stays leased to `owner`. */
 export async function releaseAllLeases(db: Database, owner: string): Promise<number> {
-  const result = await db.raw(
+  return execute(
+    db,
     `UPDATE package_event SET locked_by = NULL, locked_until = NULL, attempts = greatest(attempts - 1, 0)
      WHERE locked_by = ?`,
     [owner],
   );
-  return (result as { rowCount: number }).rowCount;
 }
 
 /** Frees leases whose owner died (their time ran out), so no row stays stuck. */
 export async function reapExpiredLeases(db: Database): Promise<number> {
-  const result = await db.raw(
+  return execute(
+    db,
     `UPDATE package_event SET locked_by = NULL, locked_until = NULL, last_error = coalesce(last_error, 'lease expired')
      WHERE locked_by IS NOT NULL AND locked_until < now()`,
   );
-  return (result as { rowCount: number }).rowCount;
 }

@@ -1,3 +1,4 @@
+import { rowsJson } from "../../database/query.js";
 import type { EventType } from "../../domain/package.js";
 
 /** An outbox row as claimed by a retranslator. */
@@ -45,41 +46,8 @@ export interface ClaimRef {
   lease: string;
 }
 
-export interface OutboxRow {
-  id: bigint;
-  package_id: bigint;
-  type: EventType;
-  payload: string;
-  created: Date;
-  traceparent: string | null;
-  tracestate: string | null;
-  reason?: string | null;
-  attempts: number;
-  lease: string;
-}
-
-export function toOutboxEvent(row: OutboxRow): OutboxEvent {
-  return {
-    id: row.id,
-    packageId: row.package_id,
-    type: row.type,
-    payload: row.payload,
-    created: row.created,
-    traceparent: row.traceparent,
-    tracestate: row.tracestate,
-    reason: row.reason ?? null,
-    attempts: row.attempts,
-    lease: row.lease,
-  };
-}
-
-// knex expands JS arrays in raw bindings into lists, so sets travel as one
-// literal: a Postgres array for ids, JSON for (id, error) pairs.
+// A set travels as one JSON parameter beside the id array (see releaseFailedEvents).
 export const failuresJson = (failures: readonly EventFailure[]) =>
-  JSON.stringify(
-    failures.map((f) => ({ id: f.id.toString(), error: f.error, retriable: f.retriable, lease: f.lease })),
-  );
+  rowsJson(failures.map(({ id, error, retriable, lease }) => ({ id, error, retriable, lease })));
 
-export const claimsJson = (claims: readonly ClaimRef[]) =>
-  JSON.stringify(claims.map((c) => ({ id: c.id.toString(), lease: c.lease })));
-export const idArray = (ids: readonly bigint[]) => `{${ids.join(",")}}`;
+export const claimsJson = (claims: readonly ClaimRef[]) => rowsJson(claims.map(({ id, lease }) => ({ id, lease })));

@@ -1,5 +1,9 @@
 import type { Database } from "../../database/database.js";
+import { execute, query } from "../../database/query.js";
 import { NotFoundError } from "../../domain/errors.js";
+
+// The operator's statements on the dead-letter table (npm run admin -- dead-letters | requeue | discard);
+// the relay moves events into it with deadLetterEvents (dead-letter-events.ts).
 
 export interface DeadLetter {
   id: bigint;
@@ -13,36 +17,15 @@ export interface DeadLetter {
   parked: number;
 }
 
-export async function listDeadLetters(db: Database, limit: number): Promise<DeadLetter[]> {
-  const result = await db.raw(
-    `SELECT d.id, d.package_id, d.type, d.attempts, d.last_error, d.created, d.failed_at,
+export function listDeadLetters(db: Database, limit: number): Promise<DeadLetter[]> {
+  return query<DeadLetter>(
+    db,
+    `SELECT d.id, d.package_id AS "packageId", d.type, d.attempts, d.last_error AS "lastError", d.created,
+            d.failed_at AS "failedAt",
             (SELECT count(*)::int FROM package_event e WHERE e.package_id = d.package_id) AS parked
      FROM package_event_dead_letter d ORDER BY d.id LIMIT ?`,
     [limit],
   );
-  return (
-    result as {
-      rows: {
-        id: bigint;
-        package_id: bigint;
-        type: string;
-        attempts: number;
-        last_error: string;
-        created: Date;
-        failed_at: Date;
-        parked: number;
-      }[];
-    }
-  ).rows.map((r) => ({
-    id: r.id,
-    packageId: r.package_id,
-    type: r.type,
-    attempts: r.attempts,
-    lastError: r.last_error,
-    created: r.created,
-    failedAt: r.failed_at,
-    parked: r.parked,
-  }));
 }
 
 /**
@@ -50,18 +33,19 @@ export async function listDeadLetters(db: Database, limit: number): Promise<Dead
  * earliest event of its package and goes first), with fresh attempts.
  */
 export async function requeueDeadLetter(db: Database, id: bigint): Promise<void> {
-  const result = await db.raw(
+  const moved = await execute(
+    db,
     `WITH moved AS (DELETE FROM package_event_dead_letter WHERE id = ? RETURNING *)
      INSERT INTO package_event (id, package_id, type, payload, created, traceparent, tracestate, reason, last_error)
      OVERRIDING SYSTEM VALUE
      SELECT id, package_id, type, payload, created, traceparent, tracestate, reason, last_error FROM moved`,
-    [id.toString()],
+    [id],
   );
-  if ((result as { rowCount: number }).rowCount === 0) throw new NotFoundError(`dead letter ${id} not found`);
+  if (moved === 0) throw new NotFoundError(`dead letter ${id} not found`);
 }
 
 /** Drops a dead letter for good; its package's parked events flow again. */
 export async function discardDeadLetter(db: Database, id: bigint): Promise<void> {
-  const result = await db.raw(`DELETE FROM package_event_dead_letter WHERE id = ?`, [id.toString()]);
-  if ((result as { rowCount: number }).rowCount === 0) throw new NotFoundError(`dead letter ${id} not found`);
+  const deleted = await execute(db, `DELETE FROM package_event_dead_letter WHERE id = ?`, [id]);
+  if (deleted === 0) throw new NotFoundError(`dead letter ${id} not found`);
 }

@@ -1,0 +1,54 @@
+import type { Knex } from "knex";
+import type pg from "pg";
+import { classifyDatabaseError } from "./pg-errors.js";
+
+/** What runs a statement: the pool's knex handle, or a transaction of it (`db.transaction(async (trx) => …)`). */
+export type Queryable = Pick<Knex, "raw">;
+
+/**
+ * A bound value. Arrays go to Postgres as one array parameter (pg formats
+ * them; knex's raw passes them through whole), so a set of ids is one
+ * binding: `WHERE id = ANY(?::bigint[])`. Sets of rows travel as one JSON
+ * document (rowsJson) unpacked by jsonb_to_recordset.
+ */
+export type SqlValue = string | number | bigint | boolean | Date | Buffer | null | readonly SqlValue[];
+
+/**
+ * Runs one statement and returns its rows, typed as the caller declares them.
+ * Placeholders are `?` (knex numbers them $1, $2, … for pg). Columns are named
+ * in the SQL as `Row` names them (`package_id AS "packageId"`), so rows need no
+ * mapper. A connectivity failure becomes UnavailableError (pg-errors.ts); any
+ * other error is thrown as the driver gave it, its SQLSTATE in `code`.
+ */
+export async function query<Row extends object>(
+  db: Queryable,
+  sql: string,
+  params: readonly SqlValue[] = [],
+): Promise<Row[]> {
+  return (await run<Row>(db, sql, params)).rows;
+}
+
+/** Runs one statement for its effect: how many rows it inserted, updated or deleted. */
+export async function execute(db: Queryable, sql: string, params: readonly SqlValue[] = []): Promise<number> {
+  return (await run<object>(db, sql, params)).rowCount ?? 0;
+}
+
+async function run<Row extends object>(
+  db: Queryable,
+  sql: string,
+  params: readonly SqlValue[],
+): Promise<pg.QueryResult<Row>> {
+  try {
+    // bigint is not among knex's binding types, but pg binds it (as its decimal text).
+    return await db.raw<pg.QueryResult<Row>>(sql, params as readonly Knex.RawBinding[]);
+  } catch (err) {
+    throw classifyDatabaseError(err);
+  }
+}
+
+/**
+ * A set of rows as one JSON parameter, for `jsonb_to_recordset(?::jsonb) AS t(…)`:
+ * one statement per set, whatever its size. bigints go as strings (JSON has no int64).
+ */
+export const rowsJson = (rows: readonly object[]): string =>
+  JSON.stringify(rows, (_key, value: unknown) => (typeof value === "bigint" ? value.toString() : value));
