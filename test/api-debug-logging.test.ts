@@ -5,58 +5,41 @@
 
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, before, describe, test } from "node:test";
-import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
-import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
-import { grpc, type PackageApiClient, packageApiClient, rpcError } from "./helpers/grpc-client.js";
-import { startTestServer, type TestServer } from "./helpers/server.js";
+import { describe, test } from "node:test";
+import { writeTokensFile } from "./helpers/config.js";
+import { useFixture } from "./helpers/fixture.js";
+import { grpc, type PackageApiClient, rpcError } from "./helpers/grpc-client.js";
+import type { TestServer } from "./helpers/server.js";
 
-let db: TestDatabase;
-let dir: string;
-let quiet: TestServer; // config.yml as committed: allowRiseToDebug off
-let verbose: TestServer; // allowRiseToDebug: true
-let guarded: TestServer; // allowRiseToDebug: true, with API tokens
-let guardedClient: PackageApiClient;
 const writerToken = `writer-${randomBytes(12).toString("hex")}`;
 const readerToken = `reader-${randomBytes(12).toString("hex")}`;
-let quietClient: PackageApiClient;
-let verboseClient: PackageApiClient;
-
 const token = `Bearer tok-${randomBytes(12).toString("hex")}`;
+const tokensDir = mkdtempSync(join(tmpdir(), "lpa-debug-"));
+const tokensFile = writeTokensFile(tokensDir, [
+  { name: "shop", token: writerToken, role: "writer" },
+  { name: "viewer", token: readerToken, role: "reader" },
+]);
 
-before(async () => {
-  db = await createTestDatabase();
-  dir = mkdtempSync(join(tmpdir(), "lpa-debug-"));
-  const config = parseYaml(readFileSync("config.yml", "utf8")) as { project: Record<string, unknown> };
-  config.project.allowRiseToDebug = true;
-  const path = join(dir, "config.yml");
-  writeFileSync(path, stringifyYaml(config));
-  const tokensFile = join(dir, "tokens.yml");
-  writeFileSync(
-    tokensFile,
-    `tokens:\n  - { name: shop, token: "${writerToken}", role: writer }\n  - { name: viewer, token: "${readerToken}", role: reader }\n`,
-  );
-  quiet = await startTestServer(db.url);
-  verbose = await startTestServer(db.url, { CONFIG_PATH: path });
-  guarded = await startTestServer(db.url, { CONFIG_PATH: path, AUTH_TOKENS_FILE: tokensFile });
-  guardedClient = packageApiClient(guarded.grpcAddress);
-  quietClient = packageApiClient(quiet.grpcAddress);
-  verboseClient = packageApiClient(verbose.grpcAddress);
+// quiet: config.yml as committed (allowRiseToDebug off); verbose: allowRiseToDebug on; guarded: on, with API tokens.
+const fx = useFixture();
+let quiet: TestServer;
+let quietClient: PackageApiClient;
+let verbose: TestServer;
+let verboseClient: PackageApiClient;
+let guarded: TestServer;
+let guardedClient: PackageApiClient;
+fx.onSetUp(async () => {
+  ({ server: quiet, client: quietClient } = fx);
+  ({ server: verbose, client: verboseClient } = await fx.startServer({ project: { allowRiseToDebug: true } }));
+  ({ server: guarded, client: guardedClient } = await fx.startServer({
+    project: { allowRiseToDebug: true },
+    auth: { tokensFile },
+  }));
 });
-
-after(async () => {
-  quietClient?.close();
-  verboseClient?.close();
-  guardedClient?.close();
-  await guarded?.stop();
-  await quiet?.stop();
-  await verbose?.stop();
-  await db?.drop();
-  rmSync(dir, { recursive: true, force: true });
-});
+fx.onTearDown(() => rmSync(tokensDir, { recursive: true, force: true }));
 
 const traceId = () => randomBytes(16).toString("hex");
 const traceparent = (id: string) => `00-${id}-${randomBytes(8).toString("hex")}-01`;

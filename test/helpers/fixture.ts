@@ -45,6 +45,8 @@ export interface Fixture {
   readonly topic: string;
   readonly relay: TestRetranslator;
   readonly facade: TestFacade;
+  /** Another grpc-server on the fixture's database, with its own client; both stopped at tear-down. */
+  startServer(overrides?: ConfigOverrides, env?: Record<string, string>): Promise<ServerAndClient>;
   /**
    * Adds a set-up step of the file's own, run once the fixture has started, in
    * the fixture's before hook: Node 20 runs a file's top-level before hooks at
@@ -53,6 +55,11 @@ export interface Fixture {
   onSetUp(step: () => Promise<unknown> | unknown): void;
   /** Adds a tear-down step of the file's own (a facade, a producer): these run first, last added first. */
   onTearDown(step: () => Promise<unknown> | unknown): void;
+}
+
+export interface ServerAndClient {
+  server: TestServer;
+  client: PackageApiClient;
 }
 
 /** Registers the file's one before and one after hook; the parts are there inside tests (and later hooks). */
@@ -165,6 +172,13 @@ export function useFixture(options: FixtureOptions = {}): Fixture {
     },
     get facade() {
       return part("facade");
+    },
+    async startServer(overrides = {}, env = {}) {
+      const server = await startTestServer(part("db").url, env, overrides);
+      own.defer(() => server.stop());
+      const client = packageApiClient(server.grpcAddress);
+      own.defer(() => client.close());
+      return { server, client };
     },
     onSetUp(step) {
       setUpSteps.push(step);
