@@ -1,16 +1,8 @@
-import {
-  AssignerProtocol,
-  type Consumer,
-  type EachBatchPayload,
-  Kafka,
-  logLevel,
-  type PartitionAssigner,
-  PartitionAssigners,
-} from "kafkajs";
+import type { EachBatchPayload } from "kafkajs";
 import { describeDatabaseError } from "../database/pg-errors.js";
-import { kafkaLogCreator } from "../kafka/log.js";
+import { kafkaClient } from "../kafka/client.js";
+import { type ConsumerGroupHooks, RestartingConsumer } from "../kafka/restarting-consumer.js";
 import type { KafkaClientSecurity } from "../kafka/security.js";
-import { sleep } from "../lifecycle/abortable.js";
 import type { Logger } from "../logger/logger.js";
 import type { BatchApplier, BatchOutcome } from "./applier.js";
 
@@ -34,70 +26,7 @@ export interface FacadeConsumerOptions {
   security: KafkaClientSecurity;
 }
 
-export interface FacadeConsumerHooks {
-  /** The group assigned this instance its partitions (after every rebalance). */
-  onAssignment(assigned: Readonly<Record<string, readonly number[]>>): void;
-  /** The instance stopped consuming its partitions (a rebalance, a failure, a stop). */
-  onUnassigned(reason: string): void;
-  /** The consumer failed and will be started again after `delayMs`. */
-  onRestart(error: Error, delayMs: number): void;
-}
-
-/**
- * Jittered exponential backoff after `failures` failures in a row: the n-th
- * waits between half and all of min × 2^(n-1), capped at max. The jitter keeps
- * the instances of a group that failed together (a broker restart) from
- * rejoining in lockstep, which would make each join a rebalance of its own.
- */
-export function restartBackoffMs(
-  failures: number,
-  minMs: number,
-  maxMs: number,
-  random: () => number = Math.random,
-): number {
-  const ceiling = Math.min(maxMs, minMs * 2 ** Math.min(Math.max(failures - 1, 0), 30));
-  return Math.round(ceiling / 2 + (random() * ceiling) / 2);
-}
-
-/**
- * kafkajs' round robin, plus an explicit empty assignment for each member that
- * gets no partition (a group with more members than partitions). kafkajs
- * leaves those members out of the leader's SyncGroup; Kafka fills them in, but
- * a coordinator that waits for every member's assignment (librdkafka's mock
- * broker, the local one) would hold every SyncGroup until the session ends,
- * then rebalance, forever. Same protocol name: members running plain round
- * robin interoperate.
- */
-export const roundRobinAssigningEveryMember: PartitionAssigner = (config) => {
-  const roundRobin = PartitionAssigners.roundRobin(config);
-  return {
-    name: roundRobin.name,
-    version: roundRobin.version,
-    protocol: (subscription) => roundRobin.protocol(subscription),
-    async assign(group) {
-      const assigned = await roundRobin.assign(group);
-      const listed = new Set(assigned.map((a) => a.memberId));
-      const nothing = AssignerProtocol.MemberAssignment.encode({
-        version: roundRobin.version,
-        assignment: {},
-        userData: Buffer.alloc(0),
-      });
-      const idle = group.members
-        .filter((m) => !listed.has(m.memberId))
-        .map((m) => ({ memberId: m.memberId, memberAssignment: nothing }));
-      return [...assigned, ...idle];
-    },
-  };
-};
-
-/** One kafkajs consumer from start to its end: stopped, or crashed with `error`. */
-interface Run {
-  consumer: Consumer;
-  ended: Promise<{ error: Error; retriable: boolean }>;
-  /** Ends the run (the first call counts): kafkajs' crash, or a failed connect or subscribe. */
-  end(outcome: { error: Error; retriable: boolean }): void;
-  joined: boolean;
-}
+export type FacadeConsumerHooks = Required<ConsumerGroupHooks>;
 
 /**
  * The facade's member of the consumer group. Each fetched batch goes to the
@@ -106,40 +35,62 @@ interface Run {
  * and the inbox turns it into a no-op. A failed transaction resolves nothing:
  * the error goes back to kafkajs, which fetches the batch again after a backoff.
  *
- * kafkajs owns the fetch loop and its quick retries; this class owns the
- * restarts. When kafkajs gives up on a retriable error (its own restart would
- * come 300 ms later, as a new member, again and again while the group waits
- * for the previous one's session to end), the consumer is disconnected and a
- * new one started after restartBackoffMs. A non-retriable error ends the loop:
- * `failure` is set and /live fails. `stop()` waits for the batch in hand.
+ * When kafkajs gives up on a retriable error, RestartingConsumer starts a new
+ * consumer after a jittered backoff (facade.restartBackoffMinMs … MaxMs). A
+ * non-retriable error ends the loop: `failure` is set and /live fails.
+ * `stop()` waits for the batch in hand.
  */
 export class FacadeConsumer {
-  private readonly kafka: Kafka;
+  private readonly group: RestartingConsumer;
   private readonly controller = new AbortController();
   private loop: Promise<void> | undefined;
-  private current: Run | undefined;
-  private crash: Error | undefined;
 
   constructor(
-    private readonly options: FacadeConsumerOptions,
+    options: FacadeConsumerOptions,
     private readonly applier: BatchApplier,
-    private readonly hooks: FacadeConsumerHooks,
+    hooks: FacadeConsumerHooks,
     private readonly logger: Logger,
   ) {
-    this.kafka = new Kafka({
-      ...options.security,
-      clientId: options.clientId,
-      brokers: [...options.brokers],
-      requestTimeout: options.requestTimeoutMs,
-      connectionTimeout: Math.min(options.requestTimeoutMs, 3000),
-      logLevel: logLevel.WARN,
-      logCreator: kafkaLogCreator(this.logger),
-    });
+    const kafka = kafkaClient(options, logger);
+    this.group = new RestartingConsumer(
+      kafka,
+      {
+        name: "consumer",
+        consumer: {
+          groupId: options.groupId,
+          sessionTimeout: options.sessionTimeoutMs,
+          rebalanceTimeout: options.rebalanceTimeoutMs,
+          heartbeatInterval: options.heartbeatIntervalMs,
+          maxBytesPerPartition: options.maxBytesPerPartition,
+          // An idle fetch waits this long for data; stop() waits for the fetch in
+          // flight, so this bounds shutdown (kafkajs' 5 s default made it 5 s) for
+          // one empty fetch per broker per second when idle. Data returns at once.
+          maxWaitTimeInMs: 1000,
+          // The retranslator creates the topic with its partition count; a consumer
+          // must not create it with the broker's default one.
+          allowAutoTopicCreation: false,
+        },
+        // A read model needs the whole history: a group without committed offsets starts at the beginning.
+        subscription: { topics: [options.topic], fromBeginning: true },
+        run: {
+          autoCommit: false,
+          eachBatchAutoResolve: false,
+          partitionsConsumedConcurrently: options.partitionsConsumedConcurrently,
+          eachBatch: (payload) => this.handle(payload),
+        },
+        restartBackoffMinMs: options.restartBackoffMinMs,
+        restartBackoffMaxMs: options.restartBackoffMaxMs,
+        disconnectTimeoutMs: options.shutdownTimeoutMs,
+        stopOnNonRetriable: true,
+      },
+      hooks,
+      logger,
+    );
   }
 
   /** Set when the consumer failed for good (a non-retriable error): the facade no longer consumes. */
   get failure(): Error | undefined {
-    return this.crash;
+    return this.group.failure;
   }
 
   /**
@@ -149,7 +100,7 @@ export class FacadeConsumer {
    */
   start(): void {
     if (this.loop !== undefined) throw new Error("FacadeConsumer already started");
-    this.loop = this.supervise(this.controller.signal);
+    this.loop = this.group.run(this.controller.signal);
   }
 
   /**
@@ -161,126 +112,6 @@ export class FacadeConsumer {
   async stop(): Promise<void> {
     this.controller.abort();
     await this.loop;
-    const current = this.current;
-    if (current === undefined) return;
-    const deadline = new AbortController();
-    const left = await Promise.race([
-      current.consumer.disconnect().then(
-        () => true,
-        (err: unknown) => {
-          this.logger.warn({ err }, "consumer disconnect failed");
-          return true;
-        },
-      ),
-      sleep(this.options.shutdownTimeoutMs, deadline.signal).then(() => false),
-    ]);
-    deadline.abort();
-    if (!left) {
-      this.logger.warn(
-        { shutdownTimeoutMs: this.options.shutdownTimeoutMs },
-        "consumer still busy (a batch, or a join the coordinator holds) after facade.shutdownTimeoutMs; closing anyway",
-      );
-    }
-  }
-
-  private async supervise(signal: AbortSignal): Promise<void> {
-    let failures = 0;
-    while (!signal.aborted) {
-      const run = this.newRun(signal);
-      this.current = run;
-      // Not awaited as such: a join can be held by the coordinator for a
-      // rebalance timeout, and a stop must not wait for it (stop() disconnects).
-      void this.begin(run, signal).catch((err: unknown) =>
-        run.end({ error: err as Error, retriable: isRetriable(err) }),
-      );
-      const outcome = await untilEndedOrAborted(run.ended, signal);
-      if (signal.aborted || outcome === undefined) {
-        // stop() disconnects this run, within its bound.
-        this.hooks.onUnassigned("stopping");
-        return;
-      }
-      this.hooks.onUnassigned(`consumer failed: ${outcome.error.message}`);
-      // After a crash kafkajs has disconnected already; again is harmless, and needed after a throw.
-      await run.consumer.disconnect().catch((err: unknown) => this.logger.warn({ err }, "consumer disconnect failed"));
-      if (!outcome.retriable) {
-        this.crash = outcome.error;
-        this.logger.fatal({ err: outcome.error }, "consumer failed with a non-retriable error and will not restart");
-        return;
-      }
-      // A run that had joined the group worked: count failures in a row from there.
-      failures = run.joined ? 1 : failures + 1;
-      const delayMs = restartBackoffMs(failures, this.options.restartBackoffMinMs, this.options.restartBackoffMaxMs);
-      this.hooks.onRestart(outcome.error, delayMs);
-      this.logger.warn(
-        { err: outcome.error, failuresInARow: failures, restartInMs: delayMs },
-        "consumer failed; restarting it after a backoff",
-      );
-      await sleep(delayMs, signal);
-    }
-  }
-
-  /**
-   * Connects, subscribes and runs; a failure of the first join ends `run.ended`
-   * through kafkajs' crash. A step that completes after a stop (a connect that
-   * was retrying) goes no further: nobody would own the consumer it started.
-   */
-  private async begin(run: Run, signal: AbortSignal): Promise<void> {
-    const stopped = async () => {
-      if (signal.aborted) await run.consumer.disconnect();
-      return signal.aborted;
-    };
-    await run.consumer.connect();
-    if (await stopped()) return;
-    // A read model needs the whole history: a group without committed offsets starts at the beginning.
-    await run.consumer.subscribe({ topic: this.options.topic, fromBeginning: true });
-    if (await stopped()) return;
-    await run.consumer.run({
-      autoCommit: false,
-      eachBatchAutoResolve: false,
-      partitionsConsumedConcurrently: this.options.partitionsConsumedConcurrently,
-      eachBatch: (payload) => this.handle(payload),
-    });
-  }
-
-  private newRun(signal: AbortSignal): Run {
-    let retriable = false;
-    let end!: (value: { error: Error; retriable: boolean }) => void;
-    const ended = new Promise<{ error: Error; retriable: boolean }>((resolve) => (end = resolve));
-    const consumer = this.kafka.consumer({
-      groupId: this.options.groupId,
-      sessionTimeout: this.options.sessionTimeoutMs,
-      rebalanceTimeout: this.options.rebalanceTimeoutMs,
-      heartbeatInterval: this.options.heartbeatIntervalMs,
-      maxBytesPerPartition: this.options.maxBytesPerPartition,
-      partitionAssigners: [roundRobinAssigningEveryMember],
-      // An idle fetch waits this long for data; stop() waits for the fetch in
-      // flight, so this bounds shutdown (kafkajs' 5 s default made it 5 s) for
-      // one empty fetch per broker per second when idle. Data returns at once.
-      maxWaitTimeInMs: 1000,
-      // The retranslator creates the topic with its partition count; a consumer
-      // must not create it with the broker's default one.
-      allowAutoTopicCreation: false,
-      retry: {
-        // kafkajs asks this only for retriable errors; the restart is ours (supervise).
-        restartOnFailure: async () => {
-          retriable = !signal.aborted;
-          return false;
-        },
-      },
-    });
-    const run: Run = { consumer, ended, end, joined: false };
-    consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => {
-      run.joined = true;
-      this.logger.info(
-        { groupId: payload.groupId, assigned: payload.memberAssignment, durationMs: payload.duration },
-        "joined the consumer group",
-      );
-      this.hooks.onAssignment(payload.memberAssignment);
-    });
-    consumer.on(consumer.events.REBALANCING, () => this.hooks.onUnassigned("the group is rebalancing"));
-    // Emitted after kafkajs disconnected and asked restartOnFailure.
-    consumer.on(consumer.events.CRASH, ({ payload }) => end({ error: payload.error, retriable }));
-    return run;
   }
 
   private async handle({
@@ -358,26 +189,4 @@ export class FacadeConsumer {
       else this.logger.debug({ ...event, ...at }, "duplicate skipped");
     }
   }
-}
-
-/** As kafkajs decides whether to restart: its retries ran out, or the root cause says retriable. */
-function isRetriable(err: unknown): boolean {
-  if (!(err instanceof Error)) return false;
-  if (err.name === "KafkaJSNumberOfRetriesExceeded") return true;
-  let cause: unknown = err;
-  while ((cause as { cause?: unknown }).cause instanceof Error) cause = (cause as { cause: unknown }).cause;
-  return (cause as { retriable?: unknown }).retriable === true;
-}
-
-/** `ended`'s value, or undefined as soon as `signal` aborts (the listener goes once either happens). */
-function untilEndedOrAborted<T>(ended: Promise<T>, signal: AbortSignal): Promise<T | undefined> {
-  if (signal.aborted) return Promise.resolve(undefined);
-  return new Promise((resolve) => {
-    const onAbort = () => resolve(undefined);
-    signal.addEventListener("abort", onAbort, { once: true });
-    void ended.then((value) => {
-      signal.removeEventListener("abort", onAbort);
-      resolve(value);
-    });
-  });
 }
