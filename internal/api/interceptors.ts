@@ -12,6 +12,7 @@ import {
 } from "@opentelemetry/api";
 import { DomainError } from "../domain/errors.js";
 import type { Logger } from "../logger/logger.js";
+import type { ApiMetrics } from "../metrics/api-metrics.js";
 import {
   type IncomingTraceHeaders,
   incomingTraceHeaders,
@@ -19,7 +20,7 @@ import {
   requestTrace,
   validTracestate,
 } from "../tracer/trace-context.js";
-import { requestCallerKey, requestLoggerKey, requestTraceKey } from "./request-context.js";
+import { requestCallerKey, requestTraceKey } from "./request-context.js";
 
 const domainCodes: Record<DomainError["kind"], Code> = {
   not_found: Code.NotFound,
@@ -38,15 +39,20 @@ const traceHeaderGetter: TextMapGetter<IncomingTraceHeaders> = {
 
 export interface RequestInterceptorOptions {
   logger: Logger;
+  /** Counts and times each request by the code its client sees (the unit tests leave it out). */
+  metrics?: Pick<ApiMetrics, "observeRequest">;
   /** Honour `log_level: debug` request metadata (config project.allowRiseToDebug). */
   allowRiseToDebug: boolean;
 }
 
 /**
  * The one place where errors become gRPC codes and where each request is
- * logged: domain errors map to their code, ConnectErrors pass through, and
- * anything else becomes Internal with a generic message (the cause, which may
- * hold SQL, goes only to the log, under the request's trace id).
+ * traced, logged and counted: domain errors map to their code, ConnectErrors
+ * pass through, and anything else becomes Internal with a generic message (the
+ * cause, which may hold SQL, goes only to the log, under the request's trace
+ * id). The metrics therefore count exactly the code that the client sees.
+ * The auth interceptor runs inside it: its Unauthenticated and
+ * PermissionDenied are logged and counted like any other code.
  */
 export function requestInterceptor(options: RequestInterceptorOptions): Interceptor {
   return (next) => async (req) => {
@@ -70,7 +76,6 @@ export function requestInterceptor(options: RequestInterceptorOptions): Intercep
       debug ? { level: "debug" } : undefined,
     );
     req.contextValues.set(requestTraceKey, reqTrace);
-    req.contextValues.set(requestLoggerKey, logger);
     // The unary response, kept for its debug line (written in finish).
     let response: unknown;
 
@@ -84,9 +89,11 @@ export function requestInterceptor(options: RequestInterceptorOptions): Intercep
         span.setStatus({ code: SpanStatusCode.ERROR, message: connectError.rawMessage });
       }
       span.end();
+      const durationMs = performance.now() - started;
+      options.metrics?.observeRequest(req.method.name, connectError === undefined ? "OK" : code, durationMs / 1000);
       const fields = {
         code,
-        durationMs: Math.round((performance.now() - started) * 1000) / 1000,
+        durationMs: Math.round(durationMs * 1000) / 1000,
         // Raw header, logged before (or without) validation: capped like a valid key.
         requestId: truncate(req.header.get("x-request-id") ?? req.header.get("idempotency-key") ?? undefined, 255),
         caller: req.contextValues.get(requestCallerKey),

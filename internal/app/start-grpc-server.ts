@@ -16,15 +16,12 @@ import { metricsHost, statusHost } from "../config/listen-hosts.js";
 import { apiMigrations } from "../database/migrate.js";
 import type { Logger } from "../logger/logger.js";
 import { ApiMetrics } from "../metrics/api-metrics.js";
-import { CreateBatchingRepository } from "../repo/create-batcher.js";
-import { PgPackageRepository } from "../repo/package-repo.js";
 import { ApiListener, type StreamRoute } from "../server/api-listener.js";
 import { listen } from "../server/listen.js";
 import { NativeGrpcServer, serviceBinding } from "../server/native-grpc.js";
 import { watchTlsFiles } from "../server/tls-files.js";
 import { runKeySweeper } from "../service/key-sweeper.js";
-import { PackageService } from "../service/package-service.js";
-import { traceMethods } from "../tracer/trace-repository.js";
+import { packageRepository } from "../service/package-repository.js";
 import { ApiSecurity } from "./api-security.js";
 import { startWithScaffold } from "./scaffold.js";
 
@@ -45,33 +42,33 @@ export function startGrpcServer(config: Readonly<Config>, logger: Logger): Promi
 
     const security = new ApiSecurity(config, logger);
     const metrics = new ApiMetrics(scaffold.registry);
-    const pgRepo = new PgPackageRepository(db);
-    const batching = new CreateBatchingRepository(pgRepo, {
-      maxBatch: config.database.createBatchSize,
-      maxInFlight: config.database.createConcurrency,
-      maxWaiting: config.database.createMaxWaiting,
-    });
-    const repo = metrics.instrument(traceMethods("PackageRepository", batching));
-    const service = new PackageService(repo, { idempotencyRetentionSeconds: config.idempotency.retentionSeconds });
+    const repo = packageRepository(
+      db,
+      {
+        maxBatch: config.database.createBatchSize,
+        maxInFlight: config.database.createConcurrency,
+        maxWaiting: config.database.createMaxWaiting,
+      },
+      metrics.cudEvents,
+    );
     // /ready, gRPC health Check and every Watch share one probe.
     const ready = scaffold.readiness(scaffold.databaseProbe(config.database.url, () => metrics.readinessProbes.inc()));
-    // The first interceptor is the outermost: metrics wrap the request
-    // interceptor, which maps errors to codes, so they count exactly the code
-    // that the client sees.
-    // Auth is innermost: its Unauthenticated and PermissionDenied are logged
-    // and counted like any other code.
+    // The first interceptor is the outermost: the request interceptor maps
+    // errors to codes, then logs, traces and counts them; auth runs inside it.
     const auth = security.interceptor((caller, decision) => metrics.authDecisions.inc({ caller, decision }));
     const interceptors = [
-      metrics.interceptor(),
-      requestInterceptor({ logger, allowRiseToDebug: config.project.allowRiseToDebug }),
+      requestInterceptor({ logger, metrics, allowRiseToDebug: config.project.allowRiseToDebug }),
       ...(auth === undefined ? [] : [auth]),
     ];
     // One implementation of each service, served by connect-node (Connect,
     // gRPC-Web, REST through the gateway) and by grpc-js (native gRPC).
-    const packageApi = packageApiHandlers(service, {
-      defaultLimit: config.api.defaultListLimit,
-      maxLimit: config.api.maxListLimit,
-      maxOffset: config.api.maxListOffset,
+    const packageApi = packageApiHandlers(repo, {
+      limits: {
+        defaultLimit: config.api.defaultListLimit,
+        maxLimit: config.api.maxListLimit,
+        maxOffset: config.api.maxListOffset,
+      },
+      idempotencyRetentionSeconds: config.idempotency.retentionSeconds,
     });
     const served = [LogisticPackageApiService, Health, ServerReflection, ServerReflectionV1Alpha];
     const health = healthHandlers({

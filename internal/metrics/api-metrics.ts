@@ -1,7 +1,4 @@
-import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
-import type { NewPackage, PackageChanges, PackageRecord, TraceContext } from "../domain/package.js";
-import type { CreateOnceResult, IdempotencyKey, PackageRepository } from "../repo/package-repo.js";
 
 /** The grpc-server's metrics (docs/design.md §5, docs/operations.md); the first two names are the original service's. */
 export class ApiMetrics {
@@ -64,12 +61,12 @@ export class ApiMetrics {
         for (const [listener, count] of sources) this.set({ listener }, count());
       },
     });
-    // Every method shows up with 0 from the start, so rate() works at once.
     this.readinessProbes = new Counter({
       name: "logistic_package_api_readiness_probes_total",
       help: "Database pings of the shared readiness probe (/ready, gRPC health Check and Watch together)",
       registers,
     });
+    // Every event type shows up with 0 from the start, so rate() works at once.
     for (const type of ["Created", "Updated", "Removed"]) this.cudEvents.inc({ type }, 0);
   }
 
@@ -78,79 +75,10 @@ export class ApiMetrics {
     this.openConnections.set({ listener }, 0);
   }
 
-  /**
-   * Counts and times each request by its final code. Runs inside the request
-   * interceptor, so it sees the code that the client sees.
-   */
-  interceptor(): Interceptor {
-    return (next) => async (req) => {
-      const started = performance.now();
-      const observe = (code: string) => {
-        const labels = { method: req.method.name, code };
-        this.requests.inc(labels);
-        this.duration.observe(labels, (performance.now() - started) / 1000);
-        if (code === "NotFound") this.notFound.inc({ method: req.method.name });
-      };
-      try {
-        const res = await next(req);
-        if (!res.stream) {
-          observe("OK");
-          return res;
-        }
-        const messages = res.message;
-        return {
-          ...res,
-          message: (async function* () {
-            try {
-              yield* messages;
-              observe("OK");
-            } catch (err) {
-              observe(codeOf(err));
-              throw err;
-            }
-          })(),
-        };
-      } catch (err) {
-        observe(codeOf(err));
-        throw err;
-      }
-    };
+  /** One finished request, by the gRPC code its client sees (OK, NotFound, …). */
+  observeRequest(method: string, code: string, seconds: number): void {
+    this.requests.inc({ method, code });
+    this.duration.observe({ method, code }, seconds);
+    if (code === "NotFound") this.notFound.inc({ method });
   }
-
-  /** Counts the outbox events a repository writes, without touching its code. */
-  instrument(repo: PackageRepository): PackageRepository {
-    const events = this.cudEvents;
-    return {
-      async create(input: NewPackage, trace: TraceContext | undefined) {
-        const id = await repo.create(input, trace);
-        events.inc({ type: "Created" });
-        return id;
-      },
-      async createOnce(
-        input: NewPackage,
-        trace: TraceContext | undefined,
-        key: IdempotencyKey,
-      ): Promise<CreateOnceResult> {
-        const result = await repo.createOnce(input, trace, key);
-        if (!result.replayed) events.inc({ type: "Created" });
-        return result;
-      },
-      describe: (id: bigint): Promise<PackageRecord> => repo.describe(id),
-      list: (offset: bigint, limit: number) => repo.list(offset, limit),
-      async update(id: bigint, changes: PackageChanges, trace: TraceContext | undefined) {
-        await repo.update(id, changes, trace);
-        events.inc({ type: "Updated" });
-      },
-      async remove(id: bigint, trace: TraceContext | undefined) {
-        await repo.remove(id, trace);
-        events.inc({ type: "Removed" });
-      },
-      deleteExpiredKeys: (retentionSeconds: number, batchSize: number) =>
-        repo.deleteExpiredKeys(retentionSeconds, batchSize),
-    };
-  }
-}
-
-function codeOf(err: unknown): string {
-  return err instanceof ConnectError ? Code[err.code] : "Internal";
 }

@@ -1,8 +1,8 @@
 import { AsyncResource } from "node:async_hooks";
 import { databaseErrorKind } from "../database/pg-errors.js";
 import { UnavailableError } from "../domain/errors.js";
-import type { NewPackage, PackageChanges, PackageRecord, TraceContext } from "../domain/package.js";
-import type { CreateItem, CreateOnceResult, IdempotencyKey, PackageRepository } from "./package-repo.js";
+import type { NewPackage, TraceContext } from "../domain/package.js";
+import type { CreateItem } from "./package-repo.js";
 
 export interface CreateBatchingOptions {
   /** Most creates in one statement; 1 turns batching off. */
@@ -13,8 +13,11 @@ export interface CreateBatchingOptions {
   maxWaiting: number;
 }
 
-/** What the batcher needs underneath: the repository plus its multi-row create. */
-export interface BatchablePackageRepository extends PackageRepository {
+/** The two create statements the batcher chooses between (PgPackageRepository's). */
+export interface CreateStatements {
+  /** One package and its event. */
+  create(input: NewPackage, trace: TraceContext | undefined): Promise<bigint>;
+  /** Several, each with its event, in one statement: ids in the order of `items`; all or none. */
   createMany(items: readonly CreateItem[]): Promise<bigint[]>;
 }
 
@@ -33,20 +36,21 @@ interface PendingCreate {
  * round trip, one transaction and one WAL flush on many packages. A create
  * that finds a slot free goes at once, alone: batching adds no latency when
  * idle. Each package still gets exactly its own event in the same
- * transaction. If a batch fails because of a row (a data or constraint error,
- * or a trigger's exception), its creates are retried one by one so that only
- * the request at fault fails; any other failure fails the whole batch. The queue holds only calls whose callers are waiting, at
+ * transaction. If a batch fails because of a row (pg-errors.ts: a data or
+ * constraint error, or a trigger's exception), its creates are retried one by
+ * one so that only the request at fault fails; any other failure fails the
+ * whole batch. The queue holds only calls whose callers are waiting, at
  * most maxWaiting: an overloaded server answers Unavailable (retry) at once
  * instead of letting waits grow without bound, as the connection pool's
  * acquire timeout does for unbatched statements. The server's stop waits for
  * the calls in it, so nothing is dropped.
  */
-export class CreateBatchingRepository implements PackageRepository {
+export class CreateBatcher {
   private readonly queue: PendingCreate[] = [];
   private inFlight = 0;
 
   constructor(
-    private readonly inner: BatchablePackageRepository,
+    private readonly inner: CreateStatements,
     private readonly options: CreateBatchingOptions,
   ) {}
 
@@ -95,29 +99,5 @@ export class CreateBatchingRepository implements PackageRepository {
 
   private createAlone(p: PendingCreate): Promise<void> {
     return p.scope.runInAsyncScope(() => this.inner.create(p.item.input, p.item.trace)).then(p.resolve, p.reject);
-  }
-
-  createOnce(input: NewPackage, trace: TraceContext | undefined, key: IdempotencyKey): Promise<CreateOnceResult> {
-    return this.inner.createOnce(input, trace, key);
-  }
-
-  describe(id: bigint): Promise<PackageRecord> {
-    return this.inner.describe(id);
-  }
-
-  list(offset: bigint, limit: number): Promise<PackageRecord[]> {
-    return this.inner.list(offset, limit);
-  }
-
-  update(id: bigint, changes: PackageChanges, trace: TraceContext | undefined): Promise<void> {
-    return this.inner.update(id, changes, trace);
-  }
-
-  remove(id: bigint, trace: TraceContext | undefined): Promise<void> {
-    return this.inner.remove(id, trace);
-  }
-
-  deleteExpiredKeys(retentionSeconds: number, batchSize: number): Promise<number> {
-    return this.inner.deleteExpiredKeys(retentionSeconds, batchSize);
   }
 }

@@ -2,6 +2,7 @@ import type { Database } from "../database/database.js";
 import { query, rowsJson } from "../database/query.js";
 import { AlreadyExistsError, packageNotFound } from "../domain/errors.js";
 import type { NewPackage, PackageChanges, PackageRecord, TraceContext } from "../domain/package.js";
+import { CreateBatcher, type CreateBatchingOptions } from "./create-batcher.js";
 
 /**
  * Every change is one SQL statement that writes the package and its event
@@ -52,9 +53,28 @@ const insertEventFrom = (type: string) => `
   )`;
 
 export class PgPackageRepository implements PackageRepository {
-  constructor(private readonly db: Database) {}
+  private readonly batcher: CreateBatcher | undefined;
 
-  async create(input: NewPackage, trace: TraceContext | undefined): Promise<bigint> {
+  /** With `batching`, creates without an idempotency key are group-committed (create-batcher.ts). */
+  constructor(
+    private readonly db: Database,
+    batching?: CreateBatchingOptions,
+  ) {
+    this.batcher =
+      batching === undefined
+        ? undefined
+        : new CreateBatcher(
+            { create: (input, trace) => this.createAlone(input, trace), createMany: (items) => this.createMany(items) },
+            batching,
+          );
+  }
+
+  create(input: NewPackage, trace: TraceContext | undefined): Promise<bigint> {
+    return this.batcher?.create(input, trace) ?? this.createAlone(input, trace);
+  }
+
+  /** One package and its event, in a statement of its own. */
+  private async createAlone(input: NewPackage, trace: TraceContext | undefined): Promise<bigint> {
     const rows = await query<{ id: bigint }>(
       this.db,
       `WITH p AS (

@@ -8,11 +8,7 @@ import { AsyncLocalStorage } from "node:async_hooks";
 import { describe, test } from "node:test";
 import { UnavailableError } from "../../internal/domain/errors.js";
 import type { NewPackage } from "../../internal/domain/package.js";
-import {
-  type BatchablePackageRepository,
-  type CreateBatchingOptions,
-  CreateBatchingRepository,
-} from "../../internal/repo/create-batcher.js";
+import { CreateBatcher, type CreateBatchingOptions } from "../../internal/repo/create-batcher.js";
 import type { CreateItem } from "../../internal/repo/package-repo.js";
 
 const caller = new AsyncLocalStorage<string>();
@@ -55,9 +51,7 @@ class FakeRepository {
 }
 
 function batcher(repo: FakeRepository, options: Partial<CreateBatchingOptions> = {}) {
-  // Only create and createMany are reached by creates; the other methods forward unchanged.
-  const inner = repo as unknown as BatchablePackageRepository;
-  return new CreateBatchingRepository(inner, { maxBatch: 10, maxInFlight: 1, maxWaiting: 100, ...options });
+  return new CreateBatcher(repo, { maxBatch: 10, maxInFlight: 1, maxWaiting: 100, ...options });
 }
 
 const box = (title: string): NewPackage => ({ title, material: "cardboard", maximumVolume: 1, reusable: false });
