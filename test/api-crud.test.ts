@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { count, type EventRow, events } from "./helpers/database.js";
 import { useFixture } from "./helpers/fixture.js";
-import { grpc, rpcError } from "./helpers/grpc-client.js";
+import { createPackage, grpc, rpcError } from "./helpers/grpc-client.js";
 
 interface WireTimestamp {
   seconds: string;
@@ -29,16 +29,8 @@ const fx = useFixture();
 const millis = (t: WireTimestamp): number => Number(t.seconds) * 1000 + Math.floor(t.nanos / 1e6);
 const isoPattern = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/;
 
-async function create(fields: Partial<Omit<WirePackage, "ID" | "Created" | "Updated">> = {}): Promise<string> {
-  const res = await fx.client.createPackageV1({
-    Title: "box",
-    Material: "cardboard",
-    MaximumVolume: 2.5,
-    Reusable: false,
-    ...fields,
-  });
-  return res.ID as string;
-}
+const create = (fields: Partial<Omit<WirePackage, "ID" | "Created" | "Updated">> = {}) =>
+  createPackage(fx.client, fields);
 
 async function describePackage(id: string): Promise<WirePackage> {
   const res = await fx.client.describePackageV1({ PackageID: id });

@@ -4,7 +4,7 @@
 // recorded calls; what changed is checked through a stock grpc-js client.
 
 import assert from "node:assert/strict";
-import { execFileSync, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import http2 from "node:http2";
 import net from "node:net";
@@ -17,9 +17,17 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { type BotApp, startBotApp } from "../internal/app/start-bot.js";
 import { ConfigError, loadConfig } from "../internal/config/config.js";
 import { LogisticPackageApiService } from "../pkg/hablof/logistic_package_api/v1/logistic_package_api_pb.js";
+import { createTestCa } from "./helpers/certs.js";
+import { writeConfigFile, writeTokensFile } from "./helpers/config.js";
 import { count, createTestDatabase, type TestDatabase } from "./helpers/database.js";
 import { FakeTelegram, type UpdateResult } from "./helpers/fake-telegram.js";
-import { grpc, type PackageApiClient, packageApiClient, rpcError } from "./helpers/grpc-client.js";
+import {
+  createPackage as createPackageWith,
+  grpc,
+  type PackageApiClient,
+  packageApiClient,
+  rpcError,
+} from "./helpers/grpc-client.js";
 import { type CapturedLogs, captureLogs } from "./helpers/logs.js";
 import { freePort } from "./helpers/ports.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
@@ -100,16 +108,7 @@ async function say(text: string): Promise<string> {
   return onlyReply(await fake.sendText(chat, text));
 }
 
-async function createPackage(fields: Record<string, unknown> = {}): Promise<string> {
-  const res = await client.createPackageV1({
-    Title: "box",
-    Material: "cardboard",
-    MaximumVolume: 2.5,
-    Reusable: false,
-    ...fields,
-  });
-  return res.ID as string;
-}
+const createPackage = (fields: Record<string, unknown> = {}) => createPackageWith(client, fields);
 
 async function describePackage(id: string): Promise<Record<string, any>> {
   return (await client.describePackageV1({ PackageID: id })).Value as Record<string, any>;
@@ -756,18 +755,11 @@ describe("against the real grpc-server with TLS, mutual TLS and API tokens", () 
 
   before(async () => {
     pki = makePki();
-    const dir = mkdtempSync(join(tmpdir(), "lpa-bot-auth-"));
-    const tokensFile = join(dir, "tokens.yml");
-    writeFileSync(
-      tokensFile,
-      [
-        "tokens:",
-        `  - { name: package-bot, token: "${tokens.admin}", role: admin }`,
-        `  - { name: writer-bot, token: "${tokens.writer}", role: writer }`,
-        `  - { name: test-admin, token: "${tokens.test}", role: admin }`,
-        "",
-      ].join("\n"),
-    );
+    const tokensFile = writeTokensFile(mkdtempSync(join(tmpdir(), "lpa-bot-auth-")), [
+      { name: "package-bot", token: tokens.admin, role: "admin" },
+      { name: "writer-bot", token: tokens.writer, role: "writer" },
+      { name: "test-admin", token: tokens.test, role: "admin" },
+    ]);
     secure = await startTestServer(db.url, {
       TLS_CERT_FILE: pki.serverCertFile,
       TLS_KEY_FILE: pki.serverKeyFile,
@@ -913,14 +905,12 @@ describe("npm run bot (the binary)", () => {
 
   test("serves commands, and SIGTERM stops it gracefully (exit 0)", async () => {
     const telegram = await FakeTelegram.start();
-    const dir = mkdtempSync(join(tmpdir(), "lpa-bot-"));
-    const configPath = join(dir, "config.yml");
-    writeFileSync(configPath, `bot:\n  apiRoot: ${telegram.apiRoot}\n`);
+    const config = await writeConfigFile({ bot: { apiRoot: telegram.apiRoot } });
     const id = await createPackage({ Title: "from the binary" });
     try {
       const run = runBinary(
         {
-          CONFIG_PATH: configPath,
+          CONFIG_PATH: config.path,
           TELEGRAM_BOT_TOKEN: telegram.token,
           TELEGRAM_ALLOWED_CHAT_IDS: String(chat),
           TELEGRAM_USERS: `${chat}:reader`,
@@ -941,6 +931,7 @@ describe("npm run bot (the binary)", () => {
       assert.ok(!exit.output.includes(telegram.token), "the token is not logged");
     } finally {
       await telegram.close();
+      await config.cleanup();
     }
   });
 });
@@ -956,43 +947,16 @@ interface Pki {
 
 /** A private CA, a server certificate for 127.0.0.1 and a client certificate (CN package-bot). */
 function makePki(): Pki {
-  const dir = mkdtempSync(join(tmpdir(), "lpa-bot-pki-"));
-  const openssl = (...args: string[]) => execFileSync("openssl", args, { cwd: dir, stdio: "pipe" });
-  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-  openssl("req", "-x509", ...ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=bot test CA");
-  const leaves: [string, string, string][] = [
-    ["server", "localhost", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"],
-    ["client", "package-bot", "extendedKeyUsage=clientAuth\n"],
-  ];
-  for (const [name, cn, extensions] of leaves) {
-    writeFileSync(join(dir, `${name}.ext`), extensions);
-    openssl("req", ...ec, "-keyout", `${name}.key`, "-out", `${name}.csr`, "-subj", `/CN=${cn}`);
-    openssl(
-      "x509",
-      "-req",
-      "-in",
-      `${name}.csr`,
-      "-CA",
-      "ca.pem",
-      "-CAkey",
-      "ca.key",
-      "-CAcreateserial",
-      "-days",
-      "2",
-      "-extfile",
-      `${name}.ext`,
-      "-out",
-      `${name}.pem`,
-    );
-  }
-  const file = (name: string) => join(dir, name);
+  const ca = createTestCa("bot");
+  const server = ca.issue("server");
+  const client = ca.issue("package-bot", { client: true });
   return {
-    caFile: file("ca.pem"),
-    caKeyFile: file("ca.key"),
-    serverCertFile: file("server.pem"),
-    serverKeyFile: file("server.key"),
-    clientCertFile: file("client.pem"),
-    clientKeyFile: file("client.key"),
+    caFile: ca.caFile,
+    caKeyFile: join(ca.dir, "ca.key"),
+    serverCertFile: server.certFile,
+    serverKeyFile: server.keyFile,
+    clientCertFile: client.certFile,
+    clientKeyFile: client.keyFile,
   };
 }
 

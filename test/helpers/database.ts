@@ -21,7 +21,8 @@ export function databaseUrl(name: string): string {
   return url.toString();
 }
 
-async function admin<T>(fn: (client: pg.Client) => Promise<T>): Promise<T> {
+/** One statement (or a few) as the maintenance user, on a connection of their own. */
+export async function asAdmin<T>(fn: (client: pg.Client) => Promise<T>): Promise<T> {
   const client = new pg.Client({ connectionString: adminUrl });
   await client.connect();
   try {
@@ -34,7 +35,7 @@ async function admin<T>(fn: (client: pg.Client) => Promise<T>): Promise<T> {
 /** A fresh, migrated database of its own for one test file (a copy of the template: milliseconds). */
 export async function createTestDatabase(): Promise<TestDatabase> {
   const name = `lpa_test_${process.pid}_${randomBytes(4).toString("hex")}`;
-  await admin((c) => c.query(`CREATE DATABASE ${name} TEMPLATE ${templateName}`));
+  await asAdmin((c) => c.query(`CREATE DATABASE ${name} TEMPLATE ${templateName}`));
   const url = databaseUrl(name);
   const db = createDatabase({
     url,
@@ -49,7 +50,26 @@ export async function createTestDatabase(): Promise<TestDatabase> {
     db,
     async drop() {
       await db.destroy();
-      await admin((c) => c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`));
+      await asAdmin((c) => c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`));
+    },
+  };
+}
+
+/**
+ * An empty database (no migrations) named lpa_test_<pid>_<label>, like every
+ * test database, so that an interrupted run's is dropped by the next run's set-up.
+ */
+export async function createEmptyDatabase(
+  label: string,
+): Promise<{ name: string; url: string; drop(): Promise<void> }> {
+  const name = `lpa_test_${process.pid}_${label}`;
+  await asAdmin((c) => c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`));
+  await asAdmin((c) => c.query(`CREATE DATABASE ${name}`));
+  return {
+    name,
+    url: databaseUrl(name),
+    drop: async () => {
+      await asAdmin((c) => c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`));
     },
   };
 }

@@ -2,9 +2,8 @@ import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import pg from "pg";
 import { createDatabase, type Database } from "../../internal/database/database.js";
-import { adminUrl, databaseUrl } from "./database.js";
+import { asAdmin, createEmptyDatabase, databaseUrl } from "./database.js";
 
 const rolesSql = fileURLToPath(new URL("../../db/roles.sql", import.meta.url));
 
@@ -25,33 +24,21 @@ function roleUrl(name: string, role: string, password: string): string {
   return url.toString();
 }
 
-async function asAdmin(sql: string): Promise<void> {
-  const client = new pg.Client({ connectionString: adminUrl });
-  await client.connect();
-  try {
-    await client.query(sql);
-  } finally {
-    await client.end();
-  }
-}
-
 /**
  * A fresh, empty database (not the migrated template) with the owner and app
  * roles of db/roles.sql, set up by running that file with psql exactly as the
  * README says. Role names are unique per call; `drop()` removes everything.
- * The name starts like every test database (lpa_test_<pid>_), so that an
- * interrupted run's leftover is dropped by the next run's setup.
  */
 export async function createRoleDatabase(): Promise<RoleDatabase> {
   const suffix = randomBytes(4).toString("hex");
-  const name = `lpa_test_${process.pid}_roles_${suffix}`;
   const owner = { role: `lpa_owner_${suffix}`, password: randomBytes(12).toString("hex") };
   const app = { role: `lpa_app_${suffix}`, password: randomBytes(12).toString("hex") };
-  await asAdmin(`CREATE DATABASE ${name}`);
+  const database = await createEmptyDatabase(`roles_${suffix}`);
+  const name = database.name;
   const drop = async () => {
-    await asAdmin(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-    await asAdmin(`DROP ROLE IF EXISTS ${app.role}`);
-    await asAdmin(`DROP ROLE IF EXISTS ${owner.role}`);
+    await database.drop();
+    await asAdmin((c) => c.query(`DROP ROLE IF EXISTS ${app.role}`));
+    await asAdmin((c) => c.query(`DROP ROLE IF EXISTS ${owner.role}`));
   };
   try {
     await promisify(execFile)("psql", [

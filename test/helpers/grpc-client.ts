@@ -66,6 +66,15 @@ export interface PackageApiClient {
   close(): void;
 }
 
+/** A valid CreatePackageV1 request: a test spells out only the fields it is about. */
+export const validPackage = { Title: "box", Material: "cardboard", MaximumVolume: 2.5, Reusable: false } as const;
+
+/** Creates `validPackage` with `fields` over it; returns the new package's id. */
+export async function createPackage(client: PackageApiClient, fields: Record<string, unknown> = {}): Promise<string> {
+  const res = await client.createPackageV1({ ...validPackage, ...fields });
+  return res.ID as string;
+}
+
 /** `credentials`: cleartext by default; `grpc.credentials.createSsl(ca, key, cert)` for TLS. */
 export function packageApiClient(address: string, credentials = grpc.credentials.createInsecure()): PackageApiClient {
   const pkg = load("hablof/logistic_package_api/v1/logistic_package_api.proto") as any;
