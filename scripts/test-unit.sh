@@ -13,4 +13,6 @@ export LOG_LEVEL=${LOG_LEVEL:-warn}
 # Node 20's runner has no globs: pass the files explicitly (or those given as arguments).
 if (($# > 0)); then files=("$@"); else mapfile -t files < <(find test/unit -name '*.test.ts' | sort); fi
 ((${#files[@]} > 0)) || { echo "no unit test files found" >&2; exit 1; }
-exec node --import tsx --test --test-timeout=60000 "${files[@]}"
+# Four files at a time: each spends most of its time loading modules, not running tests (measured on
+# 2 busy cores: 14 s one by one, 10 s four at a time).
+exec node --import tsx --test --test-concurrency=4 --test-timeout=60000 "${files[@]}"

@@ -28,6 +28,8 @@ export class MemoryOutbox implements Outbox {
   /** Outcome rows that named a claim the row no longer carries (changed nothing, as in SQL). */
   staleOutcomes = 0;
   claims = 0;
+  /** Every package a claim was asked to pass over (ClaimRequest.skipPackages). */
+  readonly skippedPackages = new Set<bigint>();
   private nextId = 1n;
   private leaseSerial = 0;
   private readonly failures = new Map<Method, number>();
@@ -91,6 +93,7 @@ export class MemoryOutbox implements Outbox {
     this.claims += 1;
     const now = Date.now();
     const skip = new Set(request.skipPackages ?? []);
+    for (const p of skip) this.skippedPackages.add(p);
     const maxVisits = request.maxVisits ?? Math.max(1000, request.limit * 4);
     const byPackage = new Map<bigint, OutboxRowState[]>();
     for (const row of this.rows.values()) {
