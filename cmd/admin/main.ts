@@ -3,8 +3,9 @@
 // 2 bad arguments (nothing was done), 130 interrupted (republish --all: resume
 // with the --after-id it prints).
 import { parseArgs } from "node:util";
+import { openDatabase } from "../../internal/app/scaffold.js";
 import { loadConfig } from "../../internal/config/config.js";
-import { createDatabase, type Database } from "../../internal/database/database.js";
+import type { Database } from "../../internal/database/database.js";
 import { NotFoundError } from "../../internal/domain/errors.js";
 import { discardDeadLetter, listDeadLetters, requeueDeadLetter } from "../../internal/repo/outbox/dead-letter-admin.js";
 import {
@@ -160,13 +161,7 @@ if (command.name === "help") {
 }
 
 const config = loadConfig();
-const db = createDatabase({
-  url: config.database.url,
-  maxConnections: 1,
-  statementTimeoutMs: config.database.statementTimeoutMs,
-  acquireTimeoutMs: config.database.acquireTimeoutMs,
-  applicationName: "logistic-package-api/admin",
-});
+const db = openDatabase(config, "admin", { maxConnections: 1 });
 
 /**
  * republish --all: batch after batch until none is left or `signal` fires
