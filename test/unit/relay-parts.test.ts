@@ -1,0 +1,234 @@
+// The relay's parts one by one: the dead-letter policy, a failed request's outcome, the send budget
+// that fencing and config validation rest on, the Kafka message of an event, the acknowledger's sets
+// and retries, and the in-flight pool's bound per partition.
+
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import { fromBinary } from "@bufbuild/protobuf";
+import { timestampDate } from "@bufbuild/protobuf/wkt";
+import type { OutboxEvent } from "../../internal/repo/outbox/types.js";
+import { Acknowledger } from "../../internal/retranslator/acknowledger.js";
+import { deadLetters, exhaustedAtClaim } from "../../internal/retranslator/dead-letter-policy.js";
+import { toEventMessage } from "../../internal/retranslator/sender/event-message.js";
+import { sendBudgetMs } from "../../internal/retranslator/sender/send-budget.js";
+import { failAll } from "../../internal/retranslator/sender/sender.js";
+import { EventType, PackageEventSchema } from "../../pkg/hablof/logistic_package_api/v1/kafka_proto_pb.js";
+import { captureLogs } from "../helpers/logs.js";
+import { poll } from "../helpers/poll.js";
+import { FakeSender } from "./fakes/fake-sender.js";
+import { MemoryOutbox } from "./fakes/memory-outbox.js";
+import { startTestRelay } from "./fakes/relay.js";
+
+const event = (id: bigint, packageId: bigint, attempts = 1): OutboxEvent => ({
+  id,
+  packageId,
+  type: "Created",
+  payload: `{"id":"${packageId}"}`,
+  created: new Date("2026-11-30T10:00:00.123Z"),
+  traceparent: null,
+  tracestate: null,
+  reason: null,
+  attempts,
+  lease: "lease-1",
+});
+
+describe("dead-letter policy", () => {
+  test("a failure dead-letters when the event can never be sent, or by itself used maxAttempts; an outage never", () => {
+    const cases: [retriable: boolean, deadLetter: boolean | undefined, attempts: number, dead: boolean][] = [
+      [false, undefined, 2, false],
+      [false, undefined, 3, true],
+      [false, undefined, 4, true],
+      [false, true, 1, true],
+      [true, undefined, 3, false],
+      [true, undefined, 100, false],
+      [true, true, 1, false],
+    ];
+    for (const [retriable, deadLetter, attempts, dead] of cases) {
+      const failure = { event: event(1n, 1n, attempts), error: "e", retriable, deadLetter };
+      assert.equal(deadLetters(failure, 3), dead, JSON.stringify({ retriable, deadLetter, attempts }));
+    }
+  });
+
+  test("an event is exhausted at claim once claimed more than maxAttempts times", () => {
+    assert.equal(exhaustedAtClaim(event(1n, 1n, 3), 3), false);
+    assert.equal(exhaustedAtClaim(event(1n, 1n, 4), 3), true);
+  });
+});
+
+describe("send outcome and budget", () => {
+  test("a failed request charges the first event of each package; the rest wait unsent", () => {
+    const events = [event(1n, 10n), event(2n, 11n), event(3n, 10n), event(4n, 12n), event(5n, 11n)];
+    const outcome = failAll(events, "REQUEST_TIMED_OUT", true);
+    assert.deepEqual(
+      outcome.failed.map((f) => [f.event.id, f.error, f.retriable]),
+      [
+        [1n, "REQUEST_TIMED_OUT", true],
+        [2n, "REQUEST_TIMED_OUT", true],
+        [4n, "REQUEST_TIMED_OUT", true],
+      ],
+    );
+    assert.deepEqual(
+      outcome.unsent.map((e) => e.id),
+      [3n, 5n],
+    );
+    assert.deepEqual(outcome.published, []);
+  });
+
+  test("one send's budget: (connect + request timeout) per attempt, plus the backoff between attempts", () => {
+    // Defaults: requestTimeoutMs 10 s, sendRetries 2; connecting takes at most 3 s.
+    assert.equal(sendBudgetMs({ requestTimeoutMs: 10_000, sendRetries: 2 }), (3000 + 10_000) * 3 + 2000 * 2);
+    // Below 3 s the connection timeout is the request timeout.
+    assert.equal(sendBudgetMs({ requestTimeoutMs: 500, sendRetries: 0 }), 1000);
+  });
+});
+
+describe("Kafka message of an event", () => {
+  test("key and headers name the package and the event; the value is the PackageEvent", () => {
+    const message = toEventMessage({ ...event(7n, 42n), type: "Updated", reason: "republish" });
+    assert.equal(message.key, "42");
+    assert.deepEqual(message.headers, {
+      "event-id": "7",
+      "event-type": "Updated",
+      "package-id": "42",
+      "content-type": "application/x-protobuf",
+      "event-reason": "republish",
+    });
+    const decoded = fromBinary(PackageEventSchema, message.value);
+    assert.equal(decoded.ID, 7n);
+    assert.equal(decoded.PackageID, 42n);
+    assert.equal(decoded.Type, EventType.Updated);
+    assert.equal(timestampDate(decoded.Created!).toISOString(), "2026-11-30T10:00:00.123Z");
+    assert.equal(Buffer.from(decoded.Payload).toString("utf8"), '{"id":"42"}');
+  });
+
+  test("the stored trace goes out as headers only when there is one", () => {
+    const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    const traced = toEventMessage({ ...event(1n, 1n), traceparent, tracestate: "vendor=1" });
+    assert.equal(traced.headers.traceparent, traceparent);
+    assert.equal(traced.headers.tracestate, "vendor=1");
+    const plain = toEventMessage(event(1n, 1n));
+    assert.equal(
+      "traceparent" in plain.headers || "tracestate" in plain.headers || "event-reason" in plain.headers,
+      false,
+    );
+  });
+});
+
+describe("acknowledger", () => {
+  function acknowledger(outbox: MemoryOutbox, batchSize = 100) {
+    const progress: { deleted: number; released: boolean }[] = [];
+    const counts = { deadLettered: 0, retried: 0 };
+    const ack = new Acknowledger(
+      outbox,
+      { owner: "relay-1", batchSize, flushIntervalMs: 0, maxAttempts: 3, backoff: { minMs: 1000, maxMs: 5000 } },
+      {
+        onProgress: (deleted, released) => progress.push({ deleted: deleted.length, released }),
+        onDeadLettered: (n) => {
+          counts.deadLettered += n;
+        },
+        onRetryScheduled: (n) => {
+          counts.retried += n;
+        },
+      },
+      captureLogs("warn").logger,
+    );
+    return { ack, progress, counts };
+  }
+
+  async function claimAll(outbox: MemoryOutbox): Promise<OutboxEvent[]> {
+    return (await outbox.claimHeads({ owner: "relay-1", limit: 1000, leaseSeconds: 30 })).events;
+  }
+
+  test("published events are deleted in sets of at most batchSize", async () => {
+    const outbox = new MemoryOutbox();
+    for (let p = 1n; p <= 250n; p++) outbox.write(p);
+    const { ack, progress } = acknowledger(outbox, 100);
+    ack.add({ published: await claimAll(outbox), failed: [], unsent: [] });
+    while (ack.pending > 0) assert.ok(await ack.flush());
+    assert.deepEqual(
+      progress.map((p) => p.deleted),
+      [100, 100, 50],
+    );
+    assert.equal(outbox.rows.size, 0);
+  });
+
+  test("one flush writes each kind of outcome: dead letters, retries with backoff, give-backs", async () => {
+    const outbox = new MemoryOutbox();
+    const [bad, flaky, waiting] = [outbox.write(1n, 1, 2)[0]!, outbox.write(2n)[0]!, outbox.write(3n)[0]!];
+    const claimed = new Map((await claimAll(outbox)).map((e) => [e.id, e]));
+    const { ack, progress, counts } = acknowledger(outbox);
+    ack.add({
+      published: [],
+      failed: [
+        { event: claimed.get(bad)!, error: "INVALID_RECORD", retriable: false },
+        { event: claimed.get(flaky)!, error: "REQUEST_TIMED_OUT", retriable: true },
+      ],
+      unsent: [claimed.get(waiting)!],
+    });
+    assert.ok(await ack.flush());
+    assert.deepEqual(counts, { deadLettered: 1, retried: 1 });
+    assert.deepEqual(progress, [{ deleted: 0, released: true }]);
+    assert.equal(outbox.deadLetters.get(bad)!.lastError, "INVALID_RECORD");
+    const retried = outbox.rows.get(flaky)!;
+    assert.deepEqual([retried.lockedBy, retried.event.attempts, retried.lastError], [null, 0, "REQUEST_TIMED_OUT"]);
+    assert.ok(retried.availableAt > Date.now(), "retried after a backoff");
+    const given = outbox.rows.get(waiting)!;
+    assert.deepEqual([given.lockedBy, given.event.attempts, given.availableAt], [null, 0, 0]);
+  });
+
+  test("a database error keeps every outcome queued for the next flush", async () => {
+    const outbox = new MemoryOutbox();
+    outbox.write(1n, 2);
+    const events = await claimAll(outbox);
+    const { ack } = acknowledger(outbox);
+    ack.add({ published: events, failed: [], unsent: [] });
+    outbox.failNext("deleteEvents");
+    assert.equal(await ack.flush(), false);
+    assert.equal(ack.pending, 2);
+    assert.equal(outbox.rows.size, 2);
+    assert.equal(await ack.flush(), true);
+    assert.equal(ack.pending, 0);
+    assert.equal(outbox.rows.size, 0);
+  });
+});
+
+describe("in-flight pool", () => {
+  test("a partition holds at most 2 × batchSize events; beyond, its packages wait unclaimed", async () => {
+    const outbox = new MemoryOutbox();
+    const sender = new FakeSender(2);
+    for (let p = 1n; p <= 40n; p++) outbox.write(p, 2);
+    let open!: () => void;
+    const opened = new Promise<void>((r) => {
+      open = r;
+    });
+    sender.delay = (partition) => (partition === 0 ? opened : Promise.resolve());
+    const relay = startTestRelay(outbox, sender, { batchSize: 4, maxInFlightBatches: 8 });
+    try {
+      await poll(
+        "partition 1 drained while partition 0 hangs",
+        () => [...outbox.rows.values()].every((r) => sender.partitionOf(r.event.packageId) === 0),
+        (x) => x,
+        5000,
+        5,
+      );
+      // Partition 1 is done: what the pool holds is partition 0's (given-back events leave it at once).
+      const held = await relay.value("processing");
+      assert.ok(held > 0 && held <= 8, `held on partition 0: ${held}`);
+      assert.ok(
+        [...outbox.skippedPackages].some((p) => sender.partitionOf(p) === 0),
+        "the full partition's packages were passed over",
+      );
+      open();
+      await poll(
+        "an empty outbox",
+        () => outbox.rows.size,
+        (n) => n === 0,
+        5000,
+        5,
+      );
+      assert.ok(sender.requests.every((r) => r.ids.length <= 8));
+    } finally {
+      await relay.running.stop();
+    }
+  });
+});
