@@ -1,5 +1,6 @@
 import type { Config } from "../config/config.js";
 import { createDatabase, type Database, migrateLatest } from "./database.js";
+import { sqlStateOf } from "./pg-errors.js";
 
 /**
  * Migrations failed because their role may not change the schema: the
@@ -46,7 +47,7 @@ export async function runMigrations(target: MigrationTarget, connection: Migrati
   try {
     return await target.migrate(db);
   } catch (err) {
-    if ((err as { code?: unknown }).code !== INSUFFICIENT_PRIVILEGE) throw err;
+    if (sqlStateOf(err) !== INSUFFICIENT_PRIVILEGE) throw err;
     const role = roleOf(url);
     const cause = (err as Error).message;
     throw new MigrationPermissionError(
