@@ -6,9 +6,10 @@ export interface KeySweeperOptions {
   retentionSeconds: number;
   intervalMs: number;
   batchSize: number;
-  /** Upper bound of batches per tick, so one tick cannot run unbounded. */
-  maxBatchesPerTick?: number;
 }
+
+/** Upper bound of batches per tick, so one tick cannot run unbounded. */
+const maxBatchesPerTick = 100;
 
 /**
  * Deletes expired idempotency keys in batches until `signal` aborts. Expired
@@ -21,11 +22,10 @@ export async function runKeySweeper(
   logger: Logger,
   signal: AbortSignal,
 ): Promise<void> {
-  const maxBatches = options.maxBatchesPerTick ?? 100;
   while (!signal.aborted) {
     try {
       let deleted = 0;
-      for (let i = 0; i < maxBatches && !signal.aborted; i++) {
+      for (let i = 0; i < maxBatchesPerTick && !signal.aborted; i++) {
         const n = await repo.deleteExpiredKeys(options.retentionSeconds, options.batchSize);
         deleted += n;
         if (n < options.batchSize) break;
