@@ -1,10 +1,10 @@
-import { sleep } from "../lifecycle/abortable.js";
 import { settleWithin } from "../lifecycle/deadline.js";
 import { Wakeup } from "../lifecycle/wakeup.js";
 import type { Logger } from "../logger/logger.js";
 import { Acknowledger } from "./acknowledger.js";
 import { runClaimLoop } from "./claim-loop.js";
 import { InFlightPool } from "./in-flight-pool.js";
+import { runMaintenance } from "./maintenance.js";
 import type { RetranslatorMetrics } from "./metrics.js";
 import { runNotifyListener } from "./notify-listener.js";
 import type { Outbox } from "./outbox.js";
@@ -166,26 +166,4 @@ export function startRetranslator(
       logger.info({ released, unacknowledged: acknowledger.pending }, "retranslator stopped");
     },
   };
-}
-
-async function runMaintenance(
-  outbox: Outbox,
-  intervalMs: number,
-  metrics: RetranslatorMetrics,
-  logger: Logger,
-  signal: AbortSignal,
-): Promise<void> {
-  while (!signal.aborted) {
-    try {
-      const reaped = await outbox.reapExpiredLeases();
-      if (reaped > 0) logger.warn({ events: reaped }, "expired leases freed (a retranslator died or stalled)");
-      const backlog = await outbox.readBacklog();
-      metrics.backlog.set(backlog.events);
-      metrics.recordOldestAge(backlog.oldestAgeSeconds);
-      metrics.deadLetters.set(backlog.deadLetters);
-    } catch (err) {
-      logger.warn({ err }, "outbox maintenance failed; retrying next interval");
-    }
-    await sleep(intervalMs, signal);
-  }
 }

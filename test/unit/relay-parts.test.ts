@@ -6,9 +6,12 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { fromBinary } from "@bufbuild/protobuf";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
+import { Registry } from "prom-client";
 import type { OutboxEvent } from "../../internal/repo/outbox/types.js";
 import { Acknowledger } from "../../internal/retranslator/acknowledger.js";
 import { deadLetters, exhaustedAtClaim } from "../../internal/retranslator/dead-letter-policy.js";
+import { runMaintenance } from "../../internal/retranslator/maintenance.js";
+import { RetranslatorMetrics } from "../../internal/retranslator/metrics.js";
 import { toEventMessage } from "../../internal/retranslator/sender/event-message.js";
 import { sendBudgetMs } from "../../internal/retranslator/sender/send-budget.js";
 import { failAll } from "../../internal/retranslator/sender/sender.js";
@@ -229,6 +232,50 @@ describe("in-flight pool", () => {
       assert.ok(sender.requests.every((r) => r.ids.length <= 8));
     } finally {
       await relay.running.stop();
+    }
+  });
+});
+
+describe("maintenance", () => {
+  test("frees leases that expired, refreshes the outbox gauges, and outlives a database error", async () => {
+    const outbox = new MemoryOutbox();
+    outbox.write(1n, 2);
+    const [dead] = outbox.write(2n);
+    // A relay that died holding leases: they run out at once.
+    await outbox.claimHeads({ owner: "dead-relay", limit: 10, leaseSeconds: 0 });
+    await outbox.deadLetterEvents("dead-relay", [
+      { id: dead!, lease: outbox.rows.get(dead!)!.event.lease, error: "e", retriable: false },
+    ]);
+    outbox.failNext("reapExpiredLeases");
+    const metrics = new RetranslatorMetrics(new Registry());
+    const logs = captureLogs("warn");
+    const stop = new AbortController();
+    const loop = runMaintenance(outbox, 5, metrics, logs.logger, stop.signal);
+    try {
+      await poll(
+        "the leases freed",
+        () => outbox.leased.length,
+        (n) => n === 0,
+        5000,
+        5,
+      );
+      const gauge = async (g: "backlog" | "deadLetters") => (await metrics[g].get()).values[0]?.value;
+      await poll(
+        "the backlog gauge",
+        () => gauge("backlog"),
+        (v) => v === 2,
+        5000,
+        5,
+      );
+      assert.equal(await gauge("deadLetters"), 1);
+      assert.ok(metrics.oldestAgeSeconds >= 0);
+      const messages = logs.lines.map((l) => l.msg);
+      assert.ok(messages.includes("outbox maintenance failed; retrying next interval"));
+      assert.ok(messages.includes("expired leases freed (a retranslator died or stalled)"));
+      assert.equal(outbox.rows.get(1n)!.lastError, "lease expired");
+    } finally {
+      stop.abort();
+      await loop;
     }
   });
 });

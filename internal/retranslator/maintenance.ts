@@ -1,0 +1,33 @@
+import { sleep } from "../lifecycle/abortable.js";
+import type { Logger } from "../logger/logger.js";
+import type { RetranslatorMetrics } from "./metrics.js";
+import type { Outbox } from "./outbox.js";
+
+/**
+ * The relay's housekeeping, every `intervalMs` until `signal` aborts: frees
+ * leases whose owner died or stalled past them (so no row stays stuck), and
+ * refreshes the outbox gauges (backlog, oldest event's age, dead letters) that
+ * the alerts and /ready's "degraded" read. A failure is logged and retried
+ * next interval; it never stops the relay.
+ */
+export async function runMaintenance(
+  outbox: Outbox,
+  intervalMs: number,
+  metrics: RetranslatorMetrics,
+  logger: Logger,
+  signal: AbortSignal,
+): Promise<void> {
+  while (!signal.aborted) {
+    try {
+      const reaped = await outbox.reapExpiredLeases();
+      if (reaped > 0) logger.warn({ events: reaped }, "expired leases freed (a retranslator died or stalled)");
+      const backlog = await outbox.readBacklog();
+      metrics.backlog.set(backlog.events);
+      metrics.recordOldestAge(backlog.oldestAgeSeconds);
+      metrics.deadLetters.set(backlog.deadLetters);
+    } catch (err) {
+      logger.warn({ err }, "outbox maintenance failed; retrying next interval");
+    }
+    await sleep(intervalMs, signal);
+  }
+}
