@@ -4,6 +4,9 @@
 
 import assert from "node:assert/strict";
 import { before, describe, test } from "node:test";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { findTrailerError } from "@connectrpc/connect/protocol-grpc";
+import { BadRequestSchema } from "../pkg/google/rpc/error_details_pb.js";
 import { count } from "./helpers/database.js";
 import { useFixture } from "./helpers/fixture.js";
 import { grpc, rpcError } from "./helpers/grpc-client.js";
@@ -120,6 +123,55 @@ describe("invalid requests are rejected and write nothing", () => {
 
   test("no package, event or idempotency key was written by any rejected call", async () => {
     assert.deepEqual(await snapshot(), start);
+  });
+});
+
+describe("the field at fault reaches clients as a google.rpc.BadRequest detail", () => {
+  test("native gRPC (grpc-js): grpc-status-details-bin carries a google.rpc.Status with the detail", async () => {
+    const err = await rpcError(fx.client.createPackageV1({ ...valid, Title: "" }), grpc.status.INVALID_ARGUMENT);
+    const [bin] = (err as unknown as { metadata: InstanceType<typeof grpc.Metadata> }).metadata.get(
+      "grpc-status-details-bin",
+    );
+    assert.ok(Buffer.isBuffer(bin), "the trailer grpc-status-details-bin is sent");
+    // Decoded as a connect client decodes it: the Status' code and message are the call's.
+    const status = findTrailerError(new Headers({ "grpc-status-details-bin": bin.toString("base64") }));
+    assert.ok(status instanceof ConnectError);
+    assert.equal(status.code, grpc.status.INVALID_ARGUMENT);
+    assert.equal(status.rawMessage, err.details);
+    const [detail] = status.findDetails(BadRequestSchema);
+    assert.deepEqual(
+      detail?.fieldViolations.map(({ field, description }) => ({ field, description })),
+      [{ field: "Title", description: err.details }],
+    );
+    assert.match(err.details, /1 to 32/);
+  });
+
+  test("Connect JSON: the error's details hold the BadRequest, its fields readable in debug", async () => {
+    const res = await fetch(
+      `${fx.server.grpcUrl}/hablof.logistic_package_api.v1.LogisticPackageApiService/CreatePackageV1`,
+      {
+        method: "POST",
+        signal: AbortSignal.timeout(10_000),
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ ...valid, MaximumVolume: -1 }),
+      },
+    );
+    assert.equal(res.status, 400);
+    const body = (await res.json()) as {
+      code: string;
+      message: string;
+      details: { type: string; value: string; debug: unknown }[];
+    };
+    assert.equal(body.code, "invalid_argument");
+    assert.equal(body.details.length, 1);
+    assert.equal(body.details[0]!.type, "google.rpc.BadRequest");
+    assert.deepEqual(body.details[0]!.debug, {
+      fieldViolations: [{ field: "MaximumVolume", description: body.message }],
+    });
+    // The binary value is the same detail, for clients that decode it.
+    const error = new ConnectError(body.message, Code.InvalidArgument);
+    error.details = [{ type: body.details[0]!.type, value: Buffer.from(body.details[0]!.value, "base64") }];
+    assert.equal(error.findDetails(BadRequestSchema)[0]?.fieldViolations[0]?.field, "MaximumVolume");
   });
 });
 

@@ -10,7 +10,8 @@ import {
   type TextMapGetter,
   trace,
 } from "@opentelemetry/api";
-import { DomainError } from "../domain/errors.js";
+import { BadRequestSchema } from "../../pkg/google/rpc/error_details_pb.js";
+import { DomainError, InvalidArgumentError } from "../domain/errors.js";
 import type { Logger } from "../logger/logger.js";
 import type { ApiMetrics } from "../metrics/api-metrics.js";
 import {
@@ -153,6 +154,13 @@ async function* mapStreamErrors<T>(
 }
 
 export function toConnectError(err: unknown, traceId: string): ConnectError {
+  if (err instanceof InvalidArgumentError) {
+    // The field too, for clients that point at it: the standard detail, which every
+    // protocol carries (gRPC's grpc-status-details-bin, Connect's JSON "details").
+    const violation = { field: err.field, description: err.message };
+    const details = [{ desc: BadRequestSchema, value: { fieldViolations: [violation] } }];
+    return new ConnectError(err.message, Code.InvalidArgument, undefined, details, err);
+  }
   if (err instanceof DomainError)
     return new ConnectError(err.message, domainCodes[err.kind], undefined, undefined, err);
   if (err instanceof ConnectError) return err;

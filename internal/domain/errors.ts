@@ -5,17 +5,22 @@
  */
 export abstract class DomainError extends Error {
   abstract readonly kind: "not_found" | "invalid_argument" | "already_exists" | "unavailable";
+
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    // The subclass's name (NotFoundError, …) in logs and stack traces.
+    this.name = new.target.name;
+  }
 }
 
 export class NotFoundError extends DomainError {
-  override name = "NotFoundError";
   readonly kind = "not_found";
 }
 
 export class InvalidArgumentError extends DomainError {
-  override name = "InvalidArgumentError";
   readonly kind = "invalid_argument";
-  /** The request field the message is about, for clients that want to point at it. */
+
+  /** `field`: the request field the message is about; clients get it as a google.rpc.BadRequest detail. */
   constructor(
     readonly field: string,
     message: string,
@@ -25,13 +30,11 @@ export class InvalidArgumentError extends DomainError {
 }
 
 export class AlreadyExistsError extends DomainError {
-  override name = "AlreadyExistsError";
   readonly kind = "already_exists";
 }
 
 /** A dependency (the database) cannot be reached now; a retry may succeed. */
 export class UnavailableError extends DomainError {
-  override name = "UnavailableError";
   readonly kind = "unavailable";
 }
 

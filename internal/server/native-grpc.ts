@@ -11,6 +11,7 @@ import {
   type ServiceImpl,
 } from "@connectrpc/connect";
 import { invokeUnaryImplementation, transformInvokeImplementation } from "@connectrpc/connect/protocol";
+import { headerGrpcMessage, headerGrpcStatus, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import * as grpc from "@grpc/grpc-js";
 
 /** A service and its connect implementation, served on every protocol. */
@@ -236,12 +237,19 @@ function sendResponseHeader(call: { sendMetadata(m: grpc.Metadata): void }, head
 /**
  * The interceptors already turned every error into a ConnectError with the
  * client's code and message; anything else (an interceptor's own failure)
- * becomes Internal without detail. Connect's codes are gRPC's numbers.
+ * becomes Internal without detail. Connect's codes are gRPC's numbers. The
+ * trailers are the ones connect-node writes for the same error (its
+ * setTrailerStatus): the error's metadata and, when it has details (a
+ * google.rpc.BadRequest), grpc-status-details-bin, a google.rpc.Status that
+ * carries them. grpc-js writes grpc-status and grpc-message itself.
  */
 function toServiceError(err: unknown): Partial<grpc.StatusObject> {
   const connectError =
     err instanceof ConnectError ? err : new ConnectError("internal error", Code.Internal, undefined, undefined, err);
-  const metadata = toMetadata(connectError.metadata);
+  const trailer = setTrailerStatus(new Headers(), connectError);
+  trailer.delete(headerGrpcStatus);
+  trailer.delete(headerGrpcMessage);
+  const metadata = toMetadata(trailer);
   return {
     code: connectError.code as number as grpc.status,
     details: connectError.rawMessage,
