@@ -2,8 +2,8 @@ import { type logCreator, logLevel } from "kafkajs";
 import type { Logger } from "../logger/logger.js";
 
 /**
- * kafkajs' own log lines (warnings and errors only: clients are created with
- * logLevel.WARN) as structured lines of our logger, at kafkajs' level, with
+ * kafkajs' own log lines (warnings and errors only: kafkaClient creates clients
+ * with logLevel.WARN) as structured lines of our logger, at kafkajs' level, with
  * kafkajs' fields under `kafka`. One adapter for every Kafka client.
  */
 export function kafkaLogCreator(logger: Logger): logCreator {
