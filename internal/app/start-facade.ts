@@ -1,10 +1,10 @@
 import type { Config } from "../config/config.js";
 import { metricsHost } from "../config/listen-hosts.js";
-import type { MigrationTarget } from "../database/migrate.js";
+import { facadeMigrations } from "../database/migrate.js";
 import { PgBatchApplier } from "../facade/applier.js";
 import { TopicsLogger } from "../facade/bot-topics-logger.js";
 import { FacadeConsumer } from "../facade/consumer.js";
-import { ensureDatabase, migrateFacade } from "../facade/database.js";
+import { ensureDatabase } from "../facade/database.js";
 import { runInboxRetention } from "../facade/inbox-retention.js";
 import { GroupMembership } from "../facade/membership.js";
 import { FacadeMetrics } from "../facade/metrics.js";
@@ -15,20 +15,6 @@ import { startWithScaffold } from "./scaffold.js";
 export interface FacadeApp {
   ports: { metrics: number };
   stop(): Promise<void>;
-}
-
-/** The facade's migrations (db/facade-migrations) under facade.migrationUrl, or facade.databaseUrl. */
-export function facadeMigrations(config: Readonly<Config>): MigrationTarget {
-  return {
-    url: config.facade.databaseUrl,
-    migrationUrl: config.facade.migrationUrl,
-    keys: {
-      url: "facade.databaseUrl",
-      migrationUrl: "facade.migrationUrl",
-      migrationEnv: "FACADE_DATABASE_MIGRATION_URL",
-    },
-    migrate: migrateFacade,
-  };
 }
 
 /**

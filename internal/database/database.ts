@@ -45,12 +45,35 @@ export function createDatabase(options: DatabaseOptions): Database {
   });
 }
 
-export const migrationsDirectory = fileURLToPath(new URL("../../db/migrations", import.meta.url));
+/** A directory of migrations and the table in which knex records those applied. */
+export interface MigrationSet {
+  directory: string;
+  tableName: string;
+}
 
-export async function migrateLatest(db: Database): Promise<string[]> {
+/** The API's schema: db/migrations, applied by `npm run migrate` or at the start of its binaries. */
+export const apiMigrationSet: MigrationSet = {
+  directory: fileURLToPath(new URL("../../db/migrations", import.meta.url)),
+  tableName: "knex_migrations",
+};
+
+/**
+ * The facade's read model: db/facade-migrations, applied at the facade's start. Their own
+ * bookkeeping table keeps them apart from the API's, so the facade may also share the API's database.
+ */
+export const facadeMigrationSet: MigrationSet = {
+  directory: fileURLToPath(new URL("../../db/facade-migrations", import.meta.url)),
+  tableName: "facade_knex_migrations",
+};
+
+export const migrationsDirectory = apiMigrationSet.directory;
+
+/** Applies the set's pending migrations; resolves with their recorded names. */
+export async function migrateLatest(db: Database, set: MigrationSet = apiMigrationSet): Promise<string[]> {
   // Recorded as `<base>.ts` whether the sources or the compiled dist/ run (migration-source.ts).
   const [, applied] = (await db.migrate.latest({
-    migrationSource: new RecordedNameMigrationSource(migrationsDirectory),
+    migrationSource: new RecordedNameMigrationSource(set.directory),
+    tableName: set.tableName,
   })) as [number, string[]];
   return applied;
 }

@@ -1,5 +1,5 @@
 import type { Config } from "../config/config.js";
-import { createDatabase, type Database, migrateLatest } from "./database.js";
+import { apiMigrationSet, createDatabase, type Database, facadeMigrationSet, migrateLatest } from "./database.js";
 import { sqlStateOf } from "./pg-errors.js";
 
 /**
@@ -80,6 +80,20 @@ export function apiMigrations(config: Readonly<Config>): MigrationTarget {
     url: config.database.url,
     migrationUrl: config.database.migrationUrl,
     keys: { url: "database.url", migrationUrl: "database.migrationUrl", migrationEnv: "DATABASE_MIGRATION_URL" },
-    migrate: migrateLatest,
+    migrate: (db) => migrateLatest(db, apiMigrationSet),
+  };
+}
+
+/** The facade's migrations (db/facade-migrations) under facade.migrationUrl, or facade.databaseUrl. */
+export function facadeMigrations(config: Readonly<Config>): MigrationTarget {
+  return {
+    url: config.facade.databaseUrl,
+    migrationUrl: config.facade.migrationUrl,
+    keys: {
+      url: "facade.databaseUrl",
+      migrationUrl: "facade.migrationUrl",
+      migrationEnv: "FACADE_DATABASE_MIGRATION_URL",
+    },
+    migrate: (db) => migrateLatest(db, facadeMigrationSet),
   };
 }

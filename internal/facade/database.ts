@@ -1,21 +1,9 @@
-import { fileURLToPath } from "node:url";
 import pg from "pg";
-import type { Database } from "../database/database.js";
-import { RecordedNameMigrationSource } from "../database/migration-source.js";
+import { type Database, facadeMigrationSet, migrateLatest } from "../database/database.js";
 
-export const facadeMigrationsDirectory = fileURLToPath(new URL("../../db/facade-migrations", import.meta.url));
-
-/**
- * Applies the facade's migrations. Their own bookkeeping table keeps them apart
- * from the API's migrations, so the facade may also share the API's database.
- */
-export async function migrateFacade(db: Database): Promise<string[]> {
-  // Recorded as `<base>.ts` whether the sources or the compiled dist/ run (migration-source.ts).
-  const [, applied] = (await db.migrate.latest({
-    migrationSource: new RecordedNameMigrationSource(facadeMigrationsDirectory),
-    tableName: "facade_knex_migrations",
-  })) as [number, string[]];
-  return applied;
+/** Applies the facade's migrations (db/facade-migrations, recorded in facade_knex_migrations). */
+export function migrateFacade(db: Database): Promise<string[]> {
+  return migrateLatest(db, facadeMigrationSet);
 }
 
 const INVALID_CATALOG_NAME = "3D000";
