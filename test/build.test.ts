@@ -8,9 +8,8 @@ import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, sta
 import { join, relative } from "node:path";
 import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
-import pg from "pg";
 import { createDatabase, migrateLatest, migrationsDirectory } from "../internal/database/database.js";
-import { adminUrl, databaseUrl } from "./helpers/database.js";
+import { createEmptyDatabase } from "./helpers/database.js";
 import { type KafkaMock, startKafkaMock } from "./helpers/kafka-mock.js";
 import { freePort } from "./helpers/ports.js";
 
@@ -46,27 +45,6 @@ function walk(dir: string): string[] {
     const path = join(dir, name);
     return statSync(path).isDirectory() ? walk(path) : [path];
   });
-}
-
-async function admin<T>(fn: (client: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ connectionString: adminUrl });
-  await client.connect();
-  try {
-    return await fn(client);
-  } finally {
-    await client.end();
-  }
-}
-
-/** An empty database, named like the helpers' (lpa_test_<pid>_…) so that an interrupted run's is swept. */
-async function emptyDatabase(suffix: string): Promise<{ url: string; drop(): Promise<void> }> {
-  const name = `lpa_test_${process.pid}_${suffix}`;
-  await admin((c) => c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`));
-  await admin((c) => c.query(`CREATE DATABASE ${name}`));
-  return {
-    url: databaseUrl(name),
-    drop: () => admin((c) => c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)).then(() => undefined),
-  };
 }
 
 /** Starts a compiled binary with plain node (no --import tsx); `output()` is what it wrote so far. */
@@ -149,7 +127,7 @@ test("npm run build compiles one main.js per binary and every migration, with no
 });
 
 test("the compiled grpc-server starts with plain node, without a writable TMPDIR, and reports ready", async () => {
-  const database = await emptyDatabase("build_api");
+  const database = await createEmptyDatabase("build_api");
   const [grpc, gateway, status, metrics] = [await freePort(), await freePort(), await freePort(), await freePort()];
   const server = startCompiled("grpc-server", {
     DATABASE_URL: database.url,
@@ -171,7 +149,7 @@ test("the compiled grpc-server starts with plain node, without a writable TMPDIR
 });
 
 test("the compiled retranslator starts with plain node, without a writable TMPDIR, and reports ready against the broker", async () => {
-  const database = await emptyDatabase("build_relay");
+  const database = await createEmptyDatabase("build_relay");
   const kafka: KafkaMock = await startKafkaMock();
   const port = await freePort();
   const relay = startCompiled("retranslator", {
@@ -191,32 +169,51 @@ test("the compiled retranslator starts with plain node, without a writable TMPDI
   assert.equal(exitCode, 0, `graceful exit:\n${relay.output()}`);
 });
 
-test("upgrade: a database migrated from the .ts sources is continued by the compiled migrate, names unchanged", async () => {
-  const database = await emptyDatabase("build_upgrade");
-  const all = readdirSync(migrationsDirectory)
+/**
+ * The migrations of `directory` as the previous release had them: every one but the newest, applied
+ * from the .ts sources the way that release applied them (knex's directory source over .ts files,
+ * which records file names). Copied two levels below the root, as db/migrations is: a migration
+ * imports its helpers from ../../internal/.
+ */
+function previousRelease(databaseUrl: string, directory: string, tableName: string) {
+  const all = readdirSync(directory)
     .filter((f) => f.endsWith(".ts"))
     .sort();
-  assert.ok(all.length >= 2);
-  // The sources as the previous release had them: every migration but the newest, applied the way it
-  // applied them (knex's directory source over .ts files, which records file names). Two levels below
-  // the root, as db/migrations is: a migration imports its helpers from ../../internal/.
   const previous = mkdtempSync(join(out, "previous-migrations-"));
-  for (const f of all.slice(0, -1)) cpSync(join(migrationsDirectory, f), join(previous, f));
+  for (const f of all.slice(0, -1)) cpSync(join(directory, f), join(previous, f));
   const db = createDatabase({
-    url: database.url,
+    url: databaseUrl,
     maxConnections: 1,
     statementTimeoutMs: 0,
     acquireTimeoutMs: 10_000,
     applicationName: "lpa-test",
   });
-  const recorded = async () =>
-    (
-      (await db.raw(`SELECT id, name, migration_time FROM knex_migrations ORDER BY id`)) as {
-        rows: { id: number; name: string; migration_time: Date }[];
-      }
-    ).rows;
+  return {
+    /** Every migration file name, the newest last. */
+    all,
+    db,
+    apply: () => db.migrate.latest({ directory: previous, loadExtensions: [".ts"], tableName }),
+    /** What knex has recorded as applied. */
+    recorded: async () =>
+      (
+        (await db.raw(`SELECT id, name, migration_time FROM ${tableName} ORDER BY id`)) as {
+          rows: { id: number; name: string; migration_time: Date }[];
+        }
+      ).rows,
+    async remove() {
+      await db.destroy();
+      rmSync(previous, { recursive: true, force: true });
+    },
+  };
+}
+
+test("upgrade: a database migrated from the .ts sources is continued by the compiled migrate, names unchanged", async () => {
+  const database = await createEmptyDatabase("build_upgrade");
+  const release = previousRelease(database.url, migrationsDirectory, "knex_migrations");
+  const { all, db, recorded } = release;
   try {
-    await db.migrate.latest({ directory: previous, loadExtensions: [".ts"] });
+    assert.ok(all.length >= 2);
+    await release.apply();
     const before = await recorded();
     assert.deepEqual(
       before.map((r) => r.name),
@@ -246,8 +243,7 @@ test("upgrade: a database migrated from the .ts sources is continued by the comp
     assert.deepEqual(await migrateLatest(db), []);
     assert.deepEqual(await recorded(), afterUpgrade);
   } finally {
-    await db.destroy();
-    rmSync(previous, { recursive: true, force: true });
+    await release.remove();
     await database.drop();
   }
 });
@@ -262,34 +258,17 @@ test("the compiled admin CLI runs with plain node: --help, and exit 2 on bad arg
 });
 
 test("the compiled facade creates and migrates its database, keeps recorded names, and reports ready", async () => {
-  const database = await emptyDatabase("build_facade");
+  const database = await createEmptyDatabase("build_facade");
   const facadeDir = fileURLToPath(new URL("../db/facade-migrations", import.meta.url));
-  const all = readdirSync(facadeDir)
-    .filter((f) => f.endsWith(".ts"))
-    .sort();
-  // The previous release's facade migrations (all but the newest), applied from the .ts sources.
-  const previous = mkdtempSync(join(out, "previous-facade-migrations-"));
-  for (const f of all.slice(0, -1)) cpSync(join(facadeDir, f), join(previous, f));
-  const db = createDatabase({
-    url: database.url,
-    maxConnections: 1,
-    statementTimeoutMs: 0,
-    acquireTimeoutMs: 10_000,
-    applicationName: "lpa-test",
-  });
-  const recorded = async () =>
-    (
-      (await db.raw(`SELECT id, name, migration_time FROM facade_knex_migrations ORDER BY id`)) as {
-        rows: { id: number; name: string; migration_time: Date }[];
-      }
-    ).rows;
+  const release = previousRelease(database.url, facadeDir, "facade_knex_migrations");
+  const { all, recorded } = release;
   const kafka: KafkaMock = await startKafkaMock();
   await kafka.createTopic("build-test-facade", 1);
   const port = await freePort();
   let facade: ReturnType<typeof startCompiled> | undefined;
   let exitCode: number | null | undefined;
   try {
-    await db.migrate.latest({ directory: previous, loadExtensions: [".ts"], tableName: "facade_knex_migrations" });
+    await release.apply();
     const before = await recorded();
     facade = startCompiled("facade", {
       FACADE_DATABASE_URL: database.url,
@@ -312,8 +291,7 @@ test("the compiled facade creates and migrates its database, keeps recorded name
   } finally {
     // Cleanup first (a failed assertion here would leave the broker running and hang the file).
     exitCode = await facade?.stop();
-    await db.destroy();
-    rmSync(previous, { recursive: true, force: true });
+    await release.remove();
     await kafka.stop();
     await database.drop();
   }
