@@ -1,20 +1,20 @@
-import { X509Certificate } from "node:crypto";
-import { readFileSync } from "node:fs";
-import { createSecureContext } from "node:tls";
 import { type Context, GrammyError } from "grammy";
 import { Redis } from "ioredis";
+import { readApiTlsFiles } from "../bot/api-tls-files.js";
 import { commandMenu, createPackageBot, safeTelegramError } from "../bot/bot.js";
 import { type CacheEventSink, cachedPackageApi, cacheEventJson, RedisHealth } from "../bot/cached-package-api.js";
+import { commandJson } from "../bot/command-record.js";
 import { BotMetrics } from "../bot/metrics.js";
-import { type GrpcPackageApiOptions, grpcPackageApi, type PackageApi } from "../bot/package-api.js";
+import { grpcPackageApi, type PackageApi } from "../bot/package-api.js";
 import { PackageCache } from "../bot/package-cache.js";
 import { PackageEventCache } from "../bot/package-event-cache.js";
 import { TopicPublisher } from "../bot/topic-publisher.js";
 import { type Config, ConfigError } from "../config/config.js";
 import { metricsHost } from "../config/listen-hosts.js";
-import { describeKafkaSecurity, kafkaClientSecurity, kafkaSecurityWarning } from "../kafka/security.js";
+import type { KafkaClientSecurity } from "../kafka/security.js";
 import { withDeadline } from "../lifecycle/deadline.js";
 import type { Logger } from "../logger/logger.js";
+import { kafkaConnection } from "./kafka-connection.js";
 import { startWithScaffold } from "./scaffold.js";
 
 export interface BotApp {
@@ -59,9 +59,9 @@ export function startBotApp(config: Readonly<Config>, logger: Logger, options: B
       logger.warn("bot.users (TELEGRAM_USERS) is empty: every user will be told they are not allowed");
     }
     const onPollingFailed = options.onPollingFailed ?? (() => void (process.exitCode = 1));
-    const tls = settings.apiTls ? readTlsFiles(settings) : undefined;
+    const tls = settings.apiTls ? readApiTlsFiles(settings) : undefined;
     // An unreadable Kafka CA file stops start-up here, naming the key.
-    const kafkaSecurity = settings.kafka.enabled ? kafkaClientSecurity(config.kafka) : undefined;
+    const kafkaSecurity = settings.kafka.enabled ? kafkaConnection(config, logger) : undefined;
 
     let pollingFailure: unknown;
     const ready = scaffold.readiness(async () => {
@@ -171,17 +171,6 @@ export function startBotApp(config: Readonly<Config>, logger: Logger, options: B
 
 const timedOut = (ms: number) => () => new Error(`timed out after ${ms} ms`);
 
-/** The original's commands-topic record of one update. */
-export function commandJson(ctx: Context, at = new Date()): string {
-  return JSON.stringify({
-    UserId: ctx.from?.id ?? 0,
-    Username: ctx.from?.username ?? "",
-    MessageText: ctx.message?.text ?? "",
-    CallbackQueryData: ctx.callbackQuery?.data ?? "",
-    TimeStamp: at.toISOString(),
-  });
-}
-
 interface Extras {
   /** The API as the bot uses it: through the cache when there is one. */
   wrap(api: PackageApi): PackageApi;
@@ -199,16 +188,13 @@ function startExtras(
   config: Readonly<Config>,
   logger: Logger,
   metrics: BotMetrics,
-  kafkaSecurity: ReturnType<typeof kafkaClientSecurity> | undefined,
+  kafkaSecurity: KafkaClientSecurity | undefined,
 ): Extras {
   const settings = config.bot;
   const abort = new AbortController();
   const loops: Promise<void>[] = [];
   let publish: ((topic: string, key: string, value: string) => void) | undefined;
   if (kafkaSecurity !== undefined) {
-    logger.info({ kafka: describeKafkaSecurity(config.kafka), brokers: config.kafka.brokers }, "bot kafka connection");
-    const warning = kafkaSecurityWarning(config.kafka);
-    if (warning !== undefined) logger.warn(warning);
     const publisher = new TopicPublisher(
       {
         brokers: config.kafka.brokers,
@@ -298,44 +284,4 @@ function startExtras(
       return stopped;
     },
   };
-}
-
-/**
- * Reads the PEM files at start-up, so that a wrong path or a file that is not PEM
- * stops the bot naming the key, instead of failing on the first command.
- */
-function readTlsFiles(settings: Config["bot"]): NonNullable<GrpcPackageApiOptions["tls"]> {
-  const read = (key: "apiCaFile" | "apiCertFile" | "apiKeyFile", env: string): Buffer | undefined => {
-    const path = settings[key];
-    if (path === "") return undefined;
-    try {
-      return readFileSync(path);
-    } catch (err) {
-      throw new ConfigError(`config key "bot.${key}" (env ${env}): cannot read ${path}: ${(err as Error).message}`);
-    }
-  };
-  const ca = read("apiCaFile", "BOT_API_CA_FILE");
-  const cert = read("apiCertFile", "BOT_API_CERT_FILE");
-  const key = read("apiKeyFile", "BOT_API_KEY_FILE");
-  const check = (what: string, build: () => unknown) => {
-    try {
-      build();
-    } catch (err) {
-      throw new ConfigError(`${what}: ${(err as Error).message}`);
-    }
-  };
-  // createSecureContext ignores a CA file without certificates; X509Certificate does not.
-  if (ca !== undefined) {
-    check(
-      `config key "bot.apiCaFile" (env BOT_API_CA_FILE): ${settings.apiCaFile} is not a PEM certificate`,
-      () => new X509Certificate(ca),
-    );
-  }
-  if (cert !== undefined && key !== undefined) {
-    check(
-      `config keys "bot.apiCertFile", "bot.apiKeyFile" (env BOT_API_CERT_FILE, BOT_API_KEY_FILE): not a matching PEM certificate and key`,
-      () => createSecureContext({ cert, key }),
-    );
-  }
-  return { ...(ca !== undefined && { ca }), ...(cert !== undefined && { cert }), ...(key !== undefined && { key }) };
 }

@@ -8,8 +8,8 @@ import { ensureDatabase } from "../facade/database.js";
 import { runInboxRetention } from "../facade/inbox-retention.js";
 import { GroupMembership } from "../facade/membership.js";
 import { FacadeMetrics } from "../facade/metrics.js";
-import { describeKafkaSecurity, kafkaClientSecurity, kafkaSecurityWarning } from "../kafka/security.js";
 import type { Logger } from "../logger/logger.js";
+import { kafkaConnection } from "./kafka-connection.js";
 import { startWithScaffold } from "./scaffold.js";
 
 export interface FacadeApp {
@@ -27,10 +27,7 @@ export function startFacadeApp(config: Readonly<Config>, logger: Logger): Promis
   const options = { binary: "facade", config, logger, drainMs: f.shutdownTimeoutMs } as const;
   return startWithScaffold(options, async (scaffold) => {
     // First: an unreadable CA file stops start-up before anything is opened.
-    const kafkaSecurity = kafkaClientSecurity(config.kafka);
-    logger.info({ kafka: describeKafkaSecurity(config.kafka) }, "kafka connection");
-    const kafkaWarning = kafkaSecurityWarning(config.kafka);
-    if (kafkaWarning !== undefined) logger.warn(kafkaWarning);
+    const kafkaSecurity = kafkaConnection(config, logger);
     if (config.database.migrateOnStart) {
       // The owner's URL creates the database; the serving pool below uses databaseUrl.
       const ownerUrl = f.migrationUrl === "" ? f.databaseUrl : f.migrationUrl;

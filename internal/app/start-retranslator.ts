@@ -3,7 +3,6 @@ import { hostname } from "node:os";
 import type { Config } from "../config/config.js";
 import { metricsHost } from "../config/listen-hosts.js";
 import { apiMigrations } from "../database/migrate.js";
-import { describeKafkaSecurity, kafkaClientSecurity, kafkaSecurityWarning } from "../kafka/security.js";
 import type { Logger } from "../logger/logger.js";
 import { RetranslatorMetrics } from "../retranslator/metrics.js";
 import { postgresOutbox } from "../retranslator/outbox.js";
@@ -11,6 +10,7 @@ import { startRetranslator } from "../retranslator/retranslator.js";
 import { KafkaSender } from "../retranslator/sender/kafka-sender.js";
 import { sendBudgetMs } from "../retranslator/sender/send-budget.js";
 import { traceSender } from "../retranslator/sender/traced-sender.js";
+import { kafkaConnection } from "./kafka-connection.js";
 import { startWithScaffold } from "./scaffold.js";
 
 export interface RetranslatorApp {
@@ -26,10 +26,7 @@ export function startRetranslatorApp(config: Readonly<Config>, logger: Logger): 
   return startWithScaffold(options, async (scaffold) => {
     const owner = `${hostname()}:${process.pid}:${randomBytes(3).toString("hex")}`;
     // First: an unreadable CA file stops start-up before anything is opened.
-    const kafkaSecurity = kafkaClientSecurity(config.kafka);
-    logger.info({ kafka: describeKafkaSecurity(config.kafka) }, "kafka connection");
-    const kafkaWarning = kafkaSecurityWarning(config.kafka);
-    if (kafkaWarning !== undefined) logger.warn(kafkaWarning);
+    const kafkaSecurity = kafkaConnection(config, logger);
     // Claim, acknowledger, maintenance, and a spare; LISTEN has its own connection.
     const db = scaffold.database({ maxConnections: Math.min(config.database.maxConnections, 4) });
     await scaffold.migrate(apiMigrations(config));
