@@ -1,5 +1,6 @@
 import pg from "pg";
 import { type Database, facadeMigrationSet, migrateLatest } from "../database/database.js";
+import { sqlStateOf } from "../database/pg-errors.js";
 
 /** Applies the facade's migrations (db/facade-migrations, recorded in facade_knex_migrations). */
 export function migrateFacade(db: Database): Promise<string[]> {
@@ -22,7 +23,7 @@ export async function ensureDatabase(url: string, connectTimeoutMs: number): Pro
     await withClient(url, connectTimeoutMs, async () => undefined);
     return false;
   } catch (err) {
-    if ((err as { code?: unknown }).code !== INVALID_CATALOG_NAME) throw err;
+    if (sqlStateOf(err) !== INVALID_CATALOG_NAME) throw err;
   }
   const target = new URL(url);
   const name = decodeURIComponent(target.pathname.replace(/^\//, ""));
@@ -34,7 +35,7 @@ export async function ensureDatabase(url: string, connectTimeoutMs: number): Pro
     );
     return true;
   } catch (err) {
-    const code = (err as { code?: unknown }).code;
+    const code = sqlStateOf(err);
     if (code === DUPLICATE_DATABASE || code === UNIQUE_VIOLATION) return false;
     throw err;
   }
