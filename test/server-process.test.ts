@@ -125,7 +125,10 @@ describe("grpc-server process", () => {
   test("starts, answers /ready, logs JSON lines, drains an in-flight request on SIGTERM and exits 0", async () => {
     const { ports, server } = await startOnFreePorts();
     const failedEarly = server.exited.then((code) => {
-      throw new Error(`the server exited (${code}) during the test\nstderr:\n${server.stderr()}`);
+      // A start-up failure is logged on stdout (JSON lines), an import error on stderr.
+      throw new Error(
+        `the server exited (${code}) during the test\nstdout:\n${server.stdout()}\nstderr:\n${server.stderr()}`,
+      );
     });
     failedEarly.catch(() => undefined);
 
