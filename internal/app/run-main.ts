@@ -1,6 +1,7 @@
 import { type Config, ConfigError, loadConfig } from "../config/config.js";
 import { createLogger, type Logger } from "../logger/logger.js";
 import { startTelemetry } from "../tracer/telemetry.js";
+import type { Binary } from "./scaffold.js";
 import { versionInfo } from "./version.js";
 
 interface Stoppable {
@@ -10,12 +11,13 @@ interface Stoppable {
 }
 
 /**
- * Entry shared by the binaries: load config (a bad key stops start-up with its
- * name), start, and stop gracefully on the first SIGTERM/SIGINT; a second
- * signal forces exit.
+ * Entry shared by the binaries (cmd/<binary>/main.ts): config (a bad key stops
+ * start-up with its name, exit 2), logger, tracing, then `start` (the binary's
+ * start-<binary>.ts on the scaffold), and a graceful stop on the first
+ * SIGTERM/SIGINT (bounded by the scaffold's deadline); a second signal forces exit.
  */
 export async function runMain(
-  name: string,
+  name: Binary,
   start: (config: Readonly<Config>, logger: Logger) => Promise<Stoppable>,
 ): Promise<void> {
   let config: Readonly<Config>;
