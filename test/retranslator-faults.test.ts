@@ -15,14 +15,7 @@ import { type RelayWorld, relayWorld } from "./helpers/relay-world.js";
 import { readMetric, runAdmin, type TestRetranslator } from "./helpers/retranslator.js";
 import { startTestServer } from "./helpers/server.js";
 import { startTcpProxy } from "./helpers/tcp-proxy.js";
-import {
-  allDelivered,
-  checkDelivery,
-  committedEvents,
-  type DeliveryReport,
-  readTopic,
-  type TopicMessage,
-} from "./helpers/topic-checker.js";
+import { committedEvents, type DeliveryReport, type TopicMessage } from "./helpers/topic-checker.js";
 
 const metric = (name: string) => `logistic_package_api_retranslator_${name}`;
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -60,13 +53,24 @@ const outbox = (db: Database) =>
 const produceErrors = (r: TestRetranslator) =>
   r.logs.lines.filter((l) => typeof l.msg === "string" && (l.msg as string).startsWith("kafkajs: Response Produce"));
 
-/** Waits until the topic holds every committed event, then checks the delivery. */
-async function deliveredReport(
-  world: RelayWorld,
-  committed: Map<string, string[]>,
-): Promise<{ report: DeliveryReport; messages: TopicMessage[] }> {
-  const messages = await readTopic(world.kafka.brokers, world.topic, allDelivered(committed));
-  return { report: checkDelivery(committed, messages), messages };
+/**
+ * A relay for produce-error tests: quick polls and retries, `maxAttempts` before a
+ * dead letter, kafkajs retrying each Produce `sendRetries` times itself. `m` reads
+ * one of its retranslator metrics.
+ */
+async function produceErrorRelay(world: RelayWorld, maxAttempts: number, sendRetries: number) {
+  const r = await world.startRelay({
+    retranslator: {
+      maxAttempts,
+      pollIntervalMs: 200,
+      maintenanceIntervalMs: 500,
+      retryBackoffMinMs: 50,
+      retryBackoffMaxMs: 500,
+    },
+    kafka: { requestTimeoutMs: 2000, sendRetries },
+  });
+  const m = (name: string) => readMetric(r.ports.metrics, metric(name));
+  return { r, repo: new PgPackageRepository(world.db.db), m };
 }
 
 function assertNoLossNoReorder(report: DeliveryReport): void {
@@ -167,16 +171,10 @@ test("a broker outage of several seconds: the backlog drains afterwards, nothing
   assert.deepEqual(writer.errors, [], "API writes do not depend on Kafka");
   assert.ok(writesDuringOutage > 10, `writes went on during the outage (${writesDuringOutage})`);
 
-  await poll(
-    "the outbox to drain",
-    () => count(world.db.db, "package_event"),
-    (n) => n === 0,
-    60_000,
-  );
+  await world.untilOutboxEmpty("the outbox to drain", 60_000);
   assert.deepEqual(await deadLetters(world.db.db), [], "an outage dead-letters nothing");
 
-  const committed = await committedEvents(world.db.db);
-  const { report, messages } = await deliveredReport(world, committed);
+  const { committed, report, messages } = await world.readBack();
   assertNoLossNoReorder(report);
   // Duplicates are only possible where a Produce request landed and its
   // response was lost when the broker went down (kafkajs or the retranslator
@@ -254,12 +252,7 @@ test("Postgres connection loss: the retranslator reconnects (claims, cleaner, LI
   assert.deepEqual(writer.errors, []);
   assert.ok(writesDuringCut > 10, `writes went on during the cut (${writesDuringCut})`);
 
-  await poll(
-    "the outbox to drain",
-    () => count(world.db.db, "package_event"),
-    (n) => n === 0,
-    60_000,
-  );
+  await world.untilOutboxEmpty("the outbox to drain", 60_000);
   assert.deepEqual(await deadLetters(world.db.db), []);
 
   // LISTEN came back on a new connection.
@@ -278,8 +271,7 @@ test("Postgres connection loss: the retranslator reconnects (claims, cleaner, LI
   // Claims really failed during the cut, and resumed (the outbox drained).
   assert.ok((await readMetric(r.ports.metrics, metric("claim_errors_total"))) > 0);
 
-  const committed = await committedEvents(world.db.db);
-  const { report } = await deliveredReport(world, committed);
+  const { committed, report } = await world.readBack();
   assertNoLossNoReorder(report);
   const unexplained = report.duplicated.filter((id) => !atCut.has(id));
   assert.deepEqual(unexplained, [], "only events in the outbox at the cut may be published twice");
@@ -293,19 +285,8 @@ test("Postgres connection loss: the retranslator reconnects (claims, cleaner, LI
 test("a non-retriable produce error dead-letters the event after maxAttempts; requeue and discard release its package", async (t) => {
   const world = await relayWorld(t, "faults-dead-letters", 4);
   const maxAttempts = 3;
-  const r = await world.startRelay({
-    retranslator: {
-      maxAttempts,
-      pollIntervalMs: 200,
-      maintenanceIntervalMs: 500,
-      retryBackoffMinMs: 50,
-      retryBackoffMaxMs: 500,
-    },
-    kafka: { requestTimeoutMs: 2000, sendRetries: 2 },
-  });
-  const repo = new PgPackageRepository(world.db.db);
+  const { r, repo, m } = await produceErrorRelay(world, maxAttempts, 2);
   const db = world.db.db;
-  const m = (name: string) => readMetric(r.ports.metrics, metric(name));
 
   /**
    * With the outbox empty and nothing in flight, queues one INVALID_RECORD per
@@ -372,11 +353,7 @@ test("a non-retriable produce error dead-letters the event after maxAttempts; re
   const requeued = await runAdmin(world.db.url, ["requeue", a.eventId]);
   assert.equal(requeued.code, 0, requeued.stderr);
   assert.match(requeued.stdout, new RegExp(`requeued event ${a.eventId}`));
-  await poll(
-    "the outbox to drain after requeue",
-    () => count(db, "package_event"),
-    (n) => n === 0,
-  );
+  await world.untilOutboxEmpty("the outbox to drain after requeue", 30_000);
   assert.deepEqual(await deadLetters(db), []);
 
   // --- discard ---
@@ -396,11 +373,7 @@ test("a non-retriable produce error dead-letters the event after maxAttempts; re
   const discarded = await runAdmin(world.db.url, ["discard", d.eventId]);
   assert.equal(discarded.code, 0, discarded.stderr);
   assert.match(discarded.stdout, new RegExp(`discarded event ${d.eventId}`));
-  await poll(
-    "D's update to flow",
-    () => count(db, "package_event"),
-    (n) => n === 0,
-  );
+  await world.untilOutboxEmpty("D's update to flow", 30_000);
   assert.deepEqual(await deadLetters(db), []);
 
   for (const command of ["requeue", "discard"]) {
@@ -414,7 +387,7 @@ test("a non-retriable produce error dead-letters the event after maxAttempts; re
   const dEvents = committed.get(d.packageId.toString())!;
   assert.equal(dEvents[0], d.eventId);
   committed.set(d.packageId.toString(), dEvents.slice(1));
-  const { report, messages } = await deliveredReport(world, committed);
+  const { report, messages } = await world.readBack(committed);
   assert.deepEqual(report, { lost: [], duplicated: [], reordered: [], malformed: [], unexpected: [] });
   assert.deepEqual(typesOf(messages, a.packageId), [EventType.Created, EventType.Updated, EventType.Updated]);
   assert.deepEqual(typesOf(messages, b), [EventType.Created]);
@@ -438,28 +411,13 @@ test("retriable produce errors are retried and nothing is dead-lettered", async 
   // sendRetries 1: two Produce requests per attempt. Four queued errors can
   // make at most two attempts of one event fail, so with maxAttempts 3 no
   // event may end up dead-lettered.
-  const r = await world.startRelay({
-    retranslator: {
-      maxAttempts,
-      pollIntervalMs: 200,
-      maintenanceIntervalMs: 500,
-      retryBackoffMinMs: 50,
-      retryBackoffMaxMs: 500,
-    },
-    kafka: { requestTimeoutMs: 2000, sendRetries: 1 },
-  });
-  const repo = new PgPackageRepository(world.db.db);
-  const m = (name: string) => readMetric(r.ports.metrics, metric(name));
+  const { r, repo, m } = await produceErrorRelay(world, maxAttempts, 1);
 
   // One event alone, relay idle: both requests of its first attempt fail
   // (kafkajs retried once itself), the retranslator retries it with backoff.
   await world.kafka.pushErrors(0, 2, [6, 7]);
   const first = await repo.create(box("first"), undefined);
-  await poll(
-    "the first event to be published",
-    () => count(world.db.db, "package_event"),
-    (n) => n === 0,
-  );
+  await world.untilOutboxEmpty("the first event to be published", 30_000);
   assert.equal(await m("events_failed_total"), 1);
   assert.equal(await m("events_retried_total"), 1);
   assert.equal(produceErrors(r).length, 2);
@@ -475,17 +433,12 @@ test("retriable produce errors are retried and nothing is dead-lettered", async 
     for (const id of ids) await repo.update(id, { title: `Box ${id} r${round}` }, undefined);
   }
 
-  await poll(
-    "the outbox to drain",
-    () => count(world.db.db, "package_event"),
-    (n) => n === 0,
-  );
+  await world.untilOutboxEmpty("the outbox to drain", 30_000);
   assert.deepEqual(await deadLetters(world.db.db), []);
   // Every queued error met a Produce request of the retranslator (none is left over).
   assert.equal(produceErrors(r).length, 2 + injected.length);
 
-  const committed = await committedEvents(world.db.db);
-  const { report, messages } = await deliveredReport(world, committed);
+  const { report, messages } = await world.readBack();
   // The mock rejects these requests before appending: no copy lands, so no duplicates either.
   assert.deepEqual(report, { lost: [], duplicated: [], reordered: [], malformed: [], unexpected: [] });
   assert.deepEqual(typesOf(messages, first), [EventType.Created]);
@@ -498,16 +451,7 @@ test("a record the broker rejects is dead-lettered alone, not with the packages 
   // One partition: a claim of A's and B's events is one Produce request.
   const world = await relayWorld(t, "faults-poison-neighbour", 1);
   const maxAttempts = 3;
-  const r = await world.startRelay({
-    retranslator: {
-      maxAttempts,
-      pollIntervalMs: 200,
-      maintenanceIntervalMs: 500,
-      retryBackoffMinMs: 50,
-      retryBackoffMaxMs: 500,
-    },
-    kafka: { requestTimeoutMs: 2000, sendRetries: 2 },
-  });
+  const { r } = await produceErrorRelay(world, maxAttempts, 2);
   // The broker refuses A's record (say, too large) and accepts B's. The mock
   // cannot look into requests, so its answers are queued in the order the
   // relay asks: A+B together → rejected; then each package alone, A → rejected,
@@ -521,11 +465,7 @@ test("a record the broker rejects is dead-lettered alone, not with the packages 
     a = await repo.create(box("A"), undefined);
     b = await repo.create(box("B"), undefined);
   });
-  await poll(
-    "A dead-lettered and B published",
-    () => count(world.db.db, "package_event"),
-    (n) => n === 0,
-  );
+  await world.untilOutboxEmpty("A dead-lettered and B published", 30_000);
 
   const dead = await deadLetters(world.db.db);
   assert.deepEqual(
@@ -540,7 +480,7 @@ test("a record the broker rejects is dead-lettered alone, not with the packages 
 
   const committed = await committedEvents(world.db.db);
   committed.delete(a.toString());
-  const { report, messages } = await deliveredReport(world, committed);
+  const { report, messages } = await world.readBack(committed);
   assert.deepEqual(report, { lost: [], duplicated: [], reordered: [], malformed: [], unexpected: [] });
   assert.deepEqual(typesOf(messages, b), [EventType.Created]);
   assert.deepEqual(typesOf(messages, a), []);

@@ -9,10 +9,9 @@ import { Kafka, logLevel, Partitioners } from "kafkajs";
 import { loadConfig } from "../internal/config/config.js";
 import type { Database } from "../internal/database/database.js";
 import { writeConfigFile } from "./helpers/config.js";
-import { count } from "./helpers/database.js";
 import { poll } from "./helpers/poll.js";
 import { type RelayWorld, relayWorld } from "./helpers/relay-world.js";
-import { allDelivered, checkDelivery, committedEvents, readTopic } from "./helpers/topic-checker.js";
+import { readMetric, type TestRetranslator } from "./helpers/retranslator.js";
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -50,6 +49,33 @@ async function createPackages(db: Database, packages: number): Promise<void> {
   );
 }
 
+/**
+ * A warm-up burst (one event per package) drained at full speed, then `events`
+ * more drained while every ack takes `rttMs`.
+ */
+async function burstWithSlowAcks(
+  world: RelayWorld,
+  packages: number,
+  events: number,
+  rttMs: number,
+  timeoutMs: number,
+) {
+  await burst(world.db.db, packages, packages);
+  await world.untilOutboxEmpty("the warm-up to drain", 30_000);
+  await world.kafka.setRtt(1, rttMs);
+  await burst(world.db.db, packages, events);
+  await world.untilOutboxEmpty("the events to be published", timeoutMs);
+  await world.kafka.setRtt(1, 0);
+}
+
+/** Events the relays gave back for want of lease (fencing). */
+async function fencedTotal(relays: readonly TestRetranslator[]): Promise<number> {
+  let fenced = 0;
+  for (const r of relays)
+    fenced += await readMetric(r.ports.metrics, "logistic_package_api_retranslator_events_fenced_total");
+  return fenced;
+}
+
 test("a 20,000-event burst into an outbox whose statistics say it is empty drains, in order", async (t) => {
   const world = await relayWorld(t, "relay-v2-stale", 4);
   const db = world.db.db;
@@ -71,22 +97,15 @@ test("a 20,000-event burst into an outbox whose statistics say it is empty drain
   await burst(db, 1000, 20_000);
   const started = Date.now();
   // Bounded wait, not a timing assertion: the old claim drained none of these in 60 s.
-  await poll(
-    "the burst to drain",
-    () => count(db, "package_event"),
-    (n) => n === 0,
-    120_000,
-  );
+  await world.untilOutboxEmpty("the burst to drain", 120_000);
   t.diagnostic(`20,000 events drained in ${Date.now() - started} ms`);
   const stillStale = (await q(db, `SELECT reltuples FROM pg_class WHERE relname = 'package_event'`)) as {
     rows: { reltuples: number }[];
   };
   assert.equal(stillStale.rows[0]!.reltuples, 0, "nobody refreshed the statistics meanwhile");
 
-  const committed = await committedEvents(db);
   t.diagnostic(`messages on the topic: ${await topicSize(world)}`);
-  const messages = await readTopic(world.kafka.brokers, world.topic, allDelivered(committed), 120_000);
-  const report = checkDelivery(committed, messages);
+  const { committed, messages, report } = await world.readBack(undefined, 120_000);
   if (report.lost.length > 0) {
     const lostSet = new Set(report.lost);
     const packages = [...committed].filter(([, ids]) => ids.some((id) => lostSet.has(id))).map(([p]) => Number(p));
@@ -138,12 +157,7 @@ test("a partition without a leader and a backlog larger than a claim: other part
 
   // Warm: every package once, so the relay knows the topic.
   await burst(db, 600, 600);
-  await poll(
-    "the warm-up to drain",
-    () => count(db, "package_event"),
-    (n) => n === 0,
-    30_000,
-  );
+  await world.untilOutboxEmpty("the warm-up to drain", 30_000);
 
   await world.kafka.setPartitionLeader(world.topic, 0, -1);
   // Partition 0's packages queue 10 events each: far more than one claim (50).
@@ -177,20 +191,13 @@ test("a partition without a leader and a backlog larger than a claim: other part
   );
 
   await world.kafka.setPartitionLeader(world.topic, 0, 1);
-  await poll(
-    "partition 0's backlog to drain after its leader returned",
-    () => count(db, "package_event"),
-    (n) => n === 0,
-    60_000,
-  );
+  await world.untilOutboxEmpty("partition 0's backlog to drain after its leader returned", 60_000);
   const deadAfter = (await q(db, `SELECT count(*)::int AS n FROM package_event_dead_letter`)) as {
     rows: { n: number }[];
   };
   assert.equal(deadAfter.rows[0]!.n, 0, "none dead-lettered");
 
-  const committed = await committedEvents(db);
-  const messages = await readTopic(world.kafka.brokers, world.topic, allDelivered(committed), 60_000);
-  const report = checkDelivery(committed, messages);
+  const { report } = await world.readBack(undefined, 60_000);
   assert.deepEqual({ lost: report.lost, reordered: report.reordered }, { lost: [], reordered: [] });
 });
 
@@ -234,34 +241,14 @@ test("fencing: events whose lease has less than a whole send left are given back
     retranslator: { leaseSeconds: 7, batchSize: 20, maxInFlightBatches: 4, pollIntervalMs: 200 },
     kafka: { requestTimeoutMs: 3000, sendRetries: 0 },
   });
-  await burst(db, 10, 10);
-  await poll(
-    "the warm-up to drain",
-    () => count(db, "package_event"),
-    (n) => n === 0,
-    30_000,
-  );
-
-  // Acks now take 2 s: a claim queued behind a send in flight waits longer
-  // than its slack, and must not be sent with the lease it has left.
-  await world.kafka.setRtt(1, 2000);
-  await burst(db, 10, 100);
-  await poll(
-    "the events to be published",
-    () => count(db, "package_event"),
-    (n) => n === 0,
-    90_000,
-  );
-  await world.kafka.setRtt(1, 0);
-
-  const text = await (await fetch(`http://127.0.0.1:${r.ports.metrics}/metrics`)).text();
-  const fenced = Number(/^logistic_package_api_retranslator_events_fenced_total (\S+)/m.exec(text)?.[1] ?? "NaN");
+  // After the warm-up, acks take 2 s: a claim queued behind a send in flight
+  // waits longer than its slack, and must not be sent with the lease it has left.
+  await burstWithSlowAcks(world, 10, 100, 2000, 90_000);
+  const fenced = await fencedTotal([r]);
   t.diagnostic(`events given back for want of lease: ${fenced}`);
   assert.ok(fenced > 0, "some claims waited past their slack and were given back");
 
-  const committed = await committedEvents(db);
-  const messages = await readTopic(world.kafka.brokers, world.topic, allDelivered(committed), 60_000);
-  const report = checkDelivery(committed, messages);
+  const { report } = await world.readBack(undefined, 60_000);
   assert.deepEqual(
     { lost: report.lost, reordered: report.reordered, duplicated: report.duplicated },
     { lost: [], reordered: [], duplicated: [] },
@@ -315,12 +302,7 @@ test("a package's backlog larger than one request goes out as several requests i
     kafka: { maxRequestBytes },
   });
   await burst(db, 3, 3);
-  await poll(
-    "the warm-up to drain",
-    () => count(db, "package_event"),
-    (n) => n === 0,
-    30_000,
-  );
+  await world.untilOutboxEmpty("the warm-up to drain", 30_000);
 
   // The broker refuses the next Produce request as too large.
   await world.kafka.pushErrors(0, 1, [10]);
@@ -413,33 +395,10 @@ test("a slow broker with two instances: acks slower than the lease's slack, yet 
   };
   const a = await world.startRelay(overrides);
   const b = await world.startRelay(overrides);
-  await burst(db, 20, 20);
-  await poll(
-    "the warm-up to drain",
-    () => count(db, "package_event"),
-    (n) => n === 0,
-    30_000,
-  );
-
-  await world.kafka.setRtt(1, 1500);
-  await burst(db, 20, 200);
-  await poll(
-    "the events to be published",
-    () => count(db, "package_event"),
-    (n) => n === 0,
-    120_000,
-  );
-  await world.kafka.setRtt(1, 0);
-
-  let fenced = 0;
-  for (const r of [a, b]) {
-    const text = await (await fetch(`http://127.0.0.1:${r.ports.metrics}/metrics`)).text();
-    fenced += Number(/^logistic_package_api_retranslator_events_fenced_total (\S+)/m.exec(text)?.[1] ?? 0);
-  }
+  await burstWithSlowAcks(world, 20, 200, 1500, 120_000);
+  const fenced = await fencedTotal([a, b]);
   t.diagnostic(`events given back for want of lease: ${fenced}`);
-  const committed = await committedEvents(db);
-  const messages = await readTopic(world.kafka.brokers, world.topic, allDelivered(committed), 60_000);
-  const report = checkDelivery(committed, messages);
+  const { report } = await world.readBack(undefined, 60_000);
   assert.deepEqual(
     { lost: report.lost, reordered: report.reordered, duplicated: report.duplicated },
     { lost: [], reordered: [], duplicated: [] },

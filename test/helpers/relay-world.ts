@@ -1,10 +1,11 @@
 import type { TestContext } from "node:test";
 import type { ConfigOverrides } from "./config.js";
-import { createTestDatabase, type TestDatabase } from "./database.js";
+import { count, createTestDatabase, type TestDatabase } from "./database.js";
 import { type KafkaMock, startKafkaMock } from "./kafka-mock.js";
+import { poll } from "./poll.js";
 import { fastRetranslatorEnv, startTestRetranslator, type TestRetranslator } from "./retranslator.js";
 import { TearDown } from "./tear-down.js";
-import { installEventLog } from "./topic-checker.js";
+import { installEventLog, type ReadBack, readBack } from "./topic-checker.js";
 
 /** What one relay test runs against, all its own: a database, a Kafka mock cluster and a topic. */
 export interface RelayWorld {
@@ -15,6 +16,13 @@ export interface RelayWorld {
   defer(step: () => Promise<unknown> | unknown): void;
   /** A retranslator in this process on the world's database and topic; `env` overrides its variables. */
   startRelay(overrides?: ConfigOverrides, env?: Record<string, string>): Promise<TestRetranslator>;
+  /** Until the outbox is empty (a bounded wait: it fails naming `what`). */
+  untilOutboxEmpty(what: string, timeoutMs: number): Promise<void>;
+  /**
+   * The topic read back until it holds every `committed` event (by default all
+   * the event log holds) or `timeoutMs` passed, checked against what was committed.
+   */
+  readBack(committed?: Map<string, string[]>, timeoutMs?: number): Promise<ReadBack>;
 }
 
 /**
@@ -46,5 +54,14 @@ export async function relayWorld(t: TestContext, topic: string, partitions: numb
       tearDown.defer(() => relay.stop());
       return relay;
     },
+    async untilOutboxEmpty(what, timeoutMs) {
+      await poll(
+        what,
+        () => count(db.db, "package_event"),
+        (n) => n === 0,
+        timeoutMs,
+      );
+    },
+    readBack: (committed, timeoutMs) => readBack(db.db, kafka.brokers, topic, committed, timeoutMs),
   };
 }

@@ -157,3 +157,25 @@ export function allDelivered(committed: Map<string, string[]>): (messages: Topic
     return true;
   };
 }
+
+export interface ReadBack {
+  committed: Map<string, string[]>;
+  messages: TopicMessage[];
+  report: DeliveryReport;
+}
+
+/**
+ * The topic read back until it holds every `committed` event (by default all
+ * the event log holds) or `timeoutMs` passed, checked against what was committed.
+ */
+export async function readBack(
+  db: Database,
+  brokers: string[],
+  topic: string,
+  committed?: Map<string, string[]>,
+  timeoutMs = 60_000,
+): Promise<ReadBack> {
+  const expected = committed ?? (await committedEvents(db));
+  const messages = await readTopic(brokers, topic, allDelivered(expected), timeoutMs);
+  return { committed: expected, messages, report: checkDelivery(expected, messages) };
+}
