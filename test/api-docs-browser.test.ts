@@ -7,15 +7,15 @@
 // Run: bash scripts/test.sh test/api-docs-browser.test.ts (scripts/ensure-chromium.sh installs chromium)
 
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { type BrowserContext, chromium, type Page } from "playwright-core";
-import { createTestCa, type TestCa } from "./helpers/certs.js";
-import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
-import { startTestServer, type TestServer } from "./helpers/server.js";
+import { createTestCa } from "./helpers/certs.js";
+import { secureServerEnv } from "./helpers/config.js";
+import { useFixture } from "./helpers/fixture.js";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const readerToken = "docs-reader-token-3e9a1f0c7b5d";
@@ -26,25 +26,15 @@ const operations = Object.entries(doc.paths).flatMap(([path, verbs]) =>
   Object.entries(verbs).map(([verb, op]) => ({ verb: verb.toUpperCase(), path, ...op })),
 );
 
-let db: TestDatabase;
-let ca: TestCa;
-let server: TestServer;
+const ca = createTestCa("docs");
+const fx = useFixture({
+  env: { server: secureServerEnv(ca, [{ name: "docs-reader", token: readerToken, role: "reader" }]) },
+});
 let origin: string;
 let profile: string;
 let browser: BrowserContext;
-
-before(async () => {
-  db = await createTestDatabase();
-  ca = createTestCa("docs");
-  const cert = ca.issue("server");
-  const tokensFile = join(ca.dir, "tokens.yml");
-  writeFileSync(tokensFile, `tokens:\n  - { name: docs-reader, token: "${readerToken}", role: reader }\n`);
-  server = await startTestServer(db.url, {
-    TLS_CERT_FILE: cert.certFile,
-    TLS_KEY_FILE: cert.keyFile,
-    AUTH_TOKENS_FILE: tokensFile,
-  });
-  origin = `https://127.0.0.1:${server.ports.gateway}`;
+fx.onSetUp(async () => {
+  origin = `https://127.0.0.1:${fx.server.ports.gateway}`;
   profile = mkdtempSync(join(tmpdir(), "lpa-chromium-"));
   browser = await chromium.launchPersistentContext(profile, {
     executablePath: "/usr/bin/chromium",
@@ -62,13 +52,10 @@ before(async () => {
     timeout: 60_000,
   });
 });
-
-after(async () => {
+fx.onTearDown(async () => {
   await browser?.close();
   if (profile !== undefined) rmSync(profile, { recursive: true, force: true });
-  await server?.stop();
-  await db?.drop();
-  ca?.remove();
+  ca.remove();
 });
 
 interface Watched {

@@ -9,11 +9,13 @@ import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
 import { copyFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import tls from "node:tls";
 import { promisify } from "node:util";
-import { createTestCa, type TestCa } from "./helpers/certs.js";
-import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
+import { createTestCa } from "./helpers/certs.js";
+import { secureServerEnv, writeTokensFile } from "./helpers/config.js";
+import { createTestDatabase } from "./helpers/database.js";
+import { useFixture } from "./helpers/fixture.js";
 import {
   grpc,
   healthClient,
@@ -22,7 +24,7 @@ import {
   reflectionClient,
   rpcError,
 } from "./helpers/grpc-client.js";
-import { startTestServer, type TestServer } from "./helpers/server.js";
+import { startTestServer } from "./helpers/server.js";
 
 const run = promisify(execFile);
 const tokens = {
@@ -31,10 +33,16 @@ const tokens = {
   ops: "ops-token-0d9c8b7a6f5e4d3c",
 };
 
-let db: TestDatabase;
-let ca: TestCa;
-let server: TestServer;
-let tokensFile: string;
+const ca = createTestCa("api");
+const fx = useFixture({
+  env: {
+    server: secureServerEnv(ca, [
+      { name: "shop", token: tokens.shop, role: "writer" },
+      { name: "viewer", tokenSha256: createHash("sha256").update(tokens.viewer).digest("hex"), role: "reader" },
+      { name: "ops", token: tokens.ops, role: "admin" },
+    ]),
+  },
+});
 const clients: { close(): void }[] = [];
 
 function tlsClient(address: string, creds = grpc.credentials.createSsl(ca.ca)): PackageApiClient {
@@ -45,36 +53,12 @@ function tlsClient(address: string, creds = grpc.credentials.createSsl(ca.ca)): 
 
 const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
 
-before(async () => {
-  db = await createTestDatabase();
-  ca = createTestCa("api");
-  const cert = ca.issue("server");
-  tokensFile = join(ca.dir, "tokens.yml");
-  writeFileSync(
-    tokensFile,
-    [
-      "tokens:",
-      `  - { name: shop, token: "${tokens.shop}", role: writer }`,
-      `  - { name: viewer, tokenSha256: "${createHash("sha256").update(tokens.viewer).digest("hex")}", role: reader }`,
-      `  - { name: ops, token: "${tokens.ops}", role: admin }`,
-      "",
-    ].join("\n"),
-  );
-  server = await startTestServer(db.url, {
-    TLS_CERT_FILE: cert.certFile,
-    TLS_KEY_FILE: cert.keyFile,
-    AUTH_TOKENS_FILE: tokensFile,
-  });
-});
-
-after(async () => {
+fx.onTearDown(() => {
   for (const c of clients) c.close();
-  await server?.stop();
-  await db?.drop();
-  ca?.remove();
+  ca.remove();
 });
 
-const grpcAddress = () => `127.0.0.1:${server.ports.grpc}`;
+const grpcAddress = () => `127.0.0.1:${fx.server.ports.grpc}`;
 
 async function curl(args: string[]): Promise<{ status: number; body: string }> {
   // -w prints the status after the body; curl exits 0 for HTTP errors without -f.
@@ -111,9 +95,9 @@ describe("roles over gRPC with TLS", () => {
     assert.deepEqual(await api.removePackageV1({ PackageID: ID }, bearer(tokens.ops)), { Suc: true });
 
     // Refused calls changed nothing: one package, removed by the admin; three events.
-    const rows = await db.db.raw("SELECT count(*)::int AS n, bool_and(removed) AS removed FROM package");
+    const rows = await fx.db.db.raw("SELECT count(*)::int AS n, bool_and(removed) AS removed FROM package");
     assert.deepEqual(rows.rows[0], { n: 1, removed: true });
-    const events = await db.db.raw("SELECT count(*)::int AS n FROM package_event");
+    const events = await fx.db.db.raw("SELECT count(*)::int AS n FROM package_event");
     assert.equal(events.rows[0].n, 3);
   });
 
@@ -170,13 +154,13 @@ describe("roles over gRPC with TLS", () => {
   });
 
   test("tokens never reach the logs; the caller's name does", async () => {
-    const text = JSON.stringify(server.logs.lines);
+    const text = JSON.stringify(fx.server.logs.lines);
     for (const token of Object.values(tokens)) assert.ok(!text.includes(token), "a token was logged");
     assert.ok(
-      server.logs.lines.some((l) => l.caller === "shop" && l.method === "CreatePackageV1" && l.code === "ok"),
+      fx.server.logs.lines.some((l) => l.caller === "shop" && l.method === "CreatePackageV1" && l.code === "ok"),
       "the request line names the caller",
     );
-    const metrics = await (await fetch(`http://127.0.0.1:${server.ports.metrics}/metrics`)).text();
+    const metrics = await (await fetch(`http://127.0.0.1:${fx.server.ports.metrics}/metrics`)).text();
     assert.match(
       metrics,
       /logistic_package_api_auth_decisions_total\{caller="viewer",decision="permission_denied"\} 1/,
@@ -192,7 +176,7 @@ describe("npm run grpc-call with TLS and a token", () => {
   const grpcCall = (args: string[]) =>
     run(
       process.execPath,
-      ["--import", "tsx", "scripts/grpc-call.ts", "--addr", `localhost:${server.ports.grpc}`, ...args],
+      ["--import", "tsx", "scripts/grpc-call.ts", "--addr", `localhost:${fx.server.ports.grpc}`, ...args],
       { env: { ...process.env, GRPC_TOKEN: "" } },
     ).then(
       ({ stdout }) => ({ ok: true, out: stdout }),
@@ -222,7 +206,7 @@ describe("npm run grpc-call with TLS and a token", () => {
 });
 
 describe("REST and Connect over TLS with curl", () => {
-  const gateway = () => `https://127.0.0.1:${server.ports.gateway}/v1/packages`;
+  const gateway = () => `https://127.0.0.1:${fx.server.ports.gateway}/v1/packages`;
 
   for (const version of ["--http1.1", "--http2"]) {
     test(`REST ${version}: 200 with a token, 401 without, 403 for a role too low`, async () => {
@@ -263,7 +247,7 @@ describe("REST and Connect over TLS with curl", () => {
   }
 
   test("Connect JSON on the gRPC port over TLS (HTTP/1.1 by ALPN) with a token", async () => {
-    const url = `https://127.0.0.1:${server.ports.grpc}/hablof.logistic_package_api.v1.LogisticPackageApiService/ListPackagesV1`;
+    const url = `https://127.0.0.1:${fx.server.ports.grpc}/hablof.logistic_package_api.v1.LogisticPackageApiService/ListPackagesV1`;
     const res = await curl([
       "--http1.1",
       "--cacert",
@@ -293,7 +277,7 @@ describe("REST and Connect over TLS with curl", () => {
   });
 
   test("plain http:// to a TLS port gets 400 saying TLS is required; an untrusted CA fails the handshake", async () => {
-    const plain = await curl([`http://127.0.0.1:${server.ports.gateway}/v1/packages`]);
+    const plain = await curl([`http://127.0.0.1:${fx.server.ports.gateway}/v1/packages`]);
     assert.equal(plain.status, 400);
     assert.match(plain.body, /this port requires TLS/);
     const untrusted = await run("curl", ["-sS", "--max-time", "10", gateway()]).catch(
@@ -382,29 +366,28 @@ describe("certificates: mutual TLS, reload, start-up errors", () => {
     const cert = ca.issue("server-bad");
     const other = ca.issue("server-other");
     await assert.rejects(
-      startTestServer(db.url, { TLS_CERT_FILE: cert.certFile, TLS_KEY_FILE: join(ca.dir, "missing.key") }),
+      startTestServer(fx.db.url, { TLS_CERT_FILE: cert.certFile, TLS_KEY_FILE: join(ca.dir, "missing.key") }),
       /tls\.keyFile .*missing\.key/,
     );
     await assert.rejects(
-      startTestServer(db.url, { TLS_CERT_FILE: cert.certFile, TLS_KEY_FILE: other.keyFile }),
+      startTestServer(fx.db.url, { TLS_CERT_FILE: cert.certFile, TLS_KEY_FILE: other.keyFile }),
       /tls\.certFile .*key values mismatch/,
     );
     await assert.rejects(
-      startTestServer(db.url, { TLS_CERT_FILE: cert.certFile }),
+      startTestServer(fx.db.url, { TLS_CERT_FILE: cert.certFile }),
       /tls\.certFile and tls\.keyFile must be set together/,
     );
-    const weak = join(ca.dir, "weak.yml");
-    writeFileSync(weak, "tokens:\n  - { name: shop, token: short, role: writer }\n");
+    const weak = writeTokensFile(ca.dir, [{ name: "shop", token: "short", role: "writer" }], "weak.yml");
     await assert.rejects(
-      startTestServer(db.url, { AUTH_TOKENS_FILE: weak }),
+      startTestServer(fx.db.url, { AUTH_TOKENS_FILE: weak }),
       /auth\.tokensFile .*tokens\.0\.token: at least 16 characters/,
     );
-    writeFileSync(weak, `tokens:\n  - { name: shop, token: "${tokens.shop}", role: owner }\n`);
-    await assert.rejects(startTestServer(db.url, { AUTH_TOKENS_FILE: weak }), /auth\.tokensFile .*tokens\.0\.role/);
+    writeTokensFile(ca.dir, [{ name: "shop", token: tokens.shop, role: "owner" }], "weak.yml");
+    await assert.rejects(startTestServer(fx.db.url, { AUTH_TOKENS_FILE: weak }), /auth\.tokensFile .*tokens\.0\.role/);
   });
 
   test("without a tokens file the server starts and warns that the API is unauthenticated", async () => {
-    const open = await startTestServer(db.url, { GATEWAY_PORT: "0" });
+    const open = await startTestServer(fx.db.url, { GATEWAY_PORT: "0" });
     try {
       assert.ok(
         open.logs.lines.some((l) => l.level === "warn" && String(l.msg).includes("the API is unauthenticated")),

@@ -11,8 +11,9 @@ import { Redis } from "ioredis";
 import { type Consumer, Kafka, type KafkaMessage, logLevel } from "kafkajs";
 import { type BotApp, startBotApp } from "../internal/app/start-bot.js";
 import { PackageCache } from "../internal/bot/package-cache.js";
-import { type Config, loadConfig } from "../internal/config/config.js";
+import type { Config } from "../internal/config/config.js";
 import { PackageSchema } from "../pkg/hablof/logistic_package_api/v1/logistic_package_api_pb.js";
+import { testConfig } from "./helpers/config.js";
 import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
 import { facadeEnv, readFacadeMetric, startTestFacade, type TestFacade } from "./helpers/facade.js";
 import { FakeTelegram } from "./helpers/fake-telegram.js";
@@ -53,9 +54,8 @@ async function startBot(
   env: Record<string, string>,
   overrides: { kafka?: Partial<Config["bot"]["kafka"]> } = {},
 ): Promise<RunningBot> {
-  const base = loadConfig({
-    path: "config.yml",
-    env: {
+  const config = testConfig(
+    {
       TELEGRAM_BOT_TOKEN: telegram.token,
       TELEGRAM_ALLOWED_CHAT_IDS: `${chat}`,
       TELEGRAM_USERS: `${chat}:admin`,
@@ -64,17 +64,8 @@ async function startBot(
       KAFKA_BROKERS: mock.brokers.join(","),
       ...env,
     },
-  });
-  const config = {
-    ...base,
-    grpc: { ...base.grpc, host: "127.0.0.1" },
-    bot: {
-      ...base.bot,
-      apiRoot: telegram.apiRoot,
-      cache: { ...base.bot.cache, keyPrefix },
-      kafka: { ...base.bot.kafka, ...overrides.kafka },
-    },
-  };
+    { bot: { apiRoot: telegram.apiRoot, cache: { keyPrefix }, ...(overrides.kafka && { kafka: overrides.kafka }) } },
+  );
   const logs = captureLogs("info");
   const app = await startBotApp(config, logs.logger, { onPollingFailed: () => {} });
   return { app, logs, metricsUrl: `http://127.0.0.1:${app.ports.metrics}` };

@@ -6,40 +6,32 @@
 
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { createTestCa, type TestCa } from "./helpers/certs.js";
-import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
-import { startTestServer, type TestServer } from "./helpers/server.js";
+import { createTestCa } from "./helpers/certs.js";
+import { secureServerEnv } from "./helpers/config.js";
+import { useFixture } from "./helpers/fixture.js";
 
 const run = promisify(execFile);
 const root = fileURLToPath(new URL("..", import.meta.url));
 const python = "/usr/bin/python3";
 const tokens = { ops: "python-ops-token-1f2e3d4c5b6a", viewer: "python-viewer-token-9a8b7c6d5e" };
 
-let db: TestDatabase;
-let ca: TestCa;
-let server: TestServer;
+const ca = createTestCa("python");
+const fx = useFixture({
+  env: {
+    server: secureServerEnv(ca, [
+      { name: "ops", token: tokens.ops, role: "admin" },
+      { name: "viewer", token: tokens.viewer, role: "reader" },
+    ]),
+  },
+});
 let stubs: string;
-
-before(async () => {
-  db = await createTestDatabase();
-  ca = createTestCa("python");
-  const cert = ca.issue("server");
-  const tokensFile = join(ca.dir, "tokens.yml");
-  writeFileSync(
-    tokensFile,
-    `tokens:\n  - { name: ops, token: "${tokens.ops}", role: admin }\n  - { name: viewer, token: "${tokens.viewer}", role: reader }\n`,
-  );
-  server = await startTestServer(db.url, {
-    TLS_CERT_FILE: cert.certFile,
-    TLS_KEY_FILE: cert.keyFile,
-    AUTH_TOKENS_FILE: tokensFile,
-  });
+fx.onSetUp(async () => {
   stubs = mkdtempSync(join(tmpdir(), "lpa-python-stubs-"));
   await run(python, [
     "-m",
@@ -53,11 +45,8 @@ before(async () => {
     "google/api/http.proto",
   ]);
 });
-
-after(async () => {
-  await server?.stop();
-  await db?.drop();
-  ca?.remove();
+fx.onTearDown(() => {
+  ca.remove();
   if (stubs) rmSync(stubs, { recursive: true, force: true });
 });
 
@@ -65,7 +54,7 @@ test("a Python grpcio client creates, reads, updates, lists and removes over TLS
   const { stdout } = await run(python, [
     join(root, "test/clients/python_client.py"),
     stubs,
-    `localhost:${server.ports.grpc}`,
+    `localhost:${fx.server.ports.grpc}`,
     ca.caFile,
     tokens.ops,
     tokens.viewer,

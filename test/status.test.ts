@@ -6,9 +6,7 @@
 
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { readFileSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
 import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
 import { grpc, healthClient, type PackageApiClient, packageApiClient, rpcError } from "./helpers/grpc-client.js";
@@ -23,7 +21,6 @@ let proxy: TcpProxy;
 let server: TestServer;
 let api: PackageApiClient;
 let health: ReturnType<typeof healthClient>;
-let configDir: string;
 let proxyCut = false;
 
 before(async () => {
@@ -34,11 +31,12 @@ before(async () => {
   viaProxy.port = String(proxy.port);
 
   // Short timeouts (no environment variable sets them) so that a dead database is noticed quickly.
-  configDir = mkdtempSync(join(tmpdir(), "lpa-status-"));
-  const configPath = join(configDir, "config.yml");
-  writeFileSync(configPath, "database:\n  acquireTimeoutMs: 1000\nstatus:\n  readinessTimeoutMs: 500\n");
-  server = await startTestServer(viaProxy.toString(), { CONFIG_PATH: configPath });
-  assert.equal(server.config.database.acquireTimeoutMs, 1000, "the temp config is the one in use");
+  server = await startTestServer(
+    viaProxy.toString(),
+    {},
+    { database: { acquireTimeoutMs: 1000 }, status: { readinessTimeoutMs: 500 } },
+  );
+  assert.equal(server.config.database.acquireTimeoutMs, 1000, "the override is the config in use");
   api = packageApiClient(server.grpcAddress);
   health = healthClient(server.grpcAddress);
 });
@@ -50,7 +48,6 @@ after(async () => {
   await server?.stop();
   await proxy?.close();
   await db?.drop();
-  if (configDir) rmSync(configDir, { recursive: true, force: true });
 });
 
 async function get(path: string): Promise<{ status: number; body: any }> {

@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
 import { type Config, loadConfig } from "../../internal/config/config.js";
+import type { TestCa } from "./certs.js";
 
 // Config for tests. The apps take a Config object: in-process tests build one
 // (testConfig) from the repository's config.yml, the environment overrides
@@ -93,9 +94,22 @@ export interface TokenEntry {
   role: string;
 }
 
-/** An auth.tokensFile with `tokens`, written as tokens.yml in `dir`; returns its path. */
-export function writeTokensFile(dir: string, tokens: TokenEntry[]): string {
-  const path = join(dir, "tokens.yml");
+/** An auth.tokensFile with `tokens`, written as `fileName` in `dir`; returns its path. */
+export function writeTokensFile(dir: string, tokens: TokenEntry[], fileName = "tokens.yml"): string {
+  const path = join(dir, fileName);
   writeFileSync(path, stringifyYaml({ tokens }));
   return path;
+}
+
+/**
+ * The environment of a grpc-server with TLS (a certificate "server" from `ca`)
+ * and these API tokens, as an operator sets it.
+ */
+export function secureServerEnv(ca: TestCa, tokens: TokenEntry[]): Record<string, string> {
+  const cert = ca.issue("server");
+  return {
+    TLS_CERT_FILE: cert.certFile,
+    TLS_KEY_FILE: cert.keyFile,
+    AUTH_TOKENS_FILE: writeTokensFile(ca.dir, tokens),
+  };
 }
