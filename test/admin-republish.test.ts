@@ -4,26 +4,23 @@
 // row-locked path as a change.
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 import type { Knex } from "knex";
 import { claimEvents } from "../internal/repo/outbox/claim-events.js";
 import { deadLetterEvents } from "../internal/repo/outbox/dead-letter-events.js";
 import { PgPackageRepository } from "../internal/repo/package-repo.js";
 import { toEventMessage } from "../internal/retranslator/sender/event-message.js";
-import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
+import { useFixture } from "./helpers/fixture.js";
 import { runAdmin } from "./helpers/retranslator.js";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 
-let tdb: TestDatabase;
+const fx = useFixture({ server: false });
 let repo: PgPackageRepository;
-
-before(async () => {
-  tdb = await createTestDatabase();
-  repo = new PgPackageRepository(tdb.db);
+fx.onSetUp(() => {
+  repo = new PgPackageRepository(fx.db.db);
 });
-after(() => tdb.drop());
 
 interface Row {
   id: bigint;
@@ -35,7 +32,7 @@ interface Row {
 
 async function outbox(packageId?: bigint): Promise<Row[]> {
   const where = packageId === undefined ? "" : "WHERE package_id = ?";
-  const result = await tdb.db.raw(
+  const result = await fx.db.db.raw(
     `SELECT id, package_id, type, reason, payload FROM package_event ${where} ORDER BY id`,
     packageId === undefined ? [] : [packageId.toString()],
   );
@@ -44,7 +41,7 @@ async function outbox(packageId?: bigint): Promise<Row[]> {
 
 /** The payload a change written now would carry: the package's current state. */
 async function currentPayload(id: bigint): Promise<Record<string, unknown>> {
-  const result = await tdb.db.raw(`SELECT package_event_payload(p) AS payload FROM package p WHERE id = ?`, [
+  const result = await fx.db.db.raw(`SELECT package_event_payload(p) AS payload FROM package p WHERE id = ?`, [
     id.toString(),
   ]);
   return (result as { rows: { payload: Record<string, unknown> }[] }).rows[0]!.payload;
@@ -60,12 +57,12 @@ async function seed(count: number): Promise<bigint[]> {
     }));
     ids.push(...(await repo.createMany(items)));
   }
-  await tdb.db.raw(`DELETE FROM package_event`);
+  await fx.db.db.raw(`DELETE FROM package_event`);
   return ids;
 }
 
 async function reset(): Promise<void> {
-  await tdb.db.raw(
+  await fx.db.db.raw(
     `TRUNCATE package_event, package_event_dead_letter, idempotency_key, package RESTART IDENTITY CASCADE`,
   );
 }
@@ -114,7 +111,7 @@ test("bad arguments exit 2 with a message naming the problem, and nothing is don
     [["republish", "--all", "--bogus"], /Unknown option '--bogus'/],
   ];
   for (const [args, message] of cases) {
-    const res = await runAdmin(tdb.url, args);
+    const res = await runAdmin(fx.db.url, args);
     assert.equal(res.code, 2, `${JSON.stringify(args)} exits 2 (stdout ${res.stdout}, stderr ${res.stderr})`);
     assert.match(res.stderr, message, JSON.stringify(args));
     assert.match(res.stderr, /--help/, "points at --help");
@@ -125,7 +122,7 @@ test("bad arguments exit 2 with a message naming the problem, and nothing is don
 
 test("dead-letters takes LIMIT (positional or --limit) and lists at most that many", async () => {
   await reset();
-  await tdb.db.raw(
+  await fx.db.db.raw(
     `INSERT INTO package_event_dead_letter (id, package_id, type, payload, created, attempts, last_error)
      SELECT g, g, 'Created', '{}', now(), 5, 'broken' FROM generate_series(1, 3) g`,
   );
@@ -133,7 +130,7 @@ test("dead-letters takes LIMIT (positional or --limit) and lists at most that ma
     ["dead-letters", "2"],
     ["dead-letters", "--limit", "2"],
   ]) {
-    const res = await runAdmin(tdb.url, args);
+    const res = await runAdmin(fx.db.url, args);
     assert.equal(res.code, 0, res.stderr);
     assert.deepEqual(
       res.stdout
@@ -143,7 +140,7 @@ test("dead-letters takes LIMIT (positional or --limit) and lists at most that ma
       ["1", "2"],
     );
   }
-  const all = await runAdmin(tdb.url, ["dead-letters"]);
+  const all = await runAdmin(fx.db.url, ["dead-letters"]);
   assert.equal(all.stdout.trim().split("\n").length, 3);
 });
 
@@ -155,7 +152,7 @@ test("republish --package writes one Updated event with the current state, after
   await repo.update(id, { reusable: true }, undefined);
   const before = await outbox(id);
 
-  const res = await runAdmin(tdb.url, ["republish", "--package", id.toString()]);
+  const res = await runAdmin(fx.db.url, ["republish", "--package", id.toString()]);
   assert.equal(res.code, 0, res.stderr);
   const events = await outbox(id);
   assert.equal(events.length, before.length + 1, "exactly one new event");
@@ -174,7 +171,7 @@ test("republish --package writes one Updated event with the current state, after
 
   // The relay's claim carries the reason and the message builder turns it into a header;
   // ordinary events get none. The value is a plain Updated PackageEvent.
-  const claimed = await claimEvents(tdb.db, "republish-test", 100, 30);
+  const claimed = await claimEvents(fx.db.db, "republish-test", 100, 30);
   const headers = new Map(claimed.map((e) => [e.id, toEventMessage(e).headers]));
   assert.equal(headers.get(republished.id)?.["event-reason"], "republish");
   assert.equal(headers.get(republished.id)?.["event-type"], "Updated");
@@ -188,7 +185,7 @@ test("republish --package of a removed or unknown package exits 1 and writes not
   await repo.remove(id, undefined);
   const count = (await outbox()).length;
   for (const target of [id, 999_999n]) {
-    const res = await runAdmin(tdb.url, ["republish", "--package", target.toString()]);
+    const res = await runAdmin(fx.db.url, ["republish", "--package", target.toString()]);
     assert.equal(res.code, 1, res.stderr);
     assert.match(res.stderr, new RegExp(`package ${target}: package not found`));
   }
@@ -199,7 +196,7 @@ test("republish --package waits for a change in flight on the package and is ord
   await reset();
   const id = await repo.create({ title: "a", material: "wood", maximumVolume: 3, reusable: false }, undefined);
   // A change holding the row lock, not yet committed.
-  const trx: Knex.Transaction = await tdb.db.transaction();
+  const trx: Knex.Transaction = await fx.db.db.transaction();
   let republishing: ReturnType<typeof runAdmin> | undefined;
   try {
     await trx.raw(
@@ -207,11 +204,11 @@ test("republish --package waits for a change in flight on the package and is ord
        INSERT INTO package_event (package_id, type, payload) SELECT p.id, 'Updated', package_event_payload(ROW(p.*)::package) FROM p`,
       [id.toString()],
     );
-    republishing = runAdmin(tdb.url, ["republish", "--package", id.toString()]);
+    republishing = runAdmin(fx.db.url, ["republish", "--package", id.toString()]);
     // The republish blocks on the row lock (bounded wait for it to be seen waiting).
     const deadline = Date.now() + 30_000;
     for (;;) {
-      const waiting = await tdb.db.raw(
+      const waiting = await fx.db.db.raw(
         `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'logistic-package-api/admin' AND wait_event_type = 'Lock'`,
       );
       if ((waiting as { rows: { n: number }[] }).rows[0]!.n > 0) break;
@@ -242,9 +239,9 @@ test("republish --all over 2,500 packages: one event per live package in batches
   const ids = await seed(2500);
   const removed = ids.filter((_, i) => i % 250 === 7);
   for (const id of removed) await repo.remove(id, undefined);
-  await tdb.db.raw(`DELETE FROM package_event`);
+  await fx.db.db.raw(`DELETE FROM package_event`);
 
-  const res = await runAdmin(tdb.url, ["republish", "--all"]);
+  const res = await runAdmin(fx.db.url, ["republish", "--all"]);
   assert.equal(res.code, 0, res.stderr);
   const events = await outbox();
   const live = ids.filter((id) => !removed.includes(id));
@@ -270,34 +267,34 @@ test("--dry-run prints the count and writes nothing; --since filters by created 
   await reset();
   const ids = await seed(30);
   // Ten packages untouched since 2020, ten created in 2020 and updated in 2026, ten from 2026.
-  await tdb.db.raw(`UPDATE package SET created = '2020-01-01T00:00:00Z', updated = NULL WHERE id <= ?`, [
+  await fx.db.db.raw(`UPDATE package SET created = '2020-01-01T00:00:00Z', updated = NULL WHERE id <= ?`, [
     ids[9]!.toString(),
   ]);
-  await tdb.db.raw(
+  await fx.db.db.raw(
     `UPDATE package SET created = '2020-01-01T00:00:00Z', updated = '2026-06-01T00:00:00Z' WHERE id > ? AND id <= ?`,
     [ids[9]!.toString(), ids[19]!.toString()],
   );
-  await tdb.db.raw(`UPDATE package SET created = '2026-06-01T00:00:00Z', updated = NULL WHERE id > ?`, [
+  await fx.db.db.raw(`UPDATE package SET created = '2026-06-01T00:00:00Z', updated = NULL WHERE id > ?`, [
     ids[19]!.toString(),
   ]);
 
-  const dry = await runAdmin(tdb.url, ["republish", "--all", "--dry-run"]);
+  const dry = await runAdmin(fx.db.url, ["republish", "--all", "--dry-run"]);
   assert.equal(dry.code, 0, dry.stderr);
   assert.match(dry.stdout, /would republish 30 packages/);
-  const drySince = await runAdmin(tdb.url, ["republish", "--all", "--since", "2025-01-01T00:00:00Z", "--dry-run"]);
+  const drySince = await runAdmin(fx.db.url, ["republish", "--all", "--since", "2025-01-01T00:00:00Z", "--dry-run"]);
   assert.match(drySince.stdout, /would republish 20 packages/);
-  const dryOne = await runAdmin(tdb.url, ["republish", "--package", ids[0]!.toString(), "--dry-run"]);
+  const dryOne = await runAdmin(fx.db.url, ["republish", "--package", ids[0]!.toString(), "--dry-run"]);
   assert.match(dryOne.stdout, /would republish 1 packages/);
   assert.deepEqual(await outbox(), [], "a dry run writes nothing");
 
-  const res = await runAdmin(tdb.url, ["republish", "--all", "--since", "2025-01-01", "--batch-size", "7"]);
+  const res = await runAdmin(fx.db.url, ["republish", "--all", "--since", "2025-01-01", "--batch-size", "7"]);
   assert.equal(res.code, 0, res.stderr);
   assert.deepEqual(
     (await outbox()).map((e) => e.package_id),
     ids.slice(10),
     "only packages created or updated since",
   );
-  const old = await runAdmin(tdb.url, ["republish", "--package", ids[0]!.toString(), "--since", "2025-01-01"]);
+  const old = await runAdmin(fx.db.url, ["republish", "--package", ids[0]!.toString(), "--since", "2025-01-01"]);
   assert.equal(old.code, 1, "a package outside --since is not republished");
 });
 
@@ -307,13 +304,13 @@ test("republish --all stops after the current batch on SIGINT, prints --after-id
   // Hold the row lock of a package in the fourth batch of 100, so the run is inside
   // that batch when it is interrupted, whatever the machine's speed.
   const blocker = ids[350]!;
-  const trx: Knex.Transaction = await tdb.db.transaction();
+  const trx: Knex.Transaction = await fx.db.db.transaction();
   const child = spawn(
     process.execPath,
     ["--import", "tsx", "cmd/admin/main.ts", "republish", "--all", "--batch-size", "100"],
     {
       cwd: root,
-      env: { ...process.env, DATABASE_URL: tdb.url },
+      env: { ...process.env, DATABASE_URL: fx.db.url },
       stdio: ["ignore", "pipe", "pipe"],
     },
   );
@@ -347,7 +344,7 @@ test("republish --all stops after the current batch on SIGINT, prints --after-id
     ids.slice(0, 400),
   );
 
-  const resumed = await runAdmin(tdb.url, ["republish", "--all", "--after-id", resumeAt!]);
+  const resumed = await runAdmin(fx.db.url, ["republish", "--all", "--after-id", resumeAt!]);
   assert.equal(resumed.code, 0, resumed.stderr);
   assert.match(resumed.stdout, /republished 2100 packages/);
   assert.deepEqual(
@@ -360,23 +357,25 @@ test("republish --all stops after the current batch on SIGINT, prints --after-id
 test("a republished event that dead-letters keeps its reason, and a requeue puts it back marked", async () => {
   await reset();
   const id = await repo.create({ title: "dl", material: "wood", maximumVolume: 3, reusable: false }, undefined);
-  await tdb.db.raw(`DELETE FROM package_event`);
-  const res = await runAdmin(tdb.url, ["republish", "--package", id.toString()]);
+  await fx.db.db.raw(`DELETE FROM package_event`);
+  const res = await runAdmin(fx.db.url, ["republish", "--package", id.toString()]);
   assert.equal(res.code, 0, res.stderr);
-  const [claimed] = await claimEvents(tdb.db, "dl-test", 10, 30);
+  const [claimed] = await claimEvents(fx.db.db, "dl-test", 10, 30);
   assert.equal(claimed?.reason, "republish");
   assert.equal(
-    await deadLetterEvents(tdb.db, "dl-test", [
+    await deadLetterEvents(fx.db.db, "dl-test", [
       { id: claimed.id, error: "rejected", retriable: false, lease: claimed.lease },
     ]),
     1,
   );
-  const parked = await tdb.db.raw(`SELECT reason FROM package_event_dead_letter WHERE id = ?`, [claimed.id.toString()]);
+  const parked = await fx.db.db.raw(`SELECT reason FROM package_event_dead_letter WHERE id = ?`, [
+    claimed.id.toString(),
+  ]);
   assert.deepEqual((parked as { rows: unknown[] }).rows, [{ reason: "republish" }]);
 
-  const requeued = await runAdmin(tdb.url, ["requeue", claimed.id.toString()]);
+  const requeued = await runAdmin(fx.db.url, ["requeue", claimed.id.toString()]);
   assert.equal(requeued.code, 0, requeued.stderr);
-  const [again] = await claimEvents(tdb.db, "dl-test-2", 10, 30);
+  const [again] = await claimEvents(fx.db.db, "dl-test-2", 10, 30);
   assert.equal(again?.id, claimed.id);
   assert.equal(toEventMessage(again!).headers["event-reason"], "republish");
 });

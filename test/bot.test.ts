@@ -15,10 +15,10 @@ import type { TLSSocket } from "node:tls";
 import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { type BotApp, startBotApp } from "../internal/app/start-bot.js";
-import { ConfigError, loadConfig } from "../internal/config/config.js";
+import { ConfigError } from "../internal/config/config.js";
 import { LogisticPackageApiService } from "../pkg/hablof/logistic_package_api/v1/logistic_package_api_pb.js";
 import { createTestCa } from "./helpers/certs.js";
-import { writeConfigFile, writeTokensFile } from "./helpers/config.js";
+import { testConfig, writeConfigFile, writeTokensFile } from "./helpers/config.js";
 import { count, createTestDatabase, type TestDatabase } from "./helpers/database.js";
 import { FakeTelegram, type UpdateResult } from "./helpers/fake-telegram.js";
 import {
@@ -64,9 +64,8 @@ async function startBot(
     env?: Record<string, string>;
   },
 ): Promise<RunningBot> {
-  const base = loadConfig({
-    path: "config.yml",
-    env: {
+  const config = testConfig(
+    {
       TELEGRAM_BOT_TOKEN: settings.token ?? telegram.token,
       TELEGRAM_ALLOWED_CHAT_IDS: `${chat}, ${group}, ${readerUser}, ${writerUser}, ${otherAdmin}, ${unlistedUser}`,
       TELEGRAM_USERS: `${chat}:admin, ${readerUser}:reader, ${writerUser}:writer, ${otherAdmin}:admin`,
@@ -76,16 +75,16 @@ async function startBot(
       BOT_METRICS_PORT: "0",
       ...settings.env,
     },
-  });
-  const config = {
-    ...base,
-    bot: {
-      ...base.bot,
-      apiRoot: telegram.apiRoot,
-      requestTimeoutMs: settings.requestTimeoutMs ?? base.bot.requestTimeoutMs,
-      deleteConfirmTimeoutMs: settings.deleteConfirmTimeoutMs ?? base.bot.deleteConfirmTimeoutMs,
+    {
+      bot: {
+        apiRoot: telegram.apiRoot,
+        ...(settings.requestTimeoutMs === undefined ? {} : { requestTimeoutMs: settings.requestTimeoutMs }),
+        ...(settings.deleteConfirmTimeoutMs === undefined
+          ? {}
+          : { deleteConfirmTimeoutMs: settings.deleteConfirmTimeoutMs }),
+      },
     },
-  };
+  );
   const logs = captureLogs("info");
   const pollingFailures: unknown[] = [];
   const app = await startBotApp(config, logs.logger, { onPollingFailed: (err) => pollingFailures.push(err) });
