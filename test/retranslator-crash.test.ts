@@ -31,6 +31,7 @@ import {
   committedEvents,
   type DeliveryReport,
   installEventLog,
+  readBack,
   readTopic,
 } from "./helpers/topic-checker.js";
 
@@ -308,7 +309,13 @@ async function withWorld(
   }
 }
 
-async function spawnIn(world: World, name: string, configPath: string, metricsPort?: number): Promise<Relay> {
+/** A child relay in the world, once it has logged "retranslator started"; `owner` is its lease owner name. */
+async function spawnIn(world: World, name: string, configPath: string): Promise<Relay & { owner: string }> {
+  const relay = await spawnUnstarted(world, name, configPath);
+  return Object.assign(relay, { owner: await relay.started() });
+}
+
+async function spawnUnstarted(world: World, name: string, configPath: string, metricsPort?: number): Promise<Relay> {
   const relay = await spawnRelay(name, { ...world.env, CONFIG_PATH: configPath }, metricsPort);
   world.children.push(relay);
   return relay;
@@ -322,10 +329,8 @@ async function startIn(world: World, name: string, configPath: string): Promise<
 
 /** Reads the whole topic back and compares it with what was committed. */
 async function deliveryReport(world: World, expectedEvents: number): Promise<DeliveryReport> {
-  const committed = await committedEvents(world.db.db);
+  const { committed, messages, report } = await readBack(world.db.db, kafka.brokers, world.topic);
   assert.equal([...committed.values()].flat().length, expectedEvents, "events committed");
-  const messages = await readTopic(kafka.brokers, world.topic, allDelivered(committed));
-  const report = checkDelivery(committed, messages);
   world.note(`topic read: ${messages.length} messages, ${report.duplicated.length} duplicates`);
   return report;
 }
@@ -349,6 +354,110 @@ async function waitForEmptyOutbox(world: World, timeoutMs = 60_000): Promise<voi
   assert.equal(await leasedCount(world.db.db), 0, "no row left leased");
 }
 
+/** Writes events (writeEvents) into the world's database and notes how many. */
+async function writeNoted(world: World, opts: Parameters<typeof writeEvents>[1]): Promise<number> {
+  const written = await writeEvents(world.db.url, opts);
+  world.note(`${written} events written`);
+  return written;
+}
+
+/** Until `atLeast` of the `written` events have left the outbox (a bounded wait, not a timing assertion). */
+function untilPublished(world: World, who: string, written: number, atLeast: number): Promise<number> {
+  const left = () => count(world.db.db, "package_event");
+  return poll(`${who} to publish part of the backlog`, left, (n) => n <= written - atLeast, 30_000, 20);
+}
+
+/** Until relay `owner` has published `atLeast` of the `written` events and holds leases. */
+function untilHoldingLeases(world: World, what: string, owner: string, written: number, atLeast: number) {
+  const state = async () => ({
+    left: await count(world.db.db, "package_event"),
+    leased: (await leasedIds(world.db.db, owner)).length,
+  });
+  return poll(what, state, (v) => v.left <= written - atLeast && v.leased > 0, 30_000, 20);
+}
+
+/** Until a child relay has sends in flight (its processing gauge above 0). */
+function untilInFlight(relay: Relay, timeoutMs: number, everyMs: number): Promise<number> {
+  const processing = () => metric(relay.metricsPort, "logistic_package_api_retranslator_events_processing");
+  return poll(`${relay.name} to have events in flight`, processing, (n) => n > 0, timeoutMs, everyMs);
+}
+
+async function killNine(relay: Relay): Promise<void> {
+  relay.proc.kill("SIGKILL");
+  assert.equal((await relay.exit).signal, "SIGKILL");
+}
+
+/** SIGTERM to a relay with nothing left in flight: it exits by itself, with code 0. */
+async function stopsCleanly(relay: Relay): Promise<void> {
+  relay.proc.kill("SIGTERM");
+  assert.deepEqual(await exitWithin(relay, 20_000), { code: 0, signal: null });
+}
+
+/** Leases that expire within a test: a dead relay's events are taken over after a few seconds. */
+const shortLeases = {
+  leaseSeconds: 3,
+  maintenanceIntervalMs: 500,
+  batchSize: 50,
+  maxInFlightBatches: 4,
+  pollIntervalMs: 200,
+};
+
+/**
+ * A child relay "relay A (killed)" with short leases. Slow acks (25 ms) keep its
+ * batches in flight and published ones waiting for their delete, so it dies holding leases.
+ */
+async function relayToKill(world: World) {
+  const configPath = await writeConfig(shortLeases);
+  await kafka.setRtt(1, 25);
+  return { configPath, victim: await spawnIn(world, "relay A (killed)", configPath) };
+}
+
+/**
+ * The start of a shutdown scenario: 2,000 events written, and a child relay
+ * with a long lease (whatever is free afterwards was released by the shutdown,
+ * not reaped) that has published part of them; the broker answers after `rttMs`.
+ */
+async function backlogInProgress(
+  world: World,
+  name: string,
+  opts: { seed: number; shutdownTimeoutMs: number; maxInFlightBatches: number; rttMs: number },
+) {
+  const written = await writeNoted(world, { packages: 100, updates: 1900, removes: 0, seed: opts.seed });
+  const configPath = await writeConfig({
+    leaseSeconds: 60,
+    batchSize: 50,
+    maxInFlightBatches: opts.maxInFlightBatches,
+    pollIntervalMs: 200,
+    shutdownTimeoutMs: opts.shutdownTimeoutMs,
+  });
+  await kafka.setRtt(1, opts.rttMs);
+  const a = await spawnIn(world, name, configPath);
+  await untilPublished(world, name, written, 100);
+  return { written, configPath, a };
+}
+
+/** SIGTERM; the exit within `withinMs` (undefined if still running), noted with the relay's last line. */
+async function sigtermWithin(world: World, relay: Relay, withinMs: number) {
+  const sigtermAt = Date.now();
+  relay.proc.kill("SIGTERM");
+  const exit = await exitWithin(relay, withinMs);
+  const stopped = relay.lines.find((l) => l.msg === "retranslator stopped");
+  world.note(
+    `exit ${JSON.stringify(exit)} ${Date.now() - sigtermAt} ms after SIGTERM; stopped: ${JSON.stringify(stopped)}`,
+  );
+  return exit;
+}
+
+/** Only events a dead relay held leased may be published twice. */
+function assertOnlyRepeated(report: DeliveryReport, leasedByDead: readonly string[], message: string): void {
+  const mayRepeat = new Set(leasedByDead);
+  assert.deepEqual(
+    report.duplicated.filter((id) => !mayRepeat.has(id)),
+    [],
+    message,
+  );
+}
+
 // ---------------------------------------------------------------- tests
 
 test("two retranslators side by side: everything delivered once, in order, and both did work", async (t) => {
@@ -360,14 +469,13 @@ test("two retranslators side by side: everything delivered once, in order, and b
     assert.notEqual(a.owner, b.owner);
 
     // Written while both run: 120 packages, most of them updated many times.
-    const written = await writeEvents(world.db.url, {
+    const written = await writeNoted(world, {
       packages: 120,
       updates: 2400,
       removes: 30,
       seed: 1,
       perTransaction: 10,
     });
-    note(`${written} events written`);
     await waitForEmptyOutbox(world);
 
     const report = await deliveryReport(world, written);
@@ -388,30 +496,12 @@ test("two retranslators side by side: everything delivered once, in order, and b
 test("kill -9 mid-batch, then a replacement: nothing lost or reordered, duplicates only of the dead relay's leased events", async (t) => {
   await withWorld(t, "crash-kill9", 4, async (world) => {
     const { note } = world;
-    const written = await writeEvents(world.db.url, { packages: 200, updates: 4780, removes: 20, seed: 2 });
-    note(`${written} events written`);
+    const written = await writeNoted(world, { packages: 200, updates: 4780, removes: 20, seed: 2 });
     assert.equal(await count(world.db.db, "package_event"), written);
-    const configPath = await writeConfig({
-      leaseSeconds: 3,
-      maintenanceIntervalMs: 500,
-      batchSize: 50,
-      maxInFlightBatches: 4,
-      pollIntervalMs: 200,
-    });
-    // Slow acks keep batches in flight (and published ones waiting for their delete).
-    await kafka.setRtt(1, 25);
-
-    const a = await spawnIn(world, "relay A (killed)", configPath);
-    const ownerA = await a.started();
-    await poll(
-      "relay A to publish part of the backlog",
-      () => count(world.db.db, "package_event"),
-      (n) => n <= written - 300,
-      30_000,
-      20,
-    );
-    a.proc.kill("SIGKILL");
-    assert.equal((await a.exit).signal, "SIGKILL");
+    const { configPath, victim: a } = await relayToKill(world);
+    const ownerA = a.owner;
+    await untilPublished(world, "relay A", written, 300);
+    await killNine(a);
 
     const left = await count(world.db.db, "package_event");
     note(`killed with ${left} of ${written} events left, ${(await leasedIds(world.db.db)).length} leased`);
@@ -422,7 +512,7 @@ test("kill -9 mid-batch, then a replacement: nothing lost or reordered, duplicat
 
     await kafka.setRtt(1, 0);
     const b = await spawnIn(world, "relay B (replacement)", configPath);
-    const ownerB = await b.started();
+    const ownerB = b.owner;
     assert.notEqual(ownerB, ownerA);
     await waitForEmptyOutbox(world);
     assert.ok(hasLog(b.lines, EXPIRED_LEASES_MSG), "the replacement freed the dead relay's expired leases");
@@ -430,50 +520,24 @@ test("kill -9 mid-batch, then a replacement: nothing lost or reordered, duplicat
     const report = await deliveryReport(world, written);
     note(`the dead relay held ${leasedByA.length} leases`);
     assertDeliveredInOrder(report);
-    const mayRepeat = new Set(leasedByA);
-    assert.deepEqual(
-      report.duplicated.filter((id) => !mayRepeat.has(id)),
-      [],
-      "only events leased by the dead relay may be published twice",
-    );
+    assertOnlyRepeated(report, leasedByA, "only events leased by the dead relay may be published twice");
 
-    b.proc.kill("SIGTERM");
-    assert.deepEqual(await exitWithin(b, 20_000), { code: 0, signal: null });
+    await stopsCleanly(b);
   });
 });
 
 test("a running instance takes over a killed instance's leases once they expire", async (t) => {
   await withWorld(t, "crash-takeover", 4, async (world) => {
     const { note } = world;
-    const written = await writeEvents(world.db.url, { packages: 150, updates: 2840, removes: 10, seed: 3 });
-    note(`${written} events written`);
-    const configPath = await writeConfig({
-      leaseSeconds: 3,
-      maintenanceIntervalMs: 500,
-      batchSize: 50,
-      maxInFlightBatches: 4,
-      pollIntervalMs: 200,
-    });
-    await kafka.setRtt(1, 25);
-
-    const a = await spawnIn(world, "relay A (killed)", configPath);
-    const ownerA = await a.started();
+    const written = await writeNoted(world, { packages: 150, updates: 2840, removes: 10, seed: 3 });
+    const { configPath, victim: a } = await relayToKill(world);
+    const ownerA = a.owner;
     // A has published part of the backlog and holds leases (in flight, or published and not yet deleted).
-    await poll(
-      "relay A to publish some events and hold leases",
-      async () => ({
-        left: await count(world.db.db, "package_event"),
-        leased: (await leasedIds(world.db.db, ownerA)).length,
-      }),
-      (v) => v.left <= written - 200 && v.leased > 0,
-      30_000,
-      20,
-    );
+    await untilHoldingLeases(world, "relay A to publish some events and hold leases", ownerA, written, 200);
 
     // B starts while A holds claims, and is running when A dies.
     const b = await startIn(world, "relay B (survivor)", configPath);
-    a.proc.kill("SIGKILL");
-    assert.equal((await a.exit).signal, "SIGKILL");
+    await killNine(a);
     const leasedByA = await leasedIds(world.db.db, ownerA);
     note(
       `A died holding ${leasedByA.length} leases; ${await count(world.db.db, "package_event")} of ${written} events left`,
@@ -488,47 +552,22 @@ test("a running instance takes over a killed instance's leases once they expire"
     const report = await deliveryReport(world, written);
     note(`the dead relay held ${leasedByA.length} leases`);
     assertDeliveredInOrder(report);
-    const mayRepeat = new Set(leasedByA);
-    assert.deepEqual(
-      report.duplicated.filter((id) => !mayRepeat.has(id)),
-      [],
-      "only events leased by the dead relay may be published twice",
-    );
+    assertOnlyRepeated(report, leasedByA, "only events leased by the dead relay may be published twice");
   });
 });
 
 test("kill -9 of one of three instances: the other two take over its events within one lease, nothing lost or reordered", async (t) => {
   await withWorld(t, "crash-three-kill9", 6, async (world) => {
     const { note } = world;
-    const written = await writeEvents(world.db.url, { packages: 300, updates: 5700, removes: 0, seed: 11 });
-    note(`${written} events written`);
-    const leaseSeconds = 3;
-    const maintenanceIntervalMs = 500;
-    const configPath = await writeConfig({
-      leaseSeconds,
-      maintenanceIntervalMs,
-      batchSize: 50,
-      maxInFlightBatches: 4,
-      pollIntervalMs: 200,
-    });
-    // Slow acks keep batches in flight, so the victim dies holding leases.
-    await kafka.setRtt(1, 25);
-    const victim = await spawnIn(world, "relay A (killed)", configPath);
-    const ownerA = await victim.started();
-    const b = await spawnIn(world, "relay B", configPath);
-    const c = await spawnIn(world, "relay C", configPath);
+    const written = await writeNoted(world, { packages: 300, updates: 5700, removes: 0, seed: 11 });
+    const { leaseSeconds, maintenanceIntervalMs } = shortLeases;
+    const { configPath, victim } = await relayToKill(world);
+    const ownerA = victim.owner;
+    const b = await spawnUnstarted(world, "relay B", configPath);
+    const c = await spawnUnstarted(world, "relay C", configPath);
     await b.started();
     await c.started();
-    await poll(
-      "relay A to hold leases while all three publish",
-      async () => ({
-        left: await count(world.db.db, "package_event"),
-        leased: (await leasedIds(world.db.db, ownerA)).length,
-      }),
-      (v) => v.left <= written - 300 && v.leased > 0,
-      30_000,
-      20,
-    );
+    await untilHoldingLeases(world, "relay A to hold leases while all three publish", ownerA, written, 300);
     victim.proc.kill("SIGKILL");
     const killedAt = Date.now();
     assert.equal((await victim.exit).signal, "SIGKILL");
@@ -561,15 +600,9 @@ test("kill -9 of one of three instances: the other two take over its events with
 
     const report = await deliveryReport(world, written);
     assertDeliveredInOrder(report);
-    const mayRepeat = new Set(leasedByA);
-    assert.deepEqual(
-      report.duplicated.filter((id) => !mayRepeat.has(id)),
-      [],
-      "only the dead relay's leased events may repeat",
-    );
+    assertOnlyRepeated(report, leasedByA, "only the dead relay's leased events may repeat");
     for (const r of [b, c]) {
-      r.proc.kill("SIGTERM");
-      assert.deepEqual(await exitWithin(r, 20_000), { code: 0, signal: null });
+      await stopsCleanly(r);
     }
   });
 });
@@ -582,13 +615,7 @@ test("an instance that joins a running one takes a share of the backlog at once:
     // Slow acks: A alone would take a while, so B joins mid-backlog.
     await kafka.setRtt(1, 20);
     const a = await startIn(world, "relay A", configPath);
-    await poll(
-      "relay A to publish part of the backlog",
-      () => count(world.db.db, "package_event"),
-      (n) => n <= written - 500,
-      30_000,
-      20,
-    );
+    await untilPublished(world, "relay A", written, 500);
     const leftAtJoin = await count(world.db.db, "package_event");
     const b = await startIn(world, "relay B (joins)", configPath);
     // B claims from its own place in the package range: it publishes while A is still busy.
@@ -617,43 +644,16 @@ test("an instance that joins a running one takes a share of the backlog at once:
 
 test("SIGTERM with sends in flight: drains, exits 0, leaves nothing leased; a restart delivers the rest exactly once", async (t) => {
   await withWorld(t, "crash-sigterm", 2, async (world) => {
-    const { note } = world;
-    const written = await writeEvents(world.db.url, { packages: 100, updates: 1900, removes: 0, seed: 4 });
-    note(`${written} events written`);
     const shutdownTimeoutMs = 8000;
-    const configPath = await writeConfig({
-      // Long lease: whatever is free afterwards was released by the shutdown, not reaped.
-      leaseSeconds: 60,
-      batchSize: 50,
-      maxInFlightBatches: 2,
-      pollIntervalMs: 200,
+    const { written, configPath, a } = await backlogInProgress(world, "relay A (SIGTERM)", {
+      seed: 4,
       shutdownTimeoutMs,
+      maxInFlightBatches: 2,
+      rttMs: 100,
     });
-    await kafka.setRtt(1, 100);
-
-    const a = await spawnIn(world, "relay A (SIGTERM)", configPath);
-    await a.started();
-    await poll(
-      "relay A to publish part of the backlog",
-      () => count(world.db.db, "package_event"),
-      (n) => n <= written - 100,
-      30_000,
-      20,
-    );
-    await poll(
-      "relay A to have events in flight",
-      () => metric(a.metricsPort, "logistic_package_api_retranslator_events_processing"),
-      (n) => n > 0,
-      10_000,
-      10,
-    );
-    const sigtermAt = Date.now();
-    a.proc.kill("SIGTERM");
+    await untilInFlight(a, 10_000, 10);
     // The deadline, plus the cleaner's last flush (2 s) and a margin for start-up of nothing.
-    const exit = await exitWithin(a, shutdownTimeoutMs + 2000 + 5000);
-    note(
-      `exit ${JSON.stringify(exit)} ${Date.now() - sigtermAt} ms after SIGTERM; stopped: ${JSON.stringify(a.lines.find((l) => l.msg === "retranslator stopped"))}`,
-    );
+    const exit = await sigtermWithin(world, a, shutdownTimeoutMs + 2000 + 5000);
     assert.deepEqual(exit, { code: 0, signal: null }, "exited by itself with code 0 within the shutdown deadline");
     assert.ok(hasLog(a.lines, "retranslator stopped"));
     assert.ok(!hasLog(a.lines, "in-flight sends did not finish before the deadline"), "the drain finished");
@@ -664,61 +664,34 @@ test("SIGTERM with sends in flight: drains, exits 0, leaves nothing leased; a re
 
     await kafka.setRtt(1, 0);
     const b = await spawnIn(world, "relay B (restart)", configPath);
-    await b.started();
     await waitForEmptyOutbox(world);
 
     const report = await deliveryReport(world, written);
     assertDeliveredInOrder(report);
     assert.deepEqual(report.duplicated, [], "a graceful stop that drained in time publishes nothing twice");
-    b.proc.kill("SIGTERM");
-    assert.deepEqual(await exitWithin(b, 20_000), { code: 0, signal: null });
+    await stopsCleanly(b);
   });
 });
 
 test("SIGTERM while the broker hangs: cut off at the deadline, leases released, exit 0 in time; a second signal forces exit 130", async (t) => {
   await withWorld(t, "crash-sigterm-hung", 4, async (world) => {
     const { note } = world;
-    const written = await writeEvents(world.db.url, { packages: 100, updates: 1900, removes: 0, seed: 5 });
-    note(`${written} events written`);
     const shutdownTimeoutMs = 1000;
     const hung = 60_000;
-    const configPath = await writeConfig({
-      leaseSeconds: 60,
-      batchSize: 50,
-      maxInFlightBatches: 4,
-      pollIntervalMs: 200,
+    const { written, a } = await backlogInProgress(world, "relay A (SIGTERM, broker hung)", {
+      seed: 5,
       shutdownTimeoutMs,
+      maxInFlightBatches: 4,
+      rttMs: 10,
     });
-    await kafka.setRtt(1, 10);
-
-    const a = await spawnIn(world, "relay A (SIGTERM, broker hung)", configPath);
-    await a.started();
-    await poll(
-      "relay A to publish part of the backlog",
-      () => count(world.db.db, "package_event"),
-      (n) => n <= written - 100,
-      30_000,
-      20,
-    );
     // From now on the broker answers nothing (for longer than kafka.requestTimeoutMs):
     // whatever A sends next stays in flight.
     await kafka.setRtt(1, hung);
     await new Promise((r) => setTimeout(r, 500));
-    await poll(
-      "relay A to have events in flight",
-      () => metric(a.metricsPort, "logistic_package_api_retranslator_events_processing"),
-      (n) => n > 0,
-      10_000,
-      20,
-    );
-    const sigtermAt = Date.now();
-    a.proc.kill("SIGTERM");
+    await untilInFlight(a, 10_000, 20);
     // The deadline, the cleaner's last flush (up to 2 s), and a margin: not
     // the Kafka client's request timeout (10 s), which the hung sends wait for.
-    const exit = await exitWithin(a, shutdownTimeoutMs + 2000 + 3000);
-    note(
-      `exit ${JSON.stringify(exit)} ${Date.now() - sigtermAt} ms after SIGTERM; stopped: ${JSON.stringify(a.lines.find((l) => l.msg === "retranslator stopped"))}`,
-    );
+    const exit = await sigtermWithin(world, a, shutdownTimeoutMs + 2000 + 3000);
     assert.ok(hasLog(a.lines, "in-flight sends did not finish before the deadline"), "the drain was cut off");
     assert.ok(hasLog(a.lines, "retranslator stopped"), "stop() completed");
     assert.deepEqual(exit, { code: 0, signal: null }, "exited by itself with code 0 within the shutdown deadline");
@@ -737,16 +710,9 @@ test("SIGTERM while the broker hangs: cut off at the deadline, leases released, 
         shutdownTimeoutMs: 60_000,
       }),
     );
-    await c.started();
     await kafka.setRtt(1, hung);
     await new Promise((r) => setTimeout(r, 500));
-    await poll(
-      "relay C to have events in flight",
-      () => metric(c.metricsPort, "logistic_package_api_retranslator_events_processing"),
-      (n) => n > 0,
-      20_000,
-      20,
-    );
+    await untilInFlight(c, 20_000, 20);
     c.proc.kill("SIGTERM");
     await poll(
       "relay C to start shutting down",
@@ -771,7 +737,6 @@ test("SIGTERM while the broker hangs: cut off at the deadline, leases released, 
         pollIntervalMs: 200,
       }),
     );
-    await b.started();
     note("B started");
     await waitForEmptyOutbox(world);
 
@@ -779,8 +744,7 @@ test("SIGTERM while the broker hangs: cut off at the deadline, leases released, 
     // duplicates are allowed here; completeness and order are not negotiable.
     const report = await deliveryReport(world, written);
     assertDeliveredInOrder(report);
-    b.proc.kill("SIGTERM");
-    assert.deepEqual(await exitWithin(b, 20_000), { code: 0, signal: null });
+    await stopsCleanly(b);
   });
 });
 
@@ -796,8 +760,7 @@ test("a crash-looping event is dead-lettered, and its package's parked events (m
       undefined,
     );
     for (let i = 0; i < 4 * batchSize - 1; i++) await repo.update(hot, { title: `hot ${i}` }, undefined);
-    const others = await writeEvents(world.db.url, { packages: 60, updates: 540, removes: 0, seed: 6 });
-    note(`${others} events written`);
+    const others = await writeNoted(world, { packages: 60, updates: 540, removes: 0, seed: 6 });
     // Its head was claimed maxAttempts times by relays that crashed while sending it.
     const [head] = await rows<{ id: string }>(
       world.db.db,
@@ -851,8 +814,7 @@ test("a crash-looping event is dead-lettered, and its package's parked events (m
 test("a relay whose start fails after it began claiming (metrics port taken) stops: exit 1, nothing left leased", async (t) => {
   await withWorld(t, "crash-start-failure", 2, async (world) => {
     const { note } = world;
-    const written = await writeEvents(world.db.url, { packages: 50, updates: 450, removes: 0, seed: 7 });
-    note(`${written} events written`);
+    const written = await writeNoted(world, { packages: 50, updates: 450, removes: 0, seed: 7 });
     // The binary listens on config.yml's host (all interfaces): take the port there.
     const blocker = net.createServer();
     await new Promise<void>((resolve, reject) => {
@@ -868,7 +830,7 @@ test("a relay whose start fails after it began claiming (metrics port taken) sto
         maintenanceIntervalMs: 600_000,
         batchSize: 50,
       });
-      const relay = await spawnIn(world, "relay (metrics port taken)", configPath, port);
+      const relay = await spawnUnstarted(world, "relay (metrics port taken)", configPath, port);
       const exit = await exitWithin(relay, 30_000);
       note(`exit ${JSON.stringify(exit)}; ${await count(world.db.db, "package_event")} of ${written} events left`);
       assert.deepEqual(
