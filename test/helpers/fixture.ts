@@ -69,6 +69,12 @@ export function useFixture(options: FixtureOptions = {}): Fixture {
   const started = new TearDown();
   const own = new TearDown();
   const setUpSteps: (() => Promise<unknown> | unknown)[] = [];
+  const brokerTopic = (who: string) => {
+    if (parts.kafka === undefined || parts.topic === undefined) {
+      throw new Error(`fixture: ${who} needs the kafka option with a topic`);
+    }
+    return { kafka: parts.kafka as KafkaMock, topic: parts.topic as string };
+  };
 
   before(async () => {
     if (options.spans !== undefined) {
@@ -107,18 +113,14 @@ export function useFixture(options: FixtureOptions = {}): Fixture {
       started.defer(() => server.stop());
     }
     if (options.relay !== undefined) {
-      const [kafka, topic] = [parts.kafka as KafkaMock | undefined, parts.topic as string | undefined];
-      if (kafka === undefined || topic === undefined)
-        throw new Error("fixture: a relay needs the kafka option's topic");
+      const { kafka, topic } = brokerTopic("a relay");
       const env = { ...fastRetranslatorEnv(db.url, kafka.brokers, topic), ...options.env?.relay };
       const relay = await startTestRetranslator(env, options.relay);
       parts.relay = relay;
       started.defer(() => relay.stop());
     }
     if (options.facade !== undefined) {
-      const [kafka, topic] = [parts.kafka as KafkaMock | undefined, parts.topic as string | undefined];
-      if (kafka === undefined || topic === undefined)
-        throw new Error("fixture: a facade needs the kafka option's topic");
+      const { kafka, topic } = brokerTopic("a facade");
       const env = {
         ...facadeEnv((parts.facadeDb as TestDatabase).url, kafka.brokers, topic),
         ...options.env?.facade,
