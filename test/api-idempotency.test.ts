@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { describe, test } from "node:test";
-import { PgPackageRepository } from "../internal/repo/package-repo.js";
+import { PgPackageRepository } from "../internal/packages/package-repo.js";
 import { count, events } from "./helpers/database.js";
 import { useFixture } from "./helpers/fixture.js";
 import { grpc, packageApiClient, rpcError } from "./helpers/grpc-client.js";

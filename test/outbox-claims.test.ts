@@ -1,16 +1,16 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { readBacklog } from "../internal/repo/outbox/backlog.js";
-import { claimEvents, claimHeads } from "../internal/repo/outbox/claim-events.js";
-import { deadLetterEvents } from "../internal/repo/outbox/dead-letter-events.js";
-import { deleteEvents } from "../internal/repo/outbox/delete-events.js";
+import { readBacklog } from "../internal/outbox/backlog.js";
+import { claimEvents, claimHeads } from "../internal/outbox/claim-events.js";
+import { deadLetterEvents } from "../internal/outbox/dead-letter-events.js";
+import { deleteEvents } from "../internal/outbox/delete-events.js";
 import {
   reapExpiredLeases,
   releaseAllLeases,
   releaseFailedEvents,
   releaseUnsentEvents,
-} from "../internal/repo/outbox/release-events.js";
-import { PgPackageRepository } from "../internal/repo/package-repo.js";
+} from "../internal/outbox/release-events.js";
+import { PgPackageRepository } from "../internal/packages/package-repo.js";
 import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
 import { useFixture } from "./helpers/fixture.js";
 

@@ -5,7 +5,7 @@
 // committed offsets, so the original events are not read again).
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { PgPackageRepository } from "../internal/repo/package-repo.js";
+import { PgPackageRepository } from "../internal/packages/package-repo.js";
 import { EventType } from "../pkg/hablof/logistic_package_api/v1/kafka_proto_pb.js";
 import {
   apiPackages,

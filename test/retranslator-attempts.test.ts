@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { PgPackageRepository } from "../internal/repo/package-repo.js";
+import { PgPackageRepository } from "../internal/packages/package-repo.js";
 import { count } from "./helpers/database.js";
 import { useFixture } from "./helpers/fixture.js";
 import { poll } from "./helpers/poll.js";

@@ -13,7 +13,7 @@ import type { ChildProcess } from "node:child_process";
 import net from "node:net";
 import { after, before, type TestContext, test } from "node:test";
 import { createDatabase, type Database } from "../internal/database/database.js";
-import { PgPackageRepository } from "../internal/repo/package-repo.js";
+import { PgPackageRepository } from "../internal/packages/package-repo.js";
 import { type ConfigFile, writeConfigFile } from "./helpers/config.js";
 import { count, createTestDatabase, type TestDatabase } from "./helpers/database.js";
 import { type KafkaMock, startKafkaMock } from "./helpers/kafka-mock.js";

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import type { Database } from "../internal/database/database.js";
-import { PgPackageRepository } from "../internal/repo/package-repo.js";
+import { PgPackageRepository } from "../internal/packages/package-repo.js";
 import { EventType } from "../pkg/hablof/logistic_package_api/v1/kafka_proto_pb.js";
 import { count } from "./helpers/database.js";
 import { packageApiClient } from "./helpers/grpc-client.js";

@@ -1,6 +1,6 @@
 import type { Database } from "../../internal/database/database.js";
 import { query } from "../../internal/database/query.js";
-import type { OutboxEvent } from "../../internal/repo/outbox/types.js";
+import type { OutboxEvent } from "../../internal/outbox/types.js";
 import { sleep } from "./procs.js";
 
 export interface Seeded {

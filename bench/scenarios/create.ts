@@ -1,7 +1,7 @@
 import knexFactory from "knex";
 import pg from "pg";
 import type { Database } from "../../internal/database/database.js";
-import { PgPackageRepository } from "../../internal/repo/package-repo.js";
+import { PgPackageRepository } from "../../internal/packages/package-repo.js";
 import { packageApiClient } from "../../test/helpers/grpc-client.js";
 import type { BenchContext } from "../lib/context.js";
 import { type CpuWindow, cpuWindow, postgresBackends, round } from "../lib/cpu.js";

@@ -1,8 +1,8 @@
 import { Kafka, logLevel, Partitioners, type PartitionMetadata } from "kafkajs";
 import type { Config } from "../../internal/config/config.js";
-import { claimEvents } from "../../internal/repo/outbox/claim-events.js";
-import { deleteEvents } from "../../internal/repo/outbox/delete-events.js";
-import type { OutboxEvent } from "../../internal/repo/outbox/types.js";
+import { claimEvents } from "../../internal/outbox/claim-events.js";
+import { deleteEvents } from "../../internal/outbox/delete-events.js";
+import type { OutboxEvent } from "../../internal/outbox/types.js";
 import { toEventMessage } from "../../internal/retranslator/sender/event-message.js";
 import type { BenchContext } from "../lib/context.js";
 import { type CpuWindow, cpuWindow, postgresBackends, round } from "../lib/cpu.js";

@@ -7,13 +7,13 @@ import { openDatabase } from "../../internal/app/scaffold.js";
 import { loadConfig } from "../../internal/config/config.js";
 import type { Database } from "../../internal/database/database.js";
 import { NotFoundError } from "../../internal/domain/errors.js";
-import { discardDeadLetter, listDeadLetters, requeueDeadLetter } from "../../internal/repo/outbox/dead-letter-admin.js";
+import { discardDeadLetter, listDeadLetters, requeueDeadLetter } from "../../internal/outbox/dead-letter-admin.js";
 import {
   countRepublishable,
   type RepublishFilter,
   republishBatch,
   republishPackage,
-} from "../../internal/repo/republish.js";
+} from "../../internal/packages/republish.js";
 
 const usage = `usage: npm run admin -- COMMAND [OPTIONS]
 

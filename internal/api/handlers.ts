@@ -1,8 +1,8 @@
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import type { LogisticPackageApiService } from "../../pkg/hablof/logistic_package_api/v1/logistic_package_api_pb.js";
 import type { TraceContext } from "../domain/package.js";
-import type { PackageRepository } from "../repo/package-repo.js";
-import { createPackage } from "../service/create-package.js";
+import { createPackage } from "../packages/create-package.js";
+import type { PackageRepository } from "../packages/package-repo.js";
 import { toPackageMessage } from "./convert.js";
 import { requestTraceKey } from "./request-context.js";
 import {

@@ -13,7 +13,6 @@ import {
 import { BadRequestSchema } from "../../pkg/google/rpc/error_details_pb.js";
 import { DomainError, InvalidArgumentError } from "../domain/errors.js";
 import type { Logger } from "../logger/logger.js";
-import type { ApiMetrics } from "../metrics/api-metrics.js";
 import {
   type IncomingTraceHeaders,
   incomingTraceHeaders,
@@ -21,6 +20,7 @@ import {
   requestTrace,
   validTracestate,
 } from "../tracer/trace-context.js";
+import type { ApiMetrics } from "./metrics.js";
 import { requestCallerKey, requestTraceKey } from "./request-context.js";
 
 const domainCodes: Record<DomainError["kind"], Code> = {

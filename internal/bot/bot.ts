@@ -51,7 +51,7 @@ export interface PackageBotOptions {
 /**
  * The bot's behaviour: access check (chat and user), roles, commands, paging and
  * /delete confirmation buttons. It owns no connection; the caller starts and
- * stops polling (see app.ts).
+ * stops polling (internal/app/start-bot.ts).
  */
 export function createPackageBot(options: PackageBotOptions): Bot<BotContext> {
   const { api, logger, pageSize } = options;

@@ -1,7 +1,7 @@
 import { failureBackoffMs, sleep } from "../lifecycle/abortable.js";
 import type { Wakeup } from "../lifecycle/wakeup.js";
 import type { Logger } from "../logger/logger.js";
-import type { OutboxEvent } from "../repo/outbox/types.js";
+import type { OutboxEvent } from "../outbox/types.js";
 import type { InFlightPool } from "./in-flight-pool.js";
 import type { Outbox } from "./outbox.js";
 

@@ -1,4 +1,4 @@
-import type { OutboxEvent } from "../repo/outbox/types.js";
+import type { OutboxEvent } from "../outbox/types.js";
 import type { SendFailure } from "./sender/sender.js";
 
 // The dead-letter policy, in one place. Attempts are counted at claim and given back for everything

@@ -1,7 +1,7 @@
 import { settleWithin } from "../lifecycle/deadline.js";
 import { Wakeup } from "../lifecycle/wakeup.js";
 import type { Logger } from "../logger/logger.js";
-import type { OutboxEvent } from "../repo/outbox/types.js";
+import type { OutboxEvent } from "../outbox/types.js";
 import type { Acknowledger } from "./acknowledger.js";
 import { exhaustedAtClaim } from "./dead-letter-policy.js";
 import { failAll, type Sender, type SendFailure, type SendOutcome } from "./sender/sender.js";

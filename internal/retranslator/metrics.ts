@@ -1,5 +1,5 @@
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
-import type { OutboxEvent } from "../repo/outbox/types.js";
+import type { OutboxEvent } from "../outbox/types.js";
 import type { Sender, SendOutcome } from "./sender/sender.js";
 
 /** The retranslator's metrics (docs/design.md §5, docs/operations.md); the first name is the original service's. */

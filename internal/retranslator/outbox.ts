@@ -1,20 +1,20 @@
 import type { Database } from "../database/database.js";
-import { type Backlog, readBacklog } from "../repo/outbox/backlog.js";
-import { type Claim, type ClaimRequest, claimHeads } from "../repo/outbox/claim-events.js";
-import { deadLetterEvents } from "../repo/outbox/dead-letter-events.js";
-import { deleteEvents } from "../repo/outbox/delete-events.js";
+import { type Backlog, readBacklog } from "../outbox/backlog.js";
+import { type Claim, type ClaimRequest, claimHeads } from "../outbox/claim-events.js";
+import { deadLetterEvents } from "../outbox/dead-letter-events.js";
+import { deleteEvents } from "../outbox/delete-events.js";
 import {
   type BackoffPolicy,
   reapExpiredLeases,
   releaseAllLeases,
   releaseFailedEvents,
   releaseUnsentEvents,
-} from "../repo/outbox/release-events.js";
-import type { ClaimRef, EventFailure } from "../repo/outbox/types.js";
+} from "../outbox/release-events.js";
+import type { ClaimRef, EventFailure } from "../outbox/types.js";
 
 /**
  * What the relay needs of the outbox table: one method per statement of
- * internal/repo/outbox/ (each documented there), so that the relay can run
+ * internal/outbox/ (each documented there), so that the relay can run
  * against an in-memory outbox in the unit tests (test/unit/fakes/). Every
  * outcome names the claim it answers (owner and lease): an outcome of an
  * expired claim changes nothing.
@@ -33,7 +33,7 @@ export interface Outbox {
   readBacklog(): Promise<Backlog>;
 }
 
-/** The outbox in Postgres: the statements of internal/repo/outbox/ on `db`. */
+/** The outbox in Postgres: the statements of internal/outbox/ on `db`. */
 export function postgresOutbox(db: Database): Outbox {
   return {
     claimHeads: (request) => claimHeads(db, request),

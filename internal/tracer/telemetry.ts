@@ -16,7 +16,7 @@ export interface Telemetry {
 
 /**
  * OpenTelemetry tracing: a span per RPC (api/interceptors.ts), per repository
- * method (service/package-repository.ts), per SQL query (pg and knex instrumentations)
+ * method (packages/observed-repository.ts), per SQL query (pg and knex instrumentations)
  * and per published event (retranslator). Must start before the database
  * client is created: the pg instrumentation patches the driver when knex
  * loads it. Off unless an endpoint (or exporter) is given; the API then

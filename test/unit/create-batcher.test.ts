@@ -1,4 +1,4 @@
-// The create batcher (internal/repo/create-batcher.ts) over a fake repository: a create goes alone
+// The create batcher (internal/packages/create-batcher.ts) over a fake repository: a create goes alone
 // when a slot is free, creates that wait go together, the queue is bounded, and a failed batch is
 // retried call by call only when a row caused it. The same against Postgres:
 // test/api-create-batching.test.ts.
@@ -8,8 +8,8 @@ import { AsyncLocalStorage } from "node:async_hooks";
 import { describe, test } from "node:test";
 import { UnavailableError } from "../../internal/domain/errors.js";
 import type { NewPackage } from "../../internal/domain/package.js";
-import { CreateBatcher, type CreateBatchingOptions } from "../../internal/repo/create-batcher.js";
-import type { CreateItem } from "../../internal/repo/package-repo.js";
+import { CreateBatcher, type CreateBatchingOptions } from "../../internal/packages/create-batcher.js";
+import type { CreateItem } from "../../internal/packages/package-repo.js";
 
 const caller = new AsyncLocalStorage<string>();
 

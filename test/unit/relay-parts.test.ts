@@ -7,7 +7,7 @@ import { describe, test } from "node:test";
 import { fromBinary } from "@bufbuild/protobuf";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { Registry } from "prom-client";
-import type { OutboxEvent } from "../../internal/repo/outbox/types.js";
+import type { OutboxEvent } from "../../internal/outbox/types.js";
 import { Acknowledger } from "../../internal/retranslator/acknowledger.js";
 import { deadLetters, exhaustedAtClaim } from "../../internal/retranslator/dead-letter-policy.js";
 import { runMaintenance } from "../../internal/retranslator/maintenance.js";

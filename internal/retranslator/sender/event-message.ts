@@ -1,7 +1,7 @@
 import { create, toBinary } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { EventType, PackageEventSchema } from "../../../pkg/hablof/logistic_package_api/v1/kafka_proto_pb.js";
-import type { OutboxEvent } from "../../repo/outbox/types.js";
+import type { OutboxEvent } from "../../outbox/types.js";
 
 export interface EventMessage {
   key: string;

@@ -3,7 +3,7 @@ import { kafkaClient } from "../../kafka/client.js";
 import type { KafkaClientSecurity } from "../../kafka/security.js";
 import { ensureTopics } from "../../kafka/topics.js";
 import type { Logger } from "../../logger/logger.js";
-import type { OutboxEvent } from "../../repo/outbox/types.js";
+import type { OutboxEvent } from "../../outbox/types.js";
 import { type EventMessage, toEventMessage } from "./event-message.js";
 import { MAX_RETRY_TIME_MS } from "./send-budget.js";
 import { failAll as failAllWith, type Sender, type SendOutcome } from "./sender.js";

@@ -1,4 +1,4 @@
-import type { OutboxEvent } from "../../repo/outbox/types.js";
+import type { OutboxEvent } from "../../outbox/types.js";
 
 /**
  * What happened to each event of a batch handed to a sender: the one outcome

@@ -1,5 +1,5 @@
 import { context, propagation, ROOT_CONTEXT, type Span, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
-import type { OutboxEvent } from "../../repo/outbox/types.js";
+import type { OutboxEvent } from "../../outbox/types.js";
 import type { Sender, SendOutcome } from "./sender.js";
 
 const tracer = trace.getTracer("logistic-package-api");

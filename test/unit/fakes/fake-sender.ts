@@ -3,7 +3,7 @@
 // follow the real sender's contract (sender/sender.ts): a failed event's later events of the same
 // package in the request come back unsent; an event past its sendBy is never sent.
 
-import type { OutboxEvent } from "../../../internal/repo/outbox/types.js";
+import type { OutboxEvent } from "../../../internal/outbox/types.js";
 import { failAll, type Sender, type SendOutcome } from "../../../internal/retranslator/sender/sender.js";
 
 export interface EventFault {

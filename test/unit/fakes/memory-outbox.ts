@@ -1,12 +1,12 @@
-// An in-memory outbox with the semantics the relay relies on (internal/repo/outbox/ in Postgres):
+// An in-memory outbox with the semantics the relay relies on (internal/outbox/ in Postgres):
 // claims take package heads and the unleased run after them, outcomes change a row only while it
 // carries the claim's owner and lease, attempts are counted at claim and given back as the SQL does.
 // Backoff has no jitter here, so tests can reason about it.
 
-import type { Backlog } from "../../../internal/repo/outbox/backlog.js";
-import type { Claim, ClaimRequest } from "../../../internal/repo/outbox/claim-events.js";
-import type { BackoffPolicy } from "../../../internal/repo/outbox/release-events.js";
-import type { ClaimRef, EventFailure, OutboxEvent } from "../../../internal/repo/outbox/types.js";
+import type { Backlog } from "../../../internal/outbox/backlog.js";
+import type { Claim, ClaimRequest } from "../../../internal/outbox/claim-events.js";
+import type { BackoffPolicy } from "../../../internal/outbox/release-events.js";
+import type { ClaimRef, EventFailure, OutboxEvent } from "../../../internal/outbox/types.js";
 import type { Outbox } from "../../../internal/retranslator/outbox.js";
 
 export interface OutboxRowState {

@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import type { NewPackage, TraceContext } from "../domain/package.js";
-import type { PackageRepository } from "../repo/package-repo.js";
+import type { PackageRepository } from "./package-repo.js";
 
 export interface CreateContext {
   /** Client-chosen idempotency key (`Idempotency-Key` or `x-request-id`), already validated. */

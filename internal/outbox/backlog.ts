@@ -1,5 +1,5 @@
-import type { Database } from "../../database/database.js";
-import { query } from "../../database/query.js";
+import type { Database } from "../database/database.js";
+import { query } from "../database/query.js";
 
 export interface Backlog {
   events: number;

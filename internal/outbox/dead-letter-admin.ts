@@ -1,6 +1,6 @@
-import type { Database } from "../../database/database.js";
-import { execute, query } from "../../database/query.js";
-import { NotFoundError } from "../../domain/errors.js";
+import type { Database } from "../database/database.js";
+import { execute, query } from "../database/query.js";
+import { NotFoundError } from "../domain/errors.js";
 
 // The operator's statements on the dead-letter table (npm run admin -- dead-letters | requeue | discard);
 // the relay moves events into it with deadLetterEvents (dead-letter-events.ts).

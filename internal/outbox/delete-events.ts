@@ -1,5 +1,5 @@
-import type { Database } from "../../database/database.js";
-import { execute } from "../../database/query.js";
+import type { Database } from "../database/database.js";
+import { execute } from "../database/query.js";
 
 /** Deletes published events, a whole set in one statement. Returns how many rows went. */
 export async function deleteEvents(db: Database, ids: readonly bigint[]): Promise<number> {

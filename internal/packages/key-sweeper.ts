@@ -1,6 +1,6 @@
 import { sleep } from "../lifecycle/abortable.js";
 import type { Logger } from "../logger/logger.js";
-import type { PackageRepository } from "../repo/package-repo.js";
+import type { PackageRepository } from "./package-repo.js";
 
 export interface KeySweeperOptions {
   retentionSeconds: number;

@@ -1,5 +1,5 @@
-import { rowsJson } from "../../database/query.js";
-import type { EventType } from "../../domain/package.js";
+import { rowsJson } from "../database/query.js";
+import type { EventType } from "../domain/package.js";
 
 /** An outbox row as claimed by a retranslator. */
 export interface OutboxEvent {

@@ -1,5 +1,5 @@
-import type { Database } from "../../database/database.js";
-import { execute } from "../../database/query.js";
+import type { Database } from "../database/database.js";
+import { execute } from "../database/query.js";
 import { type ClaimRef, claimsJson, type EventFailure, failuresJson } from "./types.js";
 
 export interface BackoffPolicy {

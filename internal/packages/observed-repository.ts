@@ -1,8 +1,8 @@
 import type { Counter } from "prom-client";
 import type { Database } from "../database/database.js";
-import type { CreateBatchingOptions } from "../repo/create-batcher.js";
-import { type PackageRepository, PgPackageRepository } from "../repo/package-repo.js";
 import { inSpan } from "../tracer/span.js";
+import type { CreateBatchingOptions } from "./create-batcher.js";
+import { type PackageRepository, PgPackageRepository } from "./package-repo.js";
 
 /**
  * The grpc-server's package repository, everything a call goes through built
