@@ -69,6 +69,20 @@ export interface RunningRetranslator extends RunningBinary {
   metricsUrl: string;
 }
 
+/**
+ * The children's database URL. With BENCH_DATABASE_SOCKET (a directory, e.g.
+ * /var/run/postgresql) they connect over Postgres' Unix socket instead of TCP
+ * on loopback, to tell how much of the binaries' CPU in socket writes is the
+ * TCP stack's (docs/performance.md: within noise of it, on this machine).
+ */
+function childDatabaseUrl(url: string): string {
+  const socketDir = process.env.BENCH_DATABASE_SOCKET;
+  if (socketDir === undefined || socketDir === "") return url;
+  const viaSocket = new URL(url);
+  viaSocket.searchParams.set("host", socketDir);
+  return viaSocket.toString();
+}
+
 /** The retranslator binary as a child process (as deployed), ready when /ready answers. */
 export async function startRetranslatorChild(
   ctx: BenchContext,
@@ -83,7 +97,7 @@ export async function startRetranslatorChild(
     {
       ...childEnv,
       CONFIG_PATH: configPath,
-      DATABASE_URL: options.databaseUrl,
+      DATABASE_URL: childDatabaseUrl(options.databaseUrl),
       KAFKA_BROKERS: ctx.kafka.brokers.join(","),
       KAFKA_TOPIC: options.topic,
       RETRANSLATOR_METRICS_PORT: String(metricsPort),
@@ -116,7 +130,7 @@ export async function startServerChild(
     {
       ...childEnv,
       CONFIG_PATH: configPath,
-      DATABASE_URL: databaseUrl,
+      DATABASE_URL: childDatabaseUrl(databaseUrl),
       GRPC_PORT: String(grpcPort),
       GATEWAY_PORT: String(gatewayPort),
       STATUS_PORT: String(statusPort),
