@@ -57,6 +57,38 @@ test("outcomes of an expired claim do not apply to the row's newer claim by the 
   assert.equal(await row(first.id), undefined);
 });
 
+test("a claim says whether it left part of its last package behind, so the relay waits only on acks that free more", async () => {
+  const repo = new PgPackageRepository(fx.db.db);
+  const pkg = { title: "a", material: "m", maximumVolume: 1, reusable: false };
+  // Two packages of three events each (a create and two updates).
+  const ids: bigint[] = [];
+  for (let p = 0; p < 2; p++) {
+    const id = await repo.create(pkg, undefined);
+    ids.push(id);
+    for (let u = 0; u < 2; u++) await repo.update(id, { title: `u${u}` }, undefined);
+  }
+  const [first, second] = ids as [bigint, bigint];
+  // Room for four: all of the first package, then one event of the second, whose two others stay.
+  const cut = await claimHeads(fx.db.db, { owner: "relay-1", limit: 4, leaseSeconds: 60, cursor: first - 1n });
+  assert.deepEqual(
+    cut.events.map((e) => e.packageId),
+    [first, first, first, second],
+  );
+  assert.equal(cut.cursor, second);
+  assert.equal(cut.cutShort, true);
+  await deleteEvents(
+    fx.db.db,
+    cut.events.map((e) => e.id),
+  );
+  // Room for exactly what is left: the claim ends on the package's last event.
+  const whole = await claimHeads(fx.db.db, { owner: "relay-1", limit: 2, leaseSeconds: 60, cursor: first - 1n });
+  assert.deepEqual(
+    whole.events.map((e) => e.packageId),
+    [second, second],
+  );
+  assert.equal(whole.cutShort, false);
+});
+
 // ------------------------------------------------------------ plans under stale statistics
 
 /** A plan node of EXPLAIN (FORMAT JSON). */

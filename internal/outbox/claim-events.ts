@@ -27,10 +27,17 @@ export interface Claim {
   visited: number;
   /** Claimable heads another claim locked or took first (another instance walking the same packages). */
   collided: number;
+  /**
+   * The claim filled up inside its last package (`cursor`), which has events
+   * after those taken: they become claimable once these are acknowledged. False
+   * when the claim ended on a package's last event, so that the relay does not
+   * wait on acknowledgements that free nothing.
+   */
+  cutShort: boolean;
 }
 
 /** A claimed event beside the walk's figures; one row of NULLs with them when nothing was claimed. */
-type ClaimRow = { cursor: bigint; visits: number; collided: number } & (OutboxEvent | { id: null });
+type ClaimRow = { cursor: bigint; visits: number; collided: number; cutShort: boolean } & (OutboxEvent | { id: null });
 
 /**
  * Claims whole package heads: walks the packages that have events in
@@ -67,10 +74,10 @@ export async function claimHeads(db: Database, request: ClaimRequest): Promise<C
        SELECT coalesce(?::bigint, lo - 1 + floor(random() * (hi - lo + 1))::bigint) AS cursor
        FROM (SELECT (SELECT package_id FROM package_event ORDER BY package_id LIMIT 1) AS lo,
                     (SELECT package_id FROM package_event ORDER BY package_id DESC LIMIT 1) AS hi) range
-     ), walk (package_id, head_id, take, total, visits, wrapped) AS (
-       SELECT coalesce(s.cursor, 0), NULL::bigint, 0::bigint, 0::bigint, 0, false FROM start s
+     ), walk (package_id, head_id, take, more, total, visits, wrapped) AS (
+       SELECT coalesce(s.cursor, 0), NULL::bigint, 0::bigint, false, 0::bigint, 0, false FROM start s
        UNION ALL
-       SELECT nx.package_id, nx.id, t.take, w.total + t.take, w.visits + 1, nx.wrapped
+       SELECT nx.package_id, nx.id, t.take, t.more, w.total + t.take, w.visits + 1, nx.wrapped
        FROM walk w CROSS JOIN start s
        CROSS JOIN LATERAL (
          -- The next package's head; past the last package, once, back to the first.
@@ -84,14 +91,16 @@ export async function claimHeads(db: Database, request: ClaimRequest): Promise<C
          LIMIT 1
        ) nx
        CROSS JOIN LATERAL (
-         -- How many of its events to take: none when the head is blocked.
-         SELECT count(*) AS take FROM (
+         -- How many of its events to take: none when the head is blocked. One
+         -- more is counted than the claim has room for, to tell whether it
+         -- leaves some of the package behind.
+         SELECT least(count(*), ?::bigint - w.total) AS take, count(*) > ?::bigint - w.total AS more FROM (
            SELECT 1 FROM package_event c
            WHERE c.package_id = nx.package_id
              AND nx.locked_by IS NULL AND nx.available_at <= now()
              AND nx.package_id <> ALL(?::bigint[])
              AND NOT EXISTS (SELECT 1 FROM package_event_dead_letter d WHERE d.package_id = nx.package_id)
-           ORDER BY c.id LIMIT ?::bigint - w.total) n
+           ORDER BY c.id LIMIT ?::bigint - w.total + 1) n
        ) t
        WHERE w.total < ?::bigint AND w.visits < ?::int
      ), heads AS (
@@ -115,12 +124,14 @@ export async function claimHeads(db: Database, request: ClaimRequest): Promise<C
        RETURNING e.id, e.package_id AS "packageId", e.type, e.payload::text AS payload, e.created,
                  e.traceparent, e.tracestate, e.reason, e.attempts, e.locked_until::text AS lease
      )
-     SELECT last.package_id AS cursor, last.visits,
+     SELECT last.package_id AS cursor, last.visits, last.more AS "cutShort",
             (SELECT count(*) FROM heads)::int - (SELECT count(*) FROM locked)::int AS collided, c.*
-     FROM (SELECT package_id, visits FROM walk ORDER BY visits DESC LIMIT 1) last
+     FROM (SELECT package_id, visits, more FROM walk ORDER BY visits DESC LIMIT 1) last
      LEFT JOIN claimed c ON true`,
     [
       request.cursor ?? null,
+      request.limit,
+      request.limit,
       request.skipPackages ?? [],
       request.limit,
       request.limit,
@@ -130,13 +141,14 @@ export async function claimHeads(db: Database, request: ClaimRequest): Promise<C
     ],
   );
   const events = rows
-    .flatMap(({ cursor, visits, collided, ...event }) => (event.id === null ? [] : [event as OutboxEvent]))
+    .flatMap(({ cursor, visits, collided, cutShort, ...event }) => (event.id === null ? [] : [event as OutboxEvent]))
     .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   return {
     events,
     cursor: rows[0]?.cursor ?? 0n,
     visited: rows[0]?.visits ?? 0,
     collided: rows[0]?.collided ?? 0,
+    cutShort: rows[0]?.cutShort ?? false,
   };
 }
 

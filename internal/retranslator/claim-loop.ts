@@ -38,7 +38,7 @@ export async function runClaimLoop(
   logger: Logger,
   signal: AbortSignal,
   onClaimError: () => void,
-  /** After each claim: how many events it took, and those of a package it may have cut short. */
+  /** After each claim: how many events it took, and those of the package it cut short (claim.cutShort). */
   onClaim: (events: number, cutShort: readonly OutboxEvent[]) => void = () => undefined,
 ): Promise<void> {
   let failures = 0;
@@ -69,9 +69,9 @@ export async function runClaimLoop(
       claimed = batch.length;
       // A walk cut short by maxVisits (most packages blocked) has more packages to look at.
       walkedAll = claim.visited < maxVisits && claim.collided === 0;
-      // A full claim may have stopped inside its last package (the cursor): that
+      // A claim that stopped inside its last package (the cursor): that
       // package's next events become claimable once these are acknowledged.
-      onClaim(claimed, claimed >= options.batchSize ? batch.filter((e) => e.packageId === claim.cursor) : []);
+      onClaim(claimed, claim.cutShort ? batch.filter((e) => e.packageId === claim.cursor) : []);
       failures = 0;
       if (signal.aborted && batch.length > 0) {
         // Claimed while stopping: still handed over, so that the

@@ -53,7 +53,7 @@ export function startRetranslator(
   const acknowledging = new AbortController();
   const wakeup = new Wakeup();
   // Claimed events of packages that have more events than their claim took
-  // (the last package of a full claim). After a claim that found little, the
+  // (the last package of a claim that filled up inside it, claim.cutShort). After a claim that found little, the
   // claim loop sleeps until new events are committed (NOTIFY), events are
   // given back, or one of these is acknowledged: other acknowledgements free
   // packages with nothing left to claim, and waking for them only makes

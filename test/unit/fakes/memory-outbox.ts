@@ -108,6 +108,7 @@ export class MemoryOutbox implements Outbox {
     const events: OutboxEvent[] = [];
     let visited = 0;
     let cursor = request.cursor ?? 0n;
+    let cutShort = false;
     for (const packageId of walk) {
       if (events.length >= request.limit || visited >= maxVisits) break;
       visited += 1;
@@ -117,14 +118,18 @@ export class MemoryOutbox implements Outbox {
       if (head.lockedBy !== null || head.availableAt > now || skip.has(packageId)) continue;
       if ([...this.deadLetters.values()].some((d) => d.event.packageId === packageId)) continue;
       for (const row of list) {
-        if (events.length >= request.limit || row.lockedBy !== null) break;
+        if (row.lockedBy !== null) break;
+        if (events.length >= request.limit) {
+          cutShort = true;
+          break;
+        }
         row.lockedBy = request.owner;
         row.lockedUntil = now + request.leaseSeconds * 1000;
         row.event = { ...row.event, attempts: row.event.attempts + 1, lease };
         events.push({ ...row.event });
       }
     }
-    return { events, cursor, visited, collided: 0 };
+    return { events, cursor, visited, collided: 0, cutShort };
   }
 
   async deleteEvents(ids: readonly bigint[]): Promise<number> {
