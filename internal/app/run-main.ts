@@ -69,7 +69,8 @@ export async function runMain(
     const exitSoon = () => setTimeout(() => process.exit(), 500).unref();
     running
       .stop()
-      .then(() => telemetry.shutdown())
+      // Spans of a stop that failed are the ones worth reading: exported either way.
+      .finally(() => telemetry.shutdown())
       .then(
         () => {
           logger.info("stopped");

@@ -41,7 +41,8 @@ export function startFacadeApp(config: Readonly<Config>, logger: Logger): Promis
       maxConnections: Math.min(config.database.maxConnections, f.partitionsConsumedConcurrently + 1),
     });
     await scaffold.migrate(facadeMigrations(config));
-    // Registered first, so logged once every other part has stopped.
+    // Registered first among the parts, so logged once the consumers have stopped (the
+    // status port and the pools close after the parts).
     scaffold.defer("stopped line", () => logger.info("facade stopped"));
 
     const membership = new GroupMembership();
@@ -100,7 +101,15 @@ export function startFacadeApp(config: Readonly<Config>, logger: Logger): Promis
 
     // Joining the group can take a session timeout or more; /ready tells when it did.
     consumer.start();
-    const retention = runInboxRetention(
+    // Owned from here on, so a failure further down the start still stops it. The message log
+    // leaves its group while the read model's consumer leaves its own; kafkajs lets the batch in
+    // hand finish (its transaction and offset commit) first.
+    let retention: Promise<void> = Promise.resolve();
+    let topicsLog: Promise<void> = Promise.resolve();
+    scaffold.defer("consumers", async () => {
+      await Promise.all([consumer.stop(), retention, topicsLog]);
+    });
+    retention = runInboxRetention(
       db,
       {
         retentionHours: f.inboxRetentionHours,
@@ -113,7 +122,7 @@ export function startFacadeApp(config: Readonly<Config>, logger: Logger): Promis
     );
     // One readable line per message of the package events and the bot's two topics,
     // in a consumer group of its own beside the read model's.
-    const topicsLog = new TopicsLogger(
+    topicsLog = new TopicsLogger(
       {
         brokers: config.kafka.brokers,
         clientId: config.kafka.clientId,
@@ -126,11 +135,6 @@ export function startFacadeApp(config: Readonly<Config>, logger: Logger): Promis
       },
       logger,
     ).run(scaffold.stopping);
-    // The message log leaves its group while the read model's consumer leaves its own;
-    // kafkajs lets the batch in hand finish (its transaction and offset commit) first.
-    scaffold.defer("consumers", async () => {
-      await Promise.all([consumer.stop(), retention, topicsLog]);
-    });
     logger.info({ topic: config.kafka.topic, groupId: f.groupId }, "facade started");
     return { ports: { metrics: metricsPort } };
   });

@@ -99,9 +99,12 @@ export function startGrpcServer(config: Readonly<Config>, logger: Logger): Promi
       : undefined;
 
     const listeners: ApiListener[] = [];
+    // Started below; its last pass is awaited with the listeners' drain, not before it (parts stop
+    // in reverse order, and a sweep waiting for a busy pool must not keep the API accepting).
+    let sweeper: Promise<void> = Promise.resolve();
     // On stop the API port and the gateway drain together, within grpc.shutdownTimeoutMs.
     scaffold.defer("api listeners", async () => {
-      await Promise.all(listeners.map((listener) => listener.close(config.grpc.shutdownTimeoutMs)));
+      await Promise.all([...listeners.map((listener) => listener.close(config.grpc.shutdownTimeoutMs)), sweeper]);
     });
     const serveApi = async (
       name: string,
@@ -161,7 +164,7 @@ export function startGrpcServer(config: Readonly<Config>, logger: Logger): Promi
       { metrics: true },
     );
 
-    const sweeper = runKeySweeper(
+    sweeper = runKeySweeper(
       repo,
       {
         retentionSeconds: config.idempotency.retentionSeconds,
@@ -171,7 +174,6 @@ export function startGrpcServer(config: Readonly<Config>, logger: Logger): Promi
       logger,
       scaffold.stopping,
     );
-    scaffold.defer("key sweeper", () => sweeper);
 
     const reload = () => security.reload(listeners);
     if (security.tls !== undefined) watchTlsFiles(config.tls, reload, scaffold.stopping);

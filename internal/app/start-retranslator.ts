@@ -22,7 +22,13 @@ export interface RetranslatorApp {
 /** Wires the retranslator binary's own parts on the process scaffold (scaffold.ts). */
 export function startRetranslatorApp(config: Readonly<Config>, logger: Logger): Promise<RetranslatorApp> {
   const r = config.retranslator;
-  const options = { binary: "retranslator", config, logger, drainMs: r.shutdownTimeoutMs } as const;
+  // The relay's stop after its drain: a moment for the last outcomes (2 s), releasing its leases
+  // (a pooled connection and one statement), then the producer's close (1 s at least). All of
+  // it inside the scaffold's bound, so that a slow database does not cut the release short and
+  // leave rows leased until leaseSeconds.
+  const { acquireTimeoutMs, statementTimeoutMs } = config.database;
+  const drainMs = r.shutdownTimeoutMs + 2000 + acquireTimeoutMs + statementTimeoutMs + 1000;
+  const options = { binary: "retranslator", config, logger, drainMs } as const;
   return startWithScaffold(options, async (scaffold) => {
     const owner = `${hostname()}:${process.pid}:${randomBytes(3).toString("hex")}`;
     // First: an unreadable CA file stops start-up before anything is opened.
