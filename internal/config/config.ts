@@ -65,6 +65,9 @@ const schema = z
       // Off by default: it lets any caller write request bodies into the logs
       // (bounded and without headers, but still the caller's choice, not the operator's).
       allowRiseToDebug: bool.default(false),
+      // Read by nothing (removed 2026-11-30). Still accepted, and ignored, so that a
+      // config file or ConfigMap written for an earlier release starts unchanged.
+      environment: z.string().optional(),
     }),
     log: section({
       level: logLevel.default("info"),
