@@ -874,14 +874,18 @@ test("a token that Telegram rejects stops start-up with a message naming bot.tok
   );
 });
 
-test("polling that Telegram ends (409: another instance) stops the bot and reports it", async () => {
+test("polling that Telegram ends (409: another instance) stops the bot and reports it, /live failing", async () => {
   const telegram = await FakeTelegram.start();
   const lone = await startBot(telegram, { grpcAddress: server.grpcAddress });
+  const live = () => fetch(`http://127.0.0.1:${lone.app.ports.metrics}/live`).then((res) => res.status);
   try {
+    assert.equal(await live(), 200);
     telegram.getUpdatesError = { code: 409, description: "Conflict: terminated by other getUpdates request" };
     for (let i = 0; i < 150 && lone.pollingFailures.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
     assert.equal(lone.pollingFailures.length, 1);
     assert.ok(lone.logs.lines.some((l) => l.level === "fatal" && l.msg === "polling failed: the bot stops"));
+    // The process lives on (its status port answers), so /live is what gets it restarted.
+    assert.equal(await live(), 503);
   } finally {
     await lone.app.stop();
     await telegram.close();

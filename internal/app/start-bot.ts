@@ -29,7 +29,8 @@ export interface BotApp {
 export interface BotAppOptions {
   /**
    * Called when polling ends by itself (Telegram rejected the token, or another
-   * process polls with it). The binary then exits 1; tests observe it.
+   * process polls with it); by default it sets the exit code to 1. /live then
+   * answers 503, so that the orchestrator restarts the bot.
    */
   onPollingFailed?: (err: unknown) => void;
 }
@@ -70,7 +71,18 @@ export function startBotApp(config: Readonly<Config>, logger: Logger, options: B
     const metrics = new BotMetrics(scaffold.registry);
     const metricsPort = await scaffold.serveStatus(
       { port: settings.metricsPort, host: metricsHost(config) },
-      { probes: { ready }, metrics: true },
+      {
+        probes: {
+          ready,
+          // A bot whose polling ended (a revoked token, another process polling with it) does
+          // nothing more: /live fails so that the orchestrator restarts it.
+          live: () =>
+            pollingFailure === undefined
+              ? undefined
+              : { status: "polling failed", reason: "long polling ended; the bot takes no more updates" },
+        },
+        metrics: true,
+      },
     );
     const extras = startExtras(config, logger, metrics, kafkaSecurity);
     // After the last update: its cache writes and messages are in the queue.
