@@ -75,11 +75,19 @@ export function databaseErrorKind(err: unknown): DatabaseErrorKind {
   return typeof message === "string" && unavailableMessages.some((m) => message.includes(m)) ? "unavailable" : "other";
 }
 
-/** Wraps connectivity failures in the domain's UnavailableError; leaves others as they are. */
+/**
+ * Wraps connectivity failures in the domain's UnavailableError; leaves others
+ * as they are. The wrapper's message is what an API client may see, so the
+ * driver's code and text (ECONNREFUSED, 57P01, an address) ride along as its
+ * own fields instead, where the logs show them.
+ */
 export function classifyDatabaseError(err: unknown): unknown {
-  return databaseErrorKind(err) === "unavailable" && !(err instanceof UnavailableError)
-    ? new UnavailableError("database unavailable", { cause: err })
-    : err;
+  if (databaseErrorKind(err) !== "unavailable" || err instanceof UnavailableError) return err;
+  const { code, message } = describeDatabaseError(err);
+  return Object.assign(new UnavailableError("database unavailable", { cause: err }), {
+    ...(code === undefined ? {} : { code }),
+    detail: message,
+  });
 }
 
 /**
@@ -92,7 +100,15 @@ export function describeDatabaseError(err: unknown): { code?: string; message: s
   if (err instanceof UnavailableError && err.cause !== undefined) return describeDatabaseError(err.cause);
   if (!(err instanceof Error)) return { message: String(err) };
   const code = sqlStateOf(err);
-  if (code === undefined) return { message: `${err.name}: ${err.message}` };
+  if (code === undefined) {
+    // A socket error keeps its code (ECONNREFUSED); a connect to a name with several
+    // addresses fails as an AggregateError with an empty message and one error per address.
+    const socketCode = (err as { code?: unknown }).code;
+    const inner =
+      err instanceof AggregateError ? err.errors.map((e: unknown) => String((e as Error)?.message ?? e)) : [];
+    const text = err.message !== "" ? err.message : inner.join("; ");
+    return { ...(typeof socketCode === "string" ? { code: socketCode } : {}), message: `${err.name}: ${text}` };
+  }
   const at = err.message.lastIndexOf(" - ");
   return { code, message: at >= 0 ? err.message.slice(at + 3) : err.message };
 }

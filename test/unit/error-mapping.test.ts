@@ -9,6 +9,7 @@ import { httpStatus } from "../../internal/api/gateway.js";
 import { toConnectError } from "../../internal/api/interceptors.js";
 import { explain, safeTelegramError } from "../../internal/bot/bot.js";
 import { UserError } from "../../internal/bot/parse.js";
+import { classifyDatabaseError, describeDatabaseError } from "../../internal/database/pg-errors.js";
 import {
   AlreadyExistsError,
   InvalidArgumentError,
@@ -107,5 +108,42 @@ describe("bot: errors → what the user is told", () => {
     assert.equal(logged.type, "Error");
     assert.doesNotMatch(JSON.stringify(logged), /ABC-secret/);
     assert.match(String(logged.message), /bot<token>\/getMe/);
+  });
+});
+
+describe("database errors → UnavailableError, with the driver's detail for the logs only", () => {
+  test("a refused connect keeps its code and every address's message; the client sees neither", () => {
+    // What pg's connect gives for a host name with an IPv6 and an IPv4 address (Node 20).
+    const refused = (address: string) =>
+      Object.assign(new Error(`connect ECONNREFUSED ${address}`), { code: "ECONNREFUSED", syscall: "connect" });
+    const aggregate = Object.assign(new AggregateError([refused("::1:5432"), refused("127.0.0.1:5432")], ""), {
+      code: "ECONNREFUSED",
+    });
+    const wrapped = classifyDatabaseError(aggregate);
+    assert.ok(wrapped instanceof UnavailableError);
+    assert.equal((wrapped as UnavailableError & { code?: string }).code, "ECONNREFUSED");
+    assert.match(
+      (wrapped as UnavailableError & { detail?: string }).detail ?? "",
+      /::1:5432.*127\.0\.0\.1:5432/,
+      "both addresses, although the AggregateError's own message is empty",
+    );
+    const mapped = toConnectError(wrapped, traceId);
+    assert.equal(mapped.code, Code.Unavailable);
+    assert.equal(mapped.rawMessage, "database unavailable");
+  });
+
+  test("a server going away keeps its SQLSTATE; a constraint violation is left as it is", () => {
+    const adminShutdown = Object.assign(new Error("terminating connection due to administrator command"), {
+      code: "57P01",
+    });
+    const wrapped = classifyDatabaseError(adminShutdown);
+    assert.ok(wrapped instanceof UnavailableError);
+    assert.equal((wrapped as UnavailableError & { code?: string }).code, "57P01");
+    const unique = Object.assign(new Error("duplicate key value violates unique constraint"), { code: "23505" });
+    assert.equal(classifyDatabaseError(unique), unique);
+    assert.deepEqual(describeDatabaseError(unique), {
+      code: "23505",
+      message: "duplicate key value violates unique constraint",
+    });
   });
 });
