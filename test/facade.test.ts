@@ -20,7 +20,7 @@ import * as grpc from "@grpc/grpc-js";
 import { Kafka, logLevel, Partitioners, type Producer } from "kafkajs";
 import { loadConfig } from "../internal/config/config.js";
 import { DecodeError, decodePackageEvent } from "../internal/facade/decode.js";
-import { restartBackoffMs } from "../internal/kafka/restarting-consumer.js";
+import { jitteredBackoffMs } from "../internal/lifecycle/abortable.js";
 import { toEventMessage } from "../internal/retranslator/sender/event-message.js";
 import { EventType, PackageEventSchema } from "../pkg/hablof/logistic_package_api/v1/kafka_proto_pb.js";
 import { writeConfigFile } from "./helpers/config.js";
@@ -559,16 +559,16 @@ test("restart backoff: jittered, doubling from restartBackoffMinMs, never above 
   const low = () => 0;
   const high = () => 1;
   assert.deepEqual(
-    [1, 2, 3, 4].map((n) => restartBackoffMs(n, 1000, 30_000, high)),
+    [1, 2, 3, 4].map((n) => jitteredBackoffMs(n, 1000, 30_000, high)),
     [1000, 2000, 4000, 8000],
   );
   assert.deepEqual(
-    [1, 2, 3, 4].map((n) => restartBackoffMs(n, 1000, 30_000, low)),
+    [1, 2, 3, 4].map((n) => jitteredBackoffMs(n, 1000, 30_000, low)),
     [500, 1000, 2000, 4000],
   );
-  assert.equal(restartBackoffMs(6, 1000, 30_000, high), 30_000);
-  assert.equal(restartBackoffMs(1000, 1000, 30_000, high), 30_000);
-  assert.equal(restartBackoffMs(1000, 1000, 30_000, low), 15_000);
+  assert.equal(jitteredBackoffMs(6, 1000, 30_000, high), 30_000);
+  assert.equal(jitteredBackoffMs(1000, 1000, 30_000, high), 30_000);
+  assert.equal(jitteredBackoffMs(1000, 1000, 30_000, low), 15_000);
 });
 
 test("timeouts that would let a group request time out while the coordinator waits stop start-up, naming the keys", async () => {

@@ -81,6 +81,7 @@ export class FacadeConsumer {
         restartBackoffMinMs: options.restartBackoffMinMs,
         restartBackoffMaxMs: options.restartBackoffMaxMs,
         disconnectTimeoutMs: options.shutdownTimeoutMs,
+        disconnectTimeoutKey: "facade.shutdownTimeoutMs",
         stopOnNonRetriable: true,
       },
       hooks,

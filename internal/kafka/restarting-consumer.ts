@@ -1,5 +1,5 @@
 import type { Consumer, ConsumerConfig, ConsumerRunConfig, ConsumerSubscribeTopics, Kafka } from "kafkajs";
-import { sleep } from "../lifecycle/abortable.js";
+import { jitteredBackoffMs, sleep } from "../lifecycle/abortable.js";
 import { settleWithin } from "../lifecycle/deadline.js";
 import type { Logger } from "../logger/logger.js";
 import { roundRobinAssigningEveryMember } from "./group-assigner.js";
@@ -11,7 +11,7 @@ export interface RestartingConsumerOptions {
   consumer: Omit<ConsumerConfig, "retry" | "partitionAssigners">;
   subscription: ConsumerSubscribeTopics;
   run: ConsumerRunConfig;
-  /** The n-th restart in a row waits restartBackoffMs(n, min, max). */
+  /** The n-th restart in a row waits jitteredBackoffMs(n, min, max) (lifecycle/abortable.ts). */
   restartBackoffMinMs: number;
   restartBackoffMaxMs: number;
   /**
@@ -20,6 +20,8 @@ export interface RestartingConsumerOptions {
    * timeout + 5 s) included. Past it the loop goes on without it.
    */
   disconnectTimeoutMs: number;
+  /** The config key disconnectTimeoutMs comes from, if any: the stop-timeout warning names it. */
+  disconnectTimeoutKey?: string;
   /**
    * A failure kafkajs does not call retriable ends the loop (`failure` is set)
    * instead of restarting: for a consumer whose owner must fail /live then.
@@ -50,22 +52,6 @@ export const sideConsumerSettings = {
   restartBackoffMaxMs: 5000,
 } as const;
 
-/**
- * Jittered exponential backoff after `failures` failures in a row: the n-th
- * waits between half and all of min × 2^(n-1), capped at max. The jitter keeps
- * the members of a group that failed together (a broker restart) from
- * rejoining in lockstep, which would make each join a rebalance of its own.
- */
-export function restartBackoffMs(
-  failures: number,
-  minMs: number,
-  maxMs: number,
-  random: () => number = Math.random,
-): number {
-  const ceiling = Math.min(maxMs, minMs * 2 ** Math.min(Math.max(failures - 1, 0), 30));
-  return Math.round(ceiling / 2 + (random() * ceiling) / 2);
-}
-
 interface Outcome {
   error: Error;
   retriable: boolean;
@@ -86,7 +72,7 @@ interface Run {
  * quick retries; this loop owns the restarts. When kafkajs gives up (its own
  * restart would come 300 ms later, as a new member, again and again while the
  * group waits for the previous one's session to end), the consumer is
- * disconnected and a new one started after restartBackoffMs; the count of
+ * disconnected and a new one started after jitteredBackoffMs; the count of
  * failures in a row starts over once a consumer has joined its group.
  */
 export class RestartingConsumer {
@@ -133,7 +119,7 @@ export class RestartingConsumer {
         return;
       }
       failures = run.joined ? 1 : failures + 1;
-      const delayMs = restartBackoffMs(failures, this.options.restartBackoffMinMs, this.options.restartBackoffMaxMs);
+      const delayMs = jitteredBackoffMs(failures, this.options.restartBackoffMinMs, this.options.restartBackoffMaxMs);
       this.hooks.onRestart?.(outcome.error, delayMs);
       this.logger.warn(
         { err: outcome.error, failuresInARow: failures, restartInMs: delayMs },
@@ -191,7 +177,7 @@ export class RestartingConsumer {
   }
 
   private async disconnect(consumer: Consumer): Promise<void> {
-    const { name, disconnectTimeoutMs } = this.options;
+    const { name, disconnectTimeoutMs, disconnectTimeoutKey } = this.options;
     const left = await settleWithin(
       consumer.disconnect().catch((err: unknown) => this.logger.warn({ err }, `${name} disconnect failed`)),
       disconnectTimeoutMs,
@@ -199,7 +185,7 @@ export class RestartingConsumer {
     if (!left) {
       this.logger.warn(
         { disconnectTimeoutMs },
-        `${name} still busy (a batch, or a join the coordinator holds) after ${disconnectTimeoutMs} ms; going on without it`,
+        `${name} still busy (a batch, or a join the coordinator holds) after ${disconnectTimeoutKey ?? `${disconnectTimeoutMs} ms`}; going on without it`,
       );
     }
   }

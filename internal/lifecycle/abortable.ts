@@ -31,3 +31,19 @@ export function untilAborted(signal: AbortSignal): Promise<void> {
 export function failureBackoffMs(failuresInARow: number): number {
   return Math.min(5000, 100 * 2 ** Math.min(Math.max(failuresInARow - 1, 0), 6));
 }
+
+/**
+ * Jittered exponential backoff after `failures` failures in a row: the n-th
+ * waits between half and all of min × 2^(n-1), capped at max. The jitter keeps
+ * peers that failed together (a broker restart: the members of a group, the
+ * lanes of a relay) from retrying in lockstep.
+ */
+export function jitteredBackoffMs(
+  failures: number,
+  minMs: number,
+  maxMs: number,
+  random: () => number = Math.random,
+): number {
+  const ceiling = Math.min(maxMs, minMs * 2 ** Math.min(Math.max(failures - 1, 0), 30));
+  return Math.round(ceiling / 2 + (random() * ceiling) / 2);
+}

@@ -1,3 +1,4 @@
+import { jitteredBackoffMs } from "../lifecycle/abortable.js";
 import { settleWithin } from "../lifecycle/deadline.js";
 import { Wakeup } from "../lifecycle/wakeup.js";
 import type { Logger } from "../logger/logger.js";
@@ -220,10 +221,7 @@ export class InFlightPool {
       // The partition (its leader, its broker) failed, not the events: back
       // off the partition alone. What waited behind goes back unsent.
       lane.failuresInARow += 1;
-      const ms = Math.round(
-        Math.min(this.options.backoffMaxMs, this.options.backoffMinMs * 2 ** Math.min(lane.failuresInARow - 1, 30)) *
-          (0.5 + Math.random() / 2),
-      );
+      const ms = jitteredBackoffMs(lane.failuresInARow, this.options.backoffMinMs, this.options.backoffMaxMs);
       lane.backoffUntil = Date.now() + ms;
       for (const event of events) lane.blockedPackages.add(event.packageId);
       const queued = lane.queued.splice(0, lane.queued.length);

@@ -16,8 +16,10 @@ import type { ClaimRef, EventFailure } from "../outbox/types.js";
  * What the relay needs of the outbox table: one method per statement of
  * internal/outbox/ (each documented there), so that the relay can run
  * against an in-memory outbox in the unit tests (test/unit/fakes/). Every
- * outcome names the claim it answers (owner and lease): an outcome of an
- * expired claim changes nothing.
+ * outcome but the delete names the claim it answers (owner and lease), so an
+ * outcome of an expired claim changes nothing; a published row is deleted
+ * whoever holds it now, since the broker already has the event (a newer
+ * claim's send of it would only be a duplicate).
  */
 export interface Outbox {
   claimHeads(request: ClaimRequest): Promise<Claim>;

@@ -10,8 +10,8 @@ import {
   type ConsumerGroupHooks,
   RestartingConsumer,
   type RestartingConsumerOptions,
-  restartBackoffMs,
 } from "../../internal/kafka/restarting-consumer.js";
+import { jitteredBackoffMs } from "../../internal/lifecycle/abortable.js";
 import { settleWithin } from "../../internal/lifecycle/deadline.js";
 import { createLogger } from "../../internal/logger/logger.js";
 
@@ -240,14 +240,14 @@ describe("RestartingConsumer", () => {
   });
 });
 
-describe("restartBackoffMs", () => {
+describe("jitteredBackoffMs", () => {
   it("doubles from min to max, between half and all of the ceiling", () => {
     assert.deepEqual(
-      [1, 2, 3, 4, 5, 6].map((n) => restartBackoffMs(n, 100, 1000, () => 1)),
+      [1, 2, 3, 4, 5, 6].map((n) => jitteredBackoffMs(n, 100, 1000, () => 1)),
       [100, 200, 400, 800, 1000, 1000],
     );
     assert.deepEqual(
-      [1, 2, 3].map((n) => restartBackoffMs(n, 100, 1000, () => 0)),
+      [1, 2, 3].map((n) => jitteredBackoffMs(n, 100, 1000, () => 0)),
       [50, 100, 200],
     );
   });
