@@ -412,3 +412,36 @@ test("a slow broker with two instances: acks slower than the lease's slack, yet 
     t.diagnostic(`${r.owner}: ${[...new Set(warnings)].join(" | ")}`);
   }
 });
+
+test("an update committed while its package's previous event is being sent goes out after that ack, not at the next poll", async (t) => {
+  const world = await relayWorld(t, "relay-v2-behind-in-flight", 1);
+  const db = world.db.db;
+  await createPackages(db, 1);
+  // A poll far beyond the test's wait: only NOTIFY and acknowledgements can wake the claim loop.
+  await world.startRelay({ retranslator: { pollIntervalMs: 600_000, claimLingerMs: 0 } });
+  await burst(db, 1, 1);
+  await world.untilOutboxEmpty("the warm-up to drain", 30_000);
+
+  // Each ack takes a second: the first update is in flight when the second commits.
+  await world.kafka.setRtt(1, 1000);
+  await q(db, `INSERT INTO package_event (package_id, type, payload) VALUES (1, 'Updated', '{"ID":"1","n":1}')`);
+  await poll(
+    "the first update to be claimed",
+    async () =>
+      (
+        (await q(db, `SELECT count(*)::int AS n FROM package_event WHERE locked_by IS NOT NULL`)) as {
+          rows: { n: number }[];
+        }
+      ).rows[0]!.n,
+    (n) => n === 1,
+    10_000,
+  );
+  await q(db, `INSERT INTO package_event (package_id, type, payload) VALUES (1, 'Updated', '{"ID":"1","n":2}')`);
+  // Its NOTIFY found the package's head in flight; before, nothing woke the relay after that ack
+  // and the second update waited for pollIntervalMs (here 10 minutes).
+  await world.untilOutboxEmpty("the second update to be published", 20_000);
+  await world.kafka.setRtt(1, 0);
+
+  const { report } = await world.readBack(undefined, 30_000);
+  assert.deepEqual(report, { lost: [], duplicated: [], reordered: [], malformed: [], unexpected: [] });
+});

@@ -59,6 +59,12 @@ export function startRetranslator(
   // packages with nothing left to claim, and waking for them only makes
   // empty claims (each walking every leased head).
   const awaited = new Set<bigint>();
+  // A NOTIFY whose claim took nothing: the new events sit behind heads in flight (an update
+  // committed while its package's create is being sent). Their packages are not known here,
+  // so the next acknowledgement of anything wakes the claim loop once; without it those
+  // events would wait for pollIntervalMs.
+  let notified = false;
+  let wakeOnNextAck = false;
   let drainDeadline = Number.POSITIVE_INFINITY;
 
   const acknowledger = new Acknowledger(
@@ -73,6 +79,10 @@ export function startRetranslator(
     {
       onProgress: (deleted, released) => {
         let wake = released;
+        if (wakeOnNextAck && deleted.length > 0) {
+          wakeOnNextAck = false;
+          wake = true;
+        }
         if (awaited.size > 0) {
           for (const id of deleted) if (awaited.delete(id)) wake = true;
         }
@@ -124,6 +134,10 @@ export function startRetranslator(
         // deleted; past the bound the set starts over (one extra wake-up).
         if (awaited.size > 100_000) awaited.clear();
         for (const event of more) awaited.add(event.id);
+        if (notified) {
+          notified = false;
+          if (events === 0 && pool.size > 0) wakeOnNextAck = true;
+        }
         metrics.claims.inc();
         metrics.claimedEvents.inc(events);
         if (events === 0) metrics.emptyClaims.inc();
@@ -131,7 +145,17 @@ export function startRetranslator(
     ),
   );
   if (options.listenNotify) {
-    loops.push(runNotifyListener(options.databaseUrl, () => wakeup.wake(), logger, claiming.signal));
+    loops.push(
+      runNotifyListener(
+        options.databaseUrl,
+        () => {
+          notified = true;
+          wakeup.wake();
+        },
+        logger,
+        claiming.signal,
+      ),
+    );
   }
   loops.push(runMaintenance(outbox, options.maintenanceIntervalMs, metrics, logger, claiming.signal));
   const acknowledgerLoop = acknowledger.run(acknowledging.signal, () => drainDeadline);
