@@ -40,8 +40,8 @@ const traceHeaderGetter: TextMapGetter<IncomingTraceHeaders> = {
 
 export interface RequestInterceptorOptions {
   logger: Logger;
-  /** Counts and times each request by the code its client sees (the unit tests leave it out). */
-  metrics?: Pick<ApiMetrics, "observeRequest">;
+  /** Counts and times each request by the code its client sees. */
+  metrics: Pick<ApiMetrics, "observeRequest">;
   /** Honour `log_level: debug` request metadata (config project.allowRiseToDebug). */
   allowRiseToDebug: boolean;
 }
@@ -91,7 +91,7 @@ export function requestInterceptor(options: RequestInterceptorOptions): Intercep
       }
       span.end();
       const durationMs = performance.now() - started;
-      options.metrics?.observeRequest(req.method.name, connectError === undefined ? "OK" : code, durationMs / 1000);
+      options.metrics.observeRequest(req.method.name, connectError === undefined ? "OK" : code, durationMs / 1000);
       const fields = {
         code,
         durationMs: Math.round(durationMs * 1000) / 1000,

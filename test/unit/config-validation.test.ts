@@ -37,6 +37,12 @@ async function refused(load: () => Promise<unknown> | unknown, ...patterns: RegE
 const fromEnv = (env: Record<string, string>) => loadConfig({ path: repoConfigPath, env });
 
 describe("config validation", () => {
+  test("a file written for an earlier release (project.environment) still loads; an unknown key does not", async () => {
+    const config = await load({ project: { environment: "production" } });
+    assert.equal(config.project.name, "logistic-package-api");
+    await refused(() => load({ project: { enviroment: "production" } }), /project/, /enviroment/);
+  });
+
   test("the relay's lease must exceed one send's time by a second (fencing)", async () => {
     const kafka = { requestTimeoutMs: 1000, sendRetries: 0 };
     const budget = sendBudgetMs(kafka);

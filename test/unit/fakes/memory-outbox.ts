@@ -118,11 +118,12 @@ export class MemoryOutbox implements Outbox {
       if (head.lockedBy !== null || head.availableAt > now || skip.has(packageId)) continue;
       if ([...this.deadLetters.values()].some((d) => d.event.packageId === packageId)) continue;
       for (const row of list) {
-        if (row.lockedBy !== null) break;
+        // As the SQL: the package was cut short when it has any event past the room left.
         if (events.length >= request.limit) {
           cutShort = true;
           break;
         }
+        if (row.lockedBy !== null) break;
         row.lockedBy = request.owner;
         row.lockedUntil = now + request.leaseSeconds * 1000;
         row.event = { ...row.event, attempts: row.event.attempts + 1, lease };
