@@ -89,6 +89,107 @@ test("a claim says whether it left part of its last package behind, so the relay
   assert.equal(whole.cutShort, false);
 });
 
+// ------------------------------------------------------------ look-ahead: is anything claimable left?
+
+/**
+ * Empties the outbox (earlier tests leave leased rows and a dead letter) and
+ * writes packages with these numbers of events, in package order; returns their ids.
+ */
+async function freshPackages(eventsPerPackage: readonly number[]): Promise<bigint[]> {
+  await fx.db.db.raw(`DELETE FROM package_event`);
+  await fx.db.db.raw(`DELETE FROM package_event_dead_letter`);
+  const repo = new PgPackageRepository(fx.db.db);
+  const ids: bigint[] = [];
+  for (const events of eventsPerPackage) {
+    const id = await repo.create({ title: "a", material: "m", maximumVolume: 1, reusable: false }, undefined);
+    for (let u = 1; u < events; u++) await repo.update(id, { title: `u${u}` }, undefined);
+    ids.push(id);
+  }
+  return ids;
+}
+
+const packagesOf = (claim: { events: { packageId: bigint }[] }) => claim.events.map((e) => e.packageId);
+
+test("a full claim says whether a claimable head is left beyond it, so the relay claims again at once only then", async () => {
+  const [a, b, c] = (await freshPackages([2, 2, 2])) as [bigint, bigint, bigint];
+  // Room for two packages of three: it fills, and package c is claimable beyond it.
+  const first = await claimHeads(fx.db.db, { owner: "relay-1", limit: 4, leaseSeconds: 60, cursor: a - 1n });
+  assert.deepEqual(packagesOf(first), [a, a, b, b]);
+  assert.equal(first.more, true);
+  assert.equal(first.cursor, b, "the cursor stays on the last package taken, not the one looked ahead at");
+  assert.equal(first.cutShort, false);
+  // Room for exactly the last claimable events: full, and nothing claimable is left (a and b are leased).
+  const last = await claimHeads(fx.db.db, { owner: "relay-1", limit: 2, leaseSeconds: 60, cursor: first.cursor });
+  assert.deepEqual(packagesOf(last), [c, c]);
+  assert.equal(last.more, false);
+  assert.equal(last.visited, 3, "the look-ahead walked the rest of the packages once");
+  // A claim with room to spare never looks ahead.
+  const [d] = (await freshPackages([1])) as [bigint];
+  const short = await claimHeads(fx.db.db, { owner: "relay-1", limit: 4, leaseSeconds: 60, cursor: d - 1n });
+  assert.deepEqual(packagesOf(short), [d]);
+  assert.equal(short.more, false);
+});
+
+test("heads that are leased, in backoff, behind a dead letter or skipped are not 'more'", async () => {
+  const [taken, leased, parked, backingOff, skipped] = (await freshPackages([2, 1, 2, 1, 1])) as [
+    bigint,
+    bigint,
+    bigint,
+    bigint,
+    bigint,
+  ];
+  const q = (sql: string, bindings: unknown[]) => fx.db.db.raw(sql, bindings as never);
+  await q(
+    `UPDATE package_event SET locked_by = 'other', locked_until = now() + interval '1 minute' WHERE package_id = ?`,
+    [leased.toString()],
+  );
+  // The package's first event was dead-lettered; its second waits in the outbox behind it.
+  await q(
+    `INSERT INTO package_event_dead_letter (id, package_id, type, payload, created, attempts, last_error)
+     VALUES (0, ?, 'Updated', '{}', now(), 10, 'too large')`,
+    [parked.toString()],
+  );
+  await q(`UPDATE package_event SET available_at = now() + interval '1 minute' WHERE package_id = ?`, [
+    backingOff.toString(),
+  ]);
+  const claim = await claimHeads(fx.db.db, {
+    owner: "relay-1",
+    limit: 2,
+    leaseSeconds: 60,
+    cursor: taken - 1n,
+    skipPackages: [skipped],
+  });
+  assert.deepEqual(packagesOf(claim), [taken, taken]);
+  assert.equal(claim.more, false);
+  assert.equal(claim.cursor, taken);
+  // A claim that does not skip that package takes it: it was the one claimable head left.
+  const [next] = await claimEvents(fx.db.db, "relay-2", 1, 60);
+  assert.equal(next?.packageId, skipped);
+});
+
+test("after a full claim the next one starts with the packages the look-ahead passed over: none loses its turn", async () => {
+  const [p1, p2, p3, p4] = (await freshPackages([2, 1, 1, 1])) as [bigint, bigint, bigint, bigint];
+  await fx.db.db.raw(
+    `UPDATE package_event SET locked_by = 'other', locked_until = now() + interval '1 minute' WHERE package_id = ?`,
+    [p2.toString()],
+  );
+  const full = await claimHeads(fx.db.db, { owner: "relay-1", limit: 2, leaseSeconds: 60, cursor: p1 - 1n });
+  assert.deepEqual(packagesOf(full), [p1, p1]);
+  assert.equal(full.more, true, "the look-ahead passed over p2 (leased) and found p3");
+  assert.equal(full.visited, 3);
+  assert.equal(full.cursor, p1);
+  // p2's lease ends meanwhile: the next claim, from the cursor, gets to it before p3 and p4.
+  await fx.db.db.raw(`UPDATE package_event SET locked_by = NULL, locked_until = NULL WHERE package_id = ?`, [
+    p2.toString(),
+  ]);
+  const next = await claimHeads(fx.db.db, { owner: "relay-1", limit: 2, leaseSeconds: 60, cursor: full.cursor });
+  assert.deepEqual(packagesOf(next), [p2, p3]);
+  assert.equal(next.more, true, "p4 is left");
+  const rest = await claimHeads(fx.db.db, { owner: "relay-1", limit: 2, leaseSeconds: 60, cursor: next.cursor });
+  assert.deepEqual(packagesOf(rest), [p4]);
+  assert.equal(rest.more, false);
+});
+
 // ------------------------------------------------------------ plans under stale statistics
 
 /** A plan node of EXPLAIN (FORMAT JSON). */

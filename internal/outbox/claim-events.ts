@@ -34,10 +34,21 @@ export interface Claim {
    * wait on acknowledgements that free nothing.
    */
   cutShort: boolean;
+  /**
+   * A claimable head exists beyond what this claim took: after filling up, the
+   * walk looked on (taking nothing) until it found one. False when the claim
+   * did not fill, or when the walk ended (wrapped round, or maxVisits) without
+   * finding one, so that the relay does not claim again at once only to find
+   * nothing.
+   */
+  more: boolean;
 }
 
 /** A claimed event beside the walk's figures; one row of NULLs with them when nothing was claimed. */
-type ClaimRow = { cursor: bigint; visits: number; collided: number; cutShort: boolean } & (OutboxEvent | { id: null });
+type ClaimRow = { cursor: bigint; visits: number; collided: number; cutShort: boolean; more: boolean } & (
+  | OutboxEvent
+  | { id: null }
+);
 
 /**
  * Claims whole package heads: walks the packages that have events in
@@ -45,6 +56,16 @@ type ClaimRow = { cursor: bigint; visits: number; collided: number; cutShort: bo
  * from each package whose head (earliest event) is claimable takes the head
  * and the events right after it, until `limit` events are taken. Leased in one
  * statement, committed at once: no transaction stays open across a send.
+ *
+ * Look-ahead: once the claim has filled, the walk goes on over the next
+ * packages taking nothing (rows marked `ahead`, one probe each, LIMIT 1) until
+ * it meets a claimable head or ends; `more` says which. Without it the claim
+ * after the last full one of a drain is empty: only a claim can tell that
+ * nothing is left. The cursor stays at the last package the claim took from
+ * (or looked at before filling), so the next claim starts with the packages
+ * the look-ahead passed over and the head it found: none loses its turn. The
+ * walk's two legs, (cursor, max] then [min, cursor], never repeat a package,
+ * so the look-ahead cannot find a package this claim took.
  *
  * Why this shape: every step of the walk is an index probe bounded by LIMIT
  * (the next package after the previous one, its head, its next events), so
@@ -74,10 +95,13 @@ export async function claimHeads(db: Database, request: ClaimRequest): Promise<C
        SELECT coalesce(?::bigint, lo - 1 + floor(random() * (hi - lo + 1))::bigint) AS cursor
        FROM (SELECT (SELECT package_id FROM package_event ORDER BY package_id LIMIT 1) AS lo,
                     (SELECT package_id FROM package_event ORDER BY package_id DESC LIMIT 1) AS hi) range
-     ), walk (package_id, head_id, take, more, total, visits, wrapped) AS (
-       SELECT coalesce(s.cursor, 0), NULL::bigint, 0::bigint, false, 0::bigint, 0, false FROM start s
+     ), walk (package_id, head_id, take, more, total, visits, wrapped, ahead) AS (
+       SELECT coalesce(s.cursor, 0), NULL::bigint, 0::bigint, false, 0::bigint, 0, false, false FROM start s
        UNION ALL
-       SELECT nx.package_id, nx.id, t.take, t.more, w.total + t.take, w.visits + 1, nx.wrapped
+       -- ahead: the claim had filled before this package (a look-ahead row: it takes nothing,
+       -- and its "more" says whether its head is claimable).
+       SELECT nx.package_id, nx.id, t.take, t.more, w.total + t.take, w.visits + 1, nx.wrapped,
+              w.total >= ?::bigint
        FROM walk w CROSS JOIN start s
        CROSS JOIN LATERAL (
          -- The next package's head; past the last package, once, back to the first.
@@ -93,7 +117,8 @@ export async function claimHeads(db: Database, request: ClaimRequest): Promise<C
        CROSS JOIN LATERAL (
          -- How many of its events to take: none when the head is blocked. One
          -- more is counted than the claim has room for, to tell whether it
-         -- leaves some of the package behind.
+         -- leaves some of the package behind (with no room left, a look-ahead
+         -- row: whether its head is claimable, LIMIT 1).
          SELECT least(count(*), ?::bigint - w.total) AS take, count(*) > ?::bigint - w.total AS more FROM (
            SELECT 1 FROM package_event c
            WHERE c.package_id = nx.package_id
@@ -102,7 +127,8 @@ export async function claimHeads(db: Database, request: ClaimRequest): Promise<C
              AND NOT EXISTS (SELECT 1 FROM package_event_dead_letter d WHERE d.package_id = nx.package_id)
            ORDER BY c.id LIMIT ?::bigint - w.total + 1) n
        ) t
-       WHERE w.total < ?::bigint AND w.visits < ?::int
+       -- Until a look-ahead row found a claimable head, the walk ends, or maxVisits.
+       WHERE NOT (w.ahead AND w.more) AND w.visits < ?::int
      ), heads AS (
        SELECT package_id, head_id, take FROM walk WHERE take > 0
      ), locked AS (
@@ -124,16 +150,19 @@ export async function claimHeads(db: Database, request: ClaimRequest): Promise<C
        RETURNING e.id, e.package_id AS "packageId", e.type, e.payload::text AS payload, e.created,
                  e.traceparent, e.tracestate, e.reason, e.attempts, e.locked_until::text AS lease
      )
-     SELECT last.package_id AS cursor, last.visits, last.more AS "cutShort",
+     -- Cursor and cutShort come from the last package the claim took from or looked at before
+     -- filling, not from the look-ahead, so the next claim starts with what the look-ahead passed.
+     SELECT last.package_id AS cursor, (SELECT max(visits) FROM walk) AS visits, last.more AS "cutShort",
+            EXISTS (SELECT 1 FROM walk WHERE ahead AND more) AS more,
             (SELECT count(*) FROM heads)::int - (SELECT count(*) FROM locked)::int AS collided, c.*
-     FROM (SELECT package_id, visits, more FROM walk ORDER BY visits DESC LIMIT 1) last
+     FROM (SELECT package_id, more FROM walk WHERE NOT ahead ORDER BY visits DESC LIMIT 1) last
      LEFT JOIN claimed c ON true`,
     [
       request.cursor ?? null,
       request.limit,
       request.limit,
-      request.skipPackages ?? [],
       request.limit,
+      request.skipPackages ?? [],
       request.limit,
       maxVisits,
       request.owner,
@@ -141,7 +170,9 @@ export async function claimHeads(db: Database, request: ClaimRequest): Promise<C
     ],
   );
   const events = rows
-    .flatMap(({ cursor, visits, collided, cutShort, ...event }) => (event.id === null ? [] : [event as OutboxEvent]))
+    .flatMap(({ cursor, visits, collided, cutShort, more, ...event }) =>
+      event.id === null ? [] : [event as OutboxEvent],
+    )
     .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   return {
     events,
@@ -149,6 +180,7 @@ export async function claimHeads(db: Database, request: ClaimRequest): Promise<C
     visited: rows[0]?.visits ?? 0,
     collided: rows[0]?.collided ?? 0,
     cutShort: rows[0]?.cutShort ?? false,
+    more: rows[0]?.more ?? false,
   };
 }
 

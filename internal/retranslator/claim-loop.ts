@@ -20,14 +20,17 @@ export interface ClaimLoopOptions {
  * The claim loop: waits for room in the in-flight pool, claims a batch
  * (package heads, walking on from where the previous claim stopped, so every
  * package gets its turn), hands it to the pool; claims again at once while
- * batches come back full, otherwise sleeps until a NOTIFY, an acknowledgement
- * that frees more, or the poll interval. After a claim that
- * found a few events it also lingers claimLingerMs: under a steady stream of
- * commits (one NOTIFY each) that claims several commits' events at once
+ * batches come back full and the claim saw a claimable head beyond them
+ * (claim.more), otherwise sleeps until a NOTIFY, an acknowledgement that frees
+ * more, or the poll interval. A full claim that saw nothing claimable beyond
+ * it left only heads that are blocked (in flight, backing off) or none, as the
+ * last claim of a drain does: claiming again at once would only be empty.
+ * After a short claim that found a few events it also lingers claimLingerMs:
+ * under a steady stream of commits (one NOTIFY each) that claims several commits' events at once
  * instead of one claim, send and delete per commit (measured: about a tenth
  * of the relay's CPU at 1,000 creates/s, a quarter of Postgres' at 150/s). An empty claim (nothing
- * new, or everything claimable held back behind events in flight) does not
- * linger, so a drain is not slowed. A database error backs off (never spins)
+ * new, or everything claimable held back behind events in flight) and a full
+ * one do not linger, so a drain is not slowed. A database error backs off (never spins)
  * and is retried.
  */
 export async function runClaimLoop(
@@ -49,6 +52,7 @@ export async function runClaimLoop(
     if (signal.aborted) break;
     let claimed = 0;
     let walkedAll = true;
+    let more = false;
     try {
       // Measured before the statement: the lease the database writes starts later, never earlier.
       const sendBy = Date.now() + options.leaseSeconds * 1000 - options.sendBudgetMs;
@@ -67,6 +71,7 @@ export async function runClaimLoop(
       // once (the walk has more to give), rather than follow it.
       cursor = claim.collided > 0 ? undefined : claim.cursor;
       claimed = batch.length;
+      more = claim.more;
       // A walk cut short by maxVisits (most packages blocked) has more packages to look at.
       walkedAll = claim.visited < maxVisits && claim.collided === 0;
       // A claim that stopped inside its last package (the cursor): that
@@ -87,9 +92,10 @@ export async function runClaimLoop(
       await wakeup.sleep(failureBackoffMs(failures), signal);
       continue;
     }
-    if (claimed < options.batchSize && walkedAll) {
+    const full = claimed >= options.batchSize;
+    if (walkedAll && !(full && more)) {
       await wakeup.sleep(options.pollIntervalMs, signal);
-      if (claimed > 0 && options.claimLingerMs > 0) await sleep(options.claimLingerMs, signal);
+      if (claimed > 0 && !full && options.claimLingerMs > 0) await sleep(options.claimLingerMs, signal);
     }
   }
 }

@@ -53,6 +53,21 @@ describe("relay pipeline", () => {
     assert.equal(await relay.value("deadLettered"), 0);
   });
 
+  test("a drain of N full batches takes exactly N claims: none comes back empty after the last full one", async () => {
+    const outbox = new MemoryOutbox();
+    const sender = new FakeSender(8);
+    // 40 packages of 2 events: 10 claims of batchSize 8, each ending on a package's last event,
+    // so no acknowledgement is awaited. The poll is out of reach: any claim after the tenth
+    // would come from the claim loop claiming again at once after a full claim.
+    writeMany(outbox, 40, 2);
+    const relay = start(outbox, sender, { pollIntervalMs: 60_000 });
+    await drained(outbox);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.equal(sender.published.length, 80);
+    assert.equal(await relay.value("claims"), 10);
+    assert.equal(await relay.value("emptyClaims"), 0);
+  });
+
   test("a failed event's later events go back unsent, uncharged, and never overtake it", async () => {
     const outbox = new MemoryOutbox();
     const sender = new FakeSender();

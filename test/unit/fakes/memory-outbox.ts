@@ -106,23 +106,41 @@ export class MemoryOutbox implements Outbox {
     const walk = start <= 0 ? packages : [...packages.slice(start), ...packages.slice(0, start)];
     const lease = `lease-${++this.leaseSerial}`;
     const events: OutboxEvent[] = [];
+    // The walk of the SQL, row by row: `total` counts what each package's take
+    // counted (any of its events within the room, leased or not), and once it
+    // reaches the limit the walk looks ahead, taking nothing, for a claimable head.
+    let total = 0;
     let visited = 0;
     let cursor = request.cursor ?? 0n;
     let cutShort = false;
+    let more = false;
     for (const packageId of walk) {
-      if (events.length >= request.limit || visited >= maxVisits) break;
+      if (visited >= maxVisits) break;
       visited += 1;
-      cursor = packageId;
+      const ahead = total >= request.limit;
       const list = byPackage.get(packageId)!;
       const head = list[0]!;
-      if (head.lockedBy !== null || head.availableAt > now || skip.has(packageId)) continue;
-      if ([...this.deadLetters.values()].some((d) => d.event.packageId === packageId)) continue;
-      for (const row of list) {
-        // As the SQL: the package was cut short when it has any event past the room left.
-        if (events.length >= request.limit) {
-          cutShort = true;
+      const claimable =
+        head.lockedBy === null &&
+        head.availableAt <= now &&
+        !skip.has(packageId) &&
+        ![...this.deadLetters.values()].some((d) => d.event.packageId === packageId);
+      const room = request.limit - total;
+      const counted = claimable ? Math.min(list.length, room + 1) : 0;
+      const take = Math.min(counted, room);
+      const rowMore = counted > room;
+      total += take;
+      if (ahead) {
+        if (rowMore) {
+          more = true;
           break;
         }
+        continue;
+      }
+      cursor = packageId;
+      cutShort = rowMore;
+      // Only the unleased run from the head among those counted, as the SQL's "chosen".
+      for (const row of list.slice(0, take)) {
         if (row.lockedBy !== null) break;
         row.lockedBy = request.owner;
         row.lockedUntil = now + request.leaseSeconds * 1000;
@@ -130,7 +148,7 @@ export class MemoryOutbox implements Outbox {
         events.push({ ...row.event });
       }
     }
-    return { events, cursor, visited, collided: 0, cutShort };
+    return { events, cursor, visited, collided: 0, cutShort, more };
   }
 
   async deleteEvents(ids: readonly bigint[]): Promise<number> {
