@@ -1,5 +1,5 @@
 import { mkdir, mkdtemp, rename, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadConfig } from "../internal/config/config.js";
 import { templateName } from "../test/helpers/database.js";
@@ -32,7 +32,13 @@ export interface SuiteOptions {
 }
 
 // Goals of the benchmark brief, judged in the results.
-const goals = { drainRatio: 0.8, e2eP99Ms: 50, scaleFactor: 1.6, serverCpuMsPerCreate: 0.35 } as const;
+const goals = {
+  drainRatio: 0.8,
+  e2eP99Ms: 50,
+  scaleFactor: 1.6,
+  serverCpuMsPerCreate: 0.35,
+  serviceCores: 1.2,
+} as const;
 // RSS at rest of the compiled binaries (MiB).
 const restGoalsMiB = { "grpc-server": 100, retranslator: 80 } as const;
 // CreatePackageV1 against the same statement straight on Postgres, by calls in flight.
@@ -384,6 +390,20 @@ function table(results: Results): string {
       "",
       `≤ ${goals.serverCpuMsPerCreate} ms`,
       yesNo(perCreateMs <= goals.serverCpuMsPerCreate),
+      others(e.cpu),
+    ]);
+    // The issue's alternative to the p99 goal when the machine is what limits
+    // it: the service's share (API, relay, Postgres) below 1.2 of the 2
+    // cores, the load generator's and the rest of the machine's shown beside.
+    const c = e.cpu.cpuSeconds;
+    const serviceCores = ((c["grpc-server"] ?? 0) + (c.retranslator ?? 0) + (c.postgres ?? 0)) / e.cpu.wallSeconds;
+    rows.push([
+      `server + relay + Postgres cores, ${fmtInt(e.targetRate)}/s asked, notify ${e.listenNotify ? "on" : "off"}`,
+      `${serviceCores.toFixed(2)} cores; generator ${((c.bench ?? 0) / e.cpu.wallSeconds).toFixed(2)}, machine busy ${e.cpu.machineBusyCores.toFixed(2)} of ${cpus().length}`,
+      "",
+      "",
+      `< ${goals.serviceCores} cores`,
+      yesNo(serviceCores < goals.serviceCores),
       others(e.cpu),
     ]);
     rows.push([

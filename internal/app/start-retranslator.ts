@@ -92,6 +92,7 @@ export function startRetranslatorApp(config: Readonly<Config>, logger: Logger): 
         sendBudgetMs: sendBudgetMs(config.kafka),
         pollIntervalMs: r.pollIntervalMs,
         claimLingerMs: r.claimLingerMs,
+        sharedRequests: r.sharedRequests,
         listenNotify: r.listenNotify,
         maxAttempts: r.maxAttempts,
         retryBackoffMinMs: r.retryBackoffMinMs,

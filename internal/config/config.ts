@@ -278,6 +278,12 @@ const schema = z
       // After a claim that found only a few events, wait at least this long before the
       // next: steady traffic is claimed several commits at a time (adds up to this latency).
       claimLingerMs: int(0, 1000).default(5),
+      // Partitions led by the same broker share one produce request (one per broker
+      // instead of one per partition). A shared request that fails (a partition losing
+      // its leader) may have appended the other partitions' events: they are sent again,
+      // duplicates recognisable by event-id, and requests then go one partition at a time
+      // for 30 s. false: always one partition per request, never such a duplicate.
+      sharedRequests: bool.default(true),
       // After this many attempts an event moves to the dead-letter table. Only
       // non-retriable failures and crashes count; outages retry indefinitely.
       maxAttempts: int(1, 1000).default(10),

@@ -5,7 +5,7 @@ import type { Logger } from "../logger/logger.js";
 import type { OutboxEvent } from "../outbox/types.js";
 import type { Acknowledger } from "./acknowledger.js";
 import { exhaustedAtClaim } from "./dead-letter-policy.js";
-import { failAll, type Sender, type SendFailure, type SendOutcome } from "./sender/sender.js";
+import { failAll, type Sender, type SendFailure, type SendOutcome, type SharedOutcome } from "./sender/sender.js";
 
 export interface InFlightPoolOptions {
   /** Events held at once (claimed, not yet acknowledged or given back): the claim loop waits above this. */
@@ -22,6 +22,16 @@ export interface InFlightPoolOptions {
   /** Backoff of a partition after a retriable failure (doubling per failure in a row, jittered). */
   backoffMinMs: number;
   backoffMaxMs: number;
+  /**
+   * After a request shared by several partitions failed, this long of
+   * requests one partition at a time: such a failure (usually one partition
+   * losing its leader) may have appended the other partitions' events, which
+   * are then sent again; while a cluster is unsettled, per-partition requests
+   * keep that to one request's worth per incident.
+   */
+  sharedRequestPauseMs: number;
+  /** Partitions that share a leader may share a request (retranslator.sharedRequests). */
+  sharedRequests: boolean;
 }
 
 export interface InFlightPoolHooks {
@@ -41,6 +51,8 @@ class Lane {
   sending = 0;
   failuresInARow = 0;
   backoffUntil = 0;
+  /** Its next request goes alone (a request it shared with other partitions failed). */
+  alone = false;
   /** Set when the lane turned events away for want of room; cleared once it has drained to half. */
   refusing = false;
   /** Packages seen on this partition while it was blocked: the claim skips them. */
@@ -72,6 +84,10 @@ export class InFlightPool {
   /** Woken when events leave the pool: the claim loop waits on it while the pool is full. */
   private readonly capacityFreed = new Wakeup();
   private stopped = false;
+  /** Idle lanes with queued events that may share a request (see dispatch). */
+  private readonly ready = new Set<number>();
+  private dispatchScheduled = false;
+  private sharedPausedUntil = 0;
 
   constructor(
     private readonly sender: Sender,
@@ -178,10 +194,78 @@ export class InFlightPool {
 
   private pump(partition: number, lane: Lane): void {
     if (this.stopped || lane.sending > 0 || lane.queued.length === 0) return;
+    if (
+      this.options.sharedRequests &&
+      this.sender.sendTogether !== undefined &&
+      !lane.alone &&
+      lane.failuresInARow === 0 &&
+      Date.now() >= this.sharedPausedUntil
+    ) {
+      this.ready.add(partition);
+      if (!this.dispatchScheduled) {
+        this.dispatchScheduled = true;
+        this.track(new Promise<void>((resolve) => setImmediate(resolve)).then(() => this.dispatch()));
+      }
+      return;
+    }
     const events = this.withinLease(lane.queued.splice(0, lane.queued.length));
     if (events.length === 0) return;
     lane.sending = events.length;
     this.track(this.sendLane(partition, lane, events));
+  }
+
+  /**
+   * The lanes that became ready in the same turn of the event loop (a claim
+   * routed over several partitions, a shared request's acknowledgement) go
+   * out together: one request per broker rather than one per partition.
+   * Lanes that failed lately go alone, so a partition without a leader cannot
+   * hold the others' requests.
+   */
+  private dispatch(): void {
+    this.dispatchScheduled = false;
+    const groups = new Map<number, OutboxEvent[]>();
+    for (const partition of this.ready) {
+      const lane = this.lane(partition);
+      if (this.stopped || lane.sending > 0 || lane.queued.length === 0) continue;
+      const events = this.withinLease(lane.queued.splice(0, lane.queued.length));
+      if (events.length === 0) continue;
+      lane.sending = events.length;
+      groups.set(partition, events);
+    }
+    this.ready.clear();
+    if (groups.size === 1) {
+      const [[partition, events]] = groups;
+      this.track(this.sendLane(partition, this.lane(partition), events));
+    } else if (groups.size > 1) this.track(this.sendTogether(groups));
+  }
+
+  private async sendTogether(groups: Map<number, OutboxEvent[]>): Promise<void> {
+    let outcome: SharedOutcome;
+    try {
+      outcome = await this.sender.sendTogether!(groups);
+    } catch (err) {
+      // Nothing is known: each partition is sent again alone, which tells.
+      this.logger.error({ err }, "sender threw on a request of several partitions; sending them one by one");
+      outcome = { published: new Map(), failed: true };
+    }
+    if (outcome.failed) this.sharedPausedUntil = Date.now() + this.options.sharedRequestPauseMs;
+    for (const [partition, events] of groups) {
+      const lane = this.lane(partition);
+      lane.sending = 0;
+      const acknowledged = outcome.published.get(partition);
+      if (acknowledged !== undefined) {
+        lane.failuresInARow = 0;
+        this.acknowledger.add({ published: acknowledged, failed: [], unsent: [] });
+        this.release(events.length);
+        if (lane.held <= this.options.maxPartitionEvents / 2) lane.refusing = false;
+      } else {
+        // Again, alone and ahead of what queued behind it: its own outcome
+        // then says whether this partition failed, and whose fault it was.
+        lane.queued.unshift(...events);
+        lane.alone = true;
+      }
+      this.pump(partition, lane);
+    }
   }
 
   /**
@@ -216,6 +300,7 @@ export class InFlightPool {
       outcome = { published: [], failed: [], unsent: events };
     }
     lane.sending = 0;
+    lane.alone = false;
     this.acknowledger.add(outcome);
     if (outcome.failed.some((f) => f.retriable)) {
       // The partition (its leader, its broker) failed, not the events: back

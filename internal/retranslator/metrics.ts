@@ -138,24 +138,38 @@ export class RetranslatorMetrics {
 
   /** Wraps a sender so that publishing is measured without touching its code. */
   instrument(sender: Sender): Sender {
+    const together = sender.sendTogether?.bind(sender);
     return {
       route: (events) => sender.route(events),
       send: async (events: readonly OutboxEvent[], partition?: number): Promise<SendOutcome> => {
         const outcome = await sender.send(events, partition);
-        const now = Date.now();
-        let over = 0;
-        for (const event of outcome.published) {
-          const seconds = Math.max(0, now - event.created.getTime()) / 1000;
-          this.publishLatency.observe(seconds);
-          if (seconds > this.sloSeconds) over += 1;
-        }
-        this.publishedAgainstSlo.inc({ result: "within" }, outcome.published.length - over);
-        if (over > 0) this.publishedAgainstSlo.inc({ result: "over" }, over);
-        this.published.inc(outcome.published.length);
+        this.observePublished(outcome.published);
         this.failed.inc(outcome.failed.length);
         return outcome;
       },
+      ...(together === undefined
+        ? {}
+        : {
+            sendTogether: async (groups: ReadonlyMap<number, readonly OutboxEvent[]>) => {
+              const outcome = await together(groups);
+              for (const events of outcome.published.values()) this.observePublished(events);
+              return outcome;
+            },
+          }),
       close: () => sender.close(),
     };
+  }
+
+  private observePublished(events: readonly OutboxEvent[]): void {
+    const now = Date.now();
+    let over = 0;
+    for (const event of events) {
+      const seconds = Math.max(0, now - event.created.getTime()) / 1000;
+      this.publishLatency.observe(seconds);
+      if (seconds > this.sloSeconds) over += 1;
+    }
+    this.publishedAgainstSlo.inc({ result: "within" }, events.length - over);
+    if (over > 0) this.publishedAgainstSlo.inc({ result: "over" }, over);
+    this.published.inc(events.length);
   }
 }

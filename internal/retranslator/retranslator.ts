@@ -22,6 +22,8 @@ export interface RetranslatorOptions {
   sendBudgetMs: number;
   pollIntervalMs: number;
   claimLingerMs: number;
+  /** Partitions with the same leader go out in one request (retranslator.sharedRequests). */
+  sharedRequests: boolean;
   listenNotify: boolean;
   maxAttempts: number;
   retryBackoffMinMs: number;
@@ -32,6 +34,9 @@ export interface RetranslatorOptions {
   shutdownTimeoutMs: number;
   maintenanceIntervalMs: number;
 }
+
+/** After a shared request failed: per-partition requests for this long (see InFlightPoolOptions). */
+const SHARED_REQUEST_PAUSE_MS = 30_000;
 
 export interface RunningRetranslator {
   /**
@@ -102,6 +107,8 @@ export function startRetranslator(
       maxAttempts: options.maxAttempts,
       backoffMinMs: options.retryBackoffMinMs,
       backoffMaxMs: options.retryBackoffMaxMs,
+      sharedRequests: options.sharedRequests,
+      sharedRequestPauseMs: SHARED_REQUEST_PAUSE_MS,
     },
     logger,
     {

@@ -6,7 +6,7 @@ import type { Logger } from "../../logger/logger.js";
 import type { OutboxEvent } from "../../outbox/types.js";
 import { type EventMessage, toEventMessage } from "./event-message.js";
 import { MAX_RETRY_TIME_MS } from "./send-budget.js";
-import { failAll as failAllWith, type Sender, type SendOutcome } from "./sender.js";
+import { failAll as failAllWith, type Sender, type SendOutcome, type SharedOutcome } from "./sender.js";
 
 export interface KafkaSenderOptions {
   brokers: readonly string[];
@@ -184,6 +184,63 @@ export class KafkaSender implements Sender {
       }
       return true;
     }
+  }
+
+  /**
+   * Partitions that share a leader go out as one request (kafkajs' sendBatch,
+   * one Produce request per broker): under a steady trickle the relay's
+   * partitions each hold an event or two, and a request per partition would
+   * cost a round trip and a request's encoding each. Only partitions whose
+   * events fit one request, whose leader is known and whose events are all
+   * within their lease take part; the others, and every partition of a
+   * failed request, are left to `send` alone (see Sender.sendTogether).
+   */
+  async sendTogether(groups: ReadonlyMap<number, readonly OutboxEvent[]>): Promise<SharedOutcome> {
+    const outcome: SharedOutcome = { published: new Map(), failed: false };
+    const leaders = new Map((this.partitionMetadata ?? []).map((p) => [p.partitionId, p.leader]));
+    const byLeader = new Map<
+      number,
+      { partition: number; events: readonly OutboxEvent[]; messages: EventMessage[] }[]
+    >();
+    const now = Date.now();
+    for (const [partition, events] of groups) {
+      const leader = leaders.get(partition);
+      if (leader === undefined || leader < 0) continue;
+      if (events.some((e) => e.sendBy !== undefined && e.sendBy < now)) continue;
+      const messages = events.map(toEventMessage);
+      const bytes = messages.reduce((sum, m) => sum + messageBytes(m), REQUEST_OVERHEAD_BYTES);
+      if (bytes > this.options.maxRequestBytes) continue;
+      const parts = byLeader.get(leader) ?? [];
+      parts.push({ partition, events, messages });
+      byLeader.set(leader, parts);
+    }
+    await Promise.all(
+      [...byLeader.values()].map(async (parts) => {
+        try {
+          await this.producer.sendBatch({
+            acks: -1,
+            timeout: this.options.requestTimeoutMs,
+            topicMessages: [
+              {
+                topic: this.options.topic,
+                messages: parts.flatMap(({ partition, messages }) => messages.map((m) => ({ ...m, partition }))),
+              },
+            ],
+          });
+          for (const { partition, events } of parts) outcome.published.set(partition, [...events]);
+        } catch (err) {
+          // Which partition failed, and whether the broker appended the
+          // others, is unknown: the caller sends each alone, which tells.
+          outcome.failed = true;
+          this.partitionMetadata = undefined;
+          this.logger.debug(
+            { err, partitions: parts.map((p) => p.partition) },
+            "request of several partitions failed; sending them one by one",
+          );
+        }
+      }),
+    );
+    return outcome;
   }
 
   /** Records a failed request and blocks its packages for the rest of this send. */

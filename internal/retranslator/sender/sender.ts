@@ -38,7 +38,26 @@ export interface Sender {
    * event past its `sendBy`: such events come back unsent.
    */
   send(events: readonly OutboxEvent[], partition?: number): Promise<SendOutcome>;
+  /**
+   * Optional: several partitions' events (each partition's in claim order,
+   * routed as by `route`) in as few requests as the cluster allows, one per
+   * broker, instead of one per partition. Resolves with the partitions the
+   * broker acknowledged, each with all its events; a partition left out was
+   * not sent (it does not fit one request, its leader is unknown) or its
+   * request failed (`failed`), perhaps after the broker appended part of it.
+   * The caller sends those again alone with `send`, whose outcome says what
+   * failed and whose fault it was: a failure is still known per partition,
+   * and no partition is charged for another's. Same fencing as `send`.
+   */
+  sendTogether?(groups: ReadonlyMap<number, readonly OutboxEvent[]>): Promise<SharedOutcome>;
   close(): Promise<void>;
+}
+
+export interface SharedOutcome {
+  /** Partitions acknowledged, each with all its events. */
+  published: Map<number, OutboxEvent[]>;
+  /** A request failed: its partitions' events may or may not have been appended. */
+  failed: boolean;
 }
 
 /**

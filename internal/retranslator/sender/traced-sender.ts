@@ -12,59 +12,95 @@ const tracer = trace.getTracer("logistic-package-api");
  * no-ops and the stored context goes out unchanged.
  */
 export function traceSender(sender: Sender, topic: string): Sender {
+  const together = sender.sendTogether?.bind(sender);
   return {
     route: (events) => sender.route(events),
     async send(events: readonly OutboxEvent[], partition?: number): Promise<SendOutcome> {
-      const spans = new Map<bigint, Span>();
-      const traced = events.map((event) => {
-        const carrierIn: Record<string, string> = {};
-        if (event.traceparent !== null) carrierIn.traceparent = event.traceparent;
-        if (event.tracestate !== null) carrierIn.tracestate = event.tracestate;
-        const parent = propagation.extract(ROOT_CONTEXT, carrierIn);
-        const span = tracer.startSpan(
-          `${topic} publish`,
-          {
-            kind: SpanKind.PRODUCER,
-            attributes: {
-              "messaging.system": "kafka",
-              "messaging.destination.name": topic,
-              "messaging.operation.type": "publish",
-              "messaging.message.id": event.id.toString(),
-              "messaging.kafka.message.key": event.packageId.toString(),
-              "logistic_package_api.event.attempt": event.attempts,
-            },
-          },
-          parent,
-        );
-        spans.set(event.id, span);
-        const carrierOut: Record<string, string> = {};
-        propagation.inject(trace.setSpan(context.active(), span), carrierOut);
-        return carrierOut.traceparent === undefined
-          ? event
-          : {
-              ...event,
-              traceparent: carrierOut.traceparent,
-              tracestate: carrierOut.tracestate ?? event.tracestate,
-            };
-      });
+      const publish = startPublish(events, topic);
       try {
-        const outcome = await sender.send(traced, partition);
+        const outcome = await sender.send(publish.traced, partition);
         for (const { event, error } of outcome.failed) {
-          spans.get(event.id)?.setStatus({ code: SpanStatusCode.ERROR, message: error });
+          publish.spans.get(event.id)?.setStatus({ code: SpanStatusCode.ERROR, message: error });
         }
         for (const event of outcome.unsent)
-          spans.get(event.id)?.setAttribute("logistic_package_api.event.unsent", true);
-        // Hand the original events back: the traced copies differ only in headers.
-        const original = new Map(events.map((e) => [e.id, e]));
+          publish.spans.get(event.id)?.setAttribute("logistic_package_api.event.unsent", true);
         return {
-          published: outcome.published.map((e) => original.get(e.id) ?? e),
-          failed: outcome.failed.map((f) => ({ ...f, event: original.get(f.event.id) ?? f.event })),
-          unsent: outcome.unsent.map((e) => original.get(e.id) ?? e),
+          published: outcome.published.map(publish.original),
+          failed: outcome.failed.map((f) => ({ ...f, event: publish.original(f.event) })),
+          unsent: outcome.unsent.map(publish.original),
         };
       } finally {
-        for (const span of spans.values()) span.end();
+        publish.end();
       }
     },
+    ...(together === undefined
+      ? {}
+      : {
+          async sendTogether(groups: ReadonlyMap<number, readonly OutboxEvent[]>) {
+            const publish = startPublish([...groups.values()].flat(), topic);
+            try {
+              const traced = new Map(
+                [...groups].map(([p, events]) => [p, events.map((e) => publish.traced[publish.index(e)]!)]),
+              );
+              const outcome = await together(traced);
+              // The others are sent again alone, each under a span of its own.
+              for (const [p, events] of groups)
+                if (!outcome.published.has(p))
+                  for (const e of events)
+                    publish.spans.get(e.id)?.setAttribute("logistic_package_api.event.sent_again_alone", true);
+              return {
+                failed: outcome.failed,
+                published: new Map([...outcome.published].map(([p, events]) => [p, events.map(publish.original)])),
+              };
+            } finally {
+              publish.end();
+            }
+          },
+        }),
     close: () => sender.close(),
+  };
+}
+
+/** Spans started for `events`, and copies of the events that carry them. */
+function startPublish(events: readonly OutboxEvent[], topic: string) {
+  const spans = new Map<bigint, Span>();
+  const positions = new Map<bigint, number>();
+  const traced = events.map((event, i) => {
+    positions.set(event.id, i);
+    const carrierIn: Record<string, string> = {};
+    if (event.traceparent !== null) carrierIn.traceparent = event.traceparent;
+    if (event.tracestate !== null) carrierIn.tracestate = event.tracestate;
+    const parent = propagation.extract(ROOT_CONTEXT, carrierIn);
+    const span = tracer.startSpan(
+      `${topic} publish`,
+      {
+        kind: SpanKind.PRODUCER,
+        attributes: {
+          "messaging.system": "kafka",
+          "messaging.destination.name": topic,
+          "messaging.operation.type": "publish",
+          "messaging.message.id": event.id.toString(),
+          "messaging.kafka.message.key": event.packageId.toString(),
+          "logistic_package_api.event.attempt": event.attempts,
+        },
+      },
+      parent,
+    );
+    spans.set(event.id, span);
+    const carrierOut: Record<string, string> = {};
+    propagation.inject(trace.setSpan(context.active(), span), carrierOut);
+    return carrierOut.traceparent === undefined
+      ? event
+      : { ...event, traceparent: carrierOut.traceparent, tracestate: carrierOut.tracestate ?? event.tracestate };
+  });
+  return {
+    spans,
+    traced,
+    index: (event: OutboxEvent) => positions.get(event.id)!,
+    /** Hands the original event back: the traced copy differs only in its headers. */
+    original: (event: OutboxEvent) => events[positions.get(event.id) ?? -1] ?? event,
+    end: () => {
+      for (const span of spans.values()) span.end();
+    },
   };
 }

@@ -4,7 +4,12 @@
 // package in the request come back unsent; an event past its sendBy is never sent.
 
 import type { OutboxEvent } from "../../../internal/outbox/types.js";
-import { failAll, type Sender, type SendOutcome } from "../../../internal/retranslator/sender/sender.js";
+import {
+  failAll,
+  type Sender,
+  type SendOutcome,
+  type SharedOutcome,
+} from "../../../internal/retranslator/sender/sender.js";
 
 export interface EventFault {
   error: string;
@@ -33,7 +38,43 @@ export class FakeSender implements Sender {
   routeError: Error | undefined;
   closed = false;
 
-  constructor(readonly partitions = 3) {}
+  /** Requests shared by several partitions (sendTogether), each with its partitions. */
+  readonly sharedRequests: { partitions: number[]; ids: bigint[] }[] = [];
+  /**
+   * With `shared`, the fake offers sendTogether like the Kafka sender: a
+   * shared request fails as a whole when any partition in it is leader-less
+   * or any event in it has a fault (the broker may have appended the others,
+   * which `appendOnSharedFailure` makes it do).
+   */
+  sendTogether?: (groups: ReadonlyMap<number, readonly OutboxEvent[]>) => Promise<SharedOutcome>;
+  appendOnSharedFailure = false;
+
+  constructor(
+    readonly partitions = 3,
+    options: { shared?: boolean } = {},
+  ) {
+    if (options.shared) this.sendTogether = (groups) => this.sendShared(groups);
+  }
+
+  private async sendShared(groups: ReadonlyMap<number, readonly OutboxEvent[]>): Promise<SharedOutcome> {
+    const all = [...groups.values()].flat();
+    const now = Date.now();
+    this.sentLate.push(...all.filter((e) => e.sendBy !== undefined && e.sendBy < now));
+    this.sharedRequests.push({ partitions: [...groups.keys()], ids: all.map((e) => e.id) });
+    for (const partition of groups.keys()) await this.delay(partition);
+    const failing = [...groups].filter(
+      ([partition, events]) => this.leaderless.has(partition) || events.some((e) => this.fault(e) !== undefined),
+    );
+    if (failing.length === 0) {
+      this.published.push(...all);
+      return { published: new Map([...groups].map(([p, events]) => [p, [...events]])), failed: false };
+    }
+    if (this.appendOnSharedFailure) {
+      for (const [partition, events] of groups)
+        if (!failing.some(([p]) => p === partition)) this.published.push(...events);
+    }
+    return { published: new Map(), failed: true };
+  }
 
   partitionOf(packageId: bigint): number {
     return Number(packageId % BigInt(this.partitions));
