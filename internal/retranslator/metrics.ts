@@ -22,12 +22,19 @@ export class RetranslatorMetrics {
   readonly readinessProbes: Counter;
   readonly slo: Gauge;
   readonly publishedAgainstSlo: Counter<"result">;
+  readonly produceRequests: Counter<"partitions" | "result">;
   /** The last oldest-event age the maintenance loop read (all instances' outbox). */
   oldestAgeSeconds = 0;
   private sloSeconds = Number.POSITIVE_INFINITY;
 
   constructor(registry: Registry) {
     const registers = [registry];
+    this.produceRequests = new Counter({
+      name: "logistic_package_api_retranslator_produce_requests_total",
+      help: "Sends to Kafka: partitions=one (a partition's events, send) or shared (several partitions, one request per broker); result=published or failed (a shared one that failed is sent again partition by partition)",
+      labelNames: ["partitions", "result"],
+      registers,
+    });
     this.processing = new Gauge({
       name: "logistic_package_api_retranslator_events_processing",
       help: "Events claimed by this retranslator and not yet acknowledged or released",
@@ -143,6 +150,7 @@ export class RetranslatorMetrics {
       route: (events) => sender.route(events),
       send: async (events: readonly OutboxEvent[], partition?: number): Promise<SendOutcome> => {
         const outcome = await sender.send(events, partition);
+        this.produceRequests.inc({ partitions: "one", result: outcome.failed.length > 0 ? "failed" : "published" });
         this.observePublished(outcome.published);
         this.failed.inc(outcome.failed.length);
         return outcome;
@@ -152,6 +160,7 @@ export class RetranslatorMetrics {
         : {
             sendTogether: async (groups: ReadonlyMap<number, readonly OutboxEvent[]>) => {
               const outcome = await together(groups);
+              this.produceRequests.inc({ partitions: "shared", result: outcome.failed ? "failed" : "published" });
               for (const events of outcome.published.values()) this.observePublished(events);
               return outcome;
             },
