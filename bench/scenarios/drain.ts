@@ -191,11 +191,18 @@ export async function claimDeleteBound(
  * timeouts), in the relay's batches (retranslator.batchSize events,
  * retranslator.maxInFlightBatches at once). No database.
  *
- * `shape`: "per-partition" is exactly the relay's request pattern (a batch is
- * split by partition, one produce call per partition); "per-batch" sends a
- * whole batch in one produce call, which kafkajs turns into one request per
- * broker — a diagnostic that shows what the per-partition split costs.
+ * `shape`: "per-partition" splits a batch by partition, one produce call per
+ * partition (the relay with retranslator.sharedRequests off); "per-batch"
+ * sends a whole batch in one produce call, which kafkajs turns into one
+ * request per broker (the relay's shared requests, the default).
  */
+/** The kafkajs bound's request pattern that matches the relay's config, then the other one. */
+export function relayRequestShapes(
+  config: Readonly<Config>,
+): ["per-partition" | "per-batch", "per-partition" | "per-batch"] {
+  return config.retranslator.sharedRequests ? ["per-batch", "per-partition"] : ["per-partition", "per-batch"];
+}
+
 export async function kafkaBound(
   ctx: BenchContext,
   config: Readonly<Config>,

@@ -6,7 +6,7 @@ import { readOutbox, type Seeded, seedEvents, waitForEmptyOutbox } from "../lib/
 import { childPids } from "../lib/procs.js";
 import { benchDatabase, benchTopic, type RunningRetranslator, startRetranslatorChild } from "../lib/stack.js";
 import { fmtInt } from "../lib/stats.js";
-import { type BoundResult, boundResult, kafkaBound } from "./drain.js";
+import { type BoundResult, boundResult, kafkaBound, relayRequestShapes } from "./drain.js";
 
 // The relay's rows of issue "Relay v2": drains of a burst into an outbox whose
 // statistics say "empty" (the state after a quiet period), each beside its
@@ -198,7 +198,7 @@ export async function staleRow(
   ctx.log(`${label}: relay ${fmtInt(relay.eventsPerSecond)} ev/s, ${relay.claims} claims (${relay.emptyClaims} empty)`);
   const { bound: sqlBound, rows } = await staleSqlBound(ctx, events, packages);
   ctx.log(`${label}: SQL bound ${fmtInt(sqlBound.eventsPerSecond)} ev/s`);
-  const kafka = await kafkaBound(ctx, config, rows, "per-partition");
+  const kafka = await kafkaBound(ctx, config, rows, relayRequestShapes(config)[0]);
   ctx.log(`${label}: kafkajs bound ${fmtInt(kafka.eventsPerSecond)} ev/s`);
   const bound = Math.min(sqlBound.eventsPerSecond, kafka.eventsPerSecond);
   return {
