@@ -17,6 +17,16 @@ export class Wakeup {
   }
 
   /**
+   * Forgets a wake() that came while nobody slept. For a loop about to look
+   * at everything anew: the relay's claim sees every commit, acknowledgement
+   * and give-back made before it starts, so a wake() for one of them would
+   * only buy an empty claim after it. Wakes that come after this call are kept.
+   */
+  clear(): void {
+    this.pending = false;
+  }
+
+  /**
    * Resolves on wake(), after `ms` (never when undefined), or when `signal`
    * aborts; at once when a wake() came since the last sleep or the signal has
    * already aborted. One sleeper at a time: the loop that owns this Wakeup.

@@ -54,6 +54,8 @@ export async function runClaimLoop(
     let walkedAll = true;
     let more = false;
     try {
+      // Whatever woke us so far is visible to this claim (see Wakeup.clear).
+      wakeup.clear();
       // Measured before the statement: the lease the database writes starts later, never earlier.
       const sendBy = Date.now() + options.leaseSeconds * 1000 - options.sendBudgetMs;
       const claim = await outbox.claimHeads({

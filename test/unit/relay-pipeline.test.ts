@@ -68,6 +68,21 @@ describe("relay pipeline", () => {
     assert.equal(await relay.value("emptyClaims"), 0);
   });
 
+  test("hot packages: acknowledgements that woke the loop while it was claiming buy no empty claim at the end", async () => {
+    const outbox = new MemoryOutbox();
+    const sender = new FakeSender(4);
+    // 4 packages of 16 events, batchSize 8: every claim cuts its package short, so the
+    // acknowledgements of those packages wake the claim loop, often while it is claiming.
+    // What they freed, the next claim sees; a wake left over from them must not make a
+    // claim after the last one.
+    writeMany(outbox, 4, 16);
+    const relay = start(outbox, sender, { pollIntervalMs: 60_000 });
+    await drained(outbox);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.equal(sender.published.length, 64);
+    assert.equal(await relay.value("emptyClaims"), 0);
+  });
+
   test("a failed event's later events go back unsent, uncharged, and never overtake it", async () => {
     const outbox = new MemoryOutbox();
     const sender = new FakeSender();
