@@ -46,7 +46,7 @@ export async function runClaimLoop(
 ): Promise<void> {
   let failures = 0;
   let cursor: bigint | undefined;
-  const maxVisits = Math.max(1000, options.batchSize * 4);
+  const leastVisits = Math.max(1000, options.batchSize * 4);
   while (!signal.aborted) {
     await pool.waitForSlot(signal);
     if (signal.aborted) break;
@@ -56,6 +56,10 @@ export async function runClaimLoop(
     try {
       // Whatever woke us so far is visible to this claim (see Wakeup.clear).
       wakeup.clear();
+      // Every package with an event in flight has its head leased, and the walk
+      // passes over each: room for those beside the claim's own, so that a
+      // claim (or its look-ahead) is not cut short by what we ourselves hold.
+      const maxVisits = Math.max(leastVisits, 2 * options.batchSize + pool.size);
       // Measured before the statement: the lease the database writes starts later, never earlier.
       const sendBy = Date.now() + options.leaseSeconds * 1000 - options.sendBudgetMs;
       const claim = await outbox.claimHeads({
