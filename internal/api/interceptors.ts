@@ -72,20 +72,22 @@ export function requestInterceptor(options: RequestInterceptorOptions): Intercep
     const spanContext = trace.setSpan(parent, span);
     const reqTrace = traceOf(spanContext, incoming);
     const debug = options.allowRiseToDebug && req.header.get("log_level")?.toLowerCase() === "debug";
-    const logger = options.logger.child(
-      { method: req.method.name, traceId: reqTrace.traceId },
-      debug ? { level: "debug" } : undefined,
-    );
+    // A child logger only for a request that asked for debug (its own level); every
+    // other request writes through the base logger, its fields in the line itself:
+    // a child per request cost a bindings object and a serialised prefix per call.
+    const logger = debug ? options.logger.child({}, { level: "debug" }) : options.logger;
+    const traceId = reqTrace.traceId;
     req.contextValues.set(requestTraceKey, reqTrace);
     // The unary response, kept for its debug line (written in finish).
     let response: unknown;
 
     const finish = (err: unknown) => {
-      const connectError = err === undefined ? undefined : toConnectError(err, reqTrace.traceId);
+      const connectError = err === undefined ? undefined : toConnectError(err, traceId);
       const code = connectError === undefined ? "ok" : Code[connectError.code];
-      if (!req.stream) writeDebugLines(logger, req.method, req.message, response, connectError);
+      const failed = connectError?.code === Code.Internal || connectError?.code === Code.Unknown;
+      if (!req.stream) writeDebugLines(logger, traceId, req.method, req.message, response, connectError);
       span.setAttribute("rpc.grpc.status_code", connectError?.code ?? 0);
-      if (connectError?.code === Code.Internal || connectError?.code === Code.Unknown) {
+      if (failed) {
         span.recordException(err as Error);
         span.setStatus({ code: SpanStatusCode.ERROR, message: connectError.rawMessage });
       }
@@ -93,17 +95,18 @@ export function requestInterceptor(options: RequestInterceptorOptions): Intercep
       const durationMs = performance.now() - started;
       options.metrics.observeRequest(req.method.name, connectError === undefined ? "OK" : code, durationMs / 1000);
       const fields = {
+        method: req.method.name,
+        traceId,
         code,
         durationMs: Math.round(durationMs * 1000) / 1000,
         // Raw header, logged before (or without) validation: capped like a valid key.
         requestId: truncate(req.header.get("x-request-id") ?? req.header.get("idempotency-key") ?? undefined, 255),
         caller: req.contextValues.get(requestCallerKey),
+        // Only the unexpected failure's cause (it may hold SQL) goes to the log, as `err`.
+        ...(failed ? { err } : { error: connectError?.rawMessage }),
       };
-      if (connectError?.code === Code.Internal || connectError?.code === Code.Unknown) {
-        logger.error({ ...fields, err }, "request failed");
-      } else {
-        logger.info({ ...fields, error: connectError?.rawMessage }, "request finished");
-      }
+      if (failed) logger.error(fields, "request failed");
+      else logger.info(fields, "request finished");
       return connectError;
     };
 
@@ -184,16 +187,24 @@ export const debugMaxItems = 10;
  */
 function writeDebugLines(
   logger: Logger,
-  method: { input: DescMessage; output: DescMessage },
+  traceId: string,
+  method: { name: string; input: DescMessage; output: DescMessage },
   request: unknown,
   response: unknown,
   connectError: ConnectError | undefined,
 ): void {
   if (!logger.isLevelEnabled("debug")) return;
   if (connectError !== undefined && notDebugged.has(connectError.code)) return;
-  logger.debug({ request: safeJson(() => bounded(toJson(method.input, request as never))) }, "request received");
+  const line = { method: method.name, traceId };
+  logger.debug(
+    { ...line, request: safeJson(() => bounded(toJson(method.input, request as never))) },
+    "request received",
+  );
   if (response !== undefined) {
-    logger.debug({ response: safeJson(() => bounded(toJson(method.output, response as never))) }, "response sent");
+    logger.debug(
+      { ...line, response: safeJson(() => bounded(toJson(method.output, response as never))) },
+      "response sent",
+    );
   }
 }
 

@@ -9,6 +9,15 @@ export interface LoggerOptions {
   destination?: DestinationStream;
 }
 
+// Lines are gathered up to bufferBytes and written together, at the latest
+// flushMs after they were logged: one write per line (each an fs.write through
+// libuv's thread pool, a handoff and a wake-up) cost the grpc-server ~12% of
+// its CPU at 1,000 requests/s, one access line each (docs/performance.md).
+// The event loop still never blocks on stdout. On exit, pino writes what is
+// left synchronously; a SIGKILL loses at most the last flushMs of lines.
+const bufferBytes = 4096;
+const flushMs = 100;
+
 /**
  * Structured JSON logs, one object per line. The base logger stays at the
  * configured level; a request that asks for debug gets a child logger whose
@@ -22,6 +31,6 @@ export function createLogger(options: LoggerOptions): Logger {
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label) => ({ level: label }) },
     },
-    options.destination ?? pino.destination({ dest: 1, sync: false }),
+    options.destination ?? pino.destination({ dest: 1, sync: false, minLength: bufferBytes, periodicFlush: flushMs }),
   );
 }
