@@ -23,7 +23,7 @@ export async function benchTopic(ctx: BenchContext, name: string): Promise<strin
   return topic;
 }
 
-type Tree = Record<string, unknown>;
+export type Tree = Record<string, unknown>;
 const isTree = (v: unknown): v is Tree => typeof v === "object" && v !== null && !Array.isArray(v);
 
 export function deepMerge(...trees: Tree[]): Tree {
@@ -87,9 +87,11 @@ function childDatabaseUrl(url: string): string {
 export async function startRetranslatorChild(
   ctx: BenchContext,
   label: string,
-  options: { databaseUrl: string; topic: string; listenNotify?: boolean },
+  options: { databaseUrl: string; topic: string; listenNotify?: boolean; retranslator?: Tree },
 ): Promise<RunningRetranslator> {
-  const configPath = await configFile(ctx, { retranslator: { listenNotify: options.listenNotify ?? true } });
+  const configPath = await configFile(ctx, {
+    retranslator: { listenNotify: options.listenNotify ?? true, ...options.retranslator },
+  });
   const [metricsPort] = await freePorts(1);
   const proc = spawnBinary(
     "retranslator",

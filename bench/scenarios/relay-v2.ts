@@ -4,7 +4,13 @@ import type { BenchContext } from "../lib/context.js";
 import { type CpuWindow, cpuWindow, postgresBackends, round } from "../lib/cpu.js";
 import { readOutbox, type Seeded, seedEvents, waitForEmptyOutbox } from "../lib/outbox.js";
 import { childPids } from "../lib/procs.js";
-import { benchDatabase, benchTopic, type RunningRetranslator, startRetranslatorChild } from "../lib/stack.js";
+import {
+  benchDatabase,
+  benchTopic,
+  type RunningRetranslator,
+  startRetranslatorChild,
+  type Tree,
+} from "../lib/stack.js";
 import { fmtInt } from "../lib/stats.js";
 import { type BoundResult, boundResult, kafkaBound, relayRequestShapes } from "./drain.js";
 
@@ -71,14 +77,20 @@ export async function staleDrain(
   events: number,
   packages: number,
   instances: number,
-  options: { rttMs?: number } = {},
+  options: { rttMs?: number; retranslator?: Tree } = {},
 ): Promise<StaleDrain> {
   const db = await benchDatabase(ctx);
   const topic = await benchTopic(ctx, label);
   const relays: RunningRetranslator[] = [];
   try {
     for (let i = 0; i < instances; i++) {
-      relays.push(await startRetranslatorChild(ctx, `${label}-retranslator-${i + 1}`, { databaseUrl: db.url, topic }));
+      relays.push(
+        await startRetranslatorChild(ctx, `${label}-retranslator-${i + 1}`, {
+          databaseUrl: db.url,
+          topic,
+          retranslator: options.retranslator,
+        }),
+      );
     }
     // Warm: the relays publish a burst first (V8 optimises kafkajs' encoder), which also leaves the pages behind.
     const warm = await seedBurst(db.db, ctx.config.warmupEvents, Math.min(packages, ctx.config.warmupEvents));
