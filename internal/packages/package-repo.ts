@@ -52,6 +52,10 @@ const insertEventFrom = (type: string) => `
     SELECT p.id, '${type}', package_event_payload(ROW(p.*)::package), ?, ? FROM p
   )`;
 
+/**
+ * The create statements run as named prepared statements (query.ts,
+ * StatementOptions.name): they are the hot ones, and their texts are constant.
+ */
 export class PgPackageRepository implements PackageRepository {
   private readonly batcher: CreateBatcher | undefined;
 
@@ -83,6 +87,7 @@ export class PgPackageRepository implements PackageRepository {
        ), ${insertEventFrom("Created")}
        SELECT id FROM p`,
       [input.title, input.material, input.maximumVolume, input.reusable, ...traceBindings(trace)],
+      { name: "package_create" },
     );
     return rows[0]!.id;
   }
@@ -119,7 +124,9 @@ export class PgPackageRepository implements PackageRepository {
          FROM p JOIN input ON input.id = p.id
        )
        SELECT id FROM input ORDER BY ord`,
+      // One text whatever the batch's size (its rows are one JSON parameter): one prepared statement.
       [input],
+      { name: "package_create_many" },
     );
     return rows.map((r) => r.id);
   }
@@ -155,6 +162,7 @@ export class PgPackageRepository implements PackageRepository {
         input.reusable,
         ...traceBindings(trace),
       ],
+      { name: "package_create_once" },
     );
     if (rows.length > 0) return { id: rows[0]!.id, replayed: false };
 
