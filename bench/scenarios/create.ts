@@ -47,12 +47,20 @@ const input = { title: "bench box", material: "cardboard", maximumVolume: 1200, 
  * event), captured from the repository itself through a recording stand-in
  * for the database, so the bound cannot drift from the code.
  */
-async function createStatement(): Promise<{ text: string; values: unknown[] }> {
-  let captured: { sql: string; bindings: readonly unknown[] } | undefined;
+async function createStatement(): Promise<{ name?: string; text: string; values: unknown[] }> {
+  let captured: { sql: string; bindings: readonly unknown[]; name?: string } | undefined;
   const recorder = {
     raw: (sql: string, bindings: readonly unknown[]) => {
-      captured = { sql, bindings };
-      return Promise.resolve({ rows: [{ id: 1n }] });
+      const record: NonNullable<typeof captured> = { sql, bindings };
+      captured = record;
+      const result = Promise.resolve({ rows: [{ id: 1n }] });
+      // As knex does: the statement's pg options (its prepared-statement name) come through options().
+      return Object.assign(result, {
+        options: (options: { name?: string }) => {
+          if (options.name !== undefined) record.name = options.name;
+          return result;
+        },
+      });
     },
   } as unknown as Database;
   await new PgPackageRepository(recorder).create(input, undefined);
@@ -63,7 +71,11 @@ async function createStatement(): Promise<{ text: string; values: unknown[] }> {
       .raw(captured.sql, captured.bindings as never)
       .toSQL()
       .toNative();
-    return { text: native.sql, values: [...native.bindings] };
+    return {
+      ...(captured.name === undefined ? {} : { name: captured.name }),
+      text: native.sql,
+      values: [...native.bindings],
+    };
   } finally {
     await knex.destroy();
   }
@@ -201,7 +213,7 @@ async function sqlBound(
   ctx: BenchContext,
   url: string,
   databaseName: string,
-  statement: { text: string; values: unknown[] },
+  statement: { name?: string; text: string; values: unknown[] },
   concurrency: number,
 ): Promise<LoadResult> {
   const c = ctx.config;
@@ -220,7 +232,8 @@ async function sqlBound(
       concurrency,
       c.createWarmupSeconds,
       c.createSeconds,
-      (worker) => clients[worker]!.query(statement.text, statement.values),
+      // Prepared like the server's (a name), so both sides parse and plan it once per connection.
+      (worker) => clients[worker]!.query({ name: statement.name, text: statement.text, values: statement.values }),
       { bench: () => [process.pid], postgres: () => postgresBackends(databaseName) },
     );
     ctx.log(

@@ -63,8 +63,7 @@ async function run<Row extends object>(
     // bigint is not among knex's binding types, but pg binds it (as its decimal text).
     const raw = db.raw<pg.QueryResult<Row>>(sql, params as readonly Knex.RawBinding[]);
     // knex hands a raw statement's options to pg as part of its query config ({ name, text, values }).
-    // A stand-in that only records the statement (bench/scenarios/create.ts captures the create's
-    // SQL through one) returns a plain promise: the name is then left out.
+    // A stand-in for the database whose raw() returns a plain promise gets no name.
     if (name !== undefined && typeof raw.options === "function") raw.options({ name });
     return await raw;
   } catch (err) {
