@@ -454,3 +454,37 @@ test("an update committed while its package's previous event is being sent goes 
   const { report } = await world.readBack(undefined, 30_000);
   assert.deepEqual(report, { lost: [], duplicated: [], reordered: [], malformed: [], unexpected: [] });
 });
+
+test("a shared request the broker fails is not retried whole: its partitions go again one by one, each once, and sharing pauses", async (t) => {
+  const world = await relayWorld(t, "relay-v2-shared-failure", 4);
+  const db = world.db.db;
+  await createPackages(db, 200);
+  const r = await world.startRelay();
+  const requests = (partitions: string, result: string) =>
+    readMetric(
+      r.ports.metrics,
+      `logistic_package_api_retranslator_produce_requests_total\\{partitions="${partitions}",result="${result}"\\}`,
+    );
+  // Warm: the relay knows the topic and shares its requests.
+  await burst(db, 200, 200);
+  await world.untilOutboxEmpty("the warm-up to drain", 30_000);
+  assert.ok((await requests("shared", "published")) > 0, "the warm-up's requests were shared");
+  const aloneBefore = await requests("one", "published");
+
+  // The next produce request (shared: the burst spans all four partitions) fails as a whole,
+  // NOT_LEADER_FOR_PARTITION for every partition in it, and appends nothing.
+  await world.kafka.pushErrors(0, 1, [6]);
+  await burst(db, 200, 800);
+  await world.untilOutboxEmpty("the burst to drain", 60_000);
+
+  assert.equal(await requests("shared", "failed"), 1, "kafkajs did not retry the shared request itself");
+  assert.ok(
+    (await requests("one", "published")) > aloneBefore,
+    "its partitions were sent again one by one, and later requests too (sharing paused)",
+  );
+  const { report } = await world.readBack(undefined, 60_000);
+  assert.deepEqual(
+    { lost: report.lost.length, reordered: report.reordered, duplicated: report.duplicated.length },
+    { lost: 0, reordered: [], duplicated: 0 },
+  );
+});

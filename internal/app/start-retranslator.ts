@@ -92,7 +92,9 @@ export function startRetranslatorApp(config: Readonly<Config>, logger: Logger): 
         sendBudgetMs: sendBudgetMs(config.kafka),
         pollIntervalMs: r.pollIntervalMs,
         claimLingerMs: r.claimLingerMs,
-        sharedRequests: r.sharedRequests,
+        // The idempotent producer's deduplication covers one producer's own
+        // retries; a shared request's fallback sends again outside it.
+        sharedRequests: r.sharedRequests && !config.kafka.idempotent,
         listenNotify: r.listenNotify,
         maxAttempts: r.maxAttempts,
         retryBackoffMinMs: r.retryBackoffMinMs,

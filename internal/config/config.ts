@@ -283,6 +283,7 @@ const schema = z
       // its leader) may have appended the other partitions' events: they are sent again,
       // duplicates recognisable by event-id, and requests then go one partition at a time
       // for 30 s. false: always one partition per request, never such a duplicate.
+      // Ignored (off) with kafka.idempotent.
       sharedRequests: bool.default(true),
       // After this many attempts an event moves to the dead-letter table. Only
       // non-retriable failures and crashes count; outages retry indefinitely.

@@ -43,6 +43,8 @@ export async function runClaimLoop(
   onClaimError: () => void,
   /** After each claim: how many events it took, and those of the package it cut short (claim.cutShort). */
   onClaim: (events: number, cutShort: readonly OutboxEvent[]) => void = () => undefined,
+  /** Right before each claim statement. */
+  beforeClaim: () => void = () => undefined,
 ): Promise<void> {
   let failures = 0;
   let cursor: bigint | undefined;
@@ -56,6 +58,7 @@ export async function runClaimLoop(
     try {
       // Whatever woke us so far is visible to this claim (see Wakeup.clear).
       wakeup.clear();
+      beforeClaim();
       // Every package with an event in flight has its head leased, and the walk
       // passes over each: room for those beside the claim's own, so that a
       // claim (or its look-ahead) is not cut short by what we ourselves hold.

@@ -233,6 +233,11 @@ export class InFlightPool {
       groups.set(partition, events);
     }
     this.ready.clear();
+    if (Date.now() < this.sharedPausedUntil) {
+      // Lanes that became ready just before a shared request failed.
+      for (const [partition, events] of groups) this.track(this.sendLane(partition, this.lane(partition), events));
+      return;
+    }
     if (groups.size === 1) {
       const [[partition, events]] = groups;
       this.track(this.sendLane(partition, this.lane(partition), events));
@@ -246,24 +251,28 @@ export class InFlightPool {
     } catch (err) {
       // Nothing is known: each partition is sent again alone, which tells.
       this.logger.error({ err }, "sender threw on a request of several partitions; sending them one by one");
-      outcome = { published: new Map(), failed: true };
+      outcome = { published: new Map(), requests: 0, failedRequests: 0, failed: true };
     }
     if (outcome.failed) this.sharedPausedUntil = Date.now() + this.options.sharedRequestPauseMs;
     for (const [partition, events] of groups) {
       const lane = this.lane(partition);
       lane.sending = 0;
-      const acknowledged = outcome.published.get(partition);
-      if (acknowledged !== undefined) {
+      const acknowledged = outcome.published.get(partition) ?? [];
+      if (acknowledged.length > 0) {
         lane.failuresInARow = 0;
         this.acknowledger.add({ published: acknowledged, failed: [], unsent: [] });
-        this.release(events.length);
-        if (lane.held <= this.options.maxPartitionEvents / 2) lane.refusing = false;
-      } else {
-        // Again, alone and ahead of what queued behind it: its own outcome
-        // then says whether this partition failed, and whose fault it was.
-        lane.queued.unshift(...events);
+        this.release(acknowledged.length);
+      }
+      // The rest (a sender acknowledges a partition whole or not at all) again,
+      // alone and ahead of what queued behind it: its own outcome then says
+      // whether this partition failed, and whose fault it was.
+      const acked = new Set(acknowledged.map((e) => e.id));
+      const rest = events.filter((e) => !acked.has(e.id));
+      if (rest.length > 0) {
+        lane.queued.unshift(...rest);
         lane.alone = true;
       }
+      if (lane.held <= this.options.maxPartitionEvents / 2) lane.refusing = false;
       this.pump(partition, lane);
     }
   }

@@ -31,7 +31,7 @@ export class RetranslatorMetrics {
     const registers = [registry];
     this.produceRequests = new Counter({
       name: "logistic_package_api_retranslator_produce_requests_total",
-      help: "Sends to Kafka: partitions=one (a partition's events, send) or shared (several partitions, one request per broker); result=published or failed (a shared one that failed is sent again partition by partition)",
+      help: "Produce requests: partitions=one (one partition's events; a send too large for one request counts once) or shared (several partitions led by one broker); result=published or failed (a shared one that failed is sent again partition by partition)",
       labelNames: ["partitions", "result"],
       registers,
     });
@@ -150,7 +150,9 @@ export class RetranslatorMetrics {
       route: (events) => sender.route(events),
       send: async (events: readonly OutboxEvent[], partition?: number): Promise<SendOutcome> => {
         const outcome = await sender.send(events, partition);
-        this.produceRequests.inc({ partitions: "one", result: outcome.failed.length > 0 ? "failed" : "published" });
+        // A send that was fenced whole made no request.
+        if (outcome.published.length + outcome.failed.length > 0)
+          this.produceRequests.inc({ partitions: "one", result: outcome.failed.length > 0 ? "failed" : "published" });
         this.observePublished(outcome.published);
         this.failed.inc(outcome.failed.length);
         return outcome;
@@ -160,7 +162,13 @@ export class RetranslatorMetrics {
         : {
             sendTogether: async (groups: ReadonlyMap<number, readonly OutboxEvent[]>) => {
               const outcome = await together(groups);
-              this.produceRequests.inc({ partitions: "shared", result: outcome.failed ? "failed" : "published" });
+              if (outcome.requests > outcome.failedRequests)
+                this.produceRequests.inc(
+                  { partitions: "shared", result: "published" },
+                  outcome.requests - outcome.failedRequests,
+                );
+              if (outcome.failedRequests > 0)
+                this.produceRequests.inc({ partitions: "shared", result: "failed" }, outcome.failedRequests);
               for (const events of outcome.published.values()) this.observePublished(events);
               return outcome;
             },

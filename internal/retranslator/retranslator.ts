@@ -69,6 +69,7 @@ export function startRetranslator(
   // so the next acknowledgement of anything wakes the claim loop once; without it those
   // events would wait for pollIntervalMs.
   let notified = false;
+  let notifiedBeforeClaim = false;
   let wakeOnNextAck = false;
   let drainDeadline = Number.POSITIVE_INFINITY;
 
@@ -141,13 +142,15 @@ export function startRetranslator(
         // deleted; past the bound the set starts over (one extra wake-up).
         if (awaited.size > 100_000) awaited.clear();
         for (const event of more) awaited.add(event.id);
-        if (notified) {
-          notified = false;
-          if (events === 0 && pool.size > 0) wakeOnNextAck = true;
-        }
+        if (notifiedBeforeClaim && events === 0 && pool.size > 0) wakeOnNextAck = true;
         metrics.claims.inc();
         metrics.claimedEvents.inc(events);
         if (events === 0) metrics.emptyClaims.inc();
+      },
+      () => {
+        // Taken as the claim starts: a NOTIFY during the claim is for the next one.
+        notifiedBeforeClaim = notified;
+        notified = false;
       },
     ),
   );

@@ -32,6 +32,16 @@ export interface KafkaSenderOptions {
 export class KafkaSender implements Sender {
   private readonly kafka: Kafka;
   private readonly producer: Producer;
+  /**
+   * Shared requests go through a producer of their own that never retries:
+   * kafkajs retries a failed request whole, so a retry of a request whose one
+   * partition failed would append the other partitions' events again (and
+   * again), while they waited out that partition's retries. Failing at once
+   * hands the request to the in-flight pool, which sends each partition alone
+   * (with this producer's retries) and pauses sharing. Not idempotent: the
+   * retranslator does not share requests when kafka.idempotent is on.
+   */
+  private readonly sharedProducer: Producer;
   private readonly partitioner: ReturnType<typeof Partitioners.DefaultPartitioner>;
   private connected: Promise<void> | undefined;
   private partitionMetadata: PartitionMetadata[] | undefined;
@@ -49,6 +59,13 @@ export class KafkaSender implements Sender {
       maxInFlightRequests: 1,
       idempotent: options.idempotent,
       allowAutoTopicCreation: true,
+      createPartitioner: Partitioners.DefaultPartitioner,
+    });
+    this.sharedProducer = this.kafka.producer({
+      maxInFlightRequests: 1,
+      idempotent: false,
+      allowAutoTopicCreation: true,
+      retry: { retries: 0 },
       createPartitioner: Partitioners.DefaultPartitioner,
     });
   }
@@ -196,7 +213,7 @@ export class KafkaSender implements Sender {
    * failed request, are left to `send` alone (see Sender.sendTogether).
    */
   async sendTogether(groups: ReadonlyMap<number, readonly OutboxEvent[]>): Promise<SharedOutcome> {
-    const outcome: SharedOutcome = { published: new Map(), failed: false };
+    const outcome: SharedOutcome = { published: new Map(), requests: 0, failedRequests: 0, failed: false };
     const leaders = new Map((this.partitionMetadata ?? []).map((p) => [p.partitionId, p.leader]));
     const byLeader = new Map<
       number,
@@ -216,8 +233,9 @@ export class KafkaSender implements Sender {
     }
     await Promise.all(
       [...byLeader.values()].map(async (parts) => {
+        outcome.requests += 1;
         try {
-          await this.producer.sendBatch({
+          await this.sharedProducer.sendBatch({
             acks: -1,
             timeout: this.options.requestTimeoutMs,
             topicMessages: [
@@ -232,6 +250,7 @@ export class KafkaSender implements Sender {
           // Which partition failed, and whether the broker appended the
           // others, is unknown: the caller sends each alone, which tells.
           outcome.failed = true;
+          outcome.failedRequests += 1;
           this.partitionMetadata = undefined;
           this.logger.debug(
             { err, partitions: parts.map((p) => p.partition) },
@@ -265,14 +284,17 @@ export class KafkaSender implements Sender {
   }
 
   async close(): Promise<void> {
-    await this.producer.disconnect();
+    await Promise.all([this.producer.disconnect(), this.sharedProducer.disconnect()]);
   }
 
   private connect(): Promise<void> {
-    this.connected ??= this.producer.connect().catch((err: unknown) => {
-      this.connected = undefined;
-      throw err;
-    });
+    this.connected ??= Promise.all([this.producer.connect(), this.sharedProducer.connect()]).then(
+      () => undefined,
+      (err: unknown) => {
+        this.connected = undefined;
+        throw err;
+      },
+    );
     return this.connected;
   }
 

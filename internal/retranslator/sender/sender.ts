@@ -56,6 +56,9 @@ export interface Sender {
 export interface SharedOutcome {
   /** Partitions acknowledged, each with all its events. */
   published: Map<number, OutboxEvent[]>;
+  /** Requests made (one per leader broker), and how many of them failed. */
+  requests: number;
+  failedRequests: number;
   /** A request failed: its partitions' events may or may not have been appended. */
   failed: boolean;
 }

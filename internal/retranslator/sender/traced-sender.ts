@@ -49,7 +49,7 @@ export function traceSender(sender: Sender, topic: string): Sender {
                   for (const e of events)
                     publish.spans.get(e.id)?.setAttribute("logistic_package_api.event.sent_again_alone", true);
               return {
-                failed: outcome.failed,
+                ...outcome,
                 published: new Map([...outcome.published].map(([p, events]) => [p, events.map(publish.original)])),
               };
             } finally {

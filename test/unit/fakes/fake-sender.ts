@@ -67,13 +67,18 @@ export class FakeSender implements Sender {
     );
     if (failing.length === 0) {
       this.published.push(...all);
-      return { published: new Map([...groups].map(([p, events]) => [p, [...events]])), failed: false };
+      return {
+        published: new Map([...groups].map(([p, events]) => [p, [...events]])),
+        requests: 1,
+        failedRequests: 0,
+        failed: false,
+      };
     }
     if (this.appendOnSharedFailure) {
       for (const [partition, events] of groups)
         if (!failing.some(([p]) => p === partition)) this.published.push(...events);
     }
-    return { published: new Map(), failed: true };
+    return { published: new Map(), requests: 1, failedRequests: 1, failed: true };
   }
 
   partitionOf(packageId: bigint): number {
