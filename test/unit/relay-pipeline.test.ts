@@ -3,39 +3,12 @@
 // and stop. The same guarantees against Postgres and the broker: test/retranslator-*.test.ts.
 
 import assert from "node:assert/strict";
-import { afterEach, describe, test } from "node:test";
-import { poll } from "../helpers/poll.js";
+import { describe, test } from "node:test";
 import { FakeSender } from "./fakes/fake-sender.js";
 import { MemoryOutbox } from "./fakes/memory-outbox.js";
-import { startTestRelay, type TestRelay } from "./fakes/relay.js";
+import { relayTestKit, writeMany } from "./fakes/relay.js";
 
-const relays: TestRelay[] = [];
-afterEach(async () => {
-  await Promise.all(relays.splice(0).map((r) => r.running.stop()));
-});
-
-function start(outbox: MemoryOutbox, sender: FakeSender, options: Parameters<typeof startTestRelay>[2] = {}) {
-  const relay = startTestRelay(outbox, sender, options);
-  relays.push(relay);
-  return relay;
-}
-
-/** Polls every 5 ms, for at most 5 s (a relay round takes about a millisecond here). */
-const soon = <T>(what: string, probe: () => T | Promise<T>, ok: (value: T) => boolean) =>
-  poll(what, probe, ok, 5000, 5);
-const drained = (outbox: MemoryOutbox) =>
-  soon(
-    "an empty outbox",
-    () => outbox.rows.size,
-    (n) => n === 0,
-  );
-
-/** Writes `events` events for each of packages 1..`packages`; returns each package's ids. */
-function writeMany(outbox: MemoryOutbox, packages: number, events: number): Map<bigint, bigint[]> {
-  const ids = new Map<bigint, bigint[]>();
-  for (let p = 1n; p <= BigInt(packages); p++) ids.set(p, outbox.write(p, events));
-  return ids;
-}
+const { start, soon, drained } = relayTestKit();
 
 describe("relay pipeline", () => {
   test("publishes every event once, each package in id order, and empties the outbox", async () => {

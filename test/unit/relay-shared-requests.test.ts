@@ -4,31 +4,12 @@
 // sendTogether; the same against the broker mock: test/retranslator-relay-v2.test.ts.
 
 import assert from "node:assert/strict";
-import { afterEach, describe, test } from "node:test";
-import { poll } from "../helpers/poll.js";
+import { describe, test } from "node:test";
 import { FakeSender } from "./fakes/fake-sender.js";
 import { MemoryOutbox } from "./fakes/memory-outbox.js";
-import { startTestRelay, type TestRelay } from "./fakes/relay.js";
+import { relayTestKit, writeMany } from "./fakes/relay.js";
 
-const relays: TestRelay[] = [];
-afterEach(async () => {
-  await Promise.all(relays.splice(0).map((r) => r.running.stop()));
-});
-
-function start(outbox: MemoryOutbox, sender: FakeSender, options: Parameters<typeof startTestRelay>[2] = {}) {
-  const relay = startTestRelay(outbox, sender, options);
-  relays.push(relay);
-  return relay;
-}
-
-const soon = <T>(what: string, probe: () => T | Promise<T>, ok: (value: T) => boolean) =>
-  poll(what, probe, ok, 5000, 5);
-
-function writeMany(outbox: MemoryOutbox, packages: number, events: number): Map<bigint, bigint[]> {
-  const ids = new Map<bigint, bigint[]>();
-  for (let p = 1n; p <= BigInt(packages); p++) ids.set(p, outbox.write(p, events));
-  return ids;
-}
+const { start, forget, soon, drained } = relayTestKit();
 
 /** A package's published ids with repeats removed (consumers deduplicate by event id). */
 const firstCopies = (sender: FakeSender, packageId: bigint) => [...new Set(sender.publishedOf(packageId))];
@@ -39,11 +20,7 @@ describe("relay shared requests", () => {
     const sender = new FakeSender(4, { shared: true });
     const ids = writeMany(outbox, 40, 3);
     const relay = start(outbox, sender, { batchSize: 16 });
-    await soon(
-      "an empty outbox",
-      () => outbox.rows.size,
-      (n) => n === 0,
-    );
+    await drained(outbox);
     assert.equal(sender.published.length, 120, "each event published once");
     for (const [packageId, written] of ids) assert.deepEqual(sender.publishedOf(packageId), written);
     assert.ok(sender.sharedRequests.length > 0, "shared requests were made");
@@ -64,11 +41,7 @@ describe("relay shared requests", () => {
     const sender = new FakeSender(4, { shared: true });
     writeMany(outbox, 20, 2);
     start(outbox, sender, { sharedRequests: false });
-    await soon(
-      "an empty outbox",
-      () => outbox.rows.size,
-      (n) => n === 0,
-    );
+    await drained(outbox);
     assert.equal(sender.sharedRequests.length, 0);
     assert.equal(sender.published.length, 40);
   });
@@ -109,11 +82,7 @@ describe("relay shared requests", () => {
       "the shared failure charged no attempt to the healthy partitions' events",
     );
     sender.leaderless.delete(0);
-    await soon(
-      "an empty outbox",
-      () => outbox.rows.size,
-      (n) => n === 0,
-    );
+    await drained(outbox);
     for (const [p, written] of ids) assert.deepEqual(firstCopies(sender, p), written, `package ${p} in order`);
     assert.equal(outbox.deadLetters.size, 0);
   });
@@ -144,7 +113,7 @@ describe("relay shared requests", () => {
       (n) => n > 0,
     );
     await relay.running.stop();
-    relays.splice(relays.indexOf(relay), 1);
+    forget(relay);
     // Whatever was claimed was either published (and deleted) or released: nothing stays leased.
     assert.ok([...outbox.rows.values()].every((r) => r.lockedBy === null));
     const published = new Set(sender.published.map((e) => e.id));

@@ -1,6 +1,7 @@
 // Runs the real relay (startRetranslator: claim loop, in-flight pool, acknowledger) against a
 // MemoryOutbox and a FakeSender, with short intervals so that a test takes milliseconds.
 
+import { afterEach } from "node:test";
 import { Registry } from "prom-client";
 import { RetranslatorMetrics } from "../../../internal/retranslator/metrics.js";
 import {
@@ -9,6 +10,7 @@ import {
   startRetranslator,
 } from "../../../internal/retranslator/retranslator.js";
 import { type CapturedLogs, captureLogs } from "../../helpers/logs.js";
+import { poll } from "../../helpers/poll.js";
 import type { FakeSender } from "./fake-sender.js";
 import type { MemoryOutbox } from "./memory-outbox.js";
 
@@ -57,4 +59,43 @@ export function startTestRelay(
       return (await m.get()).values.reduce((sum, v) => sum + v.value, 0);
     },
   };
+}
+
+/**
+ * For a test file of relay tests: `start` runs a relay that is stopped after
+ * each test, `soon` polls every 5 ms for at most 5 s (a relay round takes
+ * about a millisecond here), `drained` waits for an empty outbox.
+ */
+export function relayTestKit() {
+  const relays: TestRelay[] = [];
+  afterEach(async () => {
+    await Promise.all(relays.splice(0).map((r) => r.running.stop()));
+  });
+  const soon = <T>(what: string, probe: () => T | Promise<T>, ok: (value: T) => boolean) =>
+    poll(what, probe, ok, 5000, 5);
+  return {
+    start(outbox: MemoryOutbox, sender: FakeSender, options: Partial<RetranslatorOptions> = {}): TestRelay {
+      const relay = startTestRelay(outbox, sender, options);
+      relays.push(relay);
+      return relay;
+    },
+    /** Forgets a relay the test stopped itself. */
+    forget(relay: TestRelay): void {
+      relays.splice(relays.indexOf(relay), 1);
+    },
+    soon,
+    drained: (outbox: MemoryOutbox) =>
+      soon(
+        "an empty outbox",
+        () => outbox.rows.size,
+        (n) => n === 0,
+      ),
+  };
+}
+
+/** Writes `events` events for each of packages 1..`packages`; returns each package's ids. */
+export function writeMany(outbox: MemoryOutbox, packages: number, events: number): Map<bigint, bigint[]> {
+  const ids = new Map<bigint, bigint[]>();
+  for (let p = 1n; p <= BigInt(packages); p++) ids.set(p, outbox.write(p, events));
+  return ids;
 }
