@@ -242,6 +242,18 @@ function planOffences(node: PlanNode, leadingColumns: ReadonlyMap<string, string
   ) {
     offences.push(`index scan without its leading column (${leading}): ${here.join(" > ")} on ${node["Index Cond"]}`);
   }
+  // A package's events looked for through an index not led by package_id (the
+  // primary key, in id order, filtered on the package): it reads other
+  // packages' events until it meets this one's, all of them in the worst case.
+  const filter = typeof node.Filter === "string" ? node.Filter : "";
+  if (
+    node["Relation Name"] === OUTBOX &&
+    leading !== undefined &&
+    leading !== "package_id" &&
+    /\(package_id [=<>]/.test(filter)
+  ) {
+    offences.push(`a package looked for by filter through ${node["Index Name"]}: ${here.join(" > ")} filter ${filter}`);
+  }
   if (node["Node Type"] === "Seq Scan" && node["Relation Name"] === OUTBOX)
     offences.push(`sequential scan: ${here.join(" > ")}`);
   if (
@@ -298,83 +310,95 @@ function explainingDatabase(real: TestDatabase["db"]): {
   return { db, plans };
 }
 
-test("every relay statement plans index lookups on an outbox of 100,000 rows whose statistics say it is empty", async () => {
-  const stale = await createTestDatabase();
-  try {
-    const q = (sql: string, bindings: unknown[] = []) => stale.db.raw(sql, bindings as never);
-    // The state after a quiet period: the outbox was used, emptied and
-    // analyzed (autovacuum does the same), so its statistics say "no rows"
-    // over pages that still exist. Autovacuum is kept away so that it cannot
-    // refresh them during the test.
-    await q(`ALTER TABLE package_event SET (autovacuum_enabled = false)`);
-    await q(`INSERT INTO package (id, title, material, maximum_volume) OVERRIDING SYSTEM VALUE
-             SELECT g, 't', 'm', 1 FROM generate_series(1, 10000) g`);
-    const fill = `INSERT INTO package_event (package_id, type, payload)
-                  SELECT 1 + (g % 10000), 'Updated', '{"ID":"1","Title":"t"}' FROM generate_series(1, 100000) g`;
-    await q(fill);
-    await q(`DELETE FROM package_event`);
-    await q(`ANALYZE package_event`);
-    // Then the burst: 100,000 events, a few leased, one package dead-lettered.
-    await q(fill);
-    await q(
-      `UPDATE package_event SET locked_by = 'other', locked_until = now() + interval '1 minute' WHERE id % 97 = 0`,
-    );
-    await q(`INSERT INTO package_event_dead_letter (id, package_id, type, payload, created, attempts, last_error)
+// Two outboxes: 100,000 events, 10 per package; and 50,000 events, one per package,
+// the size at which the planner, under stale statistics, looked a package's events
+// up through the primary key in id order (filtering on the package) until the
+// claim read it in ranges of one package: 3.7 ms of Postgres per event against 0.03.
+for (const [packages, events] of [
+  [10_000, 100_000],
+  [50_000, 50_000],
+] as const) {
+  test(`every relay statement plans index lookups on an outbox of ${events.toLocaleString("en")} rows over ${packages.toLocaleString("en")} packages whose statistics say it is empty`, async () => {
+    const stale = await createTestDatabase();
+    try {
+      const q = (sql: string, bindings: unknown[] = []) => stale.db.raw(sql, bindings as never);
+      // The state after a quiet period: the outbox was used, emptied and
+      // analyzed (autovacuum does the same), so its statistics say "no rows"
+      // over pages that still exist. Autovacuum is kept away so that it cannot
+      // refresh them during the test.
+      await q(`ALTER TABLE package_event SET (autovacuum_enabled = false)`);
+      await q(
+        `INSERT INTO package (id, title, material, maximum_volume) OVERRIDING SYSTEM VALUE
+             SELECT g, 't', 'm', 1 FROM generate_series(1, ?::int) g`,
+        [packages],
+      );
+      const fill = `INSERT INTO package_event (package_id, type, payload)
+                  SELECT 1 + (g % ${packages}), 'Updated', '{"ID":"1","Title":"t"}' FROM generate_series(1, ${events}) g`;
+      await q(fill);
+      await q(`DELETE FROM package_event`);
+      await q(`ANALYZE package_event`);
+      // Then the burst, a few events leased, one package dead-lettered.
+      await q(fill);
+      await q(
+        `UPDATE package_event SET locked_by = 'other', locked_until = now() + interval '1 minute' WHERE id % 97 = 0`,
+      );
+      await q(`INSERT INTO package_event_dead_letter (id, package_id, type, payload, created, attempts, last_error)
              VALUES (1, 7, 'Updated', '{}', now(), 10, 'too large')`);
-    const stats = (await q(`SELECT reltuples FROM pg_class WHERE relname = 'package_event'`)) as {
-      rows: { reltuples: number }[];
-    };
-    assert.equal(stats.rows[0]!.reltuples, 0, "the statistics still say the outbox is empty");
+      const stats = (await q(`SELECT reltuples FROM pg_class WHERE relname = 'package_event'`)) as {
+        rows: { reltuples: number }[];
+      };
+      assert.equal(stats.rows[0]!.reltuples, 0, "the statistics still say the outbox is empty");
 
-    const { db, plans } = explainingDatabase(stale.db);
-    const ids = Array.from({ length: 500 }, (_, i) => BigInt(100_001 + i * 7));
-    const lease = new Date(Date.now() + 60_000).toISOString();
-    const failures = ids.slice(0, 100).map((id) => ({ id, lease, error: "x", retriable: true }));
-    await claimHeads(db, { owner: "relay-1", limit: 500, leaseSeconds: 60, cursor: 0n });
-    await claimHeads(db, {
-      owner: "relay-1",
-      limit: 500,
-      leaseSeconds: 60,
-      cursor: 5000n,
-      skipPackages: ids.slice(0, 300),
-    });
-    await claimHeads(db, { owner: "relay-1", limit: 500, leaseSeconds: 60 });
-    await deleteEvents(db, ids);
-    await releaseFailedEvents(db, "relay-1", failures, { minMs: 1, maxMs: 1 });
-    await releaseUnsentEvents(db, "relay-1", failures);
-    await deadLetterEvents(db, "relay-1", failures);
-    await releaseAllLeases(db, "relay-1");
-    await reapExpiredLeases(db);
-    await readBacklog(db);
-    assert.equal(plans.length, 10);
+      const { db, plans } = explainingDatabase(stale.db);
+      const ids = Array.from({ length: 500 }, (_, i) => BigInt(100_001 + i * 7));
+      const lease = new Date(Date.now() + 60_000).toISOString();
+      const failures = ids.slice(0, 100).map((id) => ({ id, lease, error: "x", retriable: true }));
+      await claimHeads(db, { owner: "relay-1", limit: 500, leaseSeconds: 60, cursor: 0n });
+      await claimHeads(db, {
+        owner: "relay-1",
+        limit: 500,
+        leaseSeconds: 60,
+        cursor: 5000n,
+        skipPackages: ids.slice(0, 300),
+      });
+      await claimHeads(db, { owner: "relay-1", limit: 500, leaseSeconds: 60 });
+      await deleteEvents(db, ids);
+      await releaseFailedEvents(db, "relay-1", failures, { minMs: 1, maxMs: 1 });
+      await releaseUnsentEvents(db, "relay-1", failures);
+      await deadLetterEvents(db, "relay-1", failures);
+      await releaseAllLeases(db, "relay-1");
+      await reapExpiredLeases(db);
+      await readBacklog(db);
+      assert.equal(plans.length, 10);
 
-    const indexes = (await q(
-      `SELECT c.relname AS index, a.attname AS leading FROM pg_index i
+      const indexes = (await q(
+        `SELECT c.relname AS index, a.attname AS leading FROM pg_index i
        JOIN pg_class c ON c.oid = i.indexrelid
        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
        WHERE i.indrelid = 'package_event'::regclass`,
-    )) as { rows: { index: string; leading: string }[] };
-    const leadingColumns = new Map(indexes.rows.map((r) => [r.index, r.leading]));
-    assert.equal(leadingColumns.get("package_event_package_id_idx"), "package_id");
+      )) as { rows: { index: string; leading: string }[] };
+      const leadingColumns = new Map(indexes.rows.map((r) => [r.index, r.leading]));
+      assert.equal(leadingColumns.get("package_event_package_id_idx"), "package_id");
 
-    for (const { sql, plan } of plans) {
-      const statement = sql.replace(/\s+/g, " ").slice(0, 80);
-      // The backlog gauge counts the outbox by design (every maintenance
-      // interval, off the event path): the only statement allowed to read it whole.
-      const offences = planOffences(plan, leadingColumns).filter(
-        (o) => !(/count\(\*\)/.test(sql) && /^(sequential scan|whole-outbox)/.test(o)),
-      );
-      assert.deepEqual(offences, [], `${statement}…\n${JSON.stringify(plan, null, 1).slice(0, 4000)}`);
-      assert.ok(
-        nodes(plan).some(
-          (n) =>
-            /Index/.test(n["Node Type"]) &&
-            (n["Relation Name"] === OUTBOX || /^package_event_/.test(n["Index Name"] ?? "")),
-        ),
-        `${statement}… uses an index of the outbox`,
-      );
+      for (const { sql, plan } of plans) {
+        const statement = sql.replace(/\s+/g, " ").slice(0, 80);
+        // The backlog gauge counts the outbox by design (every maintenance
+        // interval, off the event path): the only statement allowed to read it whole.
+        const offences = planOffences(plan, leadingColumns).filter(
+          (o) => !(/count\(\*\)/.test(sql) && /^(sequential scan|whole-outbox)/.test(o)),
+        );
+        assert.deepEqual(offences, [], `${statement}…\n${JSON.stringify(plan, null, 1).slice(0, 4000)}`);
+        assert.ok(
+          nodes(plan).some(
+            (n) =>
+              /Index/.test(n["Node Type"]) &&
+              (n["Relation Name"] === OUTBOX || /^package_event_/.test(n["Index Name"] ?? "")),
+          ),
+          `${statement}… uses an index of the outbox`,
+        );
+      }
+    } finally {
+      await stale.drop();
     }
-  } finally {
-    await stale.drop();
-  }
-});
+  });
+}

@@ -121,11 +121,15 @@ export async function claimHeads(db: Database, request: ClaimRequest): Promise<C
          -- row: whether its head is claimable, LIMIT 1).
          SELECT least(count(*), ?::bigint - w.total) AS take, count(*) > ?::bigint - w.total AS more FROM (
            SELECT 1 FROM package_event c
-           WHERE c.package_id = nx.package_id
+           -- A range of one package, not "=": with "=" the planner may read the
+           -- primary key in id order and filter on the package (every package's
+           -- events, until this one's), which stale statistics make look as
+           -- cheap; only the (package_id, id) index gives this order unsorted.
+           WHERE c.package_id >= nx.package_id AND c.package_id <= nx.package_id
              AND nx.locked_by IS NULL AND nx.available_at <= now()
              AND nx.package_id <> ALL(?::bigint[])
              AND NOT EXISTS (SELECT 1 FROM package_event_dead_letter d WHERE d.package_id = nx.package_id)
-           ORDER BY c.id LIMIT ?::bigint - w.total + 1) n
+           ORDER BY c.package_id, c.id LIMIT ?::bigint - w.total + 1) n
        ) t
        -- Until a look-ahead row found a claimable head, the walk ends, or maxVisits.
        WHERE NOT (w.ahead AND w.more) AND w.visits < ?::int
@@ -140,7 +144,10 @@ export async function claimHeads(db: Database, request: ClaimRequest): Promise<C
        CROSS JOIN LATERAL (
          SELECT r.id, bool_and(r.locked_by IS NULL) OVER (ORDER BY r.id) AS free
          FROM (SELECT c.id, c.locked_by FROM package_event c
-               WHERE c.package_id = h.package_id AND c.id >= h.head_id ORDER BY c.id LIMIT h.take) r
+               -- The package from its head (its earliest event) on: as in the walk's count,
+               -- a range of one package, so that only the (package_id, id) index fits.
+               WHERE c.package_id >= h.package_id AND c.package_id <= h.package_id
+               ORDER BY c.package_id, c.id LIMIT h.take) r
        ) x
        WHERE x.free AND h.head_id IN (SELECT id FROM locked)
      ), claimed AS (
