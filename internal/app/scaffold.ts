@@ -1,10 +1,10 @@
 import type http from "node:http";
-import { collectDefaultMetrics, Registry } from "prom-client";
+import { collectDefaultMetrics, Gauge, Registry } from "prom-client";
 import type { Config } from "../config/config.js";
 import { createDatabase, type Database, ping } from "../database/database.js";
 import { type MigrationTarget, runMigrations } from "../database/migrate.js";
 import { settleWithin, withDeadline } from "../lifecycle/deadline.js";
-import type { Logger } from "../logger/logger.js";
+import { droppedLogLines, type Logger } from "../logger/logger.js";
 import { closeServer, listen } from "../server/listen.js";
 import { SharedProbe } from "../server/shared-probe.js";
 import { createStatusServer, type Probes, type ReadyCheck } from "../server/status-server.js";
@@ -91,6 +91,14 @@ export class Scaffold {
     private readonly stopDeadlineMs: number,
   ) {
     collectDefaultMetrics({ register: this.registry });
+    new Gauge({
+      name: "logistic_package_api_log_lines_dropped",
+      help: "Log lines dropped since start because stdout did not take them and 16 MiB were already waiting",
+      registers: [this.registry],
+      collect() {
+        this.set(droppedLogLines());
+      },
+    });
   }
 
   /** A pool from config (openDatabase), destroyed after everything else on stop. */

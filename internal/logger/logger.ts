@@ -17,6 +17,16 @@ export interface LoggerOptions {
 // left synchronously; a SIGKILL loses at most the last flushMs of lines.
 const bufferBytes = 4096;
 const flushMs = 100;
+// While stdout does not take lines (a stalled log collector), they wait in
+// memory up to this much; beyond it they are dropped, counted, rather than
+// growing the process without bound.
+const maxWaitingBytes = 16 * 1024 * 1024;
+let dropped = 0;
+
+/** Log lines dropped because stdout had maxWaitingBytes waiting (a metric of every binary). */
+export function droppedLogLines(): number {
+  return dropped;
+}
 
 /**
  * Structured JSON logs, one object per line. The base logger stays at the
@@ -31,6 +41,20 @@ export function createLogger(options: LoggerOptions): Logger {
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label) => ({ level: label }) },
     },
-    options.destination ?? pino.destination({ dest: 1, sync: false, minLength: bufferBytes, periodicFlush: flushMs }),
+    options.destination ?? stdout(),
   );
+}
+
+function stdout() {
+  const destination = pino.destination({
+    dest: 1,
+    sync: false,
+    minLength: bufferBytes,
+    periodicFlush: flushMs,
+    maxLength: maxWaitingBytes,
+  });
+  destination.on("drop", () => {
+    dropped += 1;
+  });
+  return destination;
 }

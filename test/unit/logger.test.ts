@@ -57,3 +57,22 @@ test("every line logged before process.exit() is written", async () => {
     Array.from({ length: 500 }, (_, i) => i),
   );
 });
+
+test("lines wait for a stalled stdout up to a bound; beyond it they are dropped and counted, not kept", async () => {
+  // stdout is a pipe nobody reads: once its buffer is full, every line waits in the logger.
+  const source = `const { createLogger, droppedLogLines } = await import(${JSON.stringify(loggerModule)});
+const logger = createLogger({ name: "test", level: "info" });
+const pad = "x".repeat(200);
+for (let i = 0; i < 150000; i++) logger.info({ i, pad }, "line");
+process.stderr.write(JSON.stringify({ dropped: droppedLogLines() }) + "\\n");
+setInterval(() => {}, 1000);`;
+  const child = spawn(process.execPath, ["--import", "tsx", "--input-type=module", "-e", source], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  children.push(child);
+  const [report] = (await once(child.stderr!.setEncoding("utf8"), "data")) as [string];
+  child.kill("SIGKILL");
+  // ~40 MiB logged against a 16 MiB bound.
+  const { dropped } = JSON.parse(report) as { dropped: number };
+  assert.ok(dropped > 50_000, `lines dropped: ${dropped}`);
+});
