@@ -68,6 +68,14 @@ async function burstWithSlowAcks(
   await world.kafka.setRtt(1, 0);
 }
 
+/** The relay's produce requests of one kind: partitions "one" or "shared", result "published" or "failed". */
+function produceRequests(relay: TestRetranslator, partitions: string, result: string): Promise<number> {
+  return readMetric(
+    relay.ports.metrics,
+    `logistic_package_api_retranslator_produce_requests_total\\{partitions="${partitions}",result="${result}"\\}`,
+  );
+}
+
 /** Events the relays gave back for want of lease (fencing). */
 async function fencedTotal(relays: readonly TestRetranslator[]): Promise<number> {
   let fenced = 0;
@@ -118,11 +126,7 @@ test("a 20,000-event burst into an outbox whose statistics say it is empty drain
     { lost: 0, reordered: [], duplicated: 0 },
   );
   // Four partitions on one broker: the claims' partitions went out together, none of those requests failed.
-  const requests = (partitions: string, result: string) =>
-    readMetric(
-      r.ports.metrics,
-      `logistic_package_api_retranslator_produce_requests_total\\{partitions="${partitions}",result="${result}"\\}`,
-    );
+  const requests = (partitions: string, result: string) => produceRequests(r, partitions, result);
   const shared = await requests("shared", "published");
   t.diagnostic(`shared requests ${shared}, single-partition requests ${await requests("one", "published")}`);
   assert.ok(shared > 0, "the relay's requests carried several partitions");
@@ -460,11 +464,7 @@ test("a shared request the broker fails is not retried whole: its partitions go 
   const db = world.db.db;
   await createPackages(db, 200);
   const r = await world.startRelay();
-  const requests = (partitions: string, result: string) =>
-    readMetric(
-      r.ports.metrics,
-      `logistic_package_api_retranslator_produce_requests_total\\{partitions="${partitions}",result="${result}"\\}`,
-    );
+  const requests = (partitions: string, result: string) => produceRequests(r, partitions, result);
   // Warm: the relay knows the topic and shares its requests.
   await burst(db, 200, 200);
   await world.untilOutboxEmpty("the warm-up to drain", 30_000);
@@ -487,4 +487,19 @@ test("a shared request the broker fails is not retried whole: its partitions go 
     { lost: report.lost.length, reordered: report.reordered, duplicated: report.duplicated.length },
     { lost: 0, reordered: [], duplicated: 0 },
   );
+});
+
+test("retranslator.sharedRequests false: every request carries one partition", async (t) => {
+  const world = await relayWorld(t, "relay-v2-unshared", 4);
+  const db = world.db.db;
+  await createPackages(db, 200);
+  const r = await world.startRelay({ retranslator: { sharedRequests: false } });
+  await burst(db, 200, 1000);
+  await world.untilOutboxEmpty("the burst to drain", 60_000);
+  const requests = (partitions: string, result: string) => produceRequests(r, partitions, result);
+  assert.equal(await requests("shared", "published"), 0);
+  assert.equal(await requests("shared", "failed"), 0);
+  assert.ok((await requests("one", "published")) >= 4, "each partition's events went in requests of their own");
+  const { report } = await world.readBack(undefined, 60_000);
+  assert.deepEqual({ lost: report.lost.length, reordered: report.reordered }, { lost: 0, reordered: [] });
 });

@@ -48,6 +48,9 @@ export function startRetranslatorApp(config: Readonly<Config>, logger: Logger): 
         sendRetries: config.kafka.sendRetries,
         maxRequestBytes: config.kafka.maxRequestBytes,
         idempotent: config.kafka.idempotent,
+        // The idempotent producer's deduplication covers one producer's own
+        // retries; a shared request's fallback sends again outside it.
+        sharedRequests: r.sharedRequests && !config.kafka.idempotent,
         security: kafkaSecurity,
       },
       logger,
@@ -92,9 +95,6 @@ export function startRetranslatorApp(config: Readonly<Config>, logger: Logger): 
         sendBudgetMs: sendBudgetMs(config.kafka),
         pollIntervalMs: r.pollIntervalMs,
         claimLingerMs: r.claimLingerMs,
-        // The idempotent producer's deduplication covers one producer's own
-        // retries; a shared request's fallback sends again outside it.
-        sharedRequests: r.sharedRequests && !config.kafka.idempotent,
         listenNotify: r.listenNotify,
         maxAttempts: r.maxAttempts,
         retryBackoffMinMs: r.retryBackoffMinMs,

@@ -30,8 +30,6 @@ export interface InFlightPoolOptions {
    * keep that to one request's worth per incident.
    */
   sharedRequestPauseMs: number;
-  /** Partitions that share a leader may share a request (retranslator.sharedRequests). */
-  sharedRequests: boolean;
 }
 
 export interface InFlightPoolHooks {
@@ -195,7 +193,6 @@ export class InFlightPool {
   private pump(partition: number, lane: Lane): void {
     if (this.stopped || lane.sending > 0 || lane.queued.length === 0) return;
     if (
-      this.options.sharedRequests &&
       this.sender.sendTogether !== undefined &&
       !lane.alone &&
       lane.failuresInARow === 0 &&
@@ -251,9 +248,9 @@ export class InFlightPool {
     } catch (err) {
       // Nothing is known: each partition is sent again alone, which tells.
       this.logger.error({ err }, "sender threw on a request of several partitions; sending them one by one");
-      outcome = { published: new Map(), requests: 0, failedRequests: 0, failed: true };
+      outcome = { published: new Map(), requests: 0, failedRequests: 1 };
     }
-    if (outcome.failed) this.sharedPausedUntil = Date.now() + this.options.sharedRequestPauseMs;
+    if (outcome.failedRequests > 0) this.sharedPausedUntil = Date.now() + this.options.sharedRequestPauseMs;
     for (const [partition, events] of groups) {
       const lane = this.lane(partition);
       lane.sending = 0;

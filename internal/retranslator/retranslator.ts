@@ -22,8 +22,6 @@ export interface RetranslatorOptions {
   sendBudgetMs: number;
   pollIntervalMs: number;
   claimLingerMs: number;
-  /** Partitions with the same leader go out in one request (retranslator.sharedRequests). */
-  sharedRequests: boolean;
   listenNotify: boolean;
   maxAttempts: number;
   retryBackoffMinMs: number;
@@ -108,7 +106,6 @@ export function startRetranslator(
       maxAttempts: options.maxAttempts,
       backoffMinMs: options.retryBackoffMinMs,
       backoffMaxMs: options.retryBackoffMaxMs,
-      sharedRequests: options.sharedRequests,
       sharedRequestPauseMs: SHARED_REQUEST_PAUSE_MS,
     },
     logger,

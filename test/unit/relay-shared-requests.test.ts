@@ -36,16 +36,6 @@ describe("relay shared requests", () => {
     assert.equal(await relay.value("published"), 120);
   });
 
-  test("with sharedRequests off, every request carries one partition", async () => {
-    const outbox = new MemoryOutbox();
-    const sender = new FakeSender(4, { shared: true });
-    writeMany(outbox, 20, 2);
-    start(outbox, sender, { sharedRequests: false });
-    await drained(outbox);
-    assert.equal(sender.sharedRequests.length, 0);
-    assert.equal(sender.published.length, 40);
-  });
-
   test("a shared request that fails: each partition again alone, only the leader-less one backs off, nobody is charged", async () => {
     const outbox = new MemoryOutbox();
     const sender = new FakeSender(3, { shared: true });

@@ -19,6 +19,11 @@ export interface KafkaSenderOptions {
   /** Largest request to one partition (bytes): a claim's events above it go out as several requests, in order. */
   maxRequestBytes: number;
   idempotent: boolean;
+  /**
+   * Partitions led by the same broker may share a request (sendTogether);
+   * the caller turns this off with the idempotent producer.
+   */
+  sharedRequests: boolean;
   /** TLS and SASL, from kafkaClientSecurity(config.kafka). */
   security: KafkaClientSecurity;
 }
@@ -41,7 +46,9 @@ export class KafkaSender implements Sender {
    * (with this producer's retries) and pauses sharing. Not idempotent: the
    * retranslator does not share requests when kafka.idempotent is on.
    */
-  private readonly sharedProducer: Producer;
+  private readonly sharedProducer: Producer | undefined;
+  /** Present only with options.sharedRequests: the in-flight pool shares requests when it is. */
+  readonly sendTogether?: (groups: ReadonlyMap<number, readonly OutboxEvent[]>) => Promise<SharedOutcome>;
   private readonly partitioner: ReturnType<typeof Partitioners.DefaultPartitioner>;
   private connected: Promise<void> | undefined;
   private partitionMetadata: PartitionMetadata[] | undefined;
@@ -61,13 +68,17 @@ export class KafkaSender implements Sender {
       allowAutoTopicCreation: true,
       createPartitioner: Partitioners.DefaultPartitioner,
     });
-    this.sharedProducer = this.kafka.producer({
-      maxInFlightRequests: 1,
-      idempotent: false,
-      allowAutoTopicCreation: true,
-      retry: { retries: 0 },
-      createPartitioner: Partitioners.DefaultPartitioner,
-    });
+    if (options.sharedRequests) {
+      const shared = this.kafka.producer({
+        maxInFlightRequests: 1,
+        idempotent: false,
+        allowAutoTopicCreation: true,
+        retry: { retries: 0 },
+        createPartitioner: Partitioners.DefaultPartitioner,
+      });
+      this.sharedProducer = shared;
+      this.sendTogether = (groups) => this.sendShared(shared, groups);
+    }
   }
 
   /** Creates the relay's topic where the cluster allows it (kafka/topics.ts). */
@@ -212,8 +223,11 @@ export class KafkaSender implements Sender {
    * within their lease take part; the others, and every partition of a
    * failed request, are left to `send` alone (see Sender.sendTogether).
    */
-  async sendTogether(groups: ReadonlyMap<number, readonly OutboxEvent[]>): Promise<SharedOutcome> {
-    const outcome: SharedOutcome = { published: new Map(), requests: 0, failedRequests: 0, failed: false };
+  private async sendShared(
+    producer: Producer,
+    groups: ReadonlyMap<number, readonly OutboxEvent[]>,
+  ): Promise<SharedOutcome> {
+    const outcome: SharedOutcome = { published: new Map(), requests: 0, failedRequests: 0 };
     const leaders = new Map((this.partitionMetadata ?? []).map((p) => [p.partitionId, p.leader]));
     const byLeader = new Map<
       number,
@@ -235,7 +249,7 @@ export class KafkaSender implements Sender {
       [...byLeader.values()].map(async (parts) => {
         outcome.requests += 1;
         try {
-          await this.sharedProducer.sendBatch({
+          await producer.sendBatch({
             acks: -1,
             timeout: this.options.requestTimeoutMs,
             topicMessages: [
@@ -249,12 +263,12 @@ export class KafkaSender implements Sender {
         } catch (err) {
           // Which partition failed, and whether the broker appended the
           // others, is unknown: the caller sends each alone, which tells.
-          outcome.failed = true;
           outcome.failedRequests += 1;
           this.partitionMetadata = undefined;
-          this.logger.debug(
+          // Worth a warning: the partitions are sent again, which may duplicate what the broker appended.
+          this.logger.warn(
             { err, partitions: parts.map((p) => p.partition) },
-            "request of several partitions failed; sending them one by one",
+            "request shared by several partitions failed; sending each partition again alone",
           );
         }
       }),
@@ -284,11 +298,11 @@ export class KafkaSender implements Sender {
   }
 
   async close(): Promise<void> {
-    await Promise.all([this.producer.disconnect(), this.sharedProducer.disconnect()]);
+    await Promise.all([this.producer.disconnect(), this.sharedProducer?.disconnect()]);
   }
 
   private connect(): Promise<void> {
-    this.connected ??= Promise.all([this.producer.connect(), this.sharedProducer.connect()]).then(
+    this.connected ??= Promise.all([this.producer.connect(), this.sharedProducer?.connect()]).then(
       () => undefined,
       (err: unknown) => {
         this.connected = undefined;

@@ -44,7 +44,7 @@ export interface Sender {
    * broker, instead of one per partition. Resolves with the partitions the
    * broker acknowledged, each with all its events; a partition left out was
    * not sent (it does not fit one request, its leader is unknown) or its
-   * request failed (`failed`), perhaps after the broker appended part of it.
+   * request failed (`failedRequests`), perhaps after the broker appended part of it.
    * The caller sends those again alone with `send`, whose outcome says what
    * failed and whose fault it was: a failure is still known per partition,
    * and no partition is charged for another's. Same fencing as `send`.
@@ -56,11 +56,9 @@ export interface Sender {
 export interface SharedOutcome {
   /** Partitions acknowledged, each with all its events. */
   published: Map<number, OutboxEvent[]>;
-  /** Requests made (one per leader broker), and how many of them failed. */
+  /** Requests made (one per leader broker), and how many of them failed: their partitions' events may or may not have been appended. */
   requests: number;
   failedRequests: number;
-  /** A request failed: its partitions' events may or may not have been appended. */
-  failed: boolean;
 }
 
 /**

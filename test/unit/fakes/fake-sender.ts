@@ -71,14 +71,13 @@ export class FakeSender implements Sender {
         published: new Map([...groups].map(([p, events]) => [p, [...events]])),
         requests: 1,
         failedRequests: 0,
-        failed: false,
       };
     }
     if (this.appendOnSharedFailure) {
       for (const [partition, events] of groups)
         if (!failing.some(([p]) => p === partition)) this.published.push(...events);
     }
-    return { published: new Map(), requests: 1, failedRequests: 1, failed: true };
+    return { published: new Map(), requests: 1, failedRequests: 1 };
   }
 
   partitionOf(packageId: bigint): number {

@@ -23,7 +23,6 @@ export const relayDefaults: RetranslatorOptions = {
   sendBudgetMs: 1000,
   pollIntervalMs: 10,
   claimLingerMs: 0,
-  sharedRequests: true,
   listenNotify: false,
   maxAttempts: 3,
   retryBackoffMinMs: 5,
