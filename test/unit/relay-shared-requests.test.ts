@@ -92,7 +92,7 @@ describe("relay shared requests", () => {
     assert.deepEqual(sender.sentLate, []);
   });
 
-  test("the stop's drain waits for lanes that were about to share a request", async () => {
+  test("a stop while lanes are about to share a request leaves nothing leased, no published row behind, each package a prefix in order", async () => {
     const outbox = new MemoryOutbox();
     const sender = new FakeSender(3, { shared: true });
     const ids = writeMany(outbox, 9, 2);
