@@ -21,7 +21,7 @@ import {
   relayRequestShapes,
 } from "./scenarios/drain.js";
 import { type EndToEndPhase, endToEnd } from "./scenarios/e2e.js";
-import { type FrameworkResult, frameworkCeiling } from "./scenarios/framework.js";
+import { type FrameworkResult, frameworkCeiling, type PacedFrameworkResult } from "./scenarios/framework.js";
 import { type RestResult, restingMemory } from "./scenarios/rest.js";
 
 export const scenarios = ["drain", "create", "framework", "e2e", "memory", "scale"] as const;
@@ -108,6 +108,8 @@ interface Results {
   };
   createRpc?: (CreateResult & { goal: string; met: boolean })[];
   framework?: FrameworkResult[];
+  /** The trivial handler at the end-to-end rate: the floor under "server CPU per create". */
+  frameworkPaced?: PacedFrameworkResult[];
   endToEnd?: (EndToEndPhase & { goal: string; met: boolean })[];
   memory?: (DrainResult & { peakRssMiBMax: number }) | { skipped: string };
   /** RSS of each binary started and idle (both modes: it takes ~1 min). */
@@ -204,7 +206,9 @@ export async function runSuite(options: SuiteOptions): Promise<number> {
 
     if (want("framework")) {
       log("2b. framework ceiling: a trivial handler behind each protocol");
-      results.framework = await frameworkCeiling(ctx);
+      const framework = await frameworkCeiling(ctx);
+      results.framework = framework.ceilings;
+      results.frameworkPaced = framework.paced;
     }
 
     if (want("e2e")) {
@@ -389,6 +393,17 @@ function table(results: Results): string {
       "",
       "",
       others(f.load.cpu),
+    ]);
+  }
+  for (const f of results.frameworkPaced ?? []) {
+    rows.push([
+      `framework floor, ${f.protocol}, ${fmtInt(f.rate)}/s asked`,
+      `${(f.serverMicrosPerCall / 1000).toFixed(3)} ms server CPU/call at ${fmtInt(f.achievedRate)}/s (${f.engine}), p99 ${fmtMs(f.p99Ms)} ms; generator ${(f.generatorMicrosPerCall / 1000).toFixed(3)} ms`,
+      "",
+      "",
+      "",
+      "",
+      others(f.cpu),
     ]);
   }
   for (const e of results.endToEnd ?? []) {

@@ -1,8 +1,9 @@
 import { type PackageApiClient, packageApiClient } from "../../test/helpers/grpc-client.js";
 import type { BenchContext } from "../lib/context.js";
 import { type CpuWindow, cpuWindow, postgresBackends, round } from "../lib/cpu.js";
+import { openLoop } from "../lib/open-loop.js";
 import { waitForEmptyOutbox } from "../lib/outbox.js";
-import { childPids, sleep } from "../lib/procs.js";
+import { childPids } from "../lib/procs.js";
 import {
   type BenchDatabase,
   benchDatabase,
@@ -159,13 +160,6 @@ async function runPhase(
   },
 ): Promise<Omit<EndToEndPhase, "published" | "latency">> {
   ctx.log(`${p.label}: ${fmtInt(p.rate)} creates/s for ${p.seconds} s (listenNotify ${p.listenNotify})`);
-  const latencies: number[] = [];
-  let errors = 0;
-  let firstError: string | undefined;
-  let issued = 0;
-  let inFlight = 0;
-  let late = 0;
-  const calls: Promise<void>[] = [];
   const endCpu = cpuWindow({
     bench: () => [process.pid],
     "grpc-server": () => [p.serverPid],
@@ -173,59 +167,34 @@ async function runPhase(
     postgres: () => postgresBackends(p.db.name),
     "kafka-mock": () => childPids("kafka-mock"),
   });
-  const started = performance.now();
-  const end = started + p.seconds * 1000;
-  let lastReport = started;
-  // Bounded by the clock; each pass sends what the schedule says is due.
-  while (performance.now() < end) {
-    const now = performance.now();
-    const due = Math.floor(((now - started) / 1000) * p.rate);
-    while (issued < due && inFlight < maxInFlight) {
-      if (now - (started + (issued * 1000) / p.rate) >= 10) late += 1;
-      issued += 1;
-      inFlight += 1;
-      const t = performance.now();
-      calls.push(
-        p.client
-          .createPackageV1({ Title: `e2e ${issued}`, Material: "cardboard", MaximumVolume: 1200, Reusable: false })
-          .then(
-            () => void latencies.push(performance.now() - t),
-            (err: unknown) => {
-              errors += 1;
-              firstError ??= (err as Error).message;
-            },
-          )
-          .finally(() => (inFlight -= 1)),
-      );
-    }
-    if (now - lastReport >= 5000) {
-      lastReport = now;
-      ctx.log(`${p.label}: ${fmtInt(latencies.length)} created, ${inFlight} in flight`);
-    }
-    await sleep(2);
-  }
-  await Promise.all(calls);
-  const loadSeconds = (performance.now() - started) / 1000;
+  const load = await openLoop({
+    rate: p.rate,
+    seconds: p.seconds,
+    maxInFlight,
+    call: (n) =>
+      p.client.createPackageV1({ Title: `e2e ${n}`, Material: "cardboard", MaximumVolume: 1200, Reusable: false }),
+    onProgress: (completed, inFlight) => ctx.log(`${p.label}: ${fmtInt(completed)} created, ${inFlight} in flight`),
+  });
   await waitForEmptyOutbox(p.db.db, {
     lastId: 0n,
     timeoutMs: 60_000,
     alive: () => (p.relay.proc.isRunning() ? undefined : `retranslator exited; log: ${p.relay.proc.logPath}`),
   });
   const cpu = endCpu();
-  latencies.sort((a, b) => a - b);
+  const { latencies } = load;
   const result: Omit<EndToEndPhase, "published" | "latency"> = {
     listenNotify: p.listenNotify,
     phase: p.phase,
     targetRate: p.rate,
     seconds: p.seconds,
     completed: latencies.length,
-    errors,
-    achievedRate: round(latencies.length / loadSeconds),
-    lateCalls: late,
+    errors: load.errors,
+    achievedRate: round(latencies.length / load.loadSeconds),
+    lateCalls: load.late,
     createP50Ms: round(percentile(latencies, 50), 2),
     createP99Ms: round(percentile(latencies, 99), 2),
     cpu,
   };
-  if (firstError !== undefined) result.firstError = firstError;
+  if (load.firstError !== undefined) result.firstError = load.firstError;
   return result;
 }
