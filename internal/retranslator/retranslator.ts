@@ -33,6 +33,13 @@ export interface RetranslatorOptions {
   maintenanceIntervalMs: number;
 }
 
+/**
+ * Calls `onNotify` for each commit of new events until `signal` aborts (with
+ * listenNotify): LISTEN on a connection of its own (notify-listener.ts),
+ * or, in tests, notifications the test sends.
+ */
+export type NotificationSource = (onNotify: () => void, logger: Logger, signal: AbortSignal) => Promise<void>;
+
 /** After a shared request failed: per-partition requests for this long (see InFlightPoolOptions). */
 const SHARED_REQUEST_PAUSE_MS = 30_000;
 
@@ -51,6 +58,8 @@ export function startRetranslator(
   options: RetranslatorOptions,
   metrics: RetranslatorMetrics,
   logger: Logger,
+  notifications: NotificationSource = (onNotify, log, signal) =>
+    runNotifyListener(options.databaseUrl, onNotify, log, signal),
 ): RunningRetranslator {
   const claiming = new AbortController();
   const acknowledging = new AbortController();
@@ -153,8 +162,7 @@ export function startRetranslator(
   );
   if (options.listenNotify) {
     loops.push(
-      runNotifyListener(
-        options.databaseUrl,
+      notifications(
         () => {
           notified = true;
           wakeup.wake();

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { FakeSender } from "./fakes/fake-sender.js";
 import { MemoryOutbox } from "./fakes/memory-outbox.js";
-import { relayTestKit, writeMany } from "./fakes/relay.js";
+import { relayTestKit, testNotifications, writeMany } from "./fakes/relay.js";
 
 const { start, soon, drained } = relayTestKit();
 
@@ -54,6 +54,50 @@ describe("relay pipeline", () => {
     await new Promise((resolve) => setTimeout(resolve, 50));
     assert.equal(sender.published.length, 64);
     assert.equal(await relay.value("emptyClaims"), 0);
+  });
+
+  test("an update committed during a claim, behind its package's event in flight, is sent once that event is acknowledged, not at the next poll", async () => {
+    const outbox = new MemoryOutbox();
+    const sender = new FakeSender(3);
+    const notifications = testNotifications();
+    // Package 1 lives on partition 1, package 2 on partition 2; both partitions hold their
+    // requests until the test lets them go. The poll is out of reach: only a NOTIFY or an
+    // acknowledgement can wake the claim loop.
+    const held = new Map<number, () => void>();
+    const gates = new Map([1, 2].map((p) => [p, new Promise<void>((resolve) => held.set(p, resolve))]));
+    sender.delay = (partition) => gates.get(partition) ?? Promise.resolve();
+    const [first] = outbox.write(1n);
+    start(outbox, sender, { pollIntervalMs: 60_000, listenNotify: true }, notifications.source);
+    await soon("package 1's first event in flight", () => sender.requests.length, (n) => n === 1);
+
+    // A claim that takes package 2's event; while it runs, package 1's update is committed
+    // and its NOTIFY arrives. That claim cannot see the update; the next one sees it blocked
+    // behind the first event, which is still in flight.
+    let duringClaim: (() => void) | undefined = () => {
+      outbox.write(1n);
+      notifications.notify();
+    };
+    const claim = outbox.claimHeads.bind(outbox);
+    outbox.claimHeads = async (request) => {
+      const result = await claim(request);
+      const during = duringClaim;
+      duringClaim = undefined;
+      during?.();
+      return result;
+    };
+    outbox.write(2n);
+    notifications.notify();
+    await soon("package 2's event in flight", () => sender.requests.length, (n) => n === 2);
+
+    // Package 1's first event is acknowledged: that alone must wake the claim of the update.
+    held.get(1)!();
+    await soon(
+      "package 1's update published",
+      () => sender.publishedOf(1n).length,
+      (n) => n === 2,
+    );
+    assert.equal(sender.publishedOf(1n)[0], first);
+    held.get(2)!();
   });
 
   test("a failed event's later events go back unsent, uncharged, and never overtake it", async () => {

@@ -5,6 +5,7 @@ import { afterEach } from "node:test";
 import { Registry } from "prom-client";
 import { RetranslatorMetrics } from "../../../internal/retranslator/metrics.js";
 import {
+  type NotificationSource,
   type RetranslatorOptions,
   type RunningRetranslator,
   startRetranslator,
@@ -45,10 +46,18 @@ export function startTestRelay(
   outbox: MemoryOutbox,
   sender: FakeSender,
   options: Partial<RetranslatorOptions> = {},
+  notifications?: NotificationSource,
 ): TestRelay {
   const metrics = new RetranslatorMetrics(new Registry());
   const logs = captureLogs("warn");
-  const running = startRetranslator(outbox, sender, { ...relayDefaults, ...options }, metrics, logs.logger);
+  const running = startRetranslator(
+    outbox,
+    sender,
+    { ...relayDefaults, ...options },
+    metrics,
+    logs.logger,
+    ...(notifications === undefined ? [] : [notifications]),
+  );
   return {
     running,
     metrics,
@@ -73,8 +82,13 @@ export function relayTestKit() {
   const soon = <T>(what: string, probe: () => T | Promise<T>, ok: (value: T) => boolean) =>
     poll(what, probe, ok, 5000, 5);
   return {
-    start(outbox: MemoryOutbox, sender: FakeSender, options: Partial<RetranslatorOptions> = {}): TestRelay {
-      const relay = startTestRelay(outbox, sender, options);
+    start(
+      outbox: MemoryOutbox,
+      sender: FakeSender,
+      options: Partial<RetranslatorOptions> = {},
+      notifications?: NotificationSource,
+    ): TestRelay {
+      const relay = startTestRelay(outbox, sender, options, notifications);
       relays.push(relay);
       return relay;
     },
@@ -97,4 +111,22 @@ export function writeMany(outbox: MemoryOutbox, packages: number, events: number
   const ids = new Map<bigint, bigint[]>();
   for (let p = 1n; p <= BigInt(packages); p++) ids.set(p, outbox.write(p, events));
   return ids;
+}
+
+/**
+ * NOTIFY without Postgres: `source` goes to the relay (with listenNotify),
+ * `notify()` is a commit's notification arriving.
+ */
+export function testNotifications(): { source: NotificationSource; notify(): void } {
+  let listener: (() => void) | undefined;
+  return {
+    source: (onNotify, _logger, signal) => {
+      listener = onNotify;
+      return new Promise((resolve) => signal.addEventListener("abort", () => resolve(), { once: true }));
+    },
+    notify() {
+      if (listener === undefined) throw new Error("the relay is not listening");
+      listener();
+    },
+  };
 }
