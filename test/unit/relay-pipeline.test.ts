@@ -68,7 +68,11 @@ describe("relay pipeline", () => {
     sender.delay = (partition) => gates.get(partition) ?? Promise.resolve();
     const [first] = outbox.write(1n);
     start(outbox, sender, { pollIntervalMs: 60_000, listenNotify: true }, notifications.source);
-    await soon("package 1's first event in flight", () => sender.requests.length, (n) => n === 1);
+    await soon(
+      "package 1's first event in flight",
+      () => sender.requests.length,
+      (n) => n === 1,
+    );
 
     // A claim that takes package 2's event; while it runs, package 1's update is committed
     // and its NOTIFY arrives. That claim cannot see the update; the next one sees it blocked
@@ -87,7 +91,11 @@ describe("relay pipeline", () => {
     };
     outbox.write(2n);
     notifications.notify();
-    await soon("package 2's event in flight", () => sender.requests.length, (n) => n === 2);
+    await soon(
+      "package 2's event in flight",
+      () => sender.requests.length,
+      (n) => n === 2,
+    );
 
     // Package 1's first event is acknowledged: that alone must wake the claim of the update.
     held.get(1)!();
