@@ -67,7 +67,7 @@ export class RetranslatorMetrics {
     });
     this.backlog = new Gauge({
       name: "logistic_package_api_retranslator_outbox_backlog_events",
-      help: "Events in the outbox (not yet published), all instances together",
+      help: "Events in the outbox (not yet published), all instances together; exact up to 100000, above it an estimate from Postgres statistics, never below 100000",
       registers,
     });
     this.oldestAge = new Gauge({
@@ -77,7 +77,7 @@ export class RetranslatorMetrics {
     });
     this.deadLetters = new Gauge({
       name: "logistic_package_api_retranslator_dead_letters",
-      help: "Events in the dead-letter table, waiting for an operator",
+      help: "Events in the dead-letter table, waiting for an operator; exact up to 100000, above it an estimate",
       registers,
     });
     this.slo = new Gauge({

@@ -227,10 +227,13 @@ export class MemoryOutbox implements Outbox {
   async readBacklog(): Promise<Backlog> {
     await this.maybeFail("readBacklog");
     const oldest = this.rows.values().next().value?.event.created;
+    // Counted exactly whatever the size: the estimate above a cap is Postgres' (test/outbox-backlog.test.ts).
     return {
       events: this.rows.size,
+      eventsEstimated: false,
       oldestAgeSeconds: oldest === undefined ? 0 : (Date.now() - oldest.getTime()) / 1000,
       deadLetters: this.deadLetters.size,
+      deadLettersEstimated: false,
     };
   }
 
