@@ -175,6 +175,7 @@ export async function claimHeads(db: Database, request: ClaimRequest): Promise<C
       request.owner,
       request.leaseSeconds,
     ],
+    { name: "outbox_claim_heads" },
   );
   const events = rows
     .flatMap(({ cursor, visits, collided, cutShort, more, ...event }) =>
