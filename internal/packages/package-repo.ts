@@ -52,10 +52,50 @@ const insertEventFrom = (type: string) => `
     SELECT p.id, '${type}', package_event_payload(ROW(p.*)::package), ?, ? FROM p
   )`;
 
-/**
- * The create statements run as named prepared statements (query.ts,
- * StatementOptions.name): they are the hot ones, and their texts are constant.
- */
+// The create statements run as named prepared statements (query.ts,
+// StatementOptions.name): they are the hot ones. Their texts are constants, so
+// that one name always stands for one text.
+
+const createOneSql = `WITH p AS (
+         INSERT INTO package (title, material, maximum_volume, reusable)
+         VALUES (?, ?, ?, ?) RETURNING *
+       ), ${insertEventFrom("Created")}
+       SELECT id FROM p`;
+
+const createManySql = `WITH input AS (
+         -- Volatile (nextval): materialized once, so p, e and the result see the same ids.
+         SELECT nextval(pg_get_serial_sequence('package', 'id')) AS id, t.*
+         FROM jsonb_to_recordset(?::jsonb)
+           AS t(ord int, title text, material text, maximum_volume real, reusable boolean, traceparent text, tracestate text)
+       ), p AS (
+         INSERT INTO package (id, title, material, maximum_volume, reusable)
+         SELECT id, title, material, maximum_volume, reusable FROM input RETURNING *
+       ), e AS (
+         INSERT INTO package_event (package_id, type, payload, traceparent, tracestate)
+         SELECT p.id, 'Created', package_event_payload(ROW(p.*)::package), input.traceparent, input.tracestate
+         FROM p JOIN input ON input.id = p.id
+       )
+       SELECT id FROM input ORDER BY ord`;
+
+// The id is drawn first so that the key row can name its package in the same
+// statement. A concurrent request with the same key waits on the key's
+// unique index until the first commits, then finds the conflict and creates
+// nothing; an expired key is taken over (the WHERE on DO UPDATE).
+const createOnceSql = `WITH new_id AS (
+         SELECT nextval(pg_get_serial_sequence('package', 'id')) AS id
+       ), k AS (
+         INSERT INTO idempotency_key (key, request_hash, package_id)
+         SELECT ?, ?, id FROM new_id
+         ON CONFLICT (key) DO UPDATE
+           SET request_hash = excluded.request_hash, package_id = excluded.package_id, created = now()
+           WHERE idempotency_key.created < now() - make_interval(secs => ?)
+         RETURNING package_id
+       ), p AS (
+         INSERT INTO package (id, title, material, maximum_volume, reusable)
+         SELECT k.package_id, ?, ?, ?, ? FROM k RETURNING *
+       ), ${insertEventFrom("Created")}
+       SELECT id FROM p`;
+
 export class PgPackageRepository implements PackageRepository {
   private readonly batcher: CreateBatcher | undefined;
 
@@ -81,11 +121,7 @@ export class PgPackageRepository implements PackageRepository {
   private async createAlone(input: NewPackage, trace: TraceContext | undefined): Promise<bigint> {
     const rows = await query<{ id: bigint }>(
       this.db,
-      `WITH p AS (
-         INSERT INTO package (title, material, maximum_volume, reusable)
-         VALUES (?, ?, ?, ?) RETURNING *
-       ), ${insertEventFrom("Created")}
-       SELECT id FROM p`,
+      createOneSql,
       [input.title, input.material, input.maximumVolume, input.reusable, ...traceBindings(trace)],
       { name: "package_create" },
     );
@@ -110,20 +146,7 @@ export class PgPackageRepository implements PackageRepository {
     );
     const rows = await query<{ id: bigint }>(
       this.db,
-      `WITH input AS (
-         -- Volatile (nextval): materialized once, so p, e and the result see the same ids.
-         SELECT nextval(pg_get_serial_sequence('package', 'id')) AS id, t.*
-         FROM jsonb_to_recordset(?::jsonb)
-           AS t(ord int, title text, material text, maximum_volume real, reusable boolean, traceparent text, tracestate text)
-       ), p AS (
-         INSERT INTO package (id, title, material, maximum_volume, reusable)
-         SELECT id, title, material, maximum_volume, reusable FROM input RETURNING *
-       ), e AS (
-         INSERT INTO package_event (package_id, type, payload, traceparent, tracestate)
-         SELECT p.id, 'Created', package_event_payload(ROW(p.*)::package), input.traceparent, input.tracestate
-         FROM p JOIN input ON input.id = p.id
-       )
-       SELECT id FROM input ORDER BY ord`,
+      createManySql,
       // One text whatever the batch's size (its rows are one JSON parameter): one prepared statement.
       [input],
       { name: "package_create_many" },
@@ -132,26 +155,9 @@ export class PgPackageRepository implements PackageRepository {
   }
 
   async createOnce(input: NewPackage, trace: TraceContext | undefined, key: IdempotencyKey): Promise<CreateOnceResult> {
-    // The id is drawn first so that the key row can name its package in the same
-    // statement. A concurrent request with the same key waits on the key's
-    // unique index until the first commits, then finds the conflict and creates
-    // nothing; an expired key is taken over (the WHERE on DO UPDATE).
     const rows = await query<{ id: bigint }>(
       this.db,
-      `WITH new_id AS (
-         SELECT nextval(pg_get_serial_sequence('package', 'id')) AS id
-       ), k AS (
-         INSERT INTO idempotency_key (key, request_hash, package_id)
-         SELECT ?, ?, id FROM new_id
-         ON CONFLICT (key) DO UPDATE
-           SET request_hash = excluded.request_hash, package_id = excluded.package_id, created = now()
-           WHERE idempotency_key.created < now() - make_interval(secs => ?)
-         RETURNING package_id
-       ), p AS (
-         INSERT INTO package (id, title, material, maximum_volume, reusable)
-         SELECT k.package_id, ?, ?, ?, ? FROM k RETURNING *
-       ), ${insertEventFrom("Created")}
-       SELECT id FROM p`,
+      createOnceSql,
       [
         key.key,
         key.requestHash,
