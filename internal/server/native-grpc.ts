@@ -122,8 +122,17 @@ export class NativeGrpcServer {
           invokeUnary(spec, context, call.request as Message, interceptors)
             .then(
               (response) => {
-                sendResponseHeader(call, context.responseHeader);
-                callback(null, response, toMetadata(context.responseTrailer));
+                let trailer: grpc.Metadata | undefined;
+                try {
+                  sendResponseHeader(call, context.responseHeader);
+                  trailer = toMetadata(context.responseTrailer);
+                } catch (err) {
+                  // A header value grpc-js cannot send (Headers takes more than gRPC
+                  // metadata does): the call still gets an answer.
+                  callback(toServiceError(err));
+                  return;
+                }
+                callback(null, response, trailer);
               },
               (err: unknown) => callback(toServiceError(err)),
             )
@@ -152,13 +161,15 @@ export class NativeGrpcServer {
                 headerSent = true;
               }
               if (!call.write(message)) await drained(call, context.signal);
+              // Cancelled, past its deadline or shut down: nobody reads what the
+              // handler would yield next. Throwing ends its generator (its finally
+              // runs, e.g. the health Watch gives back its watcher slot).
+              if (context.signal.aborted) throw context.signal.reason;
             }
+            call.end(toMetadata(context.responseTrailer));
           };
           run()
-            .then(
-              () => call.end(toMetadata(context.responseTrailer)),
-              (err: unknown) => call.emit("error", toServiceError(err)),
-            )
+            .catch((err: unknown) => call.emit("error", toServiceError(err)))
             .finally(context.end);
         };
       default:
@@ -372,6 +383,9 @@ async function* single<T>(value: T): AsyncIterable<T> {
 }
 
 function drained(call: NodeJS.EventEmitter, signal: AbortSignal): Promise<void> {
+  // A cancelled call's writes all return false and it never drains: an abort
+  // that came first must not be waited for.
+  if (signal.aborted) return Promise.resolve();
   return new Promise((resolve) => {
     const done = () => {
       call.off("drain", done);
@@ -412,7 +426,14 @@ function toServiceError(err: unknown): Partial<grpc.StatusObject> {
   const trailer = setTrailerStatus(new Headers(), connectError);
   trailer.delete(headerGrpcStatus);
   trailer.delete(headerGrpcMessage);
-  const metadata = toMetadata(trailer);
+  let metadata: grpc.Metadata | undefined;
+  try {
+    metadata = toMetadata(trailer);
+  } catch {
+    // The error's metadata holds a value gRPC metadata cannot carry: the
+    // client gets Internal, saying so, rather than no answer at all.
+    return { code: grpc.status.INTERNAL, details: "the error's metadata cannot be sent as gRPC metadata" };
+  }
   return {
     code: connectError.code as number as grpc.status,
     details: connectError.rawMessage,

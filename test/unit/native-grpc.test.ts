@@ -20,6 +20,7 @@ import {
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { NativeGrpcServer, serviceBinding } from "../../internal/server/native-grpc.js";
 import { Health, HealthCheckResponse_ServingStatus as ServingStatus } from "../../pkg/grpc/health/v1/health_pb.js";
+import { poll } from "../helpers/poll.js";
 
 /** What the handler saw of one call. */
 interface Seen {
@@ -44,6 +45,8 @@ interface Running {
   started(n: number): Promise<Seen>;
   /** Resolves once the HTTP/2 stream that arrived last has closed and grpc-js has told the call. */
   lastStreamClosed(): Promise<void>;
+  /** Watch handlers whose generator has finished (its finally ran). */
+  watchesEnded(): number;
   close(): Promise<void>;
 }
 
@@ -81,6 +84,7 @@ async function start(): Promise<Running> {
     res.header.set("x-interceptor", "seen");
     return res;
   };
+  let watchesEnded = 0;
   const shutdown = new AbortController();
   const server = new NativeGrpcServer(
     [
@@ -92,13 +96,21 @@ async function start(): Promise<Running> {
           const signal = await s.signal;
           if (req.service === "wait") await abortedWith(signal);
           ctx.responseHeader.set("x-handler-header", "h");
-          ctx.responseTrailer.set("x-handler-trailer", "t");
+          // "bad-trailer": a value Headers takes and gRPC metadata cannot carry (not ASCII).
+          ctx.responseTrailer.set("x-handler-trailer", req.service === "bad-trailer" ? "café" : "t");
           return { status: ServingStatus.SERVING };
         },
-        async *watch(_req, ctx) {
+        // "more": one more message after the call was aborted, as a health watch whose
+        // status changed after its client had gone.
+        async *watch(req, ctx) {
           const s = record(ctx, false);
-          yield { status: ServingStatus.SERVING };
-          await abortedWith(await s.signal);
+          try {
+            yield { status: ServingStatus.SERVING };
+            await abortedWith(await s.signal);
+            if (req.service === "more") yield { status: ServingStatus.NOT_SERVING };
+          } finally {
+            watchesEnded += 1;
+          }
         },
         list() {
           return { statuses: {} };
@@ -130,6 +142,7 @@ async function start(): Promise<Running> {
     started: (n) =>
       seen.length >= n ? Promise.resolve(seen[n - 1]!) : new Promise((resolve) => waiters.push({ n, resolve })),
     lastStreamClosed: () => lastStreamClosed,
+    watchesEnded: () => watchesEnded,
     close: async () => {
       shutdown.abort(new ConnectError("test server stopping", Code.Unavailable));
       for (const session of sessions) session.destroy();
@@ -225,6 +238,31 @@ describe("native gRPC: what a handler sees of its call", () => {
     assert.equal((await seen.signal).aborted, false, "not aborted while the stream is open");
     cancel.abort();
     assert.equal(reasonCode(await abortReason(seen)), Code.Canceled);
+  });
+
+  test("a stream whose handler yields after the client cancelled ends: the handler's generator finishes", async () => {
+    const n = server.seen.length + 1;
+    const ended = server.watchesEnded();
+    const cancel = new AbortController();
+    const stream = server.client.watch({ service: "more" }, { signal: cancel.signal });
+    assert.equal((await stream[Symbol.asyncIterator]().next()).value?.status, ServingStatus.SERVING);
+    const seen = await server.started(n);
+    cancel.abort();
+    await abortReason(seen);
+    await poll(
+      "the watch handler's generator finished",
+      () => server.watchesEnded(),
+      (count) => count === ended + 1,
+      5000,
+      5,
+    );
+  });
+
+  test("a response trailer gRPC metadata cannot carry gives the client Internal, not silence", async () => {
+    await assert.rejects(
+      server.client.check({ service: "bad-trailer" }, { timeoutMs: 5000 }),
+      (err: unknown) => ConnectError.from(err).code === Code.Internal,
+    );
   });
 
   test("a signal first read after the client cancelled is aborted", async () => {
