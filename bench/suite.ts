@@ -398,7 +398,7 @@ function table(results: Results): string {
   for (const f of results.frameworkPaced ?? []) {
     rows.push([
       `framework floor, ${f.protocol}, ${fmtInt(f.rate)}/s asked`,
-      `${(f.serverMicrosPerCall / 1000).toFixed(3)} ms server CPU/call at ${fmtInt(f.achievedRate)}/s (${f.engine}), p99 ${fmtMs(f.p99Ms)} ms; generator ${(f.generatorMicrosPerCall / 1000).toFixed(3)} ms`,
+      `${(f.serverMicrosPerCall / 1000).toFixed(3)} ms server CPU/call at ${fmtInt(f.achievedRate)}/s (${f.engine}), p99 ${fmtMs(f.p99Ms)} ms; generator ${(f.generatorMicrosPerCall / 1000).toFixed(3)} ms${f.errors > 0 ? `; ${fmtInt(f.errors)} calls FAILED: ${f.firstError}` : ""}`,
       "",
       "",
       "",
