@@ -102,6 +102,11 @@ export class NativeGrpcServer {
     });
   }
 
+  /** Calls that have started and not yet ended (each leaves the set when it ends, however it ends). */
+  get callsInProgress(): number {
+    return this.calls.size;
+  }
+
   /** True for the streams this server answers: native gRPC with protobuf (not gRPC-Web, not JSON). */
   static accepts(headers: IncomingHttpHeaders): boolean {
     const type = headers["content-type"];

@@ -47,6 +47,8 @@ interface Running {
   lastStreamClosed(): Promise<void>;
   /** Watch handlers whose generator has finished (its finally ran). */
   watchesEnded(): number;
+  /** The server's calls in progress. */
+  callsInProgress(): number;
   close(): Promise<void>;
 }
 
@@ -143,6 +145,7 @@ async function start(): Promise<Running> {
       seen.length >= n ? Promise.resolve(seen[n - 1]!) : new Promise((resolve) => waiters.push({ n, resolve })),
     lastStreamClosed: () => lastStreamClosed,
     watchesEnded: () => watchesEnded,
+    callsInProgress: () => server.callsInProgress,
     close: async () => {
       shutdown.abort(new ConnectError("test server stopping", Code.Unavailable));
       for (const session of sessions) session.destroy();
@@ -304,6 +307,19 @@ describe("native gRPC: what a handler sees of its call", () => {
     // call's end.
     const code = reasonCode(await abortReason(seen));
     assert.ok(code === Code.DeadlineExceeded || code === Code.Canceled, `reason code ${code}`);
+  });
+
+  // Last of this server's tests: every call above has ended, answered, failed, cancelled
+  // (unary and stream) or past its deadline, and none may stay in the set that shutdown aborts.
+  test("every call above has left the calls in progress, however it ended", async () => {
+    assert.ok(server.seen.length >= 10, `calls made above: ${server.seen.length}`);
+    await poll(
+      "no call in progress",
+      () => server.callsInProgress(),
+      (n) => n === 0,
+      5000,
+      5,
+    );
   });
 });
 
