@@ -3,6 +3,7 @@
 
 import { afterEach } from "node:test";
 import { Registry } from "prom-client";
+import { untilAborted } from "../../../internal/lifecycle/abortable.js";
 import { RetranslatorMetrics } from "../../../internal/retranslator/metrics.js";
 import {
   type NotificationSource,
@@ -122,7 +123,7 @@ export function testNotifications(): { source: NotificationSource; notify(): voi
   return {
     source: (onNotify, _logger, signal) => {
       listener = onNotify;
-      return new Promise((resolve) => signal.addEventListener("abort", () => resolve(), { once: true }));
+      return untilAborted(signal);
     },
     notify() {
       if (listener === undefined) throw new Error("the relay is not listening");
