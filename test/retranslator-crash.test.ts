@@ -14,6 +14,7 @@ import net from "node:net";
 import { after, before, type TestContext, test } from "node:test";
 import { createDatabase, type Database } from "../internal/database/database.js";
 import { PgPackageRepository } from "../internal/packages/package-repo.js";
+import { EXPIRED_LEASES_TAKEN_OVER } from "../internal/retranslator/claim-loop.js";
 import { type ConfigFile, writeConfigFile } from "./helpers/config.js";
 import { count, createTestDatabase, type TestDatabase } from "./helpers/database.js";
 import { type KafkaMock, startKafkaMock } from "./helpers/kafka-mock.js";
@@ -35,7 +36,7 @@ import {
   readTopic,
 } from "./helpers/topic-checker.js";
 
-const EXPIRED_LEASES_MSG = "expired leases freed (a retranslator died or stalled)";
+const EXPIRED_LEASES_MSG = EXPIRED_LEASES_TAKEN_OVER;
 
 let kafka: KafkaMock;
 const configFiles: ConfigFile[] = [];
@@ -515,7 +516,7 @@ test("kill -9 mid-batch, then a replacement: nothing lost or reordered, duplicat
     const ownerB = b.owner;
     assert.notEqual(ownerB, ownerA);
     await waitForEmptyOutbox(world);
-    assert.ok(hasLog(b.lines, EXPIRED_LEASES_MSG), "the replacement freed the dead relay's expired leases");
+    assert.ok(hasLog(b.lines, EXPIRED_LEASES_MSG), "the replacement took over the dead relay's expired leases");
 
     const report = await deliveryReport(world, written);
     note(`the dead relay held ${leasedByA.length} leases`);
@@ -546,7 +547,7 @@ test("a running instance takes over a killed instance's leases once they expire"
 
     await kafka.setRtt(1, 0);
     await waitForEmptyOutbox(world);
-    assert.ok(hasLog(b.logs.lines, EXPIRED_LEASES_MSG), "B's maintenance freed A's expired leases");
+    assert.ok(hasLog(b.logs.lines, EXPIRED_LEASES_MSG), "B's claims took over A's expired leases");
     assert.ok((await metric(b.ports.metrics, "logistic_package_api_retranslator_events_published_total")) > 0);
 
     const report = await deliveryReport(world, written);
@@ -560,7 +561,7 @@ test("kill -9 of one of three instances: the other two take over its events with
   await withWorld(t, "crash-three-kill9", 6, async (world) => {
     const { note } = world;
     const written = await writeNoted(world, { packages: 300, updates: 5700, removes: 0, seed: 11 });
-    const { leaseSeconds, maintenanceIntervalMs } = shortLeases;
+    const { leaseSeconds, pollIntervalMs } = shortLeases;
     const { configPath, victim } = await relayToKill(world);
     const ownerA = victim.owner;
     const b = await spawnUnstarted(world, "relay B", configPath);
@@ -575,8 +576,8 @@ test("kill -9 of one of three instances: the other two take over its events with
     note(`A died holding ${leasedByA.length} leases; ${await count(world.db.db, "package_event")} of ${written} left`);
     assert.ok(leasedByA.length > 0, "A died holding leases");
 
-    // Bounded wait (not a timing assertion): the lease, the survivors' maintenance interval,
-    // and a margin for the sends on this shared machine.
+    // Bounded wait (not a timing assertion): the lease, the survivors' poll interval (their
+    // claims take the expired leases over), and a margin for the sends on this shared machine.
     await poll(
       "the dead relay's events to be published by the survivors",
       async () => {
@@ -587,7 +588,7 @@ test("kill -9 of one of three instances: the other two take over its events with
         return (result as { rows: { n: number }[] }).rows[0]!.n;
       },
       (n) => n === 0,
-      leaseSeconds * 1000 + maintenanceIntervalMs + 10_000,
+      leaseSeconds * 1000 + pollIntervalMs + 10_000,
       50,
     );
     note(`A's events taken over and published ${Date.now() - killedAt} ms after the kill`);
@@ -595,7 +596,7 @@ test("kill -9 of one of three instances: the other two take over its events with
     await waitForEmptyOutbox(world);
     assert.ok(
       hasLog(b.lines, EXPIRED_LEASES_MSG) || hasLog(c.lines, EXPIRED_LEASES_MSG),
-      "a survivor freed the expired leases",
+      "a survivor took over the expired leases",
     );
 
     const report = await deliveryReport(world, written);

@@ -28,6 +28,12 @@ export interface Claim {
   /** Claimable heads another claim locked or took first (another instance walking the same packages). */
   collided: number;
   /**
+   * Events this claim took whose previous lease had run out: their relay died
+   * or stalled past its lease without an outcome (there is no separate reaper;
+   * the walk treats an expired lease as free).
+   */
+  takenOver: number;
+  /**
    * The claim filled up inside its last package (`cursor`), which has events
    * after those taken: they become claimable once these are acknowledged. False
    * when the claim ended on a package's last event, so that the relay does not
@@ -45,10 +51,14 @@ export interface Claim {
 }
 
 /** A claimed event beside the walk's figures; one row of NULLs with them when nothing was claimed. */
-type ClaimRow = { cursor: bigint; visits: number; collided: number; cutShort: boolean; more: boolean } & (
-  | OutboxEvent
-  | { id: null }
-);
+type ClaimRow = {
+  cursor: bigint;
+  visits: number;
+  collided: number;
+  takenOver: number;
+  cutShort: boolean;
+  more: boolean;
+} & (OutboxEvent | { id: null });
 
 /**
  * Claims whole package heads: walks the packages that have events in
@@ -80,7 +90,12 @@ type ClaimRow = { cursor: bigint; visits: number; collided: number; cutShort: bo
  * Per-package order: a package is taken only from its head, only when the
  * head itself is not leased (locked here with SKIP LOCKED, so two instances
  * walking over the same package cannot both take it), and only as an unbroken
- * run of unleased events after it. So a package has at most one claim
+ * run of unleased events after it. A lease that has run out counts as none:
+ * its relay died or stalled past it, and the outcome it may still write is
+ * fenced by the lease token (see release-events.ts). Taking over expired
+ * leases here, instead of a reaper that finds them, is what lets the lease
+ * columns go without indexes, which makes every lease write a HOT update
+ * (db/migrations/20261201000001_outbox_hot_leases.ts). So a package has at most one claim
  * anywhere, and its events leave in id order. Attempts are counted here, so
  * an event whose relay crashes mid-send still runs out of attempts.
  */
@@ -105,11 +120,11 @@ export async function claimHeads(db: Database, request: ClaimRequest): Promise<C
        FROM walk w CROSS JOIN start s
        CROSS JOIN LATERAL (
          -- The next package's head; past the last package, once, back to the first.
-         (SELECT e.package_id, e.id, e.locked_by, e.available_at, w.wrapped AS wrapped FROM package_event e
+         (SELECT e.package_id, e.id, e.locked_by, e.locked_until, e.available_at, w.wrapped AS wrapped FROM package_event e
           WHERE e.package_id > w.package_id AND (NOT w.wrapped OR e.package_id <= s.cursor)
           ORDER BY e.package_id, e.id LIMIT 1)
          UNION ALL
-         (SELECT e.package_id, e.id, e.locked_by, e.available_at, true FROM package_event e
+         (SELECT e.package_id, e.id, e.locked_by, e.locked_until, e.available_at, true FROM package_event e
           WHERE NOT w.wrapped AND e.package_id <= s.cursor
           ORDER BY e.package_id, e.id LIMIT 1)
          LIMIT 1
@@ -126,7 +141,7 @@ export async function claimHeads(db: Database, request: ClaimRequest): Promise<C
            -- events, until this one's), which stale statistics make look as
            -- cheap; only the (package_id, id) index gives this order unsorted.
            WHERE c.package_id >= nx.package_id AND c.package_id <= nx.package_id
-             AND nx.locked_by IS NULL AND nx.available_at <= now()
+             AND (nx.locked_by IS NULL OR nx.locked_until < now()) AND nx.available_at <= now()
              AND nx.package_id <> ALL(?::bigint[])
              AND NOT EXISTS (SELECT 1 FROM package_event_dead_letter d WHERE d.package_id = nx.package_id)
            ORDER BY c.package_id, c.id LIMIT ?::bigint - w.total + 1) n
@@ -136,14 +151,22 @@ export async function claimHeads(db: Database, request: ClaimRequest): Promise<C
      ), heads AS (
        SELECT package_id, head_id, take FROM walk WHERE take > 0
      ), locked AS (
-       SELECT e.id FROM package_event e
-       WHERE e.id = ANY(ARRAY(SELECT head_id FROM heads)) AND e.locked_by IS NULL AND e.available_at <= now()
-       FOR UPDATE SKIP LOCKED
-     ), chosen AS (
-       SELECT x.id FROM heads h
+       -- Each head by its package and id: with no index on the lease columns, an "id = ANY"
+       -- lookup ties under "empty" statistics between the primary key and (package_id, id),
+       -- and the latter without its leading column reads the whole index.
+       SELECT l.id FROM heads h
        CROSS JOIN LATERAL (
-         SELECT r.id, bool_and(r.locked_by IS NULL) OVER (ORDER BY r.id) AS free
-         FROM (SELECT c.id, c.locked_by FROM package_event c
+         SELECT e.id FROM package_event e
+         WHERE e.package_id = h.package_id AND e.id = h.head_id
+           AND (e.locked_by IS NULL OR e.locked_until < now()) AND e.available_at <= now()
+         FOR UPDATE SKIP LOCKED
+       ) l
+     ), chosen AS (
+       SELECT x.ctid, x.id, x.expired FROM heads h
+       CROSS JOIN LATERAL (
+         SELECT r.ctid, r.id, r.locked_by IS NOT NULL AS expired,
+                bool_and(r.locked_by IS NULL OR r.locked_until < now()) OVER (ORDER BY r.id) AS free
+         FROM (SELECT c.ctid, c.id, c.locked_by, c.locked_until FROM package_event c
                -- The package from its head (its earliest event) on: as in the walk's count,
                -- a range of one package, so that only the (package_id, id) index fits.
                WHERE c.package_id >= h.package_id AND c.package_id <= h.package_id
@@ -152,8 +175,9 @@ export async function claimHeads(db: Database, request: ClaimRequest): Promise<C
        WHERE x.free AND h.head_id IN (SELECT id FROM locked)
      ), claimed AS (
        UPDATE package_event e
-       SET locked_by = ?, locked_until = now() + make_interval(secs => ?), attempts = e.attempts + 1
-       WHERE e.id = ANY(ARRAY(SELECT id FROM chosen)) AND e.locked_by IS NULL
+       SET locked_by = ?, locked_until = now() + make_interval(secs => ?), attempts = e.attempts + 1,
+           last_error = CASE WHEN e.locked_by IS NULL THEN e.last_error ELSE coalesce(e.last_error, 'lease expired') END
+       WHERE e.ctid = ANY(ARRAY(SELECT ctid FROM chosen)) AND (e.locked_by IS NULL OR e.locked_until < now())
        RETURNING e.id, e.package_id AS "packageId", e.type, e.payload::text AS payload, e.created,
                  e.traceparent, e.tracestate, e.reason, e.attempts, e.locked_until::text AS lease
      )
@@ -161,7 +185,8 @@ export async function claimHeads(db: Database, request: ClaimRequest): Promise<C
      -- filling, not from the look-ahead, so the next claim starts with what the look-ahead passed.
      SELECT last.package_id AS cursor, (SELECT max(visits) FROM walk) AS visits, last.more AS "cutShort",
             EXISTS (SELECT 1 FROM walk WHERE ahead AND more) AS more,
-            (SELECT count(*) FROM heads)::int - (SELECT count(*) FROM locked)::int AS collided, c.*
+            (SELECT count(*) FROM heads)::int - (SELECT count(*) FROM locked)::int AS collided,
+            (SELECT count(*) FROM chosen WHERE expired AND id IN (SELECT id FROM claimed))::int AS "takenOver", c.*
      FROM (SELECT package_id, more FROM walk WHERE NOT ahead ORDER BY visits DESC LIMIT 1) last
      LEFT JOIN claimed c ON true`,
     [
@@ -178,7 +203,7 @@ export async function claimHeads(db: Database, request: ClaimRequest): Promise<C
     { name: "outbox_claim_heads" },
   );
   const events = rows
-    .flatMap(({ cursor, visits, collided, cutShort, more, ...event }) =>
+    .flatMap(({ cursor, visits, collided, takenOver, cutShort, more, ...event }) =>
       event.id === null ? [] : [event as OutboxEvent],
     )
     .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
@@ -187,6 +212,7 @@ export async function claimHeads(db: Database, request: ClaimRequest): Promise<C
     cursor: rows[0]?.cursor ?? 0n,
     visited: rows[0]?.visits ?? 0,
     collided: rows[0]?.collided ?? 0,
+    takenOver: rows[0]?.takenOver ?? 0,
     cutShort: rows[0]?.cutShort ?? false,
     more: rows[0]?.more ?? false,
   };

@@ -42,9 +42,12 @@ export async function releaseFailedEvents(
 }
 
 /**
- * Gives back events that were claimed but never sent (shutdown, or a package
- * whose earlier event failed in the same batch): available at once, and the
- * attempt counted at claim is taken back, since none was made.
+ * Gives back events that were claimed but never sent (a package whose earlier
+ * event failed in the same batch, a lane backing off), and at shutdown every
+ * claim whose outcome was not written: available at once, and the attempt
+ * counted at claim is taken back. A claim the relay never learnt of (its
+ * connection died as the claim committed) is not here: another claim takes
+ * it over once its lease runs out (claim-events.ts).
  */
 export async function releaseUnsentEvents(db: Database, owner: string, claims: readonly ClaimRef[]): Promise<number> {
   if (claims.length === 0) return 0;
@@ -55,24 +58,5 @@ export async function releaseUnsentEvents(db: Database, owner: string, claims: r
      FROM jsonb_to_recordset(?::jsonb) AS c(id bigint, lease timestamptz)
      WHERE e.id = ANY(?::bigint[]) AND e.id = c.id AND coalesce(e.locked_by, '') = ? AND e.locked_until = c.lease`,
     [claimsJson(claims), claims.map((c) => c.id), owner],
-  );
-}
-
-/** Shutdown's last word: nothing stays leased to `owner`. */
-export async function releaseAllLeases(db: Database, owner: string): Promise<number> {
-  return execute(
-    db,
-    `UPDATE package_event SET locked_by = NULL, locked_until = NULL, attempts = greatest(attempts - 1, 0)
-     WHERE locked_by = ?`,
-    [owner],
-  );
-}
-
-/** Frees leases whose owner died (their time ran out), so no row stays stuck. */
-export async function reapExpiredLeases(db: Database): Promise<number> {
-  return execute(
-    db,
-    `UPDATE package_event SET locked_by = NULL, locked_until = NULL, last_error = coalesce(last_error, 'lease expired')
-     WHERE locked_by IS NOT NULL AND locked_until < now()`,
   );
 }

@@ -44,6 +44,12 @@ export class Acknowledger {
   private published: bigint[] = [];
   private failures: SendFailure[] = [];
   private unsent: OutboxEvent[] = [];
+  /**
+   * Every claim of this relay whose outcome is not written yet (id → lease):
+   * what `releaseHeld` gives back at shutdown. Bounded by the in-flight pool
+   * plus the outcomes queued here.
+   */
+  private readonly held = new Map<bigint, string>();
   private readonly wakeup = new Wakeup();
   /** While the loop sleeps: whether an add() ends the sleep (never while it does not sleep). */
   private wakeWhen: () => boolean = () => false;
@@ -55,6 +61,30 @@ export class Acknowledger {
     private readonly hooks: AcknowledgerHooks,
     private readonly logger: Logger,
   ) {}
+
+  /** Claimed events, from the claim until their outcome is written. */
+  hold(events: readonly OutboxEvent[]): void {
+    for (const event of events) this.held.set(event.id, event.lease);
+  }
+
+  /** Claims whose outcome is not written yet. */
+  get holding(): number {
+    return this.held.size;
+  }
+
+  /**
+   * Shutdown's last word, after the last flush: gives back every claim
+   * whose outcome was not written (sends cut off, a flush that failed), by
+   * primary key, so that they are claimable at once rather than when their
+   * leases run out. A published event among them is published again (same
+   * event id): its delete was lost. Returns how many rows were given back.
+   */
+  async releaseHeld(): Promise<number> {
+    const claims = [...this.held].map(([id, lease]) => ({ id, lease }));
+    const released = await this.outbox.releaseUnsentEvents(this.options.owner, claims);
+    this.held.clear();
+    return released;
+  }
 
   /** Queues an outcome for the next flush. */
   add(outcome: SendOutcome): void {
@@ -102,6 +132,7 @@ export class Acknowledger {
         const ids = this.published.slice(0, this.options.batchSize);
         await this.outbox.deleteEvents(ids);
         this.published.splice(0, ids.length);
+        for (const id of ids) this.held.delete(id);
         deleted = ids;
         progressed = true;
       }
@@ -116,6 +147,7 @@ export class Acknowledger {
           this.options.backoff,
         );
         this.failures.splice(0, batch.length);
+        for (const f of batch) this.settled(f.event);
         if (deadCount > 0) {
           this.logger.warn(
             { events: dead.map((f) => ({ id: f.event.id.toString(), error: f.error })) },
@@ -134,6 +166,7 @@ export class Acknowledger {
           events.map((e) => ({ id: e.id, lease: e.lease })),
         );
         this.unsent.splice(0, events.length);
+        for (const e of events) this.settled(e);
         progressed = true;
         released = true;
       }
@@ -145,6 +178,15 @@ export class Acknowledger {
     } finally {
       this.flushing = false;
     }
+  }
+
+  /**
+   * The claim's outcome is written. Only that claim's: once given back, the
+   * event may already be claimed again with another lease (a row that was
+   * deleted, in contrast, can have no other claim, so published ids need no lease).
+   */
+  private settled(event: OutboxEvent): void {
+    if (this.held.get(event.id) === event.lease) this.held.delete(event.id);
   }
 
   private onlyFewPublished(): boolean {

@@ -16,6 +16,8 @@ export interface ClaimLoopOptions {
   sendBudgetMs: number;
 }
 
+export const EXPIRED_LEASES_TAKEN_OVER = "claimed events whose lease had run out (a retranslator died or stalled)";
+
 /**
  * The claim loop: waits for room in the in-flight pool, claims a batch
  * (package heads, walking on from where the previous claim stopped, so every
@@ -41,8 +43,8 @@ export async function runClaimLoop(
   logger: Logger,
   signal: AbortSignal,
   onClaimError: () => void,
-  /** After each claim: how many events it took, and those of the package it cut short (claim.cutShort). */
-  onClaim: (events: number, cutShort: readonly OutboxEvent[]) => void = () => undefined,
+  /** After each claim, before its events go to the pool: the events it took, and those of the package it cut short (claim.cutShort). */
+  onClaim: (claimed: readonly OutboxEvent[], cutShort: readonly OutboxEvent[]) => void = () => undefined,
   /** Right before each claim statement. */
   beforeClaim: () => void = () => undefined,
 ): Promise<void> {
@@ -85,7 +87,8 @@ export async function runClaimLoop(
       walkedAll = claim.visited < maxVisits && claim.collided === 0;
       // A claim that stopped inside its last package (the cursor): that
       // package's next events become claimable once these are acknowledged.
-      onClaim(claimed, claim.cutShort ? batch.filter((e) => e.packageId === claim.cursor) : []);
+      onClaim(batch, claim.cutShort ? batch.filter((e) => e.packageId === claim.cursor) : []);
+      if (claim.takenOver > 0) logger.warn({ events: claim.takenOver }, EXPIRED_LEASES_TAKEN_OVER);
       failures = 0;
       if (signal.aborted && batch.length > 0) {
         // Claimed while stopping: still handed over, so that the

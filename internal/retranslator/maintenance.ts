@@ -4,11 +4,11 @@ import type { RetranslatorMetrics } from "./metrics.js";
 import type { Outbox } from "./outbox.js";
 
 /**
- * The relay's housekeeping, every `intervalMs` until `signal` aborts: frees
- * leases whose owner died or stalled past them (so no row stays stuck), and
+ * The relay's housekeeping, every `intervalMs` until `signal` aborts:
  * refreshes the outbox gauges (backlog, oldest event's age, dead letters) that
- * the alerts and /ready's "degraded" read. A failure is logged and retried
- * next interval; it never stops the relay.
+ * the alerts and /ready's "degraded" read. (Leases whose owner died need no
+ * housekeeping: the claim takes over a lease that ran out.) A failure is
+ * logged and retried next interval; it never stops the relay.
  */
 export async function runMaintenance(
   outbox: Outbox,
@@ -19,8 +19,6 @@ export async function runMaintenance(
 ): Promise<void> {
   while (!signal.aborted) {
     try {
-      const reaped = await outbox.reapExpiredLeases();
-      if (reaped > 0) logger.warn({ events: reaped }, "expired leases freed (a retranslator died or stalled)");
       const backlog = await outbox.readBacklog();
       metrics.backlog.set(backlog.events);
       metrics.recordOldestAge(backlog.oldestAgeSeconds);

@@ -3,13 +3,7 @@ import { type Backlog, readBacklog } from "../outbox/backlog.js";
 import { type Claim, type ClaimRequest, claimHeads } from "../outbox/claim-events.js";
 import { deadLetterEvents } from "../outbox/dead-letter-events.js";
 import { deleteEvents } from "../outbox/delete-events.js";
-import {
-  type BackoffPolicy,
-  reapExpiredLeases,
-  releaseAllLeases,
-  releaseFailedEvents,
-  releaseUnsentEvents,
-} from "../outbox/release-events.js";
+import { type BackoffPolicy, releaseFailedEvents, releaseUnsentEvents } from "../outbox/release-events.js";
 import type { ClaimRef, EventFailure } from "../outbox/types.js";
 
 /**
@@ -28,10 +22,8 @@ export interface Outbox {
   deadLetterEvents(owner: string, failures: readonly EventFailure[]): Promise<number>;
   /** Failed: given back with backoff (a retriable failure's attempt given back too). */
   releaseFailedEvents(owner: string, failures: readonly EventFailure[], backoff: BackoffPolicy): Promise<number>;
-  /** Never sent: given back at once, attempt given back. */
+  /** Never sent, or no outcome written by shutdown: given back at once, attempt given back. */
   releaseUnsentEvents(owner: string, claims: readonly ClaimRef[]): Promise<number>;
-  releaseAllLeases(owner: string): Promise<number>;
-  reapExpiredLeases(): Promise<number>;
   readBacklog(): Promise<Backlog>;
 }
 
@@ -43,8 +35,6 @@ export function postgresOutbox(db: Database): Outbox {
     deadLetterEvents: (owner, failures) => deadLetterEvents(db, owner, failures),
     releaseFailedEvents: (owner, failures, backoff) => releaseFailedEvents(db, owner, failures, backoff),
     releaseUnsentEvents: (owner, claims) => releaseUnsentEvents(db, owner, claims),
-    releaseAllLeases: (owner) => releaseAllLeases(db, owner),
-    reapExpiredLeases: () => reapExpiredLeases(db),
     readBacklog: () => readBacklog(db),
   };
 }

@@ -143,15 +143,16 @@ export function startRetranslator(
       logger,
       claiming.signal,
       () => metrics.claimErrors.inc(),
-      (events, more) => {
+      (claimed, more) => {
+        acknowledger.hold(claimed);
         // Bounded: ids of events given back rather than acknowledged are never
         // deleted; past the bound the set starts over (one extra wake-up).
         if (awaited.size > 100_000) awaited.clear();
         for (const event of more) awaited.add(event.id);
-        if (notifiedBeforeClaim && events === 0 && pool.size > 0) wakeOnNextAck = true;
+        if (notifiedBeforeClaim && claimed.length === 0 && pool.size > 0) wakeOnNextAck = true;
         metrics.claims.inc();
-        metrics.claimedEvents.inc(events);
-        if (events === 0) metrics.emptyClaims.inc();
+        metrics.claimedEvents.inc(claimed.length);
+        if (claimed.length === 0) metrics.emptyClaims.inc();
       },
       () => {
         // Taken as the claim starts: a NOTIFY during the claim is for the next one.
@@ -190,7 +191,7 @@ export function startRetranslator(
       acknowledging.abort();
       await acknowledgerLoop;
       // Whatever is still ours (sends cut off, outcomes not written) goes back now.
-      const released = await outbox.releaseAllLeases(options.owner).catch((err: unknown) => {
+      const released = await acknowledger.releaseHeld().catch((err: unknown) => {
         logger.error({ err }, "could not release leases; they expire after leaseSeconds");
         return 0;
       });

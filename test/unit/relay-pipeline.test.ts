@@ -4,6 +4,7 @@
 
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
+import { EXPIRED_LEASES_TAKEN_OVER } from "../../internal/retranslator/claim-loop.js";
 import { FakeSender } from "./fakes/fake-sender.js";
 import { MemoryOutbox } from "./fakes/memory-outbox.js";
 import { relayTestKit, testNotifications, writeMany } from "./fakes/relay.js";
@@ -303,6 +304,49 @@ describe("relay fencing", () => {
   });
 });
 
+describe("relay takeover", () => {
+  test("a relay that died holding leases: once they run out, the claim takes them over and publishes in order", async () => {
+    const outbox = new MemoryOutbox();
+    const sender = new FakeSender();
+    const ids = writeMany(outbox, 5, 4);
+    const dead = await outbox.claimHeads({ owner: "dead-relay", limit: 12, leaseSeconds: 0.05 });
+    assert.equal(dead.events.length, 12);
+    const relay = start(outbox, sender);
+    await drained(outbox);
+    for (const [packageId, written] of ids) assert.deepEqual(sender.publishedOf(packageId), written);
+    const taken = sender.published.filter((e) => e.attempts === 2).map((e) => e.id);
+    assert.deepEqual(
+      taken.sort((a, b) => Number(a - b)),
+      dead.events.map((e) => e.id),
+      "the dead relay's events were claimed a second time, the others once",
+    );
+    assert.equal(sender.published.length, 20);
+    assert.equal(outbox.deadLetters.size, 0);
+    const warnings = relay.logs.lines.filter((l) => l.msg === EXPIRED_LEASES_TAKEN_OVER);
+    assert.equal(
+      warnings.reduce((n, l) => n + Number(l.events), 0),
+      12,
+    );
+  });
+
+  test("a lease that has not run out is not taken, however long its package waits", async () => {
+    const outbox = new MemoryOutbox();
+    const sender = new FakeSender();
+    outbox.write(1n, 2);
+    outbox.write(2n, 2);
+    await outbox.claimHeads({ owner: "live-relay", limit: 1, leaseSeconds: 30, cursor: 0n });
+    start(outbox, sender);
+    await soon(
+      "package 2 published",
+      () => sender.publishedOf(2n).length,
+      (n) => n === 2,
+    );
+    await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(sender.publishedOf(1n), []);
+    assert.equal(outbox.rows.get(1n)!.lockedBy, "live-relay");
+  });
+});
+
 describe("relay partition lanes", () => {
   test("a leader-less partition backs off alone; the others keep flowing, and it catches up in order", async () => {
     const outbox = new MemoryOutbox();
@@ -418,6 +462,26 @@ describe("relay faults and stop", () => {
     for (const event of sender.published) assert.ok(!outbox.rows.has(event.id), `published ${event.id} deleted`);
     assert.equal(outbox.rows.size + sender.published.length, 200);
     assert.ok(sender.closed);
+  });
+
+  test("stop gives back the claims whose outcome it could not write, published ones too", async () => {
+    const outbox = new MemoryOutbox();
+    const sender = new FakeSender();
+    writeMany(outbox, 4, 2);
+    const relay = start(outbox, sender);
+    outbox.failNext("deleteEvents", 1_000_000);
+    await soon(
+      "all published",
+      () => sender.published.length,
+      (n) => n === 8,
+    );
+    await relay.running.stop();
+    assert.equal(outbox.rows.size, 8, "the deletes failed: every row is still there");
+    assert.equal(outbox.leased.length, 0, "and none is left leased until its lease runs out");
+    assert.ok(
+      [...outbox.rows.values()].every((r) => r.event.attempts === 0),
+      "the attempts given back",
+    );
   });
 
   test("stop cuts off a send that outlives shutdownTimeoutMs and still releases its leases", async () => {

@@ -1,5 +1,6 @@
 // An in-memory outbox with the semantics the relay relies on (internal/outbox/ in Postgres):
-// claims take package heads and the unleased run after them, outcomes change a row only while it
+// claims take package heads and the unleased run after them (a lease that ran out counts as none:
+// the claim takes it over), outcomes change a row only while it
 // carries the claim's owner and lease, attempts are counted at claim and given back as the SQL does.
 // Backoff has no jitter here, so tests can reason about it.
 
@@ -70,8 +71,8 @@ export class MemoryOutbox implements Outbox {
 
   /**
    * Every leased row passes to `owner` under a new claim, at once: as if the
-   * leases ran out while their relay stalled, were reaped, and another
-   * instance claimed the rows. Returns their ids.
+   * leases ran out while their relay stalled and another instance's claim
+   * took them over. Returns their ids.
    */
   takeOverLeases(owner: string, leaseSeconds = 30): bigint[] {
     const lease = `lease-${++this.leaseSerial}`;
@@ -114,6 +115,9 @@ export class MemoryOutbox implements Outbox {
     let cursor = request.cursor ?? 0n;
     let cutShort = false;
     let more = false;
+    let takenOver = 0;
+    // A lease that ran out counts as none (its relay died or stalled): the claim takes it over.
+    const free = (row: OutboxRowState) => row.lockedBy === null || row.lockedUntil! < now;
     for (const packageId of walk) {
       if (visited >= maxVisits) break;
       visited += 1;
@@ -121,7 +125,7 @@ export class MemoryOutbox implements Outbox {
       const list = byPackage.get(packageId)!;
       const head = list[0]!;
       const claimable =
-        head.lockedBy === null &&
+        free(head) &&
         head.availableAt <= now &&
         !skip.has(packageId) &&
         ![...this.deadLetters.values()].some((d) => d.event.packageId === packageId);
@@ -141,14 +145,18 @@ export class MemoryOutbox implements Outbox {
       cutShort = rowMore;
       // Only the unleased run from the head among those counted, as the SQL's "chosen".
       for (const row of list.slice(0, take)) {
-        if (row.lockedBy !== null) break;
+        if (!free(row)) break;
+        if (row.lockedBy !== null) {
+          takenOver += 1;
+          row.lastError ??= "lease expired";
+        }
         row.lockedBy = request.owner;
         row.lockedUntil = now + request.leaseSeconds * 1000;
         row.event = { ...row.event, attempts: row.event.attempts + 1, lease };
         events.push({ ...row.event });
       }
     }
-    return { events, cursor, visited, collided: 0, cutShort, more };
+    return { events, cursor, visited, collided: 0, takenOver, cutShort, more };
   }
 
   async deleteEvents(ids: readonly bigint[]): Promise<number> {
@@ -194,30 +202,6 @@ export class MemoryOutbox implements Outbox {
       const row = this.ownRow(owner, c);
       if (row === undefined) continue;
       row.event = { ...row.event, attempts: Math.max(row.event.attempts - 1, 0) };
-      this.unlock(row);
-      n += 1;
-    }
-    return n;
-  }
-
-  async releaseAllLeases(owner: string): Promise<number> {
-    await this.maybeFail("releaseAllLeases");
-    let n = 0;
-    for (const row of this.rows.values()) {
-      if (row.lockedBy !== owner) continue;
-      row.event = { ...row.event, attempts: Math.max(row.event.attempts - 1, 0) };
-      this.unlock(row);
-      n += 1;
-    }
-    return n;
-  }
-
-  async reapExpiredLeases(): Promise<number> {
-    await this.maybeFail("reapExpiredLeases");
-    let n = 0;
-    for (const row of this.rows.values()) {
-      if (row.lockedBy === null || row.lockedUntil! >= Date.now()) continue;
-      row.lastError ??= "lease expired";
       this.unlock(row);
       n += 1;
     }
