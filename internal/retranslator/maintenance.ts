@@ -23,6 +23,8 @@ export async function runMaintenance(
       metrics.backlog.set(backlog.events);
       metrics.recordOldestAge(backlog.oldestAgeSeconds);
       metrics.deadLetters.set(backlog.deadLetters);
+      metrics.countsEstimated.set({ table: "outbox" }, backlog.eventsEstimated ? 1 : 0);
+      metrics.countsEstimated.set({ table: "dead_letters" }, backlog.deadLettersEstimated ? 1 : 0);
     } catch (err) {
       logger.warn({ err }, "outbox maintenance failed; retrying next interval");
     }

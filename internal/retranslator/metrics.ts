@@ -13,6 +13,7 @@ export class RetranslatorMetrics {
   readonly backlog: Gauge;
   readonly oldestAge: Gauge;
   readonly deadLetters: Gauge;
+  readonly countsEstimated: Gauge;
   readonly publishLatency: Histogram;
   readonly claims: Counter;
   readonly claimedEvents: Counter;
@@ -78,6 +79,12 @@ export class RetranslatorMetrics {
     this.deadLetters = new Gauge({
       name: "logistic_package_api_retranslator_dead_letters",
       help: "Events in the dead-letter table, waiting for an operator; exact up to 100000, above it an estimate",
+      registers,
+    });
+    this.countsEstimated = new Gauge({
+      name: "logistic_package_api_retranslator_outbox_count_estimated",
+      help: "1 while the table's gauge (table=outbox: outbox_backlog_events, table=dead_letters: dead_letters) is an estimate (above 100000 rows), 0 while it is an exact count",
+      labelNames: ["table"],
       registers,
     });
     this.slo = new Gauge({

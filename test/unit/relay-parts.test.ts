@@ -237,8 +237,9 @@ describe("in-flight pool", () => {
 });
 
 describe("maintenance", () => {
-  test("refreshes the outbox gauges and outlives a database error", async () => {
+  test("refreshes the outbox gauges, says which are estimates, and outlives a database error", async () => {
     const outbox = new MemoryOutbox();
+    outbox.backlogExactUpTo = 1;
     outbox.write(1n, 2);
     const [dead] = outbox.write(2n);
     await outbox.claimHeads({ owner: "relay-0", limit: 10, leaseSeconds: 30 });
@@ -260,6 +261,10 @@ describe("maintenance", () => {
         5,
       );
       assert.equal(await gauge("deadLetters"), 1);
+      const estimated = Object.fromEntries(
+        (await metrics.countsEstimated.get()).values.map((v) => [v.labels.table, v.value]),
+      );
+      assert.deepEqual(estimated, { outbox: 1, dead_letters: 0 }, "2 events above a cap of 1; 1 dead letter not");
       assert.ok(metrics.oldestAgeSeconds >= 0);
       const messages = logs.lines.map((l) => l.msg);
       assert.ok(messages.includes("outbox maintenance failed; retrying next interval"));

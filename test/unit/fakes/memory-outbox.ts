@@ -29,6 +29,8 @@ export class MemoryOutbox implements Outbox {
   /** Outcome rows that named a claim the row no longer carries (changed nothing, as in SQL). */
   staleOutcomes = 0;
   claims = 0;
+  /** Above this many rows readBacklog says its figure is an estimate (BACKLOG_EXACT_UP_TO in Postgres). */
+  backlogExactUpTo = Number.POSITIVE_INFINITY;
   /** Every package a claim was asked to pass over (ClaimRequest.skipPackages). */
   readonly skippedPackages = new Set<bigint>();
   private nextId = 1n;
@@ -211,13 +213,14 @@ export class MemoryOutbox implements Outbox {
   async readBacklog(): Promise<Backlog> {
     await this.maybeFail("readBacklog");
     const oldest = this.rows.values().next().value?.event.created;
-    // Counted exactly whatever the size: the estimate above a cap is Postgres' (test/outbox-backlog.test.ts).
+    // Counted exactly whatever the size, only flagged as an estimate above backlogExactUpTo:
+    // the estimate itself is Postgres' (test/outbox-backlog.test.ts).
     return {
       events: this.rows.size,
-      eventsEstimated: false,
+      eventsEstimated: this.rows.size > this.backlogExactUpTo,
       oldestAgeSeconds: oldest === undefined ? 0 : (Date.now() - oldest.getTime()) / 1000,
       deadLetters: this.deadLetters.size,
-      deadLettersEstimated: false,
+      deadLettersEstimated: this.deadLetters.size > this.backlogExactUpTo,
     };
   }
 
