@@ -2,14 +2,23 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import pg from "pg";
 import { createDatabase } from "../internal/database/database.js";
+import { query } from "../internal/database/query.js";
 import { readBacklog } from "../internal/outbox/backlog.js";
-import { claimEvents, claimHeads } from "../internal/outbox/claim-events.js";
+import {
+  CLAIM_HEADS_SQL,
+  type ClaimRow,
+  claimBindings,
+  claimEvents,
+  claimFromRows,
+  claimHeads,
+} from "../internal/outbox/claim-events.js";
 import { deadLetterEvents } from "../internal/outbox/dead-letter-events.js";
 import { deleteEvents } from "../internal/outbox/delete-events.js";
 import { releaseFailedEvents, releaseUnsentEvents } from "../internal/outbox/release-events.js";
 import { PgPackageRepository } from "../internal/packages/package-repo.js";
 import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
 import { useFixture } from "./helpers/fixture.js";
+import { poll } from "./helpers/poll.js";
 
 // The outbox statements against the real Postgres: a late outcome of an
 // expired claim must not touch a newer claim of the same row, even when both
@@ -55,7 +64,7 @@ test("outcomes of an expired claim do not apply to the row's newer claim by the 
   assert.equal(await row(first.id), undefined);
 });
 
-test("a lease that has not run out is never taken; one that has is taken over with its package's run, once", async () => {
+test("a lease that has not run out is never taken; one that has is taken over with its package's run, by one of two claims", async () => {
   const repo = new PgPackageRepository(fx.db.db);
   const id = await repo.create({ title: "a", material: "m", maximumVolume: 1, reusable: false }, undefined);
   for (let i = 0; i < 2; i++) await repo.update(id, { title: `t${i}` }, undefined);
@@ -83,6 +92,59 @@ test("a lease that has not run out is never taken; one that has is taken over wi
     rows: { last_error: string | null }[];
   };
   assert.deepEqual(rows.rows, [{ last_error: "lease expired" }]);
+});
+
+test("a head given back after the claim's snapshot is followed: the claim takes its whole run, never the run without its head", async () => {
+  const repo = new PgPackageRepository(fx.db.db);
+  const id = await repo.create({ title: "a", material: "m", maximumVolume: 1, reusable: false }, undefined);
+  for (let i = 0; i < 2; i++) await repo.update(id, { title: `t${i}` }, undefined);
+  // relay-1 holds the head alone, on a lease that runs out at once: a claim sees the whole package as free.
+  const [head] = (await claimHeads(fx.db.db, { owner: "relay-1", limit: 1, leaseSeconds: 0.001, cursor: 0n })).events;
+  assert.ok(head);
+  await poll(
+    "relay-1's lease to run out",
+    async () => {
+      const r = (await fx.db.db.raw(`SELECT count(*)::int AS n FROM package_event WHERE locked_until < now()`)) as {
+        rows: { n: number }[];
+      };
+      return r.rows[0]!.n;
+    },
+    (n) => n === 1,
+    5000,
+    5,
+  );
+  // The claim statement itself, held for a moment after its snapshot is taken.
+  const lo = "FROM (SELECT (SELECT package_id FROM package_event ORDER BY package_id LIMIT 1) AS lo,";
+  assert.ok(CLAIM_HEADS_SQL.includes(lo));
+  const held = CLAIM_HEADS_SQL.replace(lo, `FROM pg_sleep(1), ${lo.slice("FROM ".length)}`);
+  const claiming = query<ClaimRow>(
+    fx.db.db,
+    held,
+    claimBindings({ owner: "relay-2", limit: 10, leaseSeconds: 60, cursor: 0n }),
+  );
+  await poll(
+    "the claim to be sleeping inside its statement",
+    async () => {
+      const r = (await fx.db.db.raw(
+        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND datname = current_database()`,
+      )) as { rows: { n: number }[] };
+      return r.rows[0]!.n;
+    },
+    (n) => n === 1,
+    10_000,
+    10,
+  );
+  // relay-1's late outcome gives the head back while the claim runs on its older snapshot.
+  assert.equal(await releaseUnsentEvents(fx.db.db, "relay-1", [head]), 1);
+  const claim = claimFromRows(await claiming);
+  const all = (await fx.db.db.raw(`SELECT id FROM package_event WHERE package_id = ? ORDER BY id`, [
+    id.toString(),
+  ])) as { rows: { id: bigint }[] };
+  assert.deepEqual(
+    claim.events.map((e) => e.id),
+    all.rows.map((r) => r.id),
+    "the head and the events after it, or nothing; never the later events alone",
+  );
 });
 
 test("taking and giving back a lease rewrites no index: every lease write is a HOT update", async () => {
@@ -126,6 +188,7 @@ test("taking and giving back a lease rewrites no index: every lease write is a H
                      WHERE a.attrelid = i.indrelid
                        AND a.attname IN ('locked_by', 'locked_until', 'attempts', 'available_at', 'last_error', 'retries')
                        AND (a.attnum = ANY(i.indkey)
+                            OR pg_get_expr(i.indexprs, i.indrelid) LIKE '%' || a.attname || '%'
                             OR pg_get_expr(i.indpred, i.indrelid) LIKE '%' || a.attname || '%'))`,
     )) as { rows: { index: string }[] };
     assert.deepEqual(indexed.rows, [], "no index covers a column a lease write changes");

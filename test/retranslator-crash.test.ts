@@ -416,7 +416,7 @@ async function relayToKill(world: World) {
 /**
  * The start of a shutdown scenario: 2,000 events written, and a child relay
  * with a long lease (whatever is free afterwards was released by the shutdown,
- * not reaped) that has published part of them; the broker answers after `rttMs`.
+ * not taken over after its lease ran out) that has published part of them; the broker answers after `rttMs`.
  */
 async function backlogInProgress(
   world: World,

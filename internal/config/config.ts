@@ -298,7 +298,7 @@ const schema = z
       cleanerFlushIntervalMs: int(0, 60_000).default(2),
       // SIGTERM: time to finish in-flight sends before releasing what is left.
       shutdownTimeoutMs: int(0, 600_000).default(10_000),
-      // How often expired leases of crashed relays are freed, and metrics refreshed.
+      // How often the outbox gauges are refreshed (claims take over expired leases themselves).
       maintenanceIntervalMs: int(100, 600_000).default(5000),
       // Objective for commit → broker ack. Exported as a gauge (alerts and the dashboard
       // compare against it), events are counted within/over it, and /ready answers

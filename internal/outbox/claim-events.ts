@@ -1,5 +1,5 @@
 import type { Database } from "../database/database.js";
-import { query } from "../database/query.js";
+import { query, type SqlValue } from "../database/query.js";
 import type { OutboxEvent } from "./types.js";
 
 export interface ClaimRequest {
@@ -51,7 +51,7 @@ export interface Claim {
 }
 
 /** A claimed event beside the walk's figures; one row of NULLs with them when nothing was claimed. */
-type ClaimRow = {
+export type ClaimRow = {
   cursor: bigint;
   visits: number;
   collided: number;
@@ -60,51 +60,8 @@ type ClaimRow = {
   more: boolean;
 } & (OutboxEvent | { id: null });
 
-/**
- * Claims whole package heads: walks the packages that have events in
- * package_id order, starting after `cursor` and wrapping around once, and
- * from each package whose head (earliest event) is claimable takes the head
- * and the events right after it, until `limit` events are taken. Leased in one
- * statement, committed at once: no transaction stays open across a send.
- *
- * Look-ahead: once the claim has filled, the walk goes on over the next
- * packages taking nothing (rows marked `ahead`, one probe each, LIMIT 1) until
- * it meets a claimable head or ends; `more` says which. Without it the claim
- * after the last full one of a drain is empty: only a claim can tell that
- * nothing is left. The cursor stays at the last package the claim took from
- * (or looked at before filling), so the next claim starts with the packages
- * the look-ahead passed over and the head it found: none loses its turn. The
- * walk's two legs, (cursor, max] then [min, cursor], never repeat a package,
- * so the look-ahead cannot find a package this claim took.
- *
- * Why this shape: every step of the walk is an index probe bounded by LIMIT
- * (the next package after the previous one, its head, its next events), so
- * the plan is the same with fresh statistics and with "empty table" ones left
- * by ANALYZE after a quiet period; the old "first N events by id, minus those
- * with an earlier event elsewhere" claim turned into a nested loop over the
- * whole outbox under such statistics (seconds per claim during a burst).
- * And a package whose head is blocked (leased, in backoff, behind a dead
- * letter, on a partition backing off) costs one probe and is passed over:
- * blocked packages cannot fill a claim, whatever their backlog.
- *
- * Per-package order: a package is taken only from its head, only when the
- * head itself is not leased (locked here with SKIP LOCKED, so two instances
- * walking over the same package cannot both take it), and only as an unbroken
- * run of unleased events after it. A lease that has run out counts as none:
- * its relay died or stalled past it, and the outcome it may still write is
- * fenced by the lease token (see release-events.ts). Taking over expired
- * leases here, instead of a reaper that finds them, is what lets the lease
- * columns go without indexes, which makes every lease write a HOT update
- * (db/migrations/20261201000001_outbox_hot_leases.ts). So a package has at most one claim
- * anywhere, and its events leave in id order. Attempts are counted here, so
- * an event whose relay crashes mid-send still runs out of attempts.
- */
-
-export async function claimHeads(db: Database, request: ClaimRequest): Promise<Claim> {
-  const maxVisits = request.maxVisits ?? Math.max(1000, request.limit * 4);
-  const rows = await query<ClaimRow>(
-    db,
-    `WITH RECURSIVE start AS (
+/** The claim statement (see claimHeads); exported for tests that run it under a forced interleaving. */
+export const CLAIM_HEADS_SQL = `WITH RECURSIVE start AS (
        -- A random place among the packages that have events, when no cursor is given.
        -- (Two LIMIT 1 probes of the index, not min()/max() in one aggregate, which reads it whole.)
        SELECT coalesce(?::bigint, lo - 1 + floor(random() * (hi - lo + 1))::bigint) AS cursor
@@ -162,11 +119,11 @@ export async function claimHeads(db: Database, request: ClaimRequest): Promise<C
          FOR UPDATE SKIP LOCKED
        ) l
      ), chosen AS (
-       SELECT x.ctid, x.id, x.expired FROM heads h
+       SELECT x.id, x.expired FROM heads h
        CROSS JOIN LATERAL (
-         SELECT r.ctid, r.id, r.locked_by IS NOT NULL AS expired,
+         SELECT r.id, r.locked_by IS NOT NULL AS expired,
                 bool_and(r.locked_by IS NULL OR r.locked_until < now()) OVER (ORDER BY r.id) AS free
-         FROM (SELECT c.ctid, c.id, c.locked_by, c.locked_until FROM package_event c
+         FROM (SELECT c.id, c.locked_by, c.locked_until FROM package_event c
                -- The package from its head (its earliest event) on: as in the walk's count,
                -- a range of one package, so that only the (package_id, id) index fits.
                WHERE c.package_id >= h.package_id AND c.package_id <= h.package_id
@@ -177,7 +134,13 @@ export async function claimHeads(db: Database, request: ClaimRequest): Promise<C
        UPDATE package_event e
        SET locked_by = ?, locked_until = now() + make_interval(secs => ?), attempts = e.attempts + 1,
            last_error = CASE WHEN e.locked_by IS NULL THEN e.last_error ELSE coalesce(e.last_error, 'lease expired') END
-       WHERE e.ctid = ANY(ARRAY(SELECT ctid FROM chosen)) AND (e.locked_by IS NULL OR e.locked_until < now())
+       -- By id, so that a row changed since this statement's snapshot (a late outcome of an
+       -- older claim) is followed to its current version and checked again; a row address
+       -- (ctid) would skip it and could take a package's later events without an earlier one.
+       -- The packages beside the ids make the primary key the cheaper plan whatever the
+       -- statistics say: through (package_id, id) the two arrays would cost a probe per pair.
+       WHERE e.id = ANY(ARRAY(SELECT id FROM chosen)) AND e.package_id = ANY(ARRAY(SELECT package_id FROM heads))
+         AND (e.locked_by IS NULL OR e.locked_until < now())
        RETURNING e.id, e.package_id AS "packageId", e.type, e.payload::text AS payload, e.created,
                  e.traceparent, e.tracestate, e.reason, e.attempts, e.locked_until::text AS lease
      )
@@ -188,20 +151,72 @@ export async function claimHeads(db: Database, request: ClaimRequest): Promise<C
             (SELECT count(*) FROM heads)::int - (SELECT count(*) FROM locked)::int AS collided,
             (SELECT count(*) FROM chosen WHERE expired AND id IN (SELECT id FROM claimed))::int AS "takenOver", c.*
      FROM (SELECT package_id, more FROM walk WHERE NOT ahead ORDER BY visits DESC LIMIT 1) last
-     LEFT JOIN claimed c ON true`,
-    [
-      request.cursor ?? null,
-      request.limit,
-      request.limit,
-      request.limit,
-      request.skipPackages ?? [],
-      request.limit,
-      maxVisits,
-      request.owner,
-      request.leaseSeconds,
-    ],
-    { name: "outbox_claim_heads" },
+     LEFT JOIN claimed c ON true`;
+
+/**
+ * Claims whole package heads: walks the packages that have events in
+ * package_id order, starting after `cursor` and wrapping around once, and
+ * from each package whose head (earliest event) is claimable takes the head
+ * and the events right after it, until `limit` events are taken. Leased in one
+ * statement, committed at once: no transaction stays open across a send.
+ *
+ * Look-ahead: once the claim has filled, the walk goes on over the next
+ * packages taking nothing (rows marked `ahead`, one probe each, LIMIT 1) until
+ * it meets a claimable head or ends; `more` says which. Without it the claim
+ * after the last full one of a drain is empty: only a claim can tell that
+ * nothing is left. The cursor stays at the last package the claim took from
+ * (or looked at before filling), so the next claim starts with the packages
+ * the look-ahead passed over and the head it found: none loses its turn. The
+ * walk's two legs, (cursor, max] then [min, cursor], never repeat a package,
+ * so the look-ahead cannot find a package this claim took.
+ *
+ * Why this shape: every step of the walk is an index probe bounded by LIMIT
+ * (the next package after the previous one, its head, its next events), so
+ * the plan is the same with fresh statistics and with "empty table" ones left
+ * by ANALYZE after a quiet period; the old "first N events by id, minus those
+ * with an earlier event elsewhere" claim turned into a nested loop over the
+ * whole outbox under such statistics (seconds per claim during a burst).
+ * And a package whose head is blocked (leased, in backoff, behind a dead
+ * letter, on a partition backing off) costs one probe and is passed over:
+ * blocked packages cannot fill a claim, whatever their backlog.
+ *
+ * Per-package order: a package is taken only from its head, only when the
+ * head itself is not leased (locked here with SKIP LOCKED, so two instances
+ * walking over the same package cannot both take it), and only as an unbroken
+ * run of unleased events after it. A lease that has run out counts as none:
+ * its relay died or stalled past it, and the outcome it may still write is
+ * fenced by the lease token (see release-events.ts). Taking over expired
+ * leases here, instead of a reaper that finds them, is what lets the lease
+ * columns go without indexes, which makes every lease write a HOT update
+ * (db/migrations/20261201000001_outbox_hot_leases.ts). So a package has at most one claim
+ * anywhere, and its events leave in id order. Attempts are counted here, so
+ * an event whose relay crashes mid-send still runs out of attempts.
+ */
+
+export async function claimHeads(db: Database, request: ClaimRequest): Promise<Claim> {
+  return claimFromRows(
+    await query<ClaimRow>(db, CLAIM_HEADS_SQL, claimBindings(request), { name: "outbox_claim_heads" }),
   );
+}
+
+/** The claim's bound values, in the order of its placeholders. */
+export function claimBindings(request: ClaimRequest): SqlValue[] {
+  const maxVisits = request.maxVisits ?? Math.max(1000, request.limit * 4);
+  return [
+    request.cursor ?? null,
+    request.limit,
+    request.limit,
+    request.limit,
+    request.skipPackages ?? [],
+    request.limit,
+    maxVisits,
+    request.owner,
+    request.leaseSeconds,
+  ];
+}
+
+/** The claim's rows (a claimed event each, or one row of NULLs) as a Claim. */
+export function claimFromRows(rows: readonly ClaimRow[]): Claim {
   const events = rows
     .flatMap(({ cursor, visits, collided, takenOver, cutShort, more, ...event }) =>
       event.id === null ? [] : [event as OutboxEvent],

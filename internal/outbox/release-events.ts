@@ -15,10 +15,11 @@ export interface BackoffPolicy {
  * crashes spend the dead-letter budget. Only rows still leased to `owner` are
  * touched: a lease that expired and was taken over belongs to the new owner.
  * The id list beside the JSON keeps the plan on primary-key lookups whatever
- * the outbox's statistics say; the owner is compared through coalesce so that
- * the lease indexes (whose predicate a plain comparison would satisfy) cannot
- * be chosen instead: under "empty" statistics they look free and are read
- * whole, every lease of every instance.
+ * the outbox's statistics say. The owner is compared through coalesce, which
+ * no index can serve: when the outbox had indexes on its lease columns, a
+ * plain comparison let the planner pick one under "empty" statistics and read
+ * every lease of every instance; the comparison stays proof against one
+ * being added again.
  */
 export async function releaseFailedEvents(
   db: Database,

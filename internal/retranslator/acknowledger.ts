@@ -67,11 +67,6 @@ export class Acknowledger {
     for (const event of events) this.held.set(event.id, event.lease);
   }
 
-  /** Claims whose outcome is not written yet. */
-  get holding(): number {
-    return this.held.size;
-  }
-
   /**
    * Shutdown's last word, after the last flush: gives back every claim
    * whose outcome was not written (sends cut off, a flush that failed), by

@@ -179,6 +179,29 @@ describe("acknowledger", () => {
     assert.deepEqual([given.lockedBy, given.event.attempts, given.availableAt], [null, 0, 0]);
   });
 
+  test("at stop it gives back every claim whose outcome it has not written, under that claim's lease only", async () => {
+    const outbox = new MemoryOutbox();
+    outbox.write(1n);
+    outbox.write(2n);
+    const { ack } = acknowledger(outbox);
+    const [first, second] = await claimAll(outbox);
+    ack.hold([first!, second!]);
+    // The first claim of event 1 is given back (unsent) and event 1 is claimed again, as the
+    // relay does when a lane was full; the second claim's outcome is never written.
+    ack.add({ published: [], failed: [], unsent: [first!] });
+    assert.ok(await ack.flush());
+    const [again] = await claimAll(outbox);
+    assert.equal(again!.id, first!.id);
+    assert.notEqual(again!.lease, first!.lease);
+    ack.hold([again!]);
+    // A late outcome of the first claim arrives: it must not make the acknowledger forget the newer one.
+    ack.add({ published: [], failed: [], unsent: [first!] });
+    assert.ok(await ack.flush());
+    assert.equal(outbox.leased.length, 2);
+    assert.equal(await ack.releaseHeld(), 2, "event 1 under its newer lease, and event 2");
+    assert.equal(outbox.leased.length, 0);
+  });
+
   test("a database error keeps every outcome queued for the next flush", async () => {
     const outbox = new MemoryOutbox();
     outbox.write(1n, 2);

@@ -289,7 +289,7 @@ describe("relay fencing", () => {
       () => sender.requests.length,
       (n) => n === 1,
     );
-    // The lease runs out while the send hangs; another instance reaps it and claims the event.
+    // The lease runs out while the send hangs; another instance's claim takes the event over.
     assert.deepEqual(outbox.takeOverLeases("relay-2"), [id]);
     release();
     await soon(
