@@ -85,8 +85,10 @@ export function spawnBinary(
   nodeArgs: readonly string[] = [],
 ): BinaryProcess {
   const logPath = join(logDir, `${label}.log`);
-  const args = [...nodeArgs, ...entryArgs(binary)];
   // Bench scripts (bench/lib/…) run with the bench's own options, binaries as deployed.
+  // BENCH_NODE_ARGS adds options for the binaries that NODE_OPTIONS may not carry (most V8 flags).
+  const binaryArgs = binary.endsWith(".ts") ? [] : (process.env.BENCH_NODE_ARGS ?? "").split(" ").filter(Boolean);
+  const args = [...binaryArgs, ...nodeArgs, ...entryArgs(binary)];
   if (!binary.endsWith(".ts")) env = { ...env, NODE_OPTIONS: childNodeOptions(binary) };
   const fd = openSync(logPath, "a");
   let child: ChildProcess;
