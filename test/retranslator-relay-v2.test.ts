@@ -316,6 +316,10 @@ test("a package's backlog larger than one request goes out as several requests i
   });
   await burst(db, 3, 3);
   await world.untilOutboxEmpty("the warm-up to drain", 30_000);
+  const requestsBefore = {
+    one: await produceRequests(r, "one", "published"),
+    failed: (await produceRequests(r, "one", "failed")) + (await produceRequests(r, "shared", "failed")),
+  };
 
   // The broker refuses the next Produce request as too large.
   await world.kafka.pushErrors(0, 1, [10]);
@@ -363,6 +367,16 @@ test("a package's backlog larger than one request goes out as several requests i
   const text = await (await fetch(`http://127.0.0.1:${r.ports.metrics}/metrics`)).text();
   const failed = Number(/^logistic_package_api_retranslator_events_failed_total (\S+)/m.exec(text)?.[1] ?? "NaN");
   assert.equal(failed, 1, "only the oversized event failed: the request refused as too large was split, not charged");
+
+  // Every request counts, whatever the send it belongs to: the refused one, and each of package
+  // 1's (its 24 KB never go in a shared request); the oversized event made none.
+  const failedRequests =
+    (await produceRequests(r, "one", "failed")) +
+    (await produceRequests(r, "shared", "failed")) -
+    requestsBefore.failed;
+  assert.equal(failedRequests, 1, "the request refused as too large, and only it, counted as failed");
+  const oneRequests = (await produceRequests(r, "one", "published")) - requestsBefore.one;
+  assert.ok(oneRequests >= 6, `package 1's requests each counted (${oneRequests})`);
 
   const records = (await readRecordBatches(world, 3 + 70)).slice(3);
   const batches = new Map<string, number>();

@@ -32,7 +32,7 @@ export class RetranslatorMetrics {
     const registers = [registry];
     this.produceRequests = new Counter({
       name: "logistic_package_api_retranslator_produce_requests_total",
-      help: "Produce requests: partitions=one (one partition's events; a send too large for one request counts once) or shared (several partitions led by one broker); result=published or failed (a shared one that failed is sent again partition by partition)",
+      help: "Produce requests: partitions=one (one partition's events; each request of a send split by size or retried package by package counts) or shared (several partitions led by one broker); result=published or failed (a shared one that failed is sent again partition by partition)",
       labelNames: ["partitions", "result"],
       registers,
     });
@@ -157,9 +157,14 @@ export class RetranslatorMetrics {
       route: (events) => sender.route(events),
       send: async (events: readonly OutboxEvent[], partition?: number): Promise<SendOutcome> => {
         const outcome = await sender.send(events, partition);
-        // A send that was fenced whole made no request.
-        if (outcome.published.length + outcome.failed.length > 0)
-          this.produceRequests.inc({ partitions: "one", result: outcome.failed.length > 0 ? "failed" : "published" });
+        // A sender that does not count its requests: the send as one (none when fenced whole).
+        const requests = outcome.requests ?? {
+          made: outcome.published.length + outcome.failed.length > 0 ? 1 : 0,
+          failed: outcome.failed.length > 0 ? 1 : 0,
+        };
+        if (requests.made > requests.failed)
+          this.produceRequests.inc({ partitions: "one", result: "published" }, requests.made - requests.failed);
+        if (requests.failed > 0) this.produceRequests.inc({ partitions: "one", result: "failed" }, requests.failed);
         this.observePublished(outcome.published);
         this.failed.inc(outcome.failed.length);
         return outcome;

@@ -96,12 +96,13 @@ export class KafkaSender implements Sender {
   }
 
   async send(events: readonly OutboxEvent[], partition?: number): Promise<SendOutcome> {
-    const outcome: SendOutcome = { published: [], failed: [], unsent: [] };
+    const outcome: SendOutcome = { published: [], failed: [], unsent: [], requests: { made: 0, failed: 0 } };
     let groups: Map<number, OutboxEvent[]>;
     try {
       groups = partition === undefined ? await this.route(events) : new Map([[partition, [...events]]]);
     } catch (err) {
-      return failAll(events, err);
+      // No partition metadata: no request was made.
+      return { ...failAll(events, err), requests: { made: 0, failed: 0 } };
     }
     await Promise.all([...groups].map(([partition, group]) => this.sendPartition(partition, group, outcome)));
     return outcome;
@@ -162,7 +163,7 @@ export class KafkaSender implements Sender {
       return false;
     }
     try {
-      await this.produce(run.partition, sendable);
+      await this.produce(run, sendable);
       outcome.published.push(...sendable.map((s) => s.event));
       return true;
     } catch (err) {
@@ -198,7 +199,7 @@ export class KafkaSender implements Sender {
           return false;
         }
         try {
-          await this.produce(run.partition, alone);
+          await this.produce(run, alone);
           outcome.published.push(...alone.map((s) => s.event));
         } catch (aloneErr) {
           if (isRetriable(aloneErr)) {
@@ -287,14 +288,21 @@ export class KafkaSender implements Sender {
     for (const event of events) run.blocked.add(event.packageId);
   }
 
-  /** One request to one partition (acks=all). */
-  private async produce(partition: number, request: readonly Sized[]): Promise<void> {
-    await this.producer.send({
-      topic: this.options.topic,
-      acks: -1,
-      timeout: this.options.requestTimeoutMs,
-      messages: request.map((s) => ({ ...s.message, partition })),
-    });
+  /** One request to one partition (acks=all), counted in the send's outcome. */
+  private async produce(run: PartitionRun, request: readonly Sized[]): Promise<void> {
+    const counted = run.outcome.requests;
+    if (counted !== undefined) counted.made += 1;
+    try {
+      await this.producer.send({
+        topic: this.options.topic,
+        acks: -1,
+        timeout: this.options.requestTimeoutMs,
+        messages: request.map((s) => ({ ...s.message, partition: run.partition })),
+      });
+    } catch (err) {
+      if (counted !== undefined) counted.failed += 1;
+      throw err;
+    }
   }
 
   async close(): Promise<void> {

@@ -13,6 +13,13 @@ export interface SendOutcome {
   failed: SendFailure[];
   /** Not sent (an earlier event of its package failed, fencing, shutdown): no attempt made. */
   unsent: OutboxEvent[];
+  /**
+   * Produce requests the send made, and how many of them failed: a send may
+   * take several (a backlog larger than one request, a request split or
+   * retried package by package) or none (fenced, nothing sendable). Undefined
+   * from a sender that does not count them: the send is then taken as one.
+   */
+  requests?: { made: number; failed: number };
 }
 
 export interface SendFailure {

@@ -25,6 +25,7 @@ export function traceSender(sender: Sender, topic: string): Sender {
         for (const event of outcome.unsent)
           publish.spans.get(event.id)?.setAttribute("logistic_package_api.event.unsent", true);
         return {
+          ...outcome,
           published: outcome.published.map(publish.original),
           failed: outcome.failed.map((f) => ({ ...f, event: publish.original(f.event) })),
           unsent: outcome.unsent.map(publish.original),
