@@ -137,9 +137,12 @@ export const CLAIM_HEADS_SQL = `WITH RECURSIVE start AS (
        -- By id, so that a row changed since this statement's snapshot (a late outcome of an
        -- older claim) is followed to its current version and checked again; a row address
        -- (ctid) would skip it and could take a package's later events without an earlier one.
-       -- The packages beside the ids make the primary key the cheaper plan whatever the
-       -- statistics say: through (package_id, id) the two arrays would cost a probe per pair.
+       -- The packages and the span of the ids beside them keep the plan on the ids whatever the
+       -- statistics say: one probe per id through the primary key, or through (package_id, id)
+       -- each package from its head to the span's end (with the packages alone, the planner
+       -- read every event of each claimed package).
        WHERE e.id = ANY(ARRAY(SELECT id FROM chosen)) AND e.package_id = ANY(ARRAY(SELECT package_id FROM heads))
+         AND e.id >= (SELECT min(id) FROM chosen) AND e.id <= (SELECT max(id) FROM chosen)
          AND (e.locked_by IS NULL OR e.locked_until < now())
        RETURNING e.id, e.package_id AS "packageId", e.type, e.payload::text AS payload, e.created,
                  e.traceparent, e.tracestate, e.reason, e.attempts, e.locked_until::text AS lease
