@@ -329,7 +329,7 @@ describe("relay takeover", () => {
     );
   });
 
-  test("a lease that has not run out is not taken, however long its package waits", async () => {
+  test("a lease that has not run out is not taken: the package waits while other packages are published", async () => {
     const outbox = new MemoryOutbox();
     const sender = new FakeSender();
     outbox.write(1n, 2);
