@@ -9,7 +9,9 @@ if [[ -L node_modules ]]; then
   exit 0
 fi
 stamp=node_modules/.package-lock.json
-if [[ ! -f $stamp || package-lock.json -nt $stamp ]]; then
+# A changed patch (patches/, applied by the postinstall) needs a fresh install too.
+newer_patch=$(find patches -name '*.patch' -newer "$stamp" 2>/dev/null | head -n 1)
+if [[ ! -f $stamp || package-lock.json -nt $stamp || -n $newer_patch ]]; then
   echo "ensure-deps: npm ci" >&2
   npm ci --no-audit --no-fund
 fi
