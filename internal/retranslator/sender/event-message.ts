@@ -1,7 +1,6 @@
-import { create, toBinary } from "@bufbuild/protobuf";
-import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { EventType, PackageEventSchema } from "../../../pkg/hablof/logistic_package_api/v1/kafka_proto_pb.js";
+import { EventType } from "../../../pkg/hablof/logistic_package_api/v1/kafka_proto_pb.js";
 import type { OutboxEvent } from "../../outbox/types.js";
+import { encodePackageEvent } from "./package-event-encoding.js";
 
 export interface EventMessage {
   key: string;
@@ -20,16 +19,13 @@ const eventTypes = { Created: EventType.Created, Updated: EventType.Updated, Rem
 export function toEventMessage(
   event: Omit<OutboxEvent, "lease" | "attempts"> & Partial<Pick<OutboxEvent, "lease" | "attempts">>,
 ): EventMessage {
-  const value = toBinary(
-    PackageEventSchema,
-    create(PackageEventSchema, {
-      ID: event.id,
-      PackageID: event.packageId,
-      Type: eventTypes[event.type],
-      Created: timestampFromDate(event.created),
-      Payload: Buffer.from(event.payload, "utf8"),
-    }),
-  );
+  const value = encodePackageEvent({
+    id: event.id,
+    packageId: event.packageId,
+    type: eventTypes[event.type],
+    created: event.created,
+    payload: event.payload,
+  });
   const headers: Record<string, string> = {
     "event-id": event.id.toString(),
     "event-type": event.type,
@@ -40,5 +36,5 @@ export function toEventMessage(
   if (event.tracestate !== null) headers.tracestate = event.tracestate;
   // A republished state (an Updated event that is no edit): consumers may tell it from a change.
   if (event.reason != null) headers["event-reason"] = event.reason;
-  return { key: event.packageId.toString(), value: Buffer.from(value), headers };
+  return { key: event.packageId.toString(), value, headers };
 }
