@@ -1,6 +1,6 @@
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 import type { OutboxEvent } from "../outbox/types.js";
-import type { Sender, SendOutcome } from "./sender/sender.js";
+import type { Sender, SentOutcome } from "./sender/sender.js";
 
 /** The retranslator's metrics (docs/design.md §5, docs/operations.md); the first name is the original service's. */
 export class RetranslatorMetrics {
@@ -155,13 +155,9 @@ export class RetranslatorMetrics {
     const together = sender.sendTogether?.bind(sender);
     return {
       route: (events) => sender.route(events),
-      send: async (events: readonly OutboxEvent[], partition?: number): Promise<SendOutcome> => {
+      send: async (events: readonly OutboxEvent[], partition?: number): Promise<SentOutcome> => {
         const outcome = await sender.send(events, partition);
-        // A sender that does not count its requests: the send as one (none when fenced whole).
-        const requests = outcome.requests ?? {
-          made: outcome.published.length + outcome.failed.length > 0 ? 1 : 0,
-          failed: outcome.failed.length > 0 ? 1 : 0,
-        };
+        const { requests } = outcome;
         if (requests.made > requests.failed)
           this.produceRequests.inc({ partitions: "one", result: "published" }, requests.made - requests.failed);
         if (requests.failed > 0) this.produceRequests.inc({ partitions: "one", result: "failed" }, requests.failed);

@@ -6,7 +6,13 @@ import type { Logger } from "../../logger/logger.js";
 import type { OutboxEvent } from "../../outbox/types.js";
 import { type EventMessage, toEventMessage } from "./event-message.js";
 import { MAX_RETRY_TIME_MS } from "./send-budget.js";
-import { failAll as failAllWith, type Sender, type SendOutcome, type SharedOutcome } from "./sender.js";
+import {
+  failAll as failAllWith,
+  type Sender,
+  type SendOutcome,
+  type SentOutcome,
+  type SharedOutcome,
+} from "./sender.js";
 
 export interface KafkaSenderOptions {
   brokers: readonly string[];
@@ -95,8 +101,8 @@ export class KafkaSender implements Sender {
     );
   }
 
-  async send(events: readonly OutboxEvent[], partition?: number): Promise<SendOutcome> {
-    const outcome: SendOutcome = { published: [], failed: [], unsent: [], requests: { made: 0, failed: 0 } };
+  async send(events: readonly OutboxEvent[], partition?: number): Promise<SentOutcome> {
+    const outcome: SentOutcome = { published: [], failed: [], unsent: [], requests: { made: 0, failed: 0 } };
     let groups: Map<number, OutboxEvent[]>;
     try {
       groups = partition === undefined ? await this.route(events) : new Map([[partition, [...events]]]);
@@ -117,7 +123,7 @@ export class KafkaSender implements Sender {
    * at once (it can never be sent). After any failure of a package, its later
    * events are not sent ahead of it.
    */
-  private async sendPartition(partition: number, events: readonly OutboxEvent[], outcome: SendOutcome): Promise<void> {
+  private async sendPartition(partition: number, events: readonly OutboxEvent[], outcome: SentOutcome): Promise<void> {
     const run: PartitionRun = { partition, outcome, blocked: new Set() };
     const sized: Sized[] = [];
     for (const event of events) {
@@ -291,7 +297,7 @@ export class KafkaSender implements Sender {
   /** One request to one partition (acks=all), counted in the send's outcome. */
   private async produce(run: PartitionRun, request: readonly Sized[]): Promise<void> {
     const counted = run.outcome.requests;
-    if (counted !== undefined) counted.made += 1;
+    counted.made += 1;
     try {
       await this.producer.send({
         topic: this.options.topic,
@@ -300,7 +306,7 @@ export class KafkaSender implements Sender {
         messages: request.map((s) => ({ ...s.message, partition: run.partition })),
       });
     } catch (err) {
-      if (counted !== undefined) counted.failed += 1;
+      counted.failed += 1;
       throw err;
     }
   }
@@ -355,7 +361,7 @@ interface Sized {
 
 interface PartitionRun {
   partition: number;
-  outcome: SendOutcome;
+  outcome: SentOutcome;
   /** Packages with a failed event in this send: their later events stay unsent. */
   blocked: Set<bigint>;
 }

@@ -13,13 +13,17 @@ export interface SendOutcome {
   failed: SendFailure[];
   /** Not sent (an earlier event of its package failed, fencing, shutdown): no attempt made. */
   unsent: OutboxEvent[];
+}
+
+/** What a sender's `send` returns: the outcome, and the produce requests that made it. */
+export interface SentOutcome extends SendOutcome {
   /**
    * Produce requests the send made, and how many of them failed: a send may
    * take several (a backlog larger than one request, a request split or
-   * retried package by package) or none (fenced, nothing sendable). Undefined
-   * from a sender that does not count them: the send is then taken as one.
+   * retried package by package) or none (fenced, no partition metadata).
+   * The sender counts them, since only it knows; the metrics read them from here.
    */
-  requests?: { made: number; failed: number };
+  requests: { made: number; failed: number };
 }
 
 export interface SendFailure {
@@ -44,7 +48,7 @@ export interface Sender {
    * lease check before it could not account for). No request starts for an
    * event past its `sendBy`: such events come back unsent.
    */
-  send(events: readonly OutboxEvent[], partition?: number): Promise<SendOutcome>;
+  send(events: readonly OutboxEvent[], partition?: number): Promise<SentOutcome>;
   /**
    * Optional: several partitions' events (each partition's in claim order,
    * routed as by `route`) in as few requests as the cluster allows, one per

@@ -1,6 +1,6 @@
 import { context, propagation, ROOT_CONTEXT, type Span, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
 import type { OutboxEvent } from "../../outbox/types.js";
-import type { Sender, SendOutcome } from "./sender.js";
+import type { Sender, SentOutcome } from "./sender.js";
 
 const tracer = trace.getTracer("logistic-package-api");
 
@@ -15,7 +15,7 @@ export function traceSender(sender: Sender, topic: string): Sender {
   const together = sender.sendTogether?.bind(sender);
   return {
     route: (events) => sender.route(events),
-    async send(events: readonly OutboxEvent[], partition?: number): Promise<SendOutcome> {
+    async send(events: readonly OutboxEvent[], partition?: number): Promise<SentOutcome> {
       const publish = startPublish(events, topic);
       try {
         const outcome = await sender.send(publish.traced, partition);

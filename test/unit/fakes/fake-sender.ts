@@ -7,7 +7,7 @@ import type { OutboxEvent } from "../../../internal/outbox/types.js";
 import {
   failAll,
   type Sender,
-  type SendOutcome,
+  type SentOutcome,
   type SharedOutcome,
 } from "../../../internal/retranslator/sender/sender.js";
 
@@ -99,13 +99,15 @@ export class FakeSender implements Sender {
     return routed;
   }
 
-  async send(events: readonly OutboxEvent[], partition = 0): Promise<SendOutcome> {
+  async send(events: readonly OutboxEvent[], partition = 0): Promise<SentOutcome> {
     const now = Date.now();
     this.sentLate.push(...events.filter((e) => e.sendBy !== undefined && e.sendBy < now));
     this.requests.push({ partition, ids: events.map((e) => e.id), startedAt: now });
     await this.delay(partition);
-    if (this.leaderless.has(partition)) return failAll(events, "LEADER_NOT_AVAILABLE (fake)", true);
-    const outcome: SendOutcome = { published: [], failed: [], unsent: [] };
+    // One request per send, failed when any event of it fails (counted as the KafkaSender counts).
+    if (this.leaderless.has(partition))
+      return { ...failAll(events, "LEADER_NOT_AVAILABLE (fake)", true), requests: { made: 1, failed: 1 } };
+    const outcome: SentOutcome = { published: [], failed: [], unsent: [], requests: { made: 1, failed: 0 } };
     const failedPackages = new Set<bigint>();
     for (const event of events) {
       const fault = failedPackages.has(event.packageId) ? undefined : this.fault(event);
@@ -115,6 +117,7 @@ export class FakeSender implements Sender {
         outcome.failed.push({ event, ...fault });
       } else outcome.published.push(event);
     }
+    if (outcome.failed.length > 0) outcome.requests.failed = 1;
     this.published.push(...outcome.published);
     return outcome;
   }
