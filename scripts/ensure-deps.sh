@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the npm dependencies when node_modules is missing or older than the lock file.
+# Installs the npm dependencies when node_modules is missing, or older than the lock file or than a
+# patch in patches/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # A worktree that links another checkout's node_modules must not reinstall: npm ci would empty
@@ -9,8 +10,10 @@ if [[ -L node_modules ]]; then
   exit 0
 fi
 stamp=node_modules/.package-lock.json
-# A changed patch (patches/, applied by the postinstall) needs a fresh install too.
-newer_patch=$(find patches -name '*.patch' -newer "$stamp" 2>/dev/null | head -n 1)
+# A changed patch (patches/, applied by the postinstall) needs a fresh install too. Only asked
+# when there is a stamp to compare with (find fails without one, and set -e would end the script).
+newer_patch=""
+if [[ -f $stamp ]]; then newer_patch=$(find patches -name '*.patch' -newer "$stamp" -print -quit); fi
 if [[ ! -f $stamp || package-lock.json -nt $stamp || -n $newer_patch ]]; then
   echo "ensure-deps: npm ci" >&2
   npm ci --no-audit --no-fund
