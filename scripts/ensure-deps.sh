@@ -16,5 +16,7 @@ newer_patch=""
 if [[ -f $stamp ]]; then newer_patch=$(find patches -name '*.patch' -newer "$stamp" -print -quit); fi
 if [[ ! -f $stamp || package-lock.json -nt $stamp || -n $newer_patch ]]; then
   echo "ensure-deps: npm ci" >&2
-  npm ci --no-audit --no-fund
+  # npm writes the stamp before the postinstall: a patch that failed to apply must not leave a
+  # stamp that makes the next run skip the install and go on with an unpatched dependency.
+  npm ci --no-audit --no-fund || { rm -f "$stamp"; exit 1; }
 fi

@@ -428,8 +428,8 @@ test("the Dockerfile: Node 22 LTS stages, cached install, build, a runtime of pr
   const copies = first.slice(0, install).filter((i) => i.keyword === "COPY");
   assert.deepEqual(
     copies.map((c) => c.args.split(/\s+/).slice(0, -1).sort()),
-    [["package-lock.json", "package.json"]],
-    "only the manifests are copied before npm ci (the install layer stays cached)",
+    [["package-lock.json", "package.json"], ["patches"]],
+    "only the manifests and the dependency patches (npm ci's postinstall applies them) are copied before npm ci (the install layer stays cached)",
   );
   const build = first.findIndex((i) => i.keyword === "RUN" && /\bnpm run build\b/.test(i.args));
   assert.ok(build > install, "stage 1 compiles after installing");

@@ -62,6 +62,18 @@ describe("PackageEvent encoding", () => {
     );
   });
 
+  test("refuses what protobuf-es refuses, and types that are no event type, instead of writing another value", () => {
+    const valid: PackageEventFields = { id: 1n, packageId: 1n, type: 0, created: new Date(0), payload: "{}" };
+    for (const bad of [{ id: -1n }, { id: 2n ** 64n }, { packageId: -5n }, { packageId: 2n ** 70n }]) {
+      const e = { ...valid, ...bad };
+      assert.throws(() => encodePackageEvent(e), /is not a uint64/);
+      assert.throws(() => byProtobufEs(e), "protobuf-es refuses it too");
+    }
+    for (const type of [-1, 1.5, 3, 128, Number.NaN, undefined as unknown as number]) {
+      assert.throws(() => encodePackageEvent({ ...valid, type }), /is not one of the event types/);
+    }
+  });
+
   test("decodes with protobuf-es to the event's values", () => {
     const e: PackageEventFields = {
       id: 42n,
