@@ -581,10 +581,16 @@ test("kill -9 of one of three instances: the other two take over its events with
     const { leaseSeconds, pollIntervalMs } = shortLeases;
     const { configPath, victim } = await relayToKill(world);
     const ownerA = victim.owner;
+    // Slower acks while B and C start (about 2 s): A alone would otherwise drain the whole
+    // backlog before they are up (it did, once the relay got faster), and the three would never
+    // hold leases side by side. Back to relayToKill's 25 ms once they are: at 150 ms the
+    // survivors' own claims outlive the 3 s lease while they wait in the pool.
+    await kafka.setRtt(1, 150);
     const b = await spawnUnstarted(world, "relay B", configPath);
     const c = await spawnUnstarted(world, "relay C", configPath);
     await b.started();
     await c.started();
+    await kafka.setRtt(1, 25);
     await untilHoldingLeases(world, "relay A to hold leases while all three publish", ownerA, written, 300);
     victim.proc.kill("SIGKILL");
     const killedAt = Date.now();
