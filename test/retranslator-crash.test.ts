@@ -36,8 +36,6 @@ import {
   readTopic,
 } from "./helpers/topic-checker.js";
 
-const EXPIRED_LEASES_MSG = EXPIRED_LEASES_TAKEN_OVER;
-
 let kafka: KafkaMock;
 const configFiles: ConfigFile[] = [];
 
@@ -507,7 +505,7 @@ test("two retranslators side by side: everything delivered once, in order, and b
     assert.equal(publishedA + publishedB, written, "each event published by exactly one instance");
     assert.equal(await metric(a.ports.metrics, "logistic_package_api_retranslator_events_processing"), 0);
     assert.equal(await metric(b.ports.metrics, "logistic_package_api_retranslator_events_processing"), 0);
-    for (const r of [a, b]) assert.ok(!hasLog(r.logs.lines, EXPIRED_LEASES_MSG), "no lease expired");
+    for (const r of [a, b]) assert.ok(!hasLog(r.logs.lines, EXPIRED_LEASES_TAKEN_OVER), "no lease expired");
   });
 });
 
@@ -533,7 +531,11 @@ test("kill -9 mid-batch, then a replacement: nothing lost or reordered, duplicat
     const ownerB = b.owner;
     assert.notEqual(ownerB, ownerA);
     await waitForEmptyOutbox(world);
-    await assertLogged([b.lines], EXPIRED_LEASES_MSG, "the replacement took over the dead relay's expired leases");
+    await assertLogged(
+      [b.lines],
+      EXPIRED_LEASES_TAKEN_OVER,
+      "the replacement took over the dead relay's expired leases",
+    );
 
     const report = await deliveryReport(world, written);
     note(`the dead relay held ${leasedByA.length} leases`);
@@ -564,7 +566,7 @@ test("a running instance takes over a killed instance's leases once they expire"
 
     await kafka.setRtt(1, 0);
     await waitForEmptyOutbox(world);
-    await assertLogged([b.logs.lines], EXPIRED_LEASES_MSG, "B's claims took over A's expired leases");
+    await assertLogged([b.logs.lines], EXPIRED_LEASES_TAKEN_OVER, "B's claims took over A's expired leases");
     assert.ok((await metric(b.ports.metrics, "logistic_package_api_retranslator_events_published_total")) > 0);
 
     const report = await deliveryReport(world, written);
@@ -617,7 +619,7 @@ test("kill -9 of one of three instances: the other two take over its events with
     note(`A's events taken over and published ${Date.now() - killedAt} ms after the kill`);
     await kafka.setRtt(1, 0);
     await waitForEmptyOutbox(world);
-    await assertLogged([b.lines, c.lines], EXPIRED_LEASES_MSG, "a survivor took over the expired leases");
+    await assertLogged([b.lines, c.lines], EXPIRED_LEASES_TAKEN_OVER, "a survivor took over the expired leases");
 
     const report = await deliveryReport(world, written);
     assertDeliveredInOrder(report);
@@ -659,7 +661,7 @@ test("an instance that joins a running one takes a share of the backlog at once:
     const report = await deliveryReport(world, written);
     assertDeliveredInOrder(report);
     assert.deepEqual(report.duplicated, [], "no crash, no lease expiry: no duplicates");
-    for (const r of [a, b]) assert.ok(!hasLog(r.logs.lines, EXPIRED_LEASES_MSG), "no lease expired");
+    for (const r of [a, b]) assert.ok(!hasLog(r.logs.lines, EXPIRED_LEASES_TAKEN_OVER), "no lease expired");
   });
 });
 
