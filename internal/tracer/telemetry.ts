@@ -9,6 +9,17 @@ export interface TelemetryOptions {
   exporter?: SpanExporter;
 }
 
+/** Whether startTelemetry turned tracing on in this process (and it is not shut down). */
+let tracing = false;
+
+/**
+ * Tracing is on: parts whose only job is spans (the relay's publish spans)
+ * are left out when it is off, rather than run against the no-op API.
+ */
+export function tracingOn(): boolean {
+  return tracing;
+}
+
 export interface Telemetry {
   enabled: boolean;
   shutdown(): Promise<void>;
@@ -59,5 +70,12 @@ export async function startTelemetry(options: TelemetryOptions): Promise<Telemet
     ],
   });
   sdk.start();
-  return { enabled: true, shutdown: () => sdk.shutdown() };
+  tracing = true;
+  return {
+    enabled: true,
+    shutdown: () => {
+      tracing = false;
+      return sdk.shutdown();
+    },
+  };
 }
