@@ -189,7 +189,12 @@ export class Acknowledger {
   }
 
   private poke(): void {
-    if (this.wakeWhen()) this.wakeup.wake();
+    if (!this.wakeWhen()) return;
+    // Once per sleep: the sleeper resumes asynchronously, and a second add()
+    // before it does (an outcome arrives as several adds, one per partition)
+    // would leave a wake behind that ends the next sleep, the linger, at once.
+    this.wakeWhen = () => false;
+    this.wakeup.wake();
   }
 
   /** Until `ms` passes (forever when undefined), `signal` aborts, or an add() makes `wakeWhen` true. */

@@ -118,12 +118,12 @@ describe("Kafka message of an event", () => {
 });
 
 describe("acknowledger", () => {
-  function acknowledger(outbox: MemoryOutbox, batchSize = 100) {
+  function acknowledger(outbox: MemoryOutbox, batchSize = 100, flushIntervalMs = 0) {
     const progress: { deleted: number; released: boolean }[] = [];
     const counts = { deadLettered: 0, retried: 0 };
     const ack = new Acknowledger(
       outbox,
-      { owner: "relay-1", batchSize, flushIntervalMs: 0, maxAttempts: 3, backoff: { minMs: 1000, maxMs: 5000 } },
+      { owner: "relay-1", batchSize, flushIntervalMs, maxAttempts: 3, backoff: { minMs: 1000, maxMs: 5000 } },
       {
         onProgress: (deleted, released) => progress.push({ deleted: deleted.length, released }),
         onDeadLettered: (n) => {
@@ -153,6 +153,38 @@ describe("acknowledger", () => {
       [100, 100, 50],
     );
     assert.equal(outbox.rows.size, 0);
+  });
+
+  test("an idle acknowledger lingers flushIntervalMs after the first outcome, however many adds it comes in", async (t) => {
+    const outbox = new MemoryOutbox();
+    for (let p = 1n; p <= 3n; p++) outbox.write(p);
+    const [a, b, c] = await claimAll(outbox);
+    const { ack, progress } = acknowledger(outbox, 100, 1000);
+    t.mock.timers.enable({ apis: ["setTimeout"] });
+    const stopping = new AbortController();
+    const running = ack.run(stopping.signal, () => Number.POSITIVE_INFINITY);
+    const turns = async (n = 5) => {
+      for (let i = 0; i < n; i++) await new Promise((resolve) => setImmediate(resolve));
+    };
+    try {
+      // One send's outcome, added per partition in the same tick (as the in-flight pool does).
+      ack.add({ published: [a!], failed: [], unsent: [] });
+      ack.add({ published: [b!], failed: [], unsent: [] });
+      await turns();
+      assert.equal(outbox.rows.size, 3, "nothing deleted before the linger ends");
+      ack.add({ published: [c!], failed: [], unsent: [] });
+      t.mock.timers.tick(999);
+      await turns();
+      assert.equal(outbox.rows.size, 3, "nothing deleted before the linger ends");
+      t.mock.timers.tick(1);
+      // (poll() waits with setTimeout, which is mocked here.)
+      for (let i = 0; i < 100 && outbox.rows.size > 0; i++) await turns(1);
+      assert.equal(outbox.rows.size, 0);
+      assert.deepEqual(progress, [{ deleted: 3, released: false }], "one delete for the three");
+    } finally {
+      stopping.abort();
+      await running;
+    }
   });
 
   test("one flush writes each kind of outcome: dead letters, retries with backoff, give-backs", async () => {
