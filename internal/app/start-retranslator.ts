@@ -57,9 +57,9 @@ export function startRetranslatorApp(config: Readonly<Config>, logger: Logger): 
       logger,
     );
     await kafkaSender.ensureTopic();
-    // With tracing off the wrapper's spans are no-ops and the stored trace context goes out as
-    // it is, which the bare sender does too; the wrapper would still cost a copy of every
-    // event and its no-op calls (~5% of the relay's CPU at 1,000 events/s).
+    // With tracing off the wrapper's spans would be no-ops and the stored trace context would go
+    // out as it is, which the bare sender does too: the wrapper is left out rather than run for
+    // nothing (maps and a no-op span per event; no saving measurable in the bench).
     const sender = tracingOn() ? traceSender(kafkaSender, config.kafka.topic) : kafkaSender;
 
     const metrics = new RetranslatorMetrics(scaffold.registry);

@@ -191,8 +191,9 @@ export class Acknowledger {
   private poke(): void {
     if (!this.wakeWhen()) return;
     // Once per sleep: the sleeper resumes asynchronously, and a second add()
-    // before it does (an outcome arrives as several adds, one per partition)
-    // would leave a wake behind that ends the next sleep, the linger, at once.
+    // before it does (a shared request's outcome arrives as one add per
+    // acknowledged partition) would leave a wake behind that ends the next
+    // sleep, the linger, at once.
     this.wakeWhen = () => false;
     this.wakeup.wake();
   }

@@ -14,7 +14,10 @@ let tracing = false;
 
 /**
  * Tracing is on: parts whose only job is spans (the relay's publish spans)
- * are left out when it is off, rather than run against the no-op API.
+ * are left out when it is off, rather than run against the no-op API. It
+ * knows of tracing started here, the only way this service starts it (an SDK
+ * registered from outside, e.g. by a --require hook, is not seen), and is
+ * read once at start-up, after startTelemetry.
  */
 export function tracingOn(): boolean {
   return tracing;

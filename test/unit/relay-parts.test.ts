@@ -187,6 +187,27 @@ describe("acknowledger", () => {
     }
   });
 
+  test("an outcome with a failure in it ends the linger at once, even in the same tick as the first", async (t) => {
+    const outbox = new MemoryOutbox();
+    for (let p = 1n; p <= 2n; p++) outbox.write(p);
+    const [a, b] = await claimAll(outbox);
+    const { ack, progress } = acknowledger(outbox, 100, 1000);
+    t.mock.timers.enable({ apis: ["setTimeout"] });
+    const stopping = new AbortController();
+    const running = ack.run(stopping.signal, () => Number.POSITIVE_INFINITY);
+    try {
+      ack.add({ published: [a!], failed: [], unsent: [] });
+      ack.add({ published: [], failed: [{ event: b!, error: "REQUEST_TIMED_OUT", retriable: true }], unsent: [] });
+      // No timer is advanced: only a flush that skips the linger can write these.
+      for (let i = 0; i < 100 && progress.length === 0; i++) await new Promise((resolve) => setImmediate(resolve));
+      assert.deepEqual(progress, [{ deleted: 1, released: true }]);
+      assert.equal(outbox.rows.get(b!.id)!.lockedBy, null, "the failed event is given back");
+    } finally {
+      stopping.abort();
+      await running;
+    }
+  });
+
   test("one flush writes each kind of outcome: dead letters, retries with backoff, give-backs", async () => {
     const outbox = new MemoryOutbox();
     const [bad, flaky, waiting] = [outbox.write(1n, 1, 2)[0]!, outbox.write(2n)[0]!, outbox.write(3n)[0]!];

@@ -8,8 +8,8 @@ const tracer = trace.getTracer("logistic-package-api");
  * A publish span per event that continues the trace of the request which made
  * the change (its traceparent is stored with the event), so one trace shows
  * request → commit → publish. The message then carries the publish span's
- * context, so consumers continue the same trace. With tracing off, spans are
- * no-ops and the stored context goes out unchanged.
+ * context, so consumers continue the same trace. Used only with tracing on
+ * (start-retranslator.ts): without it the stored context goes out unchanged.
  */
 export function traceSender(sender: Sender, topic: string): Sender {
   const together = sender.sendTogether?.bind(sender);
