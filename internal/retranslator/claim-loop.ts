@@ -83,8 +83,11 @@ export async function runClaimLoop(
       cursor = claim.collided > 0 ? undefined : claim.cursor;
       claimed = batch.length;
       more = claim.more;
-      // A walk cut short by maxVisits (most packages blocked) has more packages to look at.
-      walkedAll = claim.visited < maxVisits && claim.collided === 0;
+      // A walk cut short by maxVisits (most packages blocked) has more packages to look at. So
+      // has one that collided, unless it went all round and saw nothing claimable beyond the
+      // heads the other instance took (claim.more false): claiming again at once would then
+      // only be empty, as at the end of a drain that two instances share.
+      walkedAll = claim.visited < maxVisits && (claim.collided === 0 || !claim.more);
       // A claim that stopped inside its last package (the cursor): that
       // package's next events become claimable once these are acknowledged.
       onClaim(batch, claim.cutShort ? batch.filter((e) => e.packageId === claim.cursor) : []);
