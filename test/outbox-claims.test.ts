@@ -147,6 +147,46 @@ test("a head given back after the claim's snapshot is followed: the claim takes 
   );
 });
 
+test("two claims at the same moment over the same packages: the second passes over the heads the first holds and takes the next ones", async () => {
+  const repo = new PgPackageRepository(fx.db.db);
+  const packages: bigint[] = [];
+  for (let i = 0; i < 6; i++) {
+    packages.push(await repo.create({ title: `p${i}`, material: "m", maximumVolume: 1, reusable: false }, undefined));
+  }
+  // relay-1's claim has run but not committed: its leases are invisible to relay-2's snapshot,
+  // and only its row locks on the heads say that they are taken.
+  const trx = await fx.db.db.transaction();
+  try {
+    const first = await claimHeads(trx, { owner: "relay-1", limit: 3, leaseSeconds: 60, cursor: packages[0]! - 1n });
+    assert.deepEqual(
+      first.events.map((e) => e.packageId),
+      packages.slice(0, 3),
+    );
+    const second = await claimHeads(fx.db.db, {
+      owner: "relay-2",
+      limit: 3,
+      leaseSeconds: 60,
+      cursor: packages[0]! - 1n,
+    });
+    assert.deepEqual(
+      second.events.map((e) => e.packageId),
+      packages.slice(3),
+      "the next three packages, not an empty claim",
+    );
+    assert.ok(second.visited >= 6, "it walked over the three held heads");
+  } finally {
+    await trx.commit();
+  }
+  const owners = (await fx.db.db.raw(
+    `SELECT locked_by FROM package_event WHERE package_id = ANY(?::bigint[]) ORDER BY package_id`,
+    [packages.map(String)],
+  )) as { rows: { locked_by: string }[] };
+  assert.deepEqual(
+    owners.rows.map((r) => r.locked_by),
+    ["relay-1", "relay-1", "relay-1", "relay-2", "relay-2", "relay-2"],
+  );
+});
+
 test("taking and giving back a lease rewrites no index: every lease write is a HOT update", async () => {
   const repo = new PgPackageRepository(fx.db.db);
   for (let i = 0; i < 5; i++) {

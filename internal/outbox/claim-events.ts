@@ -10,7 +10,7 @@ export interface ClaimRequest {
   /**
    * Where the walk over packages resumes: the last package the previous
    * claim visited (undefined on the first claim: a random start, so that
-   * instances do not walk in step and collide on the same heads).
+   * instances do not all start at the same package).
    */
   cursor?: bigint | undefined;
   /** Packages not to claim now (their Kafka partition is backing off): skipped, not taken. */
@@ -25,8 +25,6 @@ export interface Claim {
   cursor: bigint;
   /** Packages the walk looked at (claimed or skipped as blocked). */
   visited: number;
-  /** Claimable heads another claim locked or took first (another instance walking the same packages). */
-  collided: number;
   /**
    * Events this claim took whose previous lease had run out: their relay died
    * or stalled past its lease without an outcome (there is no separate reaper;
@@ -54,7 +52,6 @@ export interface Claim {
 export type ClaimRow = {
   cursor: bigint;
   visits: number;
-  collided: number;
   takenOver: number;
   cutShort: boolean;
   more: boolean;
@@ -101,23 +98,28 @@ export const CLAIM_HEADS_SQL = `WITH RECURSIVE start AS (
              AND (nx.locked_by IS NULL OR nx.locked_until < now()) AND nx.available_at <= now()
              AND nx.package_id <> ALL(?::bigint[])
              AND NOT EXISTS (SELECT 1 FROM package_event_dead_letter d WHERE d.package_id = nx.package_id)
+             -- The head locked here, as the walk counts it, rather than after the walk: a head
+             -- another claim holds at this moment is passed over like a leased one, and the
+             -- walk fills from other packages (locking after the walk, a claim whose walk met
+             -- another's chose heads that the other then held, and came back empty). Checked
+             -- again on the head's latest version. By package and id: with no index on the
+             -- lease columns, an "id = ANY" lookup ties under "empty" statistics between the
+             -- primary key and (package_id, id), and the latter without its leading column
+             -- reads the whole index.
+             -- Not on a look-ahead row (no room left): it takes nothing, and a lock there would
+             -- only keep another claim off a head until this one commits.
+             AND CASE WHEN w.total >= ?::bigint THEN true
+                      ELSE EXISTS (SELECT 1 FROM package_event h
+                                   WHERE h.package_id = nx.package_id AND h.id = nx.id
+                                     AND (h.locked_by IS NULL OR h.locked_until < now()) AND h.available_at <= now()
+                                   FOR UPDATE SKIP LOCKED) END
            ORDER BY c.package_id, c.id LIMIT ?::bigint - w.total + 1) n
        ) t
        -- Until a look-ahead row found a claimable head, the walk ends, or maxVisits.
        WHERE NOT (w.ahead AND w.more) AND w.visits < ?::int
      ), heads AS (
+       -- Every head taken from is locked by this statement (the walk's count locks it).
        SELECT package_id, head_id, take FROM walk WHERE take > 0
-     ), locked AS (
-       -- Each head by its package and id: with no index on the lease columns, an "id = ANY"
-       -- lookup ties under "empty" statistics between the primary key and (package_id, id),
-       -- and the latter without its leading column reads the whole index.
-       SELECT l.id FROM heads h
-       CROSS JOIN LATERAL (
-         SELECT e.id FROM package_event e
-         WHERE e.package_id = h.package_id AND e.id = h.head_id
-           AND (e.locked_by IS NULL OR e.locked_until < now()) AND e.available_at <= now()
-         FOR UPDATE SKIP LOCKED
-       ) l
      ), chosen AS (
        SELECT x.id, x.expired FROM heads h
        CROSS JOIN LATERAL (
@@ -129,7 +131,7 @@ export const CLAIM_HEADS_SQL = `WITH RECURSIVE start AS (
                WHERE c.package_id >= h.package_id AND c.package_id <= h.package_id
                ORDER BY c.package_id, c.id LIMIT h.take) r
        ) x
-       WHERE x.free AND h.head_id IN (SELECT id FROM locked)
+       WHERE x.free
      ), claimed AS (
        UPDATE package_event e
        SET locked_by = ?, locked_until = now() + make_interval(secs => ?), attempts = e.attempts + 1,
@@ -151,7 +153,6 @@ export const CLAIM_HEADS_SQL = `WITH RECURSIVE start AS (
      -- filling, not from the look-ahead, so the next claim starts with what the look-ahead passed.
      SELECT last.package_id AS cursor, (SELECT max(visits) FROM walk) AS visits, last.more AS "cutShort",
             EXISTS (SELECT 1 FROM walk WHERE ahead AND more) AS more,
-            (SELECT count(*) FROM heads)::int - (SELECT count(*) FROM locked)::int AS collided,
             (SELECT count(*) FROM chosen WHERE expired AND id IN (SELECT id FROM claimed))::int AS "takenOver", c.*
      FROM (SELECT package_id, more FROM walk WHERE NOT ahead ORDER BY visits DESC LIMIT 1) last
      LEFT JOIN claimed c ON true`;
@@ -184,8 +185,9 @@ export const CLAIM_HEADS_SQL = `WITH RECURSIVE start AS (
  * blocked packages cannot fill a claim, whatever their backlog.
  *
  * Per-package order: a package is taken only from its head, only when the
- * head itself is not leased (locked here with SKIP LOCKED, so two instances
- * walking over the same package cannot both take it), and only as an unbroken
+ * head itself is not leased (locked by the walk with SKIP LOCKED, so two
+ * instances walking over the same package cannot both take it: the second
+ * passes over it as blocked), and only as an unbroken
  * run of unleased events after it. A lease that has run out counts as none:
  * its relay died or stalled past it, and the outcome it may still write is
  * fenced by the lease token (see release-events.ts). Taking over expired
@@ -212,6 +214,7 @@ export function claimBindings(request: ClaimRequest): SqlValue[] {
     request.limit,
     request.skipPackages ?? [],
     request.limit,
+    request.limit,
     maxVisits,
     request.owner,
     request.leaseSeconds,
@@ -221,7 +224,7 @@ export function claimBindings(request: ClaimRequest): SqlValue[] {
 /** The claim's rows (a claimed event each, or one row of NULLs) as a Claim. */
 export function claimFromRows(rows: readonly ClaimRow[]): Claim {
   const events = rows
-    .flatMap(({ cursor, visits, collided, takenOver, cutShort, more, ...event }) =>
+    .flatMap(({ cursor, visits, takenOver, cutShort, more, ...event }) =>
       event.id === null ? [] : [event as OutboxEvent],
     )
     .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
@@ -229,7 +232,6 @@ export function claimFromRows(rows: readonly ClaimRow[]): Claim {
     events,
     cursor: rows[0]?.cursor ?? 0n,
     visited: rows[0]?.visits ?? 0,
-    collided: rows[0]?.collided ?? 0,
     takenOver: rows[0]?.takenOver ?? 0,
     cutShort: rows[0]?.cutShort ?? false,
     more: rows[0]?.more ?? false,

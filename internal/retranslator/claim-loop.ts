@@ -77,17 +77,13 @@ export async function runClaimLoop(
       });
       const batch = claim.events;
       for (const event of batch) event.sendBy = sendBy;
-      // Another instance took heads this walk wanted: the two are walking the
-      // same packages in step. Start the next walk at a random place, and at
-      // once (the walk has more to give), rather than follow it.
-      cursor = claim.collided > 0 ? undefined : claim.cursor;
+      // Heads another instance's claim held as this walk came by were passed over like
+      // leased ones, so a walk that meets another's takes the packages after it, and both go on.
+      cursor = claim.cursor;
       claimed = batch.length;
       more = claim.more;
-      // A walk cut short by maxVisits (most packages blocked) has more packages to look at. So
-      // has one that collided, unless it went all round and saw nothing claimable beyond the
-      // heads the other instance took (claim.more false): claiming again at once would then
-      // only be empty, as at the end of a drain that two instances share.
-      walkedAll = claim.visited < maxVisits && (claim.collided === 0 || !claim.more);
+      // A walk cut short by maxVisits (most packages blocked) has more packages to look at.
+      walkedAll = claim.visited < maxVisits;
       // A claim that stopped inside its last package (the cursor): that
       // package's next events become claimable once these are acknowledged.
       onClaim(batch, claim.cutShort ? batch.filter((e) => e.packageId === claim.cursor) : []);

@@ -42,50 +42,6 @@ describe("relay pipeline", () => {
     assert.equal(await relay.value("emptyClaims"), 0);
   });
 
-  test("a claim whose heads another instance took first, with nothing else claimable, waits for a wake instead of claiming again at once", async () => {
-    for (const more of [false, true]) {
-      const outbox = new MemoryOutbox();
-      const sender = new FakeSender(8);
-      const notifications = testNotifications();
-      outbox.write(1n);
-      // The first claim: the walk saw package 1's head claimable, but another instance locked
-      // it first (collided), and `more` says whether the walk saw a claimable head beyond it.
-      const claim = outbox.claimHeads.bind(outbox);
-      let calls = 0;
-      outbox.claimHeads = async (request) => {
-        calls += 1;
-        if (calls > 1) return claim(request);
-        return { events: [], cursor: 1n, visited: 1, collided: 1, takenOver: 0, cutShort: false, more };
-      };
-      const relay = start(outbox, sender, { pollIntervalMs: 60_000, listenNotify: true }, notifications.source);
-      if (more) {
-        // A head seen beyond: the loop claims again at once, from a random place.
-        await soon(
-          "the event published without a wake",
-          () => sender.published.length,
-          (n) => n === 1,
-        );
-        assert.equal(await relay.value("emptyClaims"), 1);
-        continue;
-      }
-      await soon(
-        "the first claim",
-        () => calls,
-        (n) => n === 1,
-      );
-      // The walk went all round: claiming again now could only come back empty.
-      await new Promise((resolve) => setTimeout(resolve, 100));
-      assert.equal(calls, 1, "no second claim before a wake");
-      assert.equal(await relay.value("emptyClaims"), 1);
-      notifications.notify();
-      await soon(
-        "the event published after the wake",
-        () => sender.published.length,
-        (n) => n === 1,
-      );
-    }
-  });
-
   test("hot packages: acknowledgements that woke the loop while it was claiming buy no empty claim at the end", async () => {
     const outbox = new MemoryOutbox();
     const sender = new FakeSender(4);

@@ -158,7 +158,7 @@ export class MemoryOutbox implements Outbox {
         events.push({ ...row.event });
       }
     }
-    return { events, cursor, visited, collided: 0, takenOver, cutShort, more };
+    return { events, cursor, visited, takenOver, cutShort, more };
   }
 
   async deleteEvents(ids: readonly bigint[]): Promise<number> {
