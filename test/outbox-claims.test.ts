@@ -162,11 +162,11 @@ test("two claims at the same moment over the same packages: the second passes ov
       first.events.map((e) => e.packageId),
       packages.slice(0, 3),
     );
-    const second = await claimHeads(fx.db.db, {
-      owner: "relay-2",
-      limit: 3,
-      leaseSeconds: 60,
-      cursor: packages[0]! - 1n,
+    // A claim that waited on the first one's locks instead of passing over them fails here
+    // within 2 s rather than hanging until the statement timeout.
+    const second = await fx.db.db.transaction(async (t2) => {
+      await t2.raw(`SET LOCAL lock_timeout = '2s'`);
+      return claimHeads(t2, { owner: "relay-2", limit: 3, leaseSeconds: 60, cursor: packages[0]! - 1n });
     });
     assert.deepEqual(
       second.events.map((e) => e.packageId),

@@ -95,20 +95,21 @@ export const CLAIM_HEADS_SQL = `WITH RECURSIVE start AS (
            -- events, until this one's), which stale statistics make look as
            -- cheap; only the (package_id, id) index gives this order unsorted.
            WHERE c.package_id >= nx.package_id AND c.package_id <= nx.package_id
-             AND (nx.locked_by IS NULL OR nx.locked_until < now()) AND nx.available_at <= now()
-             AND nx.package_id <> ALL(?::bigint[])
-             AND NOT EXISTS (SELECT 1 FROM package_event_dead_letter d WHERE d.package_id = nx.package_id)
-             -- The head locked here, as the walk counts it, rather than after the walk: a head
-             -- another claim holds at this moment is passed over like a leased one, and the
+             -- The head is locked here, as the walk counts it, rather than after the walk: a
+             -- head another claim holds at this moment is passed over like a leased one, and the
              -- walk fills from other packages (locking after the walk, a claim whose walk met
-             -- another's chose heads that the other then held, and came back empty). Checked
-             -- again on the head's latest version. By package and id: with no index on the
-             -- lease columns, an "id = ANY" lookup ties under "empty" statistics between the
-             -- primary key and (package_id, id), and the latter without its leading column
-             -- reads the whole index.
-             -- Not on a look-ahead row (no room left): it takes nothing, and a lock there would
-             -- only keep another claim off a head until this one commits.
-             AND CASE WHEN w.total >= ?::bigint THEN true
+             -- another's chose heads that the other then held, and came back empty). The lock is
+             -- checked again on the head's latest version; a head another claim leased and
+             -- committed after this statement's snapshot stays locked until this one commits,
+             -- though not taken (its owner's outcome waits that long). A CASE, so that the lock
+             -- is tried only after every other test passed (AND leaves the order to the
+             -- planner): never for a blocked head, nor on a look-ahead row (no room left), which
+             -- takes nothing. By package and id, one probe.
+             AND CASE WHEN ((nx.locked_by IS NULL OR nx.locked_until < now()) AND nx.available_at <= now()
+                            AND nx.package_id <> ALL(?::bigint[])
+                            AND NOT EXISTS (SELECT 1 FROM package_event_dead_letter d
+                                            WHERE d.package_id = nx.package_id)) IS NOT TRUE THEN false
+                      WHEN w.total >= ?::bigint THEN true
                       ELSE EXISTS (SELECT 1 FROM package_event h
                                    WHERE h.package_id = nx.package_id AND h.id = nx.id
                                      AND (h.locked_by IS NULL OR h.locked_until < now()) AND h.available_at <= now()
