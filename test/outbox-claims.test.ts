@@ -187,6 +187,47 @@ test("two claims at the same moment over the same packages: the second passes ov
   );
 });
 
+test("a head another claim leased after this claim's snapshot is passed over, and the claim takes the next package", async () => {
+  const repo = new PgPackageRepository(fx.db.db);
+  const first = await repo.create({ title: "a", material: "m", maximumVolume: 1, reusable: false }, undefined);
+  const next = await repo.create({ title: "b", material: "m", maximumVolume: 1, reusable: false }, undefined);
+  // relay-2's claim, held for a moment after its snapshot is taken: it sees both heads free.
+  const lo = "FROM (SELECT (SELECT package_id FROM package_event ORDER BY package_id LIMIT 1) AS lo,";
+  assert.ok(CLAIM_HEADS_SQL.includes(lo));
+  const held = CLAIM_HEADS_SQL.replace(lo, `FROM pg_sleep(1), ${lo.slice("FROM ".length)}`);
+  const claiming = query<ClaimRow>(
+    fx.db.db,
+    held,
+    claimBindings({ owner: "relay-2", limit: 1, leaseSeconds: 60, cursor: first - 1n }),
+  );
+  await poll(
+    "the claim to be sleeping inside its statement",
+    async () => {
+      const r = (await fx.db.db.raw(
+        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND datname = current_database()`,
+      )) as { rows: { n: number }[] };
+      return r.rows[0]!.n;
+    },
+    (n) => n === 1,
+    10_000,
+    10,
+  );
+  // Meanwhile relay-1 claims the first package and commits.
+  const taken = await claimHeads(fx.db.db, { owner: "relay-1", limit: 1, leaseSeconds: 60, cursor: first - 1n });
+  assert.deepEqual(
+    taken.events.map((e) => e.packageId),
+    [first],
+  );
+  const claim = claimFromRows(await claiming);
+  assert.deepEqual(
+    claim.events.map((e) => e.packageId),
+    [next],
+    "the next package, not the one relay-1 holds, and not an empty claim",
+  );
+  const [head] = taken.events;
+  assert.deepEqual(await row(head!.id), { locked_by: "relay-1", lease: head!.lease, attempts: 1 });
+});
+
 test("taking and giving back a lease rewrites no index: every lease write is a HOT update", async () => {
   const repo = new PgPackageRepository(fx.db.db);
   for (let i = 0; i < 5; i++) {
