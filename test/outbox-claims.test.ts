@@ -6,6 +6,8 @@ import { query } from "../internal/database/query.js";
 import { readBacklog } from "../internal/outbox/backlog.js";
 import {
   CLAIM_HEADS_SQL,
+  type Claim,
+  type ClaimRequest,
   type ClaimRow,
   claimBindings,
   claimEvents,
@@ -32,6 +34,32 @@ async function row(id: bigint) {
     [id.toString()],
   );
   return (result as { rows: { locked_by: string | null; lease: string | null; attempts: number }[] }).rows[0];
+}
+
+/**
+ * The claim statement, held for a second right after its snapshot is taken
+ * (a pg_sleep in its first CTE); resolves once it sleeps, with the claim to
+ * come (in an object: a promise returned as is would be awaited too), so
+ * that a test can change the outbox under its older snapshot.
+ */
+async function heldClaim(request: ClaimRequest): Promise<{ result: Promise<Claim> }> {
+  const lo = "FROM (SELECT (SELECT package_id FROM package_event ORDER BY package_id LIMIT 1) AS lo,";
+  assert.ok(CLAIM_HEADS_SQL.includes(lo));
+  const held = CLAIM_HEADS_SQL.replace(lo, `FROM pg_sleep(1), ${lo.slice("FROM ".length)}`);
+  const claiming = query<ClaimRow>(fx.db.db, held, claimBindings(request)).then(claimFromRows);
+  await poll(
+    "the claim to be sleeping inside its statement",
+    async () => {
+      const r = (await fx.db.db.raw(
+        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND datname = current_database()`,
+      )) as { rows: { n: number }[] };
+      return r.rows[0]!.n;
+    },
+    (n) => n === 1,
+    10_000,
+    10,
+  );
+  return { result: claiming };
 }
 
 test("outcomes of an expired claim do not apply to the row's newer claim by the same owner", async () => {
@@ -114,29 +142,10 @@ test("a head given back after the claim's snapshot is followed: the claim takes 
     5,
   );
   // The claim statement itself, held for a moment after its snapshot is taken.
-  const lo = "FROM (SELECT (SELECT package_id FROM package_event ORDER BY package_id LIMIT 1) AS lo,";
-  assert.ok(CLAIM_HEADS_SQL.includes(lo));
-  const held = CLAIM_HEADS_SQL.replace(lo, `FROM pg_sleep(1), ${lo.slice("FROM ".length)}`);
-  const claiming = query<ClaimRow>(
-    fx.db.db,
-    held,
-    claimBindings({ owner: "relay-2", limit: 10, leaseSeconds: 60, cursor: 0n }),
-  );
-  await poll(
-    "the claim to be sleeping inside its statement",
-    async () => {
-      const r = (await fx.db.db.raw(
-        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND datname = current_database()`,
-      )) as { rows: { n: number }[] };
-      return r.rows[0]!.n;
-    },
-    (n) => n === 1,
-    10_000,
-    10,
-  );
+  const claiming = await heldClaim({ owner: "relay-2", limit: 10, leaseSeconds: 60, cursor: 0n });
   // relay-1's late outcome gives the head back while the claim runs on its older snapshot.
   assert.equal(await releaseUnsentEvents(fx.db.db, "relay-1", [head]), 1);
-  const claim = claimFromRows(await claiming);
+  const claim = await claiming.result;
   const all = (await fx.db.db.raw(`SELECT id FROM package_event WHERE package_id = ? ORDER BY id`, [
     id.toString(),
   ])) as { rows: { id: bigint }[] };
@@ -192,33 +201,14 @@ test("a head another claim leased after this claim's snapshot is passed over, an
   const first = await repo.create({ title: "a", material: "m", maximumVolume: 1, reusable: false }, undefined);
   const next = await repo.create({ title: "b", material: "m", maximumVolume: 1, reusable: false }, undefined);
   // relay-2's claim, held for a moment after its snapshot is taken: it sees both heads free.
-  const lo = "FROM (SELECT (SELECT package_id FROM package_event ORDER BY package_id LIMIT 1) AS lo,";
-  assert.ok(CLAIM_HEADS_SQL.includes(lo));
-  const held = CLAIM_HEADS_SQL.replace(lo, `FROM pg_sleep(1), ${lo.slice("FROM ".length)}`);
-  const claiming = query<ClaimRow>(
-    fx.db.db,
-    held,
-    claimBindings({ owner: "relay-2", limit: 1, leaseSeconds: 60, cursor: first - 1n }),
-  );
-  await poll(
-    "the claim to be sleeping inside its statement",
-    async () => {
-      const r = (await fx.db.db.raw(
-        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND datname = current_database()`,
-      )) as { rows: { n: number }[] };
-      return r.rows[0]!.n;
-    },
-    (n) => n === 1,
-    10_000,
-    10,
-  );
+  const claiming = await heldClaim({ owner: "relay-2", limit: 1, leaseSeconds: 60, cursor: first - 1n });
   // Meanwhile relay-1 claims the first package and commits.
   const taken = await claimHeads(fx.db.db, { owner: "relay-1", limit: 1, leaseSeconds: 60, cursor: first - 1n });
   assert.deepEqual(
     taken.events.map((e) => e.packageId),
     [first],
   );
-  const claim = claimFromRows(await claiming);
+  const claim = await claiming.result;
   assert.deepEqual(
     claim.events.map((e) => e.packageId),
     [next],
