@@ -528,7 +528,9 @@ function explainingDatabase(real: TestDatabase["db"]): {
       const result = await real.raw(`EXPLAIN (FORMAT JSON) ${sql}`, bindings as never);
       const json = (result as { rows: { "QUERY PLAN": { Plan: PlanNode }[] }[] }).rows[0]!["QUERY PLAN"];
       plans.push({ sql, bindings, plan: json[0]!.Plan });
-      return { rows: [{}], rowCount: 0 };
+      // What a claim that took nothing returns (its summary row); the other statements read no fields.
+      const nothingClaimed = { summary: true, cursor: 0n, visits: 0, takenOver: 0, cutShort: false, more: false };
+      return { rows: [{ ...nothingClaimed, lease: null }], rowCount: 0 };
     },
   } as unknown as TestDatabase["db"];
   return { db, plans };

@@ -251,7 +251,7 @@ export async function kafkaBound(
           topic,
           acks: -1,
           timeout: k.requestTimeoutMs,
-          messages: batch.map((e) => ({ ...toEventMessage(e), partition: partitionOf(e) })),
+          messages: batch.map((e) => toEventMessage(e, partitionOf(e))),
         });
         return;
       }
@@ -269,7 +269,7 @@ export async function kafkaBound(
             topic,
             acks: -1,
             timeout: k.requestTimeoutMs,
-            messages: group.map((e) => ({ ...toEventMessage(e), partition })),
+            messages: group.map((e) => toEventMessage(e, partition)),
           }),
         ),
       );

@@ -48,14 +48,25 @@ export interface Claim {
   more: boolean;
 }
 
-/** A claimed event beside the walk's figures; one row of NULLs with them when nothing was claimed. */
-export type ClaimRow = {
-  cursor: bigint;
-  visits: number;
-  takenOver: number;
-  cutShort: boolean;
-  more: boolean;
-} & (OutboxEvent | { id: null });
+/**
+ * A row of the claim: a claimed event (its `summary` false), or the one row
+ * with the walk's figures and the claim's lease (`summary` true, the event's
+ * columns NULL). The figures and the lease are the same for every event of a
+ * claim, so they come once rather than on each of up to `limit` rows, which
+ * the relay would parse each time; `created` comes as epoch milliseconds,
+ * which parse as a number, not as timestamp text.
+ */
+export type ClaimRow =
+  | {
+      summary: true;
+      cursor: bigint;
+      visits: number;
+      takenOver: number;
+      cutShort: boolean;
+      more: boolean;
+      lease: string | null;
+    }
+  | ({ summary: false; createdMs: number } & Omit<OutboxEvent, "created" | "lease">);
 
 /** The claim statement (see claimHeads); exported for tests that run it under a forced interleaving. */
 export const CLAIM_HEADS_SQL = `WITH RECURSIVE start AS (
@@ -147,16 +158,25 @@ export const CLAIM_HEADS_SQL = `WITH RECURSIVE start AS (
        WHERE e.id = ANY(ARRAY(SELECT id FROM chosen)) AND e.package_id = ANY(ARRAY(SELECT package_id FROM heads))
          AND e.id >= (SELECT min(id) FROM chosen) AND e.id <= (SELECT max(id) FROM chosen)
          AND (e.locked_by IS NULL OR e.locked_until < now())
-       RETURNING e.id, e.package_id AS "packageId", e.type, e.payload::text AS payload, e.created,
-                 e.traceparent, e.tracestate, e.reason, e.attempts, e.locked_until::text AS lease
+       RETURNING e.id, e.package_id, e.type, e.payload, e.created, e.traceparent, e.tracestate, e.reason,
+                 e.attempts, e.locked_until
      )
-     -- Cursor and cutShort come from the last package the claim took from or looked at before
-     -- filling, not from the look-ahead, so the next claim starts with what the look-ahead passed.
-     SELECT last.package_id AS cursor, (SELECT max(visits) FROM walk) AS visits, last.more AS "cutShort",
-            EXISTS (SELECT 1 FROM walk WHERE ahead AND more) AS more,
-            (SELECT count(*) FROM chosen WHERE expired AND id IN (SELECT id FROM claimed))::int AS "takenOver", c.*
-     FROM (SELECT package_id, more FROM walk WHERE NOT ahead ORDER BY visits DESC LIMIT 1) last
-     LEFT JOIN claimed c ON true`;
+     -- The events, then one summary row (see ClaimRow). Cursor and cutShort come from the last
+     -- package the claim took from or looked at before filling, not from the look-ahead, so the
+     -- next claim starts with what the look-ahead passed.
+     SELECT false AS summary, NULL::bigint AS cursor, NULL::int AS visits, NULL::boolean AS "cutShort",
+            NULL::boolean AS more, NULL::int AS "takenOver", NULL::text AS lease,
+            c.id, c.package_id AS "packageId", c.type, c.payload::text AS payload,
+            floor(extract(epoch FROM c.created) * 1000)::float8 AS "createdMs",
+            c.traceparent, c.tracestate, c.reason, c.attempts
+     FROM claimed c
+     UNION ALL
+     SELECT true, last.package_id, (SELECT max(visits) FROM walk), last.more,
+            EXISTS (SELECT 1 FROM walk WHERE ahead AND more),
+            (SELECT count(*) FROM chosen WHERE expired AND id IN (SELECT id FROM claimed))::int,
+            (SELECT locked_until::text FROM claimed LIMIT 1),
+            NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+     FROM (SELECT package_id, more FROM walk WHERE NOT ahead ORDER BY visits DESC LIMIT 1) last`;
 
 /**
  * Claims whole package heads: walks the packages that have events in
@@ -222,20 +242,36 @@ export function claimBindings(request: ClaimRequest): SqlValue[] {
   ];
 }
 
-/** The claim's rows (a claimed event each, or one row of NULLs) as a Claim. */
+/** The claim's rows (its events and one summary row, see ClaimRow) as a Claim. */
 export function claimFromRows(rows: readonly ClaimRow[]): Claim {
-  const events = rows
-    .flatMap(({ cursor, visits, takenOver, cutShort, more, ...event }) =>
-      event.id === null ? [] : [event as OutboxEvent],
-    )
-    .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  const summary = rows.find((row) => row.summary);
+  if (summary === undefined) throw new Error("the claim returned no summary row");
+  const events: OutboxEvent[] = [];
+  for (const row of rows) {
+    if (row.summary) continue;
+    if (summary.lease === null) throw new Error("the claim returned events without a lease");
+    events.push({
+      id: row.id,
+      packageId: row.packageId,
+      type: row.type,
+      payload: row.payload,
+      created: new Date(row.createdMs),
+      traceparent: row.traceparent,
+      tracestate: row.tracestate,
+      reason: row.reason,
+      attempts: row.attempts,
+      // now() is the same for every row of a statement: one lease per claim.
+      lease: summary.lease,
+    });
+  }
+  events.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   return {
     events,
-    cursor: rows[0]?.cursor ?? 0n,
-    visited: rows[0]?.visits ?? 0,
-    takenOver: rows[0]?.takenOver ?? 0,
-    cutShort: rows[0]?.cutShort ?? false,
-    more: rows[0]?.more ?? false,
+    cursor: summary.cursor,
+    visited: summary.visits,
+    takenOver: summary.takenOver,
+    cutShort: summary.cutShort,
+    more: summary.more,
   };
 }
 

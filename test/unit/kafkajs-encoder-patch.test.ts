@@ -2,7 +2,8 @@
 // from Node's pool instead of zero-filling a fresh 512-byte buffer per record and per header,
 // writes varints in place, encodes small varlongs without Long objects, the producer groups a
 // send's messages by partition without copying each list per message, and the default
-// partitioner's murmur2 hashes in 32-bit arithmetic instead of Long objects. Checked here by decoding
+// partitioner's murmur2 hashes in 32-bit arithmetic instead of Long objects (and the partitioner
+// filters the partitions with a leader only for a message without partition or key). Checked here by decoding
 // what kafkajs encodes (with the pool full of garbage: the encoder must never expose a byte it did
 // not write) and against kafkajs' own decoder for any value. The same records also reach the broker
 // mock in the integration tier.
@@ -21,6 +22,7 @@ const Record = require("kafkajs/src/protocol/recordBatch/record/v0/index.js");
 const Long = require("kafkajs/src/utils/long.js");
 const groupMessagesPerPartition = require("kafkajs/src/producer/groupMessagesPerPartition.js");
 const murmur2 = require("kafkajs/src/producer/partitioners/default/murmur2.js");
+const { DefaultPartitioner } = require("kafkajs/src/producer/partitioners/index.js");
 
 interface DecodedRecord {
   key: Buffer;
@@ -143,6 +145,22 @@ describe("kafkajs encoder patch", () => {
         assert.deepEqual(grouped, expected);
       }),
     );
+  });
+
+  test("the default partitioner: a given partition is kept, a key hashes, no key goes round the partitions with a leader", () => {
+    const partitioner = DefaultPartitioner();
+    // Partition 1 has no leader (a broker restarting).
+    const partitionMetadata = [0, 1, 2, 3].map((partitionId) => ({ partitionId, leader: partitionId === 1 ? -1 : 0 }));
+    const partitionOf = (message: { key?: string; partition?: number }) =>
+      partitioner({ topic: "t", partitionMetadata, message }) as number;
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 3 }), fc.string(), (partition, key) => {
+        assert.equal(partitionOf({ key, partition }), partition);
+        assert.equal(partitionOf({ key }), (javaMurmur2(Buffer.from(key)) & 0x7fffffff) % 4);
+      }),
+    );
+    const unkeyed = Array.from({ length: 30 }, () => partitionOf({}));
+    assert.deepEqual([...new Set(unkeyed)].sort(), [0, 2, 3]);
   });
 });
 

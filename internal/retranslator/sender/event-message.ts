@@ -6,6 +6,8 @@ export interface EventMessage {
   key: string;
   value: Buffer;
   headers: Record<string, string>;
+  /** The partition the relay routed it to (kafkajs then calls no partitioner). */
+  partition?: number;
 }
 
 const eventTypes = { Created: EventType.Created, Updated: EventType.Updated, Removed: EventType.Removed } as const;
@@ -18,6 +20,7 @@ const eventTypes = { Created: EventType.Created, Updated: EventType.Updated, Rem
  */
 export function toEventMessage(
   event: Omit<OutboxEvent, "lease" | "attempts"> & Partial<Pick<OutboxEvent, "lease" | "attempts">>,
+  partition?: number,
 ): EventMessage {
   const value = encodePackageEvent({
     id: event.id,
@@ -36,5 +39,5 @@ export function toEventMessage(
   if (event.tracestate !== null) headers.tracestate = event.tracestate;
   // A republished state (an Updated event that is no edit): consumers may tell it from a change.
   if (event.reason != null) headers["event-reason"] = event.reason;
-  return { key: event.packageId.toString(), value, headers };
+  return { key: event.packageId.toString(), value, headers, partition };
 }

@@ -131,7 +131,7 @@ export class KafkaSender implements Sender {
         outcome.unsent.push(event);
         continue;
       }
-      const message = toEventMessage(event);
+      const message = toEventMessage(event, partition);
       const bytes = messageBytes(message);
       if (bytes > this.options.maxRequestBytes) {
         run.blocked.add(event.packageId);
@@ -245,7 +245,7 @@ export class KafkaSender implements Sender {
       const leader = leaders.get(partition);
       if (leader === undefined || leader < 0) continue;
       if (events.some((e) => e.sendBy !== undefined && e.sendBy < now)) continue;
-      const messages = events.map(toEventMessage);
+      const messages = events.map((event) => toEventMessage(event, partition));
       const bytes = messages.reduce((sum, m) => sum + messageBytes(m), REQUEST_OVERHEAD_BYTES);
       if (bytes > this.options.maxRequestBytes) continue;
       const parts = byLeader.get(leader) ?? [];
@@ -262,7 +262,7 @@ export class KafkaSender implements Sender {
             topicMessages: [
               {
                 topic: this.options.topic,
-                messages: parts.flatMap(({ partition, messages }) => messages.map((m) => ({ ...m, partition }))),
+                messages: parts.flatMap(({ messages }) => messages),
               },
             ],
           });
@@ -303,7 +303,8 @@ export class KafkaSender implements Sender {
         topic: this.options.topic,
         acks: -1,
         timeout: this.options.requestTimeoutMs,
-        messages: request.map((s) => ({ ...s.message, partition: run.partition })),
+        // Made for this partition (sendPartition): they name run.partition.
+        messages: request.map((s) => s.message),
       });
     } catch (err) {
       counted.failed += 1;
@@ -339,15 +340,21 @@ export class KafkaSender implements Sender {
       }
     }
     const groups = new Map<number, OutboxEvent[]>();
+    // A claim holds runs of a package's events: its partition is hashed once per call.
+    const partitionOf = new Map<bigint, number>();
     for (const event of events) {
-      const partition = this.partitioner({
-        topic: this.options.topic,
-        partitionMetadata: this.partitionMetadata,
-        message: { key: event.packageId.toString(), value: null },
-      });
-      const group = groups.get(partition) ?? [];
-      group.push(event);
-      groups.set(partition, group);
+      let partition = partitionOf.get(event.packageId);
+      if (partition === undefined) {
+        partition = this.partitioner({
+          topic: this.options.topic,
+          partitionMetadata: this.partitionMetadata,
+          message: { key: event.packageId.toString(), value: null },
+        });
+        partitionOf.set(event.packageId, partition);
+      }
+      const group = groups.get(partition);
+      if (group === undefined) groups.set(partition, [event]);
+      else group.push(event);
     }
     return groups;
   }
