@@ -10,7 +10,7 @@ import { startRetranslator } from "../retranslator/retranslator.js";
 import { KafkaSender } from "../retranslator/sender/kafka-sender.js";
 import { sendBudgetMs } from "../retranslator/sender/send-budget.js";
 import { traceSender } from "../retranslator/sender/traced-sender.js";
-import { tracingOn } from "../tracer/telemetry.js";
+import { tracerRegistered } from "../tracer/telemetry.js";
 import { kafkaConnection } from "./kafka-connection.js";
 import { startWithScaffold } from "./scaffold.js";
 
@@ -57,10 +57,10 @@ export function startRetranslatorApp(config: Readonly<Config>, logger: Logger): 
       logger,
     );
     await kafkaSender.ensureTopic();
-    // With tracing off the wrapper's spans would be no-ops and the stored trace context would go
-    // out as it is, which the bare sender does too: the wrapper is left out rather than run for
-    // nothing (maps and a no-op span per event; no saving measurable in the bench).
-    const sender = tracingOn() ? traceSender(kafkaSender, config.kafka.topic) : kafkaSender;
+    // With no tracer registered the wrapper's spans would be no-ops and the stored trace context
+    // would go out as it is, which the bare sender does too: the wrapper is left out rather than
+    // run for nothing (maps and a no-op span per event; no saving measurable in the bench).
+    const sender = tracerRegistered() ? traceSender(kafkaSender, config.kafka.topic) : kafkaSender;
 
     const metrics = new RetranslatorMetrics(scaffold.registry);
     metrics.setSlo(r.sloSeconds);

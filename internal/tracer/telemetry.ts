@@ -1,3 +1,4 @@
+import { ProxyTracerProvider, trace } from "@opentelemetry/api";
 import type { SpanExporter } from "@opentelemetry/sdk-trace-base";
 
 export interface TelemetryOptions {
@@ -9,19 +10,22 @@ export interface TelemetryOptions {
   exporter?: SpanExporter;
 }
 
-/** Whether startTelemetry turned tracing on in this process (and it is not shut down). */
-let tracing = false;
-
 /**
- * Tracing is on: parts whose only job is spans (the relay's publish spans)
- * are left out when it is off, rather than run against the no-op API. It
- * knows of tracing started here, the only way this service starts it (an SDK
- * registered from outside, e.g. by a --require hook, is not seen), and is
- * read once at start-up, after startTelemetry.
+ * A tracer provider is registered in this process: by startTelemetry, or from
+ * outside (an SDK loaded with `--require`/`--import` before the binary starts).
+ * Parts whose only job is spans (the relay's publish spans) are left out when
+ * none is, rather than run against the no-op API. Read once at start-up,
+ * after startTelemetry. With another copy of the API registered first, the
+ * answer is yes (the parts are kept: the safe side).
  */
-export function tracingOn(): boolean {
-  return tracing;
+export function tracerRegistered(): boolean {
+  const provider = trace.getTracerProvider();
+  const delegate = provider instanceof ProxyTracerProvider ? provider.getDelegate() : provider;
+  // An unset proxy delegates to the API's one no-op provider.
+  return delegate !== noopTracerProvider;
 }
+
+const noopTracerProvider = new ProxyTracerProvider().getDelegate();
 
 export interface Telemetry {
   enabled: boolean;
@@ -73,12 +77,5 @@ export async function startTelemetry(options: TelemetryOptions): Promise<Telemet
     ],
   });
   sdk.start();
-  tracing = true;
-  return {
-    enabled: true,
-    shutdown: () => {
-      tracing = false;
-      return sdk.shutdown();
-    },
-  };
+  return { enabled: true, shutdown: () => sdk.shutdown() };
 }
