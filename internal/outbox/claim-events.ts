@@ -135,9 +135,11 @@ export const CLAIM_HEADS_SQL = `WITH RECURSIVE start AS (
      ), chosen AS (
        SELECT x.id, x.expired FROM heads h
        CROSS JOIN LATERAL (
+         -- Ordered as the index reads it (package, id: within one package, id order), so
+         -- that no sort runs per head; by id alone the planner sorted each head's rows.
          SELECT r.id, r.locked_by IS NOT NULL AS expired,
-                bool_and(r.locked_by IS NULL OR r.locked_until < now()) OVER (ORDER BY r.id) AS free
-         FROM (SELECT c.id, c.locked_by, c.locked_until FROM package_event c
+                bool_and(r.locked_by IS NULL OR r.locked_until < now()) OVER (ORDER BY r.package_id, r.id) AS free
+         FROM (SELECT c.package_id, c.id, c.locked_by, c.locked_until FROM package_event c
                -- The package from its head (its earliest event) on: as in the walk's count,
                -- a range of one package, so that only the (package_id, id) index fits.
                WHERE c.package_id >= h.package_id AND c.package_id <= h.package_id
