@@ -1,6 +1,7 @@
 // npm run bench [-- --quick] [--profile] [--only=drain,create,framework,e2e,memory,scale]
 //                 [--set=retranslator.batchSize=2000] [--events=N] [--packages=N]
 // npm run bench -- --only=relay-v2 [--quick]   (the relay's stale-statistics, instances and scaling rows)
+// npm run bench -- --only=kafka-clients [--quick]   (kafkajs against @platformatic/kafka, producing alone)
 //
 // Measures the relay, the create RPC, end-to-end latency, memory and scaling,
 // each beside a raw bound measured in the same run, on this machine, against
@@ -15,12 +16,13 @@ import { parse as parseYaml } from "yaml";
 const args = process.argv.slice(2);
 // The rows of issue "Relay v2" (docs/relay.md) run on their own: --only=relay-v2 [--quick].
 const relayV2 = args.includes("--only=relay-v2");
+const kafkaClients = args.includes("--only=kafka-clients");
 const known = ["drain", "create", "framework", "e2e", "memory", "scale"] as const;
 let only: (typeof known)[number][] = [...known];
 const overrides: Record<string, unknown> = {};
 const sizes: { events?: number; packages?: number } = {};
 for (const arg of args) {
-  if (arg === "--quick" || arg === "--profile" || arg === "--only=relay-v2") continue;
+  if (arg === "--quick" || arg === "--profile" || arg === "--only=relay-v2" || arg === "--only=kafka-clients") continue;
   const num = /^--(events|packages)=(\d+)$/.exec(arg);
   if (num) {
     // Experiments: the relay drain's size and spread (defaults: see bench/suite.ts).
@@ -62,7 +64,10 @@ process.env.OTEL_METRICS_EXPORTER = "none";
 process.env.OTEL_LOGS_EXPORTER = "none";
 process.env.OTEL_TRACES_EXPORTER = "none";
 
-if (relayV2) {
+if (kafkaClients) {
+  const { runKafkaClients } = await import("./kafka-clients-suite.js");
+  process.exitCode = await runKafkaClients({ quick: args.includes("--quick") });
+} else if (relayV2) {
   // Children from the sources unless told otherwise: this run needs no build.
   process.env.BENCH_BINARIES ??= "tsx";
   const { runRelayV2 } = await import("./relay-v2-suite.js");

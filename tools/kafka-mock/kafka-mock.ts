@@ -61,14 +61,17 @@ function ensureBinary(): Promise<void> {
   return buildOnce;
 }
 
-export async function startKafkaMock(opts: { brokers?: number } = {}): Promise<KafkaMock> {
+/** Another build of this program (the bench's client comparison: scripts/build-kafka-mock-next.sh). */
+export const nextBinaryPath = fileURLToPath(new URL("../../tools/kafka-mock/bin/kafka-mock-next", import.meta.url));
+
+export async function startKafkaMock(opts: { brokers?: number; binary?: string } = {}): Promise<KafkaMock> {
   const brokerCount = opts.brokers ?? 1;
   if (!Number.isInteger(brokerCount) || brokerCount < 1) {
     throw new Error(`startKafkaMock: brokers must be a positive integer, got ${brokerCount}`);
   }
-  await ensureBinary();
+  if (opts.binary === undefined) await ensureBinary();
 
-  const child: ChildProcessWithoutNullStreams = spawn(binaryPath, ["--brokers", String(brokerCount)], {
+  const child: ChildProcessWithoutNullStreams = spawn(opts.binary ?? binaryPath, ["--brokers", String(brokerCount)], {
     cwd: repoRoot,
     stdio: ["pipe", "pipe", "pipe"],
   });
