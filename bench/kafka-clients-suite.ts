@@ -34,6 +34,7 @@ const median = (xs: readonly number[]) => {
 };
 
 export async function runKafkaClients(options: { quick: boolean }): Promise<number> {
+  const startedAt = new Date().toISOString();
   const log = (line: string) => process.stdout.write(`${line}\n`);
   const rounds = options.quick ? 3 : 5;
   const warmup = 5000;
@@ -65,7 +66,7 @@ export async function runKafkaClients(options: { quick: boolean }): Promise<numb
           { cwd: root, maxBuffer: 1024 * 1024 },
         );
         const run = JSON.parse(stdout.trim().split("\n").at(-1)!) as Run;
-        // Every record reached the topic: a client that dropped some must not look fast.
+        // As many records on the topic as were sent (its offsets): a client that dropped some must not look fast.
         const admin = new Kafka({ brokers: kafka.brokers, logLevel: logLevel.NOTHING }).admin();
         await admin.connect();
         const offsets = await admin.fetchTopicOffsets(topic);
@@ -109,8 +110,13 @@ export async function runKafkaClients(options: { quick: boolean }): Promise<numb
     out,
     `${JSON.stringify(
       {
-        startedAt: new Date().toISOString(),
-        machine: await machineInfo(),
+        startedAt,
+        // The broker of this run is not the tests' mock (machineInfo names that one).
+        machine: {
+          ...(await machineInfo()),
+          broker:
+            "tools/kafka-mock built against librdkafka 2.12.0 + tools/kafka-mock/librdkafka-2.12.0-apiversions-v3.patch",
+        },
         git: gitInfo(),
         loadAverage: loadAverage(),
         shape: { warmup, measured, batch: BATCH, partitions: PARTITIONS, acks: "all", inFlight: 1 },

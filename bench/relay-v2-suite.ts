@@ -26,6 +26,7 @@ const targets = {
 } as const;
 
 export async function runRelayV2(options: { quick: boolean }): Promise<number> {
+  const startedAt = new Date().toISOString();
   const started = performance.now();
   const log = (line: string) =>
     process.stdout.write(`[${((performance.now() - started) / 1000).toFixed(1).padStart(6)}s] ${line}\n`);
@@ -99,7 +100,7 @@ export async function runRelayV2(options: { quick: boolean }): Promise<number> {
     const emptyShare = (d: StaleDrain) => (d.claims === 0 ? 0 : round(d.emptyClaims / d.claims, 3));
     const results = {
       mode: config.mode,
-      startedAt: new Date().toISOString(),
+      startedAt,
       machine,
       git: gitInfo(),
       loadAverage: { start: loadStart, end: loadAverage() },

@@ -1,7 +1,7 @@
 // One Kafka client producing the relay's messages, alone in its process so that its CPU is its own
 // (bench/kafka-clients-suite.ts): `node --import tsx bench/lib/kafka-client-producer.ts
 // kafkajs|platformatic BOOTSTRAP TOPIC WARMUP MEASURED`. Prints one JSON line.
-import { Producer, stringSerializer } from "@platformatic/kafka";
+import { ProduceAcks, Producer, stringSerializer } from "@platformatic/kafka";
 import { Kafka, logLevel } from "kafkajs";
 import type { OutboxEvent } from "../../internal/outbox/types.js";
 import { type EventMessage, toEventMessage } from "../../internal/retranslator/sender/event-message.js";
@@ -11,7 +11,7 @@ export const BATCH = 500;
 const PACKAGES = 1000;
 
 /** The i-th message (0-based): an Updated event of package i % 1000 + 1, as the relay makes it, on partition package % 32. */
-export function benchMessage(i: number): EventMessage & { partition: number } {
+export function benchMessage(i: number): Message {
   const packageId = BigInt((i % PACKAGES) + 1);
   const event: OutboxEvent = {
     id: BigInt(i + 1),
@@ -38,17 +38,22 @@ export function benchMessage(i: number): EventMessage & { partition: number } {
   return { ...toEventMessage(event, partition), partition };
 }
 
-type SendBatch = (messages: (EventMessage & { partition: number })[]) => Promise<void>;
+type Message = EventMessage & { partition: number };
 
-async function kafkajsProducer(
-  bootstrap: string,
-  topic: string,
-): Promise<{ send: SendBatch; close: () => Promise<void> }> {
+/** A client: `prepare` puts messages in its own shape (outside the clock), `send` sends one prepared request. */
+interface ClientProducer<T> {
+  prepare(messages: Message[]): T;
+  send(request: T): Promise<void>;
+  close(): Promise<void>;
+}
+
+async function kafkajsProducer(bootstrap: string, topic: string): Promise<ClientProducer<Message[]>> {
   // As the relay's main producer (KafkaSender): one request in flight, not idempotent, acks=all.
   const kafka = new Kafka({ clientId: "bench-kafkajs", brokers: [bootstrap], logLevel: logLevel.NOTHING });
   const producer = kafka.producer({ maxInFlightRequests: 1, idempotent: false, allowAutoTopicCreation: false });
   await producer.connect();
   return {
+    prepare: (messages) => messages,
     send: async (messages) => {
       await producer.send({ topic, acks: -1, messages });
     },
@@ -56,14 +61,18 @@ async function kafkajsProducer(
   };
 }
 
-async function platformaticProducer(
-  bootstrap: string,
-  topic: string,
-): Promise<{ send: SendBatch; close: () => Promise<void> }> {
+interface PlatformaticMessage {
+  topic: string;
+  key: string;
+  value: Buffer;
+  partition: number;
+  headers: Record<string, string>;
+}
+
+async function platformaticProducer(bootstrap: string, topic: string): Promise<ClientProducer<PlatformaticMessage[]>> {
   const producer = new Producer({
     clientId: "bench-platformatic",
     bootstrapBrokers: [bootstrap],
-    acks: -1,
     idempotent: false,
     autocreateTopics: false,
     serializers: {
@@ -74,18 +83,35 @@ async function platformaticProducer(
     },
   });
   return {
+    prepare: (messages) =>
+      messages.map((m) => ({ topic, key: m.key, value: m.value, partition: m.partition, headers: m.headers })),
     send: async (messages) => {
-      await producer.send({
-        messages: messages.map((m) => ({
-          topic,
-          key: m.key,
-          value: m.value,
-          partition: m.partition,
-          headers: m.headers,
-        })),
-      });
+      // acks on each send: without idempotence, send() asks for the leader's ack alone whatever
+      // the constructor was given (1.35.0).
+      await producer.send({ acks: ProduceAcks.ALL, messages });
     },
     close: () => producer.close(),
+  };
+}
+
+/** Warm-up, then the measured requests, made before the clock: only the client's work is measured. */
+async function measure<T>(producer: ClientProducer<T>, client: string, warmup: number, measured: number) {
+  const request = (from: number, end: number) =>
+    producer.prepare(Array.from({ length: Math.min(BATCH, end - from) }, (_, k) => benchMessage(from + k)));
+  for (let i = 0; i < warmup; i += BATCH) await producer.send(request(i, warmup));
+  const requests: T[] = [];
+  for (let j = warmup; j < warmup + measured; j += BATCH) requests.push(request(j, warmup + measured));
+  const cpu = process.cpuUsage();
+  const started = performance.now();
+  for (const r of requests) await producer.send(r);
+  const seconds = (performance.now() - started) / 1000;
+  const used = process.cpuUsage(cpu);
+  await producer.close();
+  return {
+    client,
+    records: measured,
+    recordsPerSecond: Math.round(measured / seconds),
+    cpuMicrosPerRecord: Math.round(((used.user + used.system) / measured) * 10) / 10,
   };
 }
 
@@ -94,29 +120,14 @@ async function main(): Promise<void> {
   if (bootstrap === undefined || topic === undefined) throw new Error("usage: CLIENT BOOTSTRAP TOPIC WARMUP MEASURED");
   const warmup = Number(warmupText);
   const measured = Number(measuredText);
-  const producer =
+  const result =
     client === "kafkajs"
-      ? await kafkajsProducer(bootstrap, topic)
+      ? await measure(await kafkajsProducer(bootstrap, topic), client, warmup, measured)
       : client === "platformatic"
-        ? await platformaticProducer(bootstrap, topic)
+        ? await measure(await platformaticProducer(bootstrap, topic), client, warmup, measured)
         : undefined;
-  if (producer === undefined) throw new Error(`unknown client ${client}`);
-  const batch = (from: number, end: number) =>
-    Array.from({ length: Math.min(BATCH, end - from) }, (_, k) => benchMessage(from + k));
-  let i = 0;
-  for (; i < warmup; i += BATCH) await producer.send(batch(i, warmup));
-  // The messages are made outside the clock and the CPU window: only the client's work is measured.
-  const batches: (EventMessage & { partition: number })[][] = [];
-  for (let j = warmup; j < warmup + measured; j += BATCH) batches.push(batch(j, warmup + measured));
-  const cpu = process.cpuUsage();
-  const started = performance.now();
-  for (const messages of batches) await producer.send(messages);
-  const seconds = (performance.now() - started) / 1000;
-  const used = process.cpuUsage(cpu);
-  await producer.close();
-  process.stdout.write(
-    `${JSON.stringify({ client, records: measured, recordsPerSecond: Math.round(measured / seconds), cpuMicrosPerRecord: Math.round(((used.user + used.system) / measured) * 10) / 10 })}\n`,
-  );
+  if (result === undefined) throw new Error(`unknown client ${client}`);
+  process.stdout.write(`${JSON.stringify(result)}\n`);
 }
 
 if (process.argv[1]?.endsWith("kafka-client-producer.ts")) await main();

@@ -249,9 +249,10 @@ export function claimFromRows(rows: readonly ClaimRow[]): Claim {
   const summary = rows.find((row) => row.summary);
   if (summary === undefined) throw new Error("the claim returned no summary row");
   const events: OutboxEvent[] = [];
+  const lease = summary.lease;
   for (const row of rows) {
     if (row.summary) continue;
-    if (summary.lease === null) throw new Error("the claim returned events without a lease");
+    if (lease === null) throw new Error("the claim returned events without a lease");
     events.push({
       id: row.id,
       packageId: row.packageId,
@@ -263,7 +264,7 @@ export function claimFromRows(rows: readonly ClaimRow[]): Claim {
       reason: row.reason,
       attempts: row.attempts,
       // now() is the same for every row of a statement: one lease per claim.
-      lease: summary.lease,
+      lease,
     });
   }
   events.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
