@@ -8,6 +8,7 @@ import type { BenchContext } from "../lib/context.js";
 import { type CpuWindow, cpuWindow, postgresBackends, round } from "../lib/cpu.js";
 import { readOutbox, seedEvents, waitForEmptyOutbox } from "../lib/outbox.js";
 import { childPids, memoryOf } from "../lib/procs.js";
+import { relayCpuWindow } from "../lib/relay-cpu.js";
 import { benchDatabase, benchTopic, type RunningRetranslator, startRetranslatorChild } from "../lib/stack.js";
 import { fmtInt } from "../lib/stats.js";
 
@@ -21,8 +22,11 @@ export interface DrainResult {
   peakRssMiB: number[];
   /** Resident set of each retranslator when it was ready, before any event (start-up: modules, tsx, pools). */
   readyRssMiB: number[];
+  /** The relays, their Postgres backends and the broker (bench/lib/relay-cpu.ts). */
   cpu: CpuWindow;
-  /** CPU of every component together per event: robust to other load on the machine, unlike events/s. */
+  /** The bench and its backends meanwhile: seeding (INSERT, ANALYZE) and the polls, not counted. */
+  observerCpu: CpuWindow;
+  /** CPU of the relay's components together per event: robust to other load on the machine, unlike events/s. */
   cpuMicrosPerEvent: number;
 }
 
@@ -68,12 +72,7 @@ export async function relayDrain(
     });
   }, 500);
   try {
-    const endCpu = cpuWindow({
-      bench: () => [process.pid],
-      retranslator: () => relays.map((r) => r.proc.pid),
-      postgres: () => postgresBackends(db.name),
-      "kafka-mock": () => childPids("kafka-mock"),
-    });
+    const endCpu = await relayCpuWindow(db.db, db.name, () => relays.map((r) => r.proc.pid));
     const seeded = await seedEvents(db.db, events, ctx.config.packages);
     const committed = performance.now();
     ctx.log(`${label}: seeded in ${seeded.seconds.toFixed(1)} s (committed); draining`);
@@ -92,7 +91,7 @@ export async function relayDrain(
         return dead ? `${dead.proc.name} exited during the drain; log: ${dead.proc.logPath}` : undefined;
       },
     });
-    const cpu = endCpu();
+    const cpu = await endCpu();
     relays.forEach((r, i) => {
       const m = memoryOf(r.proc.pid);
       if (m) peakRss[i] = Math.max(peakRss[i]!, m.hwmKiB);
@@ -106,8 +105,9 @@ export async function relayDrain(
       seedSeconds: round(seeded.seconds, 2),
       peakRssMiB: peakRss.map((k) => round(k / 1024, 1)),
       readyRssMiB: readyRss,
-      cpu,
-      cpuMicrosPerEvent: perEvent(cpu, events),
+      cpu: cpu.relay,
+      observerCpu: cpu.observer,
+      cpuMicrosPerEvent: perEvent(cpu.relay, events),
     };
   } finally {
     clearInterval(sampler);

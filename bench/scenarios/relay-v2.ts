@@ -3,7 +3,7 @@ import type { Database } from "../../internal/database/database.js";
 import type { BenchContext } from "../lib/context.js";
 import { type CpuWindow, cpuWindow, postgresBackends, round } from "../lib/cpu.js";
 import { readOutbox, type Seeded, seedEvents, waitForEmptyOutbox } from "../lib/outbox.js";
-import { childPids } from "../lib/procs.js";
+import { relayCpuWindow } from "../lib/relay-cpu.js";
 import {
   benchDatabase,
   benchTopic,
@@ -26,7 +26,10 @@ export interface StaleDrain {
   instances: number;
   seconds: number;
   eventsPerSecond: number;
+  /** The relays, their Postgres backends and the broker (bench/lib/relay-cpu.ts). */
   cpu: CpuWindow;
+  /** The bench and its backends meanwhile: the burst's INSERT and the polls, not counted. */
+  observerCpu: CpuWindow;
   cpuMicrosPerEvent: number;
   /** From the relays' /metrics: claims, and those that leased nothing. */
   claims: number;
@@ -107,12 +110,7 @@ export async function staleDrain(
       ),
     );
     if (options.rttMs !== undefined) await ctx.kafka.setRtt(1, options.rttMs);
-    const endCpu = cpuWindow({
-      bench: () => [process.pid],
-      retranslator: () => relays.map((r) => r.proc.pid),
-      postgres: () => postgresBackends(db.name),
-      "kafka-mock": () => childPids("kafka-mock"),
-    });
+    const endCpu = await relayCpuWindow(db.db, db.name, () => relays.map((r) => r.proc.pid));
     const seeded = await seedBurst(db.db, events, packages);
     const committed = performance.now();
     ctx.log(
@@ -128,7 +126,7 @@ export async function staleDrain(
         return dead ? `${dead.proc.name} exited during the drain; log: ${dead.proc.logPath}` : undefined;
       },
     });
-    const cpu = endCpu();
+    const cpu = await endCpu();
     if (options.rttMs !== undefined) await ctx.kafka.setRtt(1, 0);
     const after = await Promise.all(
       relays.map(
@@ -147,8 +145,9 @@ export async function staleDrain(
       instances,
       seconds: round(seconds, 2),
       eventsPerSecond: round(events / seconds),
-      cpu,
-      cpuMicrosPerEvent: perEvent(cpu, events),
+      cpu: cpu.relay,
+      observerCpu: cpu.observer,
+      cpuMicrosPerEvent: perEvent(cpu.relay, events),
       claims: after.reduce((s, a, i) => s + a[0] - before[i]![0], 0),
       emptyClaims: after.reduce((s, a, i) => s + a[1] - before[i]![1], 0),
     };
