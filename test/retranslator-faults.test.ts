@@ -262,7 +262,7 @@ test("Postgres connection loss: the retranslator reconnects (claims, cleaner, LI
       rows<{ n: number }>(
         world.db.db,
         `SELECT count(*)::int AS n FROM pg_stat_activity
-         WHERE datname = ? AND application_name = 'logistic-package-api/retranslator-listen'
+         WHERE datname = ? AND application_name = 'logistic-package-api/retranslator listen'
            AND query ILIKE 'LISTEN%' AND backend_start > ?`,
         [world.db.name, restoredAt],
       ),

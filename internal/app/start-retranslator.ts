@@ -12,7 +12,7 @@ import { sendBudgetMs } from "../retranslator/sender/send-budget.js";
 import { traceSender } from "../retranslator/sender/traced-sender.js";
 import { tracerRegistered } from "../tracer/telemetry.js";
 import { kafkaConnection } from "./kafka-connection.js";
-import { startWithScaffold } from "./scaffold.js";
+import { applicationName, startWithScaffold } from "./scaffold.js";
 
 export interface RetranslatorApp {
   owner: string;
@@ -93,6 +93,7 @@ export function startRetranslatorApp(config: Readonly<Config>, logger: Logger): 
       {
         owner,
         databaseUrl: config.database.url,
+        listenApplicationName: applicationName(config, "retranslator", "listen"),
         batchSize: r.batchSize,
         maxInFlightBatches: r.maxInFlightBatches,
         leaseSeconds: r.leaseSeconds,

@@ -10,6 +10,7 @@ import type { Logger } from "../logger/logger.js";
  */
 export async function runNotifyListener(
   databaseUrl: string,
+  applicationName: string,
   onNotify: () => void,
   logger: Logger,
   signal: AbortSignal,
@@ -18,7 +19,7 @@ export async function runNotifyListener(
   while (!signal.aborted) {
     const client = new pg.Client({
       connectionString: databaseUrl,
-      application_name: "logistic-package-api/retranslator-listen",
+      application_name: applicationName,
       keepAlive: true,
     });
     const ended = new Promise<void>((resolve) => {

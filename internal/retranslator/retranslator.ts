@@ -15,6 +15,8 @@ export interface RetranslatorOptions {
   owner: string;
   /** For the LISTEN connection (when listenNotify). */
   databaseUrl: string;
+  /** The LISTEN connection's name in pg_stat_activity, like the pools' (scaffold's applicationName). */
+  listenApplicationName: string;
   batchSize: number;
   maxInFlightBatches: number;
   leaseSeconds: number;
@@ -59,7 +61,7 @@ export function startRetranslator(
   metrics: RetranslatorMetrics,
   logger: Logger,
   notifications: NotificationSource = (onNotify, log, signal) =>
-    runNotifyListener(options.databaseUrl, onNotify, log, signal),
+    runNotifyListener(options.databaseUrl, options.listenApplicationName, onNotify, log, signal),
 ): RunningRetranslator {
   const claiming = new AbortController();
   const acknowledging = new AbortController();

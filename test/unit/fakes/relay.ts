@@ -19,6 +19,7 @@ import type { MemoryOutbox } from "./memory-outbox.js";
 export const relayDefaults: RetranslatorOptions = {
   owner: "relay-1",
   databaseUrl: "",
+  listenApplicationName: "",
   batchSize: 8,
   maxInFlightBatches: 4,
   leaseSeconds: 30,
