@@ -1,5 +1,5 @@
 // Concurrent CreatePackageV1 calls share statements (database.createBatchSize /
-// createConcurrency): what a client must still be able to rely on.
+// createConcurrency / createLingerMs): what a client must still be able to rely on.
 //  - every call gets its own package, with exactly the fields it sent, and
 //    exactly one Created event carrying its own data and its own traceparent;
 //  - a row that fails the shared statement fails only its own call.
@@ -98,6 +98,43 @@ test("a row that fails the shared statement fails only its own call", async () =
   } finally {
     await fx.db.db.raw(`DROP TRIGGER refuse_title ON package; DROP FUNCTION refuse_title();`);
   }
+});
+
+test("a steady stream of creates shares statements through the linger, though a slot is always free", async () => {
+  // 40 creates 5 ms apart, never waiting for a slot (64 of them): without a linger each is its
+  // own statement; with one, once the stream is steady, a create waits for the next ones.
+  const streamOf = async (lingerMs: number): Promise<string[]> => {
+    const server = await startTestServer(
+      fx.db.url,
+      {},
+      { database: { createBatchSize: 50, createConcurrency: 64, createLingerMs: lingerMs } },
+    );
+    const client = packageApiClient(server.grpcAddress);
+    try {
+      const calls: Promise<{ ID: string }>[] = [];
+      for (let i = 0; i < 40; i++) {
+        calls.push(
+          client.createPackageV1({
+            Title: `stream-${lingerMs}-${i}`,
+            Material: "wood",
+            MaximumVolume: 1,
+            Reusable: false,
+          }) as Promise<{ ID: string }>,
+        );
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+      return (await Promise.all(calls)).map((r) => r.ID);
+    } finally {
+      client.close();
+      await server.stop();
+    }
+  };
+  const alone = await streamOf(0);
+  assert.equal(await transactionsOf(alone), 40, "no linger: one statement per create");
+  const lingered = await streamOf(50);
+  assert.equal(new Set(lingered).size, 40, "every call got its own id");
+  assert.ok((await transactionsOf(lingered)) < 40, "creates shared statements");
+  for (const id of lingered) assert.equal((await events(fx.db.db, BigInt(id))).length, 1, `package ${id}: one event`);
 });
 
 test("an overloaded server answers Unavailable at once for creates beyond createMaxWaiting, and writes nothing for them", async () => {

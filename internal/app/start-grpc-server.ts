@@ -48,6 +48,7 @@ export function startGrpcServer(config: Readonly<Config>, logger: Logger): Promi
         maxBatch: config.database.createBatchSize,
         maxInFlight: config.database.createConcurrency,
         maxWaiting: config.database.createMaxWaiting,
+        lingerMs: config.database.createLingerMs,
       },
       metrics.cudEvents,
     );

@@ -1,11 +1,12 @@
 // The create batcher (internal/packages/create-batcher.ts) over a fake repository: a create goes alone
 // when a slot is free, creates that wait go together, the queue is bounded, and a failed batch is
-// retried call by call only when a row caused it. The same against Postgres:
+// retried call by call only when a row caused it, and under a steady stream a create that would go
+// alone lingers for others to join it. The same against Postgres:
 // test/api-create-batching.test.ts.
 
 import assert from "node:assert/strict";
 import { AsyncLocalStorage } from "node:async_hooks";
-import { describe, test } from "node:test";
+import { describe, type TestContext, test } from "node:test";
 import { UnavailableError } from "../../internal/domain/errors.js";
 import type { NewPackage } from "../../internal/domain/package.js";
 import { CreateBatcher, type CreateBatchingOptions } from "../../internal/packages/create-batcher.js";
@@ -51,7 +52,7 @@ class FakeRepository {
 }
 
 function batcher(repo: FakeRepository, options: Partial<CreateBatchingOptions> = {}) {
-  return new CreateBatcher(repo, { maxBatch: 10, maxInFlight: 1, maxWaiting: 100, ...options });
+  return new CreateBatcher(repo, { maxBatch: 10, maxInFlight: 1, maxWaiting: 100, lingerMs: 0, ...options });
 }
 
 const box = (title: string): NewPackage => ({ title, material: "cardboard", maximumVolume: 1, reusable: false });
@@ -105,6 +106,105 @@ describe("create batcher", () => {
       repo.statements.map((s) => s.titles.length),
       [1, 4, 4, 1],
     );
+  });
+
+  describe("linger", () => {
+    const lingerMs = 2;
+
+    /** performance.now() and setTimeout under the test's hand: arrivals at chosen times, the linger's end ticked. */
+    function clock(t: TestContext): { advance(ms: number): void } {
+      let now = 1_000_000;
+      t.mock.method(performance, "now", () => now);
+      t.mock.timers.enable({ apis: ["setTimeout"] });
+      return {
+        advance(ms) {
+          now += ms;
+          t.mock.timers.tick(ms);
+        },
+      };
+    }
+
+    /**
+     * Creates one after another, `gapMs` apart, each answered before the next. The mean gap
+     * starts at 10 lingers and moves a fifth of the way to each new gap: 1 ms apart it falls
+     * under 2 ms at the 15th create (the first counts as a quiet spell), so 14 of them leave
+     * the next one lingering.
+     */
+    async function stream(b: CreateBatcher, time: { advance(ms: number): void }, n: number, gapMs: number) {
+      for (let i = 0; i < n; i++) {
+        time.advance(gapMs);
+        await b.create(box(`warm${i}`), undefined);
+        await settle(); // its slot is given back
+      }
+    }
+
+    test("once creates arrive less than lingerMs apart, one that would go alone waits lingerMs, and those arriving meanwhile share its statement", async (t) => {
+      const time = clock(t);
+      const repo = new FakeRepository();
+      const b = batcher(repo, { lingerMs });
+      await stream(b, time, 14, 1);
+      assert.equal(repo.statements.length, 14, "each went at once while the mean gap came down");
+      time.advance(1);
+      const streaming = ["s1", "s2", "s3"].map((t) => b.create(box(t), undefined));
+      await settle();
+      assert.equal(repo.statements.length, 14, "the slot is free, yet s1 waits for company");
+      time.advance(lingerMs);
+      assert.deepEqual(await Promise.all(streaming), [15n, 16n, 17n]);
+      assert.deepEqual(repo.statements[14], { kind: "createMany", titles: ["s1", "s2", "s3"], caller: undefined });
+    });
+
+    test("creates further apart than lingerMs never wait", async (t) => {
+      const time = clock(t);
+      const repo = new FakeRepository();
+      const b = batcher(repo, { lingerMs });
+      await stream(b, time, 30, 3);
+      assert.equal(repo.statements.length, 30, "each went at once, without a tick of the clock");
+    });
+
+    test("one quiet spell ends the linger: the next create goes at once", async (t) => {
+      const time = clock(t);
+      const repo = new FakeRepository();
+      const b = batcher(repo, { lingerMs });
+      await stream(b, time, 14, 1);
+      time.advance(1);
+      const lingering = b.create(box("lingering"), undefined);
+      await settle();
+      assert.equal(repo.statements.length, 14, "streaming: it lingers");
+      time.advance(lingerMs);
+      await lingering;
+      time.advance(10 * lingerMs);
+      await b.create(box("after"), undefined);
+      assert.deepEqual(repo.statements.at(-1), { kind: "create", titles: ["after"], caller: undefined });
+    });
+
+    test("a lingering statement goes as soon as it holds maxBatch creates", async (t) => {
+      const time = clock(t);
+      const repo = new FakeRepository();
+      const b = batcher(repo, { lingerMs, maxBatch: 3 });
+      await stream(b, time, 14, 1);
+      time.advance(1);
+      const full = ["f1", "f2", "f3"].map((t) => b.create(box(t), undefined));
+      assert.deepEqual(await Promise.all(full), [15n, 16n, 17n], "went without the linger's end");
+      assert.deepEqual(repo.statements[14], { kind: "createMany", titles: ["f1", "f2", "f3"], caller: undefined });
+    });
+
+    test("creates that waited for a slot go when it frees, without lingering again", async (t) => {
+      const time = clock(t);
+      const repo = new FakeRepository();
+      const b = batcher(repo, { lingerMs });
+      await stream(b, time, 14, 1);
+      repo.hold();
+      time.advance(1);
+      const first = b.create(box("first"), undefined);
+      time.advance(lingerMs);
+      await settle();
+      assert.equal(repo.statements.length, 15, "first lingered, then took the slot");
+      const waiting = ["w1", "w2"].map((t) => b.create(box(t), undefined));
+      await settle();
+      repo.open();
+      assert.deepEqual(await Promise.all([first, ...waiting]), [15n, 16n, 17n]);
+      assert.deepEqual(repo.statements.at(-1)!.titles, ["w1", "w2"]);
+    });
   });
 
   test("beyond maxWaiting a create fails at once with Unavailable", async () => {
