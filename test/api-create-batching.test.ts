@@ -133,7 +133,9 @@ test("a steady stream of creates shares statements through the linger, though a 
   assert.equal(await transactionsOf(alone), 40, "no linger: one statement per create");
   const lingered = await streamOf(50);
   assert.equal(new Set(lingered).size, 40, "every call got its own id");
-  assert.ok((await transactionsOf(lingered)) < 40, "creates shared statements");
+  // About 12 go alone while the average gap comes down, then each linger gathers about ten.
+  const shared = await transactionsOf(lingered);
+  assert.ok(shared <= 30, `creates shared statements: ${shared} transactions for 40`);
   for (const id of lingered) assert.equal((await events(fx.db.db, BigInt(id))).length, 1, `package ${id}: one event`);
 });
 

@@ -1,6 +1,10 @@
+import { applicationName } from "../../internal/app/scaffold.js";
+import { loadConfig } from "../../internal/config/config.js";
 import type { Database } from "../../internal/database/database.js";
-import { type CpuWindow, cpuWindow, postgresBackends } from "./cpu.js";
+import type { BenchContext } from "./context.js";
+import { type CpuWindow, cpuWindow, postgresBackends, round } from "./cpu.js";
 import { childPids } from "./procs.js";
+import { configFile } from "./stack.js";
 
 /**
  * The CPU a relay drain costs, kept apart from what watches it. The window
@@ -8,9 +12,10 @@ import { childPids } from "./procs.js";
  * is), so the burst's own INSERT runs inside it; that statement, and the
  * bench's polls of the outbox, run in the bench's Postgres backends, which are
  * the observer's, not the relay's. The relay's backends are told apart by
- * their application_name (`logistic-package-api/retranslator…`: its pools and
- * its LISTEN connection), read again at the end for connections opened
- * meanwhile.
+ * their application_name (`<project.name>/retranslator…`: its pools and its
+ * LISTEN connection), read again at the end for connections opened meanwhile.
+ * A backend that closes inside the window (a pool connection reaped, a LISTEN
+ * reconnect) is counted in neither: /proc no longer has it.
  */
 export interface RelayCpu {
   /** The relay processes, their Postgres backends and the broker: what a drain's CPU per event counts. */
@@ -19,22 +24,25 @@ export interface RelayCpu {
   observer: CpuWindow;
 }
 
-const RELAY_APPLICATION = "logistic-package-api/retranslator";
-
-async function relayBackends(db: Database): Promise<number[]> {
+async function backendsNamed(db: Database, prefix: string): Promise<number[]> {
   const result = (await db.raw(
     `SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE ?`,
-    [`${RELAY_APPLICATION}%`],
+    [`${prefix}%`],
   )) as { rows: { pid: number }[] };
   return result.rows.map((r) => r.pid);
 }
 
 export async function relayCpuWindow(
+  ctx: BenchContext,
   db: Database,
   databaseName: string,
   relayPids: () => number[],
 ): Promise<() => Promise<RelayCpu>> {
-  let relayPg = new Set(await relayBackends(db));
+  // The children's own config names their connections.
+  const prefix = applicationName(loadConfig({ path: await configFile(ctx, {}), env: {} }), "retranslator");
+  let relayPg = new Set(await backendsNamed(db, prefix));
+  if (relayPg.size === 0)
+    throw new Error(`no Postgres backend named ${prefix}…: the relay's CPU could not be told apart`);
   const endRelay = cpuWindow({
     retranslator: relayPids,
     postgres: () => [...relayPg],
@@ -45,8 +53,12 @@ export async function relayCpuWindow(
     postgres: () => postgresBackends(databaseName).filter((pid) => !relayPg.has(pid)),
   });
   return async () => {
-    const now = await relayBackends(db);
-    relayPg = new Set([...relayPg, ...now]);
-    return { relay: endRelay(), observer: endObserver() };
+    relayPg = new Set([...relayPg, ...(await backendsNamed(db, prefix))]);
+    const relay = endRelay();
+    const observer = endObserver();
+    // Each window's "others" would count the other window's components: the rest of the machine is what neither holds.
+    const cores = (w: CpuWindow) => Object.values(w.cpuSeconds).reduce((a, b) => a + b, 0) / w.wallSeconds;
+    const others = round(Math.max(0, relay.machineBusyCores - cores(relay) - cores(observer)), 2);
+    return { relay: { ...relay, othersCores: others }, observer: { ...observer, othersCores: others } };
   };
 }

@@ -72,7 +72,7 @@ export async function relayDrain(
     });
   }, 500);
   try {
-    const endCpu = await relayCpuWindow(db.db, db.name, () => relays.map((r) => r.proc.pid));
+    const endCpu = await relayCpuWindow(ctx, db.db, db.name, () => relays.map((r) => r.proc.pid));
     const seeded = await seedEvents(db.db, events, ctx.config.packages);
     const committed = performance.now();
     ctx.log(`${label}: seeded in ${seeded.seconds.toFixed(1)} s (committed); draining`);

@@ -110,7 +110,7 @@ export async function staleDrain(
       ),
     );
     if (options.rttMs !== undefined) await ctx.kafka.setRtt(1, options.rttMs);
-    const endCpu = await relayCpuWindow(db.db, db.name, () => relays.map((r) => r.proc.pid));
+    const endCpu = await relayCpuWindow(ctx, db.db, db.name, () => relays.map((r) => r.proc.pid));
     const seeded = await seedBurst(db.db, events, packages);
     const committed = performance.now();
     ctx.log(

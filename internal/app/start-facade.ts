@@ -10,7 +10,7 @@ import { GroupMembership } from "../facade/membership.js";
 import { FacadeMetrics } from "../facade/metrics.js";
 import type { Logger } from "../logger/logger.js";
 import { kafkaConnection } from "./kafka-connection.js";
-import { startWithScaffold } from "./scaffold.js";
+import { applicationName, startWithScaffold } from "./scaffold.js";
 
 export interface FacadeApp {
   ports: { metrics: number };
@@ -31,7 +31,13 @@ export function startFacadeApp(config: Readonly<Config>, logger: Logger): Promis
     if (config.database.migrateOnStart) {
       // The owner's URL creates the database; the serving pool below uses databaseUrl.
       const ownerUrl = f.migrationUrl === "" ? f.databaseUrl : f.migrationUrl;
-      if (await ensureDatabase(ownerUrl, config.database.acquireTimeoutMs)) {
+      if (
+        await ensureDatabase(
+          ownerUrl,
+          config.database.acquireTimeoutMs,
+          applicationName(config, "facade", "create database"),
+        )
+      ) {
         logger.info({ database: new URL(f.databaseUrl).pathname.slice(1) }, "facade database created");
       }
     }

@@ -92,8 +92,9 @@ const schema = z
       createConcurrency: int(1, 1000).default(2),
       // Creates waiting for a statement; more fail at once with Unavailable (retry).
       createMaxWaiting: int(1, 1_000_000).default(1000),
-      // Under a steady stream (the previous create less than this long before), a create that
-      // would go alone waits this long for others to join its statement. 0 = never waits.
+      // Under a steady stream (creates less than this long apart on average, over about the last
+      // ten), a create that would go alone waits up to this long for others to join its
+      // statement. 0 = never waits.
       createLingerMs: int(0, 100).default(2),
     }),
     grpc: section(

@@ -18,9 +18,10 @@ const UNIQUE_VIOLATION = "23505";
  * Only a missing database leads to CREATE: any other connection error (server
  * down, bad password) is thrown as it is.
  */
-export async function ensureDatabase(url: string, connectTimeoutMs: number): Promise<boolean> {
+export async function ensureDatabase(url: string, connectTimeoutMs: number, applicationName: string): Promise<boolean> {
+  const connect = { connectTimeoutMs, applicationName };
   try {
-    await withClient(url, connectTimeoutMs, async () => undefined);
+    await withClient(url, connect, async () => undefined);
     return false;
   } catch (err) {
     if (sqlStateOf(err) !== INVALID_CATALOG_NAME) throw err;
@@ -30,7 +31,7 @@ export async function ensureDatabase(url: string, connectTimeoutMs: number): Pro
   const maintenance = new URL(url);
   maintenance.pathname = "/postgres";
   try {
-    await withClient(maintenance.toString(), connectTimeoutMs, (client) =>
+    await withClient(maintenance.toString(), connect, (client) =>
       client.query(`CREATE DATABASE ${client.escapeIdentifier(name)}`),
     );
     return true;
@@ -41,8 +42,16 @@ export async function ensureDatabase(url: string, connectTimeoutMs: number): Pro
   }
 }
 
-async function withClient<T>(url: string, connectTimeoutMs: number, fn: (client: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: connectTimeoutMs });
+async function withClient<T>(
+  url: string,
+  connect: { connectTimeoutMs: number; applicationName: string },
+  fn: (client: pg.Client) => Promise<T>,
+): Promise<T> {
+  const client = new pg.Client({
+    connectionString: url,
+    connectionTimeoutMillis: connect.connectTimeoutMs,
+    application_name: connect.applicationName,
+  });
   await client.connect();
   try {
     return await fn(client);

@@ -12,7 +12,7 @@ export interface CreateBatchingOptions {
   /** Creates waiting for a statement; beyond it a create fails at once with Unavailable. */
   maxWaiting: number;
   /**
-   * Under a steady stream of creates, how long a create that would go alone
+   * Under a steady stream of creates, the longest a create that would go alone
    * waits for others to join its statement (0 = never waits). Applies only
    * while creates arrive less than this long apart on average.
    */
@@ -56,10 +56,12 @@ interface PendingCreate {
  * statement costs a socket write, a backend wake-up, a commit, a WAL flush and
  * the trigger's NOTIFY, which wakes the retranslator for a claim of one event.
  * So while creates arrive less than lingerMs apart on average (then a linger
- * gathers at least one more), a create that finds a slot free and nothing
- * waiting lingers lingerMs, and those arriving meanwhile join it (like Kafka's
- * linger.ms). Creates that waited for a slot do not linger again. Measured at
- * 1,000 creates/s: docs/performance.md, "Create linger".
+ * gathers one more, on average), a create that finds a slot free and nothing
+ * waiting lingers, and those arriving meanwhile join it (like Kafka's
+ * linger.ms). The linger ends after lingerMs, when the batch is full, or when
+ * a running statement finishes, whichever comes first: from then on the
+ * lingering creates are simply waiting creates, and those go as soon as a
+ * slot frees. Measured at 1,000 creates/s: docs/performance.md, "Create linger".
  */
 export class CreateBatcher {
   private readonly queue: PendingCreate[] = [];
@@ -94,11 +96,18 @@ export class CreateBatcher {
     return new Promise((resolve, reject) => {
       this.queue.push({ item: { input, trace }, scope: new AsyncResource("CreateBatch"), resolve, reject });
       if (this.lingering !== undefined) {
-        // Joined a lingering statement: it goes when the linger ends, or now if full.
-        if (this.queue.length >= this.options.maxBatch) this.pump();
+        // Joined a lingering statement: it goes when the linger ends, or now if full (or if
+        // one more would be refused: createMaxWaiting may be below createBatchSize).
+        if (this.queue.length >= Math.min(this.options.maxBatch, this.options.maxWaiting)) this.pump();
         return;
       }
-      if (steady && this.queue.length === 1 && this.inFlight < this.options.maxInFlight) {
+      // (Not when the queue could hold no second create: it would be refused beside a free slot.)
+      if (
+        steady &&
+        this.queue.length === 1 &&
+        this.options.maxWaiting > 1 &&
+        this.inFlight < this.options.maxInFlight
+      ) {
         this.lingering = setTimeout(() => this.pump(), this.options.lingerMs);
         return;
       }

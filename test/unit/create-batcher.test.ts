@@ -188,7 +188,54 @@ describe("create batcher", () => {
       assert.deepEqual(repo.statements[14], { kind: "createMany", titles: ["f1", "f2", "f3"], caller: undefined });
     });
 
-    test("creates that waited for a slot go when it frees, without lingering again", async (t) => {
+    test("a running statement that finishes ends a linger early: the lingering create goes then", async (t) => {
+      const time = clock(t);
+      const repo = new FakeRepository();
+      const b = batcher(repo, { lingerMs, maxInFlight: 2 });
+      await stream(b, time, 14, 1);
+      repo.hold();
+      time.advance(1);
+      const a = b.create(box("a"), undefined);
+      time.advance(lingerMs);
+      await settle();
+      assert.equal(repo.statements.length, 15, "a lingered its full time (nothing was running), then went");
+      const lingering = b.create(box("b"), undefined);
+      await settle();
+      assert.equal(repo.statements.length, 15, "b lingers beside a's running statement");
+      repo.open();
+      for (let i = 0; i < 5; i++) await settle();
+      assert.deepEqual(repo.statements.at(-1), { kind: "create", titles: ["b"], caller: undefined }, "no tick needed");
+      assert.deepEqual(await Promise.all([a, lingering]), [15n, 16n]);
+    });
+
+    test("with createMaxWaiting below createBatchSize a lingering statement goes at maxWaiting: no create is refused beside a free slot", async (t) => {
+      const time = clock(t);
+      const repo = new FakeRepository();
+      const b = batcher(repo, { lingerMs, maxBatch: 10, maxWaiting: 2 });
+      await stream(b, time, 14, 1);
+      time.advance(1);
+      const calls = ["x1", "x2", "x3"].map((t) => b.create(box(t), undefined));
+      time.advance(lingerMs);
+      assert.deepEqual(await Promise.all(calls), [15n, 16n, 17n]);
+      assert.deepEqual(
+        repo.statements.slice(14).map((s) => s.titles),
+        [["x1", "x2"], ["x3"]],
+      );
+    });
+
+    test("with createMaxWaiting 1 nothing lingers: the queue could hold no second create", async (t) => {
+      const time = clock(t);
+      const repo = new FakeRepository();
+      const b = batcher(repo, { lingerMs, maxWaiting: 1 });
+      await stream(b, time, 14, 1);
+      time.advance(1);
+      const alone = b.create(box("alone"), undefined);
+      await settle();
+      assert.equal(repo.statements.length, 15, "went without a tick");
+      assert.equal(await alone, 15n);
+    });
+
+    test("creates that waited for a slot go as soon as it frees", async (t) => {
       const time = clock(t);
       const repo = new FakeRepository();
       const b = batcher(repo, { lingerMs });
