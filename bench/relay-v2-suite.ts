@@ -42,6 +42,7 @@ export async function runRelayV2(options: { quick: boolean }): Promise<number> {
     createSeconds: 0,
     e2eRatePerSecond: 0,
     e2eSeconds: 0,
+    e2eColdSeconds: 0,
     e2eSustainableSeconds: 0,
     memoryEvents: 0,
     profile: false,

@@ -16,6 +16,12 @@ export interface BenchConfig {
   createSeconds: number;
   e2eRatePerSecond: number;
   e2eSeconds: number;
+  /**
+   * Before the target phase, the first seconds at the same rate of a server and a relay just
+   * started (JIT not warm yet): reported as a phase of its own, since the goal is the steady
+   * state's and a deploy under traffic is a state production reaches too. 0 = skipped.
+   */
+  e2eColdSeconds: number;
   /** The second phase, at a rate the machine carries easily (a quarter of the measured create throughput). */
   e2eSustainableSeconds: number;
   /** 0 = skipped (quick mode). */

@@ -16,8 +16,12 @@ import { fmtInt, fmtMs, type HistogramBucket, histogramPercentile, parseHistogra
 
 export interface EndToEndPhase {
   listenNotify: boolean;
-  /** "target": the brief's rate; "sustainable": a rate this machine can carry (see endToEnd). */
-  phase: "target" | "sustainable";
+  /**
+   * "cold": the brief's rate on a server and relay just started; "target": the same rate,
+   * warm (the steady state the goals are about); "sustainable": a rate this machine can
+   * carry (see endToEnd).
+   */
+  phase: "cold" | "target" | "sustainable";
   targetRate: number;
   seconds: number;
   completed: number;
@@ -95,6 +99,9 @@ async function withRelay(
     let before = parseHistogram("", histogram).buckets;
     let sumBefore = 0;
     const plan = [
+      ...(ctx.config.e2eColdSeconds > 0
+        ? [{ phase: "cold" as const, rate: ctx.config.e2eRatePerSecond, seconds: ctx.config.e2eColdSeconds }]
+        : []),
       { phase: "target" as const, rate: ctx.config.e2eRatePerSecond, seconds: ctx.config.e2eSeconds },
       { phase: "sustainable" as const, rate: sustainableRate, seconds: ctx.config.e2eSustainableSeconds },
     ];
