@@ -138,18 +138,27 @@ describe("create batcher", () => {
       }
     }
 
-    test("once creates arrive less than lingerMs apart, one that would go alone waits lingerMs, and those arriving meanwhile share its statement", async (t) => {
+    /**
+     * A batcher whose next create lingers: 14 creates 1 ms apart (each went at once), then 1 ms
+     * more on the clock.
+     */
+    async function streaming(t: TestContext, options: Partial<CreateBatchingOptions> = {}) {
       const time = clock(t);
       const repo = new FakeRepository();
-      const b = batcher(repo, { lingerMs });
+      const b = batcher(repo, { lingerMs, ...options });
       await stream(b, time, 14, 1);
       assert.equal(repo.statements.length, 14, "each went at once while the mean gap came down");
       time.advance(1);
-      const streaming = ["s1", "s2", "s3"].map((t) => b.create(box(t), undefined));
+      return { time, repo, b };
+    }
+
+    test("once creates arrive less than lingerMs apart, one that would go alone waits lingerMs, and those arriving meanwhile share its statement", async (t) => {
+      const { time, repo, b } = await streaming(t);
+      const joined = ["s1", "s2", "s3"].map((t) => b.create(box(t), undefined));
       await settle();
       assert.equal(repo.statements.length, 14, "the slot is free, yet s1 waits for company");
       time.advance(lingerMs);
-      assert.deepEqual(await Promise.all(streaming), [15n, 16n, 17n]);
+      assert.deepEqual(await Promise.all(joined), [15n, 16n, 17n]);
       assert.deepEqual(repo.statements[14], { kind: "createMany", titles: ["s1", "s2", "s3"], caller: undefined });
     });
 
@@ -162,11 +171,7 @@ describe("create batcher", () => {
     });
 
     test("one quiet spell ends the linger: the next create goes at once", async (t) => {
-      const time = clock(t);
-      const repo = new FakeRepository();
-      const b = batcher(repo, { lingerMs });
-      await stream(b, time, 14, 1);
-      time.advance(1);
+      const { time, repo, b } = await streaming(t);
       const lingering = b.create(box("lingering"), undefined);
       await settle();
       assert.equal(repo.statements.length, 14, "streaming: it lingers");
@@ -178,23 +183,15 @@ describe("create batcher", () => {
     });
 
     test("a lingering statement goes as soon as it holds maxBatch creates", async (t) => {
-      const time = clock(t);
-      const repo = new FakeRepository();
-      const b = batcher(repo, { lingerMs, maxBatch: 3 });
-      await stream(b, time, 14, 1);
-      time.advance(1);
+      const { repo, b } = await streaming(t, { maxBatch: 3 });
       const full = ["f1", "f2", "f3"].map((t) => b.create(box(t), undefined));
       assert.deepEqual(await Promise.all(full), [15n, 16n, 17n], "went without the linger's end");
       assert.deepEqual(repo.statements[14], { kind: "createMany", titles: ["f1", "f2", "f3"], caller: undefined });
     });
 
     test("a running statement that finishes ends a linger early: the lingering create goes then", async (t) => {
-      const time = clock(t);
-      const repo = new FakeRepository();
-      const b = batcher(repo, { lingerMs, maxInFlight: 2 });
-      await stream(b, time, 14, 1);
+      const { time, repo, b } = await streaming(t, { maxInFlight: 2 });
       repo.hold();
-      time.advance(1);
       const a = b.create(box("a"), undefined);
       time.advance(lingerMs);
       await settle();
@@ -209,11 +206,7 @@ describe("create batcher", () => {
     });
 
     test("with createMaxWaiting below createBatchSize a lingering statement goes at maxWaiting: no create is refused beside a free slot", async (t) => {
-      const time = clock(t);
-      const repo = new FakeRepository();
-      const b = batcher(repo, { lingerMs, maxBatch: 10, maxWaiting: 2 });
-      await stream(b, time, 14, 1);
-      time.advance(1);
+      const { time, repo, b } = await streaming(t, { maxBatch: 10, maxWaiting: 2 });
       const calls = ["x1", "x2", "x3"].map((t) => b.create(box(t), undefined));
       time.advance(lingerMs);
       assert.deepEqual(await Promise.all(calls), [15n, 16n, 17n]);
@@ -224,11 +217,7 @@ describe("create batcher", () => {
     });
 
     test("with createMaxWaiting 1 nothing lingers: the queue could hold no second create", async (t) => {
-      const time = clock(t);
-      const repo = new FakeRepository();
-      const b = batcher(repo, { lingerMs, maxWaiting: 1 });
-      await stream(b, time, 14, 1);
-      time.advance(1);
+      const { repo, b } = await streaming(t, { maxWaiting: 1 });
       const alone = b.create(box("alone"), undefined);
       await settle();
       assert.equal(repo.statements.length, 15, "went without a tick");
@@ -236,12 +225,8 @@ describe("create batcher", () => {
     });
 
     test("creates that waited for a slot go as soon as it frees", async (t) => {
-      const time = clock(t);
-      const repo = new FakeRepository();
-      const b = batcher(repo, { lingerMs });
-      await stream(b, time, 14, 1);
+      const { time, repo, b } = await streaming(t);
       repo.hold();
-      time.advance(1);
       const first = b.create(box("first"), undefined);
       time.advance(lingerMs);
       await settle();
