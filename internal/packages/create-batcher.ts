@@ -41,8 +41,8 @@ interface PendingCreate {
  * one statement (PgPackageRepository.createMany), so a busy server spends one
  * round trip, one transaction and one WAL flush on many packages. A create
  * that finds a slot free after a quiet spell goes at once, alone: batching
- * adds no latency when idle. Each package still gets exactly its own event in the same
- * transaction. If a batch fails because of a row (pg-errors.ts: a data or
+ * adds no latency when idle. Each package still gets exactly its own event in
+ * the same transaction. If a batch fails because of a row (pg-errors.ts: a data or
  * constraint error, or a trigger's exception), its creates are retried one by
  * one so that only the request at fault fails; any other failure fails the
  * whole batch. The queue holds only calls whose callers are waiting, at
