@@ -1,13 +1,18 @@
 import { execFile } from "node:child_process";
-import { writeFile } from "node:fs/promises";
+import { mkdtemp, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { Kafka, logLevel } from "kafkajs";
 import { nextBinaryPath, startKafkaMock } from "../tools/kafka-mock/kafka-mock.js";
+import { startBenchBase } from "./lib/bench-stack.js";
+import type { BenchConfig, BenchContext } from "./lib/context.js";
 import { BATCH, PARTITIONS } from "./lib/kafka-client-producer.js";
 import { gitInfo, loadAverage, machineInfo } from "./lib/machine.js";
 import { root } from "./lib/procs.js";
+import { Resources } from "./lib/resources.js";
 import { fmtInt } from "./lib/stats.js";
+import { relayDrain } from "./scenarios/drain.js";
 
 // `npm run bench -- --only=kafka-clients [--quick]`: kafkajs (the relay's client,
 // patched as installed) against @platformatic/kafka, each producing the relay's
@@ -16,7 +21,9 @@ import { fmtInt } from "./lib/stats.js";
 // own, runs alternated. The broker is the same mock program built against
 // librdkafka 2.12.0 with a fix to its ApiVersions v3 (scripts/build-kafka-mock-next.sh):
 // the mock the tests use refuses @platformatic/kafka at its first request.
-// A comparison of the clients, not yet of the relay behind the Sender interface
+// Then the relay itself with each client behind the same Sender (kafka.producerClient):
+// a drain of 20,000 events over 1,000 packages by one retranslator process, as the
+// drain row of the main bench, runs alternated, each on a fresh broker.
 // (docs/relay.md, "Another Kafka client"). Results: bench/results/kafka-clients-<mode>.json.
 
 const clients = ["kafkajs", "platformatic"] as const;
@@ -83,6 +90,7 @@ export async function runKafkaClients(options: { quick: boolean }): Promise<numb
       }
     }
   }
+  const relayRuns = await relayRounds(rounds, log);
   const summary = Object.fromEntries(
     clients.map((c) => {
       const mine = runs.filter((r) => r.client === c);
@@ -104,6 +112,31 @@ export async function runKafkaClients(options: { quick: boolean }): Promise<numb
       `| ${c} | ${s.recordsPerSecond.map(fmtInt).join(", ")} | ${fmtInt(s.medianRecordsPerSecond)} | ${s.cpuMicrosPerRecord.join(", ")} | ${s.medianCpuMicrosPerRecord} |`,
     );
   }
+  const relay = Object.fromEntries(
+    clients.map((c) => {
+      const mine = relayRuns.filter((r) => r.client === c);
+      return [
+        c,
+        {
+          eventsPerSecond: mine.map((r) => r.eventsPerSecond),
+          cpuMicrosPerEvent: mine.map((r) => r.cpuMicrosPerEvent),
+          relayCpuMicrosPerEvent: mine.map((r) => r.relayCpuMicrosPerEvent),
+          medianEventsPerSecond: median(mine.map((r) => r.eventsPerSecond)),
+          medianCpuMicrosPerEvent: median(mine.map((r) => r.cpuMicrosPerEvent)),
+          medianRelayCpuMicrosPerEvent: median(mine.map((r) => r.relayCpuMicrosPerEvent)),
+        },
+      ];
+    }),
+  );
+  log(
+    "\n| relay drain, client behind the Sender | events/s (runs) | median | CPU µs/event: relay process (runs) | with its Postgres and the broker (runs) |\n|---|---|---|---|---|",
+  );
+  for (const c of clients) {
+    const r = relay[c]!;
+    log(
+      `| ${c} | ${r.eventsPerSecond.map(fmtInt).join(", ")} | ${fmtInt(r.medianEventsPerSecond)} | ${r.relayCpuMicrosPerEvent.join(", ")} | ${r.cpuMicrosPerEvent.join(", ")} |`,
+    );
+  }
   const mode = options.quick ? "quick" : "full";
   const out = join(root, `bench/results/kafka-clients-${mode}.json`);
   await writeFile(
@@ -123,6 +156,11 @@ export async function runKafkaClients(options: { quick: boolean }): Promise<numb
         broker:
           "tools/kafka-mock built against librdkafka 2.12.0 + tools/kafka-mock/librdkafka-2.12.0-apiversions-v3.patch",
         summary,
+        relayDrain: {
+          shape: { events: RELAY_EVENTS, packages: RELAY_PACKAGES, partitions: PARTITIONS, instances: 1 },
+          runs: relayRuns,
+          summary: relay,
+        },
       },
       null,
       2,
@@ -130,4 +168,93 @@ export async function runKafkaClients(options: { quick: boolean }): Promise<numb
   );
   log(`written to ${out}`);
   return 0;
+}
+
+const RELAY_EVENTS = 20_000;
+const RELAY_PACKAGES = 1000;
+
+interface RelayRun {
+  client: (typeof clients)[number];
+  eventsPerSecond: number;
+  /** The relay process, its Postgres backends and the broker (bench/lib/relay-cpu.ts). */
+  cpuMicrosPerEvent: number;
+  /** The retranslator process alone. */
+  relayCpuMicrosPerEvent: number;
+}
+
+/**
+ * The relay behind the Sender with each client: the drain scenario of the
+ * main bench (bench/scenarios/drain.ts) on the broker the clients share,
+ * with kafka.producerClient set. A run counts only when the topic holds every
+ * event relayed (warm-up and drain).
+ */
+async function relayRounds(rounds: number, log: (line: string) => void): Promise<RelayRun[]> {
+  const resources = new Resources();
+  const logDir = await mkdtemp(join(tmpdir(), "lpa-bench-kafka-clients-"));
+  const runs: RelayRun[] = [];
+  try {
+    // The template database the drains clone (its broker, the tests' mock, is not used here).
+    await startBenchBase(resources);
+    for (let round = 0; round < rounds; round++) {
+      const order = round % 2 === 0 ? clients : ([...clients].reverse() as unknown as typeof clients);
+      for (const client of order) {
+        const kafka = await startKafkaMock({ binary: nextBinaryPath });
+        try {
+          const config: BenchConfig = {
+            mode: "quick",
+            drainEvents: RELAY_EVENTS,
+            warmupEvents: 20_000,
+            packages: RELAY_PACKAGES,
+            partitions: PARTITIONS,
+            createConcurrency: [],
+            createWarmupSeconds: 0,
+            createSeconds: 0,
+            e2eRatePerSecond: 0,
+            e2eSeconds: 0,
+            e2eColdSeconds: 0,
+            e2eSustainableSeconds: 0,
+            memoryEvents: 0,
+            profile: false,
+            overrides: { kafka: { producerClient: client } },
+          };
+          const ctx: BenchContext = { config, resources, kafka, logDir, profileDir: logDir, log };
+          const drain = await relayDrain(ctx, `relay-${client}-${round + 1}`, RELAY_EVENTS, 1);
+          const stored = await recordsOnBroker(kafka.brokers);
+          const expected = config.warmupEvents + RELAY_EVENTS;
+          if (stored < expected) throw new Error(`relay with ${client}: ${stored} of ${expected} events on the topic`);
+          const relayCpu = drain.cpu.cpuSeconds.retranslator ?? Number.NaN;
+          const run: RelayRun = {
+            client,
+            eventsPerSecond: drain.eventsPerSecond,
+            cpuMicrosPerEvent: drain.cpuMicrosPerEvent,
+            relayCpuMicrosPerEvent: Math.round((relayCpu / RELAY_EVENTS) * 1e6),
+          };
+          runs.push(run);
+          log(
+            `relay round ${round + 1} ${client}: ${fmtInt(run.eventsPerSecond)} events/s, ${run.relayCpuMicrosPerEvent} µs CPU per event in the relay (${run.cpuMicrosPerEvent} with its Postgres and the broker)`,
+          );
+        } finally {
+          await kafka.stop();
+        }
+      }
+    }
+  } finally {
+    await resources.closeAll(log);
+  }
+  return runs;
+}
+
+/** Records on every topic of the broker (high watermarks): the broker is fresh per run. */
+async function recordsOnBroker(brokers: readonly string[]): Promise<number> {
+  const admin = new Kafka({ brokers: [...brokers], logLevel: logLevel.NOTHING }).admin();
+  await admin.connect();
+  try {
+    let total = 0;
+    for (const topic of await admin.listTopics()) {
+      for (const p of await admin.fetchTopicOffsets(topic)) total += Number(p.high);
+    }
+    return total;
+  } finally {
+    await admin.disconnect();
+  }
 }

@@ -8,6 +8,7 @@ import { RetranslatorMetrics } from "../retranslator/metrics.js";
 import { postgresOutbox } from "../retranslator/outbox.js";
 import { startRetranslator } from "../retranslator/retranslator.js";
 import { KafkaSender } from "../retranslator/sender/kafka-sender.js";
+import { produceClientFactory } from "../retranslator/sender/produce-client.js";
 import { sendBudgetMs } from "../retranslator/sender/send-budget.js";
 import { traceSender } from "../retranslator/sender/traced-sender.js";
 import { tracerRegistered } from "../tracer/telemetry.js";
@@ -53,6 +54,7 @@ export function startRetranslatorApp(config: Readonly<Config>, logger: Logger): 
         // retries; a shared request's fallback sends again outside it.
         sharedRequests: r.sharedRequests && !config.kafka.idempotent,
         security: kafkaSecurity,
+        produceClients: await produceClientFactory(config.kafka.producerClient),
       },
       logger,
     );

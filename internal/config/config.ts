@@ -233,6 +233,12 @@ const schema = z
         // The idempotent producer removes broker-side duplicates of kafkajs retries;
         // needs a real cluster (the test broker cannot do it).
         idempotent: bool.default(false),
+        // The retranslator's producing client. platformatic (@platformatic/kafka) is there to be
+        // measured against kafkajs (npm run bench -- --only=kafka-clients): plaintext only, not
+        // idempotent, and not run by the fault suite, whose broker refuses it.
+        producerClient: z
+          .enum(["kafkajs", "platformatic"], { error: "expected kafkajs or platformatic" })
+          .default("kafkajs"),
         // TLS to the brokers (managed clusters require it). Off = plaintext, only on a
         // private network: events and SASL credentials would travel in clear. env: KAFKA_SSL
         ssl: bool.default(false),
@@ -261,6 +267,14 @@ const schema = z
         if (k.saslMechanism !== "") {
           for (const key of ["saslUsername", "saslPassword"] as const) {
             if (k[key] === "") problem(ctx, key, `is required with kafka.saslMechanism ${k.saslMechanism}`);
+          }
+        }
+        if (k.producerClient === "platformatic") {
+          for (const key of ["ssl", "idempotent"] as const) {
+            if (k[key]) problem(ctx, key, "is not supported with kafka.producerClient platformatic");
+          }
+          if (k.saslMechanism !== "") {
+            problem(ctx, "saslMechanism", "is not supported with kafka.producerClient platformatic");
           }
         }
       },

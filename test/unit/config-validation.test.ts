@@ -56,6 +56,32 @@ describe("config validation", () => {
     assert.equal(config.retranslator.leaseSeconds, 3);
   });
 
+  test("kafka.producerClient platformatic is plaintext and not idempotent: TLS, SASL and idempotence are refused with it", async () => {
+    assert.equal((await load({})).kafka.producerClient, "kafkajs");
+    assert.equal((await load({ kafka: { producerClient: "platformatic" } })).kafka.producerClient, "platformatic");
+    await refused(
+      () => load({ kafka: { producerClient: "rdkafka" } }),
+      /kafka\.producerClient/,
+      /kafkajs or platformatic/,
+    );
+    await refused(
+      () =>
+        load({
+          kafka: {
+            producerClient: "platformatic",
+            ssl: true,
+            idempotent: true,
+            saslMechanism: "plain",
+            saslUsername: "u",
+            saslPassword: "p",
+          },
+        }),
+      /kafka\.ssl.*not supported with kafka\.producerClient platformatic/,
+      /kafka\.idempotent.*not supported/,
+      /kafka\.saslMechanism.*not supported/,
+    );
+  });
+
   test("every problem is reported at once, each with its key", async () => {
     const message = await refused(
       () => fromEnv({ GRPC_PORT: "abc", LOG_LEVEL: "loud" }),

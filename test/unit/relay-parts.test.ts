@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { fromBinary } from "@bufbuild/protobuf";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
+import { NetworkError, ProtocolError, ResponseError, TimeoutError } from "@platformatic/kafka";
 import { Registry } from "prom-client";
 import type { OutboxEvent } from "../../internal/outbox/types.js";
 import { Acknowledger } from "../../internal/retranslator/acknowledger.js";
@@ -13,6 +14,7 @@ import { deadLetters, exhaustedAtClaim } from "../../internal/retranslator/dead-
 import { runMaintenance } from "../../internal/retranslator/maintenance.js";
 import { RetranslatorMetrics } from "../../internal/retranslator/metrics.js";
 import { toEventMessage } from "../../internal/retranslator/sender/event-message.js";
+import { isRetriable, isTooLarge } from "../../internal/retranslator/sender/kafka-sender.js";
 import { sendBudgetMs } from "../../internal/retranslator/sender/send-budget.js";
 import { failAll } from "../../internal/retranslator/sender/sender.js";
 import { EventType, PackageEventSchema } from "../../pkg/hablof/logistic_package_api/v1/kafka_proto_pb.js";
@@ -82,6 +84,31 @@ describe("send outcome and budget", () => {
     assert.equal(sendBudgetMs({ requestTimeoutMs: 10_000, sendRetries: 2 }), (3000 + 10_000) * 3 + 2000 * 2);
     // Below 3 s the connection timeout is the request timeout.
     assert.equal(sendBudgetMs({ requestTimeoutMs: 500, sendRetries: 0 }), 1000);
+  });
+});
+
+describe("a produce failure, by client", () => {
+  // What KafkaSender does with a failure rests on these two answers: retriable backs the
+  // partition off and charges no dead letter; too large splits the request or dead-letters
+  // a lone event; anything else is the event's fault (an attempt charged).
+  test("@platformatic/kafka: an outage or a moved leader is retriable, a refused size is too large, a bad record neither", () => {
+    const response = (code: number) => new ResponseError(0, 9, { "/topics/0/partitions/3": [code, "refused"] }, {});
+    const cases: [string, Error, boolean, boolean][] = [
+      ["connection lost", new NetworkError("Connection closed"), true, false],
+      // Its timeouts say canRetry false; for the relay a request that timed out is an outage.
+      ["request timed out", new TimeoutError("Request timed out"), true, false],
+      ["leader moved", response(6), true, false],
+      ["message too large", response(10), false, true],
+      ["record list too large", response(18), false, true],
+      ["invalid record", response(87), false, false],
+      ["authorization failed", new ProtocolError("TOPIC_AUTHORIZATION_FAILED"), false, false],
+    ];
+    for (const [what, err, retriable, tooLarge] of cases) {
+      assert.equal(isRetriable(err), retriable, `${what}: retriable`);
+      assert.equal(isTooLarge(err), tooLarge, `${what}: too large`);
+      // Wrapped once more, as a send of several requests reports them.
+      assert.equal(isRetriable(new AggregateError([err], "send failed")), retriable, `${what}, wrapped: retriable`);
+    }
   });
 });
 

@@ -1,10 +1,11 @@
-import { type Kafka, Partitioners, type PartitionMetadata, type Producer } from "kafkajs";
+import { type Kafka, Partitioners, type PartitionMetadata } from "kafkajs";
 import { kafkaClient } from "../../kafka/client.js";
 import type { KafkaClientSecurity } from "../../kafka/security.js";
 import { ensureTopics } from "../../kafka/topics.js";
 import type { Logger } from "../../logger/logger.js";
 import type { OutboxEvent } from "../../outbox/types.js";
 import { type EventMessage, toEventMessage } from "./event-message.js";
+import { kafkajsProduceClient, type ProduceClient, type ProduceClientFactory } from "./produce-client.js";
 import { MAX_RETRY_TIME_MS } from "./send-budget.js";
 import {
   failAll as failAllWith,
@@ -32,17 +33,23 @@ export interface KafkaSenderOptions {
   sharedRequests: boolean;
   /** TLS and SASL, from kafkaClientSecurity(config.kafka). */
   security: KafkaClientSecurity;
+  /**
+   * The client that produces (kafka.producerClient, see produce-client.ts):
+   * kafkajs when absent. Topic creation and metadata use kafkajs either way.
+   */
+  produceClients?: ProduceClientFactory;
 }
 
 /**
- * kafkajs producer with acks=all and one in-flight request per connection, so
- * kafkajs' own retries cannot reorder a partition. A batch is split by
+ * A producer (kafkajs by default; see produce-client.ts) with acks=all and one
+ * in-flight request per connection, so that the client's own retries cannot
+ * reorder a partition. A batch is split by
  * partition and each partition goes out as one request: a failure is then
  * known per partition, and only that partition's events are retried.
  */
 export class KafkaSender implements Sender {
   private readonly kafka: Kafka;
-  private readonly producer: Producer;
+  private readonly producer: ProduceClient;
   /**
    * Shared requests go through a producer of their own that never retries:
    * kafkajs retries a failed request whole, so a retry of a request whose one
@@ -52,7 +59,7 @@ export class KafkaSender implements Sender {
    * (with this producer's retries) and pauses sharing. Not idempotent: the
    * retranslator does not share requests when kafka.idempotent is on.
    */
-  private readonly sharedProducer: Producer | undefined;
+  private readonly sharedProducer: ProduceClient | undefined;
   /** Present only with options.sharedRequests: the in-flight pool shares requests when it is. */
   readonly sendTogether?: (groups: ReadonlyMap<number, readonly OutboxEvent[]>) => Promise<SharedOutcome>;
   private readonly partitioner: ReturnType<typeof Partitioners.DefaultPartitioner>;
@@ -68,20 +75,10 @@ export class KafkaSender implements Sender {
       this.logger,
     );
     this.partitioner = Partitioners.DefaultPartitioner();
-    this.producer = this.kafka.producer({
-      maxInFlightRequests: 1,
-      idempotent: options.idempotent,
-      allowAutoTopicCreation: true,
-      createPartitioner: Partitioners.DefaultPartitioner,
-    });
+    const makeClient = options.produceClients ?? kafkajsProduceClient;
+    this.producer = makeClient(this.kafka, { ...options, retries: undefined });
     if (options.sharedRequests) {
-      const shared = this.kafka.producer({
-        maxInFlightRequests: 1,
-        idempotent: false,
-        allowAutoTopicCreation: true,
-        retry: { retries: 0 },
-        createPartitioner: Partitioners.DefaultPartitioner,
-      });
+      const shared = makeClient(this.kafka, { ...options, retries: 0, idempotent: false });
       this.sharedProducer = shared;
       this.sendTogether = (groups) => this.sendShared(shared, groups);
     }
@@ -222,7 +219,7 @@ export class KafkaSender implements Sender {
   }
 
   /**
-   * Partitions that share a leader go out as one request (kafkajs' sendBatch,
+   * Partitions that share a leader go out as one request (the client makes
    * one Produce request per broker): under a steady trickle the relay's
    * partitions each hold an event or two, and a request per partition would
    * cost a round trip and a request's encoding each. Only partitions whose
@@ -231,7 +228,7 @@ export class KafkaSender implements Sender {
    * failed request, are left to `send` alone (see Sender.sendTogether).
    */
   private async sendShared(
-    producer: Producer,
+    producer: ProduceClient,
     groups: ReadonlyMap<number, readonly OutboxEvent[]>,
   ): Promise<SharedOutcome> {
     const outcome: SharedOutcome = { published: new Map(), requests: 0, failedRequests: 0 };
@@ -256,16 +253,11 @@ export class KafkaSender implements Sender {
       [...byLeader.values()].map(async (parts) => {
         outcome.requests += 1;
         try {
-          await producer.sendBatch({
-            acks: -1,
-            timeout: this.options.requestTimeoutMs,
-            topicMessages: [
-              {
-                topic: this.options.topic,
-                messages: parts.flatMap(({ messages }) => messages),
-              },
-            ],
-          });
+          await producer.produce(
+            this.options.topic,
+            parts.flatMap(({ messages }) => messages),
+            this.options.requestTimeoutMs,
+          );
           for (const { partition, events } of parts) outcome.published.set(partition, [...events]);
         } catch (err) {
           // Which partition failed, and whether the broker appended the
@@ -299,13 +291,12 @@ export class KafkaSender implements Sender {
     const counted = run.outcome.requests;
     counted.made += 1;
     try {
-      await this.producer.send({
-        topic: this.options.topic,
-        acks: -1,
-        timeout: this.options.requestTimeoutMs,
-        // Made for this partition (sendPartition): they name run.partition.
-        messages: request.map((s) => s.message),
-      });
+      // Made for this partition (sendPartition): the messages name run.partition.
+      await this.producer.produce(
+        this.options.topic,
+        request.map((s) => s.message),
+        this.options.requestTimeoutMs,
+      );
     } catch (err) {
       counted.failed += 1;
       throw err;
@@ -313,7 +304,7 @@ export class KafkaSender implements Sender {
   }
 
   async close(): Promise<void> {
-    await Promise.all([this.producer.disconnect(), this.sharedProducer?.disconnect()]);
+    await Promise.all([this.producer.close(), this.sharedProducer?.close()]);
   }
 
   private connect(): Promise<void> {
@@ -416,12 +407,14 @@ function byPackage(messages: readonly Sized[]): Sized[][] {
   return [...packages.values()];
 }
 
-/** The broker refused a request for its size (MESSAGE_TOO_LARGE, RECORD_LIST_TOO_LARGE). */
-function isTooLarge(err: unknown): boolean {
+const tooLarge = new Set(["MESSAGE_TOO_LARGE", "RECORD_LIST_TOO_LARGE"]);
+
+/** The broker refused a request for its size (kafkajs names the error `type`, @platformatic/kafka `apiId`). */
+export function isTooLarge(err: unknown): boolean {
   let current: unknown = err;
   for (let depth = 0; depth < 5 && current instanceof Error; depth++) {
-    const e = current as Error & { type?: string; originalError?: unknown; errors?: unknown[] };
-    if (e.type === "MESSAGE_TOO_LARGE" || e.type === "RECORD_LIST_TOO_LARGE") return true;
+    const e = current as Error & { type?: string; apiId?: string; originalError?: unknown; errors?: unknown[] };
+    if (tooLarge.has(e.type ?? "") || tooLarge.has(e.apiId ?? "")) return true;
     current = e.originalError ?? e.cause ?? (Array.isArray(e.errors) ? e.errors[0] : undefined);
   }
   return false;
@@ -447,11 +440,20 @@ const retriableNames = new Set([
   "KafkaJSTimeout",
 ]);
 
+// @platformatic/kafka says `canRetry` (NOT_LEADER_OR_FOLLOWER, a lost connection, …); its
+// timeouts say no, but a request that timed out is an outage here as well (code PLT_KFK_NETWORK).
 export function isRetriable(err: unknown): boolean {
   let current: unknown = err;
   for (let depth = 0; depth < 5 && current instanceof Error; depth++) {
-    const e = current as Error & { retriable?: boolean; originalError?: unknown; errors?: unknown[] };
+    const e = current as Error & {
+      retriable?: boolean;
+      canRetry?: boolean;
+      code?: unknown;
+      originalError?: unknown;
+      errors?: unknown[];
+    };
     if (retriableNames.has(e.name) || e.retriable === true) return true;
+    if (e.canRetry === true || e.code === "PLT_KFK_NETWORK") return true;
     current = e.originalError ?? e.cause ?? (Array.isArray(e.errors) ? e.errors[0] : undefined);
   }
   return false;

@@ -1,0 +1,129 @@
+import { type Kafka, Partitioners } from "kafkajs";
+import { ConfigError } from "../../config/config.js";
+import { connectionTimeoutMs } from "../../kafka/client.js";
+import type { EventMessage } from "./event-message.js";
+import { MAX_RETRY_TIME_MS } from "./send-budget.js";
+
+/**
+ * The Kafka client under KafkaSender: the one thing that differs between
+ * kafkajs and @platformatic/kafka. Everything around it (routing, metadata,
+ * request sizes, fencing, which failure charges which event) stays in
+ * KafkaSender, so that both clients are measured behind the same Sender.
+ */
+export interface ProduceClient {
+  connect(): Promise<void>;
+  /**
+   * One topic's messages, each naming its partition (routed by the caller),
+   * acks=all: one Produce request per leader broker. Rejects when any request
+   * failed, after the client's own retries.
+   */
+  produce(topic: string, messages: readonly EventMessage[], timeoutMs: number): Promise<void>;
+  close(): Promise<void>;
+}
+
+export type ProducerClientName = "kafkajs" | "platformatic";
+
+export interface ProduceClientOptions {
+  brokers: readonly string[];
+  clientId: string;
+  requestTimeoutMs: number;
+  /**
+   * The client's own retries of a retriable failure inside one produce;
+   * undefined: kafkajs keeps its client's policy (kafka/client.ts).
+   */
+  retries: number | undefined;
+  idempotent: boolean;
+}
+
+/**
+ * kafkajs (the default): one request in flight per connection, so that its
+ * own retries cannot reorder a partition; `kafka` carries the brokers, TLS,
+ * SASL and the retry policy (kafka/client.ts).
+ */
+export function kafkajsProduceClient(kafka: Kafka, options: ProduceClientOptions): ProduceClient {
+  const producer = kafka.producer({
+    maxInFlightRequests: 1,
+    idempotent: options.idempotent,
+    allowAutoTopicCreation: true,
+    createPartitioner: Partitioners.DefaultPartitioner,
+    ...(options.retries !== undefined && { retry: { retries: options.retries } }),
+  });
+  return {
+    connect: () => producer.connect(),
+    produce: async (topic, messages, timeoutMs) => {
+      await producer.send({ topic, acks: -1, timeout: timeoutMs, messages: [...messages] });
+    },
+    close: () => producer.disconnect(),
+  };
+}
+
+/** Makes the ProduceClient of a KafkaSender: kafkajs' from the sender's kafkajs client, or another. */
+export type ProduceClientFactory = (kafka: Kafka, options: ProduceClientOptions) => ProduceClient;
+
+/**
+ * The factory for kafka.producerClient, loaded at start-up: @platformatic/kafka
+ * is a development dependency (the bench's), absent from the production image,
+ * so choosing it there stops the start with this error rather than failing
+ * every send.
+ */
+export async function produceClientFactory(name: ProducerClientName): Promise<ProduceClientFactory> {
+  if (name === "kafkajs") return kafkajsProduceClient;
+  let platformatic: typeof import("@platformatic/kafka");
+  try {
+    platformatic = await import("@platformatic/kafka");
+  } catch (err) {
+    throw new ConfigError(
+      `config key "kafka.producerClient": platformatic needs @platformatic/kafka, a development dependency (npm ci in a checkout); the production image has only kafkajs (${err instanceof Error ? err.message : String(err)})`,
+    );
+  }
+  return (_kafka, options) => platformaticProduceClient(platformatic, options);
+}
+
+/**
+ * @platformatic/kafka, measured against kafkajs in the bench (docs/relay.md,
+ * "Another Kafka client"). Plaintext only, not idempotent (config validation
+ * refuses the rest), and not run by the fault suite: the test broker refuses
+ * this client at its first request.
+ */
+function platformaticProduceClient(
+  { Producer, ProduceAcks, stringSerializer }: typeof import("@platformatic/kafka"),
+  options: ProduceClientOptions,
+): ProduceClient {
+  const producer = new Producer({
+    clientId: options.clientId,
+    bootstrapBrokers: [...options.brokers],
+    idempotent: false,
+    autocreateTopics: false,
+    // One request in flight per connection, as with kafkajs: a retry cannot overtake.
+    maxInflights: 1,
+    timeout: options.requestTimeoutMs,
+    connectTimeout: connectionTimeoutMs(options.requestTimeoutMs),
+    retries: options.retries ?? 0,
+    retryDelay: MAX_RETRY_TIME_MS,
+    serializers: {
+      key: stringSerializer,
+      value: (v?: Buffer) => v,
+      headerKey: stringSerializer,
+      headerValue: stringSerializer,
+    },
+  });
+  return {
+    // The client connects on its first request.
+    connect: async () => undefined,
+    produce: async (topic, messages) => {
+      // acks on each send: without idempotence, send() asks for the leader's ack
+      // alone whatever the constructor was given (1.35.0).
+      await producer.send({
+        acks: ProduceAcks.ALL,
+        messages: messages.map((m) => ({
+          topic,
+          key: m.key,
+          value: m.value,
+          headers: m.headers,
+          ...(m.partition !== undefined && { partition: m.partition }),
+        })),
+      });
+    },
+    close: () => producer.close(),
+  };
+}
