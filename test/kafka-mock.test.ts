@@ -4,10 +4,13 @@
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { test } from "node:test";
+import { create, toBinary } from "@bufbuild/protobuf";
 import type { Consumer, IHeaders, KafkaMessage, Producer } from "kafkajs";
 import { Kafka, logLevel, Partitioners } from "kafkajs";
+import { PackageEventSchema } from "../pkg/hablof/logistic_package_api/v1/kafka_proto_pb.js";
 import type { KafkaMock } from "./helpers/kafka-mock.js";
 import { startKafkaMock } from "./helpers/kafka-mock.js";
+import { readTopic } from "./helpers/topic-checker.js";
 
 interface Received {
   partition: number;
@@ -190,6 +193,39 @@ test("broker down makes a send fail; after broker up a send succeeds and is cons
       received.map((r) => r.key),
       ["k", "k"],
     );
+  } finally {
+    await producer.disconnect().catch(() => {});
+    await mock.stop();
+  }
+});
+
+test("the topic checker's read ends with its condition's error at once, not at its timeout", {
+  timeout: 40_000,
+}, async () => {
+  const mock = await startKafkaMock({ brokers: 1 });
+  const kafka = newKafka(mock);
+  const producer = newProducer(kafka);
+  try {
+    const topic = `checker-${randomUUID().slice(0, 8)}`;
+    await mock.createTopic(topic, 1);
+    await producer.connect();
+    const event = toBinary(PackageEventSchema, create(PackageEventSchema, { ID: 1n, PackageID: 7n }));
+    await producer.send({ topic, acks: -1, messages: [{ key: "7", value: Buffer.from(event) }] });
+    const started = Date.now();
+    await assert.rejects(
+      readTopic(
+        mock.brokers,
+        topic,
+        (messages) => {
+          if (messages.length > 0) throw new Error("the check failed on what it read");
+          return false;
+        },
+        30_000,
+      ),
+      /the check failed on what it read/,
+    );
+    // Far below the 30 s the read would otherwise wait.
+    assert.ok(Date.now() - started < 20_000, `ended after ${Date.now() - started} ms`);
   } finally {
     await producer.disconnect().catch(() => {});
     await mock.stop();

@@ -64,9 +64,23 @@ export async function readTopic(
   try {
     await consumer.subscribe({ topic, fromBeginning: true });
     let satisfied: () => void = () => undefined;
-    const done = new Promise<void>((resolve) => {
+    let failed: (err: unknown) => void = () => undefined;
+    const done = new Promise<void>((resolve, reject) => {
       satisfied = resolve;
+      failed = reject;
     });
+    // Handled by the race below; this keeps a rejection before the race from counting as unhandled.
+    done.catch(() => undefined);
+    // A condition that throws (allDelivered's misuse, a failed check) ends the read with its error:
+    // thrown inside eachMessage, kafkajs would take it for a processing error and retry the
+    // message, and the read would end only at its timeout, without the reason.
+    const check = () => {
+      try {
+        if (until(messages)) satisfied();
+      } catch (err) {
+        failed(err);
+      }
+    };
     await consumer.run({
       eachMessage: async ({ partition, message }) => {
         const headers: Record<string, string> = {};
@@ -78,18 +92,21 @@ export async function readTopic(
           headers,
           event: fromBinary(PackageEventSchema, message.value ?? new Uint8Array()),
         });
-        if (until(messages)) satisfied();
+        check();
       },
     });
-    if (until(messages)) satisfied();
+    check();
     let timer: NodeJS.Timeout | undefined;
-    await Promise.race([
-      done,
-      new Promise<void>((resolve) => {
-        timer = setTimeout(resolve, timeoutMs);
-      }),
-    ]);
-    clearTimeout(timer);
+    try {
+      await Promise.race([
+        done,
+        new Promise<void>((resolve) => {
+          timer = setTimeout(resolve, timeoutMs);
+        }),
+      ]);
+    } finally {
+      clearTimeout(timer);
+    }
     await new Promise((r) => setTimeout(r, 300));
   } finally {
     await consumer.disconnect();
