@@ -76,7 +76,7 @@ export class KafkaSender implements Sender {
     );
     this.partitioner = Partitioners.DefaultPartitioner();
     const makeClient = options.produceClients ?? kafkajsProduceClient;
-    this.producer = makeClient(this.kafka, { ...options, retries: undefined });
+    this.producer = makeClient(this.kafka, options);
     if (options.sharedRequests) {
       const shared = makeClient(this.kafka, { ...options, retries: 0, idempotent: false });
       this.sharedProducer = shared;

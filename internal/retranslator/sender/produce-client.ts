@@ -27,18 +27,17 @@ export interface ProduceClientOptions {
   brokers: readonly string[];
   clientId: string;
   requestTimeoutMs: number;
-  /**
-   * The client's own retries of a retriable failure inside one produce;
-   * undefined: kafkajs keeps its client's policy (kafka/client.ts).
-   */
-  retries: number | undefined;
+  /** kafka.sendRetries: the client's own retries of a retriable failure inside one produce. */
+  sendRetries: number;
+  /** Instead of sendRetries (the client of shared requests never retries: 0). */
+  retries?: number;
   idempotent: boolean;
 }
 
 /**
  * kafkajs (the default): one request in flight per connection, so that its
  * own retries cannot reorder a partition; `kafka` carries the brokers, TLS,
- * SASL and the retry policy (kafka/client.ts).
+ * SASL and the retry policy built from sendRetries (kafka/client.ts).
  */
 export function kafkajsProduceClient(kafka: Kafka, options: ProduceClientOptions): ProduceClient {
   const producer = kafka.producer({
@@ -98,7 +97,7 @@ function platformaticProduceClient(
     maxInflights: 1,
     timeout: options.requestTimeoutMs,
     connectTimeout: connectionTimeoutMs(options.requestTimeoutMs),
-    retries: options.retries ?? 0,
+    retries: options.retries ?? options.sendRetries,
     retryDelay: MAX_RETRY_TIME_MS,
     serializers: {
       key: stringSerializer,
@@ -110,6 +109,7 @@ function platformaticProduceClient(
   return {
     // The client connects on its first request.
     connect: async () => undefined,
+    // Its request timeout is the producer's own (kafka.requestTimeoutMs, as the sender passes).
     produce: async (topic, messages) => {
       // acks on each send: without idempotence, send() asks for the leader's ack
       // alone whatever the constructor was given (1.35.0).
