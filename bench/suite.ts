@@ -219,13 +219,18 @@ export async function runSuite(options: SuiteOptions): Promise<number> {
       // relay and Postgres then use well under the 2 cores (at half, they
       // used ~1.5), so the relay's own latency shows rather than CPU queueing.
       const capacity = results.createRpc?.find((r) => r.concurrency === 64)?.grpc.rps;
+      // Without the create scenario in this run (--only=e2e), a rate the machine always carries.
       const sustainable =
         capacity === undefined ? 150 : Math.max(50, Math.min(config.e2eRatePerSecond, Math.round(capacity / 40) * 10));
       log(`3. end-to-end latency at ${fmtInt(config.e2eRatePerSecond)} creates/s, then at ${fmtInt(sustainable)}/s`);
+      // The goals are the issue's: 1,000 creates/s, steady, in the default configuration
+      // (listenNotify on). The other phases are there to compare with, without a goal.
       results.endToEnd = (await endToEnd(ctx, sustainable)).map((r) =>
-        r.phase === "cold"
-          ? { ...r, goal: "none: the first seconds after start, for information", met: null }
-          : { ...r, goal: `p99 < ${goals.e2eP99Ms} ms`, met: r.latency.p99Ms < goals.e2eP99Ms },
+        r.phase !== "target"
+          ? { ...r, goal: `none: ${r.phase === "cold" ? "the first seconds after start" : "a lower rate"}`, met: null }
+          : !r.listenNotify
+            ? { ...r, goal: "none: listenNotify off (not the default)", met: null }
+            : { ...r, goal: `p99 < ${goals.e2eP99Ms} ms`, met: r.latency.p99Ms < goals.e2eP99Ms },
       );
     }
 
@@ -411,7 +416,7 @@ function table(results: Results): string {
   }
   for (const e of results.endToEnd ?? []) {
     const asked = `${fmtInt(e.targetRate)}/s asked, notify ${e.listenNotify ? "on" : "off"}${e.phase === "cold" ? `, first ${e.seconds} s after start` : ""}`;
-    // The cold phase is shown for information: the goals are the steady state's.
+    // Only the steady 1,000/s phase with notify on has goals; the others are shown for information.
     const goal = (text: string) => (e.met === null ? "" : text);
     const status = (met: boolean) => (e.met === null ? "" : yesNo(met));
     const perCreateMs = ((e.cpu.cpuSeconds["grpc-server"] ?? NaN) * 1000) / Math.max(1, e.completed);
