@@ -137,7 +137,7 @@ test("a steady stream of creates shares statements through the linger, though a 
   assert.equal(new Set(lingered).size, 40, "every call got its own id");
   // About a dozen go alone while the average gap comes down; after that creates share.
   const shared = await transactionsOf(lingered);
-  assert.ok(shared < 40, `creates shared statements: ${shared} transactions for 40`);
+  assert.ok(shared <= 36, `creates shared statements: ${shared} transactions for 40`);
   for (const id of lingered) assert.equal((await events(fx.db.db, BigInt(id))).length, 1, `package ${id}: one event`);
 });
 

@@ -33,8 +33,10 @@ export function startRetranslatorApp(config: Readonly<Config>, logger: Logger): 
   const options = { binary: "retranslator", config, logger, drainMs } as const;
   return startWithScaffold(options, async (scaffold) => {
     const owner = `${hostname()}:${process.pid}:${randomBytes(3).toString("hex")}`;
-    // First: an unreadable CA file stops start-up before anything is opened.
+    // First: an unreadable CA file, or a producer client this installation lacks, stops
+    // start-up before anything is opened.
     const kafkaSecurity = kafkaConnection(config, logger);
+    const produceClients = await produceClientFactory(config.kafka.producerClient);
     // Claim, acknowledger, maintenance, and a spare; LISTEN has its own connection.
     const db = scaffold.database({ maxConnections: Math.min(config.database.maxConnections, 4) });
     await scaffold.migrate(apiMigrations(config));
@@ -54,7 +56,7 @@ export function startRetranslatorApp(config: Readonly<Config>, logger: Logger): 
         // retries; a shared request's fallback sends again outside it.
         sharedRequests: r.sharedRequests && !config.kafka.idempotent,
         security: kafkaSecurity,
-        produceClients: await produceClientFactory(config.kafka.producerClient),
+        produceClients,
       },
       logger,
     );

@@ -6,7 +6,14 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { fromBinary } from "@bufbuild/protobuf";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
-import { NetworkError, ProtocolError, ResponseError, TimeoutError } from "@platformatic/kafka";
+import {
+  MultipleErrors,
+  NetworkError,
+  ProtocolError,
+  ResponseError,
+  TimeoutError,
+  UserError,
+} from "@platformatic/kafka";
 import { Registry } from "prom-client";
 import type { OutboxEvent } from "../../internal/outbox/types.js";
 import { Acknowledger } from "../../internal/retranslator/acknowledger.js";
@@ -102,13 +109,28 @@ describe("a produce failure, by client", () => {
       ["record list too large", response(18), false, true],
       ["invalid record", response(87), false, false],
       ["authorization failed", new ProtocolError("TOPIC_AUTHORIZATION_FAILED"), false, false],
+      // Its metadata's answer for a topic it does not know (yet): kafkajs retries that.
+      ["unknown topic", new UserError("Unknown topic omp-package-events."), true, false],
+      ["another misuse", new UserError("Invalid option"), false, false],
     ];
+    // As its producer rejects: the send's aggregate, around the retries' aggregate of every attempt.
+    const afterAttempts = (...attempts: Error[]) =>
+      new MultipleErrors("Producing messages failed.", [
+        new MultipleErrors(`produce failed ${attempts.length} times.`, attempts),
+      ]);
     for (const [what, err, retriable, tooLarge] of cases) {
       assert.equal(isRetriable(err), retriable, `${what}: retriable`);
       assert.equal(isTooLarge(err), tooLarge, `${what}: too large`);
-      // Wrapped once more, as a send of several requests reports them.
-      assert.equal(isRetriable(new AggregateError([err], "send failed")), retriable, `${what}, wrapped: retriable`);
+      const wrapped = afterAttempts(err);
+      assert.equal(isRetriable(wrapped), retriable, `${what}, as the producer rejects: retriable`);
+      assert.equal(isTooLarge(wrapped), tooLarge, `${what}, as the producer rejects: too large`);
     }
+    // The last attempt is what counts: an outage that ends in a refused size is the size's fault.
+    const outageThenTooLarge = afterAttempts(new NetworkError("Connection closed"), response(10));
+    assert.equal(isRetriable(outageThenTooLarge), false);
+    assert.equal(isTooLarge(outageThenTooLarge), true);
+    const tooLargeThenOutage = afterAttempts(response(10), new TimeoutError("Request timed out"));
+    assert.equal(isRetriable(tooLargeThenOutage), true);
   });
 });
 

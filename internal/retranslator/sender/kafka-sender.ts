@@ -411,13 +411,41 @@ const tooLarge = new Set(["MESSAGE_TOO_LARGE", "RECORD_LIST_TOO_LARGE"]);
 
 /** The broker refused a request for its size (kafkajs names the error `type`, @platformatic/kafka `apiId`). */
 export function isTooLarge(err: unknown): boolean {
+  return causes(err).some((e) => tooLarge.has(e.type ?? "") || tooLarge.has(e.apiId ?? ""));
+}
+
+type ClientError = Error & {
+  /** kafkajs: the protocol error's name; @platformatic/kafka: `apiId`. */
+  type?: string;
+  apiId?: string;
+  retriable?: boolean;
+  canRetry?: boolean;
+  code?: unknown;
+  originalError?: unknown;
+  errors?: unknown[];
+};
+
+/**
+ * An error and the errors inside it, outermost first, down one path: the
+ * original error of kafkajs' retries (the last one), a cause, or one of an
+ * aggregate's. @platformatic/kafka aggregates its attempts in order
+ * ("produce failed 3 times": attempt 1, 2, 3), so its last is the one that
+ * counts: an outage on the first try and a refused record on the last is the
+ * record's fault. kafkajs' aggregates (one error per broker) keep their first.
+ */
+function causes(err: unknown): ClientError[] {
+  const chain: ClientError[] = [];
   let current: unknown = err;
-  for (let depth = 0; depth < 5 && current instanceof Error; depth++) {
-    const e = current as Error & { type?: string; apiId?: string; originalError?: unknown; errors?: unknown[] };
-    if (tooLarge.has(e.type ?? "") || tooLarge.has(e.apiId ?? "")) return true;
-    current = e.originalError ?? e.cause ?? (Array.isArray(e.errors) ? e.errors[0] : undefined);
+  for (let depth = 0; depth < 6 && current instanceof Error; depth++) {
+    const e = current as ClientError;
+    chain.push(e);
+    const platformatic = typeof e.code === "string" && e.code.startsWith("PLT_KFK_");
+    current =
+      e.originalError ??
+      e.cause ??
+      (Array.isArray(e.errors) ? (platformatic ? e.errors.at(-1) : e.errors[0]) : undefined);
   }
-  return false;
+  return chain;
 }
 
 /** A failed request, described by its error (see failAll in sender.ts). */
@@ -441,22 +469,18 @@ const retriableNames = new Set([
 ]);
 
 // @platformatic/kafka says `canRetry` (NOT_LEADER_OR_FOLLOWER, a lost connection, …); its
-// timeouts say no, but a request that timed out is an outage here as well (code PLT_KFK_NETWORK).
+// timeouts say no, but a request that timed out is an outage here as well (code PLT_KFK_NETWORK);
+// and a topic its metadata does not know yet comes back as a UserError without a code of its
+// own ("Unknown topic …"), where kafkajs retries UNKNOWN_TOPIC_OR_PARTITION.
 export function isRetriable(err: unknown): boolean {
-  let current: unknown = err;
-  for (let depth = 0; depth < 5 && current instanceof Error; depth++) {
-    const e = current as Error & {
-      retriable?: boolean;
-      canRetry?: boolean;
-      code?: unknown;
-      originalError?: unknown;
-      errors?: unknown[];
-    };
-    if (retriableNames.has(e.name) || e.retriable === true) return true;
-    if (e.canRetry === true || e.code === "PLT_KFK_NETWORK") return true;
-    current = e.originalError ?? e.cause ?? (Array.isArray(e.errors) ? e.errors[0] : undefined);
-  }
-  return false;
+  return causes(err).some(
+    (e) =>
+      retriableNames.has(e.name) ||
+      e.retriable === true ||
+      e.canRetry === true ||
+      e.code === "PLT_KFK_NETWORK" ||
+      (e.code === "PLT_KFK_USER" && e.message.startsWith("Unknown topic ")),
+  );
 }
 
 function describeError(err: unknown): string {

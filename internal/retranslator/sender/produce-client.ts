@@ -99,6 +99,9 @@ function platformaticProduceClient(
     connectTimeout: connectionTimeoutMs(options.requestTimeoutMs),
     retries: options.retries ?? options.sendRetries,
     retryDelay: MAX_RETRY_TIME_MS,
+    // Otherwise a request that meets a moved leader is sent again whole once more, retries 0
+    // or not: the shared requests' client must fail at once (see KafkaSender.sharedProducer).
+    repeatOnStaleMetadata: false,
     serializers: {
       key: stringSerializer,
       value: (v?: Buffer) => v,
