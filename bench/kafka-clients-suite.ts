@@ -6,7 +6,7 @@ import { promisify } from "node:util";
 import { Kafka, logLevel } from "kafkajs";
 import { nextBinaryPath, startKafkaMock } from "../tools/kafka-mock/kafka-mock.js";
 import { startBenchBase } from "./lib/bench-stack.js";
-import type { BenchConfig, BenchContext } from "./lib/context.js";
+import { type BenchContext, drainOnlyConfig } from "./lib/context.js";
 import { BATCH, PARTITIONS } from "./lib/kafka-client-producer.js";
 import { gitInfo, loadAverage, machineInfo } from "./lib/machine.js";
 import { root } from "./lib/procs.js";
@@ -200,23 +200,14 @@ async function relayRounds(rounds: number, log: (line: string) => void): Promise
       for (const client of order) {
         const kafka = await startKafkaMock({ binary: nextBinaryPath });
         try {
-          const config: BenchConfig = {
+          const config = drainOnlyConfig({
             mode: "quick",
             drainEvents: RELAY_EVENTS,
             warmupEvents: 20_000,
             packages: RELAY_PACKAGES,
             partitions: PARTITIONS,
-            createConcurrency: [],
-            createWarmupSeconds: 0,
-            createSeconds: 0,
-            e2eRatePerSecond: 0,
-            e2eSeconds: 0,
-            e2eColdSeconds: 0,
-            e2eSustainableSeconds: 0,
-            memoryEvents: 0,
-            profile: false,
             overrides: { kafka: { producerClient: client } },
-          };
+          });
           const ctx: BenchContext = { config, resources, kafka, logDir, profileDir: logDir, log };
           const drain = await relayDrain(ctx, `relay-${client}-${round + 1}`, RELAY_EVENTS, 1);
           // A fault-free drain sends each event once: more records than events would be

@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadConfig } from "../internal/config/config.js";
 import { startBenchBase } from "./lib/bench-stack.js";
-import type { BenchConfig, BenchContext } from "./lib/context.js";
+import { type BenchContext, drainOnlyConfig } from "./lib/context.js";
 import { round } from "./lib/cpu.js";
 import { gitInfo, loadAverage, machineInfo } from "./lib/machine.js";
 import { root } from "./lib/procs.js";
@@ -31,23 +31,13 @@ export async function runRelayV2(options: { quick: boolean }): Promise<number> {
   const log = (line: string) =>
     process.stdout.write(`[${((performance.now() - started) / 1000).toFixed(1).padStart(6)}s] ${line}\n`);
   const quick = options.quick;
-  const config: BenchConfig = {
+  const config = drainOnlyConfig({
     mode: quick ? "quick" : "full",
     drainEvents: 20_000,
     warmupEvents: quick ? 5000 : 20_000,
     packages: 1000,
     partitions: 32,
-    createConcurrency: [],
-    createWarmupSeconds: 0,
-    createSeconds: 0,
-    e2eRatePerSecond: 0,
-    e2eSeconds: 0,
-    e2eColdSeconds: 0,
-    e2eSustainableSeconds: 0,
-    memoryEvents: 0,
-    profile: false,
-    overrides: {},
-  };
+  });
   const resources = new Resources();
   const logDir = await mkdtemp(join(tmpdir(), "lpa-bench-relay-v2-"));
   const watchdog = setTimeout(() => {

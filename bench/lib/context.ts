@@ -42,3 +42,23 @@ export interface BenchContext {
   /** A progress line, prefixed with the time since the bench started. */
   log(line: string): void;
 }
+
+/** A config for suites that only drain (relay-v2, kafka-clients): no create, end-to-end or memory scenario. */
+export function drainOnlyConfig(
+  drain: Pick<BenchConfig, "mode" | "drainEvents" | "warmupEvents" | "packages" | "partitions"> &
+    Partial<Pick<BenchConfig, "overrides">>,
+): BenchConfig {
+  return {
+    createConcurrency: [],
+    createWarmupSeconds: 0,
+    createSeconds: 0,
+    e2eRatePerSecond: 0,
+    e2eSeconds: 0,
+    e2eColdSeconds: 0,
+    e2eSustainableSeconds: 0,
+    memoryEvents: 0,
+    profile: false,
+    overrides: {},
+    ...drain,
+  };
+}
