@@ -515,17 +515,30 @@ const copied = runtime
   });
 
 /** Relative and bare imports of one TypeScript file (type-only imports are erased at run time). */
-function importsOf(file: string): { relative: string[]; bare: string[] } {
+function importsOf(file: string): { relative: string[]; bare: string[]; dynamicBare: string[] } {
   const source = readFileSync(file, "utf8");
   const specs: string[] = [];
+  const dynamic: string[] = [];
   const statement = /(?:^|[;\n])\s*(import|export)\s+(type\s+)?([^"';]*?\bfrom\s+)?["']([^"']+)["']/g;
   for (const m of source.matchAll(statement)) if (m[2] === undefined) specs.push(m[4]!);
-  for (const m of source.matchAll(/\bimport\(\s*["']([^"']+)["']\s*\)/g)) specs.push(m[1]!);
+  // Not in a type position (`typeof import("x")`), which compiles to nothing.
+  for (const m of source.matchAll(/(\btypeof\s+)?\bimport\(\s*["']([^"']+)["']\s*\)/g)) {
+    if (m[1] === undefined) dynamic.push(m[2]!);
+  }
   return {
-    relative: specs.filter((s) => s.startsWith(".")),
+    relative: [...specs, ...dynamic].filter((s) => s.startsWith(".")),
     bare: specs.filter((s) => !s.startsWith(".")),
+    dynamicBare: dynamic.filter((s) => !s.startsWith(".")),
   };
 }
+
+/**
+ * Development dependencies a binary may load at run time only when configured to, each loaded
+ * by a dynamic import() that stops the start with a ConfigError where it is missing (the image).
+ */
+const optionalAtRunTime = new Map([
+  ["@platformatic/kafka", "kafka.producerClient platformatic, for the bench (retranslator/sender/produce-client.ts)"],
+]);
 
 function walk(dir: string): string[] {
   return readdirSync(dir).flatMap((name) => {
@@ -564,20 +577,23 @@ test("the image holds everything the binaries load at run time, and only runtime
   const seen = new Set<string>();
   const queue = [...entries.filter((e) => existsSync(e)), ...migrations];
   const packages = new Set<string>();
+  const optionalSeen = new Set<string>();
   while (queue.length > 0) {
     const file = queue.pop()!;
     if (seen.has(file)) continue;
     seen.add(file);
-    const { relative: rel, bare } = importsOf(file);
+    const { relative: rel, bare, dynamicBare } = importsOf(file);
     for (const spec of rel) {
       let target = resolve(dirname(file), spec);
       if (!existsSync(target) && target.endsWith(".js")) target = target.replace(/\.js$/, ".ts");
       assert.ok(existsSync(target), `${relative(root, file)} imports ${spec}, which exists`);
       queue.push(target);
     }
-    for (const spec of bare) {
+    for (const spec of [...bare, ...dynamicBare]) {
       if (spec.startsWith("node:") || builtinModules.includes(spec.split("/")[0]!)) continue;
-      packages.add(spec.startsWith("@") ? spec.split("/").slice(0, 2).join("/") : spec.split("/")[0]!);
+      const name = spec.startsWith("@") ? spec.split("/").slice(0, 2).join("/") : spec.split("/")[0]!;
+      if (optionalAtRunTime.has(name) && !bare.includes(spec)) optionalSeen.add(name);
+      else packages.add(name);
     }
   }
   assert.ok(seen.size > 20, `the import walk found the sources (${seen.size} files)`);
@@ -597,6 +613,11 @@ test("the image holds everything the binaries load at run time, and only runtime
       pkg.dependencies[name],
       `${name} is imported at run time: it must be in dependencies (the image omits devDependencies)`,
     );
+  }
+  // The optional ones: only ever imported dynamically, and not shipped.
+  assert.deepEqual([...optionalSeen].sort(), [...optionalAtRunTime.keys()].sort());
+  for (const name of optionalSeen) {
+    assert.ok(pkg.devDependencies?.[name] && !pkg.dependencies[name], `${name}: a devDependency only`);
   }
 });
 
