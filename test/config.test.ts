@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import { ConfigError, loadConfig } from "../internal/config/config.js";
+import { runBinary } from "./helpers/binaries.js";
 
 const tempConfig = (yaml: string) => {
   const dir = mkdtempSync(join(tmpdir(), "lpa-config-"));
@@ -114,5 +115,21 @@ test("a bad element of a list key names the list's environment variable", () => 
     () => loadConfig({ path: "config.yml", env: { KAFKA_BROKERS: "good:9092,bad" } }),
     (err: unknown) =>
       err instanceof ConfigError && /kafka\.brokers/.test(err.message) && /KAFKA_BROKERS/.test(err.message),
+  );
+});
+
+test("kafka.producerClient platformatic where @platformatic/kafka is not installed (the image): the retranslator does not start, exit 2 naming the key", async () => {
+  const path = tempConfig("kafka:\n  producerClient: platformatic\n");
+  const run = await runBinary("retranslator", {
+    CONFIG_PATH: path,
+    // Nothing listens here: the check comes before any connection.
+    DATABASE_URL: "postgres://nobody@127.0.0.1:1/none",
+    KAFKA_BROKERS: "127.0.0.1:1",
+    NODE_OPTIONS: "--import=./test/helpers/without-platformatic.mjs",
+  });
+  assert.equal(run.code, 2, `exit code; stderr: ${run.stderr.slice(0, 500)}`);
+  assert.match(
+    run.stderr,
+    /invalid configuration: config key "kafka\.producerClient": platformatic needs @platformatic\/kafka/,
   );
 });
