@@ -10,7 +10,7 @@ import { root } from "./lib/procs.js";
 import { Resources } from "./lib/resources.js";
 import { configFile } from "./lib/stack.js";
 import { fmtInt } from "./lib/stats.js";
-import { type StaleDrain, type StaleRow, staleDrain, staleRow } from "./scenarios/relay-v2.js";
+import { leaderlessRow, type StaleDrain, type StaleRow, staleDrain, staleRow } from "./scenarios/relay-v2.js";
 
 // `npm run bench -- --only=relay-v2 [--quick]`: the rows of issue "Relay v2"
 // (see docs/relay.md), each with its raw bounds measured in the same run.
@@ -23,6 +23,7 @@ const targets = {
   twoVsOne: 0.95,
   emptyClaimShare: 0.01,
   cpuRatio: 1.25,
+  leaderlessWithinTwoSeconds: 0.95,
 } as const;
 
 export async function runRelayV2(options: { quick: boolean }): Promise<number> {
@@ -88,6 +89,19 @@ export async function runRelayV2(options: { quick: boolean }): Promise<number> {
       log(`   ${n}: ${fmtInt(scaling.at(-1)!.eventsPerSecond)} ev/s`);
     }
 
+    log("6. a partition without a leader (3 brokers), a backlog on it larger than a claim, updates elsewhere");
+    const leaderless = await leaderlessRow(ctx, appConfig);
+    const leaderlessMet =
+      leaderless.withinTwoSeconds >= targets.leaderlessWithinTwoSeconds &&
+      leaderless.backlogStillWaiting > 0 &&
+      leaderless.partitionBackoffs > 0 &&
+      leaderless.lost === 0 &&
+      leaderless.reordered === 0 &&
+      leaderless.deadLettered === 0;
+    log(
+      `leader-less: ${round(leaderless.withinTwoSeconds * 100, 1)}% of ${leaderless.healthyEvents} healthy events acknowledged within 2 s (p95 ${leaderless.ackMs.p95} ms); afterwards lost ${leaderless.lost}, reordered ${leaderless.reordered}, duplicated ${leaderless.duplicated}, dead-lettered ${leaderless.deadLettered}`,
+    );
+
     const emptyShare = (d: StaleDrain) => (d.claims === 0 ? 0 : round(d.emptyClaims / d.claims, 3));
     const results = {
       mode: config.mode,
@@ -115,6 +129,11 @@ export async function runRelayV2(options: { quick: boolean }): Promise<number> {
         met: twoVsOne >= targets.twoVsOne,
         emptyClaimShare: emptyShare(two),
       },
+      leaderless: {
+        ...leaderless,
+        target: `>= ${targets.leaderlessWithinTwoSeconds} of healthy events acknowledged within 2 s; the backlog still waiting then; afterwards none lost, reordered or dead-lettered`,
+        met: leaderlessMet,
+      },
       scaling: {
         rttMs: rtt,
         settings: scaleSettings,
@@ -138,6 +157,7 @@ export async function runRelayV2(options: { quick: boolean }): Promise<number> {
           `| ${k} (${fmtInt(r.relay.events)} ev / ${fmtInt(r.relay.packages)} pkgs) | ${fmtInt(r.relay.eventsPerSecond)} | ${fmtInt(r.sqlBound.eventsPerSecond)} | ${fmtInt(r.kafkaBound.eventsPerSecond)} | ${r.ratio} | ≥ ${r.target} ${r.met ? "met" : "MISSED"} | ${r.cpuRatio} (≤ ${targets.cpuRatio}) | ${r.emptyClaimShare} |`,
       ),
       `| two instances vs one | ${fmtInt(two.eventsPerSecond)} | | | ${twoVsOne}x | ≥ ${targets.twoVsOne} ${twoVsOne >= targets.twoVsOne ? "met" : "MISSED"} | | ${emptyShare(two)} |`,
+      `| leader-less partition 0 of ${leaderless.partitions} (${leaderless.brokers} brokers, ${fmtInt(leaderless.backlog)} events waiting on it): healthy events acknowledged within 2 s | ${round(leaderless.withinTwoSeconds * 100, 1)}% of ${leaderless.healthyEvents} (p50 ${leaderless.ackMs.p50} / p95 ${leaderless.ackMs.p95} / max ${leaderless.ackMs.max} ms) | | | | ≥ ${targets.leaderlessWithinTwoSeconds}, then all delivered in order: ${leaderlessMet ? "met" : "MISSED"} (lost ${leaderless.lost}, reordered ${leaderless.reordered}, dead-lettered ${leaderless.deadLettered}, duplicates ${leaderless.duplicated}) | | |`,
       ...scaling.map(
         (s) =>
           `| scaling, ${s.instances} instance(s), RTT ${rtt} ms | ${fmtInt(s.eventsPerSecond)} | | | ${round(s.eventsPerSecond / scaling[0]!.eventsPerSecond, 2)}x of 1 | grows | | ${emptyShare(s)} |`,

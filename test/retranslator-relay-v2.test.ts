@@ -5,10 +5,11 @@
 // committed with what a consumer reads back.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { Kafka, logLevel, Partitioners } from "kafkajs";
+import { Kafka, logLevel } from "kafkajs";
 import { loadConfig } from "../internal/config/config.js";
 import type { Database } from "../internal/database/database.js";
 import { writeConfigFile } from "./helpers/config.js";
+import { partitionOf } from "./helpers/partitions.js";
 import { poll } from "./helpers/poll.js";
 import { type RelayWorld, relayWorld } from "./helpers/relay-world.js";
 import { readMetric, type TestRetranslator } from "./helpers/retranslator.js";
@@ -132,21 +133,6 @@ test("a 20,000-event burst into an outbox whose statistics say it is empty drain
   assert.ok(shared > 0, "the relay's requests carried several partitions");
   assert.equal(await requests("shared", "failed"), 0);
 });
-
-/** The partition kafkajs' default partitioner (murmur2 of the key, as the relay uses) gives a package. */
-function partitionOf(packageId: number, partitions: number): number {
-  const partitioner = Partitioners.DefaultPartitioner();
-  return partitioner({
-    topic: "any",
-    partitionMetadata: Array.from({ length: partitions }, (_, i) => ({
-      partitionId: i,
-      leader: 1,
-      replicas: [1],
-      isr: [1],
-    })) as never,
-    message: { key: String(packageId), value: null },
-  });
-}
 
 const outboxIds = async (db: Database, packages: readonly number[]): Promise<number> => {
   const result = (await q(db, `SELECT count(*)::int AS n FROM package_event WHERE package_id = ANY(?::bigint[])`, [
