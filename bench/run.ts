@@ -1,6 +1,6 @@
 // npm run bench [-- --quick] [--profile] [--only=drain,create,framework,e2e,memory,scale]
 //                 [--set=retranslator.batchSize=2000] [--events=N] [--packages=N]
-// npm run bench -- --only=relay-v2 [--quick]   (the relay's stale-statistics, instances and scaling rows)
+// npm run bench -- --only=relay-v2 [--quick]   (the relay's stale-statistics, instances, leader-less partition and scaling rows)
 // npm run bench -- --only=kafka-clients [--quick]   (kafkajs against @platformatic/kafka, alone and in the relay)
 //
 // Measures the relay, the create RPC, end-to-end latency, memory and scaling,

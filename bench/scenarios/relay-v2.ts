@@ -17,7 +17,7 @@ import {
   startRetranslatorChild,
   type Tree,
 } from "../lib/stack.js";
-import { fmtInt } from "../lib/stats.js";
+import { fmtInt, percentile } from "../lib/stats.js";
 import { type BoundResult, boundResult, kafkaBound, relayRequestShapes } from "./drain.js";
 
 // The relay's rows of issue "Relay v2": drains of a burst into an outbox whose
@@ -234,34 +234,47 @@ export interface LeaderlessRow {
   /** Events queued on the leader-less partition (more than one claim). */
   backlog: number;
   batchSize: number;
+  /** The row's partition backoff ceiling: the relay retries partition 0 throughout the rounds. */
+  retryBackoffMaxMs: number;
   /** Rounds of updates to healthy packages, each one transaction, while the partition has no leader. */
   rounds: number;
   healthyEvents: number;
-  /** Commit → acknowledged (the row deleted), ms, of each healthy event; polled every 10 ms. */
+  /**
+   * Insert → acknowledged (the row deleted), ms, of the healthy events that were
+   * acknowledged, polled every 10 ms. The clock starts before the INSERT is sent, so
+   * it is an upper bound of commit → ack. A round's events usually go in one
+   * request, so these are about one figure per round.
+   */
   ackMs: { p50: number; p95: number; max: number };
-  /** Healthy events acknowledged within 2 s of their commit (the issue's target: ≥ 0.95). */
+  /** Healthy events not acknowledged within 10 s (left out of ackMs). */
+  timedOut: number;
+  /** Healthy events acknowledged within 2 s (the issue's target: ≥ 0.95). */
   withinTwoSeconds: number;
-  /** The partition's backlog still waiting when the rounds ended: the leader really was away. */
+  /** Partition 0's backlog still waiting when the rounds ended (all of it, if the leader really was away). */
   backlogStillWaiting: number;
-  /** Times the relay backed partition 0 off meanwhile (its log): it did run into the partition. */
-  partitionBackoffs: number;
-  /** After the leader returned: every committed event on the topic, checked against the commit order. */
+  /** Times the relay backed partition 0 off (its log) before the rounds, and during them. */
+  partitionBackoffs: { before: number; during: number };
+  /** After the leader returned: the topic read back against every committed event. */
   lost: number;
   reordered: number;
   duplicated: number;
+  malformed: number;
+  unexpected: number;
   deadLettered: number;
 }
 
 /**
  * The leader-less partition row: a 3-broker cluster whose partition 0 loses its
  * leader (the state of a real cluster while a broker restarts); partition 0's
- * packages queue more events than one claim takes; then rounds of updates to
- * 100 packages on the other partitions, each timed from its commit to its
- * acknowledgement. Then the leader returns and the topic is read back: all
- * delivered, in order, none dead-lettered.
+ * packages queue two claims' worth of events; then rounds of updates to 100
+ * packages on the other partitions, each timed until its acknowledgement, while
+ * the relay keeps retrying partition 0 (its backoff capped at 1 s here, so that
+ * the retries overlap the rounds). Then the leader returns and the topic is read
+ * back: all delivered, in order, none dead-lettered.
  */
 export async function leaderlessRow(ctx: BenchContext, config: Readonly<Config>): Promise<LeaderlessRow> {
   const brokers = 3;
+  const retryBackoffMaxMs = 1000;
   const kafka = await startKafkaMock({ brokers });
   const closeKafka = ctx.resources.add("kafka-mock, 3 brokers", () => kafka.stop());
   const on3 = { ...ctx, kafka };
@@ -271,12 +284,18 @@ export async function leaderlessRow(ctx: BenchContext, config: Readonly<Config>)
     await installEventLog(db.db);
     const topic = await benchTopic(on3, "leaderless");
     const partitions = ctx.config.partitions;
-    relay = await startRetranslatorChild(on3, "leaderless-retranslator", { databaseUrl: db.url, topic });
+    relay = await startRetranslatorChild(on3, "leaderless-retranslator", {
+      databaseUrl: db.url,
+      topic,
+      retranslator: { retryBackoffMaxMs },
+    });
+    const running = relay;
+    const alive = () => (running.proc.isRunning() ? undefined : `the relay exited; log: ${running.proc.logPath}`);
     const batchSize = config.retranslator.batchSize;
     // Warm: one event per package, so the relay knows the topic and V8 has optimised its path.
     const packages = 2000;
     const warm = await seedEvents(db.db, packages, packages);
-    await waitForEmptyOutbox(db.db, { lastId: warm.lastId, timeoutMs: 60_000 });
+    await waitForEmptyOutbox(db.db, { lastId: warm.lastId, timeoutMs: 60_000, alive });
     const ids = (await query<{ id: bigint }>(db.db, `SELECT id FROM package ORDER BY id`)).map((r) => r.id);
     const onZero = ids.filter((p) => partitionOf(p, partitions) === 0);
     const healthy = ids.filter((p) => partitionOf(p, partitions) !== 0);
@@ -291,11 +310,14 @@ export async function leaderlessRow(ctx: BenchContext, config: Readonly<Config>)
 
     const rounds = 5;
     const ackMs: number[] = [];
+    let timedOut = 0;
+    const roundsStarted = Date.now();
     for (let round = 0; round < rounds; round++) {
+      if (round > 0) await sleep(500);
       const target = healthy.slice(round * 100, round * 100 + 100);
+      const sent = performance.now();
       const pending = new Set((await insertUpdates(db.db, target, 1)).map(String));
-      const committed = performance.now();
-      const deadline = committed + 10_000;
+      const deadline = sent + 10_000;
       while (pending.size > 0 && performance.now() < deadline) {
         const left = await query<{ id: bigint }>(db.db, `SELECT id FROM package_event WHERE id = ANY(?::bigint[])`, [
           [...pending].map(BigInt),
@@ -305,14 +327,13 @@ export async function leaderlessRow(ctx: BenchContext, config: Readonly<Config>)
         for (const id of pending) {
           if (still.has(id)) continue;
           pending.delete(id);
-          ackMs.push(now - committed);
+          ackMs.push(now - sent);
         }
         if (pending.size > 0) await sleep(10);
       }
-      // Not acknowledged within 10 s: counted as never (beyond any bound the row reports).
-      for (let i = 0; i < pending.size; i++) ackMs.push(Number.POSITIVE_INFINITY);
-      await sleep(500);
+      timedOut += pending.size;
     }
+    const roundsEnded = Date.now();
     const backlogStillWaiting = (
       await query<{ n: number }>(
         db.db,
@@ -320,14 +341,18 @@ export async function leaderlessRow(ctx: BenchContext, config: Readonly<Config>)
         [onZero],
       )
     )[0]!.n;
-
-    const partitionBackoffs = (await readFile(relay.proc.logPath, "utf8"))
+    const backoffTimes = (await readFile(relay.proc.logPath, "utf8"))
       .split("\n")
-      .filter((line) => line.includes('"partition":0,') && line.includes("partition failed; backing it off")).length;
+      .filter((line) => line.includes('"partition":0,') && line.includes("partition failed; backing it off"))
+      .map((line) => Date.parse((JSON.parse(line) as { time: string }).time));
+    const partitionBackoffs = {
+      before: backoffTimes.filter((t) => t < roundsStarted).length,
+      during: backoffTimes.filter((t) => t >= roundsStarted && t <= roundsEnded).length,
+    };
 
     await kafka.setPartitionLeader(topic, 0, 1);
     ctx.log("leader-less: the leader is back; draining partition 0's backlog");
-    await waitForEmptyOutbox(db.db, { lastId: 0n, timeoutMs: 120_000 });
+    await waitForEmptyOutbox(db.db, { lastId: 0n, timeoutMs: 120_000, alive });
     const deadLettered = (
       await query<{ n: number }>(db.db, `SELECT count(*)::int AS n FROM package_event_dead_letter`)
     )[0]!.n;
@@ -335,27 +360,38 @@ export async function leaderlessRow(ctx: BenchContext, config: Readonly<Config>)
     relay = undefined;
     const { report } = await readBack(db.db, kafka.brokers, topic, undefined, 60_000);
     const sorted = [...ackMs].sort((a, b) => a - b);
-    const at = (q: number) => round(sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!, 1);
+    const healthyEvents = ackMs.length + timedOut;
     return {
       brokers,
       partitions,
       backlog,
       batchSize,
+      retryBackoffMaxMs,
       rounds,
-      healthyEvents: ackMs.length,
-      ackMs: { p50: at(0.5), p95: at(0.95), max: round(sorted.at(-1)!, 1) },
-      withinTwoSeconds: round(ackMs.filter((ms) => ms <= 2000).length / ackMs.length, 3),
+      healthyEvents,
+      ackMs: {
+        p50: round(percentile(sorted, 50), 1),
+        p95: round(percentile(sorted, 95), 1),
+        max: round(sorted.at(-1) ?? Number.NaN, 1),
+      },
+      timedOut,
+      withinTwoSeconds: round(ackMs.filter((ms) => ms <= 2000).length / healthyEvents, 3),
       backlogStillWaiting,
       partitionBackoffs,
       lost: report.lost.length,
       reordered: report.reordered.length,
       duplicated: report.duplicated.length,
+      malformed: report.malformed.length,
+      unexpected: report.unexpected.length,
       deadLettered,
     };
   } finally {
-    await relay?.stop();
-    await db.close();
-    await closeKafka();
+    try {
+      await relay?.stop();
+    } finally {
+      await db.close();
+      await closeKafka();
+    }
   }
 }
 
