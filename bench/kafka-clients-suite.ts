@@ -11,7 +11,7 @@ import { BATCH, PARTITIONS } from "./lib/kafka-client-producer.js";
 import { gitInfo, loadAverage, machineInfo } from "./lib/machine.js";
 import { root } from "./lib/procs.js";
 import { Resources } from "./lib/resources.js";
-import { fmtInt } from "./lib/stats.js";
+import { fmtInt, median } from "./lib/stats.js";
 import { relayDrain } from "./scenarios/drain.js";
 
 // `npm run bench -- --only=kafka-clients [--quick]`: kafkajs (the relay's client,
@@ -34,11 +34,6 @@ interface Run {
   recordsPerSecond: number;
   cpuMicrosPerRecord: number;
 }
-
-const median = (xs: readonly number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 === 1 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
 
 export async function runKafkaClients(options: { quick: boolean }): Promise<number> {
   const startedAt = new Date().toISOString();
