@@ -14,8 +14,8 @@ import { query } from "../internal/database/query.js";
 import { CLAIM_HEADS_SQL, type ClaimRow, claimBindings, claimFromRows } from "../internal/outbox/claim-events.js";
 import { deleteEvents } from "../internal/outbox/delete-events.js";
 import { createTestDatabase } from "../test/helpers/database.js";
-import { seedEvents } from "./lib/outbox.js";
 import { root } from "./lib/procs.js";
+import { makeStale, seedBurst } from "./scenarios/relay-v2.js";
 
 const HEADS_ONLY_SQL = CLAIM_HEADS_SQL.replace(
   /claimed AS \(\s*UPDATE package_event e[\s\S]*?RETURNING[\s\S]*?e\.locked_until\n {5}\)/,
@@ -44,7 +44,6 @@ try {
     const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
     return (Number(fields[11]) + Number(fields[12])) * 10;
   };
-  await db.raw(`ALTER TABLE package_event SET (autovacuum_enabled = false)`);
   for (const [events, packages] of [
     [20_000, 1000],
     [20_000, 10],
@@ -55,11 +54,9 @@ try {
         ["every event leased", CLAIM_HEADS_SQL],
         ["heads only", HEADS_ONLY_SQL],
       ] as const) {
-        // Stale: used, emptied and analyzed ("no rows"), then the burst without ANALYZE.
-        await seedEvents(db, 5000, Math.min(5000, packages), { analyze: false });
-        await db.raw(`DELETE FROM package_event`);
-        await db.raw(`ANALYZE package_event`);
-        await seedEvents(db, events, packages, { analyze: false });
+        // Stale, as the relay-v2 rows: used, emptied and analyzed ("no rows"), then the burst without ANALYZE.
+        await makeStale(db, 5000, Math.min(5000, packages));
+        await seedBurst(db, events, packages);
         let cursor: bigint | undefined;
         let done = 0;
         const before = cpuMs();
