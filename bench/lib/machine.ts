@@ -40,7 +40,7 @@ export async function machineInfo(): Promise<MachineInfo> {
     kernel: release(),
     node: process.version,
     postgres,
-    broker: `librdkafka mock cluster ${librdkafka} (tools/kafka-mock, in memory, 1 broker)`,
+    broker: `librdkafka mock cluster ${librdkafka} (tools/kafka-mock, in memory, 1 broker unless a row records its own)`,
   };
 }
 
