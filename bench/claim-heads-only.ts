@@ -8,12 +8,12 @@
 //
 //   node --import tsx bench/claim-heads-only.ts
 import { execFile } from "node:child_process";
-import { readFileSync } from "node:fs";
 import { promisify } from "node:util";
 import { query } from "../internal/database/query.js";
 import { CLAIM_HEADS_SQL, type ClaimRow, claimBindings, claimFromRows } from "../internal/outbox/claim-events.js";
 import { deleteEvents } from "../internal/outbox/delete-events.js";
 import { createTestDatabase } from "../test/helpers/database.js";
+import { cpuWindow } from "./lib/cpu.js";
 import { root } from "./lib/procs.js";
 import { makeStale, seedBurst } from "./scenarios/relay-v2.js";
 
@@ -40,10 +40,6 @@ const tdb = await createTestDatabase();
 try {
   const db = tdb.db;
   const pid = (await query<{ pid: number }>(db, `SELECT pg_backend_pid() AS pid`))[0]!.pid;
-  const cpuMs = () => {
-    const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
-    return (Number(fields[11]) + Number(fields[12])) * 10;
-  };
   for (const [events, packages] of [
     [20_000, 1000],
     [20_000, 10],
@@ -59,7 +55,7 @@ try {
         await seedBurst(db, events, packages);
         let cursor: bigint | undefined;
         let done = 0;
-        const before = cpuMs();
+        const endWindow = cpuWindow({ postgres: () => [pid] });
         for (;;) {
           const claim = claimFromRows(
             await query<ClaimRow>(db, sql, claimBindings({ owner: "bench", limit: 500, leaseSeconds: 60, cursor })),
@@ -71,9 +67,9 @@ try {
             claim.events.map((e) => e.id),
           );
         }
-        const used = cpuMs() - before;
+        const usedMs = endWindow().cpuSeconds.postgres! * 1000;
         process.stdout.write(
-          `${events} events / ${packages} packages, ${label}: Postgres ${((used * 1000) / done).toFixed(1)} µs per event (${done} events)\n`,
+          `${events} events / ${packages} packages, ${label}: Postgres ${((usedMs * 1000) / done).toFixed(1)} µs per event (${done} events)\n`,
         );
       }
     }
