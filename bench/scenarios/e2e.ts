@@ -16,6 +16,8 @@ import { fmtInt, fmtMs, type HistogramBucket, histogramPercentile, parseHistogra
 
 export interface EndToEndPhase {
   listenNotify: boolean;
+  /** The server's settings where they are not the defaults (the linger variant); absent: the defaults. */
+  serverSettings?: string;
   /**
    * "cold": the brief's rate on a server and relay just started; "target": the same rate,
    * warm (the steady state the goals are about); "sustainable": a rate this machine can
@@ -51,14 +53,23 @@ const histogram = "logistic_package_api_retranslator_publish_latency_seconds";
 const maxInFlight = 256;
 
 /**
+ * The server settings measured beside the defaults, notify on, cold and target phases only: a
+ * longer create linger shares each statement among more creates, for less CPU per create and a
+ * longer wait in each (docs/performance.md, "The create linger trades latency for CPU").
+ */
+const lingerVariant = { label: "createLingerMs 20", overrides: { database: { createLingerMs: 20 } } };
+
+/**
  * End-to-end latency: steady CreatePackageV1 traffic through the grpc-server
  * binary while a retranslator binary relays (both child processes; one
- * server, one retranslator per listenNotify setting, one after the other). Each phase sends `rate` calls per second for its
- * duration, waits for the outbox to empty, and reads the retranslator's own
- * histogram (event commit → broker ack), taking the difference to the
- * previous phase's reading. Phase "target" runs at the brief's rate;
- * "sustainable" at `sustainableRate`, so that the relay's latency is also
- * seen on a machine that is not saturated by the API load.
+ * server, one retranslator per listenNotify setting, one after the other;
+ * then the linger variant's own server and retranslator). Each phase sends
+ * `rate` calls per second for its duration, waits for the outbox to empty,
+ * and reads the retranslator's own histogram (event commit → broker ack),
+ * taking the difference to the previous phase's reading. Phase "target" runs
+ * at the brief's rate; "sustainable" at `sustainableRate`, so that the
+ * relay's latency is also seen on a machine that is not saturated by the API
+ * load.
  */
 export async function endToEnd(ctx: BenchContext, sustainableRate: number): Promise<EndToEndPhase[]> {
   const db = await benchDatabase(ctx);
@@ -68,8 +79,11 @@ export async function endToEnd(ctx: BenchContext, sustainableRate: number): Prom
   try {
     const phases: EndToEndPhase[] = [];
     for (const listenNotify of [true, false]) {
-      phases.push(...(await withRelay(ctx, listenNotify, sustainableRate, db, client, server.proc.pid)));
+      phases.push(...(await withRelay(ctx, { listenNotify, sustainableRate }, db, client, server.proc.pid)));
     }
+    await closeClient();
+    await server.stop();
+    phases.push(...(await lingerVariantPhases(ctx, db)));
     return phases;
   } finally {
     await closeClient();
@@ -78,16 +92,38 @@ export async function endToEnd(ctx: BenchContext, sustainableRate: number): Prom
   }
 }
 
-/** One retranslator (with `listenNotify`) beside the running server, through both phases. */
+/** The linger variant: a server of its own (so its JIT warms from the start like the default's), notify on. */
+async function lingerVariantPhases(ctx: BenchContext, db: BenchDatabase): Promise<EndToEndPhase[]> {
+  const server = await startServerChild(ctx, "e2e-linger-grpc-server", db.url, lingerVariant.overrides);
+  const client = packageApiClient(server.grpcAddress);
+  const closeClient = ctx.resources.add("grpc client (linger variant)", async () => client.close());
+  try {
+    return await withRelay(
+      ctx,
+      { listenNotify: true, serverSettings: lingerVariant.label },
+      db,
+      client,
+      server.proc.pid,
+    );
+  } finally {
+    await closeClient();
+    await server.stop();
+  }
+}
+
+/**
+ * One retranslator (with `listenNotify`) beside the running server, through the phases: cold,
+ * target, and sustainable when a sustainable rate is given.
+ */
 async function withRelay(
   ctx: BenchContext,
-  listenNotify: boolean,
-  sustainableRate: number,
+  run: { listenNotify: boolean; sustainableRate?: number; serverSettings?: string },
   db: BenchDatabase,
   client: PackageApiClient,
   serverPid: number,
 ): Promise<EndToEndPhase[]> {
-  const label = `e2e-notify-${listenNotify ? "on" : "off"}`;
+  const { listenNotify, sustainableRate } = run;
+  const label = `e2e-notify-${listenNotify ? "on" : "off"}${run.serverSettings === undefined ? "" : `-${run.serverSettings.replace(/ /g, "-")}`}`;
   const topic = await benchTopic(ctx, label);
   const relay = await startRetranslatorChild(ctx, `${label}-retranslator`, {
     databaseUrl: db.url,
@@ -103,7 +139,9 @@ async function withRelay(
         ? [{ phase: "cold" as const, rate: ctx.config.e2eRatePerSecond, seconds: ctx.config.e2eColdSeconds }]
         : []),
       { phase: "target" as const, rate: ctx.config.e2eRatePerSecond, seconds: ctx.config.e2eSeconds },
-      { phase: "sustainable" as const, rate: sustainableRate, seconds: ctx.config.e2eSustainableSeconds },
+      ...(sustainableRate === undefined
+        ? []
+        : [{ phase: "sustainable" as const, rate: sustainableRate, seconds: ctx.config.e2eSustainableSeconds }]),
     ];
     for (const { phase, rate, seconds } of plan) {
       const result = await runPhase(ctx, {
@@ -128,6 +166,7 @@ async function withRelay(
       const p99 = histogramPercentile(delta, 99);
       const full: EndToEndPhase = {
         ...result,
+        ...(run.serverSettings === undefined ? {} : { serverSettings: run.serverSettings }),
         published: count,
         latency: {
           p50Ms: round(p50?.ms ?? NaN, 1),
