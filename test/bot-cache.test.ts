@@ -204,19 +204,21 @@ test("a second /get is served from Redis: a Read description event with success 
   assert.ok(ttl > 0 && ttl <= 300, `TTL ${ttl}`);
 });
 
-test("a change made through the API, not the bot, is visible in /get within 2 s", async () => {
+test("a change made through the API, not the bot, reaches /get through the cache's events, long before the TTL", async () => {
   const id = await createPackage("before");
   assert.match(await say(fake, `/get ${id}`), /Title: before/);
   assert.match(await say(fake, `/get ${id}`), /Title: before/, "cached now");
   await client.updatePackageV1({ PackageID: id, Title: "after" });
-  const deadline = Date.now() + 2000;
+  // Usually well under a second (outbox, relay, topic, the bot's consumer, Redis); the bound only
+  // has to stay far below the entry's 300 s TTL, so that "after" can only have come by the event.
+  const deadline = Date.now() + 15_000;
   let reply = "";
   while (Date.now() < deadline) {
     reply = await say(fake, `/get ${id}`);
     if (/Title: after/.test(reply)) break;
     await new Promise((r) => setTimeout(r, 50));
   }
-  assert.match(reply, /Title: after/, "the API's change reached the cache within 2 s");
+  assert.match(reply, /Title: after/, "the API's change reached the cache within 15 s");
 
   // A removal made elsewhere too: /get then says the package is gone.
   await client.removePackageV1({ PackageID: id });
@@ -224,7 +226,7 @@ test("a change made through the API, not the bot, is visible in /get within 2 s"
     "/get of a package removed through the API",
     () => say(fake, `/get ${id}`),
     (r) => /not found/.test(r),
-    2000,
+    15_000,
     50,
   );
   assert.equal(removed, `Package ${id} not found.`);
@@ -401,7 +403,10 @@ test("a broker that is away never holds a command: a full queue drops its oldest
     second = await startBot(
       telegram,
       { KAFKA_BROKERS: own.brokers.join(",") },
-      { kafka: { queueSize: 2, sendRetries: 1 } },
+      // Retries outlast the outage (backoff capped at 5 s), so what goes is decided by the queue's
+      // drop-oldest alone: with one retry the batch in hand was dropped ~100 ms into the outage,
+      // and whether /help 6 was still queued then depended on how fast the machine was.
+      { kafka: { queueSize: 2, sendRetries: 20 } },
     );
     const texts = ["/help 1", "/help 2", "/help 3", "/help 4", "/help 5", "/help 6"];
     for (const text of texts)

@@ -212,7 +212,9 @@ async function spawnRelay(name: string, env: Record<string, string>, port?: numb
     stderr,
     exited: false,
     exit: new Promise((resolve) => {
-      proc.once("exit", (code, signal) => {
+      // "close" (after "exit" and the end of its output): the last log lines, which the tests
+      // read once it has exited, may still be in the pipe at "exit".
+      proc.once("close", (code, signal) => {
         relay.exited = true;
         resolve({ code, signal });
       });
@@ -714,7 +716,7 @@ test("SIGTERM while the broker hangs: cut off at the deadline, leases released, 
     await untilInFlight(a, 10_000, 20);
     // The deadline, the cleaner's last flush (up to 2 s), and a margin: not
     // the Kafka client's request timeout (10 s), which the hung sends wait for.
-    const exit = await sigtermWithin(world, a, shutdownTimeoutMs + 2000 + 3000);
+    const exit = await sigtermWithin(world, a, shutdownTimeoutMs + 2000 + 5000);
     assert.ok(hasLog(a.lines, "in-flight sends did not finish before the deadline"), "the drain was cut off");
     assert.ok(hasLog(a.lines, "retranslator stopped"), "stop() completed");
     assert.deepEqual(exit, { code: 0, signal: null }, "exited by itself with code 0 within the shutdown deadline");

@@ -45,8 +45,9 @@ test("SIGTERM during start-up leads to a graceful stop (exit 0), not death by si
   assert.ok(sockets.size > 0, `the retranslator never reached the broker; output:\n${lines.join("\n")}`);
   child.kill("SIGTERM");
 
+  // "close", not "exit": the last lines may still be in the pipe when the process exits.
   const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve) =>
-    child.once("exit", (c, s) => resolve([c, s])),
+    child.once("close", (c, s) => resolve([c, s])),
   );
   const output = lines.join("\n");
   assert.equal(signal, null, `killed by ${signal}; output:\n${output}`);
