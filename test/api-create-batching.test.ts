@@ -9,6 +9,7 @@ import { test } from "node:test";
 import { events } from "./helpers/database.js";
 import { useFixture } from "./helpers/fixture.js";
 import { grpc, packageApiClient, rpcError } from "./helpers/grpc-client.js";
+import { poll } from "./helpers/poll.js";
 import { startTestServer } from "./helpers/server.js";
 
 // One create statement at a time: calls that arrive meanwhile must wait and share the next one.
@@ -151,45 +152,73 @@ test("an overloaded server answers Unavailable at once for creates beyond create
     { database: { createBatchSize: 10, createConcurrency: 1, createMaxWaiting: 20 } },
   );
   const busyClient = packageApiClient(busy.grpcAddress);
-  // Holds the server's only create statement for a while, so that the calls below must wait.
+  // Holds the server's only create statement until the test lets it go (an advisory lock this
+  // test's transaction holds), so that the calls below must wait, however slow the machine.
+  const lockKey = 4242;
+  let letGo = () => {};
+  let held = () => {};
+  const lockHeld = new Promise<void>((resolve) => {
+    held = resolve;
+  });
+  const holder = fx.db.db.transaction(async (trx) => {
+    await trx.raw(`SELECT pg_advisory_xact_lock(${lockKey})`);
+    await new Promise<void>((resolve) => {
+      letGo = resolve;
+      held();
+    });
+  });
+  await Promise.race([lockHeld, holder]);
   await fx.db.db.raw(`
     CREATE FUNCTION slow_title() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN PERFORM pg_sleep(2); RETURN NEW; END $$;
+    BEGIN PERFORM pg_advisory_xact_lock(${lockKey}); RETURN NEW; END $$;
     CREATE TRIGGER slow_title BEFORE INSERT ON package FOR EACH ROW
       WHEN (NEW.title = 'slow') EXECUTE FUNCTION slow_title();`);
   try {
     const slow = busyClient.createPackageV1({ Title: "slow", Material: "wood", MaximumVolume: 1, Reusable: false });
-    for (let i = 0; ; i++) {
-      const r = await fx.db.db.raw(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event = 'PgSleep'`);
-      if ((r as { rows: { n: number }[] }).rows[0]!.n > 0) break;
-      assert.ok(i < 200, "the slow create reached the database");
-      await new Promise((resolve) => setTimeout(resolve, 25));
-    }
+    await poll(
+      "the slow create waiting in the database",
+      async () => {
+        const r = await fx.db.db.raw(
+          `SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND wait_event = 'advisory'`,
+        );
+        return (r as { rows: { n: number }[] }).rows[0]!.n;
+      },
+      (waiting) => waiting > 0,
+    );
 
     const n = 100;
-    const outcomes = await Promise.allSettled(
-      Array.from(
-        { length: n },
-        (_, i) =>
-          busyClient.createPackageV1({
-            Title: `flood-${i}`,
-            Material: "wood",
-            MaximumVolume: 1,
-            Reusable: false,
-          }) as Promise<{
-            ID: string;
-          }>,
-      ),
+    let turnedAway = 0;
+    const calls = Array.from({ length: n }, (_, i) =>
+      (
+        busyClient.createPackageV1({
+          Title: `flood-${i}`,
+          Material: "wood",
+          MaximumVolume: 1,
+          Reusable: false,
+        }) as Promise<{ ID: string }>
+      ).catch((err: unknown) => {
+        turnedAway += 1;
+        throw err;
+      }),
     );
+    const outcomes = Promise.allSettled(calls);
+    // The slot stays taken until every call beyond the 20 that may wait has been answered.
+    await poll(
+      "the calls beyond createMaxWaiting turned away",
+      () => turnedAway,
+      (count) => count >= n - 20,
+    );
+    letGo();
     await slow;
 
-    const rejected = outcomes.filter((o): o is PromiseRejectedResult => o.status === "rejected");
+    const settled = await outcomes;
+    const rejected = settled.filter((o): o is PromiseRejectedResult => o.status === "rejected");
     assert.equal(rejected.length, n - 20, "exactly the calls beyond the 20 waiting were turned away");
     for (const r of rejected) {
       const err = await rpcError(Promise.reject(r.reason), grpc.status.UNAVAILABLE);
       assert.match(err.details, /too many creates waiting; retry/);
     }
-    const ids = outcomes.flatMap((o) => (o.status === "fulfilled" ? [o.value.ID] : []));
+    const ids = settled.flatMap((o) => (o.status === "fulfilled" ? [o.value.ID] : []));
     const rows = await fx.db.db.raw(`SELECT id::text AS id FROM package WHERE title LIKE 'flood-%' ORDER BY id`);
     assert.deepEqual(
       (rows as { rows: { id: string }[] }).rows.map((r) => r.id),
@@ -198,6 +227,8 @@ test("an overloaded server answers Unavailable at once for creates beyond create
     );
     for (const id of ids) assert.equal((await events(fx.db.db, BigInt(id))).length, 1);
   } finally {
+    letGo();
+    await holder;
     await fx.db.db.raw(`DROP TRIGGER slow_title ON package; DROP FUNCTION slow_title();`);
     busyClient.close();
     await busy.stop();

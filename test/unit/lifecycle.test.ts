@@ -14,7 +14,7 @@ describe("settleWithin", () => {
   it("is false when the deadline passes first, without waiting for the promise", async () => {
     const started = Date.now();
     assert.equal(await settleWithin(never, 30), false);
-    assert.ok(Date.now() - started < 1000);
+    assert.ok(Date.now() - started < 10_000);
   });
 
   it("rejects with the promise's error when it rejects in time", async () => {
@@ -70,7 +70,7 @@ describe("Wakeup", () => {
     const slept = wakeup.sleep(60_000, new AbortController().signal);
     setTimeout(() => wakeup.wake(), 10);
     await slept;
-    assert.ok(Date.now() - started < 1000);
+    assert.ok(Date.now() - started < 10_000);
   });
 
   it("wake() ends a sleep without an interval", async () => {

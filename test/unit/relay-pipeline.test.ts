@@ -503,7 +503,8 @@ describe("relay faults and stop", () => {
     );
     const began = Date.now();
     await relay.running.stop();
-    assert.ok(Date.now() - began < 2500, `stopped in ${Date.now() - began} ms`);
+    // Not the broker that never answers: a bound far from forever, loose for a loaded machine.
+    assert.ok(Date.now() - began < 10_000, `stopped in ${Date.now() - began} ms`);
     assert.equal(outbox.leased.length, 0);
     assert.ok(relay.logs.lines.some((l) => l.msg === "in-flight sends did not finish before the deadline"));
   });

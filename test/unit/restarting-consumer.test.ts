@@ -110,7 +110,7 @@ function start(
   return { kafka, group, lines, controller, loop };
 }
 
-async function until(what: string, check: () => boolean, ms = 2000): Promise<void> {
+async function until(what: string, check: () => boolean, ms = 10_000): Promise<void> {
   const deadline = Date.now() + ms;
   while (!check()) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);

@@ -171,7 +171,7 @@ describe("scaffold", () => {
     scaffold.defer("hangs", () => new Promise<void>(() => {}));
     const started = performance.now();
     await assert.rejects(scaffold.close(), /grpc-server did not stop within 50 ms/);
-    assert.ok(performance.now() - started < 2000);
+    assert.ok(performance.now() - started < 10_000, "did not wait for the close that hangs");
     assert.ok(stopMarginMs > 0, "startWithScaffold bounds a stop by the drain plus a margin");
   });
 
