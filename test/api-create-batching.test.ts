@@ -156,30 +156,36 @@ test("an overloaded server answers Unavailable at once for creates beyond create
   // test's transaction holds), so that the calls below must wait, however slow the machine.
   const lockKey = 4242;
   let letGo = () => {};
-  let held = () => {};
-  const lockHeld = new Promise<void>((resolve) => {
-    held = resolve;
-  });
-  const holder = fx.db.db.transaction(async (trx) => {
-    await trx.raw(`SELECT pg_advisory_xact_lock(${lockKey})`);
-    await new Promise<void>((resolve) => {
-      letGo = resolve;
-      held();
-    });
-  });
-  await Promise.race([lockHeld, holder]);
-  await fx.db.db.raw(`
-    CREATE FUNCTION slow_title() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN PERFORM pg_advisory_xact_lock(${lockKey}); RETURN NEW; END $$;
-    CREATE TRIGGER slow_title BEFORE INSERT ON package FOR EACH ROW
-      WHEN (NEW.title = 'slow') EXECUTE FUNCTION slow_title();`);
+  let holder: Promise<void> = Promise.resolve();
+  let triggerMade = false;
   try {
+    let held = () => {};
+    const lockHeld = new Promise<void>((resolve) => {
+      held = resolve;
+    });
+    holder = fx.db.db.transaction(async (trx) => {
+      await trx.raw(`SELECT pg_advisory_xact_lock(${lockKey})`);
+      await new Promise<void>((resolve) => {
+        letGo = resolve;
+        held();
+      });
+    });
+    await Promise.race([lockHeld, holder]);
+    await fx.db.db.raw(`
+      CREATE FUNCTION slow_title() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN PERFORM pg_advisory_xact_lock(${lockKey}); RETURN NEW; END $$;
+      CREATE TRIGGER slow_title BEFORE INSERT ON package FOR EACH ROW
+        WHEN (NEW.title = 'slow') EXECUTE FUNCTION slow_title();`);
+    triggerMade = true;
     const slow = busyClient.createPackageV1({ Title: "slow", Material: "wood", MaximumVolume: 1, Reusable: false });
+    // Awaited below; until then a failure must not surface as an unhandled rejection.
+    slow.catch(() => undefined);
     await poll(
       "the slow create waiting in the database",
       async () => {
         const r = await fx.db.db.raw(
-          `SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND wait_event = 'advisory'`,
+          `SELECT count(*)::int AS n FROM pg_stat_activity
+            WHERE datname = current_database() AND wait_event_type = 'Lock' AND wait_event = 'advisory'`,
         );
         return (r as { rows: { n: number }[] }).rows[0]!.n;
       },
@@ -202,11 +208,13 @@ test("an overloaded server answers Unavailable at once for creates beyond create
       }),
     );
     const outcomes = Promise.allSettled(calls);
-    // The slot stays taken until every call beyond the 20 that may wait has been answered.
+    // The slot stays taken until every call beyond the 20 that may wait has been answered: they
+    // were turned away without waiting for it (10 s bounds "at once" loosely, for a loaded machine).
     await poll(
       "the calls beyond createMaxWaiting turned away",
       () => turnedAway,
       (count) => count >= n - 20,
+      10_000,
     );
     letGo();
     await slow;
@@ -228,10 +236,11 @@ test("an overloaded server answers Unavailable at once for creates beyond create
     for (const id of ids) assert.equal((await events(fx.db.db, BigInt(id))).length, 1);
   } finally {
     letGo();
-    await holder;
-    await fx.db.db.raw(`DROP TRIGGER slow_title ON package; DROP FUNCTION slow_title();`);
+    if (triggerMade) await fx.db.db.raw(`DROP TRIGGER slow_title ON package; DROP FUNCTION slow_title();`);
     busyClient.close();
     await busy.stop();
+    // Last, so that a failed lock transaction still lets the rest be cleaned up before its error.
+    await holder;
   }
 });
 

@@ -182,7 +182,7 @@ describe("RestartingConsumer", () => {
     await until("the consumer to run", () => kafka.consumers[0]?.calls.includes("run") === true);
     const error = new Error("topic authorization failed");
     await kafka.consumers[0]!.crash(error, false);
-    assert.equal(await settleWithin(loop, 1000), true);
+    assert.equal(await settleWithin(loop, 10_000), true);
     assert.equal(group.failure, error);
     assert.equal(kafka.consumers.length, 1);
     assert.ok(lines.some((l) => l.msg === "test consumer failed with a non-retriable error and will not restart"));
@@ -221,7 +221,7 @@ describe("RestartingConsumer", () => {
     });
     await until("the consumer to run", () => kafka.consumers[0]?.calls.includes("run") === true);
     controller.abort();
-    assert.equal(await settleWithin(loop, 1000), true);
+    assert.equal(await settleWithin(loop, 10_000), true);
     assert.ok(lines.some((l) => String(l.msg).startsWith("test consumer still busy")));
   });
 
