@@ -29,6 +29,7 @@ import {
   rpcError,
 } from "./helpers/grpc-client.js";
 import { type CapturedLogs, captureLogs } from "./helpers/logs.js";
+import { poll } from "./helpers/poll.js";
 import { freePort } from "./helpers/ports.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 
@@ -129,13 +130,20 @@ after(async () => {
   client?.close();
   await server?.stop();
   await db?.drop();
-  assert.ok(stopMs < 3000, `the bot stops promptly (${stopMs} ms)`);
+  // Far below a long poll's wait, loose for a loaded machine.
+  assert.ok(stopMs < 10_000, `the bot stops promptly (${stopMs} ms)`);
   const errors = bot?.logs.lines.filter((l) => l.level === "error" || l.level === "fatal") ?? [];
   assert.deepEqual(errors, [], "the bot logged no errors in the happy and user-error paths");
 });
 
 test("start-up: getMe, the command menu, deleteWebhook, then long polling", async () => {
-  for (let i = 0; i < 100 && fake.callsTo("getUpdates").length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+  await poll(
+    "the first getUpdates",
+    () => fake.callsTo("getUpdates").length,
+    (n) => n > 0,
+    10_000,
+    20,
+  );
   const methods = fake.calls.map((c) => c.method);
   assert.deepEqual(methods.slice(0, 4), ["getMe", "setMyCommands", "deleteWebhook", "getUpdates"]);
   assert.deepEqual(fake.callsTo("getUpdates")[0]!.params.allowed_updates, ["message", "callback_query"]);
@@ -549,7 +557,8 @@ describe("the package service cannot be reached", () => {
         assert.equal(result.replies.length, 1);
         assert.match(result.replies[0]!, unavailable);
         assert.doesNotMatch(result.replies[0]!, /Error|ECONNREFUSED|at .*\.ts/, "no raw error or stack trace");
-        assert.ok(result.handledInMs < 2500, `answered within the deadline (${result.handledInMs} ms)`);
+        // Not left waiting: a bound of a few deadlines (1 s each), loose for a loaded machine.
+        assert.ok(result.handledInMs < 5000, `answered without hanging (${result.handledInMs} ms)`);
       }
       const failures = down.logs.lines.filter((l) => l.msg === "package service call failed");
       assert.ok(failures.length >= 5);
@@ -579,7 +588,8 @@ describe("the package service cannot be reached", () => {
     try {
       const result = await telegram.sendText(chat, "/get 1");
       assert.match(onlyReplyOf(result), unavailable);
-      assert.ok(result.handledInMs >= 450 && result.handledInMs < 2500, `took ${result.handledInMs} ms`);
+      // The 500 ms deadline ended it: not sooner, and not left to the black hole (loose for load).
+      assert.ok(result.handledInMs >= 450 && result.handledInMs < 5000, `took ${result.handledInMs} ms`);
       assert.ok(slow.logs.lines.some((l) => l.msg === "package service call failed" && l.code === "DeadlineExceeded"));
 
       // Graceful stop while a command waits on the API: the command still gets its reply.
@@ -587,8 +597,13 @@ describe("the package service cannot be reached", () => {
       const inFlight = telegram.inject(chat, "/get 2");
       await inFlight.delivered;
       // Taken (not only sent by the fake) once its API request reaches the black hole.
-      for (let i = 0; i < 200 && received === bytesBefore; i++) await new Promise((r) => setTimeout(r, 5));
-      assert.ok(received > bytesBefore, "the bot called the API for the command in hand");
+      await poll(
+        "the bot to call the API for the command in hand",
+        () => received,
+        (bytes) => bytes > bytesBefore,
+        10_000,
+        5,
+      );
       const stopStarted = Date.now();
       await slow.app.stop();
       stopped = true;
@@ -597,7 +612,7 @@ describe("the package service cannot be reached", () => {
       const replies = telegram.callsTo("sendMessage").filter((c) => c.duringUpdate === inFlight.updateId);
       assert.equal(replies.length, 1, "the command in hand was answered before stop() returned");
       assert.match(String(replies[0]!.params.text), unavailable);
-      assert.ok(stopMs < 3000, `stop took ${stopMs} ms`);
+      assert.ok(stopMs < 10_000, `stop took ${stopMs} ms`);
     } finally {
       if (!stopped) await slow.app.stop();
       await telegram.close();
@@ -881,7 +896,13 @@ test("polling that Telegram ends (409: another instance) stops the bot and repor
   try {
     assert.equal(await live(), 200);
     telegram.getUpdatesError = { code: 409, description: "Conflict: terminated by other getUpdates request" };
-    for (let i = 0; i < 150 && lone.pollingFailures.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+    await poll(
+      "polling to fail",
+      () => lone.pollingFailures.length,
+      (n) => n > 0,
+      10_000,
+      20,
+    );
     assert.equal(lone.pollingFailures.length, 1);
     assert.ok(lone.logs.lines.some((l) => l.level === "fatal" && l.msg === "polling failed: the bot stops"));
     // The process lives on (its status port answers), so /live is what gets it restarted.

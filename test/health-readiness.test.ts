@@ -108,8 +108,9 @@ describe("health Watch: capped, and one shared probe", () => {
     firstFifty = Array.from({ length: 50 }, () => watch(clientA));
     for (const w of firstFifty) assert.equal(await w.first, ServingStatus.SERVING);
 
-    const before = await probes();
+    // The window opens before the first read and closes after the last, so it holds every ping counted.
     const started = performance.now();
+    const before = await probes();
     const checks = Array.from({ length: 200 }, () => clientB.check({ service: "" }));
     for (const res of await Promise.all(checks)) assert.equal(res.status, ServingStatus.SERVING);
     await delay(3000);
@@ -178,8 +179,8 @@ describe("/ready has its own connection", () => {
       }
       // Past the cache, so this /ready really pings the database.
       await delay(1100);
-      const before = await probes();
       const started = performance.now();
+      const before = await probes();
       assert.equal(await ready(), 200, "ready while the request pool is saturated");
       const statuses = await Promise.all(Array.from({ length: 200 }, () => ready()));
       assert.ok(
@@ -199,16 +200,17 @@ describe("/ready has its own connection", () => {
 
   test("a /ready flood beside Creates: every Create succeeds, pings stay a couple", async () => {
     await delay(1100);
-    const before = await probes();
+    // The window opens before the first read and closes after the last, so it holds every ping counted.
     const started = performance.now();
+    const before = await probes();
     const [statuses, created] = await Promise.all([
       Promise.all(Array.from({ length: 200 }, () => ready())),
       Promise.all(Array.from({ length: 20 }, () => fx.client.createPackageV1(valid))),
     ]);
-    const elapsedMs = performance.now() - started;
     assert.ok(statuses.every((s) => s === 200));
     assert.equal(new Set(created.map((c) => String(c.ID))).size, 20, "20 packages created");
     const pings = (await probes()) - before;
+    const elapsedMs = performance.now() - started;
     const bound = 1 + Math.floor(elapsedMs / 1000);
     assert.ok(pings >= 1 && pings <= bound, `pings: ${pings} in ${Math.round(elapsedMs)} ms (at most ${bound})`);
   });
@@ -234,18 +236,18 @@ describe("the retranslator's /ready", () => {
     const relayUrl = `http://127.0.0.1:${relay.ports.metrics}`;
     const relayProbes = () => probes(relay.ports.metrics, "logistic_package_api_retranslator_readiness_probes_total");
     await delay(1100);
-    const before = await relayProbes();
     const started = performance.now();
+    const before = await relayProbes();
     const [statuses] = await Promise.all([
       Promise.all(Array.from({ length: 200 }, () => ready(relayUrl))),
       Promise.all(Array.from({ length: 20 }, () => fx.client.createPackageV1(valid))),
     ]);
-    const elapsedMs = performance.now() - started;
     assert.ok(
       statuses.every((s) => s === 200),
       `statuses: ${[...new Set(statuses)]}`,
     );
     const pings = (await relayProbes()) - before;
+    const elapsedMs = performance.now() - started;
     const bound = 1 + Math.floor(elapsedMs / 1000);
     assert.ok(pings >= 1 && pings <= bound, `pings: ${pings} in ${Math.round(elapsedMs)} ms (at most ${bound})`);
     assert.equal(await connectionsNamed("logistic-package-api/retranslator readiness"), 1);

@@ -176,13 +176,14 @@ test("broker down makes a send fail; after broker up a send succeeds and is cons
       producer.send({ topic, acks: -1, timeout: 1_000, messages: [{ key: "k", value: "during" }] }),
       (err: unknown) => err instanceof Error,
     );
-    assert.ok(Date.now() - started < 5_000, "the failing send gave up quickly");
+    // Bounds far from a hang, loose for a loaded machine.
+    assert.ok(Date.now() - started < 15_000, "the failing send gave up quickly");
 
     await mock.brokerUp(1);
     const upAt = Date.now();
     const [meta] = await producer.send({ topic, acks: -1, messages: [{ key: "k", value: "after" }] });
     assert.equal(meta?.errorCode, 0);
-    assert.ok(Date.now() - upAt < 5_000, "the producer recovered after broker-up");
+    assert.ok(Date.now() - upAt < 15_000, "the producer recovered after broker-up");
 
     const received = await consume(kafka, topic, 2);
     assert.deepEqual(
@@ -225,7 +226,7 @@ test("the topic checker's read ends with its condition's error at once, not at i
       /the check failed on what it read/,
     );
     // Far below the 30 s the read would otherwise wait.
-    assert.ok(Date.now() - started < 20_000, `ended after ${Date.now() - started} ms`);
+    assert.ok(Date.now() - started < 25_000, `ended after ${Date.now() - started} ms`);
   } finally {
     await producer.disconnect().catch(() => {});
     await mock.stop();
