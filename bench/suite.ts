@@ -20,7 +20,7 @@ import {
   relayDrain,
   relayRequestShapes,
 } from "./scenarios/drain.js";
-import { type EndToEndPhase, endToEnd } from "./scenarios/e2e.js";
+import { type EndToEndPhase, endToEnd, lingerVariantLabel } from "./scenarios/e2e.js";
 import { type FrameworkResult, frameworkCeiling, type PacedFrameworkResult } from "./scenarios/framework.js";
 import { type RestResult, restingMemory } from "./scenarios/rest.js";
 
@@ -223,7 +223,7 @@ export async function runSuite(options: SuiteOptions): Promise<number> {
       const sustainable =
         capacity === undefined ? 150 : Math.max(50, Math.min(config.e2eRatePerSecond, Math.round(capacity / 40) * 10));
       log(
-        `3. end-to-end latency at ${fmtInt(config.e2eRatePerSecond)} creates/s, then at ${fmtInt(sustainable)}/s; then createLingerMs 20 at ${fmtInt(config.e2eRatePerSecond)}/s`,
+        `3. end-to-end latency at ${fmtInt(config.e2eRatePerSecond)} creates/s, then at ${fmtInt(sustainable)}/s; then ${lingerVariantLabel} at ${fmtInt(config.e2eRatePerSecond)}/s`,
       );
       // The goals are the issue's: 1,000 creates/s, steady, in the default configuration
       // (listenNotify on). The other phases are there to compare with, without a goal.

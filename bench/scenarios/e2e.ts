@@ -57,7 +57,13 @@ const maxInFlight = 256;
  * longer create linger shares each statement among more creates, for less CPU per create and a
  * longer wait in each (docs/performance.md, "The create linger trades latency for CPU").
  */
-const lingerVariant = { label: "createLingerMs 20", overrides: { database: { createLingerMs: 20 } } };
+const lingerVariantMs = 20;
+const lingerVariant = {
+  label: `createLingerMs ${lingerVariantMs}`,
+  overrides: { database: { createLingerMs: lingerVariantMs } },
+};
+/** How the variant's rows are labelled (suite.ts names the pass in its progress line). */
+export const lingerVariantLabel = lingerVariant.label;
 
 /**
  * End-to-end latency: steady CreatePackageV1 traffic through the grpc-server
