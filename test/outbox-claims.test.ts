@@ -37,29 +37,45 @@ async function row(id: bigint) {
 }
 
 /**
- * The claim statement, held for a second right after its snapshot is taken
- * (a pg_sleep in its first CTE); resolves once it sleeps, with the claim to
- * come (in an object: a promise returned as is would be awaited too), so
- * that a test can change the outbox under its older snapshot.
+ * The claim statement, held right after its snapshot is taken: its first CTE
+ * waits for an advisory lock this test holds in a transaction of its own.
+ * Resolves once the claim waits, with the claim to come (in an object: a
+ * promise returned as is would be awaited too) and `release`, so that a test
+ * can change the outbox under the claim's older snapshot and then let it run,
+ * however long the change takes.
  */
-async function heldClaim(request: ClaimRequest): Promise<{ result: Promise<Claim> }> {
+async function heldClaim(request: ClaimRequest): Promise<{ result: Promise<Claim>; release: () => Promise<void> }> {
   const lo = "FROM (SELECT (SELECT package_id FROM package_event ORDER BY package_id LIMIT 1) AS lo,";
   assert.ok(CLAIM_HEADS_SQL.includes(lo));
-  const held = CLAIM_HEADS_SQL.replace(lo, `FROM pg_sleep(1), ${lo.slice("FROM ".length)}`);
-  const claiming = query<ClaimRow>(fx.db.db, held, claimBindings(request)).then(claimFromRows);
-  await poll(
-    "the claim to be sleeping inside its statement",
-    async () => {
-      const r = (await fx.db.db.raw(
-        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND datname = current_database()`,
-      )) as { rows: { n: number }[] };
-      return r.rows[0]!.n;
-    },
-    (n) => n === 1,
-    10_000,
-    10,
-  );
-  return { result: claiming };
+  const key = 4343;
+  const holder = await fx.db.db.transaction();
+  await holder.raw(`SELECT pg_advisory_xact_lock(${key})`);
+  const release = async () => {
+    if (!holder.isCompleted()) await holder.commit();
+  };
+  try {
+    const held = CLAIM_HEADS_SQL.replace(lo, `FROM pg_advisory_xact_lock_shared(${key}), ${lo.slice("FROM ".length)}`);
+    const claiming = query<ClaimRow>(fx.db.db, held, claimBindings(request)).then(claimFromRows);
+    // Observed before the poll ends, so that a claim failing early is not an unhandled rejection.
+    claiming.catch(() => {});
+    await poll(
+      "the claim to be waiting inside its statement",
+      async () => {
+        const r = (await fx.db.db.raw(
+          `SELECT count(*)::int AS n FROM pg_stat_activity
+            WHERE wait_event_type = 'Lock' AND wait_event = 'advisory' AND datname = current_database()`,
+        )) as { rows: { n: number }[] };
+        return r.rows[0]!.n;
+      },
+      (n) => n === 1,
+      10_000,
+      10,
+    );
+    return { result: claiming, release };
+  } catch (error) {
+    await release();
+    throw error;
+  }
 }
 
 test("outcomes of an expired claim do not apply to the row's newer claim by the same owner", async () => {
@@ -141,10 +157,14 @@ test("a head given back after the claim's snapshot is followed: the claim takes 
     5000,
     5,
   );
-  // The claim statement itself, held for a moment after its snapshot is taken.
+  // The claim statement itself, held after its snapshot is taken.
   const claiming = await heldClaim({ owner: "relay-2", limit: 10, leaseSeconds: 60, cursor: 0n });
-  // relay-1's late outcome gives the head back while the claim runs on its older snapshot.
-  assert.equal(await releaseUnsentEvents(fx.db.db, "relay-1", [head]), 1);
+  try {
+    // relay-1's late outcome gives the head back while the claim runs on its older snapshot.
+    assert.equal(await releaseUnsentEvents(fx.db.db, "relay-1", [head]), 1);
+  } finally {
+    await claiming.release();
+  }
   const claim = await claiming.result;
   const all = (await fx.db.db.raw(`SELECT id FROM package_event WHERE package_id = ? ORDER BY id`, [
     id.toString(),
@@ -200,10 +220,15 @@ test("a head another claim leased after this claim's snapshot is passed over, an
   const repo = new PgPackageRepository(fx.db.db);
   const first = await repo.create({ title: "a", material: "m", maximumVolume: 1, reusable: false }, undefined);
   const next = await repo.create({ title: "b", material: "m", maximumVolume: 1, reusable: false }, undefined);
-  // relay-2's claim, held for a moment after its snapshot is taken: it sees both heads free.
+  // relay-2's claim, held after its snapshot is taken: it sees both heads free.
   const claiming = await heldClaim({ owner: "relay-2", limit: 1, leaseSeconds: 60, cursor: first - 1n });
-  // Meanwhile relay-1 claims the first package and commits.
-  const taken = await claimHeads(fx.db.db, { owner: "relay-1", limit: 1, leaseSeconds: 60, cursor: first - 1n });
+  let taken: Claim;
+  try {
+    // Meanwhile relay-1 claims the first package and commits.
+    taken = await claimHeads(fx.db.db, { owner: "relay-1", limit: 1, leaseSeconds: 60, cursor: first - 1n });
+  } finally {
+    await claiming.release();
+  }
   assert.deepEqual(
     taken.events.map((e) => e.packageId),
     [first],
