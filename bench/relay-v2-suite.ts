@@ -1,9 +1,9 @@
-import { mkdtemp, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadConfig } from "../internal/config/config.js";
 import { startBenchBase } from "./lib/bench-stack.js";
-import { type BenchContext, drainOnlyConfig } from "./lib/context.js";
+import { type BenchContext, type BenchMode, drainOnlyConfig, resultsDir } from "./lib/context.js";
 import { round } from "./lib/cpu.js";
 import { gitInfo, loadAverage, machineInfo } from "./lib/machine.js";
 import { root } from "./lib/procs.js";
@@ -12,7 +12,7 @@ import { configFile } from "./lib/stack.js";
 import { fmtInt, median } from "./lib/stats.js";
 import { leaderlessRow, type StaleDrain, type StaleRow, staleDrain, staleRow } from "./scenarios/relay-v2.js";
 
-// `npm run bench -- --only=relay-v2 [--quick]`: the rows of issue "Relay v2"
+// `npm run bench -- --only=relay-v2 [--quick | --smoke]`: the rows of issue "Relay v2"
 // (see docs/relay.md), each with its raw bounds measured in the same run.
 // Results: bench/results/relay-v2-<mode>.json.
 
@@ -26,17 +26,40 @@ const targets = {
   leaderlessWithinTwoSeconds: 0.95,
 } as const;
 
-export async function runRelayV2(options: { quick: boolean }): Promise<number> {
+/** Sizes of each mode: the issue's rows (full), a shorter run (quick), every step once and small (smoke). */
+const sizes = {
+  full: {
+    burst: 20_000,
+    packages: 1000,
+    warmup: 20_000,
+    wide: 100_000,
+    pairs: 5,
+    scaleEvents: 40_000,
+    scaleInstances: [1, 2, 4, 8],
+  },
+  quick: {
+    burst: 20_000,
+    packages: 1000,
+    warmup: 5000,
+    wide: 50_000,
+    pairs: 3,
+    scaleEvents: 20_000,
+    scaleInstances: [1, 2, 4, 8],
+  },
+  smoke: { burst: 2000, packages: 100, warmup: 500, wide: 2000, pairs: 1, scaleEvents: 1000, scaleInstances: [1, 2] },
+} as const satisfies Record<BenchMode, unknown>;
+
+export async function runRelayV2(options: { mode: BenchMode }): Promise<number> {
   const startedAt = new Date().toISOString();
   const started = performance.now();
   const log = (line: string) =>
     process.stdout.write(`[${((performance.now() - started) / 1000).toFixed(1).padStart(6)}s] ${line}\n`);
-  const quick = options.quick;
+  const size = sizes[options.mode];
   const config = drainOnlyConfig({
-    mode: quick ? "quick" : "full",
-    drainEvents: 20_000,
-    warmupEvents: quick ? 5000 : 20_000,
-    packages: 1000,
+    mode: options.mode,
+    drainEvents: size.burst,
+    warmupEvents: size.warmup,
+    packages: size.packages,
     partitions: 32,
   });
   const resources = new Resources();
@@ -55,22 +78,22 @@ export async function runRelayV2(options: { quick: boolean }): Promise<number> {
     const appConfig = loadConfig({ path: await configFile(ctx, {}), env: {} });
 
     const rows: Record<string, StaleRow> = {};
-    log("1. stale-statistics burst: 20,000 events over 1,000 packages");
-    rows["stale-1000"] = await staleRow(ctx, appConfig, "stale-1000", 20_000, 1000);
+    log(`1. stale-statistics burst: ${fmtInt(size.burst)} events over ${fmtInt(size.packages)} packages`);
+    rows["stale-1000"] = await staleRow(ctx, appConfig, "stale-1000", size.burst, size.packages);
     log("2. the same with 10 packages (hot keys)");
-    rows["stale-10"] = await staleRow(ctx, appConfig, "stale-10", 20_000, 10);
-    const wide = quick ? 50_000 : 100_000;
+    rows["stale-10"] = await staleRow(ctx, appConfig, "stale-10", size.burst, 10);
+    const wide = size.wide;
     log(`3. ${fmtInt(wide)} events over ${fmtInt(wide)} packages`);
     rows["stale-wide"] = await staleRow(ctx, appConfig, "stale-wide", wide, wide);
 
     // One pair of drains is at the mercy of the machine's minute (the factor read 0.78-1.65 over
     // single pairs): pairs alternate their order, and the median factor is the row's figure.
-    const pairCount = quick ? 3 : 5;
-    log(`4. two instances against one (stale burst, 1,000 packages), ${pairCount} alternated pairs`);
+    const pairCount = size.pairs;
+    log(`4. two instances against one (stale burst, ${fmtInt(size.packages)} packages), ${pairCount} alternated pairs`);
     const pairs: { one: StaleDrain; two: StaleDrain; factor: number }[] = [];
     for (let i = 0; i < pairCount; i++) {
-      const drainOne = () => staleDrain(ctx, `one-instance-${i + 1}`, 20_000, 1000, 1);
-      const drainTwo = () => staleDrain(ctx, `two-instances-${i + 1}`, 20_000, 1000, 2);
+      const drainOne = () => staleDrain(ctx, `one-instance-${i + 1}`, size.burst, size.packages, 1);
+      const drainTwo = () => staleDrain(ctx, `two-instances-${i + 1}`, size.burst, size.packages, 2);
       let one: StaleDrain;
       let two: StaleDrain;
       if (i % 2 === 0) {
@@ -98,13 +121,13 @@ export async function runRelayV2(options: { quick: boolean }): Promise<number> {
     const rtt = 100;
     const scaleSettings = { batchSize: 100, maxInFlightBatches: 2 };
     const scaling: StaleDrain[] = [];
-    const scaleEvents = quick ? 20_000 : 40_000;
-    for (const n of [1, 2, 4, 8]) {
+    const scaleEvents = size.scaleEvents;
+    for (const n of size.scaleInstances) {
       log(
         `5. scaling simulation: ${n} instance(s), broker round trip ${rtt} ms per request, batchSize ${scaleSettings.batchSize} x ${scaleSettings.maxInFlightBatches} in flight`,
       );
       scaling.push(
-        await staleDrain(ctx, `scale-${n}`, scaleEvents, 1000, n, { rttMs: rtt, retranslator: scaleSettings }),
+        await staleDrain(ctx, `scale-${n}`, scaleEvents, size.packages, n, { rttMs: rtt, retranslator: scaleSettings }),
       );
       log(`   ${n}: ${fmtInt(scaling.at(-1)!.eventsPerSecond)} ev/s`);
     }
@@ -177,7 +200,8 @@ export async function runRelayV2(options: { quick: boolean }): Promise<number> {
         })),
       },
     };
-    const out = join(root, `bench/results/relay-v2-${config.mode}.json`);
+    await mkdir(resultsDir(root), { recursive: true });
+    const out = join(resultsDir(root), `relay-v2-${config.mode}.json`);
     await writeFile(out, `${JSON.stringify(results, (_, v) => (typeof v === "bigint" ? v.toString() : v), 2)}\n`);
 
     const table = [

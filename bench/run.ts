@@ -1,4 +1,4 @@
-// npm run bench [-- --quick] [--profile] [--only=drain,create,framework,e2e,memory,scale]
+// npm run bench [-- --quick | --smoke] [--profile] [--only=drain,create,framework,e2e,memory,scale]
 //                 [--set=retranslator.batchSize=2000] [--events=N] [--packages=N]
 // npm run bench -- --only=relay-v2 [--quick]   (the relay's stale-statistics, instances, leader-less partition and scaling rows)
 // npm run bench -- --only=kafka-clients [--quick]   (kafkajs against @platformatic/kafka, alone and in the relay)
@@ -22,7 +22,7 @@ let only: (typeof known)[number][] = [...known];
 const overrides: Record<string, unknown> = {};
 const sizes: { events?: number; packages?: number } = {};
 for (const arg of args) {
-  if (arg === "--quick" || arg === "--profile" || arg === "--only=relay-v2" || arg === "--only=kafka-clients") continue;
+  if (["--quick", "--smoke", "--profile", "--only=relay-v2", "--only=kafka-clients"].includes(arg)) continue;
   const num = /^--(events|packages)=(\d+)$/.exec(arg);
   if (num) {
     // Experiments: the relay drain's size and spread (defaults: see bench/suite.ts).
@@ -50,7 +50,7 @@ for (const arg of args) {
     continue;
   }
   process.stderr.write(
-    `bench: unknown argument ${arg}\nusage: npm run bench -- [--quick] [--profile] [--only=${known.join(",")}] [--set=section.key=value] [--events=N] [--packages=N]\n`,
+    `bench: unknown argument ${arg}\nusage: npm run bench -- [--quick | --smoke] [--profile] [--only=${known.join(",")}] [--set=section.key=value] [--events=N] [--packages=N]\n`,
   );
   process.exit(2);
 }
@@ -64,18 +64,27 @@ process.env.OTEL_METRICS_EXPORTER = "none";
 process.env.OTEL_LOGS_EXPORTER = "none";
 process.env.OTEL_TRACES_EXPORTER = "none";
 
+// --smoke: every step at a tiny size, results in latest-smoke.json (see bench/suite.ts).
+const mode = args.includes("--smoke") ? "smoke" : args.includes("--quick") ? "quick" : "full";
+
 if (kafkaClients) {
   const { runKafkaClients } = await import("./kafka-clients-suite.js");
-  process.exitCode = await runKafkaClients({ quick: args.includes("--quick") });
+  if (mode === "smoke") {
+    process.stderr.write(
+      "bench: --smoke is not available for --only=kafka-clients (it needs scripts/build-kafka-mock-next.sh)\n",
+    );
+    process.exit(2);
+  }
+  process.exitCode = await runKafkaClients({ quick: mode === "quick" });
 } else if (relayV2) {
   // Children from the sources unless told otherwise: this run needs no build.
   process.env.BENCH_BINARIES ??= "tsx";
   const { runRelayV2 } = await import("./relay-v2-suite.js");
-  process.exitCode = await runRelayV2({ quick: args.includes("--quick") });
+  process.exitCode = await runRelayV2({ mode });
 } else {
   const { runSuite } = await import("./suite.js");
   process.exitCode = await runSuite({
-    quick: args.includes("--quick"),
+    mode,
     profile: args.includes("--profile"),
     only,
     overrides,

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { loadConfig } from "../internal/config/config.js";
 import { templateName } from "../test/helpers/database.js";
 import { startBenchBase } from "./lib/bench-stack.js";
-import type { BenchConfig, BenchContext } from "./lib/context.js";
+import { type BenchConfig, type BenchContext, type BenchMode, resultsDir } from "./lib/context.js";
 import { type CpuWindow, round } from "./lib/cpu.js";
 import { gitInfo, loadAverage, machineInfo } from "./lib/machine.js";
 import { binaryForm, childNodeOptions, root } from "./lib/procs.js";
@@ -28,7 +28,7 @@ export const scenarios = ["drain", "create", "framework", "e2e", "memory", "scal
 export type Scenario = (typeof scenarios)[number];
 
 export interface SuiteOptions {
-  quick: boolean;
+  mode: BenchMode;
   profile: boolean;
   only: readonly Scenario[];
   /** `--set retranslator.batchSize=2000`: config.yml keys for the children and the bounds. */
@@ -59,13 +59,14 @@ function benchConfig(options: SuiteOptions): BenchConfig {
 }
 
 function defaults(options: SuiteOptions): BenchConfig {
-  return options.quick
-    ? {
+  const common = { profile: options.profile, overrides: options.overrides, packages: 1000, partitions: 32 };
+  switch (options.mode) {
+    case "quick":
+      return {
+        ...common,
         mode: "quick",
         drainEvents: 20_000,
         warmupEvents: 20_000,
-        packages: 1000,
-        partitions: 32,
         createConcurrency: [16, 64],
         createWarmupSeconds: 1,
         createSeconds: 4,
@@ -74,15 +75,14 @@ function defaults(options: SuiteOptions): BenchConfig {
         e2eColdSeconds: 3,
         e2eSustainableSeconds: 5,
         memoryEvents: 0,
-        profile: options.profile,
-        overrides: options.overrides,
-      }
-    : {
+        restSettleSeconds: 20,
+      };
+    case "full":
+      return {
+        ...common,
         mode: "full",
         drainEvents: 100_000,
         warmupEvents: 50_000,
-        packages: 1000,
-        partitions: 32,
         createConcurrency: [16, 64],
         createWarmupSeconds: 2,
         createSeconds: 10,
@@ -91,9 +91,28 @@ function defaults(options: SuiteOptions): BenchConfig {
         e2eColdSeconds: 5,
         e2eSustainableSeconds: 15,
         memoryEvents: 1_000_000,
-        profile: options.profile,
-        overrides: options.overrides,
+        restSettleSeconds: 20,
       };
+    case "smoke":
+      // Every step once, small: that the bench runs and checks what it delivered, not its figures.
+      return {
+        ...common,
+        mode: "smoke",
+        drainEvents: 2000,
+        warmupEvents: 500,
+        packages: 100,
+        partitions: 8,
+        createConcurrency: [16],
+        createWarmupSeconds: 0.5,
+        createSeconds: 1,
+        e2eRatePerSecond: 200,
+        e2eSeconds: 2,
+        e2eColdSeconds: 1,
+        e2eSustainableSeconds: 1,
+        memoryEvents: 0,
+        restSettleSeconds: 6,
+      };
+  }
 }
 
 interface Results {
@@ -143,7 +162,7 @@ export async function runSuite(options: SuiteOptions): Promise<number> {
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
   // The whole run is bounded too: a hang anywhere ends in cleanup, not forever.
-  const limitMs = (config.mode === "quick" ? 5 : 20) * 60_000;
+  const limitMs = (config.mode === "full" ? 20 : 5) * 60_000;
   const watchdog = setTimeout(() => {
     log(`the bench did not finish within ${limitMs / 60_000} min: stopping`);
     void resources.closeAll(log).finally(() => process.exit(1));
@@ -252,8 +271,8 @@ export async function runSuite(options: SuiteOptions): Promise<number> {
         `memory at rest: ${results.restingMemory.map((r) => `${r.binary} ${r.rssMiB} MiB`).join(", ")} (${results.restingMemory[0]?.form})`,
       );
       if (config.memoryEvents === 0) {
-        results.memory = { skipped: "quick mode: the 1,000,000-event drain runs in full mode only" };
-        log("4. memory: skipped in quick mode");
+        results.memory = { skipped: `${config.mode} mode: the 1,000,000-event drain runs in full mode only` };
+        log(`4. memory: skipped in ${config.mode} mode`);
       } else {
         log(`4. memory: peak RSS of the retranslator draining ${fmtInt(config.memoryEvents)} events`);
         const m = await relayDrain(ctx, "memory", config.memoryEvents, 1);
@@ -267,7 +286,7 @@ export async function runSuite(options: SuiteOptions): Promise<number> {
       // Quick mode takes the one-instance figure from measurement 1 (same N,
       // same settings, same run) to stay within its time; full mode measures
       // both back to back.
-      const reused = config.mode === "quick" ? results.relayDrain?.relay : undefined;
+      const reused = config.mode !== "full" ? results.relayDrain?.relay : undefined;
       const one = reused ?? (await relayDrain(ctx, "scale-1", config.drainEvents, 1));
       log(`scale: one instance ${fmtInt(one.eventsPerSecond)} events/s${reused ? " (from measurement 1)" : ""}`);
       const two = await relayDrain(ctx, "scale-2", config.drainEvents, 2);
@@ -316,17 +335,19 @@ export async function runSuite(options: SuiteOptions): Promise<number> {
       },
       results,
     };
-    await mkdir(join(root, "bench/results"), { recursive: true });
-    // latest.json is the last run of either mode; latest-<mode>.json keeps each mode's last run.
+    const dir = resultsDir(root);
+    await mkdir(dir, { recursive: true });
+    // latest.json is the last run of quick or full mode; latest-<mode>.json keeps each mode's last run.
     const json = `${JSON.stringify(report, (_, v: unknown) => (typeof v === "bigint" ? v.toString() : v), 2)}\n`;
-    for (const name of ["latest.json", `latest-${config.mode}.json`]) {
-      const out = join(root, "bench/results", name);
+    const names = config.mode === "smoke" ? ["latest-smoke.json"] : ["latest.json", `latest-${config.mode}.json`];
+    for (const name of names) {
+      const out = join(dir, name);
       await writeFile(`${out}.tmp`, json);
       await rename(`${out}.tmp`, out);
     }
     process.stdout.write(`\n${table(results)}\n`);
     log(`load average at end ${loadEnd.join(" ")} (start ${loadStart.join(" ")}); ${machine.cores} cores`);
-    log(`wrote bench/results/latest.json and latest-${config.mode}.json`);
+    log(`wrote ${names.map((n) => join(dir, n)).join(" and ")}`);
     return 0;
   } catch (err) {
     failed = true;
@@ -474,7 +495,8 @@ function table(results: Results): string {
     ]);
   }
   const m = results.memory;
-  if (m && "skipped" in m) rows.push(["retranslator peak RSS", "skipped (quick mode)", "", "", "", "", ""]);
+  if (m && "skipped" in m)
+    rows.push(["retranslator peak RSS", `skipped (${m.skipped.split(":")[0]})`, "", "", "", "", ""]);
   else if (m) {
     rows.push([
       `retranslator peak RSS, ${fmtInt(m.events)} events`,

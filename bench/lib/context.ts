@@ -1,8 +1,15 @@
+import { join } from "node:path";
 import type { KafkaMock } from "../../test/helpers/kafka-mock.js";
 import type { Resources } from "./resources.js";
 
+export type BenchMode = "quick" | "full" | "smoke";
+
 export interface BenchConfig {
-  mode: "quick" | "full";
+  /**
+   * "smoke" runs every step at a size that only shows the bench still works (its figures
+   * mean nothing); the test suite runs it (test/bench-smoke.test.ts).
+   */
+  mode: BenchMode;
   /** Events seeded for the relay drain, its bounds and the scale test. */
   drainEvents: number;
   /** Events run through each relay / bound before its clock starts (see drain.ts). */
@@ -26,6 +33,8 @@ export interface BenchConfig {
   e2eSustainableSeconds: number;
   /** 0 = skipped (quick mode). */
   memoryEvents: number;
+  /** How long each binary sits idle before its resting RSS is read. */
+  restSettleSeconds: number;
   /** Children started with `node --cpu-prof` (profiles in bench/results/profiles). */
   profile: boolean;
   /** config.yml keys changed for this run (`--set key=value`): the children and the bounds use them. */
@@ -57,8 +66,17 @@ export function drainOnlyConfig(
     e2eColdSeconds: 0,
     e2eSustainableSeconds: 0,
     memoryEvents: 0,
+    restSettleSeconds: 0,
     profile: false,
     overrides: {},
     ...drain,
   };
+}
+
+/**
+ * Where a suite writes its results: bench/results, or BENCH_RESULTS_DIR (the smoke test's
+ * temporary directory, so that a test run never replaces the committed figures).
+ */
+export function resultsDir(root: string): string {
+  return process.env.BENCH_RESULTS_DIR ?? join(root, "bench/results");
 }

@@ -1,3 +1,4 @@
+import { Kafka, logLevel } from "kafkajs";
 import type { Database } from "../../internal/database/database.js";
 import { query } from "../../internal/database/query.js";
 import type { OutboxEvent } from "../../internal/outbox/types.js";
@@ -118,4 +119,34 @@ export async function waitForEmptyOutbox(
     await sleep(options.pollMs ?? 25);
   }
   throw new Error(`outbox not empty after ${options.timeoutMs} ms`);
+}
+
+/**
+ * After a drain, what an empty outbox does not say by itself: every event is on the topic
+ * and none was dead-lettered (a dead letter also empties the outbox, and a drain that
+ * counted it would flatter the relay). Throws on a lost or dead-lettered event; returns
+ * the records beyond `expected`, copies that a clean drain should not make.
+ */
+export async function checkDelivered(
+  db: Database,
+  brokers: string[],
+  topic: string,
+  expected: number,
+): Promise<{ records: number; extra: number }> {
+  const [dead] = await query<{ n: number }>(db, `SELECT count(*)::int AS n FROM package_event_dead_letter`);
+  if (dead!.n > 0) throw new Error(`${dead!.n} events were dead-lettered during the drain of ${topic}`);
+  const admin = new Kafka({ clientId: "bench-check", brokers, logLevel: logLevel.NOTHING }).admin();
+  await admin.connect();
+  try {
+    const offsets = await admin.fetchTopicOffsets(topic);
+    // High watermarks: every record appended (the mock may drop old segments, raising the low ones).
+    const records = offsets.reduce((sum, p) => sum + Number(p.high), 0);
+    if (records < expected)
+      throw new Error(
+        `${topic} holds ${records} records, ${expected - records} fewer than the ${expected} events committed`,
+      );
+    return { records, extra: records - expected };
+  } finally {
+    await admin.disconnect();
+  }
 }

@@ -6,7 +6,7 @@ import type { OutboxEvent } from "../../internal/outbox/types.js";
 import { toEventMessage } from "../../internal/retranslator/sender/event-message.js";
 import type { BenchContext } from "../lib/context.js";
 import { type CpuWindow, cpuWindow, postgresBackends, round } from "../lib/cpu.js";
-import { readOutbox, seedEvents, waitForEmptyOutbox } from "../lib/outbox.js";
+import { checkDelivered, readOutbox, seedEvents, waitForEmptyOutbox } from "../lib/outbox.js";
 import { childPids, memoryOf } from "../lib/procs.js";
 import { relayCpuWindow } from "../lib/relay-cpu.js";
 import { benchDatabase, benchTopic, type RunningRetranslator, startRetranslatorChild } from "../lib/stack.js";
@@ -92,6 +92,9 @@ export async function relayDrain(
       },
     });
     const cpu = await endCpu();
+    const delivered = await checkDelivered(db.db, ctx.kafka.brokers, topic, warm + events);
+    if (delivered.extra > 0)
+      ctx.log(`${label}: ${fmtInt(delivered.extra)} records on the topic beyond the events committed`);
     relays.forEach((r, i) => {
       const m = memoryOf(r.proc.pid);
       if (m) peakRss[i] = Math.max(peakRss[i]!, m.hwmKiB);

@@ -7,7 +7,7 @@ import { installEventLog, readBack } from "../../test/helpers/topic-checker.js";
 import { startKafkaMock } from "../../tools/kafka-mock/kafka-mock.js";
 import type { BenchContext } from "../lib/context.js";
 import { type CpuWindow, cpuWindow, postgresBackends, round } from "../lib/cpu.js";
-import { readOutbox, type Seeded, seedEvents, waitForEmptyOutbox } from "../lib/outbox.js";
+import { checkDelivered, readOutbox, type Seeded, seedEvents, waitForEmptyOutbox } from "../lib/outbox.js";
 import { sleep } from "../lib/procs.js";
 import { relayCpuWindow } from "../lib/relay-cpu.js";
 import {
@@ -134,6 +134,9 @@ export async function staleDrain(
     });
     const cpu = await endCpu();
     if (options.rttMs !== undefined) await ctx.kafka.setRtt(1, 0);
+    const delivered = await checkDelivered(db.db, ctx.kafka.brokers, topic, ctx.config.warmupEvents + events);
+    if (delivered.extra > 0)
+      ctx.log(`${label}: ${fmtInt(delivered.extra)} records on the topic beyond the events committed`);
     const after = await Promise.all(
       relays.map(
         async (r) =>

@@ -21,14 +21,17 @@ export interface RestResult {
   settleSeconds: number;
 }
 
-// Long enough for start-up garbage to be collected and for the retranslator's
-// idle polls and the servers' timers to have run a few rounds; the RSS is the
-// median of the last samples, one a second.
-const settleSeconds = 20;
+// The RSS is the median of the last samples, one a second, of the settling time
+// (config.restSettleSeconds: 20 s, long enough for start-up garbage to be collected
+// and for the retranslator's idle polls and the servers' timers to have run a few rounds).
 const samples = 5;
 
-async function atRest(binary: RestResult["binary"], running: RunningBinary): Promise<RestResult> {
-  await sleep((settleSeconds - samples) * 1000);
+async function atRest(
+  binary: RestResult["binary"],
+  running: RunningBinary,
+  settleSeconds: number,
+): Promise<RestResult> {
+  await sleep(Math.max(0, settleSeconds - samples) * 1000);
   const rss: number[] = [];
   let hwm = 0;
   for (let i = 0; i < samples; i++) {
@@ -55,7 +58,7 @@ export async function restingMemory(ctx: BenchContext): Promise<RestResult[]> {
     const db = await benchDatabase(ctx);
     const server = await startServerChild(ctx, "rest-grpc-server", db.url);
     try {
-      results.push(await atRest("grpc-server", server));
+      results.push(await atRest("grpc-server", server, ctx.config.restSettleSeconds));
     } finally {
       await server.stop();
       await db.close();
@@ -66,7 +69,7 @@ export async function restingMemory(ctx: BenchContext): Promise<RestResult[]> {
     const topic = await benchTopic(ctx, "rest");
     const relay = await startRetranslatorChild(ctx, "rest-retranslator", { databaseUrl: db.url, topic });
     try {
-      results.push(await atRest("retranslator", relay));
+      results.push(await atRest("retranslator", relay, ctx.config.restSettleSeconds));
     } finally {
       await relay.stop();
       await db.close();
