@@ -9,9 +9,13 @@ export interface TopicSettings {
 }
 
 /**
- * Creates `topics` where the cluster allows it. An existing topic, or a cluster
- * that refuses (no rights, a test broker without a controller), is logged and
- * left to auto-creation or the operator: never a reason not to start.
+ * Creates those of `topics` the cluster does not have, where it allows it. The
+ * topics are looked up first (a metadata request, which any broker answers and
+ * any client may send), so that a cluster whose topics an operator created, the
+ * usual production case, needs no create rights and logs no refusal at every
+ * start. A cluster that refuses to create a missing one (no rights, a test broker
+ * without a controller) is logged and left to auto-creation or the operator:
+ * never a reason not to start.
  */
 export async function ensureTopics(
   kafka: Kafka,
@@ -20,10 +24,18 @@ export async function ensureTopics(
   logger: Logger,
 ): Promise<void> {
   const admin = kafka.admin();
+  // All of them until the lookup says which are missing.
+  let missing: readonly string[] = topics;
   try {
     await admin.connect();
+    const existing = new Set(await admin.listTopics());
+    missing = topics.filter((topic) => !existing.has(topic));
+    if (missing.length === 0) {
+      logger.info({ topics }, "topics exist");
+      return;
+    }
     const created = await admin.createTopics({
-      topics: topics.map((topic) => ({
+      topics: missing.map((topic) => ({
         topic,
         numPartitions: settings.partitions,
         replicationFactor: settings.replicationFactor,
@@ -31,9 +43,9 @@ export async function ensureTopics(
       waitForLeaders: true,
       timeout: settings.timeoutMs,
     });
-    logger.info({ topics, created }, "topics ensured");
+    logger.info({ topics: missing, created }, "topics created");
   } catch (err) {
-    logger.warn({ err, topics }, "could not create the topics; relying on existing or auto-created ones");
+    logger.warn({ err, topics: missing }, "could not create the topics; relying on existing or auto-created ones");
   } finally {
     await admin.disconnect().catch((err: unknown) => logger.warn({ err }, "Kafka admin client disconnect failed"));
   }
