@@ -2,8 +2,10 @@
 // set of ports and, when KAFKA_BROKERS is not set, a local Kafka-protocol
 // broker (librdkafka's mock cluster: nothing is kept across runs; production
 // uses real Apache Kafka, see deploy/). Ctrl-C / SIGTERM stops the binaries
-// gracefully (they drain), then the broker.
+// gracefully (they drain), then the broker; a second Ctrl-C makes them exit at once.
+// RUN_BINARIES=tsx runs them from their sources (the tests do; `make run` builds dist/).
 import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync } from "node:fs";
 import { type KafkaMock, startKafkaMock } from "../tools/kafka-mock/kafka-mock.js";
 
 const env: NodeJS.ProcessEnv = { ...process.env };
@@ -19,31 +21,42 @@ if (!env.KAFKA_BROKERS) {
 }
 
 // The compiled binaries (scripts/run.sh builds dist/ first), as the image runs them.
+const fromSources = env.RUN_BINARIES === "tsx";
+// Each binary in a process group of its own (detached): a terminal's Ctrl-C then reaches this
+// supervisor alone, which asks each binary once. Sharing the terminal's group, each binary got
+// the terminal's SIGINT and this one's SIGTERM, a second signal, and exited without draining.
+// setpriv's parent-death signal stops them should this process be killed outright.
+const setpriv = "/usr/bin/setpriv";
 const children = new Map<string, ChildProcess>();
 for (const binary of ["grpc-server", "retranslator"]) {
-  const child = spawn(process.execPath, [`dist/cmd/${binary}/main.js`], { env, stdio: "inherit" });
+  const entry = fromSources ? ["--import", "tsx", `cmd/${binary}/main.ts`] : [`dist/cmd/${binary}/main.js`];
+  const command = [process.execPath, ...entry];
+  const child = existsSync(setpriv)
+    ? spawn(setpriv, ["--pdeathsig", "TERM", "--", ...command], { env, stdio: "inherit", detached: true })
+    : spawn(command[0]!, command.slice(1), { env, stdio: "inherit", detached: true });
   children.set(binary, child);
 }
 
-let stopping = false;
-const stop = (signal: NodeJS.Signals) => {
-  if (stopping) {
-    for (const child of children.values()) child.kill("SIGKILL");
-    return;
-  }
-  stopping = true;
-  for (const child of children.values()) child.kill(signal);
+let signals = 0;
+// The first signal asks the binaries to drain and stop; the second, to exit now (their own
+// handling of a second signal), as a second Ctrl-C does to any one of them.
+const stop = () => {
+  signals += 1;
+  if (signals > 2) return;
+  for (const child of children.values())
+    if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
 };
-process.on("SIGINT", () => stop("SIGTERM"));
-process.on("SIGTERM", () => stop("SIGTERM"));
+const stopping = () => signals > 0;
+process.on("SIGINT", stop);
+process.on("SIGTERM", stop);
 
 const exits = [...children].map(
   ([name, child]) =>
     new Promise<number>((resolve) => {
       child.on("exit", (code, signal) => {
-        if (!stopping) {
+        if (!stopping()) {
           console.error(`run: ${name} exited (${code ?? signal}); stopping the others`);
-          stop("SIGTERM");
+          stop();
         }
         resolve(code ?? 1);
       });

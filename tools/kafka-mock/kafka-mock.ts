@@ -74,6 +74,10 @@ export async function startKafkaMock(opts: { brokers?: number; binary?: string }
   const child: ChildProcessWithoutNullStreams = spawn(opts.binary ?? binaryPath, ["--brokers", String(brokerCount)], {
     cwd: repoRoot,
     stdio: ["pipe", "pipe", "pipe"],
+    // A process group of its own, so that a terminal's Ctrl-C aimed at its owner (make run's
+    // supervisor) does not take the broker away while the binaries drain. It still ends with
+    // its owner: EOF on stdin quits it.
+    detached: true,
   });
   let stderr = "";
   child.stderr.setEncoding("utf8");
