@@ -14,7 +14,7 @@ import { leaderlessRow, type StaleDrain, type StaleRow, staleDrain, staleRow } f
 
 // `npm run bench -- --only=relay-v2 [--quick | --smoke]`: the rows of issue "Relay v2"
 // (see docs/relay.md), each with its raw bounds measured in the same run.
-// Results: bench/results/relay-v2-<mode>.json.
+// Results: relay-v2-<mode>.json in bench/results (or BENCH_RESULTS_DIR).
 
 const targets = {
   stale1000: 0.8,
@@ -64,11 +64,23 @@ export async function runRelayV2(options: { mode: BenchMode }): Promise<number> 
   });
   const resources = new Resources();
   const logDir = await mkdtemp(join(tmpdir(), "lpa-bench-relay-v2-"));
+  // Bounded: a hang ends in cleanup. The smoke run's bound is under the test runner's 300 s per file.
+  const limitMinutes = options.mode === "smoke" ? 4 : 30;
   const watchdog = setTimeout(() => {
-    log("the relay-v2 bench did not finish within 30 min: stopping");
+    log(`the relay-v2 bench did not finish within ${limitMinutes} min: stopping`);
     void resources.closeAll(log).finally(() => process.exit(1));
-  }, 30 * 60_000);
+  }, limitMinutes * 60_000);
   watchdog.unref();
+  // Ctrl-C or a test runner's SIGTERM: what the bench started is stopped, not left behind.
+  let interrupted = 0;
+  const onSignal = (signal: NodeJS.Signals) => {
+    interrupted += 1;
+    if (interrupted > 1) process.exit(130);
+    log(`${signal}: stopping everything the bench started`);
+    void resources.closeAll(log).finally(() => process.exit(130));
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
   const loadStart = loadAverage();
   log(`relay-v2 bench, ${config.mode} mode; load average at start ${loadStart.join(" ")}`);
   try {
@@ -174,6 +186,7 @@ export async function runRelayV2(options: { mode: BenchMode }): Promise<number> 
           factor: p.factor,
           cpuMicrosPerEvent: { one: p.one.cpuMicrosPerEvent, two: p.two.cpuMicrosPerEvent },
           twoClaims: p.two.claims,
+          extraRecords: p.one.extraRecords + p.two.extraRecords,
           twoEmptyClaims: p.two.emptyClaims,
         })),
         factor: twoVsOne,

@@ -1,6 +1,6 @@
 // npm run bench [-- --quick | --smoke] [--profile] [--only=drain,create,framework,e2e,memory,scale]
 //                 [--set=retranslator.batchSize=2000] [--events=N] [--packages=N]
-// npm run bench -- --only=relay-v2 [--quick]   (the relay's stale-statistics, instances, leader-less partition and scaling rows)
+// npm run bench -- --only=relay-v2 [--quick | --smoke]   (the relay's stale-statistics, instances, leader-less partition and scaling rows)
 // npm run bench -- --only=kafka-clients [--quick]   (kafkajs against @platformatic/kafka, alone and in the relay)
 //
 // Measures the relay, the create RPC, end-to-end latency, memory and scaling,
@@ -14,7 +14,7 @@
 import { parse as parseYaml } from "yaml";
 
 const args = process.argv.slice(2);
-// The rows of issue "Relay v2" (docs/relay.md) run on their own: --only=relay-v2 [--quick].
+// The rows of issue "Relay v2" (docs/relay.md) run on their own: --only=relay-v2 [--quick | --smoke].
 const relayV2 = args.includes("--only=relay-v2");
 const kafkaClients = args.includes("--only=kafka-clients");
 const known = ["drain", "create", "framework", "e2e", "memory", "scale"] as const;

@@ -161,8 +161,9 @@ export async function runSuite(options: SuiteOptions): Promise<number> {
   };
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
-  // The whole run is bounded too: a hang anywhere ends in cleanup, not forever.
-  const limitMs = (config.mode === "full" ? 20 : 5) * 60_000;
+  // The whole run is bounded too: a hang anywhere ends in cleanup, not forever. The smoke
+  // run's bound is under the test runner's 300 s per test file, so that it cleans up first.
+  const limitMs = { full: 20, quick: 5, smoke: 4 }[config.mode] * 60_000;
   const watchdog = setTimeout(() => {
     log(`the bench did not finish within ${limitMs / 60_000} min: stopping`);
     void resources.closeAll(log).finally(() => process.exit(1));
@@ -283,7 +284,7 @@ export async function runSuite(options: SuiteOptions): Promise<number> {
 
     if (want("scale")) {
       log(`5. scale: one vs two retranslators, ${fmtInt(config.drainEvents)} events`);
-      // Quick mode takes the one-instance figure from measurement 1 (same N,
+      // Quick and smoke modes take the one-instance figure from measurement 1 (same N,
       // same settings, same run) to stay within its time; full mode measures
       // both back to back.
       const reused = config.mode !== "full" ? results.relayDrain?.relay : undefined;

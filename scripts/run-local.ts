@@ -2,7 +2,8 @@
 // set of ports and, when KAFKA_BROKERS is not set, a local Kafka-protocol
 // broker (librdkafka's mock cluster: nothing is kept across runs; production
 // uses real Apache Kafka, see deploy/). Ctrl-C / SIGTERM stops the binaries
-// gracefully (they drain), then the broker; a second Ctrl-C makes them exit at once.
+// gracefully (they drain), then the broker; a second Ctrl-C makes them exit at once, a
+// third kills them.
 // RUN_BINARIES=tsx runs them from their sources (the tests do; `make run` builds dist/).
 import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -37,26 +38,38 @@ for (const binary of ["grpc-server", "retranslator"]) {
   children.set(binary, child);
 }
 
-let signals = 0;
-// The first signal asks the binaries to drain and stop; the second, to exit now (their own
-// handling of a second signal), as a second Ctrl-C does to any one of them.
-const stop = () => {
-  signals += 1;
-  if (signals > 2) return;
-  for (const child of children.values())
-    if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
+// Each Ctrl-C (or SIGTERM) asks a little harder: the first, drain and stop; the second, exit
+// now (each binary's own handling of a second signal); after that, SIGKILL to each binary's
+// group, for one whose event loop is stuck and so never runs its signal handler. `asked`
+// counts what each binary has been sent, so that a binary already stopping because another
+// exited is not told "exit now" by the user's first Ctrl-C.
+const asked = new Map<ChildProcess, number>([...children.values()].map((c) => [c, 0]));
+const running = (c: ChildProcess) => c.exitCode === null && c.signalCode === null;
+let requests = 0;
+let stoppingOthers = false;
+const ask = (times: number) => {
+  for (const child of children.values()) {
+    if (!running(child) || asked.get(child)! >= times) continue;
+    asked.set(child, times);
+    if (times <= 2) child.kill("SIGTERM");
+    else process.kill(-child.pid!, "SIGKILL");
+  }
 };
-const stopping = () => signals > 0;
-process.on("SIGINT", stop);
-process.on("SIGTERM", stop);
+const onSignal = () => {
+  requests += 1;
+  ask(requests);
+};
+process.on("SIGINT", onSignal);
+process.on("SIGTERM", onSignal);
 
 const exits = [...children].map(
   ([name, child]) =>
     new Promise<number>((resolve) => {
       child.on("exit", (code, signal) => {
-        if (!stopping()) {
+        if (requests === 0 && !stoppingOthers) {
+          stoppingOthers = true;
           console.error(`run: ${name} exited (${code ?? signal}); stopping the others`);
-          stop();
+          ask(1);
         }
         resolve(code ?? 1);
       });

@@ -42,7 +42,7 @@ async function row(id: bigint) {
  * Resolves once the claim waits, with the claim to come (in an object: a
  * promise returned as is would be awaited too) and `release`, so that a test
  * can change the outbox under the claim's older snapshot and then let it run,
- * however long the change takes.
+ * however long the change takes (within the test pool's statement timeout).
  */
 async function heldClaim(request: ClaimRequest): Promise<{ result: Promise<Claim>; release: () => Promise<void> }> {
   const lo = "FROM (SELECT (SELECT package_id FROM package_event ORDER BY package_id LIMIT 1) AS lo,";

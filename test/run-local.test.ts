@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
 import { after, before, test } from "node:test";
+import { Kafka, logLevel } from "kafkajs";
 import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
 import { poll } from "./helpers/poll.js";
 import { freePort } from "./helpers/ports.js";
@@ -9,6 +11,9 @@ import { freePort } from "./helpers/ports.js";
 // grpc-server, the retranslator and a local broker start, a package created over REST reaches
 // the broker, and Ctrl-C (SIGINT to the whole foreground process group) stops everything
 // gracefully: each binary drains once, none is told twice, and the run exits 0.
+//
+// The supervisor runs under setpriv's parent-death signal where it exists, so that a test
+// process the runner kills takes it (and, through theirs, the binaries and broker) down too.
 
 const root = new URL("..", import.meta.url).pathname;
 let db: TestDatabase;
@@ -20,13 +25,26 @@ after(async () => {
   await db.drop();
 });
 
-async function outboxSize(): Promise<number> {
-  const r = (await db.db.raw(`SELECT count(*)::int AS n FROM package_event`)) as { rows: { n: number }[] };
+async function count(table: "package_event" | "package_event_dead_letter"): Promise<number> {
+  const r = (await db.db.raw(`SELECT count(*)::int AS n FROM ${table}`)) as { rows: { n: number }[] };
   return r.rows[0]!.n;
 }
 
+/** Records on `topic` (the sum of its partitions' high watermarks). */
+async function recordsOn(brokers: string, topic: string): Promise<number> {
+  const admin = new Kafka({ clientId: "run-local-test", brokers: [brokers], logLevel: logLevel.NOTHING }).admin();
+  await admin.connect();
+  try {
+    return (await admin.fetchTopicOffsets(topic)).reduce((sum, p) => sum + Number(p.high), 0);
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+const setpriv = "/usr/bin/setpriv";
+
 test("make run: a create reaches the broker, and Ctrl-C stops every process gracefully, once", {
-  timeout: 180_000,
+  timeout: 240_000,
 }, async () => {
   const [grpc, gateway, status, metrics, relayStatus] = [
     await freePort(),
@@ -35,7 +53,9 @@ test("make run: a create reaches the broker, and Ctrl-C stops every process grac
     await freePort(),
     await freePort(),
   ];
-  const child = spawn(process.execPath, ["--import", "tsx", "scripts/run-local.ts"], {
+  const command = [process.execPath, "--import", "tsx", "scripts/run-local.ts"];
+  const [file, ...args] = existsSync(setpriv) ? [setpriv, "--pdeathsig", "KILL", "--", ...command] : command;
+  const child = spawn(file!, args, {
     cwd: root,
     env: {
       ...process.env,
@@ -94,13 +114,26 @@ test("make run: a create reaches the broker, and Ctrl-C stops every process grac
       return ((await res.json()) as { ID: string }).ID;
     };
     await create("first");
-    // Published and acknowledged: the relay deleted its event.
-    await poll("the first event to be relayed", outboxSize, (n) => n === 0, 30_000, 50);
+    // Acknowledged (the relay deleted its event), not dead-lettered, and on the topic.
+    await poll(
+      "the first event to be relayed",
+      () => count("package_event"),
+      (n) => n === 0,
+      30_000,
+      50,
+    );
+    assert.equal(await count("package_event_dead_letter"), 0);
+    const broker = /local Kafka-protocol broker at (\S+) \(topic (\S+)\)/.exec(output);
+    assert.ok(broker, `the supervisor names its broker:\n${output}`);
+    assert.equal(await recordsOn(broker[1]!, broker[2]!), 1);
 
     await create("second");
     process.kill(-child.pid!, "SIGINT");
-    const [code, signal] = await closed;
-    assert.deepEqual([code, signal], [0, null], output);
+    // Bounded, so that a stop that hangs (what this test is for) fails here and is cleaned up.
+    const timer = new Promise<"hung">((resolve) => setTimeout(() => resolve("hung"), 60_000).unref());
+    const outcome = await Promise.race([closed, timer]);
+    assert.notEqual(outcome, "hung", `not stopped within 60 s of Ctrl-C:\n${output}`);
+    assert.deepEqual(outcome, [0, null], output);
   } finally {
     if (child.exitCode === null && child.signalCode === null) {
       try {

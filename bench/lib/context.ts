@@ -31,7 +31,7 @@ export interface BenchConfig {
   e2eColdSeconds: number;
   /** The second phase, at a rate the machine carries easily (a quarter of the measured create throughput). */
   e2eSustainableSeconds: number;
-  /** 0 = skipped (quick mode). */
+  /** 0 = skipped (quick and smoke modes). */
   memoryEvents: number;
   /** How long each binary sits idle before its resting RSS is read. */
   restSettleSeconds: number;

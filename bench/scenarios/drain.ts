@@ -28,6 +28,8 @@ export interface DrainResult {
   observerCpu: CpuWindow;
   /** CPU of the relay's components together per event: robust to other load on the machine, unlike events/s. */
   cpuMicrosPerEvent: number;
+  /** Records on the topic beyond the events committed: copies, which a drain without faults should not make. */
+  extraRecords: number;
 }
 
 /**
@@ -111,6 +113,7 @@ export async function relayDrain(
       cpu: cpu.relay,
       observerCpu: cpu.observer,
       cpuMicrosPerEvent: perEvent(cpu.relay, events),
+      extraRecords: delivered.extra,
     };
   } finally {
     clearInterval(sampler);

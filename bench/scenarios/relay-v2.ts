@@ -40,6 +40,8 @@ export interface StaleDrain {
   /** From the relays' /metrics: claims, and those that leased nothing. */
   claims: number;
   emptyClaims: number;
+  /** Records on the topic beyond the events committed: copies, which a drain without faults should not make. */
+  extraRecords: number;
 }
 
 export interface StaleRow {
@@ -157,6 +159,7 @@ export async function staleDrain(
       cpu: cpu.relay,
       observerCpu: cpu.observer,
       cpuMicrosPerEvent: perEvent(cpu.relay, events),
+      extraRecords: delivered.extra,
       claims: after.reduce((s, a, i) => s + a[0] - before[i]![0], 0),
       emptyClaims: after.reduce((s, a, i) => s + a[1] - before[i]![1], 0),
     };
