@@ -486,8 +486,8 @@ function table(results: Results): string {
   }
   for (const r of results.restingMemory ?? []) {
     rows.push([
-      `${r.binary} RSS at rest (${r.form})`,
-      `${r.rssMiB} MiB (start-up peak ${r.startPeakMiB} MiB)`,
+      `${r.binary} at rest (${r.form}): RSS, and CPU doing nothing`,
+      `${r.rssMiB} MiB (start-up peak ${r.startPeakMiB} MiB); ${r.cpuMsPerSecond} ms CPU per s`,
       "",
       "",
       `< ${r.goalMiB} MiB`,

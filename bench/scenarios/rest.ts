@@ -1,5 +1,5 @@
 import type { BenchContext } from "../lib/context.js";
-import { round } from "../lib/cpu.js";
+import { cpuWindow, round } from "../lib/cpu.js";
 import { binaryForm, memoryOf, sleep } from "../lib/procs.js";
 import {
   benchDatabase,
@@ -18,6 +18,12 @@ export interface RestResult {
   rssMiB: number;
   /** VmHWM by then, MiB: start-up's peak (module loading, migrations). */
   startPeakMiB: number;
+  /**
+   * CPU it spends doing nothing, ms per second, over the second half of the settling time:
+   * its timers (metrics sampling, log flushes, pool and poll timers) and what they allocate.
+   * Counted in ticks of 10 ms, so a figure over 10 s is good to about 1 ms/s.
+   */
+  cpuMsPerSecond: number;
   settleSeconds: number;
 }
 
@@ -31,7 +37,10 @@ async function atRest(
   running: RunningBinary,
   settleSeconds: number,
 ): Promise<RestResult> {
-  await sleep(Math.max(0, settleSeconds - samples) * 1000);
+  const beforeCpu = Math.max(0, Math.floor(settleSeconds / 2));
+  await sleep(beforeCpu * 1000);
+  const endCpu = cpuWindow({ binary: () => [running.proc.pid] });
+  await sleep(Math.max(0, settleSeconds - beforeCpu - samples) * 1000);
   const rss: number[] = [];
   let hwm = 0;
   for (let i = 0; i < samples; i++) {
@@ -41,12 +50,14 @@ async function atRest(
     hwm = m.hwmKiB;
     await sleep(1000);
   }
+  const cpu = endCpu();
   rss.sort((a, b) => a - b);
   return {
     binary,
     form: binaryForm,
     rssMiB: round(rss[Math.floor(samples / 2)]! / 1024, 1),
     startPeakMiB: round(hwm / 1024, 1),
+    cpuMsPerSecond: round(((cpu.cpuSeconds.binary ?? Number.NaN) * 1000) / cpu.wallSeconds, 1),
     settleSeconds,
   };
 }
