@@ -210,6 +210,7 @@ export async function runRelayV2(options: { mode: BenchMode }): Promise<number> 
           eventsPerSecond: s.eventsPerSecond,
           claims: s.claims,
           emptyClaims: s.emptyClaims,
+          extraRecords: s.extraRecords,
         })),
       },
     };

@@ -47,17 +47,28 @@ const asked = new Map<ChildProcess, number>([...children.values()].map((c) => [c
 const running = (c: ChildProcess) => c.exitCode === null && c.signalCode === null;
 let requests = 0;
 let stoppingOthers = false;
-const ask = (times: number) => {
+const ask = (times: number): number => {
+  let told = 0;
   for (const child of children.values()) {
     if (!running(child) || asked.get(child)! >= times) continue;
     asked.set(child, times);
+    told += 1;
     if (times <= 2) child.kill("SIGTERM");
-    else process.kill(-child.pid!, "SIGKILL");
+    else {
+      try {
+        process.kill(-child.pid!, "SIGKILL");
+      } catch {
+        // Reaped between the check and the kill: nothing left to kill.
+      }
+    }
   }
+  return told;
 };
 const onSignal = () => {
   requests += 1;
-  ask(requests);
+  if (ask(requests) === 0 && requests === 1) {
+    console.error("run: already stopping (a binary exited); Ctrl-C again to make the others exit at once");
+  }
 };
 process.on("SIGINT", onSignal);
 process.on("SIGTERM", onSignal);

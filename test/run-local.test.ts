@@ -135,12 +135,22 @@ test("make run: a create reaches the broker, and Ctrl-C stops every process grac
     assert.notEqual(outcome, "hung", `not stopped within 60 s of Ctrl-C:\n${output}`);
     assert.deepEqual(outcome, [0, null], output);
   } finally {
-    if (child.exitCode === null && child.signalCode === null) {
+    // On a failure: the supervisor's third signal SIGKILLs each binary's group (a binary whose
+    // event loop is stuck never runs its SIGTERM handler), then the supervisor itself goes.
+    const signal = (s: NodeJS.Signals) => {
       try {
-        process.kill(-child.pid!, "SIGKILL");
+        process.kill(-child.pid!, s);
       } catch {
         // Already gone.
       }
+    };
+    if (child.exitCode === null && child.signalCode === null) {
+      for (let i = 0; i < 3; i++) {
+        signal("SIGINT");
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      await Promise.race([closed, new Promise((r) => setTimeout(r, 3000))]);
+      signal("SIGKILL");
     }
   }
   const lines = output.split("\n").filter((l) => l.startsWith("{"));

@@ -5,6 +5,7 @@
  */
 export class Resources {
   private readonly stack: { name: string; close: () => Promise<void> }[] = [];
+  private closingAll: Promise<void> | undefined;
 
   /** Registers `close`; the returned function closes it early (and unregisters it). */
   add(name: string, close: () => Promise<void>): () => Promise<void> {
@@ -24,7 +25,19 @@ export class Resources {
     };
   }
 
-  async closeAll(log: (line: string) => void): Promise<void> {
+  /**
+   * Closes everything, newest first. One pass at a time: a signal, the watchdog and the run's
+   * own end may each ask, and two passes popping the same stack would close things out of
+   * order (the broker before a relay that still uses it).
+   */
+  closeAll(log: (line: string) => void): Promise<void> {
+    this.closingAll ??= this.closeEach(log).finally(() => {
+      this.closingAll = undefined;
+    });
+    return this.closingAll;
+  }
+
+  private async closeEach(log: (line: string) => void): Promise<void> {
     while (this.stack.length > 0) {
       const entry = this.stack.pop()!;
       try {

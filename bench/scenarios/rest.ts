@@ -19,7 +19,8 @@ export interface RestResult {
   /** VmHWM by then, MiB: start-up's peak (module loading, migrations). */
   startPeakMiB: number;
   /**
-   * CPU it spends doing nothing, ms per second, over the second half of the settling time:
+   * CPU it spends doing nothing, ms per second, over the second half of the settling time (more
+   * of it when that is short):
    * its timers (metrics sampling, log flushes, pool and poll timers) and what they allocate.
    * Counted in ticks of 10 ms, so a figure over 10 s is good to about 1 ms/s.
    */
@@ -37,7 +38,8 @@ async function atRest(
   running: RunningBinary,
   settleSeconds: number,
 ): Promise<RestResult> {
-  const beforeCpu = Math.max(0, Math.floor(settleSeconds / 2));
+  // Half-way, or earlier when the settling time is too short to keep the samples at its end.
+  const beforeCpu = Math.min(Math.floor(settleSeconds / 2), Math.max(0, settleSeconds - samples));
   await sleep(beforeCpu * 1000);
   const endCpu = cpuWindow({ binary: () => [running.proc.pid] });
   await sleep(Math.max(0, settleSeconds - beforeCpu - samples) * 1000);

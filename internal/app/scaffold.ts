@@ -90,12 +90,7 @@ export class Scaffold {
     /** The whole stop's bound: the binary's own drain time and a margin for the rest. */
     private readonly stopDeadlineMs: number,
   ) {
-    // The event-loop delay histogram (nodejs_eventloop_lag_p50/p90/p99_seconds …) samples on a
-    // timer: prom-client's 10 ms default woke an idle binary 100 times a second, a third of its
-    // idle CPU (the grpc-server: 19-20 ms of CPU per second at rest, 13 with 50 ms). Stalls of
-    // 50 ms and more are still always caught; shorter ones in proportion to their length. The
-    // dashboard's lag panel reads nodejs_eventloop_lag_seconds, measured at each scrape.
-    collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: 50 });
+    collectDefaultMetrics({ register: this.registry });
     new Gauge({
       name: "logistic_package_api_log_lines_dropped",
       help: "Log lines dropped since start because stdout did not take them and 16 MiB were already waiting",
