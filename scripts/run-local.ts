@@ -58,7 +58,7 @@ const ask = (times: number): number => {
       try {
         process.kill(-child.pid!, "SIGKILL");
       } catch {
-        // Reaped between the check and the kill: nothing left to kill.
+        // No pid (a spawn that failed): nothing to kill.
       }
     }
   }
@@ -67,7 +67,11 @@ const ask = (times: number): number => {
 const onSignal = () => {
   requests += 1;
   if (ask(requests) === 0 && requests === 1) {
-    console.error("run: already stopping (a binary exited); Ctrl-C again to make the others exit at once");
+    console.error(
+      [...children.values()].some(running)
+        ? "run: already stopping (a binary exited); Ctrl-C again to make the others exit at once"
+        : "run: the binaries have stopped; stopping the broker",
+    );
   }
 };
 process.on("SIGINT", onSignal);

@@ -149,7 +149,7 @@ test("make run: a create reaches the broker, and Ctrl-C stops every process grac
         signal("SIGINT");
         await new Promise((r) => setTimeout(r, 200));
       }
-      await Promise.race([closed, new Promise((r) => setTimeout(r, 3000))]);
+      await Promise.race([closed, new Promise((r) => setTimeout(r, 3000).unref())]);
       signal("SIGKILL");
     }
   }
