@@ -7,7 +7,7 @@ import { type BenchContext, type BenchMode, drainOnlyConfig, resultsDir } from "
 import { round } from "./lib/cpu.js";
 import { gitInfo, loadAverage, machineInfo } from "./lib/machine.js";
 import { root } from "./lib/procs.js";
-import { Resources } from "./lib/resources.js";
+import { guardRun, Resources } from "./lib/resources.js";
 import { configFile } from "./lib/stack.js";
 import { fmtInt, median } from "./lib/stats.js";
 import { leaderlessRow, type StaleDrain, type StaleRow, staleDrain, staleRow } from "./scenarios/relay-v2.js";
@@ -64,23 +64,9 @@ export async function runRelayV2(options: { mode: BenchMode }): Promise<number> 
   });
   const resources = new Resources();
   const logDir = await mkdtemp(join(tmpdir(), "lpa-bench-relay-v2-"));
-  // Bounded: a hang ends in cleanup. The smoke run's bound is under the test runner's 300 s per file.
-  const limitMinutes = options.mode === "smoke" ? 4 : 30;
-  const watchdog = setTimeout(() => {
-    log(`the relay-v2 bench did not finish within ${limitMinutes} min: stopping`);
-    void resources.closeAll(log).finally(() => process.exit(1));
-  }, limitMinutes * 60_000);
-  watchdog.unref();
-  // Ctrl-C or a test runner's SIGTERM: what the bench started is stopped, not left behind.
-  let interrupted = 0;
-  const onSignal = (signal: NodeJS.Signals) => {
-    interrupted += 1;
-    if (interrupted > 1) process.exit(130);
-    log(`${signal}: stopping everything the bench started`);
-    void resources.closeAll(log).finally(() => process.exit(130));
-  };
-  process.on("SIGINT", onSignal);
-  process.on("SIGTERM", onSignal);
+  // A hang ends in cleanup; Ctrl-C or a test runner's SIGTERM stops what the bench started.
+  // The smoke run's bound is under the test runner's 300 s per file.
+  const guard = guardRun(resources, log, "relay-v2 bench", (options.mode === "smoke" ? 4 : 30) * 60_000);
   const loadStart = loadAverage();
   log(`relay-v2 bench, ${config.mode} mode; load average at start ${loadStart.join(" ")}`);
   try {
@@ -235,9 +221,12 @@ export async function runRelayV2(options: { mode: BenchMode }): Promise<number> 
     process.stdout.write(`\n${table}\n\nwritten to ${out}\n`);
     return 0;
   } catch (err) {
+    // After SIGINT/SIGTERM the resources are closed under the running measurement: that is its error.
+    if (guard.interrupted()) return 130;
     log(`relay-v2 bench failed: ${(err as Error).stack ?? String(err)}`);
     return 1;
   } finally {
     await resources.closeAll(log);
+    guard.release();
   }
 }

@@ -8,7 +8,7 @@ import { type BenchConfig, type BenchContext, type BenchMode, resultsDir } from 
 import { type CpuWindow, round } from "./lib/cpu.js";
 import { gitInfo, loadAverage, machineInfo } from "./lib/machine.js";
 import { binaryForm, childNodeOptions, root } from "./lib/procs.js";
-import { Resources } from "./lib/resources.js";
+import { guardRun, Resources } from "./lib/resources.js";
 import { configFile } from "./lib/stack.js";
 import { fmtInt, fmtMs } from "./lib/stats.js";
 import { type CreateResult, createRpc } from "./scenarios/create.js";
@@ -152,23 +152,9 @@ export async function runSuite(options: SuiteOptions): Promise<number> {
   if (config.profile) await mkdir(profileDir, { recursive: true });
   let failed = false;
 
-  let interrupted = 0;
-  const onSignal = (signal: NodeJS.Signals) => {
-    interrupted += 1;
-    if (interrupted > 1) process.exit(130);
-    log(`${signal}: stopping everything the bench started`);
-    void resources.closeAll(log).finally(() => process.exit(130));
-  };
-  process.on("SIGINT", onSignal);
-  process.on("SIGTERM", onSignal);
-  // The whole run is bounded too: a hang anywhere ends in cleanup, not forever. The smoke
-  // run's bound is under the test runner's 300 s per test file, so that it cleans up first.
-  const limitMs = { full: 20, quick: 5, smoke: 4 }[config.mode] * 60_000;
-  const watchdog = setTimeout(() => {
-    log(`the bench did not finish within ${limitMs / 60_000} min: stopping`);
-    void resources.closeAll(log).finally(() => process.exit(1));
-  }, limitMs);
-  watchdog.unref();
+  // A hang anywhere ends in cleanup, not forever. The smoke run's bound is under the test
+  // runner's 300 s per test file, so that it cleans up first.
+  const guard = guardRun(resources, log, "bench", { full: 20, quick: 5, smoke: 4 }[config.mode] * 60_000);
 
   const loadStart = loadAverage();
   log(`logistic-package-api bench, ${config.mode} mode; load average at start ${loadStart.join(" ")}`);
@@ -353,16 +339,14 @@ export async function runSuite(options: SuiteOptions): Promise<number> {
   } catch (err) {
     failed = true;
     // After SIGINT/SIGTERM the resources are closed under the running measurement: that is its error.
-    if (interrupted > 0) return 130;
+    if (guard.interrupted()) return 130;
     log(`bench failed: ${(err as Error).stack ?? String(err)}`);
     log(`logs of the child processes are kept in ${logDir}`);
     return 1;
   } finally {
-    clearTimeout(watchdog);
     await resources.closeAll(log);
+    guard.release();
     if (!failed) await rm(logDir, { recursive: true, force: true });
-    process.off("SIGINT", onSignal);
-    process.off("SIGTERM", onSignal);
   }
 }
 

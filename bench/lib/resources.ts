@@ -48,3 +48,41 @@ export class Resources {
     }
   }
 }
+
+/**
+ * A suite's run, bounded and stoppable: after `limitMs`, or on Ctrl-C or SIGTERM (a test
+ * runner's), everything `resources` holds is closed and the process exits (1 after the
+ * bound, 130 after a signal); a second signal exits at once. `interrupted()` says whether a
+ * signal came: a measurement failing after one failed because its resources were closed;
+ * `release()` ends the guard when the run is over.
+ */
+export function guardRun(
+  resources: Resources,
+  log: (line: string) => void,
+  what: string,
+  limitMs: number,
+): { interrupted: () => boolean; release: () => void } {
+  let signals = 0;
+  const onSignal = (signal: NodeJS.Signals) => {
+    signals += 1;
+    if (signals > 1) process.exit(130);
+    log(`${signal}: stopping everything the ${what} started`);
+    void resources.closeAll(log).finally(() => process.exit(130));
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  const watchdog = setTimeout(() => {
+    log(`the ${what} did not finish within ${limitMs / 60_000} min: stopping`);
+    void resources.closeAll(log).finally(() => process.exit(1));
+  }, limitMs);
+  watchdog.unref();
+  return {
+    interrupted: () => signals > 0,
+    /** The run ended: no more bound, and signals are no longer this run's. */
+    release: () => {
+      clearTimeout(watchdog);
+      process.off("SIGINT", onSignal);
+      process.off("SIGTERM", onSignal);
+    },
+  };
+}
