@@ -6,8 +6,8 @@
 // third kills them.
 // RUN_BINARIES=tsx runs them from their sources (the tests do; `make run` builds dist/).
 import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync } from "node:fs";
 import { type KafkaMock, startKafkaMock } from "../tools/kafka-mock/kafka-mock.js";
+import { withParentDeathSignal } from "../tools/parent-death.js";
 
 const env: NodeJS.ProcessEnv = { ...process.env };
 let broker: KafkaMock | undefined;
@@ -27,14 +27,12 @@ const fromSources = env.RUN_BINARIES === "tsx";
 // supervisor alone, which asks each binary once. Sharing the terminal's group, each binary got
 // the terminal's SIGINT and this one's SIGTERM, a second signal, and exited without draining.
 // setpriv's parent-death signal stops them should this process be killed outright.
-const setpriv = "/usr/bin/setpriv";
 const children = new Map<string, ChildProcess>();
 for (const binary of ["grpc-server", "retranslator"]) {
   const entry = fromSources ? ["--import", "tsx", `cmd/${binary}/main.ts`] : [`dist/cmd/${binary}/main.js`];
   const command = [process.execPath, ...entry];
-  const child = existsSync(setpriv)
-    ? spawn(setpriv, ["--pdeathsig", "TERM", "--", ...command], { env, stdio: "inherit", detached: true })
-    : spawn(command[0]!, command.slice(1), { env, stdio: "inherit", detached: true });
+  const [file, args] = withParentDeathSignal(command, "TERM");
+  const child = spawn(file, args, { env, stdio: "inherit", detached: true });
   children.set(binary, child);
 }
 

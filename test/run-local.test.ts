@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { existsSync } from "node:fs";
 import { after, before, test } from "node:test";
 import { Kafka, logLevel } from "kafkajs";
+import { withParentDeathSignal } from "../tools/parent-death.js";
 import { createTestDatabase, type TestDatabase } from "./helpers/database.js";
 import { poll } from "./helpers/poll.js";
 import { freePort } from "./helpers/ports.js";
@@ -41,8 +41,6 @@ async function recordsOn(brokers: string, topic: string): Promise<number> {
   }
 }
 
-const setpriv = "/usr/bin/setpriv";
-
 test("make run: a create reaches the broker, and Ctrl-C stops every process gracefully, once", {
   timeout: 240_000,
 }, async () => {
@@ -54,8 +52,8 @@ test("make run: a create reaches the broker, and Ctrl-C stops every process grac
     await freePort(),
   ];
   const command = [process.execPath, "--import", "tsx", "scripts/run-local.ts"];
-  const [file, ...args] = existsSync(setpriv) ? [setpriv, "--pdeathsig", "KILL", "--", ...command] : command;
-  const child = spawn(file!, args, {
+  const [file, args] = withParentDeathSignal(command, "KILL");
+  const child = spawn(file, args, {
     cwd: root,
     env: {
       ...process.env,
@@ -90,20 +88,18 @@ test("make run: a create reaches the broker, and Ctrl-C stops every process grac
         return 0;
       }
     };
-    await poll(
-      "the grpc-server to be ready",
-      () => ready(status),
-      (s) => s === 200,
-      90_000,
-      200,
-    );
-    await poll(
-      "the retranslator to be ready",
-      () => ready(relayStatus),
-      (s) => s === 200,
-      90_000,
-      200,
-    );
+    for (const [binary, port] of [
+      ["grpc-server", status],
+      ["retranslator", relayStatus],
+    ] as const) {
+      await poll(
+        `the ${binary} to be ready`,
+        () => ready(port),
+        (s) => s === 200,
+        90_000,
+        200,
+      );
+    }
 
     const create = async (title: string) => {
       const res = await fetch(`http://127.0.0.1:${gateway}/v1/packages`, {

@@ -4,6 +4,7 @@ import { createServer, type Server } from "node:net";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parse as parseYaml } from "yaml";
+import { withParentDeathSignal } from "../../tools/parent-death.js";
 
 export const root = fileURLToPath(new URL("../..", import.meta.url));
 
@@ -17,19 +18,6 @@ export interface BinaryProcess {
   isRunning(): boolean;
   /** SIGTERM (graceful, as in production), SIGKILL after `graceMs`. */
   stop(graceMs?: number): Promise<string>;
-}
-
-let setprivChecked: boolean | undefined;
-function hasSetpriv(): boolean {
-  if (setprivChecked === undefined) {
-    try {
-      readFileSync("/usr/bin/setpriv");
-      setprivChecked = true;
-    } catch {
-      setprivChecked = false;
-    }
-  }
-  return setprivChecked;
 }
 
 /**
@@ -93,13 +81,8 @@ export function spawnBinary(
   const fd = openSync(logPath, "a");
   let child: ChildProcess;
   try {
-    child = hasSetpriv()
-      ? spawn("/usr/bin/setpriv", ["--pdeathsig", "TERM", "--", process.execPath, ...args], {
-          cwd: root,
-          env: { ...process.env, ...env },
-          stdio: ["ignore", fd, fd],
-        })
-      : spawn(process.execPath, args, { cwd: root, env: { ...process.env, ...env }, stdio: ["ignore", fd, fd] });
+    const [file, fileArgs] = withParentDeathSignal([process.execPath, ...args], "TERM");
+    child = spawn(file, fileArgs, { cwd: root, env: { ...process.env, ...env }, stdio: ["ignore", fd, fd] });
   } finally {
     closeSync(fd);
   }

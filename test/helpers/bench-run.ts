@@ -1,11 +1,10 @@
 import { spawn } from "node:child_process";
-import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
+import { withParentDeathSignal } from "../../tools/parent-death.js";
 
 // Runs the benchmark (`npm run bench -- ARGS`, i.e. bench/run.ts) for the smoke tests.
 
 const root = new URL("../..", import.meta.url).pathname;
-const setpriv = "/usr/bin/setpriv";
 
 /**
  * `bench/run.ts ARGS` from the sources, results in `dir`; resolves with its exit code and the
@@ -16,16 +15,13 @@ const setpriv = "/usr/bin/setpriv";
 export function runBench(args: string[], dir: string): Promise<{ code: number | null; tail: string }> {
   const command = [process.execPath, "--import", "tsx", "bench/run.ts", ...args];
   return new Promise((resolve, reject) => {
-    const child = spawn(
-      existsSync(setpriv) ? setpriv : command[0]!,
-      existsSync(setpriv) ? ["--pdeathsig", "TERM", "--", ...command] : command.slice(1),
-      {
-        cwd: root,
-        // From the sources: the test suite does not build dist/.
-        env: { ...process.env, BENCH_BINARIES: "tsx", BENCH_RESULTS_DIR: dir },
-        stdio: ["ignore", "pipe", "pipe"],
-      },
-    );
+    const [file, fileArgs] = withParentDeathSignal(command, "TERM");
+    const child = spawn(file, fileArgs, {
+      cwd: root,
+      // From the sources: the test suite does not build dist/.
+      env: { ...process.env, BENCH_BINARIES: "tsx", BENCH_RESULTS_DIR: dir },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     // Only the end is kept: enough to say where a failing run stopped.
     let tail = "";
     const keep = (chunk: Buffer) => {

@@ -76,7 +76,7 @@ export async function startKafkaMock(opts: { brokers?: number; binary?: string }
     stdio: ["pipe", "pipe", "pipe"],
     // A process group of its own, so that a terminal's Ctrl-C aimed at its owner (make run's
     // supervisor) does not take the broker away while the binaries drain. It still ends with
-    // its owner: EOF on stdin quits it.
+    // its owner: the program sets its own parent-death signal, and EOF on stdin quits it.
     detached: true,
   });
   let stderr = "";
