@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { Kafka, logLevel } from "kafkajs";
-import { nextBinaryPath, startKafkaMock } from "../tools/kafka-mock/kafka-mock.js";
+import { startKafkaMock } from "../tools/kafka-mock/kafka-mock.js";
 import { startBenchBase } from "./lib/bench-stack.js";
 import { type BenchContext, drainOnlyConfig } from "./lib/context.js";
 import { BATCH, PARTITIONS } from "./lib/kafka-client-producer.js";
@@ -20,7 +20,7 @@ import { relayDrain } from "./scenarios/drain.js";
 // 500 to 32 partitions, acks=all, one request at a time, alone in a process of its
 // own, runs alternated. The broker is the same mock program built against
 // librdkafka 2.12.0 with a fix to its ApiVersions v3 (scripts/build-kafka-mock-next.sh):
-// the mock the tests use refuses @platformatic/kafka at its first request.
+// the stock mock (Debian's librdkafka) refuses @platformatic/kafka at its first request.
 // Then the relay itself with each client behind the same Sender (kafka.producerClient):
 // a drain of 20,000 events over 1,000 packages by one retranslator process, as the
 // drain row of the main bench, runs alternated, each on a fresh broker.
@@ -42,14 +42,14 @@ export async function runKafkaClients(options: { quick: boolean }): Promise<numb
   const warmup = 5000;
   const measured = options.quick ? 20_000 : 100_000;
   log(`kafka clients bench: ${rounds} rounds, ${fmtInt(measured)} records each after ${fmtInt(warmup)}`);
-  log("building the mock against librdkafka 2.12.0 (first time: a few minutes)");
-  await promisify(execFile)("bash", [join(root, "scripts/build-kafka-mock-next.sh")], { cwd: root });
+  // The first start builds the mock against librdkafka 2.12.0 (scripts/build-kafka-mock-next.sh).
+  log("building the mock against librdkafka 2.12.0 (first time: a minute or more)");
   const runs: Run[] = [];
   for (let round = 0; round < rounds; round++) {
     // Alternated, each on a fresh broker and topic, the first client of a round alternating too.
     const order = round % 2 === 0 ? clients : ([...clients].reverse() as unknown as typeof clients);
     for (const client of order) {
-      const kafka = await startKafkaMock({ binary: nextBinaryPath });
+      const kafka = await startKafkaMock({ build: "next" });
       try {
         const topic = `clients-${round}-${client}`;
         await kafka.createTopic(topic, PARTITIONS);
@@ -193,7 +193,7 @@ async function relayRounds(rounds: number, log: (line: string) => void): Promise
     for (let round = 0; round < rounds; round++) {
       const order = round % 2 === 0 ? clients : ([...clients].reverse() as unknown as typeof clients);
       for (const client of order) {
-        const kafka = await startKafkaMock({ binary: nextBinaryPath });
+        const kafka = await startKafkaMock({ build: "next" });
         try {
           const config = drainOnlyConfig({
             mode: "quick",

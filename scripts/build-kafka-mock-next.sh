@@ -2,11 +2,12 @@
 # Builds tools/kafka-mock/bin/kafka-mock-next: the same mock cluster program as
 # tools/kafka-mock/bin/kafka-mock, linked statically against librdkafka 2.12.0
 # with tools/kafka-mock/librdkafka-2.12.0-apiversions-v3.patch, so that clients
-# that need ApiVersions v3 (@platformatic/kafka) can produce to it. Only the
-# bench's client comparison uses it (npm run bench -- --only=kafka-clients);
-# tests use Debian's librdkafka. The sources come from the npm registry:
+# that need ApiVersions v3 (@platformatic/kafka) can produce to it: the bench's
+# client comparison (npm run bench -- --only=kafka-clients) and the relay tests
+# that run with that client; every other test uses Debian's librdkafka (the
+# stock build, scripts/build-kafka-mock.sh). The sources come from the npm registry:
 # node-rdkafka 3.6.1 bundles librdkafka 2.12.0. Skipped when the binary is newer
-# than the patch, the program and this script; the build takes a few minutes.
+# than the patch, the program and this script; the build takes about a minute on two cores.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,6 +17,8 @@ program="$root/tools/kafka-mock/kafka-mock.c"
 if [[ -x "$out" && ! "$patch_file" -nt "$out" && ! "$program" -nt "$out" && ! "${BASH_SOURCE[0]}" -nt "$out" ]]; then
   exit 0
 fi
+
+bash "$root/scripts/ensure-apt-packages.sh" gcc libc6-dev make patch zlib1g-dev
 
 # A directory of this run's own: two builds at once do not share one.
 work="$(mktemp -d "$root/tools/kafka-mock/bin/librdkafka-2.12.0.XXXXXX")"

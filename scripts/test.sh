@@ -14,6 +14,9 @@ if (($# == 0)); then bash scripts/test-unit.sh; fi
 bash scripts/ensure-postgres.sh
 bash scripts/ensure-redis.sh
 if [[ -f scripts/build-kafka-mock.sh ]]; then bash scripts/build-kafka-mock.sh; fi
+# The mock's build for @platformatic/kafka (the relay tests that run with it): built here, once,
+# rather than inside a test file's time limit. About a minute; skipped while it is up to date.
+bash scripts/build-kafka-mock-next.sh
 bash scripts/ensure-python-grpc.sh
 bash scripts/ensure-promtool.sh
 bash scripts/ensure-chromium.sh
@@ -32,4 +35,6 @@ node --import tsx test/setup/prepare-template.ts
 # Node 20's runner has no globs: pass the files explicitly (or those given as arguments).
 if (($# > 0)); then files=("$@"); else mapfile -t files < <(find test -path test/unit -prune -o -name '*.test.ts' -print | sort); fi
 ((${#files[@]} > 0)) || { echo "no test files found" >&2; exit 1; }
-node --import tsx --test --test-concurrency="${TEST_CONCURRENCY:-2}" --test-timeout=300000 "${files[@]}"
+# TEST_NAME_PATTERN runs only the tests whose names match (node's --test-name-pattern).
+node --import tsx --test --test-concurrency="${TEST_CONCURRENCY:-2}" --test-timeout=300000 \
+  ${TEST_NAME_PATTERN:+"--test-name-pattern=$TEST_NAME_PATTERN"} "${files[@]}"

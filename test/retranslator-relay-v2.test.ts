@@ -12,7 +12,7 @@ import { writeConfigFile } from "./helpers/config.js";
 import { partitionOf } from "./helpers/partitions.js";
 import { poll } from "./helpers/poll.js";
 import { type RelayWorld, relayWorld } from "./helpers/relay-world.js";
-import { readMetric, type TestRetranslator } from "./helpers/retranslator.js";
+import { produceRequests, readMetric, type TestRetranslator } from "./helpers/retranslator.js";
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -69,14 +69,6 @@ async function burstWithSlowAcks(
   await world.kafka.setRtt(1, 0);
 }
 
-/** The relay's produce requests of one kind: partitions "one" or "shared", result "published" or "failed". */
-function produceRequests(relay: TestRetranslator, partitions: string, result: string): Promise<number> {
-  return readMetric(
-    relay.ports.metrics,
-    `logistic_package_api_retranslator_produce_requests_total\\{partitions="${partitions}",result="${result}"\\}`,
-  );
-}
-
 /** Events the relays gave back for want of lease (fencing). */
 async function fencedTotal(relays: readonly TestRetranslator[]): Promise<number> {
   let fenced = 0;
@@ -127,7 +119,8 @@ test("a 20,000-event burst into an outbox whose statistics say it is empty drain
     { lost: 0, reordered: [], duplicated: 0 },
   );
   // Four partitions on one broker: the claims' partitions went out together, none of those requests failed.
-  const requests = (partitions: string, result: string) => produceRequests(r, partitions, result);
+  const requests = (partitions: "one" | "shared", result: "published" | "failed") =>
+    produceRequests(r, partitions, result);
   const shared = await requests("shared", "published");
   t.diagnostic(`shared requests ${shared}, single-partition requests ${await requests("one", "published")}`);
   assert.ok(shared > 0, "the relay's requests carried several partitions");
@@ -141,64 +134,69 @@ const outboxIds = async (db: Database, packages: readonly number[]): Promise<num
   return result.rows[0]!.n;
 };
 
-test("a partition without a leader and a backlog larger than a claim: other partitions keep flowing, all delivered in order after it returns", async (t) => {
-  const world = await relayWorld(t, "relay-v2-leaderless", 3, 3);
-  const db = world.db.db;
-  await createPackages(db, 600);
-  const all = Array.from({ length: 600 }, (_, i) => i + 1);
-  const onZero = all.filter((p) => partitionOf(p, 3) === 0);
-  const healthy = all.filter((p) => partitionOf(p, 3) !== 0);
-  assert.ok(onZero.length > 100 && healthy.length > 300);
-  // Short backoffs, so that the return of the leader is noticed within the test.
-  const r = await world.startRelay({
-    retranslator: { batchSize: 50, retryBackoffMinMs: 100, retryBackoffMaxMs: 1000 },
-  });
+// With both producing clients: kafkajs (the default) and @platformatic/kafka
+// (kafka.producerClient platformatic, measured by the bench behind the same Sender).
+for (const producerClient of ["kafkajs", "platformatic"] as const)
+  test(`a partition without a leader and a backlog larger than a claim: other partitions keep flowing, all delivered in order after it returns${producerClient === "kafkajs" ? "" : " (@platformatic/kafka)"}`, async (t) => {
+    const world = await relayWorld(t, `relay-v2-leaderless-${producerClient}`, 3, { brokers: 3, producerClient });
+    const db = world.db.db;
+    await createPackages(db, 600);
+    const all = Array.from({ length: 600 }, (_, i) => i + 1);
+    const onZero = all.filter((p) => partitionOf(p, 3) === 0);
+    const healthy = all.filter((p) => partitionOf(p, 3) !== 0);
+    assert.ok(onZero.length > 100 && healthy.length > 300);
+    // Short backoffs, so that the return of the leader is noticed within the test.
+    const r = await world.startRelay({
+      retranslator: { batchSize: 50, retryBackoffMinMs: 100, retryBackoffMaxMs: 1000 },
+    });
 
-  // Warm: every package once, so the relay knows the topic.
-  await burst(db, 600, 600);
-  await world.untilOutboxEmpty("the warm-up to drain", 30_000);
+    // Warm: every package once, so the relay knows the topic.
+    await burst(db, 600, 600);
+    await world.untilOutboxEmpty("the warm-up to drain", 30_000);
 
-  await world.kafka.setPartitionLeader(world.topic, 0, -1);
-  // Partition 0's packages queue 10 events each: far more than one claim (50).
-  await q(
-    db,
-    `INSERT INTO package_event (package_id, type, payload)
+    await world.kafka.setPartitionLeader(world.topic, 0, -1);
+    // Partition 0's packages queue 10 events each: far more than one claim (50).
+    await q(
+      db,
+      `INSERT INTO package_event (package_id, type, payload)
      SELECT p, 'Updated', jsonb_build_object('ID', p::text, 'n', n) FROM unnest(?::bigint[]) p, generate_series(1, 10) n ORDER BY n, p`,
-    [`{${onZero.join(",")}}`],
-  );
-  // Let the relay run into the leader-less partition first.
-  await sleep(1500);
-  const target = healthy.slice(0, 100);
-  await q(
-    db,
-    `INSERT INTO package_event (package_id, type, payload) SELECT p, 'Updated', jsonb_build_object('ID', p::text) FROM unnest(?::bigint[]) p`,
-    [`{${target.join(",")}}`],
-  );
-  // Bounded wait: before, none of these 100 was published within 10 s.
-  await poll(
-    "the 100 updates on healthy partitions to be acknowledged",
-    () => outboxIds(db, target),
-    (n) => n === 0,
-    15_000,
-  );
-  assert.equal(await outboxIds(db, onZero), onZero.length * 10, "partition 0's backlog waits (no leader to take it)");
-  const dead = (await q(db, `SELECT count(*)::int AS n FROM package_event_dead_letter`)) as { rows: { n: number }[] };
-  assert.equal(dead.rows[0]!.n, 0, "nothing dead-lettered while the partition had no leader");
-  assert.ok(
-    r.logs.lines.some((l) => l.msg === "partition failed; backing it off, other partitions go on" && l.partition === 0),
-    "the relay did run into the leader-less partition",
-  );
+      [`{${onZero.join(",")}}`],
+    );
+    // Let the relay run into the leader-less partition first.
+    await sleep(1500);
+    const target = healthy.slice(0, 100);
+    await q(
+      db,
+      `INSERT INTO package_event (package_id, type, payload) SELECT p, 'Updated', jsonb_build_object('ID', p::text) FROM unnest(?::bigint[]) p`,
+      [`{${target.join(",")}}`],
+    );
+    // Bounded wait: before, none of these 100 was published within 10 s.
+    await poll(
+      "the 100 updates on healthy partitions to be acknowledged",
+      () => outboxIds(db, target),
+      (n) => n === 0,
+      15_000,
+    );
+    assert.equal(await outboxIds(db, onZero), onZero.length * 10, "partition 0's backlog waits (no leader to take it)");
+    const dead = (await q(db, `SELECT count(*)::int AS n FROM package_event_dead_letter`)) as { rows: { n: number }[] };
+    assert.equal(dead.rows[0]!.n, 0, "nothing dead-lettered while the partition had no leader");
+    assert.ok(
+      r.logs.lines.some(
+        (l) => l.msg === "partition failed; backing it off, other partitions go on" && l.partition === 0,
+      ),
+      "the relay did run into the leader-less partition",
+    );
 
-  await world.kafka.setPartitionLeader(world.topic, 0, 1);
-  await world.untilOutboxEmpty("partition 0's backlog to drain after its leader returned", 60_000);
-  const deadAfter = (await q(db, `SELECT count(*)::int AS n FROM package_event_dead_letter`)) as {
-    rows: { n: number }[];
-  };
-  assert.equal(deadAfter.rows[0]!.n, 0, "none dead-lettered");
+    await world.kafka.setPartitionLeader(world.topic, 0, 1);
+    await world.untilOutboxEmpty("partition 0's backlog to drain after its leader returned", 60_000);
+    const deadAfter = (await q(db, `SELECT count(*)::int AS n FROM package_event_dead_letter`)) as {
+      rows: { n: number }[];
+    };
+    assert.equal(deadAfter.rows[0]!.n, 0, "none dead-lettered");
 
-  const { report } = await world.readBack(undefined, 60_000);
-  assert.deepEqual({ lost: report.lost, reordered: report.reordered }, { lost: [], reordered: [] });
-});
+    const { report } = await world.readBack(undefined, 60_000);
+    assert.deepEqual({ lost: report.lost, reordered: report.reordered }, { lost: [], reordered: [] });
+  });
 
 test("start-up rejects a lease shorter than one send (connect + request timeout, times retries + 1, plus backoff)", async () => {
   const short = await writeConfigFile({
@@ -464,7 +462,8 @@ test("a shared request the broker fails is not retried whole: its partitions go 
   const db = world.db.db;
   await createPackages(db, 200);
   const r = await world.startRelay();
-  const requests = (partitions: string, result: string) => produceRequests(r, partitions, result);
+  const requests = (partitions: "one" | "shared", result: "published" | "failed") =>
+    produceRequests(r, partitions, result);
   // Warm: the relay knows the topic and shares its requests.
   await burst(db, 200, 200);
   await world.untilOutboxEmpty("the warm-up to drain", 30_000);
@@ -496,7 +495,8 @@ test("retranslator.sharedRequests false: every request carries one partition", a
   const r = await world.startRelay({ retranslator: { sharedRequests: false } });
   await burst(db, 200, 1000);
   await world.untilOutboxEmpty("the burst to drain", 60_000);
-  const requests = (partitions: string, result: string) => produceRequests(r, partitions, result);
+  const requests = (partitions: "one" | "shared", result: "published" | "failed") =>
+    produceRequests(r, partitions, result);
   assert.equal(await requests("shared", "published"), 0);
   assert.equal(await requests("shared", "failed"), 0);
   assert.ok((await requests("one", "published")) >= 4, "each partition's events went in requests of their own");

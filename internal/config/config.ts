@@ -234,8 +234,8 @@ const schema = z
         // needs a real cluster (the test broker cannot do it).
         idempotent: bool.default(false),
         // The retranslator's producing client. platformatic (@platformatic/kafka) is there to be
-        // measured against kafkajs (npm run bench -- --only=kafka-clients): plaintext only, not
-        // idempotent, and not run by the fault suite, whose broker refuses it.
+        // measured against kafkajs (npm run bench -- --only=kafka-clients): plaintext only and not
+        // idempotent; a development dependency, absent from the image.
         producerClient: z
           .enum(["kafkajs", "platformatic"], { error: "expected kafkajs or platformatic" })
           .default("kafkajs"),

@@ -1,4 +1,5 @@
 import type { TestContext } from "node:test";
+import type { ProducerClientName } from "../../internal/retranslator/sender/produce-client.js";
 import type { ConfigOverrides } from "./config.js";
 import { count, createTestDatabase, type TestDatabase } from "./database.js";
 import { type KafkaMock, startKafkaMock } from "./kafka-mock.js";
@@ -25,12 +26,28 @@ export interface RelayWorld {
   readBack(committed?: Map<string, string[]>, timeoutMs?: number): Promise<ReadBack>;
 }
 
+export interface RelayWorldOptions {
+  /** Brokers of the mock cluster (1). */
+  brokers?: number;
+  /**
+   * kafka.producerClient of every relay the world starts (kafkajs). With
+   * platformatic the cluster is the mock's "next" build: the stock one refuses
+   * @platformatic/kafka at its first request.
+   */
+  producerClient?: ProducerClientName;
+}
+
 /**
  * A fresh world for test `t`, torn down when it ends (failed tear-down steps
  * become diagnostics: they must not hide the test's own result). The event log
  * is installed before any event is written, for the delivery checker.
  */
-export async function relayWorld(t: TestContext, topic: string, partitions: number, brokers = 1): Promise<RelayWorld> {
+export async function relayWorld(
+  t: TestContext,
+  topic: string,
+  partitions: number,
+  { brokers = 1, producerClient = "kafkajs" }: RelayWorldOptions = {},
+): Promise<RelayWorld> {
   const tearDown = new TearDown();
   t.after(async () => {
     for (const err of await tearDown.run()) t.diagnostic(`tear-down failed: ${String(err)}`);
@@ -38,7 +55,7 @@ export async function relayWorld(t: TestContext, topic: string, partitions: numb
   const db = await createTestDatabase();
   tearDown.defer(() => db.drop());
   await installEventLog(db.db);
-  const kafka = await startKafkaMock({ brokers });
+  const kafka = await startKafkaMock({ brokers, build: producerClient === "platformatic" ? "next" : "stock" });
   tearDown.defer(() => kafka.stop());
   await kafka.createTopic(topic, partitions);
   return {
@@ -49,7 +66,7 @@ export async function relayWorld(t: TestContext, topic: string, partitions: numb
     async startRelay(overrides = {}, env = {}) {
       const relay = await startTestRetranslator(
         { ...fastRetranslatorEnv(db.url, kafka.brokers, topic), ...env },
-        overrides,
+        { ...overrides, kafka: { producerClient, ...overrides.kafka } },
       );
       tearDown.defer(() => relay.stop());
       return relay;

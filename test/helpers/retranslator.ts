@@ -41,6 +41,21 @@ export async function readMetric(metricsPort: number, name: string): Promise<num
   return m ? Number(m[1]) : 0;
 }
 
+/**
+ * The relay's produce requests of one kind: `partitions` "one" or "shared"
+ * (several partitions in one request), `result` "published" or "failed".
+ */
+export function produceRequests(
+  relay: TestRetranslator,
+  partitions: "one" | "shared",
+  result: "published" | "failed",
+): Promise<number> {
+  return readMetric(
+    relay.ports.metrics,
+    `logistic_package_api_retranslator_produce_requests_total\\{partitions="${partitions}",result="${result}"\\}`,
+  );
+}
+
 /** Runs the admin binary (`npm run admin -- ARGS`) against `databaseUrl`; resolves with its exit code and output. */
 export function runAdmin(databaseUrl: string, args: string[]): Promise<BinaryRun> {
   return runBinary("admin", { DATABASE_URL: databaseUrl }, args);

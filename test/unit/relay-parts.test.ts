@@ -22,6 +22,7 @@ import { runMaintenance } from "../../internal/retranslator/maintenance.js";
 import { RetranslatorMetrics } from "../../internal/retranslator/metrics.js";
 import { toEventMessage } from "../../internal/retranslator/sender/event-message.js";
 import { isRetriable, isTooLarge } from "../../internal/retranslator/sender/kafka-sender.js";
+import { PartitionNotReadyError } from "../../internal/retranslator/sender/produce-client.js";
 import { sendBudgetMs } from "../../internal/retranslator/sender/send-budget.js";
 import { failAll } from "../../internal/retranslator/sender/sender.js";
 import { EventType, PackageEventSchema } from "../../pkg/hablof/logistic_package_api/v1/kafka_proto_pb.js";
@@ -112,6 +113,8 @@ describe("a produce failure, by client", () => {
       // Its metadata's answer for a topic it does not know (yet): kafkajs retries that.
       ["unknown topic", new UserError("Unknown topic omp-package-events."), true, false],
       ["another misuse", new UserError("Invalid option"), false, false],
+      // Our adapter's own, before a send its cached metadata would crash on (produce-client.ts).
+      ["partition without a leader", new PartitionNotReadyError("events", 3, -1), true, false],
     ];
     // As its producer rejects: the send's aggregate, around the retries' aggregate of every attempt.
     const afterAttempts = (...attempts: Error[]) =>

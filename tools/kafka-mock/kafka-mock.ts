@@ -36,6 +36,7 @@ const COMMAND_TIMEOUT_MS = 10_000;
 const STOP_GRACE_MS = 5_000;
 
 let buildOnce: Promise<void> | undefined;
+let buildNextOnce: Promise<void> | undefined;
 
 function mtimeMs(path: string): number | undefined {
   try {
@@ -61,17 +62,43 @@ function ensureBinary(): Promise<void> {
   return buildOnce;
 }
 
-/** Another build of this program (the bench's client comparison: scripts/build-kafka-mock-next.sh). */
-export const nextBinaryPath = fileURLToPath(new URL("../../tools/kafka-mock/bin/kafka-mock-next", import.meta.url));
+const nextBinaryPath = fileURLToPath(new URL("../../tools/kafka-mock/bin/kafka-mock-next", import.meta.url));
+const nextBuildScript = fileURLToPath(new URL("../../scripts/build-kafka-mock-next.sh", import.meta.url));
 
-export async function startKafkaMock(opts: { brokers?: number; binary?: string } = {}): Promise<KafkaMock> {
+/** Runs scripts/build-kafka-mock-next.sh, which returns at once when its binary is up to date. */
+function ensureNextBinary(): Promise<void> {
+  buildNextOnce ??= promisify(execFile)("bash", [nextBuildScript], {
+    cwd: repoRoot,
+    maxBuffer: 16 * 1024 * 1024,
+  }).then(
+    () => undefined,
+    (err: unknown) => {
+      buildNextOnce = undefined;
+      const stderr = (err as { stderr?: string }).stderr ?? "";
+      throw new Error(`building kafka-mock-next failed: ${String(err)}\n${stderr}`);
+    },
+  );
+  return buildNextOnce;
+}
+
+/**
+ * Which build of the program: "stock" links Debian's librdkafka 2.0.2 (every
+ * test's broker); "next" links librdkafka 2.12.0 with its ApiVersions v3 fixed
+ * (scripts/build-kafka-mock-next.sh), which @platformatic/kafka needs: the
+ * stock build refuses that client at its first request.
+ */
+export type KafkaMockBuild = "stock" | "next";
+
+export async function startKafkaMock(opts: { brokers?: number; build?: KafkaMockBuild } = {}): Promise<KafkaMock> {
   const brokerCount = opts.brokers ?? 1;
   if (!Number.isInteger(brokerCount) || brokerCount < 1) {
     throw new Error(`startKafkaMock: brokers must be a positive integer, got ${brokerCount}`);
   }
-  if (opts.binary === undefined) await ensureBinary();
+  const next = opts.build === "next";
+  await (next ? ensureNextBinary() : ensureBinary());
+  const program = next ? nextBinaryPath : binaryPath;
 
-  const child: ChildProcessWithoutNullStreams = spawn(opts.binary ?? binaryPath, ["--brokers", String(brokerCount)], {
+  const child: ChildProcessWithoutNullStreams = spawn(program, ["--brokers", String(brokerCount)], {
     cwd: repoRoot,
     stdio: ["pipe", "pipe", "pipe"],
     // A process group of its own, so that a terminal's Ctrl-C aimed at its owner (make run's

@@ -79,10 +79,27 @@ export async function produceClientFactory(name: ProducerClientName): Promise<Pr
 }
 
 /**
+ * A partition @platformatic/kafka cannot send to now: its cached metadata
+ * names no leader for it (a broker restarting) or does not know it yet.
+ * Retriable, as kafkajs' errors for the same states are.
+ */
+export class PartitionNotReadyError extends Error {
+  override readonly name = "PartitionNotReadyError";
+  readonly retriable = true;
+  constructor(topic: string, partition: number, leader: number | undefined) {
+    super(
+      leader === undefined
+        ? `partition ${topic}/${partition} is not in the client's metadata yet`
+        : `partition ${topic}/${partition} has no leader the client knows (leader ${leader})`,
+    );
+  }
+}
+
+/**
  * @platformatic/kafka, measured against kafkajs in the bench (docs/relay.md,
- * "Another Kafka client"). Plaintext only, not idempotent (config validation
- * refuses the rest), and not run by the fault suite: the test broker refuses
- * this client at its first request.
+ * "Another Kafka client"). Plaintext only and not idempotent (config validation
+ * refuses the rest). The fault tests run it on the mock's "next" build: the
+ * stock test broker refuses this client at its first request.
  */
 function platformaticProduceClient(
   { Producer, ProduceAcks, stringSerializer }: typeof import("@platformatic/kafka"),
@@ -114,18 +131,40 @@ function platformaticProduceClient(
     connect: async () => undefined,
     // Its request timeout is the producer's own (kafka.requestTimeoutMs, as the sender passes).
     produce: async (topic, messages) => {
-      // acks on each send: without idempotence, send() asks for the leader's ack
-      // alone whatever the constructor was given (1.35.0).
-      await producer.send({
-        acks: ProduceAcks.ALL,
-        messages: messages.map((m) => ({
-          topic,
-          key: m.key,
-          value: m.value,
-          headers: m.headers,
-          ...(m.partition !== undefined && { partition: m.partition }),
-        })),
-      });
+      // 1.35.0 looks each partition's leader up in its cached metadata and, where there is
+      // none (leader -1), throws outside any callback: the process dies (upstream
+      // platformatic/kafka#69). A partition beyond its cached count it takes modulo that
+      // count, to another partition. So check first, against the metadata the send will
+      // use (cached for metadataMaxAge; this call refreshes it when older).
+      const metadata = await producer.metadata({ topics: [topic] });
+      const partitions = metadata.topics.get(topic)?.partitions;
+      for (const m of messages) {
+        if (m.partition === undefined) continue;
+        const leader = partitions?.[m.partition]?.leader;
+        if (leader === undefined || !metadata.brokers.has(leader)) {
+          producer.clearMetadata();
+          throw new PartitionNotReadyError(topic, m.partition, leader);
+        }
+      }
+      try {
+        // acks on each send: without idempotence, send() asks for the leader's ack
+        // alone whatever the constructor was given (1.35.0).
+        await producer.send({
+          acks: ProduceAcks.ALL,
+          messages: messages.map((m) => ({
+            topic,
+            key: m.key,
+            value: m.value,
+            headers: m.headers,
+            ...(m.partition !== undefined && { partition: m.partition }),
+          })),
+        });
+      } catch (err) {
+        // With repeatOnStaleMetadata off, a moved leader leaves the cache as it was until
+        // metadataMaxAge: read it again next time, as KafkaSender does with its own.
+        producer.clearMetadata();
+        throw err;
+      }
     },
     close: () => producer.close(),
   };
