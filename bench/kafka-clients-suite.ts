@@ -1,16 +1,17 @@
 import { execFile } from "node:child_process";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { Kafka, logLevel } from "kafkajs";
 import { startKafkaMock } from "../tools/kafka-mock/kafka-mock.js";
+import { withParentDeathSignal } from "../tools/parent-death.js";
 import { startBenchBase } from "./lib/bench-stack.js";
-import { type BenchContext, drainOnlyConfig } from "./lib/context.js";
+import { type BenchContext, drainOnlyConfig, resultsDir } from "./lib/context.js";
 import { BATCH, PARTITIONS } from "./lib/kafka-client-producer.js";
 import { gitInfo, loadAverage, machineInfo } from "./lib/machine.js";
 import { root } from "./lib/procs.js";
-import { Resources } from "./lib/resources.js";
+import { guardRun, Resources } from "./lib/resources.js";
 import { fmtInt, median } from "./lib/stats.js";
 import { relayDrain } from "./scenarios/drain.js";
 
@@ -36,8 +37,29 @@ interface Run {
 }
 
 export async function runKafkaClients(options: { quick: boolean }): Promise<number> {
-  const startedAt = new Date().toISOString();
   const log = (line: string) => process.stdout.write(`${line}\n`);
+  const resources = new Resources();
+  // A hang ends in cleanup; Ctrl-C or a runner's SIGTERM stops the brokers and processes it started.
+  const guard = guardRun(resources, log, "kafka-clients bench", (options.quick ? 20 : 60) * 60_000);
+  try {
+    return await measureClients(options, resources, log);
+  } catch (err) {
+    // After a signal the resources were closed under the running measurement: that is its error.
+    if (guard.interrupted()) return 130;
+    log(`kafka-clients bench failed: ${(err as Error).stack ?? String(err)}`);
+    return 1;
+  } finally {
+    await resources.closeAll(log);
+    guard.release();
+  }
+}
+
+async function measureClients(
+  options: { quick: boolean },
+  resources: Resources,
+  log: (line: string) => void,
+): Promise<number> {
+  const startedAt = new Date().toISOString();
   const rounds = options.quick ? 3 : 5;
   const warmup = 5000;
   const measured = options.quick ? 20_000 : 100_000;
@@ -50,12 +72,15 @@ export async function runKafkaClients(options: { quick: boolean }): Promise<numb
     const order = round % 2 === 0 ? clients : ([...clients].reverse() as unknown as typeof clients);
     for (const client of order) {
       const kafka = await startKafkaMock({ build: "next" });
+      const stopKafka = resources.add("kafka mock (next)", () => kafka.stop());
+      const producer = new AbortController();
+      const stopProducer = resources.add(`${client} producer`, async () => producer.abort());
       try {
         const topic = `clients-${round}-${client}`;
         await kafka.createTopic(topic, PARTITIONS);
-        const { stdout } = await promisify(execFile)(
-          process.execPath,
+        const [file, args] = withParentDeathSignal(
           [
+            process.execPath,
             "--import",
             "tsx",
             "bench/lib/kafka-client-producer.ts",
@@ -65,8 +90,13 @@ export async function runKafkaClients(options: { quick: boolean }): Promise<numb
             String(warmup),
             String(measured),
           ],
-          { cwd: root, maxBuffer: 1024 * 1024 },
+          "TERM",
         );
+        const { stdout } = await promisify(execFile)(file, args, {
+          cwd: root,
+          maxBuffer: 1024 * 1024,
+          signal: producer.signal,
+        });
         const run = JSON.parse(stdout.trim().split("\n").at(-1)!) as Run;
         // As many records on the topic as were sent (its offsets): a client that dropped some must not look fast.
         const admin = new Kafka({ brokers: kafka.brokers, logLevel: logLevel.NOTHING }).admin();
@@ -81,11 +111,12 @@ export async function runKafkaClients(options: { quick: boolean }): Promise<numb
           `round ${round + 1} ${client}: ${fmtInt(run.recordsPerSecond)} records/s, ${run.cpuMicrosPerRecord} µs CPU per record`,
         );
       } finally {
-        await kafka.stop();
+        await stopProducer();
+        await stopKafka();
       }
     }
   }
-  const relayRuns = await relayRounds(rounds, log);
+  const relayRuns = await relayRounds(rounds, resources, log);
   const summary = Object.fromEntries(
     clients.map((c) => {
       const mine = runs.filter((r) => r.client === c);
@@ -133,7 +164,8 @@ export async function runKafkaClients(options: { quick: boolean }): Promise<numb
     );
   }
   const mode = options.quick ? "quick" : "full";
-  const out = join(root, `bench/results/kafka-clients-${mode}.json`);
+  await mkdir(resultsDir(root), { recursive: true });
+  const out = join(resultsDir(root), `kafka-clients-${mode}.json`);
   await writeFile(
     out,
     `${JSON.stringify(
@@ -183,52 +215,48 @@ interface RelayRun {
  * with kafka.producerClient set. A run counts only when the topic holds every
  * event relayed (warm-up and drain).
  */
-async function relayRounds(rounds: number, log: (line: string) => void): Promise<RelayRun[]> {
-  const resources = new Resources();
+async function relayRounds(rounds: number, resources: Resources, log: (line: string) => void): Promise<RelayRun[]> {
   const logDir = await mkdtemp(join(tmpdir(), "lpa-bench-kafka-clients-"));
   const runs: RelayRun[] = [];
-  try {
-    // The template database the drains clone (its broker, the tests' mock, is not used here).
-    await startBenchBase(resources);
-    for (let round = 0; round < rounds; round++) {
-      const order = round % 2 === 0 ? clients : ([...clients].reverse() as unknown as typeof clients);
-      for (const client of order) {
-        const kafka = await startKafkaMock({ build: "next" });
-        try {
-          const config = drainOnlyConfig({
-            mode: "quick",
-            drainEvents: RELAY_EVENTS,
-            warmupEvents: 20_000,
-            packages: RELAY_PACKAGES,
-            partitions: PARTITIONS,
-            overrides: { kafka: { producerClient: client } },
-          });
-          const ctx: BenchContext = { config, resources, kafka, logDir, profileDir: logDir, log };
-          const drain = await relayDrain(ctx, `relay-${client}-${round + 1}`, RELAY_EVENTS, 1);
-          // A fault-free drain sends each event once: more records than events would be
-          // duplicates, fewer a loss; either way the run does not count.
-          const stored = await recordsOnBroker(kafka.brokers);
-          const expected = config.warmupEvents + RELAY_EVENTS;
-          if (stored !== expected)
-            throw new Error(`relay with ${client}: ${stored} records on the topic for ${expected} events`);
-          const relayCpu = drain.cpu.cpuSeconds.retranslator ?? Number.NaN;
-          const run: RelayRun = {
-            client,
-            eventsPerSecond: drain.eventsPerSecond,
-            cpuMicrosPerEvent: drain.cpuMicrosPerEvent,
-            relayCpuMicrosPerEvent: Math.round((relayCpu / RELAY_EVENTS) * 1e6),
-          };
-          runs.push(run);
-          log(
-            `relay round ${round + 1} ${client}: ${fmtInt(run.eventsPerSecond)} events/s, ${run.relayCpuMicrosPerEvent} µs CPU per event in the relay (${run.cpuMicrosPerEvent} with its Postgres and the broker)`,
-          );
-        } finally {
-          await kafka.stop();
-        }
+  // The template database the drains clone (its broker, the tests' mock, is not used here).
+  await startBenchBase(resources);
+  for (let round = 0; round < rounds; round++) {
+    const order = round % 2 === 0 ? clients : ([...clients].reverse() as unknown as typeof clients);
+    for (const client of order) {
+      const kafka = await startKafkaMock({ build: "next" });
+      const stopKafka = resources.add("kafka mock (next)", () => kafka.stop());
+      try {
+        const config = drainOnlyConfig({
+          mode: "quick",
+          drainEvents: RELAY_EVENTS,
+          warmupEvents: 20_000,
+          packages: RELAY_PACKAGES,
+          partitions: PARTITIONS,
+          overrides: { kafka: { producerClient: client } },
+        });
+        const ctx: BenchContext = { config, resources, kafka, logDir, profileDir: logDir, log };
+        const drain = await relayDrain(ctx, `relay-${client}-${round + 1}`, RELAY_EVENTS, 1);
+        // A fault-free drain sends each event once: more records than events would be
+        // duplicates, fewer a loss; either way the run does not count.
+        const stored = await recordsOnBroker(kafka.brokers);
+        const expected = config.warmupEvents + RELAY_EVENTS;
+        if (stored !== expected)
+          throw new Error(`relay with ${client}: ${stored} records on the topic for ${expected} events`);
+        const relayCpu = drain.cpu.cpuSeconds.retranslator ?? Number.NaN;
+        const run: RelayRun = {
+          client,
+          eventsPerSecond: drain.eventsPerSecond,
+          cpuMicrosPerEvent: drain.cpuMicrosPerEvent,
+          relayCpuMicrosPerEvent: Math.round((relayCpu / RELAY_EVENTS) * 1e6),
+        };
+        runs.push(run);
+        log(
+          `relay round ${round + 1} ${client}: ${fmtInt(run.eventsPerSecond)} events/s, ${run.relayCpuMicrosPerEvent} µs CPU per event in the relay (${run.cpuMicrosPerEvent} with its Postgres and the broker)`,
+        );
+      } finally {
+        await stopKafka();
       }
     }
-  } finally {
-    await resources.closeAll(log);
   }
   // The children's logs, kept when a run failed (its error names the log).
   await rm(logDir, { recursive: true, force: true });
