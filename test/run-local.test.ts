@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { after, before, test } from "node:test";
 import { Kafka, logLevel } from "kafkajs";
 import { withParentDeathSignal } from "../tools/parent-death.js";
@@ -10,7 +10,8 @@ import { freePort } from "./helpers/ports.js";
 // `make run`'s supervisor (scripts/run-local.ts), as a user at a terminal meets it: the
 // grpc-server, the retranslator and a local broker start, a package created over REST reaches
 // the broker, and Ctrl-C (SIGINT to the whole foreground process group) stops everything
-// gracefully: each binary drains once, none is told twice, and the run exits 0.
+// gracefully: each binary drains once, none is told twice, and the run exits 0. A binary that
+// dies stops the others the same way, and the run fails.
 //
 // The supervisor runs under setpriv's parent-death signal where it exists, so that a test
 // process the runner kills takes it (and, through theirs, the binaries and broker) down too.
@@ -41,9 +42,20 @@ async function recordsOn(brokers: string, topic: string): Promise<number> {
   }
 }
 
-test("make run: a create reaches the broker, and Ctrl-C stops every process gracefully, once", {
-  timeout: 240_000,
-}, async () => {
+interface Supervisor {
+  child: ChildProcess;
+  ports: { gateway: number };
+  output: () => string;
+  /** Exit code and signal once the supervisor has closed. */
+  closed: Promise<[number | null, NodeJS.Signals | null]>;
+  /** The binaries' JSON log lines that say `msg`, from the binary `name`. */
+  said: (name: string, msg: string) => number;
+  /** On a failure: what a user at the terminal would do, Ctrl-C three times, then SIGKILL. */
+  stop: () => Promise<void>;
+}
+
+/** `make run`'s supervisor, with the binaries from their sources, until both are ready. */
+async function startSupervisor(): Promise<Supervisor> {
   const [grpc, gateway, status, metrics, relayStatus] = [
     await freePort(),
     await freePort(),
@@ -67,7 +79,7 @@ test("make run: a create reaches the broker, and Ctrl-C stops every process grac
       LOG_LEVEL: "info",
       KAFKA_BROKERS: "",
     },
-    // Its own process group, as a terminal's foreground job has: the Ctrl-C below goes to the group.
+    // Its own process group, as a terminal's foreground job has: a Ctrl-C goes to the group.
     detached: true,
     stdio: ["ignore", "pipe", "pipe"],
   });
@@ -75,11 +87,41 @@ test("make run: a create reaches the broker, and Ctrl-C stops every process grac
   const keep = (chunk: Buffer) => {
     output = (output + chunk.toString()).slice(-200_000);
   };
-  child.stdout.on("data", keep);
-  child.stderr.on("data", keep);
+  child.stdout!.on("data", keep);
+  child.stderr!.on("data", keep);
   const closed = new Promise<[number | null, NodeJS.Signals | null]>((resolve) =>
     child.once("close", (code, signal) => resolve([code, signal])),
   );
+  const signal = (s: NodeJS.Signals) => {
+    try {
+      process.kill(-child.pid!, s);
+    } catch {
+      // Already gone.
+    }
+  };
+  const supervisor: Supervisor = {
+    child,
+    ports: { gateway },
+    output: () => output,
+    closed,
+    said: (name, msg) =>
+      output
+        .split("\n")
+        .filter((l) => l.startsWith("{"))
+        .map((l) => JSON.parse(l) as { name?: string; msg?: string })
+        .filter((m) => m.name === name && m.msg === msg).length,
+    // The supervisor's third signal SIGKILLs each binary's group (a binary whose event loop is
+    // stuck never runs its SIGTERM handler), then the supervisor itself goes.
+    async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      for (let i = 0; i < 3; i++) {
+        signal("SIGINT");
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      await Promise.race([closed, new Promise((r) => setTimeout(r, 3000).unref())]);
+      signal("SIGKILL");
+    },
+  };
   try {
     const ready = async (port: number) => {
       try {
@@ -100,16 +142,47 @@ test("make run: a create reaches the broker, and Ctrl-C stops every process grac
         200,
       );
     }
+  } catch (err) {
+    await supervisor.stop();
+    throw err;
+  }
+  return supervisor;
+}
 
-    const create = async (title: string) => {
-      const res = await fetch(`http://127.0.0.1:${gateway}/v1/packages`, {
-        method: "POST",
-        body: JSON.stringify({ Title: title, Material: "wood", MaximumVolume: 1, Reusable: true }),
-      });
-      assert.equal(res.status, 200, await res.clone().text());
-      return ((await res.json()) as { ID: string }).ID;
-    };
-    await create("first");
+/** Until the supervisor has closed, or 60 s (a stop that hangs is what these tests are for). */
+async function closedWithin60s(supervisor: Supervisor): Promise<[number | null, NodeJS.Signals | null]> {
+  const timer = new Promise<"hung">((resolve) => setTimeout(() => resolve("hung"), 60_000).unref());
+  const outcome = await Promise.race([supervisor.closed, timer]);
+  assert.notEqual(outcome, "hung", `not stopped within 60 s:\n${supervisor.output()}`);
+  return outcome as [number | null, NodeJS.Signals | null];
+}
+
+async function create(supervisor: Supervisor, title: string): Promise<string> {
+  const res = await fetch(`http://127.0.0.1:${supervisor.ports.gateway}/v1/packages`, {
+    method: "POST",
+    body: JSON.stringify({ Title: title, Material: "wood", MaximumVolume: 1, Reusable: true }),
+  });
+  assert.equal(res.status, 200, await res.clone().text());
+  return ((await res.json()) as { ID: string }).ID;
+}
+
+/** Events the retranslator left leased: none, once it has stopped as it should. */
+async function leased(): Promise<number> {
+  const r = (await db.db.raw(`SELECT count(*)::int AS n FROM package_event WHERE locked_by IS NOT NULL`)) as {
+    rows: { n: number }[];
+  };
+  return r.rows[0]!.n;
+}
+
+const grpcServer = "logistic-package-api/grpc-server";
+const retranslator = "logistic-package-api/retranslator";
+
+test("make run: a create reaches the broker, and Ctrl-C stops every process gracefully, once", {
+  timeout: 240_000,
+}, async () => {
+  const supervisor = await startSupervisor();
+  try {
+    await create(supervisor, "first");
     // Acknowledged (the relay deleted its event), not dead-lettered, and on the topic.
     await poll(
       "the first event to be relayed",
@@ -119,46 +192,58 @@ test("make run: a create reaches the broker, and Ctrl-C stops every process grac
       50,
     );
     assert.equal(await count("package_event_dead_letter"), 0);
-    const broker = /local Kafka-protocol broker at (\S+) \(topic (\S+)\)/.exec(output);
-    assert.ok(broker, `the supervisor names its broker:\n${output}`);
+    const broker = /local Kafka-protocol broker at (\S+) \(topic (\S+)\)/.exec(supervisor.output());
+    assert.ok(broker, `the supervisor names its broker:\n${supervisor.output()}`);
     assert.equal(await recordsOn(broker[1]!, broker[2]!), 1);
 
-    await create("second");
-    process.kill(-child.pid!, "SIGINT");
-    // Bounded, so that a stop that hangs (what this test is for) fails here and is cleaned up.
-    const timer = new Promise<"hung">((resolve) => setTimeout(() => resolve("hung"), 60_000).unref());
-    const outcome = await Promise.race([closed, timer]);
-    assert.notEqual(outcome, "hung", `not stopped within 60 s of Ctrl-C:\n${output}`);
-    assert.deepEqual(outcome, [0, null], output);
+    await create(supervisor, "second");
+    process.kill(-supervisor.child.pid!, "SIGINT");
+    assert.deepEqual(await closedWithin60s(supervisor), [0, null], supervisor.output());
   } finally {
-    // On a failure: the supervisor's third signal SIGKILLs each binary's group (a binary whose
-    // event loop is stuck never runs its SIGTERM handler), then the supervisor itself goes.
-    const signal = (s: NodeJS.Signals) => {
-      try {
-        process.kill(-child.pid!, s);
-      } catch {
-        // Already gone.
-      }
-    };
-    if (child.exitCode === null && child.signalCode === null) {
-      for (let i = 0; i < 3; i++) {
-        signal("SIGINT");
-        await new Promise((r) => setTimeout(r, 200));
-      }
-      await Promise.race([closed, new Promise((r) => setTimeout(r, 3000).unref())]);
-      signal("SIGKILL");
-    }
+    await supervisor.stop();
   }
-  const lines = output.split("\n").filter((l) => l.startsWith("{"));
-  const messages = lines.map((l) => JSON.parse(l) as { name?: string; msg?: string });
-  const said = (name: string, msg: string) => messages.filter((m) => m.name === name && m.msg === msg).length;
-  for (const name of ["logistic-package-api/grpc-server", "logistic-package-api/retranslator"]) {
-    assert.equal(said(name, "shutting down"), 1, `${name} asked to stop once:\n${output}`);
-    assert.equal(said(name, "second signal: exiting now"), 0, `${name} was not told twice:\n${output}`);
+  for (const name of [grpcServer, retranslator]) {
+    assert.equal(supervisor.said(name, "shutting down"), 1, `${name} asked to stop once:\n${supervisor.output()}`);
+    assert.equal(
+      supervisor.said(name, "second signal: exiting now"),
+      0,
+      `${name} was not told twice:\n${supervisor.output()}`,
+    );
   }
   // Nothing left leased behind: the second event was either relayed or given back.
-  const leased = (await db.db.raw(`SELECT count(*)::int AS n FROM package_event WHERE locked_by IS NOT NULL`)) as {
-    rows: { n: number }[];
-  };
-  assert.equal(leased.rows[0]!.n, 0);
+  assert.equal(await leased(), 0);
 });
+
+test("make run: a binary that dies (kill -9) stops the others gracefully, and the run fails naming it", {
+  timeout: 240_000,
+}, async () => {
+  const supervisor = await startSupervisor();
+  try {
+    await create(supervisor, "before the crash");
+    await poll(
+      "the event to be relayed",
+      () => count("package_event"),
+      (n) => n === 0,
+      30_000,
+      50,
+    );
+    // The grpc-server is a child of the supervisor (setpriv execs node), in a group of its own.
+    const grpcPid = childPidRunning(supervisor.child.pid!, "cmd/grpc-server/main.ts");
+    process.kill(grpcPid, "SIGKILL");
+    assert.deepEqual(await closedWithin60s(supervisor), [1, null], supervisor.output());
+  } finally {
+    await supervisor.stop();
+  }
+  assert.match(supervisor.output(), /run: grpc-server exited \(SIGKILL\); stopping the others/);
+  assert.equal(supervisor.said(retranslator, "shutting down"), 1, supervisor.output());
+  assert.equal(supervisor.said(retranslator, "second signal: exiting now"), 0, supervisor.output());
+  assert.equal(await leased(), 0, "the retranslator left nothing leased");
+});
+
+/** The pid of `parent`'s child whose command line holds `entry`. */
+function childPidRunning(parent: number, entry: string): number {
+  const out = execFileSync("pgrep", ["-P", String(parent), "-f", entry], { encoding: "utf8" }).trim();
+  const pids = out.split("\n").filter(Boolean).map(Number);
+  assert.equal(pids.length, 1, `one child of ${parent} runs ${entry}: ${out}`);
+  return pids[0]!;
+}
