@@ -5,20 +5,12 @@
 // Run: bash scripts/test.sh test/cross-language-client.test.ts
 
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { test } from "node:test";
-import { fileURLToPath } from "node:url";
-import { promisify } from "node:util";
 import { createTestCa } from "./helpers/certs.js";
 import { secureServerEnv } from "./helpers/config.js";
 import { useFixture } from "./helpers/fixture.js";
+import { clientScript, compilePythonStubs, jsonLines, python, run } from "./helpers/python.js";
 
-const run = promisify(execFile);
-const root = fileURLToPath(new URL("..", import.meta.url));
-const python = "/usr/bin/python3";
 const tokens = { ops: "python-ops-token-1f2e3d4c5b6a", viewer: "python-viewer-token-9a8b7c6d5e" };
 
 const ca = createTestCa("python");
@@ -30,41 +22,33 @@ const fx = useFixture({
     ]),
   },
 });
-let stubs: string;
+let stubs: Awaited<ReturnType<typeof compilePythonStubs>> | undefined;
 fx.onSetUp(async () => {
-  stubs = mkdtempSync(join(tmpdir(), "lpa-python-stubs-"));
-  await run(python, [
-    "-m",
-    "grpc_tools.protoc",
-    `-I${root}api`,
-    `-I${root}third_party/proto`,
-    `--python_out=${stubs}`,
-    `--grpc_python_out=${stubs}`,
-    "hablof/logistic_package_api/v1/logistic_package_api.proto",
-    "google/api/annotations.proto",
-    "google/api/http.proto",
-  ]);
+  stubs = await compilePythonStubs(
+    [
+      "hablof/logistic_package_api/v1/logistic_package_api.proto",
+      "google/api/annotations.proto",
+      "google/api/http.proto",
+    ],
+    { grpc: true },
+  );
 });
 fx.onTearDown(() => {
   ca.remove();
-  if (stubs) rmSync(stubs, { recursive: true, force: true });
+  stubs?.remove();
 });
 
 test("a Python grpcio client creates, reads, updates, lists and removes over TLS with a token; refusals carry their codes", async () => {
   const { stdout } = await run(python, [
-    join(root, "test/clients/python_client.py"),
-    stubs,
+    clientScript("python_client.py"),
+    stubs!.dir,
     `localhost:${fx.server.ports.grpc}`,
     ca.caFile,
     tokens.ops,
     tokens.viewer,
   ]);
   const steps: Record<string, Record<string, any>> = Object.fromEntries(
-    stdout
-      .trim()
-      .split("\n")
-      .map((line) => JSON.parse(line) as { step: string } & Record<string, unknown>)
-      .map(({ step, ...rest }) => [step, rest]),
+    jsonLines<{ step: string } & Record<string, unknown>>(stdout).map(({ step, ...rest }) => [step, rest]),
   );
   assert.ok(Number(steps.create.id) > 0);
   assert.deepEqual(steps.describe, {

@@ -23,8 +23,12 @@ export async function installEventLog(db: Database): Promise<void> {
   `);
 }
 
+/** Committed event ids by package, each package's in commit (id) order. */
 export async function committedEvents(db: Database): Promise<Map<string, string[]>> {
-  const result = await db.raw(`SELECT id::text AS id, package_id::text AS package_id FROM test_event_log ORDER BY id`);
+  // Ordered by the bigint column: a bare `ORDER BY id` would name the text output column ("11" < "7").
+  const result = await db.raw(
+    `SELECT id::text AS id, package_id::text AS package_id FROM test_event_log ORDER BY test_event_log.id`,
+  );
   const byPackage = new Map<string, string[]>();
   for (const row of (result as { rows: { id: string; package_id: string }[] }).rows) {
     const list = byPackage.get(row.package_id) ?? [];
