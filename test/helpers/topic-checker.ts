@@ -23,6 +23,12 @@ export async function installEventLog(db: Database): Promise<void> {
   `);
 }
 
+/**
+ * The keys of an event's payload, sorted (docs/design.md §2.2): one shape for
+ * every type; `Updated` only from a package's first update on.
+ */
+export const payloadKeys = ["Created", "ID", "Material", "MaximumVolume", "Removed", "Reusable", "Title", "Updated"];
+
 /** Committed event ids by package, each package's in commit (id) order. */
 export async function committedEvents(db: Database): Promise<Map<string, string[]>> {
   // Ordered by the bigint column: a bare `ORDER BY id` would name the text output column ("11" < "7").
