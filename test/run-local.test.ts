@@ -247,3 +247,42 @@ function childPidRunning(parent: number, entry: string): number {
   assert.equal(pids.length, 1, `one child of ${parent} runs ${entry}: ${out}`);
   return pids[0]!;
 }
+
+test("make run: a binary stuck in its event loop (SIGSTOP) is killed at the third Ctrl-C; the other drains at the first", {
+  timeout: 240_000,
+}, async () => {
+  const supervisor = await startSupervisor();
+  const grpcPid = childPidRunning(supervisor.child.pid!, "cmd/grpc-server/main.ts");
+  const ctrlC = () => process.kill(-supervisor.child.pid!, "SIGINT");
+  try {
+    await create(supervisor, "before the hang");
+    process.kill(grpcPid, "SIGSTOP");
+    ctrlC();
+    // The retranslator drains and stops; the stopped grpc-server cannot answer.
+    await poll(
+      "the retranslator to stop",
+      async () => supervisor.said(retranslator, "stopped"),
+      (n) => n === 1,
+      60_000,
+    );
+    assert.equal(supervisor.child.exitCode, null, "the supervisor waits for the grpc-server");
+    ctrlC();
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(supervisor.child.exitCode, null, "a second Ctrl-C asks again; a stopped process cannot answer");
+    ctrlC();
+    // The third SIGKILLs the grpc-server's group; the supervisor then stops the broker and fails.
+    assert.deepEqual(await closedWithin60s(supervisor), [1, null], supervisor.output());
+  } finally {
+    await supervisor.stop();
+    try {
+      process.kill(grpcPid, "SIGKILL");
+    } catch {
+      // Gone, as it should be.
+    }
+  }
+  assert.throws(() => process.kill(grpcPid, 0), /ESRCH/, "the grpc-server is gone");
+  assert.equal(supervisor.said(retranslator, "shutting down"), 1, supervisor.output());
+  assert.equal(supervisor.said(retranslator, "second signal: exiting now"), 0, supervisor.output());
+  assert.equal(supervisor.said(grpcServer, "shutting down"), 0, "the grpc-server never ran again");
+  assert.equal(await leased(), 0, "the retranslator left nothing leased");
+});
