@@ -95,6 +95,11 @@ export class PartitionNotReadyError extends Error {
   }
 }
 
+/** How long @platformatic/kafka trusts its cached metadata (its default). */
+const PLATFORMATIC_METADATA_MAX_AGE_MS = 5000;
+/** The leader check's metadata is at most this much younger than what the send accepts. */
+const PLATFORMATIC_CHECK_MARGIN_MS = 1000;
+
 /**
  * @platformatic/kafka, measured against kafkajs in the bench (docs/relay.md,
  * "Another Kafka client"). Plaintext only and not idempotent (config validation
@@ -106,6 +111,7 @@ function platformaticProduceClient(
   options: ProduceClientOptions,
 ): ProduceClient {
   const producer = new Producer({
+    metadataMaxAge: PLATFORMATIC_METADATA_MAX_AGE_MS,
     clientId: options.clientId,
     bootstrapBrokers: [...options.brokers],
     idempotent: false,
@@ -135,8 +141,13 @@ function platformaticProduceClient(
       // none (leader -1), throws outside any callback: the process dies (upstream
       // platformatic/kafka#69). A partition beyond its cached count it takes modulo that
       // count, to another partition. So check first, against the metadata the send will
-      // use (cached for metadataMaxAge; this call refreshes it when older).
-      const metadata = await producer.metadata({ topics: [topic] });
+      // use: send() looks the leaders up in the same tick as the check below (no await in
+      // between, no hooks configured), from this cache, which the margin keeps fresh for it
+      // (refreshed here from 4 s of age, trusted by the send up to 5 s).
+      const metadata = await producer.metadata({
+        topics: [topic],
+        metadataMaxAge: PLATFORMATIC_METADATA_MAX_AGE_MS - PLATFORMATIC_CHECK_MARGIN_MS,
+      });
       const partitions = metadata.topics.get(topic)?.partitions;
       for (const m of messages) {
         if (m.partition === undefined) continue;
