@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds tools/kafka-mock/bin/kafka-mock-next: the same mock cluster program as
 # tools/kafka-mock/bin/kafka-mock, linked statically against librdkafka 2.12.0
-# with tools/kafka-mock/librdkafka-2.12.0-apiversions-v3.patch, so that clients
+# with tools/kafka-mock/librdkafka-2.12.0-mock-fixes.patch, so that clients
 # that need ApiVersions v3 (@platformatic/kafka) can produce to it: the bench's
 # client comparison (npm run bench -- --only=kafka-clients) and the relay tests
 # that run with that client; every other test uses Debian's librdkafka (the
@@ -12,7 +12,7 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out="$root/tools/kafka-mock/bin/kafka-mock-next"
-patch_file="$root/tools/kafka-mock/librdkafka-2.12.0-apiversions-v3.patch"
+patch_file="$root/tools/kafka-mock/librdkafka-2.12.0-mock-fixes.patch"
 program="$root/tools/kafka-mock/kafka-mock.c"
 if [[ -x "$out" && ! "$patch_file" -nt "$out" && ! "$program" -nt "$out" && ! "${BASH_SOURCE[0]}" -nt "$out" ]]; then
   exit 0
@@ -41,8 +41,8 @@ grep -q '^#define RD_KAFKA_VERSION 0x020c00ff' "$src/src/rdkafka.h" || {
 (cd "$src/src" && make -j2 > "$work/make.log" 2>&1 && make install >> "$work/make.log" 2>&1) ||
   fail "make failed" "$work/make.log"
 # Static, so that the binary does not depend on the build directory removed below.
-gcc -O2 -Wall -I"$work/install/include" -o "$out.tmp" "$program" "$work/install/lib/librdkafka.a" \
+gcc -O2 -Wall -I"$work/install/include" -o "$out.tmp.$$" "$program" "$work/install/lib/librdkafka.a" \
   $(PKG_CONFIG_PATH="$work/install/lib/pkgconfig" pkg-config --static --libs-only-other --libs-only-l rdkafka-static 2>/dev/null ||
     echo "-lpthread -lz -lm -ldl")
-mv -f "$out.tmp" "$out"
+mv -f "$out.tmp.$$" "$out"
 echo "build-kafka-mock-next: built $out" >&2

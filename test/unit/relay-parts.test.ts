@@ -114,7 +114,12 @@ describe("a produce failure, by client", () => {
       ["unknown topic", new UserError("Unknown topic omp-package-events."), true, false],
       ["another misuse", new UserError("Invalid option"), false, false],
       // Our adapter's own, before a send its cached metadata would crash on (produce-client.ts).
-      ["partition without a leader", new PartitionNotReadyError("events", 3, -1), true, false],
+      [
+        "partition without a leader",
+        new PartitionNotReadyError("events", 3, "no leader the client knows (leader -1)"),
+        true,
+        false,
+      ],
     ];
     // As its producer rejects: the send's aggregate, around the retries' aggregate of every attempt.
     const afterAttempts = (...attempts: Error[]) =>

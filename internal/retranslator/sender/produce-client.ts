@@ -86,19 +86,18 @@ export async function produceClientFactory(name: ProducerClientName): Promise<Pr
 export class PartitionNotReadyError extends Error {
   override readonly name = "PartitionNotReadyError";
   readonly retriable = true;
-  constructor(topic: string, partition: number, leader: number | undefined) {
-    super(
-      leader === undefined
-        ? `partition ${topic}/${partition} is not in the client's metadata yet`
-        : `partition ${topic}/${partition} has no leader the client knows (leader ${leader})`,
-    );
+  constructor(topic: string, partition: number, why: string) {
+    super(`partition ${topic}/${partition} cannot be sent to now: ${why}`);
   }
 }
 
-/** How long @platformatic/kafka trusts its cached metadata (its default). */
+/** How long @platformatic/kafka's send() trusts its cached metadata (the client's default). */
 const PLATFORMATIC_METADATA_MAX_AGE_MS = 5000;
-/** The leader check's metadata is at most this much younger than what the send accepts. */
-const PLATFORMATIC_CHECK_MARGIN_MS = 1000;
+/**
+ * The leader check refreshes that cache from this age on and sends only on a cache younger
+ * than it: a second below what send() accepts, so that send() reads the checked cache.
+ */
+const CHECKED_MAX_AGE_MS = PLATFORMATIC_METADATA_MAX_AGE_MS - 1000;
 
 /**
  * @platformatic/kafka, measured against kafkajs in the bench (docs/relay.md,
@@ -132,29 +131,63 @@ function platformaticProduceClient(
       headerValue: stringSerializer,
     },
   });
+  /**
+   * Brings the client's cached metadata of `topic` to at most CHECKED_MAX_AGE_MS of age
+   * (anew when a send or check asked for it), so that the send that follows reads it.
+   */
+  const freshMetadata = async (topic: string): Promise<void> => {
+    const forceUpdate = refreshBeforeNextSend;
+    refreshBeforeNextSend = false;
+    try {
+      await producer.metadata({ topics: [topic], metadataMaxAge: CHECKED_MAX_AGE_MS, forceUpdate });
+    } catch (err) {
+      refreshBeforeNextSend ||= forceUpdate;
+      throw err;
+    }
+  };
+  // Set by a failed send or check: the next check fetches the client's metadata anew,
+  // rather than trust a cached leader for up to its age. The cache is never cleared: a
+  // send between another's clear and its refetch would fetch metadata of its own (below).
+  let refreshBeforeNextSend = false;
   return {
     // The client connects on its first request.
     connect: async () => undefined,
     // Its request timeout is the producer's own (kafka.requestTimeoutMs, as the sender passes).
     produce: async (topic, messages) => {
+      await freshMetadata(topic);
       // 1.35.0 looks each partition's leader up in its cached metadata and, where there is
-      // none (leader -1), throws outside any callback: the process dies (upstream
-      // platformatic/kafka#69). A partition beyond its cached count it takes modulo that
-      // count, to another partition. So check first, against the metadata the send will
-      // use: send() looks the leaders up in the same tick as the check below (no await in
-      // between, no hooks configured), from this cache, which the margin keeps fresh for it
-      // (refreshed here from 4 s of age, trusted by the send up to 5 s).
-      const metadata = await producer.metadata({
-        topics: [topic],
-        metadataMaxAge: PLATFORMATIC_METADATA_MAX_AGE_MS - PLATFORMATIC_CHECK_MARGIN_MS,
-      });
-      const partitions = metadata.topics.get(topic)?.partitions;
+      // none (leader -1, a broker restarting), reads the host of an undefined broker: a
+      // TypeError, thrown out of send() when the cache served it (the relay would charge the
+      // events an attempt) and out of a socket callback when send() had to fetch metadata
+      // itself (the process dies; upstream platformatic/kafka#69). A partition beyond its
+      // count it takes modulo that count, to another partition. So the leaders are checked
+      // here, in the live cache, in the same tick as send()'s own look-up (no await between
+      // them, and no hooks configured that would add one), and only while that cache is
+      // fresh enough that send() will read it rather than fetch.
+      const cache = producer.currentMetadata;
+      const cached = cache?.topics.get(topic);
+      if (cache === undefined || cached === undefined || cached.lastUpdate < Date.now() - CHECKED_MAX_AGE_MS) {
+        refreshBeforeNextSend = true;
+        throw new PartitionNotReadyError(
+          topic,
+          messages[0]?.partition ?? -1,
+          "the client's metadata of the topic is missing or too old (being refreshed)",
+        );
+      }
       for (const m of messages) {
         if (m.partition === undefined) continue;
-        const leader = partitions?.[m.partition]?.leader;
-        if (leader === undefined || !metadata.brokers.has(leader)) {
-          producer.clearMetadata();
-          throw new PartitionNotReadyError(topic, m.partition, leader);
+        if (m.partition >= cached.partitionsCount) {
+          refreshBeforeNextSend = true;
+          throw new PartitionNotReadyError(
+            topic,
+            m.partition,
+            `the client knows ${cached.partitionsCount} partitions of the topic`,
+          );
+        }
+        const leader = cached.partitions[m.partition]?.leader;
+        if (leader === undefined || !cache.brokers.has(leader)) {
+          refreshBeforeNextSend = true;
+          throw new PartitionNotReadyError(topic, m.partition, `no leader the client knows (leader ${leader})`);
         }
       }
       try {
@@ -171,9 +204,9 @@ function platformaticProduceClient(
           })),
         });
       } catch (err) {
-        // With repeatOnStaleMetadata off, a moved leader leaves the cache as it was until
-        // metadataMaxAge: read it again next time, as KafkaSender does with its own.
-        producer.clearMetadata();
+        // With repeatOnStaleMetadata off, a moved leader stays cached until the cache's
+        // age runs out: read it again before the next send, as KafkaSender does with its own.
+        refreshBeforeNextSend = true;
         throw err;
       }
     },
