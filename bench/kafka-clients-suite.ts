@@ -64,8 +64,8 @@ async function measureClients(
   const warmup = 5000;
   const measured = options.quick ? 20_000 : 100_000;
   log(`kafka clients bench: ${rounds} rounds, ${fmtInt(measured)} records each after ${fmtInt(warmup)}`);
-  // The first start builds the mock against librdkafka 2.12.0 (scripts/build-kafka-mock-next.sh).
-  log("building the mock against librdkafka 2.12.0 (first time: a minute or more)");
+  // The first start builds the mock against librdkafka 2.12.0 when it is missing or out of
+  // date (scripts/build-kafka-mock-next.sh): a minute or more.
   const runs: Run[] = [];
   for (let round = 0; round < rounds; round++) {
     // Alternated, each on a fresh broker and topic, the first client of a round alternating too.
@@ -175,13 +175,13 @@ async function measureClients(
         machine: {
           ...(await machineInfo()),
           broker:
-            "tools/kafka-mock built against librdkafka 2.12.0 + tools/kafka-mock/librdkafka-2.12.0-apiversions-v3.patch",
+            "tools/kafka-mock built against librdkafka 2.12.0 + tools/kafka-mock/librdkafka-2.12.0-mock-fixes.patch",
         },
         git: gitInfo(),
         loadAverage: loadAverage(),
         shape: { warmup, measured, batch: BATCH, partitions: PARTITIONS, acks: "all", inFlight: 1 },
         broker:
-          "tools/kafka-mock built against librdkafka 2.12.0 + tools/kafka-mock/librdkafka-2.12.0-apiversions-v3.patch",
+          "tools/kafka-mock built against librdkafka 2.12.0 + tools/kafka-mock/librdkafka-2.12.0-mock-fixes.patch",
         summary,
         relayDrain: {
           shape: { events: RELAY_EVENTS, packages: RELAY_PACKAGES, partitions: PARTITIONS, instances: 1 },

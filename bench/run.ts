@@ -71,7 +71,7 @@ if (kafkaClients) {
   const { runKafkaClients } = await import("./kafka-clients-suite.js");
   if (mode === "smoke") {
     process.stderr.write(
-      "bench: --smoke is not available for --only=kafka-clients (it needs scripts/build-kafka-mock-next.sh)\n",
+      "bench: --smoke is not available for --only=kafka-clients (it compares two clients' speed, which a tiny run cannot show)\n",
     );
     process.exit(2);
   }

@@ -227,7 +227,9 @@ test("an overloaded server answers Unavailable at once for creates beyond create
       assert.match(err.details, /too many creates waiting; retry/);
     }
     const ids = settled.flatMap((o) => (o.status === "fulfilled" ? [o.value.ID] : []));
-    const rows = await fx.db.db.raw(`SELECT id::text AS id FROM package WHERE title LIKE 'flood-%' ORDER BY id`);
+    const rows = await fx.db.db.raw(
+      `SELECT id::text AS id FROM package WHERE title LIKE 'flood-%' ORDER BY package.id`,
+    );
     assert.deepEqual(
       (rows as { rows: { id: string }[] }).rows.map((r) => r.id),
       [...ids].sort((a, b) => Number(a) - Number(b)),

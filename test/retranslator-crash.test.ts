@@ -72,11 +72,13 @@ async function leasedIds(db: Database, owner?: string): Promise<string[]> {
     owner === undefined
       ? await rows<{ id: string }>(
           db,
-          `SELECT id::text AS id FROM package_event WHERE locked_by IS NOT NULL ORDER BY id`,
+          `SELECT id::text AS id FROM package_event WHERE locked_by IS NOT NULL ORDER BY package_event.id`,
         )
-      : await rows<{ id: string }>(db, `SELECT id::text AS id FROM package_event WHERE locked_by = ? ORDER BY id`, [
-          owner,
-        ]);
+      : await rows<{ id: string }>(
+          db,
+          `SELECT id::text AS id FROM package_event WHERE locked_by = ? ORDER BY package_event.id`,
+          [owner],
+        );
   return result.map((r) => r.id);
 }
 

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
+import { readdirSync, readFileSync } from "node:fs";
 import { after, before, test } from "node:test";
 import { Kafka, logLevel } from "kafkajs";
 import { withParentDeathSignal } from "../tools/parent-death.js";
@@ -104,9 +105,11 @@ async function startSupervisor(): Promise<Supervisor> {
     ports: { gateway },
     output: () => output,
     closed,
+    // Whole lines only: it is also read while the output is still arriving.
     said: (name, msg) =>
       output
         .split("\n")
+        .slice(0, -1)
         .filter((l) => l.startsWith("{"))
         .map((l) => JSON.parse(l) as { name?: string; msg?: string })
         .filter((m) => m.name === name && m.msg === msg).length,
@@ -242,9 +245,20 @@ test("make run: a binary that dies (kill -9) stops the others gracefully, and th
 
 /** The pid of `parent`'s child whose command line holds `entry`. */
 function childPidRunning(parent: number, entry: string): number {
-  const out = execFileSync("pgrep", ["-P", String(parent), "-f", entry], { encoding: "utf8" }).trim();
-  const pids = out.split("\n").filter(Boolean).map(Number);
-  assert.equal(pids.length, 1, `one child of ${parent} runs ${entry}: ${out}`);
+  const pids = readdirSync("/proc")
+    .filter((name) => /^\d+$/.test(name))
+    .filter((pid) => {
+      try {
+        // "pid (comm) state ppid …": the comm may hold spaces, so read after its ")".
+        const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+        const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+        return ppid === parent && readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").includes(entry);
+      } catch {
+        return false; // Gone while we looked.
+      }
+    })
+    .map(Number);
+  assert.equal(pids.length, 1, `one child of ${parent} runs ${entry}: ${pids.join(", ")}`);
   return pids[0]!;
 }
 
@@ -252,9 +266,10 @@ test("make run: a binary stuck in its event loop (SIGSTOP) is killed at the thir
   timeout: 240_000,
 }, async () => {
   const supervisor = await startSupervisor();
-  const grpcPid = childPidRunning(supervisor.child.pid!, "cmd/grpc-server/main.ts");
   const ctrlC = () => process.kill(-supervisor.child.pid!, "SIGINT");
+  let grpcPid: number | undefined;
   try {
+    grpcPid = childPidRunning(supervisor.child.pid!, "cmd/grpc-server/main.ts");
     await create(supervisor, "before the hang");
     process.kill(grpcPid, "SIGSTOP");
     ctrlC();
@@ -275,12 +290,12 @@ test("make run: a binary stuck in its event loop (SIGSTOP) is killed at the thir
   } finally {
     await supervisor.stop();
     try {
-      process.kill(grpcPid, "SIGKILL");
+      if (grpcPid !== undefined) process.kill(grpcPid, "SIGKILL");
     } catch {
       // Gone, as it should be.
     }
   }
-  assert.throws(() => process.kill(grpcPid, 0), /ESRCH/, "the grpc-server is gone");
+  assert.throws(() => process.kill(grpcPid!, 0), /ESRCH/, "the grpc-server is gone");
   assert.equal(supervisor.said(retranslator, "shutting down"), 1, supervisor.output());
   assert.equal(supervisor.said(retranslator, "second signal: exiting now"), 0, supervisor.output());
   assert.equal(supervisor.said(grpcServer, "shutting down"), 0, "the grpc-server never ran again");
