@@ -42,7 +42,7 @@ interface DeadLetterRow {
 const deadLetters = (db: Database) =>
   rows<DeadLetterRow>(
     db,
-    `SELECT id::text, package_id::text, type, attempts, last_error FROM package_event_dead_letter ORDER BY id`,
+    `SELECT id::text, package_id::text, type, attempts, last_error FROM package_event_dead_letter ORDER BY package_event_dead_letter.id`,
   );
 
 interface OutboxRow {
@@ -54,7 +54,10 @@ interface OutboxRow {
 }
 
 const outbox = (db: Database) =>
-  rows<OutboxRow>(db, `SELECT id::text, package_id::text, type, attempts, locked_by FROM package_event ORDER BY id`);
+  rows<OutboxRow>(
+    db,
+    `SELECT id::text, package_id::text, type, attempts, locked_by FROM package_event ORDER BY package_event.id`,
+  );
 
 /** Produce responses that carried an error, as kafkajs logs them (one line per failed Produce request). */
 const produceErrors = (r: TestRetranslator) =>

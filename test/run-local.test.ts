@@ -84,12 +84,17 @@ async function startSupervisor(): Promise<Supervisor> {
     detached: true,
     stdio: ["ignore", "pipe", "pipe"],
   });
+  // Both streams for diagnostics and the supervisor's own lines (stderr); the binaries'
+  // JSON lines from stdout alone, where a chunk of stderr cannot land inside one.
   let output = "";
-  const keep = (chunk: Buffer) => {
-    output = (output + chunk.toString()).slice(-200_000);
-  };
-  child.stdout!.on("data", keep);
-  child.stderr!.on("data", keep);
+  let stdout = "";
+  child.stdout!.on("data", (chunk: Buffer) => {
+    output += chunk.toString();
+    stdout += chunk.toString();
+  });
+  child.stderr!.on("data", (chunk: Buffer) => {
+    output += chunk.toString();
+  });
   const closed = new Promise<[number | null, NodeJS.Signals | null]>((resolve) =>
     child.once("close", (code, signal) => resolve([code, signal])),
   );
@@ -105,13 +110,21 @@ async function startSupervisor(): Promise<Supervisor> {
     ports: { gateway },
     output: () => output,
     closed,
-    // Whole lines only: it is also read while the output is still arriving.
+    // Whole lines only (it is also read while output is still arriving). Two binaries share
+    // the pipe, and a write above PIPE_BUF may interleave with the other's: such a line is
+    // skipped, not fatal; the lines counted here are small writes at shutdown.
     said: (name, msg) =>
-      output
+      stdout
         .split("\n")
         .slice(0, -1)
         .filter((l) => l.startsWith("{"))
-        .map((l) => JSON.parse(l) as { name?: string; msg?: string })
+        .flatMap((l) => {
+          try {
+            return [JSON.parse(l) as { name?: string; msg?: string }];
+          } catch {
+            return [];
+          }
+        })
         .filter((m) => m.name === name && m.msg === msg).length,
     // The supervisor's third signal SIGKILLs each binary's group (a binary whose event loop is
     // stuck never runs its SIGTERM handler), then the supervisor itself goes.

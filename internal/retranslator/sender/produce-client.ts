@@ -93,11 +93,14 @@ export class PartitionNotReadyError extends Error {
 
 /** How long @platformatic/kafka's send() trusts its cached metadata (the client's default). */
 const PLATFORMATIC_METADATA_MAX_AGE_MS = 5000;
-/**
- * The leader check refreshes that cache from this age on and sends only on a cache younger
- * than it: a second below what send() accepts, so that send() reads the checked cache.
- */
+/** The leader check sends only on a cache younger than this: send() then reads that cache. */
 const CHECKED_MAX_AGE_MS = PLATFORMATIC_METADATA_MAX_AGE_MS - 1000;
+/**
+ * The check refreshes the cache from this age on: a second earlier still, so that a cache
+ * served just below the refresh age has not passed CHECKED_MAX_AGE_MS by the time it is
+ * checked, after the other sends started in the same turn ran.
+ */
+const REFRESH_AGE_MS = CHECKED_MAX_AGE_MS - 1000;
 
 /**
  * @platformatic/kafka, measured against kafkajs in the bench (docs/relay.md,
@@ -131,30 +134,36 @@ function platformaticProduceClient(
       headerValue: stringSerializer,
     },
   });
+  // When a send or check last failed: metadata cached before then may name a leader that
+  // moved, so every send fetches anew until the cache is younger (the client's own
+  // deduplication makes concurrent sends share one fetch). The adapter never clears the
+  // cache: a send between a clear and the refetch would fetch metadata of its own (below).
+  let staleBefore = 0;
   /**
-   * Brings the client's cached metadata of `topic` to at most CHECKED_MAX_AGE_MS of age
-   * (anew when a send or check asked for it), so that the send that follows reads it.
+   * The client's live cache of `topic`, fetched first when it is older than REFRESH_AGE_MS
+   * or than the last failure; undefined when it is still not fresh enough to check.
    */
-  const freshMetadata = async (topic: string): Promise<void> => {
-    const forceUpdate = refreshBeforeNextSend;
-    refreshBeforeNextSend = false;
-    try {
-      await producer.metadata({ topics: [topic], metadataMaxAge: CHECKED_MAX_AGE_MS, forceUpdate });
-    } catch (err) {
-      refreshBeforeNextSend ||= forceUpdate;
-      throw err;
+  const checkableMetadata = async (topic: string) => {
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const before = producer.currentMetadata?.topics.get(topic)?.lastUpdate;
+      await producer.metadata({
+        topics: [topic],
+        metadataMaxAge: REFRESH_AGE_MS,
+        forceUpdate: before === undefined || before <= staleBefore,
+      });
+      const cache = producer.currentMetadata;
+      const cached = cache?.topics.get(topic);
+      if (cache && cached && cached.lastUpdate > staleBefore && cached.lastUpdate >= Date.now() - CHECKED_MAX_AGE_MS)
+        return { brokers: cache.brokers, topic: cached };
     }
+    return undefined;
   };
-  // Set by a failed send or check: the next check fetches the client's metadata anew,
-  // rather than trust a cached leader for up to its age. The cache is never cleared: a
-  // send between another's clear and its refetch would fetch metadata of its own (below).
-  let refreshBeforeNextSend = false;
   return {
     // The client connects on its first request.
     connect: async () => undefined,
     // Its request timeout is the producer's own (kafka.requestTimeoutMs, as the sender passes).
     produce: async (topic, messages) => {
-      await freshMetadata(topic);
+      const metadata = await checkableMetadata(topic);
       // 1.35.0 looks each partition's leader up in its cached metadata and, where there is
       // none (leader -1, a broker restarting), reads the host of an undefined broker: a
       // TypeError, thrown out of send() when the cache served it (the relay would charge the
@@ -164,29 +173,28 @@ function platformaticProduceClient(
       // here, in the live cache, in the same tick as send()'s own look-up (no await between
       // them, and no hooks configured that would add one), and only while that cache is
       // fresh enough that send() will read it rather than fetch.
-      const cache = producer.currentMetadata;
-      const cached = cache?.topics.get(topic);
-      if (cache === undefined || cached === undefined || cached.lastUpdate < Date.now() - CHECKED_MAX_AGE_MS) {
-        refreshBeforeNextSend = true;
+      if (metadata === undefined) {
+        staleBefore = Date.now();
         throw new PartitionNotReadyError(
           topic,
           messages[0]?.partition ?? -1,
-          "the client's metadata of the topic is missing or too old (being refreshed)",
+          "the client's metadata of the topic stayed missing or too old to check",
         );
       }
       for (const m of messages) {
-        if (m.partition === undefined) continue;
-        if (m.partition >= cached.partitionsCount) {
-          refreshBeforeNextSend = true;
+        // The relay routes every message; without a partition the client would pick one, unchecked.
+        if (m.partition === undefined) throw new Error("@platformatic/kafka adapter: a message without a partition");
+        if (m.partition >= metadata.topic.partitionsCount) {
+          staleBefore = Date.now();
           throw new PartitionNotReadyError(
             topic,
             m.partition,
-            `the client knows ${cached.partitionsCount} partitions of the topic`,
+            `the client knows ${metadata.topic.partitionsCount} partitions of the topic`,
           );
         }
-        const leader = cached.partitions[m.partition]?.leader;
-        if (leader === undefined || !cache.brokers.has(leader)) {
-          refreshBeforeNextSend = true;
+        const leader = metadata.topic.partitions[m.partition]?.leader;
+        if (leader === undefined || !metadata.brokers.has(leader)) {
+          staleBefore = Date.now();
           throw new PartitionNotReadyError(topic, m.partition, `no leader the client knows (leader ${leader})`);
         }
       }
@@ -200,13 +208,13 @@ function platformaticProduceClient(
             key: m.key,
             value: m.value,
             headers: m.headers,
-            ...(m.partition !== undefined && { partition: m.partition }),
+            partition: m.partition,
           })),
         });
       } catch (err) {
         // With repeatOnStaleMetadata off, a moved leader stays cached until the cache's
-        // age runs out: read it again before the next send, as KafkaSender does with its own.
-        refreshBeforeNextSend = true;
+        // age runs out: fetch it again before the next sends, as KafkaSender does with its own.
+        staleBefore = Date.now();
         throw err;
       }
     },
