@@ -35,9 +35,6 @@ const STARTUP_TIMEOUT_MS = 10_000;
 const COMMAND_TIMEOUT_MS = 10_000;
 const STOP_GRACE_MS = 5_000;
 
-let buildOnce: Promise<void> | undefined;
-let buildNextOnce: Promise<void> | undefined;
-
 function mtimeMs(path: string): number | undefined {
   try {
     return statSync(path).mtimeMs;
@@ -46,20 +43,31 @@ function mtimeMs(path: string): number | undefined {
   }
 }
 
+/** Build scripts in progress, by script: concurrent starts wait for one build; a failed one may be tried again. */
+const builds = new Map<string, Promise<void>>();
+
+function runBuild(script: string, what: string): Promise<void> {
+  let build = builds.get(script);
+  if (build === undefined) {
+    build = promisify(execFile)("bash", [script], { cwd: repoRoot, maxBuffer: 16 * 1024 * 1024 }).then(
+      () => undefined,
+      (err: unknown) => {
+        builds.delete(script);
+        const stderr = (err as { stderr?: string }).stderr ?? "";
+        throw new Error(`building ${what} failed: ${String(err)}\n${stderr}`);
+      },
+    );
+    builds.set(script, build);
+  }
+  return build;
+}
+
 /** Runs scripts/build-kafka-mock.sh when the binary is missing or older than its source. */
 function ensureBinary(): Promise<void> {
   const built = mtimeMs(binaryPath);
   const source = mtimeMs(sourcePath);
   if (built !== undefined && (source === undefined || source <= built)) return Promise.resolve();
-  buildOnce ??= promisify(execFile)("bash", [buildScript], { cwd: repoRoot, maxBuffer: 16 * 1024 * 1024 }).then(
-    () => undefined,
-    (err: unknown) => {
-      buildOnce = undefined;
-      const stderr = (err as { stderr?: string }).stderr ?? "";
-      throw new Error(`building kafka-mock failed: ${String(err)}\n${stderr}`);
-    },
-  );
-  return buildOnce;
+  return runBuild(buildScript, "kafka-mock");
 }
 
 const nextBinaryPath = fileURLToPath(new URL("../../tools/kafka-mock/bin/kafka-mock-next", import.meta.url));
@@ -67,25 +75,15 @@ const nextBuildScript = fileURLToPath(new URL("../../scripts/build-kafka-mock-ne
 
 /** Runs scripts/build-kafka-mock-next.sh, which returns at once when its binary is up to date. */
 function ensureNextBinary(): Promise<void> {
-  buildNextOnce ??= promisify(execFile)("bash", [nextBuildScript], {
-    cwd: repoRoot,
-    maxBuffer: 16 * 1024 * 1024,
-  }).then(
-    () => undefined,
-    (err: unknown) => {
-      buildNextOnce = undefined;
-      const stderr = (err as { stderr?: string }).stderr ?? "";
-      throw new Error(`building kafka-mock-next failed: ${String(err)}\n${stderr}`);
-    },
-  );
-  return buildNextOnce;
+  return runBuild(nextBuildScript, "kafka-mock-next");
 }
 
 /**
  * Which build of the program: "stock" links Debian's librdkafka 2.0.2 (every
- * test's broker); "next" links librdkafka 2.12.0 with its ApiVersions v3 fixed
- * (scripts/build-kafka-mock-next.sh), which @platformatic/kafka needs: the
- * stock build refuses that client at its first request.
+ * test's broker but those of @platformatic/kafka); "next" links librdkafka
+ * 2.12.0 with librdkafka-2.12.0-mock-fixes.patch (scripts/build-kafka-mock-next.sh),
+ * which @platformatic/kafka needs: the stock build refuses that client at its
+ * first request.
  */
 export type KafkaMockBuild = "stock" | "next";
 
