@@ -2,10 +2,11 @@
 # Builds tools/kafka-mock/bin/kafka-mock-next: the same mock cluster program as
 # tools/kafka-mock/bin/kafka-mock, linked statically against librdkafka 2.12.0
 # with tools/kafka-mock/librdkafka-2.12.0-mock-fixes.patch, so that clients
-# that need ApiVersions v3 (@platformatic/kafka) can produce to it: the bench's
-# client comparison (npm run bench -- --only=kafka-clients) and the relay tests
-# that run with that client; every other test uses Debian's librdkafka (the
-# stock build, scripts/build-kafka-mock.sh). The sources come from the npm registry:
+# that need ApiVersions v3 (@platformatic/kafka) can produce to it, and so that
+# clients can create topics: the bench's client comparison (npm run bench --
+# --only=kafka-clients), the relay tests that run with that client and the
+# topic-creation tests; every other test uses Debian's librdkafka (the stock
+# build, scripts/build-kafka-mock.sh). The sources come from the npm registry:
 # node-rdkafka 3.6.1 bundles librdkafka 2.12.0. Skipped when the binary is newer
 # than the patch, the program and this script; the build takes about a minute on two cores.
 set -euo pipefail

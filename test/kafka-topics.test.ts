@@ -2,24 +2,42 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { Kafka, logLevel } from "kafkajs";
 import { ensureTopics } from "../internal/kafka/topics.js";
+import { packageApiClient } from "./helpers/grpc-client.js";
 import { type KafkaMock, startKafkaMock } from "./helpers/kafka-mock.js";
 import { captureLogs } from "./helpers/logs.js";
+import { relayWorld } from "./helpers/relay-world.js";
+import { startTestServer } from "./helpers/server.js";
 
 // How a binary that publishes (the retranslator, the bot) meets its topics at start, against a
 // real Kafka-protocol broker: existing topics need no create rights and log no refusal; a
-// missing one that the cluster will not create is a warning naming it, never a failed start.
+// missing one that the cluster will not create is a warning naming it, never a failed start;
+// one it will create is created with the configured partitions, even by two instances at once.
+// The stock mock build cannot create topics; the "next" build (three brokers) can.
 
 let mock: KafkaMock;
+let creating: KafkaMock;
 before(async () => {
-  mock = await startKafkaMock();
+  [mock, creating] = await Promise.all([startKafkaMock(), startKafkaMock({ brokers: 3, build: "next" })]);
 });
 after(async () => {
-  await mock.stop();
+  await Promise.all([mock.stop(), creating.stop()]);
 });
 
 const settings = { partitions: 3, replicationFactor: 1, timeoutMs: 5000 };
-const kafka = () =>
-  new Kafka({ clientId: "topics-test", brokers: mock.brokers, logLevel: logLevel.NOTHING, retry: { retries: 1 } });
+const kafka = (cluster: KafkaMock = mock) =>
+  new Kafka({ clientId: "topics-test", brokers: cluster.brokers, logLevel: logLevel.NOTHING, retry: { retries: 1 } });
+
+/** Each partition of `topic` with its leader, as a client's metadata request sees them. */
+async function partitionLeaders(cluster: KafkaMock, topic: string): Promise<number[]> {
+  const admin = kafka(cluster).admin();
+  await admin.connect();
+  try {
+    const { topics } = await admin.fetchTopicMetadata({ topics: [topic] });
+    return topics[0]!.partitions.sort((a, b) => a.partitionId - b.partitionId).map((p) => p.leader);
+  } finally {
+    await admin.disconnect();
+  }
+}
 
 test("topics the cluster has are looked up, not created: no create request, no warning", async () => {
   await mock.createTopic("orders-existing", 4);
@@ -41,4 +59,87 @@ test("a missing topic the cluster refuses to create is a warning that names it a
   assert.equal(warnings.length, 1, JSON.stringify(lines));
   assert.equal(warnings[0]!.msg, "could not create the topics; relying on existing or auto-created ones");
   assert.deepEqual(warnings[0]!.topics, ["orders-missing"]);
+});
+
+test("a missing topic the cluster will create is created with the configured partitions, each with a leader", async () => {
+  await creating.createTopic("shipments-there", 2);
+  const { logger, lines } = captureLogs();
+  await ensureTopics(kafka(creating), ["shipments-there", "shipments-new"], { ...settings, partitions: 5 }, logger);
+  assert.deepEqual(
+    lines.map((l) => [l.level, l.msg, l.topics]),
+    [["info", "topics created", ["shipments-new"]]],
+  );
+  const leaders = await partitionLeaders(creating, "shipments-new");
+  assert.equal(leaders.length, 5, `partitions of the created topic: ${JSON.stringify(leaders)}`);
+  assert.ok(
+    leaders.every((id) => id >= 1 && id <= 3),
+    `every partition has a leader: ${JSON.stringify(leaders)}`,
+  );
+  assert.equal((await partitionLeaders(creating, "shipments-there")).length, 2, "the existing topic is left as it was");
+});
+
+test("two instances starting at once both find the topic missing: one creates it, the other is told it exists, neither warns", async (t) => {
+  // Every answer 300 ms late, so both lookups are answered before either create arrives:
+  // the race of two replicas rolled out together.
+  for (const id of [1, 2, 3]) await creating.setRtt(id, 300);
+  t.after(async () => {
+    for (const id of [1, 2, 3]) await creating.setRtt(id, 0);
+  });
+  const instances = [captureLogs(), captureLogs()];
+  await Promise.all(
+    instances.map(({ logger }) => ensureTopics(kafka(creating), ["shipments-raced"], settings, logger)),
+  );
+  const said = instances.map(({ lines }) => lines.map((l) => [l.level, l.msg, l.topics]));
+  assert.deepEqual(
+    said.sort((a, b) => String(a[0]?.[1]).localeCompare(String(b[0]?.[1]))),
+    [
+      [["info", "topics created", ["shipments-raced"]]],
+      [["info", "topics exist: another client created them meanwhile", ["shipments-raced"]]],
+    ],
+  );
+  assert.equal((await partitionLeaders(creating, "shipments-raced")).length, 3);
+});
+
+test("a create the cluster refuses (no rights) is a warning naming the topic, and ensureTopics returns", async () => {
+  // CreateTopics (API key 19) answered TOPIC_AUTHORIZATION_FAILED (29), as for a principal without create rights.
+  await creating.pushErrors(19, 1, [29]);
+  const { logger, lines } = captureLogs();
+  await ensureTopics(kafka(creating), ["shipments-forbidden"], settings, logger);
+  const warnings = lines.filter((l) => l.level === "warn");
+  assert.deepEqual(
+    warnings.map((l) => [l.msg, l.topics]),
+    [["could not create the topics; relying on existing or auto-created ones", ["shipments-forbidden"]]],
+    JSON.stringify(lines),
+  );
+  assert.match(JSON.stringify(warnings[0]!.err), /authoriz/i, "the warning carries the broker's reason");
+});
+
+test("a retranslator started on a cluster without its topic creates it with kafka.partitions and delivers into it", async (t) => {
+  const world = await relayWorld(t, "shipments-by-relay", 6, { makeTopic: false });
+  const relay = await world.startRelay();
+  assert.deepEqual(
+    relay.logs.lines.filter((l) => String(l.msg).startsWith("topics")).map((l) => [l.msg, l.topics]),
+    [["topics created", ["shipments-by-relay"]]],
+  );
+  assert.equal((await partitionLeaders(world.kafka, "shipments-by-relay")).length, 6);
+
+  const server = await startTestServer(world.db.url);
+  world.defer(() => server.stop());
+  const client = packageApiClient(server.grpcAddress);
+  world.defer(() => client.close());
+  for (let i = 0; i < 12; i++) {
+    const { ID } = await client.createPackageV1({ Title: `Crate ${i}`, Material: "wood", MaximumVolume: 5 + i });
+    await client.updatePackageV1({ PackageID: ID.toString(), Title: `Crate ${i} v2` });
+  }
+  await world.untilOutboxEmpty("the outbox to drain into the created topic", 30_000);
+  const { report, messages } = await world.readBack();
+  assert.deepEqual(
+    { lost: report.lost, reordered: report.reordered, malformed: report.malformed, duplicated: report.duplicated },
+    { lost: [], reordered: [], malformed: [], duplicated: [] },
+  );
+  assert.equal(messages.length, 24);
+  assert.ok(
+    new Set(messages.map((m) => m.partition)).size > 1,
+    "the events spread over the created topic's partitions",
+  );
 });

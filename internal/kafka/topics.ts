@@ -43,7 +43,10 @@ export async function ensureTopics(
       waitForLeaders: true,
       timeout: settings.timeoutMs,
     });
-    logger.info({ topics: missing, created }, "topics created");
+    // false: each of them was refused as existing, so another client (an instance starting
+    // beside this one) created them between the lookup and the create.
+    if (created) logger.info({ topics: missing }, "topics created");
+    else logger.info({ topics: missing }, "topics exist: another client created them meanwhile");
   } catch (err) {
     logger.warn({ err, topics: missing }, "could not create the topics; relying on existing or auto-created ones");
   } finally {

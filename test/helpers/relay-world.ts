@@ -35,6 +35,12 @@ export interface RelayWorldOptions {
    * @platformatic/kafka at its first request.
    */
   producerClient?: ProducerClientName;
+  /**
+   * Whether the world makes the topic (true). With false the relays it starts
+   * create it (`kafka.partitions` set to the world's partitions), on the mock's
+   * "next" build, the one that takes CreateTopics.
+   */
+  makeTopic?: boolean;
 }
 
 /**
@@ -46,7 +52,7 @@ export async function relayWorld(
   t: TestContext,
   topic: string,
   partitions: number,
-  { brokers = 1, producerClient = "kafkajs" }: RelayWorldOptions = {},
+  { brokers = 1, producerClient = "kafkajs", makeTopic = true }: RelayWorldOptions = {},
 ): Promise<RelayWorld> {
   const tearDown = new TearDown();
   t.after(async () => {
@@ -55,9 +61,10 @@ export async function relayWorld(
   const db = await createTestDatabase();
   tearDown.defer(() => db.drop());
   await installEventLog(db.db);
-  const kafka = await startKafkaMock({ brokers, build: producerClient === "platformatic" ? "next" : "stock" });
+  const next = producerClient === "platformatic" || !makeTopic;
+  const kafka = await startKafkaMock({ brokers, build: next ? "next" : "stock" });
   tearDown.defer(() => kafka.stop());
-  await kafka.createTopic(topic, partitions);
+  if (makeTopic) await kafka.createTopic(topic, partitions);
   return {
     db,
     kafka,
@@ -66,7 +73,8 @@ export async function relayWorld(
     async startRelay(overrides = {}, env = {}) {
       const relay = await startTestRetranslator(
         { ...fastRetranslatorEnv(db.url, kafka.brokers, topic), ...env },
-        { ...overrides, kafka: { producerClient, ...overrides.kafka } },
+        // Without a topic made by the world, the relay creates it with the world's partitions.
+        { ...overrides, kafka: { producerClient, ...(makeTopic ? {} : { partitions }), ...overrides.kafka } },
       );
       tearDown.defer(() => relay.stop());
       return relay;

@@ -1,9 +1,10 @@
 // A local Kafka-protocol cluster (tests and `make run`): spawns tools/kafka-mock/bin/kafka-mock
 // (librdkafka's mock cluster) and drives it over its stdin/stdout line protocol.
 //
-// Limits of the librdkafka 2.0.2 mock: it reports controller id 0, so kafkajs
-// admin.createTopics and the kafkajs idempotent producer do not work against
-// it. Create topics with createTopic() (auto-create also works: 4 partitions).
+// Limits of the librdkafka 2.0.2 mock (the stock build): it reports controller
+// id 0, so kafkajs admin.createTopics and the kafkajs idempotent producer do not
+// work against it. Create topics with createTopic() (auto-create also works: 4
+// partitions). The "next" build (below) takes CreateTopics from a client.
 
 import type { ChildProcessWithoutNullStreams } from "node:child_process";
 import { execFile, spawn } from "node:child_process";
@@ -82,8 +83,8 @@ function ensureNextBinary(): Promise<void> {
  * Which build of the program: "stock" links Debian's librdkafka 2.0.2 (every
  * test's broker but those of @platformatic/kafka); "next" links librdkafka
  * 2.12.0 with librdkafka-2.12.0-mock-fixes.patch (scripts/build-kafka-mock-next.sh),
- * which @platformatic/kafka needs: the stock build refuses that client at its
- * first request.
+ * which @platformatic/kafka needs (the stock build refuses that client at its
+ * first request) and which lets a client create topics.
  */
 export type KafkaMockBuild = "stock" | "next";
 
