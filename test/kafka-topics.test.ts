@@ -2,10 +2,12 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { Kafka, logLevel } from "kafkajs";
 import { ensureTopics } from "../internal/kafka/topics.js";
+import { count } from "./helpers/database.js";
 import { packageApiClient } from "./helpers/grpc-client.js";
 import { type KafkaMock, startKafkaMock } from "./helpers/kafka-mock.js";
 import { captureLogs } from "./helpers/logs.js";
-import { relayWorld } from "./helpers/relay-world.js";
+import { type RelayWorld, relayWorld } from "./helpers/relay-world.js";
+import { readMetric } from "./helpers/retranslator.js";
 import { startTestServer } from "./helpers/server.js";
 
 // How a binary that publishes (the retranslator, the bot) meets its topics at start, against a
@@ -114,15 +116,8 @@ test("a create the cluster refuses (no rights) is a warning naming the topic, an
   assert.match(JSON.stringify(warnings[0]!.err), /authoriz/i, "the warning carries the broker's reason");
 });
 
-test("a retranslator started on a cluster without its topic creates it with kafka.partitions and delivers into it", async (t) => {
-  const world = await relayWorld(t, "shipments-by-relay", 6, { makeTopic: false });
-  const relay = await world.startRelay();
-  assert.deepEqual(
-    relay.logs.lines.filter((l) => String(l.msg).startsWith("topics")).map((l) => [l.msg, l.topics]),
-    [["topics created", ["shipments-by-relay"]]],
-  );
-  assert.equal((await partitionLeaders(world.kafka, "shipments-by-relay")).length, 6);
-
+/** Twelve packages created and updated once each through the API: 24 events. */
+async function writeCrates(world: RelayWorld): Promise<void> {
   const server = await startTestServer(world.db.url);
   world.defer(() => server.stop());
   const client = packageApiClient(server.grpcAddress);
@@ -131,15 +126,60 @@ test("a retranslator started on a cluster without its topic creates it with kafk
     const { ID } = await client.createPackageV1({ Title: `Crate ${i}`, Material: "wood", MaximumVolume: 5 + i });
     await client.updatePackageV1({ PackageID: ID.toString(), Title: `Crate ${i} v2` });
   }
-  await world.untilOutboxEmpty("the outbox to drain into the created topic", 30_000);
+}
+
+/** The world's topic holds each of the 24 events once, in order, spread over its partitions. */
+async function assertCratesDelivered(world: RelayWorld): Promise<void> {
+  await world.untilOutboxEmpty("the outbox to drain into the topic", 30_000);
   const { report, messages } = await world.readBack();
   assert.deepEqual(
     { lost: report.lost, reordered: report.reordered, malformed: report.malformed, duplicated: report.duplicated },
     { lost: [], reordered: [], malformed: [], duplicated: [] },
   );
   assert.equal(messages.length, 24);
-  assert.ok(
-    new Set(messages.map((m) => m.partition)).size > 1,
-    "the events spread over the created topic's partitions",
+  assert.ok(new Set(messages.map((m) => m.partition)).size > 1, "the events spread over the topic's partitions");
+}
+
+test("a retranslator started on a cluster without its topic creates it with kafka.partitions and delivers into it", async (t) => {
+  const world = await relayWorld(t, "shipments-by-relay", 6, { makeTopic: false });
+  const relay = await world.startRelay();
+  assert.deepEqual(
+    relay.logs.lines.filter((l) => String(l.msg).startsWith("topics")).map((l) => [l.msg, l.topics]),
+    [["topics created", ["shipments-by-relay"]]],
   );
+  assert.equal((await partitionLeaders(world.kafka, "shipments-by-relay")).length, 6);
+  await writeCrates(world);
+  await assertCratesDelivered(world);
 });
+
+for (const producerClient of ["kafkajs", "platformatic"] as const)
+  test(`a topic nobody may create (no Create right, auto-creation off): the retranslator starts, its events wait without spending attempts, and go out in order once an operator creates it${producerClient === "kafkajs" ? "" : " (@platformatic/kafka)"}`, async (t) => {
+    const topic = `shipments-awaited-${producerClient}`;
+    const world = await relayWorld(t, topic, 4, { makeTopic: false, producerClient });
+    await world.kafka.setAutoCreateTopics(false);
+    // CreateTopics (API key 19) answered TOPIC_AUTHORIZATION_FAILED (29).
+    await world.kafka.pushErrors(19, 1, [29]);
+    // Two attempts before a dead letter, and short backoff: a missing topic that cost
+    // attempts would dead-letter every event within the wait below.
+    const relay = await world.startRelay({
+      retranslator: { maxAttempts: 2, pollIntervalMs: 200, retryBackoffMinMs: 50, retryBackoffMaxMs: 200 },
+      kafka: { requestTimeoutMs: 1000, sendRetries: 1 },
+    });
+    assert.deepEqual(
+      relay.logs.lines.filter((l) => l.level === "warn").map((l) => [l.msg, l.topics]),
+      [["could not create the topics; relying on existing or auto-created ones", [topic]]],
+    );
+    await writeCrates(world);
+    const metric = (name: string) => readMetric(relay.ports.metrics, `logistic_package_api_retranslator_${name}`);
+    // Long enough for many claims and sends to fail (backoff at most 200 ms).
+    await new Promise((resolve) => setTimeout(resolve, 3000));
+    assert.equal(await count(world.db.db, "package_event"), 24, "every event still waits in the outbox");
+    assert.equal(await metric("events_published_total"), 0);
+    assert.equal(await metric("events_dead_lettered_total"), 0, "a missing topic dead-letters nothing");
+    assert.ok((await metric("events_failed_total")) > 0, "the sends were tried and failed");
+    assert.deepEqual(await partitionLeaders(world.kafka, topic).catch(() => []), []);
+
+    await world.kafka.createTopic(topic, 4);
+    await assertCratesDelivered(world);
+    assert.equal(await metric("events_dead_lettered_total"), 0);
+  });

@@ -13,6 +13,10 @@
  *   rtt ID MS
  *   partition-leader TOPIC PARTITION ID    (ID -1: leader-less, as while a
  *                                           broker restarts)
+ *   auto-create on|off                     (whether a metadata request creates
+ *                                           an unknown topic; on at start. Only
+ *                                           the librdkafka 2.12.0 build with
+ *                                           librdkafka-2.12.0-mock-fixes.patch)
  *   ping
  *   quit                                   (EOF on stdin also quits)
  *
@@ -121,6 +125,16 @@ static int handle(rd_kafka_mock_cluster_t *mc, int nbrokers, char *line) {
                 else
                         reply_rkerr(rd_kafka_mock_partition_set_leader(
                             mc, argv[1], (int32_t)a, (int32_t)b));
+        } else if (!strcmp(argv[0], "auto-create") && argc == 2 &&
+                   (!strcmp(argv[1], "on") || !strcmp(argv[1], "off"))) {
+#ifdef RD_KAFKA_MOCK_HAS_SET_AUTO_CREATE_TOPICS
+                rd_kafka_mock_set_auto_create_topics(mc,
+                                                     !strcmp(argv[1], "on"));
+                reply_rkerr(RD_KAFKA_RESP_ERR_NO_ERROR);
+#else
+                reply_err("%s", "auto-create: not in this librdkafka build "
+                                "(build kafka-mock-next)");
+#endif
         } else if (!strcmp(argv[0], "push-errors") && argc >= 4) {
                 rd_kafka_resp_err_t errs[MAX_ARGS];
                 int ncodes = argc - 3, i;

@@ -24,6 +24,11 @@ export interface KafkaMock {
   setRtt(id: number, ms: number): Promise<void>;
   /** Moves a partition's leadership to broker `id`, or with -1 leaves it without a leader (a broker restarting). */
   setPartitionLeader(topic: string, partition: number, id: number): Promise<void>;
+  /**
+   * Whether a metadata request creates an unknown topic (a broker's
+   * auto.create.topics.enable; on at start). The "next" build only.
+   */
+  setAutoCreateTopics(enabled: boolean): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -230,6 +235,7 @@ export async function startKafkaMock(opts: { brokers?: number; build?: KafkaMock
       if (!/^[A-Za-z0-9._-]+$/.test(topic)) throw new Error(`kafka-mock: invalid topic name ${JSON.stringify(topic)}`);
       return command(`partition-leader ${topic} ${partition} ${id === -1 ? -1 : checkId(id)}`);
     },
+    setAutoCreateTopics: async (enabled) => command(`auto-create ${enabled ? "on" : "off"}`),
     stop: async () => {
       if (stopped) return exitPromise;
       // Let queued commands finish, then ask the process to quit.
