@@ -2,10 +2,19 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { Kafka, logLevel } from "kafkajs";
 import { ensureTopics } from "../internal/kafka/topics.js";
-import { count } from "./helpers/database.js";
+import { toEventMessage } from "../internal/retranslator/sender/event-message.js";
+import { count, createTestDatabase } from "./helpers/database.js";
+import {
+  facadeEnv,
+  facadePackages,
+  migrateFacadeDatabase,
+  readFacadeMetric,
+  startTestFacade,
+} from "./helpers/facade.js";
 import { packageApiClient } from "./helpers/grpc-client.js";
 import { type KafkaMock, startKafkaMock } from "./helpers/kafka-mock.js";
 import { captureLogs } from "./helpers/logs.js";
+import { poll } from "./helpers/poll.js";
 import { type RelayWorld, relayWorld } from "./helpers/relay-world.js";
 import { readMetric } from "./helpers/retranslator.js";
 import { startTestServer } from "./helpers/server.js";
@@ -14,6 +23,7 @@ import { startTestServer } from "./helpers/server.js";
 // real Kafka-protocol broker: existing topics need no create rights and log no refusal; a
 // missing one that the cluster will not create is a warning naming it, never a failed start;
 // one it will create is created with the configured partitions, even by two instances at once.
+// And how the relay and the facade wait for a topic nobody may create until an operator does.
 // The stock mock build cannot create topics; the "next" build (three brokers) can.
 
 let mock: KafkaMock;
@@ -183,3 +193,55 @@ for (const producerClient of ["kafkajs", "platformatic"] as const)
     await assertCratesDelivered(world);
     assert.equal(await metric("events_dead_lettered_total"), 0);
   });
+
+test("a facade started before its topic exists (auto-creation off) stays live, retries with backoff, and applies events once the topic is created", async (t) => {
+  const cluster = await startKafkaMock({ build: "next" });
+  t.after(() => cluster.stop());
+  await cluster.setAutoCreateTopics(false);
+  const db = await createTestDatabase();
+  t.after(() => db.drop());
+  await migrateFacadeDatabase(db.url);
+  const facade = await startTestFacade(facadeEnv(db.url, cluster.brokers, "parcels-later"));
+  t.after(() => facade.stop());
+  const metric = (name: string) => readFacadeMetric(facade.metricsUrl, `logistic_package_api_facade_${name}`);
+
+  await poll(
+    "the consumer to fail on the missing topic and be restarted",
+    () => metric("consumer_restarts_total"),
+    (n) => n >= 2,
+    20_000,
+  );
+  assert.equal((await fetch(`${facade.metricsUrl}/live`)).status, 200, "a missing topic is not a reason to be killed");
+  assert.equal(await metric("assigned_partitions"), 0);
+
+  await cluster.createTopic("parcels-later", 4);
+  const producer = kafka(cluster).producer();
+  await producer.connect();
+  t.after(() => producer.disconnect());
+  const created = new Date("2026-12-01T10:00:00.000Z");
+  const payload = {
+    ID: "41",
+    Title: "Late parcel",
+    Material: "paper",
+    MaximumVolume: 2,
+    Reusable: false,
+    Created: created.toISOString(),
+    Removed: false,
+  };
+  const event = { id: 7n, packageId: 41n, type: "Created" as const, payload: JSON.stringify(payload), created };
+  await producer.send({
+    topic: "parcels-later",
+    messages: [toEventMessage({ ...event, traceparent: null, tracestate: null })],
+  });
+  await poll(
+    "the event to reach the read model",
+    () => facadePackages(db.db),
+    (rows) => rows.length === 1,
+    60_000,
+  );
+  assert.deepEqual(
+    (await facadePackages(db.db)).map((r) => [r.id, r.title, r.removed]),
+    [["41", "Late parcel", false]],
+  );
+  assert.ok((await metric("assigned_partitions")) > 0);
+});
