@@ -230,8 +230,8 @@ const schema = z
         // package's backlog above it goes out as several requests, in order. Keep it at or
         // below the topic's max.message.bytes. An event larger than this alone is dead-lettered.
         maxRequestBytes: int(1024, 100 * 1024 * 1024).default(1_000_000),
-        // The idempotent producer removes broker-side duplicates of kafkajs retries;
-        // needs a real cluster (the test broker cannot do it).
+        // The idempotent producer: the broker drops kafkajs' own retries of a request it
+        // had written (after a failed send the next one goes through a new producer).
         idempotent: bool.default(false),
         // The retranslator's producing client. platformatic (@platformatic/kafka) is there to be
         // measured against kafkajs (npm run bench -- --only=kafka-clients): plaintext only and not

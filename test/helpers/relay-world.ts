@@ -2,7 +2,7 @@ import type { TestContext } from "node:test";
 import type { ProducerClientName } from "../../internal/retranslator/sender/produce-client.js";
 import type { ConfigOverrides } from "./config.js";
 import { count, createTestDatabase, type TestDatabase } from "./database.js";
-import { type KafkaMock, startKafkaMock } from "./kafka-mock.js";
+import { type KafkaMock, type KafkaMockBuild, startKafkaMock } from "./kafka-mock.js";
 import { poll } from "./poll.js";
 import { fastRetranslatorEnv, startTestRetranslator, type TestRetranslator } from "./retranslator.js";
 import { TearDown } from "./tear-down.js";
@@ -41,6 +41,11 @@ export interface RelayWorldOptions {
    * "next" build, the one that takes CreateTopics.
    */
   makeTopic?: boolean;
+  /**
+   * The mock cluster's build when neither of the above needs "next": "next"
+   * also checks an idempotent producer's sequence numbers as Kafka does.
+   */
+  build?: KafkaMockBuild;
 }
 
 /**
@@ -52,7 +57,7 @@ export async function relayWorld(
   t: TestContext,
   topic: string,
   partitions: number,
-  { brokers = 1, producerClient = "kafkajs", makeTopic = true }: RelayWorldOptions = {},
+  { brokers = 1, producerClient = "kafkajs", makeTopic = true, build = "stock" }: RelayWorldOptions = {},
 ): Promise<RelayWorld> {
   const tearDown = new TearDown();
   t.after(async () => {
@@ -61,7 +66,7 @@ export async function relayWorld(
   const db = await createTestDatabase();
   tearDown.defer(() => db.drop());
   await installEventLog(db.db);
-  const next = producerClient === "platformatic" || !makeTopic;
+  const next = producerClient === "platformatic" || !makeTopic || build === "next";
   const kafka = await startKafkaMock({ brokers, build: next ? "next" : "stock" });
   tearDown.defer(() => kafka.stop());
   if (makeTopic) await kafka.createTopic(topic, partitions);

@@ -14,6 +14,7 @@ import {
   TimeoutError,
   UserError,
 } from "@platformatic/kafka";
+import kafkajs from "kafkajs";
 import { Registry } from "prom-client";
 import type { OutboxEvent } from "../../internal/outbox/types.js";
 import { Acknowledger } from "../../internal/retranslator/acknowledger.js";
@@ -139,6 +140,32 @@ describe("a produce failure, by client", () => {
     assert.equal(isTooLarge(outageThenTooLarge), true);
     const tooLargeThenOutage = afterAttempts(response(10), new TimeoutError("Request timed out"));
     assert.equal(isRetriable(tooLargeThenOutage), true);
+  });
+});
+
+// kafkajs spreads its error classes into its exports, which Node's named CommonJS imports miss.
+const { KafkaJSNonRetriableError, KafkaJSProtocolError } = kafkajs;
+
+describe("a produce failure of kafkajs' idempotent producer", () => {
+  // Its producer's numbering, not the event, is at fault: the next send goes through a new
+  // producer (produce-client.ts), so such a failure backs off and charges no attempt.
+  test("a refused sequence or producer id is retriable; a refused record is not", () => {
+    const protocolError = (type: string, code: number) =>
+      new KafkaJSProtocolError({ message: type, type, code, retriable: false } as unknown as Error);
+    const cases: [Error, boolean][] = [
+      [protocolError("OUT_OF_ORDER_SEQUENCE_NUMBER", 45), true],
+      [protocolError("UNKNOWN_PRODUCER_ID", 59), true],
+      [protocolError("INVALID_PRODUCER_EPOCH", 47), true],
+      [protocolError("CORRUPT_MESSAGE", 2), false],
+      [protocolError("INVALID_RECORD", 87), false],
+    ];
+    for (const [err, retriable] of cases) {
+      assert.equal(isRetriable(err), retriable, err.message);
+      // As kafkajs' retrier hands it on: its types leave out the cause it takes.
+      const NonRetriable = KafkaJSNonRetriableError as unknown as new (e: Error, m: { cause: Error }) => Error;
+      const wrapped = new NonRetriable(err, { cause: err });
+      assert.equal(isRetriable(wrapped), retriable, `${err.message}, wrapped`);
+    }
   });
 });
 

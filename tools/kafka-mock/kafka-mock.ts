@@ -4,7 +4,8 @@
 // Limits of the librdkafka 2.0.2 mock (the stock build): it reports controller
 // id 0, so kafkajs admin.createTopics and the kafkajs idempotent producer do not
 // work against it. Create topics with createTopic() (auto-create also works: 4
-// partitions). The "next" build (below) takes CreateTopics from a client.
+// partitions). The "next" build (below) takes CreateTopics from a client and
+// checks an idempotent producer's sequence numbers as Kafka does.
 
 import type { ChildProcessWithoutNullStreams } from "node:child_process";
 import { execFile, spawn } from "node:child_process";

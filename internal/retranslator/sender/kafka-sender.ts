@@ -468,6 +468,10 @@ const retriableNames = new Set([
   "KafkaJSTimeout",
 ]);
 
+// The idempotent producer's own state, not the event's fault: the next send goes through a
+// new producer (produce-client.ts, renewingIdempotentClient), which the broker then accepts.
+const producerStateErrors = new Set(["OUT_OF_ORDER_SEQUENCE_NUMBER", "UNKNOWN_PRODUCER_ID", "INVALID_PRODUCER_EPOCH"]);
+
 // @platformatic/kafka says `canRetry` (NOT_LEADER_OR_FOLLOWER, a lost connection, …); its
 // timeouts say no, but a request that timed out is an outage here as well (code PLT_KFK_NETWORK);
 // and a topic its metadata does not know yet comes back as a UserError without a code of its
@@ -477,6 +481,7 @@ export function isRetriable(err: unknown): boolean {
     (e) =>
       retriableNames.has(e.name) ||
       e.retriable === true ||
+      (typeof e.type === "string" && producerStateErrors.has(e.type)) ||
       e.canRetry === true ||
       e.code === "PLT_KFK_NETWORK" ||
       (e.code === "PLT_KFK_USER" && e.message.startsWith("Unknown topic ")),
