@@ -135,9 +135,18 @@ function startWriter(create: (i: number) => Promise<bigint>, update: (id: bigint
   };
 }
 
-for (const producerClient of producerClients)
-  test(`a broker outage of several seconds: the backlog drains afterwards, nothing lost, per-package order holds${clientSuffix(producerClient)}`, async (t) => {
-    const world = await relayWorld(t, `faults-broker-down-${producerClient}`, 4, { producerClient });
+// Each client, and kafkajs' idempotent producer (renewed after each failed send: produce-client.ts),
+// on the mock build that checks its sequence numbers as Kafka does.
+const outageRuns = [
+  ...producerClients.map((producerClient) => ({ producerClient, idempotent: false })),
+  { producerClient: "kafkajs" as const, idempotent: true },
+];
+for (const { producerClient, idempotent } of outageRuns)
+  test(`a broker outage of several seconds: the backlog drains afterwards, nothing lost, per-package order holds${clientSuffix(producerClient)}${idempotent ? " (kafka.idempotent)" : ""}`, async (t) => {
+    const world = await relayWorld(t, `faults-broker-down-${producerClient}${idempotent ? "-idempotent" : ""}`, 4, {
+      producerClient,
+      ...(idempotent && { build: "next" as const }),
+    });
     const server = await startTestServer(world.db.url);
     world.defer(() => server.stop());
     const client = packageApiClient(server.grpcAddress);
@@ -152,7 +161,7 @@ for (const producerClient of producerClients)
         retryBackoffMaxMs: 2000,
         maxAttempts: 10,
       },
-      kafka: { requestTimeoutMs: 2000, sendRetries: 1 },
+      kafka: { requestTimeoutMs: 2000, sendRetries: 1, idempotent },
     });
 
     const writer = startWriter(
