@@ -54,6 +54,7 @@ test("kafka.idempotent: acks slower than the request timeout (the broker wrote w
   await world.kafka.setRtt(1, 0);
   await updateAll("after");
 
+  assert.ok((await metric("events_failed_total")) > 0, "sends did fail while acks were late");
   await world.untilOutboxEmpty("the outbox to drain once acks are quick again", 30_000);
   assert.deepEqual(await deadLetters(world.db.db), [], "nothing is dead-lettered");
   const { report, committed } = await world.readBack();

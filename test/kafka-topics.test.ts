@@ -91,9 +91,9 @@ test("a missing topic the cluster will create is created with the configured par
 });
 
 test("two instances starting at once both find the topic missing: one creates it, the other is told it exists, neither warns", async (t) => {
-  // Every answer 300 ms late, so both lookups are answered before either create arrives:
-  // the race of two replicas rolled out together.
-  for (const id of [1, 2, 3]) await creating.setRtt(id, 300);
+  // Every answer a second late, so both lookups are answered before either create arrives
+  // (unless one client stalls for a second): the race of two replicas rolled out together.
+  for (const id of [1, 2, 3]) await creating.setRtt(id, 1000);
   t.after(async () => {
     for (const id of [1, 2, 3]) await creating.setRtt(id, 0);
   });

@@ -135,8 +135,11 @@ function startWriter(create: (i: number) => Promise<bigint>, update: (id: bigint
   };
 }
 
-// Each client, and kafkajs' idempotent producer (renewed after each failed send: produce-client.ts),
-// on the mock build that checks its sequence numbers as Kafka does.
+// Each client, and kafkajs' idempotent producer (replaced after each retriable failure:
+// idempotent-producer.ts) on the mock build that checks its sequence numbers as Kafka does. The
+// broker refuses connections while down, so it writes nothing it does not ack: for the
+// idempotent producer this shows an outage's renewals do no harm; test/kafka-idempotent.test.ts
+// is the one where they matter.
 const outageRuns = [
   ...producerClients.map((producerClient) => ({ producerClient, idempotent: false })),
   { producerClient: "kafkajs" as const, idempotent: true },

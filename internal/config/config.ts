@@ -269,6 +269,11 @@ const schema = z
             if (k[key] === "") problem(ctx, key, `is required with kafka.saslMechanism ${k.saslMechanism}`);
           }
         }
+        // kafkajs refuses to make an idempotent producer without retries; the retranslator
+        // makes one at start and again after failures, so this is caught here, at start.
+        if (k.idempotent && k.sendRetries < 1) {
+          problem(ctx, "sendRetries", "must be at least 1 with kafka.idempotent (kafkajs requires retries)");
+        }
         if (k.producerClient === "platformatic") {
           for (const key of ["ssl", "idempotent"] as const) {
             if (k[key]) problem(ctx, key, "is not supported with kafka.producerClient platformatic");

@@ -56,6 +56,16 @@ describe("config validation", () => {
     assert.equal(config.retranslator.leaseSeconds, 3);
   });
 
+  test("kafka.idempotent needs kafka.sendRetries of 1 or more (kafkajs refuses an idempotent producer without retries)", async () => {
+    await refused(
+      () => load({ kafka: { idempotent: true, sendRetries: 0 } }),
+      /config key "kafka\.sendRetries"/,
+      /at least 1 with kafka\.idempotent/,
+    );
+    assert.equal((await load({ kafka: { idempotent: true, sendRetries: 1 } })).kafka.idempotent, true);
+    assert.equal((await load({ kafka: { idempotent: false, sendRetries: 0 } })).kafka.sendRetries, 0);
+  });
+
   test("kafka.producerClient platformatic is plaintext and not idempotent: TLS, SASL and idempotence are refused with it", async () => {
     assert.equal((await load({})).kafka.producerClient, "kafkajs");
     assert.equal((await load({ kafka: { producerClient: "platformatic" } })).kafka.producerClient, "platformatic");

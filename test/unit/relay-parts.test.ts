@@ -22,8 +22,8 @@ import { deadLetters, exhaustedAtClaim } from "../../internal/retranslator/dead-
 import { runMaintenance } from "../../internal/retranslator/maintenance.js";
 import { RetranslatorMetrics } from "../../internal/retranslator/metrics.js";
 import { toEventMessage } from "../../internal/retranslator/sender/event-message.js";
-import { isRetriable, isTooLarge } from "../../internal/retranslator/sender/kafka-sender.js";
 import { PartitionNotReadyError } from "../../internal/retranslator/sender/produce-client.js";
+import { isRetriable, isTooLarge } from "../../internal/retranslator/sender/produce-errors.js";
 import { sendBudgetMs } from "../../internal/retranslator/sender/send-budget.js";
 import { failAll } from "../../internal/retranslator/sender/sender.js";
 import { EventType, PackageEventSchema } from "../../pkg/hablof/logistic_package_api/v1/kafka_proto_pb.js";

@@ -6,6 +6,7 @@ import type { Logger } from "../../logger/logger.js";
 import type { OutboxEvent } from "../../outbox/types.js";
 import { type EventMessage, toEventMessage } from "./event-message.js";
 import { kafkajsProduceClient, type ProduceClient, type ProduceClientFactory } from "./produce-client.js";
+import { isRetriable, isTooLarge } from "./produce-errors.js";
 import { MAX_RETRY_TIME_MS } from "./send-budget.js";
 import {
   failAll as failAllWith,
@@ -157,6 +158,15 @@ export class KafkaSender implements Sender {
     const sendable = request.filter((s) => !run.blocked.has(s.event.packageId));
     for (const s of request) if (run.blocked.has(s.event.packageId)) outcome.unsent.push(s.event);
     if (sendable.length === 0) return true;
+    try {
+      await this.producer.ready();
+    } catch (err) {
+      // No producer to send with (the idempotent client's new one cannot connect):
+      // nothing was handed to the broker, so retriable whatever the error.
+      this.partitionMetadata = undefined;
+      this.fail(run, sendable, err, true);
+      return false;
+    }
     // Fencing, again before each request of a send that takes several: none
     // starts once an event in it is past its sendBy (its lease could run out
     // mid-request). It and the rest of the partition go back unsent.
@@ -276,9 +286,9 @@ export class KafkaSender implements Sender {
   }
 
   /** Records a failed request and blocks its packages for the rest of this send. */
-  private fail(run: PartitionRun, request: readonly Sized[], err: unknown): void {
+  private fail(run: PartitionRun, request: readonly Sized[], err: unknown, retriable = isRetriable(err)): void {
     const events = request.map((s) => s.event);
-    const failed = failAll(events, err);
+    const failed = failAllWith(events, describeError(err), retriable);
     // A single event the broker refuses as too large will never be accepted: dead-letter it now.
     if (request.length === 1 && isTooLarge(err)) for (const f of failed.failed) f.deadLetter = true;
     run.outcome.failed.push(...failed.failed);
@@ -407,85 +417,9 @@ function byPackage(messages: readonly Sized[]): Sized[][] {
   return [...packages.values()];
 }
 
-const tooLarge = new Set(["MESSAGE_TOO_LARGE", "RECORD_LIST_TOO_LARGE"]);
-
-/** The broker refused a request for its size (kafkajs names the error `type`, @platformatic/kafka `apiId`). */
-export function isTooLarge(err: unknown): boolean {
-  return causes(err).some((e) => tooLarge.has(e.type ?? "") || tooLarge.has(e.apiId ?? ""));
-}
-
-type ClientError = Error & {
-  /** kafkajs: the protocol error's name; @platformatic/kafka: `apiId`. */
-  type?: string;
-  apiId?: string;
-  retriable?: boolean;
-  canRetry?: boolean;
-  code?: unknown;
-  originalError?: unknown;
-  errors?: unknown[];
-};
-
-/**
- * An error and the errors inside it, outermost first, down one path: the
- * original error of kafkajs' retries (the last one), a cause, or one of an
- * aggregate's. @platformatic/kafka aggregates its attempts in order
- * ("produce failed 3 times": attempt 1, 2, 3), so its last is the one that
- * counts: an outage on the first try and a refused record on the last is the
- * record's fault. kafkajs' aggregates (one error per broker) keep their first.
- */
-function causes(err: unknown): ClientError[] {
-  const chain: ClientError[] = [];
-  let current: unknown = err;
-  for (let depth = 0; depth < 6 && current instanceof Error; depth++) {
-    const e = current as ClientError;
-    chain.push(e);
-    const platformatic = typeof e.code === "string" && e.code.startsWith("PLT_KFK_");
-    current =
-      e.originalError ??
-      e.cause ??
-      (Array.isArray(e.errors) ? (platformatic ? e.errors.at(-1) : e.errors[0]) : undefined);
-  }
-  return chain;
-}
-
 /** A failed request, described by its error (see failAll in sender.ts). */
 function failAll(events: readonly OutboxEvent[], err: unknown): SendOutcome {
   return failAllWith(events, describeError(err), isRetriable(err));
-}
-
-// Errors of the connection or the cluster's state, not of the event: kafkajs
-// marks protocol errors retriable (NOT_LEADER, UNKNOWN_TOPIC_OR_PARTITION,
-// REQUEST_TIMED_OUT, …) and wraps the last one when its own retries run out.
-const retriableNames = new Set([
-  "KafkaJSConnectionError",
-  "KafkaJSConnectionClosedError",
-  "KafkaJSRequestTimeoutError",
-  "KafkaJSBrokerNotFound",
-  "KafkaJSMetadataNotLoaded",
-  "KafkaJSTopicMetadataNotLoaded",
-  "KafkaJSStaleTopicMetadataAssignment",
-  "KafkaJSLockTimeout",
-  "KafkaJSTimeout",
-]);
-
-// The idempotent producer's own state, not the event's fault: the next send goes through a
-// new producer (produce-client.ts, renewingIdempotentClient), which the broker then accepts.
-const producerStateErrors = new Set(["OUT_OF_ORDER_SEQUENCE_NUMBER", "UNKNOWN_PRODUCER_ID", "INVALID_PRODUCER_EPOCH"]);
-
-// @platformatic/kafka says `canRetry` (NOT_LEADER_OR_FOLLOWER, a lost connection, …); its
-// timeouts say no, but a request that timed out is an outage here as well (code PLT_KFK_NETWORK);
-// and a topic its metadata does not know yet comes back as a UserError without a code of its
-// own ("Unknown topic …"), where kafkajs retries UNKNOWN_TOPIC_OR_PARTITION.
-export function isRetriable(err: unknown): boolean {
-  return causes(err).some(
-    (e) =>
-      retriableNames.has(e.name) ||
-      e.retriable === true ||
-      (typeof e.type === "string" && producerStateErrors.has(e.type)) ||
-      e.canRetry === true ||
-      e.code === "PLT_KFK_NETWORK" ||
-      (e.code === "PLT_KFK_USER" && e.message.startsWith("Unknown topic ")),
-  );
 }
 
 function describeError(err: unknown): string {

@@ -1,7 +1,8 @@
-import { type Kafka, Partitioners, type Producer } from "kafkajs";
+import { type Kafka, Partitioners } from "kafkajs";
 import { ConfigError } from "../../config/config.js";
 import { connectionTimeoutMs } from "../../kafka/client.js";
 import type { EventMessage } from "./event-message.js";
+import { renewingIdempotentClient } from "./idempotent-producer.js";
 import { MAX_RETRY_TIME_MS } from "./send-budget.js";
 
 /**
@@ -12,6 +13,13 @@ import { MAX_RETRY_TIME_MS } from "./send-budget.js";
  */
 export interface ProduceClient {
   connect(): Promise<void>;
+  /**
+   * Resolves once a send can start without connecting a producer first: only
+   * the idempotent client, which replaces its producer after a failure
+   * (idempotent-producer.ts), may have one connecting. The sender awaits it
+   * before its lease check, so that a send's time stays its requests'.
+   */
+  ready(): Promise<void>;
   /**
    * One topic's messages, each naming its partition (routed by the caller),
    * acks=all: one Produce request per leader broker. Rejects when any request
@@ -48,109 +56,18 @@ export function kafkajsProduceClient(kafka: Kafka, options: ProduceClientOptions
       createPartitioner: Partitioners.DefaultPartitioner,
       ...(options.retries !== undefined && { retry: { retries: options.retries } }),
     });
-  if (options.idempotent) return renewingIdempotentClient(kafka, makeProducer);
+  if (options.idempotent)
+    return renewingIdempotentClient(makeProducer, (message, err) =>
+      kafka.logger().warn(message, { error: String(err) }),
+    );
   const producer = makeProducer();
   return {
     connect: () => producer.connect(),
+    ready: async () => {},
     produce: async (topic, messages, timeoutMs) => {
       await producer.send({ topic, acks: -1, timeout: timeoutMs, messages: [...messages] });
     },
     close: () => producer.disconnect(),
-  };
-}
-
-/** One kafkajs idempotent producer (one producer id) and the sends it has in flight. */
-interface ProducerGeneration {
-  producer: Producer;
-  connected: Promise<void>;
-  inFlight: number;
-  /** Replaced: it takes no new send and is closed once inFlight is 0. */
-  retired: boolean;
-}
-
-/**
- * kafkajs' idempotent producer numbers each partition's batches, and after a
- * failed send it takes the numbers back, so that its next send repeats them.
- * That is right when the broker wrote nothing, and its own retry of the same
- * batch is then recognised by the broker as a duplicate. But a send that failed
- * after the broker wrote it (an ack later than the request timeout, a
- * connection lost before the ack) leaves the broker expecting the numbers after
- * that batch: the relay's later resend of those events, grouped with others,
- * repeats the numbers with another length, and a Kafka broker refuses it, and
- * every later send of the partition, with OUT_OF_ORDER_SEQUENCE_NUMBER: the
- * partition's events would be dead-lettered one after another. So after a
- * failed send the next one goes through a new producer (a new producer id,
- * numbered from 0); the old one is closed once its sends in flight are done. A
- * resend through the new producer may repeat what the broker wrote: a copy with
- * its event-id, as without idempotence (test/kafka-idempotent.test.ts).
- */
-function renewingIdempotentClient(kafka: Kafka, makeProducer: () => Producer): ProduceClient {
-  let current: ProducerGeneration | undefined;
-  let renewBeforeNextSend = false;
-  /** Retired generations' disconnects, awaited by close(). */
-  const closing = new Set<Promise<void>>();
-
-  const disconnect = (generation: ProducerGeneration) => {
-    const done = generation.producer.disconnect().then(
-      () => undefined,
-      (err: unknown) =>
-        kafka.logger().warn("a replaced idempotent producer failed to disconnect", { error: String(err) }),
-    );
-    closing.add(done);
-    void done.finally(() => closing.delete(done));
-  };
-  const retire = (generation: ProducerGeneration) => {
-    generation.retired = true;
-    if (generation.inFlight === 0) disconnect(generation);
-  };
-  const connectedGeneration = async (): Promise<ProducerGeneration> => {
-    if (renewBeforeNextSend && current !== undefined) {
-      renewBeforeNextSend = false;
-      retire(current);
-      current = undefined;
-    }
-    if (current === undefined) {
-      const producer = makeProducer();
-      current = { producer, connected: producer.connect(), inFlight: 0, retired: false };
-    }
-    const generation = current;
-    try {
-      await generation.connected;
-    } catch (err) {
-      // Not connected (the cluster unreachable): the next send starts a new one.
-      if (current === generation) current = undefined;
-      retire(generation);
-      throw err;
-    }
-    return generation;
-  };
-
-  return {
-    connect: async () => {
-      await connectedGeneration();
-    },
-    produce: async (topic, messages, timeoutMs) => {
-      const generation = await connectedGeneration();
-      generation.inFlight += 1;
-      try {
-        await generation.producer.send({ topic, acks: -1, timeout: timeoutMs, messages: [...messages] });
-      } catch (err) {
-        // A failure of a retired generation needs nothing more: its partitions' next sends use the new one.
-        if (generation === current) renewBeforeNextSend = true;
-        throw err;
-      } finally {
-        generation.inFlight -= 1;
-        if (generation.retired && generation.inFlight === 0) disconnect(generation);
-      }
-    },
-    close: async () => {
-      if (current !== undefined) {
-        const last = current;
-        current = undefined;
-        await last.producer.disconnect();
-      }
-      await Promise.all(closing);
-    },
   };
 }
 
@@ -259,6 +176,7 @@ function platformaticProduceClient(
   return {
     // The client connects on its first request.
     connect: async () => undefined,
+    ready: async () => {},
     // Its request timeout is the producer's own (kafka.requestTimeoutMs, as the sender passes).
     produce: async (topic, messages) => {
       const metadata = await checkableMetadata(topic);
