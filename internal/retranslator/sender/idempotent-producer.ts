@@ -9,11 +9,28 @@ export interface IdempotentProducer {
   disconnect(): Promise<void>;
 }
 
-/** A send after close(): the relay has stopped (kafkajs refuses it the same way once disconnected). */
+/**
+ * A send after close(): the relay has stopped. Retriable: nothing reached the
+ * broker, so it must not cost the events an attempt.
+ */
 export class ProducerClosedError extends Error {
   override readonly name = "ProducerClosedError";
+  readonly retriable = true;
   constructor() {
     super("the producer is closed");
+  }
+}
+
+/**
+ * A request found its producer replaced since the sender's `ready()`, and the
+ * new one still connecting. It fails at once rather than wait for that connect
+ * past the lease check: retriable, nothing was sent, the partition backs off.
+ */
+export class ProducerNotReadyError extends Error {
+  override readonly name = "ProducerNotReadyError";
+  readonly retriable = true;
+  constructor() {
+    super("the idempotent producer was replaced and its successor is still connecting");
   }
 }
 
@@ -21,6 +38,7 @@ export class ProducerClosedError extends Error {
 interface Generation {
   producer: IdempotentProducer;
   connected: Promise<void>;
+  isConnected: boolean;
   inFlight: number;
   /** Replaced: takes no new send, disconnected once inFlight is 0. */
   retired: boolean;
@@ -42,8 +60,8 @@ interface Generation {
  * So a failure the relay will retry (retriable: an outage, a timeout, a refused
  * sequence) replaces the producer at once: the new one (a new producer id,
  * numbered from 0) connects while the partition backs off, and `ready()`, which
- * the sender awaits before its lease check, waits for it, so the connect is not
- * inside a send's time budget. The old one is disconnected once its sends in
+ * the sender awaits before its lease check, waits for it; a request never waits
+ * for a connect (ProducerNotReadyError), so none is inside a send's time budget. The old one is disconnected once its sends in
  * flight are done. A failure that is the record's (refused as invalid or too
  * large) leaves the numbering right and the producer in place. A resend through
  * the new producer may repeat what the broker wrote: a copy with its event-id,
@@ -63,18 +81,37 @@ export function renewingIdempotentClient(
     const generation: Generation = {
       producer,
       connected: producer.connect(),
+      isConnected: false,
       inFlight: 0,
       retired: false,
       disconnected: undefined,
     };
-    // Whoever sends next awaits this and gets its error; a producer replaced or
-    // closed before anyone did must not leave an unhandled rejection behind.
-    generation.connected.catch(() => undefined);
+    // Whoever calls ready() next awaits `connected` and gets its error. A failed
+    // connect nobody awaited yet is not kept for that call to find later: the
+    // producer is dropped, and the next call starts another.
+    generation.connected.then(
+      () => {
+        generation.isConnected = true;
+      },
+      () => {
+        if (!generation.retired) retire(generation);
+      },
+    );
     generations.add(generation);
     return generation;
   };
   const disconnect = (generation: Generation): Promise<void> => {
-    generation.disconnected ??= generation.producer.disconnect().then(
+    if (generation.disconnected !== undefined) return generation.disconnected;
+    // A connected producer at once (no request may start on it after this); one still
+    // connecting after its connect settles: kafkajs' connect, once past its first step,
+    // would open the connections again after a disconnect made meanwhile.
+    const disconnected = generation.isConnected
+      ? generation.producer.disconnect()
+      : generation.connected.then(
+          () => generation.producer.disconnect(),
+          () => generation.producer.disconnect(),
+        );
+    generation.disconnected = disconnected.then(
       () => {
         generations.delete(generation);
       },
@@ -90,12 +127,16 @@ export function renewingIdempotentClient(
     if (current === generation) current = undefined;
     if (generation.inFlight === 0) void disconnect(generation);
   };
-  /** The current producer, connected and counted in flight (no renewal disconnects it under a send). */
-  const acquire = async (): Promise<Generation> => {
+  /**
+   * The current producer, connected and counted in flight (no renewal
+   * disconnects it under a send). A request does not wait for a connect.
+   */
+  const acquire = async (waitForConnect: boolean): Promise<Generation> => {
     for (;;) {
       if (closed) throw new ProducerClosedError();
       current ??= start();
       const generation = current;
+      if (!waitForConnect && !generation.isConnected) throw new ProducerNotReadyError();
       try {
         await generation.connected;
       } catch (err) {
@@ -116,10 +157,10 @@ export function renewingIdempotentClient(
   };
 
   return {
-    connect: async () => release(await acquire()),
-    ready: async () => release(await acquire()),
+    connect: async () => release(await acquire(true)),
+    ready: async () => release(await acquire(true)),
     produce: async (topic, messages, timeoutMs) => {
-      const generation = await acquire();
+      const generation = await acquire(false);
       try {
         await generation.producer.send({ topic, acks: -1, timeout: timeoutMs, messages: [...messages] });
       } catch (err) {
