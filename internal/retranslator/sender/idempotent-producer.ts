@@ -60,12 +60,13 @@ interface Generation {
  * So a failure the relay will retry (retriable: an outage, a timeout, a refused
  * sequence) replaces the producer at once: the new one (a new producer id,
  * numbered from 0) connects while the partition backs off, and `ready()`, which
- * the sender awaits before its lease check, waits for it; a request never waits
- * for a connect (ProducerNotReadyError), so none is inside a send's time budget. The old one is disconnected once its sends in
- * flight are done. A failure that is the record's (refused as invalid or too
- * large) leaves the numbering right and the producer in place. A resend through
- * the new producer may repeat what the broker wrote: a copy with its event-id,
- * as without idempotence (test/kafka-idempotent.test.ts).
+ * the sender awaits before its lease check, waits for it. A request never waits
+ * for a connect (ProducerNotReadyError), so no connect is inside a send's time
+ * budget. The old producer is disconnected once its sends in flight are done.
+ * A failure that is the record's (refused as invalid or too large) leaves the
+ * numbering right and the producer in place. A resend through the new producer
+ * may repeat what the broker wrote: a copy with its event-id, as without
+ * idempotence (test/kafka-idempotent.test.ts).
  */
 export function renewingIdempotentClient(
   makeProducer: () => IdempotentProducer,
