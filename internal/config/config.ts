@@ -231,7 +231,8 @@ const schema = z
         // below the topic's max.message.bytes. An event larger than this alone is dead-lettered.
         maxRequestBytes: int(1024, 100 * 1024 * 1024).default(1_000_000),
         // The idempotent producer: the broker drops kafkajs' own retries of a request it
-        // had written (after a failed send the next one goes through a new producer).
+        // had written (after a failure the relay retries, the next send goes through a new
+        // producer: sender/idempotent-producer.ts).
         idempotent: bool.default(false),
         // The retranslator's producing client. platformatic (@platformatic/kafka) is there to be
         // measured against kafkajs (npm run bench -- --only=kafka-clients): plaintext only and not

@@ -43,8 +43,9 @@ export async function ensureTopics(
       waitForLeaders: true,
       timeout: settings.timeoutMs,
     });
-    // false: each of them was refused as existing, so another client (an instance starting
-    // beside this one) created them between the lookup and the create.
+    // false: every topic the cluster refused was refused as existing: another client (an
+    // instance starting beside this one) created it between the lookup and the create. With
+    // several topics kafkajs says false even if it created the others (today's callers pass one).
     if (created) logger.info({ topics: missing }, "topics created");
     else logger.info({ topics: missing }, "topics exist: another client created them meanwhile");
   } catch (err) {
