@@ -46,7 +46,8 @@ export async function ensureTopics(
     // false: every topic the cluster refused was refused as existing: another client (an
     // instance starting beside this one) created it between the lookup and the create. With
     // several topics (the bot's two) kafkajs says false even if it created the others, and
-    // then has not waited for their leaders: the bot's publisher retries its first sends.
+    // then has not waited for their leaders: the bot's first sends may fail and be retried
+    // (bot.kafka.sendRetries, with backoff).
     if (created) logger.info({ topics: missing }, "topics created");
     else logger.info({ topics: missing }, "topics exist: another client created them meanwhile");
   } catch (err) {
