@@ -13,6 +13,8 @@ import {
   ProducerNotReadyError,
   renewingIdempotentClient,
 } from "../../internal/retranslator/sender/idempotent-producer.js";
+import type { ProduceClient } from "../../internal/retranslator/sender/produce-client.js";
+import { isRetriable } from "../../internal/retranslator/sender/produce-errors.js";
 
 // kafkajs spreads its error classes into its exports, which Node's named CommonJS imports miss.
 const { KafkaJSProtocolError } = kafkajs;
@@ -102,6 +104,14 @@ function fakeClient({ connectAtOnce = true } = {}) {
   return { client, made, allSends, warnings, send };
 }
 
+/** The first producer's connect, let through once ready() is waiting on it. */
+async function connectFirst(client: ProduceClient, made: FakeProducer[]): Promise<void> {
+  const ready = client.ready();
+  await settle();
+  made[0]!.connection.resolve();
+  await ready;
+}
+
 describe("the idempotent client's producer renewal", () => {
   test("a retriable failure replaces the producer: the next send goes through a new one; the old one is disconnected once its other send ends", async () => {
     const { client, made, send } = fakeClient();
@@ -150,10 +160,7 @@ describe("the idempotent client's producer renewal", () => {
 
   test("a request whose producer was replaced after ready() fails at once as retriable, not after the new one's connect", async () => {
     const { client, made } = fakeClient({ connectAtOnce: false });
-    const warm = client.ready();
-    await settle();
-    made[0]!.connection.resolve();
-    await warm;
+    await connectFirst(client, made);
     const inFlight = client.produce("events", [message], 1000);
     await settle();
     await client.ready();
@@ -161,8 +168,9 @@ describe("the idempotent client's producer renewal", () => {
     made[0]!.sends[0]!.reject(timedOut());
     await assert.rejects(inFlight);
     assert.equal(made.length, 2);
-    await assert.rejects(client.produce("events", [message], 1000), ProducerNotReadyError);
-    assert.equal(new ProducerNotReadyError().retriable, true);
+    const notReady = await client.produce("events", [message], 1000).catch((err: unknown) => err);
+    assert.ok(notReady instanceof ProducerNotReadyError);
+    assert.equal(isRetriable(notReady), true, "the sender backs the partition off, no attempt charged");
     made[1]!.connection.resolve();
     await client.ready();
     const after = client.produce("events", [message], 1000);
@@ -199,10 +207,7 @@ describe("the idempotent client's producer renewal", () => {
 
   test("close() disconnects every producer, replaced ones with sends in flight and one still connecting too (after its connect settles), and refuses later sends", async () => {
     const { client, made, send } = fakeClient({ connectAtOnce: false });
-    const warm = client.ready();
-    await settle();
-    made[0]!.connection.resolve();
-    await warm;
+    await connectFirst(client, made);
     const first = send().catch((err: unknown) => err);
     const failing = send();
     await settle();
@@ -219,7 +224,7 @@ describe("the idempotent client's producer renewal", () => {
     );
     const refused = await client.produce("events", [message], 1000).catch((err: unknown) => err);
     assert.ok(refused instanceof ProducerClosedError);
-    assert.equal(refused.retriable, true, "nothing reached the broker: no attempt charged");
+    assert.equal(isRetriable(refused), true, "nothing reached the broker: no attempt charged");
     made[0]!.sends[0]!.resolve();
     await first;
     await settle();
